@@ -1,0 +1,73 @@
+package job
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Capabilities are what a worker says it can run. The scheduler matches
+// jobs against them; they are data, reported at registration.
+type Capabilities struct {
+	// Runtimes the worker will run. A job of another type is never sent.
+	Runtimes []Type `json:"runtimes"`
+	// Concurrency is how many jobs the worker runs at once (at least 1).
+	Concurrency int `json:"concurrency"`
+	// MaxMemoryMB is the most memory one job may ask for; 0 means no
+	// stated maximum.
+	MaxMemoryMB int `json:"max_memory_mb,omitempty"`
+	// Namespaces, when not empty, is the only namespaces whose jobs the
+	// worker accepts.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// Version is the worker's software version.
+	Version string `json:"version,omitempty"`
+	// Docker describes the container limits of a worker that runs docker.
+	Docker *DockerCapabilities `json:"docker,omitempty"`
+}
+
+// DockerCapabilities are the most a docker worker grants one container.
+// Zero fields mean no stated maximum.
+type DockerCapabilities struct {
+	MaxMemoryMB int     `json:"max_memory_mb,omitempty"`
+	MaxCPUs     float64 `json:"max_cpus,omitempty"`
+	MaxPids     int64   `json:"max_pids,omitempty"`
+	// AllowImages are the image patterns the worker's owner allows; empty
+	// means any image.
+	AllowImages []string `json:"allow_images,omitempty"`
+	// Build is set when the worker also builds images.
+	Build bool `json:"build,omitempty"`
+}
+
+// Has reports whether the worker offers runtime t.
+func (c Capabilities) Has(t Type) bool { return slices.Contains(c.Runtimes, t) }
+
+// Accepts reports whether a worker with these capabilities may run j, and
+// if not, why. It looks at the runtime, the namespace and the resources j
+// asks for; it does not look at how busy the worker is.
+func (c Capabilities) Accepts(j *Job) (bool, string) {
+	if !c.Has(j.Type) {
+		return false, fmt.Sprintf("does not run %s", j.Type)
+	}
+	if len(c.Namespaces) > 0 && !slices.Contains(c.Namespaces, j.Namespace) {
+		return false, fmt.Sprintf("does not accept namespace %s", j.Namespace)
+	}
+	if c.MaxMemoryMB > 0 && j.Spec.MemoryMB > c.MaxMemoryMB {
+		return false, fmt.Sprintf("allows at most %d MB of memory", c.MaxMemoryMB)
+	}
+	if d := j.Spec.Docker; d != nil {
+		dc := c.Docker
+		if dc == nil {
+			return false, "does not run docker"
+		}
+		switch {
+		case dc.MaxMemoryMB > 0 && d.Resources.MemoryMB > dc.MaxMemoryMB:
+			return false, fmt.Sprintf("allows containers at most %d MB of memory", dc.MaxMemoryMB)
+		case dc.MaxCPUs > 0 && d.Resources.CPUs > dc.MaxCPUs:
+			return false, fmt.Sprintf("allows containers at most %g CPUs", dc.MaxCPUs)
+		case dc.MaxPids > 0 && d.Resources.Pids > dc.MaxPids:
+			return false, fmt.Sprintf("allows containers at most %d processes", dc.MaxPids)
+		case len(dc.AllowImages) > 0 && !MatchImage(dc.AllowImages, d.Image):
+			return false, fmt.Sprintf("does not allow image %s", d.Image)
+		}
+	}
+	return true, ""
+}

@@ -1,0 +1,177 @@
+// Package job is the domain of Zerverless: jobs, their specs per runtime,
+// their states and results, worker capabilities and error codes. It does no
+// I/O and imports only the standard library.
+package job
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Type names a runtime. The orchestrator knows runtimes only by this name.
+type Type string
+
+const (
+	TypeLua    Type = "lua"
+	TypeJS     Type = "js"
+	TypeWasm   Type = "wasm"
+	TypePython Type = "python"
+	TypeDocker Type = "docker"
+)
+
+// Types lists every job type the platform knows, in a stable order.
+var Types = []Type{TypeLua, TypeJS, TypeWasm, TypePython, TypeDocker}
+
+// Known reports whether t is a job type the platform knows.
+func (t Type) Known() bool {
+	for _, k := range Types {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Status is where a job is in its life.
+//
+//	pending → running → completed | failed | timeout | canceled
+//
+// A running job whose worker is lost goes back to pending with Attempt+1.
+type Status string
+
+const (
+	StatusPending   Status = "pending"
+	StatusRunning   Status = "running"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusTimeout   Status = "timeout"
+	StatusCanceled  Status = "canceled"
+)
+
+// Statuses lists every status, in life order.
+var Statuses = []Status{StatusPending, StatusRunning, StatusCompleted, StatusFailed, StatusTimeout, StatusCanceled}
+
+// Known reports whether s is a status the platform knows.
+func (s Status) Known() bool {
+	for _, k := range Statuses {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Terminal reports whether a job in status s will never change again.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusCompleted, StatusFailed, StatusTimeout, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// Job is one unit of work submitted by a client.
+type Job struct {
+	ID          string    `json:"id"`
+	Namespace   string    `json:"namespace"`
+	Type        Type      `json:"job_type"`
+	Status      Status    `json:"status"`
+	Attempt     int       `json:"attempt"`
+	MaxAttempts int       `json:"max_attempts"`
+	Spec        Spec      `json:"spec"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// WorkerID is the worker that holds (or last held) the job.
+	WorkerID string `json:"worker_id,omitempty"`
+	// LeaseID identifies the current assignment; a result that does not
+	// carry it is rejected. Empty while pending.
+	LeaseID string `json:"-"`
+	// Reason says why a pending job is waiting, or why a job failed
+	// without a result from a runtime (for example "no attempts left").
+	Reason string  `json:"reason,omitempty"`
+	Result *Result `json:"result,omitempty"`
+}
+
+// Spec is what a client asks to run. Its JSON field names are the API's.
+// Only the fields of the job's Type are used; Validate refuses the rest.
+type Spec struct {
+	// Code is Lua, JavaScript or Python source.
+	Code string `json:"code,omitempty"`
+	// Wasm is a WebAssembly module (base64 in JSON).
+	Wasm []byte `json:"wasm,omitempty"`
+	// Args are passed to a Wasm module after its name.
+	Args []string `json:"args,omitempty"`
+	// Input is any JSON value given to the job.
+	Input json.RawMessage `json:"input_data,omitempty"`
+	// TimeoutSeconds bounds the run; zero means the default.
+	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
+	// MemoryMB bounds the job's memory where the runtime can enforce it;
+	// zero means the default.
+	MemoryMB int `json:"memory_mb,omitempty"`
+
+	Docker *DockerSpec `json:"docker,omitempty"`
+}
+
+// DockerSpec is the container part of a docker job.
+type DockerSpec struct {
+	Image   string            `json:"docker_image"`
+	Command []string          `json:"docker_command,omitempty"`
+	Env     map[string]string `json:"docker_env,omitempty"`
+	// Volumes maps a scratch volume name to its mount path in the
+	// container. Only worker-created named scratch volumes are allowed.
+	Volumes   map[string]string `json:"docker_volumes,omitempty"`
+	Resources Resources         `json:"resources,omitzero"`
+}
+
+// Resources a container job asks for. Zero means the worker's default.
+type Resources struct {
+	MemoryMB int     `json:"memory_mb,omitempty"`
+	CPUs     float64 `json:"cpus,omitempty"`
+	Pids     int64   `json:"pids,omitempty"`
+}
+
+// Result is what a run produced. A job that ran and failed (non-zero exit,
+// an exception, a timeout) has a Result; Status says how it ended.
+type Result struct {
+	Status   Status          `json:"status"`
+	Output   string          `json:"output"`
+	Stderr   string          `json:"stderr"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	ExitCode int             `json:"exit_code"`
+	// DurationMS is the run time on the worker, in milliseconds.
+	DurationMS int64 `json:"duration_ms"`
+	// Truncated is set when a limit cut stdout, stderr or output files.
+	Truncated bool `json:"truncated"`
+	OOMKilled bool `json:"oom_killed,omitempty"`
+	// PeakMemoryBytes and CPUTimeMS report resource use where known.
+	PeakMemoryBytes int64 `json:"peak_memory_bytes,omitempty"`
+	CPUTimeMS       int64 `json:"cpu_time_ms,omitempty"`
+	// Files are the files a container wrote under /output, by path
+	// relative to /output (base64 in JSON).
+	Files map[string][]byte `json:"files,omitempty"`
+	// Attempt and WorkerID say which run produced the result.
+	Attempt  int    `json:"attempt"`
+	WorkerID string `json:"worker_id,omitempty"`
+}
+
+// Task is one run of a job as a worker receives it.
+type Task struct {
+	JobID     string        `json:"job_id"`
+	LeaseID   string        `json:"lease_id"`
+	Attempt   int           `json:"attempt"`
+	Namespace string        `json:"namespace"`
+	Type      Type          `json:"job_type"`
+	Spec      Spec          `json:"spec"`
+	Timeout   time.Duration `json:"timeout_ns"`
+	Limits    Limits        `json:"limits"`
+}
+
+// Limits bound one run. The worker fills zero fields from its defaults.
+type Limits struct {
+	// OutputBytes caps stdout and stderr, each.
+	OutputBytes int `json:"output_bytes"`
+	// MemoryBytes caps the guest's memory where the runtime can.
+	MemoryBytes int64 `json:"memory_bytes"`
+}

@@ -1,0 +1,27 @@
+package job
+
+import "time"
+
+// WorkerInfo describes a connected worker, as GET /api/workers shows it.
+type WorkerInfo struct {
+	ID            string       `json:"id"`
+	Name          string       `json:"name,omitempty"`
+	Remote        string       `json:"remote,omitempty"`
+	Capabilities  Capabilities `json:"capabilities"`
+	RunningJobs   []string     `json:"running_jobs"`
+	ConnectedAt   time.Time    `json:"connected_at"`
+	LastHeartbeat time.Time    `json:"last_heartbeat"`
+	// Notes say why a runtime is not offered (for example "docker: engine
+	// did not answer"), as the worker reported them.
+	Notes map[string]string `json:"notes,omitempty"`
+}
+
+// Stats is a snapshot of the platform, as GET /stats shows it.
+type Stats struct {
+	WorkersConnected int            `json:"workers_connected"`
+	WorkersBusy      int            `json:"workers_busy"`
+	SlotsTotal       int            `json:"slots_total"`
+	SlotsBusy        int            `json:"slots_busy"`
+	Jobs             map[Status]int `json:"jobs"`
+	Queued           map[Type]int   `json:"queued"`
+}

@@ -1,0 +1,50 @@
+// Package store defines how jobs are kept. store/sqlite is the embedded
+// implementation; a PostgreSQL one will satisfy the same interface.
+package store
+
+import (
+	"context"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// Store keeps jobs durably. Every method is safe for concurrent use. A job
+// returned by a method is the caller's to change.
+type Store interface {
+	// CreateJob stores a new job. It returns once the job is durable.
+	CreateJob(ctx context.Context, j *job.Job) error
+	// UpdateJob replaces the stored state of an existing job (status,
+	// attempt, worker, lease, times, reason, result). It returns
+	// job.ErrNotFound (code not_found) for an unknown id.
+	UpdateJob(ctx context.Context, j *job.Job) error
+	// GetJob returns the job with id, or an error with code not_found.
+	GetJob(ctx context.Context, id string) (*job.Job, error)
+	// ListJobs returns jobs matching f, newest first, and a cursor for the
+	// next page ("" when there is none). Listed jobs carry no Spec.Wasm
+	// and no Result.Files, to keep pages light. It never scans every job:
+	// each filter is served by an index.
+	ListJobs(ctx context.Context, f JobFilter) ([]*job.Job, string, error)
+	// ActiveJobs returns every pending or running job, oldest first, in
+	// full. The orchestrator calls it once at start to rebuild its queue.
+	ActiveJobs(ctx context.Context) ([]*job.Job, error)
+	// CountJobs returns how many jobs are in each status.
+	CountJobs(ctx context.Context) (map[job.Status]int, error)
+	// Close releases the store. Calls after Close fail.
+	Close() error
+}
+
+// JobFilter selects jobs for ListJobs. Zero fields select everything.
+type JobFilter struct {
+	Status    job.Status
+	Namespace string
+	// Limit is the page size; the store caps it at MaxListLimit and uses
+	// DefaultListLimit when it is zero.
+	Limit int
+	// Cursor is a value returned by a previous ListJobs call.
+	Cursor string
+}
+
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 500
+)
