@@ -1,0 +1,52 @@
+// Package lua runs Lua 5.1 jobs with github.com/yuin/gopher-lua.
+//
+// # Contract
+//
+// A job's Spec.Code is one Lua chunk. Before it runs:
+//
+//   - the global INPUT holds Spec.Input decoded from JSON (objects and
+//     arrays become tables, null becomes nil; absent input is nil);
+//   - print writes to the job's stdout, like Lua's print (arguments passed
+//     through tostring, separated by tabs, ended by a newline);
+//   - the table json offers json.encode(value) → string and
+//     json.decode(string) → value; both raise a Lua error on failure.
+//
+// The first value the chunk returns becomes Result.Result, encoded as JSON:
+// a table whose keys are exactly 1..n is an array, any other table an
+// object (the empty table is {}); numbers, strings and booleans map to
+// their JSON kind; nil (or no return) leaves Result.Result empty. A value
+// JSON cannot hold (a function, NaN, a cyclic table) fails the job. The
+// encoded result is bounded by the task's output limit.
+//
+// A Lua error (error(...), a runtime error, a syntax error) ends the job
+// with Status failed and the message, with its Lua traceback, in Error.
+// ExitCode is 0 when the job completes, 1 when it fails and -1 when it was
+// stopped (timeout or canceled). Lua has no stderr: Result.Stderr is empty.
+//
+// # Sandbox
+//
+// Only these libraries are opened: base, string, table, math and
+// coroutine. From base, dofile, loadfile, require, module and _printregs are
+// removed; load and loadstring remain, and compile Lua source only
+// (gopher-lua has no bytecode loader) into the same sandbox. string.dump is
+// removed and string.rep refuses results longer than Config.MaxStringBytes.
+// os, io, debug, package and channel are never opened, so a job cannot run
+// commands, touch files or load modules.
+//
+// # Limits
+//
+// The call stack is bounded by Config.CallStackSize frames and the value
+// stack by Config.RegistryMaxSize slots; exceeding either is a Lua error.
+// stdout is cut at Task.Limits.OutputBytes (Result.Truncated is then set).
+// The deadline is ctx's deadline (and Task.Timeout when set): gopher-lua
+// checks the context between instructions, so a Lua loop stops promptly. A
+// library call that runs long inside Go (a pathological string pattern)
+// cannot be interrupted: Run then returns StopGrace after the deadline with
+// Status timeout and leaves that call to finish in the background.
+//
+// Heap memory is not bounded: gopher-lua allocates on the Go heap and
+// offers no accounting, so Task.Limits.MemoryBytes is not enforced. Long
+// strings from string.rep are refused, but a job that grows tables or
+// concatenates strings until its deadline uses memory until then. Workers
+// that need a hard memory bound run such jobs in the wasm or docker runtime.
+package lua

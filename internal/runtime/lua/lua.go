@@ -1,0 +1,225 @@
+package lua
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	glua "github.com/yuin/gopher-lua"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// Config holds the Lua runtime's limits. Zero fields take the values of
+// DefaultConfig.
+type Config struct {
+	// OutputBytes caps stdout and the encoded result of a task whose
+	// Limits.OutputBytes is zero. Default 1 MiB.
+	OutputBytes int
+	// CallStackSize is the most nested Lua calls. Default 200.
+	CallStackSize int
+	// RegistrySize is the initial size of the value stack, in slots.
+	// Default 2048.
+	RegistrySize int
+	// RegistryGrowStep is how many slots the value stack grows by at a
+	// time. Default 4096.
+	RegistryGrowStep int
+	// RegistryMaxSize is the most the value stack may grow to, in slots.
+	// Default 64 Ki slots (1 MiB).
+	RegistryMaxSize int
+	// MaxStringBytes is the longest string string.rep builds. Default
+	// 16 MiB.
+	MaxStringBytes int
+	// StopGrace is how long Run waits, after ctx is done, for a guest busy
+	// inside a library call to stop before returning without it.
+	// Default 500 ms.
+	StopGrace time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		OutputBytes:      1 << 20,
+		CallStackSize:    200,
+		RegistrySize:     2048,
+		RegistryGrowStep: 4096,
+		RegistryMaxSize:  64 << 10,
+		MaxStringBytes:   16 << 20,
+		StopGrace:        500 * time.Millisecond,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.OutputBytes <= 0 {
+		c.OutputBytes = d.OutputBytes
+	}
+	if c.CallStackSize <= 0 {
+		c.CallStackSize = d.CallStackSize
+	}
+	if c.RegistrySize <= 0 {
+		c.RegistrySize = d.RegistrySize
+	}
+	if c.RegistryGrowStep <= 0 {
+		c.RegistryGrowStep = d.RegistryGrowStep
+	}
+	if c.RegistryMaxSize < c.RegistrySize {
+		c.RegistryMaxSize = max(d.RegistryMaxSize, c.RegistrySize)
+	}
+	if c.MaxStringBytes <= 0 {
+		c.MaxStringBytes = d.MaxStringBytes
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = d.StopGrace
+	}
+	return c
+}
+
+// Lua is the Lua runtime. It is safe for concurrent use: each Run gets its
+// own interpreter state.
+type Lua struct {
+	cfg Config
+}
+
+var _ runtime.Runtime = (*Lua)(nil)
+
+// New returns a Lua runtime with cfg; zero fields take their defaults.
+func New(cfg Config) *Lua {
+	return &Lua{cfg: cfg.withDefaults()}
+}
+
+// Run runs t's Lua chunk. It blocks until the chunk ends, ctx is done or
+// t.Timeout passes. A Lua error is a failed Result, not an error; Run
+// returns a non-nil error never.
+func (r *Lua) Run(ctx context.Context, t job.Task) (job.Result, error) {
+	start := time.Now()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
+	res := r.run(ctx, t)
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
+	if st := runtime.Interrupted(ctx); st != "" {
+		return interrupted(st)
+	}
+	if strings.TrimSpace(t.Spec.Code) == "" {
+		return failed("no Lua code")
+	}
+	var input any
+	if len(t.Spec.Input) > 0 {
+		if err := json.Unmarshal(t.Spec.Input, &input); err != nil {
+			return failed("input_data is not valid JSON: " + err.Error())
+		}
+	}
+	limit := t.Limits.OutputBytes
+	if limit <= 0 {
+		limit = r.cfg.OutputBytes
+	}
+	stdout := &runtime.CappedBuffer{Limit: limit}
+
+	done := make(chan job.Result, 1)
+	go func() { done <- r.exec(ctx, t.Spec.Code, input, stdout, limit) }()
+	var res job.Result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		select {
+		case res = <-done:
+		case <-time.After(r.cfg.StopGrace):
+			res = interrupted(runtime.Interrupted(ctx))
+			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
+		}
+	}
+	res.Output = stdout.String()
+	res.Truncated = res.Truncated || stdout.Truncated()
+	return res
+}
+
+// exec runs code in a fresh sandboxed state and returns the result without
+// Output and DurationMS.
+func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.CappedBuffer, limit int) (res job.Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = failed(fmt.Sprintf("lua: internal error: %v", p))
+		}
+	}()
+	L := glua.NewState(glua.Options{
+		SkipOpenLibs:        true,
+		CallStackSize:       r.cfg.CallStackSize,
+		RegistrySize:        r.cfg.RegistrySize,
+		RegistryGrowStep:    r.cfg.RegistryGrowStep,
+		RegistryMaxSize:     r.cfg.RegistryMaxSize,
+		MinimizeStackMemory: true,
+	})
+	defer L.Close()
+	if err := openSandbox(L, stdout, r.cfg.MaxStringBytes); err != nil {
+		return failed("lua: open libraries: " + err.Error())
+	}
+	L.SetGlobal("INPUT", toLua(L, input))
+	L.SetContext(ctx)
+
+	fn, err := L.Load(strings.NewReader(code), "=job")
+	if err != nil {
+		return failed(err.Error())
+	}
+	L.Push(fn)
+	if err := L.PCall(0, 1, nil); err != nil {
+		if st := runtime.Interrupted(ctx); st != "" {
+			return interrupted(st)
+		}
+		return failed(errorMessage(err))
+	}
+	if st := runtime.Interrupted(ctx); st != "" {
+		return interrupted(st)
+	}
+	ret := L.Get(-1)
+	res = job.Result{Status: job.StatusCompleted}
+	if ret == glua.LNil {
+		return res
+	}
+	b, err := encodeJSON(ret)
+	if err != nil {
+		return failed("result: " + err.Error())
+	}
+	if len(b) > limit {
+		res = failed(fmt.Sprintf("result is %d bytes of JSON, more than the limit of %d", len(b), limit))
+		res.Truncated = true
+		return res
+	}
+	res.Result = b
+	return res
+}
+
+// errorMessage returns a Lua error's message with its traceback.
+func errorMessage(err error) string {
+	var apiErr *glua.ApiError
+	if errors.As(err, &apiErr) && apiErr.Object != nil {
+		msg := apiErr.Object.String()
+		if apiErr.StackTrace != "" {
+			msg += "\n" + apiErr.StackTrace
+		}
+		return msg
+	}
+	return err.Error()
+}
+
+func failed(msg string) job.Result {
+	return job.Result{Status: job.StatusFailed, Error: msg, ExitCode: 1}
+}
+
+func interrupted(st job.Status) job.Result {
+	msg := "canceled"
+	if st == job.StatusTimeout {
+		msg = "timed out"
+	}
+	return job.Result{Status: st, Error: msg, ExitCode: -1}
+}
