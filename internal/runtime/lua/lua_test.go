@@ -164,3 +164,32 @@ func firstLine(s string) string {
 	first, _, _ := strings.Cut(s, "\n")
 	return first
 }
+
+func TestTimeoutCannotBeCaught(t *testing.T) {
+	cases := map[string]string{
+		"pcall":     `while true do pcall(function() while true do end end) end`,
+		"xpcall":    `while true do xpcall(function() while true do end end, function(e) return e end) end`,
+		"coroutine": `local co = coroutine.wrap(function() while true do end end) co()`,
+		"in sort":   `local t = {3, 2, 1} table.sort(t, function(a, b) while true do end end)`,
+	}
+	for name, code := range cases {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			rt := lua.New(lua.Config{StopGrace: 5 * time.Second})
+			start := time.Now()
+			res, err := rt.Run(ctx, job.Task{Spec: job.Spec{Code: code}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != job.StatusTimeout {
+				t.Errorf("Status = %s (%s), want timeout", res.Status, res.Error)
+			}
+			// With a long StopGrace, a prompt return proves the guest
+			// itself stopped rather than being abandoned.
+			if el := time.Since(start); el > 2*time.Second {
+				t.Errorf("returned after %v", el)
+			}
+		})
+	}
+}

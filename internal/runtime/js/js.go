@@ -1,0 +1,212 @@
+package js
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dop251/goja"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// Config holds the JavaScript runtime's limits. Zero fields take the values
+// of DefaultConfig.
+type Config struct {
+	// OutputBytes caps stdout, stderr and the encoded result of a task
+	// whose Limits.OutputBytes is zero. Default 1 MiB.
+	OutputBytes int
+	// MaxCallStackSize is the deepest JavaScript call stack. Default 2000.
+	MaxCallStackSize int
+	// MaxStringBytes is the longest string String.prototype.repeat,
+	// padStart and padEnd build. Default 16 MiB.
+	MaxStringBytes int
+	// StopGrace is how long Run waits, after ctx is done, for a guest busy
+	// inside a long native call to stop before returning without it.
+	// Default 500 ms.
+	StopGrace time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		OutputBytes:      1 << 20,
+		MaxCallStackSize: 2000,
+		MaxStringBytes:   16 << 20,
+		StopGrace:        500 * time.Millisecond,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.OutputBytes <= 0 {
+		c.OutputBytes = d.OutputBytes
+	}
+	if c.MaxCallStackSize <= 0 {
+		c.MaxCallStackSize = d.MaxCallStackSize
+	}
+	if c.MaxStringBytes <= 0 {
+		c.MaxStringBytes = d.MaxStringBytes
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = d.StopGrace
+	}
+	return c
+}
+
+// JS is the JavaScript runtime. It is safe for concurrent use: each Run
+// gets its own goja.Runtime.
+type JS struct {
+	cfg Config
+}
+
+var _ runtime.Runtime = (*JS)(nil)
+
+// New returns a JavaScript runtime with cfg; zero fields take their
+// defaults.
+func New(cfg Config) *JS {
+	return &JS{cfg: cfg.withDefaults()}
+}
+
+// Run runs t's script. It blocks until the script ends, ctx is done or
+// t.Timeout passes. An exception is a failed Result, not an error; Run
+// returns a non-nil error never.
+func (r *JS) Run(ctx context.Context, t job.Task) (job.Result, error) {
+	start := time.Now()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
+	res := r.run(ctx, t)
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+func (r *JS) run(ctx context.Context, t job.Task) job.Result {
+	if st := runtime.Interrupted(ctx); st != "" {
+		return interrupted(st)
+	}
+	if strings.TrimSpace(t.Spec.Code) == "" {
+		return failed("no JavaScript code")
+	}
+	if len(t.Spec.Input) > 0 && !json.Valid(t.Spec.Input) {
+		return failed("input_data is not valid JSON")
+	}
+	prg, err := goja.Compile("job.js", t.Spec.Code, false)
+	if err != nil {
+		return failed(err.Error())
+	}
+	limit := t.Limits.OutputBytes
+	if limit <= 0 {
+		limit = r.cfg.OutputBytes
+	}
+	stdout := &runtime.CappedBuffer{Limit: limit}
+	stderr := &runtime.CappedBuffer{Limit: limit}
+
+	done := make(chan job.Result, 1)
+	go func() { done <- r.exec(ctx, prg, t.Spec.Input, stdout, stderr, limit) }()
+	var res job.Result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		select {
+		case res = <-done:
+		case <-time.After(r.cfg.StopGrace):
+			res = interrupted(runtime.Interrupted(ctx))
+			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
+		}
+	}
+	res.Output = stdout.String()
+	res.Stderr = stderr.String()
+	res.Truncated = res.Truncated || stdout.Truncated() || stderr.Truncated()
+	return res
+}
+
+// exec runs prg in a fresh runtime and returns the result without Output,
+// Stderr and DurationMS.
+func (r *JS) exec(ctx context.Context, prg *goja.Program, input json.RawMessage, stdout, stderr *runtime.CappedBuffer, limit int) (res job.Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = failed(fmt.Sprintf("js: internal error: %v", p))
+		}
+	}()
+	vm := goja.New()
+	vm.SetMaxCallStackSize(r.cfg.MaxCallStackSize)
+
+	// Stop the guest when ctx is done, for as long as exec runs.
+	stop := context.AfterFunc(ctx, func() { vm.Interrupt(ctx.Err()) })
+	defer stop()
+
+	env, err := newEnv(vm, input, stdout, stderr, r.cfg.MaxStringBytes)
+	if err != nil {
+		return failed("js: set up globals: " + err.Error())
+	}
+	val, err := vm.RunProgram(prg)
+	if err != nil {
+		return r.fail(ctx, "", err)
+	}
+	val = env.returned(val)
+	if p, ok := val.Export().(*goja.Promise); ok {
+		switch p.State() {
+		case goja.PromiseStateFulfilled:
+			val = p.Result()
+		case goja.PromiseStateRejected:
+			return failed("uncaught (in promise) " + describe(vm, p.Result()))
+		default:
+			return failed("the returned promise never settled")
+		}
+	}
+	b, err := env.encode(val)
+	if err != nil {
+		return r.fail(ctx, "result: ", err)
+	}
+	if st := runtime.Interrupted(ctx); st != "" {
+		return interrupted(st)
+	}
+	res = job.Result{Status: job.StatusCompleted}
+	if len(b) > limit {
+		res = failed(fmt.Sprintf("result is %d bytes of JSON, more than the limit of %d", len(b), limit))
+		res.Truncated = true
+		return res
+	}
+	res.Result = b
+	return res
+}
+
+// fail turns an error from the guest into a result: interrupted when ctx
+// stopped it, failed with prefix, the exception and its stack otherwise.
+func (r *JS) fail(ctx context.Context, prefix string, err error) job.Result {
+	if st := runtime.Interrupted(ctx); st != "" {
+		return interrupted(st)
+	}
+	var overflow *goja.StackOverflowError
+	if errors.As(err, &overflow) {
+		return failed(prefix + "RangeError: maximum call stack size exceeded (" + r.stackLimit() + ")\n" + strings.TrimSpace(overflow.String()))
+	}
+	var ex *goja.Exception
+	if errors.As(err, &ex) {
+		return failed(prefix + strings.TrimSpace(ex.String()))
+	}
+	return failed(prefix + err.Error())
+}
+
+func (r *JS) stackLimit() string {
+	return fmt.Sprintf("%d frames", r.cfg.MaxCallStackSize)
+}
+
+func failed(msg string) job.Result {
+	return job.Result{Status: job.StatusFailed, Error: msg, ExitCode: 1}
+}
+
+func interrupted(st job.Status) job.Result {
+	msg := "canceled"
+	if st == job.StatusTimeout {
+		msg = "timed out"
+	}
+	return job.Result{Status: st, Error: msg, ExitCode: -1}
+}
