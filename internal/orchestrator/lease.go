@@ -1,0 +1,69 @@
+package orchestrator
+
+import (
+	"context"
+	"time"
+)
+
+// leaseCheckInterval is how often expired leases are looked for.
+const leaseCheckInterval = 500 * time.Millisecond
+
+// watchLeases takes back jobs whose lease ran out: a worker that neither
+// finished a job by its timeout plus LeaseGrace nor lost its connection is
+// told to stop, and the job is re-queued with attempt+1.
+func (o *Orchestrator) watchLeases() {
+	defer o.wg.Done()
+	t := time.NewTicker(leaseCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-t.C:
+			o.expireLeases()
+		}
+	}
+}
+
+func (o *Orchestrator) expireLeases() {
+	now := o.now()
+	type cancel struct {
+		w             *worker
+		jobID, leaseID string
+	}
+	var cancels []cancel
+	var changed []*entry
+	o.mu.Lock()
+	for _, w := range o.workers {
+		for leaseID, l := range w.leases {
+			if now.Before(l.deadline) {
+				continue
+			}
+			if l.abandoned {
+				// The worker never answered for a job it was told
+				// to stop; give the slot back.
+				delete(w.leases, leaseID)
+				continue
+			}
+			l.abandoned = true
+			l.deadline = now.Add(o.cfg.LeaseGrace)
+			cancels = append(cancels, cancel{w, l.jobID, leaseID})
+			e, ok := o.active[l.jobID]
+			if !ok || e.final || e.worker != w || e.job.LeaseID != leaseID {
+				continue
+			}
+			o.log.Warn("lease expired", "job_id", l.jobID, "worker_id", w.id)
+			o.requeueLocked(e, true, "lease expired on worker "+w.id)
+			changed = append(changed, e)
+		}
+	}
+	starts := o.dispatchLocked()
+	o.mu.Unlock()
+	for _, c := range cancels {
+		c.w.send(cancelMessage(c.jobID, c.leaseID))
+	}
+	for _, e := range changed {
+		o.persist(context.Background(), e)
+	}
+	o.launch(starts)
+}

@@ -1,0 +1,447 @@
+// Package orchestrator queues jobs, matches them to the capabilities of
+// connected workers, hands them out under leases and takes their results.
+//
+// Active jobs (pending and running) live in memory, indexed by id and
+// queued per (runtime, namespace); the store is written at every change of
+// state and is the truth after a restart. A job is durable before Submit
+// returns, so no accepted job is lost.
+package orchestrator
+
+import (
+	"container/list"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/store"
+)
+
+// Config tunes the orchestrator. DefaultConfig documents every default.
+type Config struct {
+	// HeartbeatInterval is how often workers must send a heartbeat
+	// (default 5 s).
+	HeartbeatInterval time.Duration
+	// HeartbeatMisses is how many intervals of silence end a worker's
+	// session and re-queue its jobs (default 3).
+	HeartbeatMisses int
+	// LeaseGrace is how long past a job's timeout its lease lasts before
+	// the job is taken back and re-queued (default 15 s).
+	LeaseGrace time.Duration
+	// RegisterTimeout bounds the wait for a new connection's "register"
+	// (default 10 s).
+	RegisterTimeout time.Duration
+	// WriteTimeout bounds one message write to a worker; a worker that
+	// cannot take a message in that time is disconnected (default 30 s).
+	WriteTimeout time.Duration
+	// MaxQueued caps the jobs pending at once; Submit answers unavailable
+	// beyond it (default 1,000,000).
+	MaxQueued int
+	// RequestLimits are the defaults applied to new jobs.
+	RequestLimits job.RequestLimits
+	// Version is reported to workers and in logs.
+	Version string
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: 5 * time.Second,
+		HeartbeatMisses:   3,
+		LeaseGrace:        15 * time.Second,
+		RegisterTimeout:   10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxQueued:         1_000_000,
+		RequestLimits:     job.DefaultRequestLimits(),
+	}
+}
+
+// Orchestrator is the scheduler. Create it with New, start its background
+// work with Start, stop it with Close.
+type Orchestrator struct {
+	cfg     Config
+	store   store.Store
+	log     *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	mu      sync.Mutex
+	active  map[string]*entry // pending and running jobs by id
+	queue   *queues
+	workers map[string]*worker
+	counts  map[job.Status]int
+	seq     uint64
+	closed  bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// entry is an active job with its scheduling state. Fields are guarded by
+// Orchestrator.mu, except persistMu which orders writes of the job.
+type entry struct {
+	job        *job.Job
+	seq        uint64
+	elem       *list.Element // while queued
+	worker     *worker
+	deadline   time.Time // lease deadline while running
+	enqueuedAt time.Time
+	version    uint64
+	done       chan struct{} // closed when the job is terminal and stored
+	final      bool          // terminal; being stored
+
+	persistMu sync.Mutex
+	written   uint64 // guarded by persistMu
+}
+
+// New returns an orchestrator over st. Metrics are registered with reg
+// (nil for none). It does not start anything.
+func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*Orchestrator, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	o := &Orchestrator{
+		cfg:     cfg,
+		store:   st,
+		log:     log,
+		now:     time.Now,
+		active:  make(map[string]*entry),
+		queue:   newQueues(),
+		workers: make(map[string]*worker),
+		counts:  make(map[job.Status]int),
+		stop:    make(chan struct{}),
+	}
+	m, err := newMetrics(reg, o)
+	if err != nil {
+		return nil, err
+	}
+	o.metrics = m
+	return o, nil
+}
+
+// Start recovers the jobs left active in the store by a previous run —
+// pending jobs stay pending, running ones are re-queued with attempt+1 —
+// and starts the lease watcher. It returns once recovery is done.
+func (o *Orchestrator) Start(ctx context.Context) error {
+	counts, err := o.store.CountJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("count jobs: %w", err)
+	}
+	jobs, err := o.store.ActiveJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("load active jobs: %w", err)
+	}
+	o.mu.Lock()
+	for s, n := range counts {
+		o.counts[s] = n
+	}
+	var recovered []*entry
+	for _, j := range jobs {
+		e := &entry{job: j}
+		if j.Status == job.StatusRunning {
+			o.counts[job.StatusRunning]--
+			o.loseLocked(e, "the orchestrator restarted while the job ran")
+			if e.final {
+				recovered = append(recovered, e)
+				continue
+			}
+			o.counts[job.StatusPending]++
+		}
+		o.seq++
+		e.seq = o.seq
+		e.enqueuedAt = o.now()
+		o.active[j.ID] = e
+		o.queue.push(e, false)
+		if j.Status == job.StatusPending && j.Reason != "" {
+			recovered = append(recovered, e)
+		}
+	}
+	o.mu.Unlock()
+	for _, e := range recovered {
+		o.persist(ctx, e)
+	}
+	o.log.Info("orchestrator started", "recovered_jobs", len(jobs))
+	o.wg.Add(1)
+	go o.watchLeases()
+	return nil
+}
+
+// Close stops background work. Workers' connections end when the HTTP
+// server that serves them shuts down; jobs they held stay in the store and
+// are recovered by the next Start.
+func (o *Orchestrator) Close() error {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	o.mu.Unlock()
+	close(o.stop)
+	o.wg.Wait()
+	return nil
+}
+
+// newID returns a time-ordered job id.
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+func newLeaseID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Submit stores a new job from a validated request and queues it. It
+// returns once the job is durable.
+func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
+	o.mu.Lock()
+	full := o.queue.total() >= o.cfg.MaxQueued
+	o.mu.Unlock()
+	if full {
+		return nil, job.Errorf(job.CodeUnavailable, "the queue is full (%d jobs pending); try again later", o.cfg.MaxQueued)
+	}
+	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
+	if err := o.store.CreateJob(ctx, j); err != nil {
+		return nil, fmt.Errorf("store new job: %w", err)
+	}
+	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
+	view := *j
+
+	o.mu.Lock()
+	o.seq++
+	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now()}
+	o.active[j.ID] = e
+	o.counts[job.StatusPending]++
+	o.queue.push(e, false)
+	starts := o.dispatchLocked()
+	o.mu.Unlock()
+
+	o.launch(starts)
+	return &view, nil
+}
+
+// Job returns the current state of a job. A pending job's Reason says
+// why it waits.
+func (o *Orchestrator) Job(ctx context.Context, id string) (*job.Job, error) {
+	o.mu.Lock()
+	if e, ok := o.active[id]; ok {
+		j := o.viewLocked(e)
+		o.mu.Unlock()
+		return j, nil
+	}
+	o.mu.Unlock()
+	return o.store.GetJob(ctx, id)
+}
+
+// viewLocked copies e's job for a reader, with a pending job's reason.
+func (o *Orchestrator) viewLocked(e *entry) *job.Job {
+	j := *e.job
+	if j.Status == job.StatusPending && j.Reason == "" {
+		j.Reason = o.pendingReasonLocked(e)
+	}
+	return &j
+}
+
+// Wait blocks until the job is terminal and stored, d passes or ctx is
+// done, and returns the job's state then.
+func (o *Orchestrator) Wait(ctx context.Context, id string, d time.Duration) (*job.Job, error) {
+	o.mu.Lock()
+	e, ok := o.active[id]
+	var done chan struct{}
+	if ok {
+		if e.done == nil {
+			e.done = make(chan struct{})
+		}
+		done = e.done
+	}
+	o.mu.Unlock()
+	if !ok || d <= 0 {
+		return o.Job(ctx, id)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return o.Job(context.WithoutCancel(ctx), id)
+}
+
+// Jobs lists jobs from the store, newest first. Jobs that are active are
+// shown with their in-memory state, which may be newer than the store's.
+func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+	jobs, next, err := o.store.ListJobs(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	o.mu.Lock()
+	for i, j := range jobs {
+		if e, ok := o.active[j.ID]; ok {
+			v := o.viewLocked(e)
+			v.Spec.Wasm = nil
+			jobs[i] = v
+		}
+	}
+	o.mu.Unlock()
+	return jobs, next, nil
+}
+
+// Cancel ends a pending or running job as canceled. A running job's worker
+// is told to stop it. A job that already ended is a conflict.
+func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	o.mu.Lock()
+	e, ok := o.active[id]
+	if !ok || e.final {
+		o.mu.Unlock()
+		j, err := o.store.GetJob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return j, job.Errorf(job.CodeConflict, "job %s has already ended (%s)", id, j.Status)
+	}
+	var notify *worker
+	var lease string
+	if e.worker != nil {
+		notify, lease = e.worker, e.job.LeaseID
+		e.worker.abandon(lease)
+	}
+	o.finishLocked(e, &job.Result{Status: job.StatusCanceled, Error: "canceled by request", Attempt: e.job.Attempt, WorkerID: e.job.WorkerID})
+	o.mu.Unlock()
+
+	if notify != nil {
+		notify.send(cancelMessage(id, lease))
+	}
+	o.persist(ctx, e)
+	return o.Job(ctx, id)
+}
+
+// finishLocked records a terminal result for e. The caller persists e.
+func (o *Orchestrator) finishLocked(e *entry, r *job.Result) {
+	j := e.job
+	o.counts[j.Status]--
+	if e.elem != nil {
+		o.queue.remove(e)
+	}
+	now := o.now().UTC()
+	if j.Status == job.StatusRunning && !j.StartedAt.IsZero() {
+		o.metrics.runTime.WithLabelValues(string(j.Type)).Observe(now.Sub(j.StartedAt).Seconds())
+	}
+	j.Status = r.Status
+	j.Result = r
+	j.FinishedAt = now
+	j.LeaseID = ""
+	if r.Error != "" && j.Reason == "" && r.Status != job.StatusCompleted {
+		j.Reason = r.Error
+	}
+	e.worker = nil
+	e.final = true
+	e.version++
+	o.counts[j.Status]++
+	o.metrics.finished.WithLabelValues(string(j.Type), string(j.Status)).Inc()
+}
+
+// loseLocked handles a job whose run was lost (worker gone, lease expired,
+// orchestrator restarted): it goes back to pending with attempt+1, or fails
+// when no attempts are left. The caller queues a pending e and persists e.
+func (o *Orchestrator) loseLocked(e *entry, why string) {
+	j := e.job
+	j.Attempt++
+	j.LeaseID = ""
+	e.worker = nil
+	e.version++
+	if j.Attempt > j.MaxAttempts {
+		j.Attempt = j.MaxAttempts
+		j.Status = job.StatusRunning // so finishLocked counts it out
+		o.counts[job.StatusRunning]++
+		o.finishLocked(e, &job.Result{
+			Status:   job.StatusFailed,
+			Error:    fmt.Sprintf("no attempts left after %d: %s", j.MaxAttempts, why),
+			Attempt:  j.Attempt,
+			WorkerID: j.WorkerID,
+		})
+		return
+	}
+	j.Status = job.StatusPending
+	j.Reason = "re-queued: " + why
+	o.metrics.requeued.Inc()
+}
+
+// persist writes e's latest state to the store. Writes of one job are
+// ordered, and a write never replaces a newer state with an older one. When
+// the state written is terminal, e leaves the active set and its waiters
+// are woken.
+func (o *Orchestrator) persist(ctx context.Context, e *entry) {
+	e.persistMu.Lock()
+	defer e.persistMu.Unlock()
+	o.mu.Lock()
+	if e.version <= e.written && e.written != 0 {
+		o.mu.Unlock()
+		return
+	}
+	snap := *e.job
+	version, final := e.version, e.final
+	o.mu.Unlock()
+
+	ctx = context.WithoutCancel(ctx)
+	for attempt := 0; ; attempt++ {
+		err := o.store.UpdateJob(ctx, &snap)
+		if err == nil {
+			break
+		}
+		if job.ErrorCode(err) == job.CodeNotFound || attempt >= 5 {
+			o.log.Error("store job state", "job_id", snap.ID, "status", snap.Status, "err", err)
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	e.written = version
+
+	if final {
+		o.mu.Lock()
+		if o.active[snap.ID] == e {
+			delete(o.active, snap.ID)
+		}
+		if e.done != nil {
+			close(e.done)
+			e.done = nil
+		}
+		o.mu.Unlock()
+	}
+}
+
+// Stats returns a snapshot of workers and jobs.
+func (o *Orchestrator) Stats(ctx context.Context) (job.Stats, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := job.Stats{Jobs: make(map[job.Status]int), Queued: o.queue.counts()}
+	for _, st := range job.Statuses {
+		s.Jobs[st] = max(o.counts[st], 0)
+	}
+	for _, w := range o.workers {
+		s.WorkersConnected++
+		s.SlotsTotal += w.caps.Concurrency
+		busy := len(w.leases)
+		s.SlotsBusy += busy
+		if busy > 0 {
+			s.WorkersBusy++
+		}
+	}
+	return s, nil
+}
+
+var errClosed = errors.New("orchestrator is closed")

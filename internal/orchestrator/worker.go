@@ -1,0 +1,472 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+)
+
+// worker is one connected worker session. Its fields are guarded by
+// Orchestrator.mu, except the outbox, which has its own lock.
+type worker struct {
+	id          string
+	name        string
+	remote      string
+	caps        job.Capabilities
+	notes       map[string]string
+	connectedAt time.Time
+	lastSeen    time.Time
+	// leases are the leases the worker holds, by lease id. A lease whose
+	// job was canceled or taken back stays until the worker answers for it
+	// or its deadline passes, so that the worker is not sent more than it
+	// can run.
+	leases map[string]*lease
+	gone   bool
+
+	outMu  sync.Mutex
+	out    []protocol.Message
+	signal chan struct{}
+}
+
+type lease struct {
+	jobID    string
+	assigned time.Time
+	// abandoned is set when the job no longer belongs to this lease; the
+	// slot is held until the worker answers or until deadline.
+	abandoned bool
+	deadline  time.Time
+}
+
+func (w *worker) free() int { return w.caps.Concurrency - len(w.leases) }
+
+// abandon marks a lease as no longer the job's current one; the worker's
+// slot stays taken until it answers, at most LeaseGrace.
+func (w *worker) abandon(leaseID string) {
+	if l, ok := w.leases[leaseID]; ok {
+		l.abandoned = true
+	}
+}
+
+// send queues m for the worker's writer; it never blocks.
+func (w *worker) send(m protocol.Message) {
+	w.outMu.Lock()
+	w.out = append(w.out, m)
+	w.outMu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func cancelMessage(jobID, leaseID string) protocol.Message {
+	return protocol.Message{Type: protocol.TypeCancel, JobID: jobID, LeaseID: leaseID}
+}
+
+// start is a job handed to a worker under a lease, to be stored as running
+// and sent once the lock is released.
+type start struct {
+	e *entry
+	w *worker
+	m protocol.Message
+}
+
+// dispatchLocked hands queued jobs to workers with free slots and returns
+// the assignments to launch.
+func (o *Orchestrator) dispatchLocked() []start {
+	var starts []start
+	for _, w := range o.workers {
+		starts = o.fillLocked(w, starts)
+	}
+	return starts
+}
+
+// fillLocked gives w queued jobs until it has no free slot or nothing fits.
+func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
+	for !w.gone && w.free() > 0 {
+		e := o.queue.next(&w.caps)
+		if e == nil {
+			break
+		}
+		starts = append(starts, o.assignLocked(e, w))
+	}
+	return starts
+}
+
+// assignLocked moves e from the queue to w under a new lease.
+func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
+	o.queue.remove(e)
+	now := o.now()
+	j := e.job
+	o.metrics.queueWait.WithLabelValues(string(j.Type)).Observe(now.Sub(e.enqueuedAt).Seconds())
+	o.counts[job.StatusPending]--
+	o.counts[job.StatusRunning]++
+	j.Status = job.StatusRunning
+	j.LeaseID = newLeaseID()
+	j.WorkerID = w.id
+	j.StartedAt = now.UTC()
+	j.Reason = ""
+	e.worker = w
+	e.deadline = now.Add(j.Spec.Timeout() + o.cfg.LeaseGrace)
+	e.version++
+	w.leases[j.LeaseID] = &lease{jobID: j.ID, assigned: now, deadline: e.deadline}
+	task := &job.Task{
+		JobID:     j.ID,
+		LeaseID:   j.LeaseID,
+		Attempt:   j.Attempt,
+		Namespace: j.Namespace,
+		Type:      j.Type,
+		Spec:      j.Spec,
+		Timeout:   j.Spec.Timeout(),
+	}
+	return start{e: e, w: w, m: protocol.Message{Type: protocol.TypeAssign, Task: task}}
+}
+
+// launch stores each started job as running, then sends its assignment.
+// The store write comes first so that a result can never be stored before
+// the running state it ends.
+func (o *Orchestrator) launch(starts []start) {
+	for _, s := range starts {
+		go func() {
+			o.persist(context.Background(), s.e)
+			s.w.send(s.m)
+		}()
+	}
+}
+
+// ServeWorker runs the orchestrator's side of one worker connection: it
+// reads "register", then serves the session until the connection ends or
+// the worker goes silent. The worker's jobs are then re-queued. It returns
+// why the session ended.
+func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, remote string) error {
+	defer conn.CloseNow()
+	regCtx, cancel := context.WithTimeout(ctx, o.cfg.RegisterTimeout)
+	m, err := conn.Read(regCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read register: %w", err)
+	}
+	if m.Type != protocol.TypeRegister {
+		o.refuse(ctx, conn, "the first message must be register")
+		return fmt.Errorf("first message was %q, not register", m.Type)
+	}
+	if m.Version != protocol.Version {
+		o.refuse(ctx, conn, fmt.Sprintf("protocol version %d is not supported (this orchestrator speaks %d)", m.Version, protocol.Version))
+		return fmt.Errorf("unsupported protocol version %d", m.Version)
+	}
+	now := o.now()
+	w := &worker{
+		id:          uuid.NewString(),
+		name:        m.Name,
+		remote:      remote,
+		caps:        *m.Capabilities,
+		notes:       m.Notes,
+		connectedAt: now,
+		lastSeen:    now,
+		leases:      make(map[string]*lease),
+		signal:      make(chan struct{}, 1),
+	}
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		o.refuse(ctx, conn, "the orchestrator is shutting down")
+		return errClosed
+	}
+	o.mu.Unlock()
+	err = conn.Write(ctx, protocol.Message{
+		Type:        protocol.TypeRegistered,
+		Version:     protocol.Version,
+		WorkerID:    w.id,
+		HeartbeatMS: o.cfg.HeartbeatInterval.Milliseconds(),
+	})
+	if err != nil {
+		return fmt.Errorf("write registered: %w", err)
+	}
+	log := o.log.With("worker_id", w.id, "remote", remote)
+	log.Info("worker connected", "name", w.name, "runtimes", w.caps.Runtimes, "concurrency", w.caps.Concurrency)
+
+	sessCtx, endSession := context.WithCancel(ctx)
+	defer endSession()
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- o.writeLoop(sessCtx, conn, w) }()
+
+	o.mu.Lock()
+	o.workers[w.id] = w
+	o.metrics.workers.Inc()
+	starts := o.fillLocked(w, nil)
+	o.mu.Unlock()
+	o.launch(starts)
+
+	err = o.readLoop(sessCtx, conn, w)
+	endSession()
+	if werr := <-writerDone; err == nil {
+		err = werr
+	}
+	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id))
+	log.Info("worker disconnected", "reason", err)
+	return err
+}
+
+func (o *Orchestrator) refuse(ctx context.Context, conn *protocol.Conn, why string) {
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn.Write(wctx, protocol.Message{Type: protocol.TypeError, Error: why})
+	conn.Close(why)
+}
+
+// readLoop handles the worker's messages until the connection fails or the
+// worker is silent for HeartbeatMisses intervals.
+func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *worker) error {
+	silence := o.cfg.HeartbeatInterval * time.Duration(max(o.cfg.HeartbeatMisses, 1))
+	for {
+		rctx, cancel := context.WithTimeout(ctx, silence)
+		m, err := conn.Read(rctx)
+		timedOut := rctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err != nil {
+			var de *protocol.DecodeError
+			if errors.As(err, &de) {
+				o.log.Warn("bad message from worker", "worker_id", w.id, "err", err)
+				w.send(protocol.Message{Type: protocol.TypeError, Error: err.Error()})
+				continue
+			}
+			if timedOut {
+				return fmt.Errorf("no message for %s", silence)
+			}
+			return err
+		}
+		o.mu.Lock()
+		w.lastSeen = o.now()
+		o.mu.Unlock()
+		switch m.Type {
+		case protocol.TypeResult:
+			o.handleResult(ctx, w, m)
+		case protocol.TypeReject:
+			o.handleReject(w, m)
+		case protocol.TypeHeartbeat:
+		case protocol.TypeCapabilities:
+			o.mu.Lock()
+			w.caps = *m.Capabilities
+			w.notes = m.Notes
+			starts := o.fillLocked(w, nil)
+			o.mu.Unlock()
+			o.launch(starts)
+		case protocol.TypeError:
+			o.log.Warn("worker reported an error", "worker_id", w.id, "err", m.Error)
+		default:
+			w.send(protocol.Message{Type: protocol.TypeError, Error: fmt.Sprintf("unexpected message %q", m.Type)})
+		}
+	}
+}
+
+// writeLoop sends the worker's queued messages in order.
+func (o *Orchestrator) writeLoop(ctx context.Context, conn *protocol.Conn, w *worker) error {
+	for {
+		w.outMu.Lock()
+		batch := w.out
+		w.out = nil
+		w.outMu.Unlock()
+		for _, m := range batch {
+			wctx, cancel := context.WithTimeout(ctx, o.cfg.WriteTimeout)
+			err := conn.Write(wctx, m)
+			cancel()
+			if err != nil {
+				conn.CloseNow()
+				return fmt.Errorf("write %s: %w", m.Type, err)
+			}
+		}
+		select {
+		case <-w.signal:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// handleResult applies a result if it carries the job's current lease, and
+// frees the worker's slot either way.
+func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.Message) {
+	o.mu.Lock()
+	l, held := w.leases[m.LeaseID]
+	abandoned := held && l.abandoned
+	delete(w.leases, m.LeaseID)
+	e, ok := o.active[m.JobID]
+	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
+	if current {
+		r := m.Result
+		r.WorkerID = w.id
+		r.Attempt = e.job.Attempt
+		o.finishLocked(e, r)
+	}
+	starts := o.fillLocked(w, nil)
+	o.mu.Unlock()
+	o.launch(starts)
+
+	if !current {
+		if abandoned {
+			// The job was canceled or taken back; the worker has stopped.
+			return
+		}
+		o.metrics.staleResults.Inc()
+		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", m.JobID, "lease_id", m.LeaseID, "held", held)
+		return
+	}
+	o.persist(ctx, e)
+}
+
+// handleReject puts back a job the worker could not start, without
+// counting an attempt.
+func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
+	o.mu.Lock()
+	delete(w.leases, m.LeaseID)
+	e, ok := o.active[m.JobID]
+	if !ok || e.final || e.worker != w || e.job.LeaseID != m.LeaseID {
+		o.mu.Unlock()
+		return
+	}
+	o.log.Warn("worker rejected a job", "worker_id", w.id, "job_id", m.JobID, "err", m.Error)
+	o.requeueLocked(e, false, "")
+	e.job.Reason = "worker " + w.id + " could not run it: " + m.Error
+	starts := o.dispatchExceptLocked(w)
+	o.mu.Unlock()
+	o.persist(context.Background(), e)
+	o.launch(starts)
+}
+
+// requeueLocked puts a running e back in the queue. With lost set it
+// counts an attempt (and may fail the job).
+func (o *Orchestrator) requeueLocked(e *entry, lost bool, why string) {
+	o.counts[job.StatusRunning]--
+	if lost {
+		o.loseLocked(e, why)
+		if e.final {
+			return
+		}
+	} else {
+		e.job.Status = job.StatusPending
+		e.job.LeaseID = ""
+		e.worker = nil
+		e.version++
+	}
+	o.counts[job.StatusPending]++
+	e.enqueuedAt = o.now()
+	o.queue.push(e, true)
+}
+
+// dispatchExceptLocked dispatches to every worker but skip, so that a job a
+// worker just gave back goes elsewhere first.
+func (o *Orchestrator) dispatchExceptLocked(skip *worker) []start {
+	var starts []start
+	for _, w := range o.workers {
+		if w != skip {
+			starts = o.fillLocked(w, starts)
+		}
+	}
+	return starts
+}
+
+// dropWorker ends w's session: its jobs go back to pending with
+// attempt+1, or fail when out of attempts.
+func (o *Orchestrator) dropWorker(w *worker, why string) {
+	o.mu.Lock()
+	if w.gone {
+		o.mu.Unlock()
+		return
+	}
+	w.gone = true
+	delete(o.workers, w.id)
+	o.metrics.workers.Dec()
+	var changed []*entry
+	for leaseID, l := range w.leases {
+		e, ok := o.active[l.jobID]
+		if !ok || e.final || e.worker != w || e.job.LeaseID != leaseID {
+			continue
+		}
+		o.requeueLocked(e, true, why)
+		changed = append(changed, e)
+	}
+	w.leases = nil
+	starts := o.dispatchLocked()
+	o.mu.Unlock()
+	for _, e := range changed {
+		o.persist(context.Background(), e)
+	}
+	o.launch(starts)
+}
+
+// Workers lists the connected workers, sorted by id.
+func (o *Orchestrator) Workers() []job.WorkerInfo {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]job.WorkerInfo, 0, len(o.workers))
+	for _, w := range o.workers {
+		info := job.WorkerInfo{
+			ID:            w.id,
+			Name:          w.name,
+			Remote:        w.remote,
+			Capabilities:  w.caps,
+			RunningJobs:   []string{},
+			ConnectedAt:   w.connectedAt.UTC(),
+			LastHeartbeat: w.lastSeen.UTC(),
+			Notes:         maps.Clone(w.notes),
+		}
+		for _, l := range w.leases {
+			if !l.abandoned {
+				info.RunningJobs = append(info.RunningJobs, l.jobID)
+			}
+		}
+		slices.Sort(info.RunningJobs)
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// pendingReasonLocked says why a pending job waits.
+func (o *Orchestrator) pendingReasonLocked(e *entry) string {
+	var offer, why []string
+	for _, w := range o.workers {
+		if !w.caps.Has(e.job.Type) {
+			continue
+		}
+		offer = append(offer, w.id)
+		if ok, reason := w.caps.Accepts(e.job); !ok {
+			why = append(why, "worker "+w.id+" "+reason)
+		}
+	}
+	switch {
+	case len(offer) == 0:
+		return fmt.Sprintf("no connected worker runs %s jobs", e.job.Type)
+	case len(why) == len(offer):
+		slices.Sort(why)
+		return "no connected worker accepts this job: " + joinFirst(why, 3)
+	}
+	ahead := 0
+	if e.elem != nil {
+		ahead = o.queue.position(e, 10000)
+	}
+	return fmt.Sprintf("waiting for a free worker slot (%d jobs ahead)", ahead)
+}
+
+func joinFirst(s []string, n int) string {
+	if len(s) > n {
+		return fmt.Sprintf("%s; and %d more", joinFirst(s[:n], n), len(s)-n)
+	}
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += "; "
+		}
+		out += x
+	}
+	return out
+}

@@ -1,0 +1,155 @@
+// Package protocol is the WebSocket protocol between the orchestrator and
+// its workers (native binaries and browser tabs). docs/protocol.md is its
+// specification; this package is its Go implementation.
+//
+// Every frame is one JSON text message with a "type" field. A worker opens
+// with "register"; the orchestrator answers "registered" (or "error" and
+// closes). Then the orchestrator sends "assign" and "cancel"; the worker
+// sends "result", "reject", "heartbeat" and "capabilities".
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// Version is the protocol version this package speaks. A worker sends it in
+// "register"; the orchestrator refuses versions it does not speak.
+const Version = 1
+
+// Type is the kind of a message.
+type Type string
+
+const (
+	// TypeRegister opens a session (worker → orchestrator).
+	TypeRegister Type = "register"
+	// TypeRegistered accepts it (orchestrator → worker).
+	TypeRegistered Type = "registered"
+	// TypeAssign hands a task under a lease (orchestrator → worker).
+	TypeAssign Type = "assign"
+	// TypeResult returns a task's result (worker → orchestrator).
+	TypeResult Type = "result"
+	// TypeReject gives back a task the worker cannot run now
+	// (worker → orchestrator); it is not counted as an attempt.
+	TypeReject Type = "reject"
+	// TypeCancel asks the worker to stop a task (orchestrator → worker).
+	TypeCancel Type = "cancel"
+	// TypeHeartbeat says the worker is alive and which leases it holds
+	// (worker → orchestrator).
+	TypeHeartbeat Type = "heartbeat"
+	// TypeCapabilities replaces the worker's capabilities, for example
+	// when its Docker Engine goes away or comes back (worker → orchestrator).
+	TypeCapabilities Type = "capabilities"
+	// TypeError reports a protocol error; the sender closes after it.
+	TypeError Type = "error"
+)
+
+// Message is every message of the protocol; Type says which fields are set.
+type Message struct {
+	Type Type `json:"type"`
+
+	// register
+	Version      int               `json:"version,omitempty"`
+	Name         string            `json:"name,omitempty"`
+	Capabilities *job.Capabilities `json:"capabilities,omitempty"`
+	// Notes say why a runtime is not offered, by runtime name.
+	Notes map[string]string `json:"notes,omitempty"`
+
+	// registered
+	WorkerID string `json:"worker_id,omitempty"`
+	// HeartbeatMS is how often the worker must send a heartbeat.
+	HeartbeatMS int64 `json:"heartbeat_ms,omitempty"`
+
+	// assign
+	Task *job.Task `json:"task,omitempty"`
+
+	// result, reject, cancel
+	JobID   string      `json:"job_id,omitempty"`
+	LeaseID string      `json:"lease_id,omitempty"`
+	Result  *job.Result `json:"result,omitempty"`
+
+	// heartbeat: the leases the worker holds.
+	Leases []string `json:"leases,omitempty"`
+
+	// error, reject
+	Error string `json:"error,omitempty"`
+}
+
+// Decode parses and checks one message. It returns an error for malformed
+// JSON, an unknown type, or a message missing the fields its type needs; it
+// never panics on any input.
+func Decode(data []byte) (Message, error) {
+	var m Message
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return Message{}, fmt.Errorf("decode message: %w", err)
+	}
+	if dec.More() {
+		return Message{}, fmt.Errorf("decode message: trailing data after the message")
+	}
+	return m, m.Check()
+}
+
+// Check reports whether m has the fields its type needs.
+func (m *Message) Check() error {
+	switch m.Type {
+	case TypeRegister:
+		if m.Version == 0 {
+			return fmt.Errorf("register: version is required")
+		}
+		if m.Capabilities == nil {
+			return fmt.Errorf("register: capabilities are required")
+		}
+		return checkCapabilities(m.Capabilities)
+	case TypeCapabilities:
+		if m.Capabilities == nil {
+			return fmt.Errorf("capabilities: capabilities are required")
+		}
+		return checkCapabilities(m.Capabilities)
+	case TypeRegistered:
+		if m.WorkerID == "" {
+			return fmt.Errorf("registered: worker_id is required")
+		}
+	case TypeAssign:
+		if m.Task == nil || m.Task.JobID == "" || m.Task.LeaseID == "" {
+			return fmt.Errorf("assign: task with job_id and lease_id is required")
+		}
+	case TypeResult:
+		if m.JobID == "" || m.LeaseID == "" || m.Result == nil {
+			return fmt.Errorf("result: job_id, lease_id and result are required")
+		}
+		if !m.Result.Status.Terminal() {
+			return fmt.Errorf("result: status %q is not a final status", m.Result.Status)
+		}
+	case TypeReject, TypeCancel:
+		if m.JobID == "" || m.LeaseID == "" {
+			return fmt.Errorf("%s: job_id and lease_id are required", m.Type)
+		}
+	case TypeHeartbeat, TypeError:
+	default:
+		return fmt.Errorf("unknown message type %q", m.Type)
+	}
+	return nil
+}
+
+// MaxConcurrency bounds what a worker may claim, so that a bad claim cannot
+// make the scheduler hold an unbounded number of leases for one connection.
+const MaxConcurrency = 1024
+
+func checkCapabilities(c *job.Capabilities) error {
+	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
+		return fmt.Errorf("capabilities: concurrency must be between 1 and %d", MaxConcurrency)
+	}
+	for _, t := range c.Runtimes {
+		if !t.Known() {
+			return fmt.Errorf("capabilities: unknown runtime %q", t)
+		}
+	}
+	if c.MaxMemoryMB < 0 {
+		return fmt.Errorf("capabilities: max_memory_mb must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package protocol
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"register", `{"type":"register","version":1,"capabilities":{"runtimes":["lua"],"concurrency":2}}`, true},
+		{"register without caps", `{"type":"register","version":1}`, false},
+		{"register zero concurrency", `{"type":"register","version":1,"capabilities":{"runtimes":["lua"],"concurrency":0}}`, false},
+		{"register unknown runtime", `{"type":"register","version":1,"capabilities":{"runtimes":["cobol"],"concurrency":1}}`, false},
+		{"result", `{"type":"result","job_id":"j","lease_id":"l","result":{"status":"completed"}}`, true},
+		{"result not final", `{"type":"result","job_id":"j","lease_id":"l","result":{"status":"running"}}`, false},
+		{"result without lease", `{"type":"result","job_id":"j","result":{"status":"completed"}}`, false},
+		{"heartbeat", `{"type":"heartbeat","leases":["a"]}`, true},
+		{"unknown", `{"type":"nope"}`, false},
+		{"not json", `{"type":`, false},
+		{"trailing", `{"type":"heartbeat"} {}`, false},
+		{"array", `[]`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.in))
+			if (err == nil) != tt.ok {
+				t.Fatalf("Decode(%s) error = %v, want ok=%v", tt.in, err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	m := Message{Type: TypeAssign, Task: &job.Task{JobID: "j", LeaseID: "l", Type: job.TypeWasm,
+		Spec: job.Spec{Wasm: []byte{0, 'a', 's', 'm', 1, 0, 0, 0}, Input: json.RawMessage(`{"x":1}`)}}}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Task.Spec.Wasm) != string(m.Task.Spec.Wasm) || string(got.Task.Spec.Input) != `{"x":1}` {
+		t.Fatalf("round trip lost data: %+v", got.Task)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"type":"register","version":1,"capabilities":{"runtimes":["lua"],"concurrency":2}}`))
+	f.Add([]byte(`{"type":"result","job_id":"j","lease_id":"l","result":{"status":"completed","output":"x"}}`))
+	f.Add([]byte(`{"type":"assign","task":{"job_id":"j","lease_id":"l","spec":{"wasm":"AGFzbQEAAAA="}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Decode(data)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must pass its own check and survive a round trip.
+		if err := m.Check(); err != nil {
+			t.Fatalf("decoded message fails Check: %v", err)
+		}
+		out, err := json.Marshal(m)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := Decode(out); err != nil {
+			t.Fatalf("re-decode of %s: %v", out, err)
+		}
+	})
+}

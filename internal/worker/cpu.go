@@ -1,0 +1,5 @@
+package worker
+
+import goruntime "runtime"
+
+func numCPU() int { return goruntime.NumCPU() }

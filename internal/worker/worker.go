@@ -1,0 +1,433 @@
+// Package worker is a native Zerverless worker: it dials an orchestrator,
+// says what it can run, runs the tasks it is given in its runtimes, and
+// sends their results back. It reconnects with backoff when the connection
+// ends.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// Config configures a worker. DefaultConfig documents every default.
+type Config struct {
+	// URL is the orchestrator's WebSocket endpoint,
+	// ws://HOST:PORT/ws/volunteer.
+	URL string
+	// Name is shown in the orchestrator's worker list.
+	Name string
+	// Header is sent with the WebSocket handshake (for credentials).
+	Header http.Header
+	// Concurrency is how many tasks run at once (default: CPU count).
+	Concurrency int
+	// MaxMemoryMB is the most memory one job may ask for (0: no maximum).
+	MaxMemoryMB int
+	// Namespaces, when not empty, restricts the jobs accepted to these.
+	Namespaces []string
+	// Version is this worker's software version.
+	Version string
+	// Docker is advertised while the docker runtime is available.
+	Docker *job.DockerCapabilities
+	// OutputBytes caps stdout and stderr of one task, each (default 1 MiB).
+	OutputBytes int
+	// MemoryBytes bounds a task's memory when the job names none (default
+	// 256 MiB), where the runtime can enforce it.
+	MemoryBytes int64
+	// CheckInterval is how often runtimes with an outside dependency are
+	// checked again (default 30 s).
+	CheckInterval time.Duration
+	// CheckTimeout bounds one check (default 10 s).
+	CheckTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the backoff between connection
+	// attempts (defaults 100 ms and 30 s).
+	ReconnectMin, ReconnectMax time.Duration
+	// ReadLimit is the largest message accepted (default
+	// protocol.DefaultReadLimit).
+	ReadLimit int64
+}
+
+// DefaultConfig returns the documented defaults; URL is left empty.
+func DefaultConfig() Config {
+	return Config{
+		Concurrency:   max(1, numCPU()),
+		OutputBytes:   1 << 20,
+		MemoryBytes:   256 << 20,
+		CheckInterval: 30 * time.Second,
+		CheckTimeout:  10 * time.Second,
+		ReconnectMin:  100 * time.Millisecond,
+		ReconnectMax:  30 * time.Second,
+		ReadLimit:     protocol.DefaultReadLimit,
+	}
+}
+
+// Worker runs tasks for an orchestrator.
+type Worker struct {
+	cfg      Config
+	runtimes runtime.Set
+	log      *slog.Logger
+
+	mu        sync.Mutex
+	available map[job.Type]bool
+	notes     map[string]string
+	id        string
+}
+
+// New returns a worker that offers runtimes. It does not connect until Run.
+func New(cfg Config, runtimes runtime.Set, log *slog.Logger) *Worker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := DefaultConfig()
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = d.Concurrency
+	}
+	if cfg.OutputBytes <= 0 {
+		cfg.OutputBytes = d.OutputBytes
+	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = d.MemoryBytes
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = d.CheckInterval
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = d.CheckTimeout
+	}
+	if cfg.ReconnectMin <= 0 {
+		cfg.ReconnectMin = d.ReconnectMin
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = d.ReconnectMax
+	}
+	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}
+}
+
+// ID returns the id the orchestrator gave this worker's current session,
+// or "" while it is not connected.
+func (w *Worker) ID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.id
+}
+
+// Run connects and serves until ctx is done, reconnecting with
+// exponential backoff and jitter whenever the connection ends. It returns
+// ctx's error.
+func (w *Worker) Run(ctx context.Context) error {
+	w.checkRuntimes(ctx)
+	backoff := w.cfg.ReconnectMin
+	for {
+		start := time.Now()
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = w.cfg.ReconnectMin
+		}
+		w.log.Warn("connection to orchestrator ended; reconnecting", "err", err, "in", backoff)
+		sleep := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(sleep):
+		}
+		backoff = min(backoff*2, w.cfg.ReconnectMax)
+	}
+}
+
+// checkRuntimes runs each runtime's Check and records which are
+// available. It reports whether anything changed.
+func (w *Worker) checkRuntimes(ctx context.Context) bool {
+	avail := make(map[job.Type]bool, len(w.runtimes))
+	notes := make(map[string]string)
+	for t, rt := range w.runtimes {
+		c, ok := rt.(runtime.Checker)
+		if !ok {
+			avail[t] = true
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, w.cfg.CheckTimeout)
+		err := c.Check(cctx)
+		cancel()
+		if err != nil {
+			notes[string(t)] = err.Error()
+			continue
+		}
+		avail[t] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	changed := !maps.Equal(avail, w.available) || !maps.Equal(notes, w.notes)
+	if changed {
+		for t, why := range notes {
+			w.log.Warn("runtime not available", "runtime", t, "reason", why)
+		}
+	}
+	w.available, w.notes = avail, notes
+	return changed
+}
+
+// capabilities returns what the worker offers now.
+func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var types []job.Type
+	for t, ok := range w.available {
+		if ok {
+			types = append(types, t)
+		}
+	}
+	slices.Sort(types)
+	c := job.Capabilities{
+		Runtimes:    types,
+		Concurrency: w.cfg.Concurrency,
+		MaxMemoryMB: w.cfg.MaxMemoryMB,
+		Namespaces:  w.cfg.Namespaces,
+		Version:     w.cfg.Version,
+	}
+	if w.available[job.TypeDocker] && w.cfg.Docker != nil {
+		d := *w.cfg.Docker
+		c.Docker = &d
+	}
+	return c, maps.Clone(w.notes)
+}
+
+// session is one connection: register, then serve until it ends.
+func (w *Worker) session(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := protocol.Dial(dctx, w.cfg.URL, w.cfg.Header, protocol.Options{ReadLimit: w.cfg.ReadLimit})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", w.cfg.URL, err)
+	}
+	defer conn.CloseNow()
+
+	caps, notes := w.capabilities()
+	err = conn.Write(ctx, protocol.Message{
+		Type: protocol.TypeRegister, Version: protocol.Version, Name: w.cfg.Name,
+		Capabilities: &caps, Notes: notes,
+	})
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m, err := conn.Read(rctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read registered: %w", err)
+	}
+	if m.Type == protocol.TypeError {
+		return fmt.Errorf("orchestrator refused registration: %s", m.Error)
+	}
+	if m.Type != protocol.TypeRegistered {
+		return fmt.Errorf("expected registered, got %q", m.Type)
+	}
+	w.mu.Lock()
+	w.id = m.WorkerID
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.id = ""
+		w.mu.Unlock()
+	}()
+	log := w.log.With("worker_id", m.WorkerID)
+	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency)
+
+	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]context.CancelCauseFunc)}
+	sctx, end := context.WithCancel(ctx)
+	defer end()
+	heartbeat := time.Duration(m.HeartbeatMS) * time.Millisecond
+	if heartbeat <= 0 {
+		heartbeat = 5 * time.Second
+	}
+	go s.heartbeats(sctx, heartbeat)
+	err = s.readLoop(sctx)
+	end()
+	s.stopAll()
+	s.wg.Wait()
+	return err
+}
+
+// session is the state of one connection.
+type session struct {
+	w    *Worker
+	conn *protocol.Conn
+	log  *slog.Logger
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex
+	tasks map[string]context.CancelCauseFunc // by lease id
+}
+
+func (s *session) readLoop(ctx context.Context) error {
+	for {
+		m, err := s.conn.Read(ctx)
+		if err != nil {
+			var de *protocol.DecodeError
+			if errors.As(err, &de) {
+				s.log.Warn("bad message from orchestrator", "err", err)
+				continue
+			}
+			return err
+		}
+		switch m.Type {
+		case protocol.TypeAssign:
+			s.start(ctx, m.Task)
+		case protocol.TypeCancel:
+			s.mu.Lock()
+			if cancel, ok := s.tasks[m.LeaseID]; ok {
+				cancel(errCanceled)
+			}
+			s.mu.Unlock()
+		case protocol.TypeError:
+			s.log.Warn("orchestrator reported an error", "err", m.Error)
+		}
+	}
+}
+
+var errCanceled = errors.New("canceled by the orchestrator")
+
+// start runs t in its own goroutine, or rejects it when the worker does
+// not offer its runtime or has no free slot.
+func (s *session) start(ctx context.Context, t *job.Task) {
+	s.w.mu.Lock()
+	ok := s.w.available[t.Type]
+	s.w.mu.Unlock()
+	rt := s.w.runtimes[t.Type]
+	var why string
+	switch {
+	case rt == nil || !ok:
+		why = fmt.Sprintf("this worker does not run %s jobs", t.Type)
+	case len(s.w.cfg.Namespaces) > 0 && !slices.Contains(s.w.cfg.Namespaces, t.Namespace):
+		why = fmt.Sprintf("this worker does not accept namespace %s", t.Namespace)
+	}
+	s.mu.Lock()
+	if why == "" && len(s.tasks) >= s.w.cfg.Concurrency {
+		why = "no free slot"
+	}
+	if why != "" {
+		s.mu.Unlock()
+		s.send(ctx, protocol.Message{Type: protocol.TypeReject, JobID: t.JobID, LeaseID: t.LeaseID, Error: why})
+		return
+	}
+	tctx, cancel := context.WithCancelCause(ctx)
+	s.tasks[t.LeaseID] = cancel
+	s.mu.Unlock()
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel(nil)
+		res := s.w.runTask(tctx, rt, t)
+		s.mu.Lock()
+		delete(s.tasks, t.LeaseID)
+		s.mu.Unlock()
+		if ctx.Err() != nil {
+			return // the session ended; the orchestrator re-queues the job
+		}
+		s.send(ctx, protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &res})
+	}()
+}
+
+func (s *session) send(ctx context.Context, m protocol.Message) {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.conn.Write(wctx, m); err != nil {
+		s.log.Warn("send to orchestrator failed", "type", m.Type, "job_id", m.JobID, "err", err)
+		s.conn.CloseNow()
+	}
+}
+
+func (s *session) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, cancel := range s.tasks {
+		cancel(errors.New("connection to the orchestrator ended"))
+	}
+}
+
+// heartbeats tells the orchestrator every interval that the worker is
+// alive and which leases it holds, and re-checks runtimes that depend on
+// something outside the process.
+func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	lastCheck := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		leases := slices.Sorted(maps.Keys(s.tasks))
+		s.mu.Unlock()
+		s.send(ctx, protocol.Message{Type: protocol.TypeHeartbeat, Leases: leases})
+		if time.Since(lastCheck) >= s.w.cfg.CheckInterval {
+			lastCheck = time.Now()
+			if s.w.checkRuntimes(ctx) {
+				caps, notes := s.w.capabilities()
+				s.send(ctx, protocol.Message{Type: protocol.TypeCapabilities, Capabilities: &caps, Notes: notes})
+			}
+		}
+	}
+}
+
+// runTask runs t under its timeout and always returns a result: a runtime
+// that fails to run the task, or panics, yields a failed result.
+func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (res job.Result) {
+	if t.Limits.OutputBytes <= 0 {
+		t.Limits.OutputBytes = w.cfg.OutputBytes
+	}
+	if t.Limits.MemoryBytes <= 0 {
+		t.Limits.MemoryBytes = w.cfg.MemoryBytes
+		if t.Spec.MemoryMB > 0 {
+			t.Limits.MemoryBytes = int64(t.Spec.MemoryMB) << 20
+		}
+	}
+	timeout := t.Timeout
+	if timeout <= 0 {
+		timeout = job.DefaultRequestLimits().DefaultTimeout
+	}
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	started := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			w.log.Error("runtime panicked", "job_id", t.JobID, "runtime", t.Type, "panic", p, "stack", string(debug.Stack()))
+			res = job.Result{Status: job.StatusFailed, Error: fmt.Sprintf("the %s runtime failed: %v", t.Type, p)}
+		}
+		if res.DurationMS == 0 {
+			res.DurationMS = time.Since(started).Milliseconds()
+		}
+		if res.Status == "" || !res.Status.Terminal() {
+			res.Status = job.StatusFailed
+		}
+	}()
+	res, err := rt.Run(tctx, *t)
+	if err != nil {
+		w.log.Warn("task could not run", "job_id", t.JobID, "runtime", t.Type, "err", err)
+		if st := runtime.Interrupted(tctx); st != "" {
+			return job.Result{Status: st, Error: err.Error()}
+		}
+		return job.Result{Status: job.StatusFailed, Error: err.Error()}
+	}
+	if res.Status == job.StatusCanceled && errors.Is(context.Cause(ctx), errCanceled) {
+		res.Error = "canceled by request"
+	}
+	return res
+}
