@@ -28,7 +28,7 @@ func (o *Orchestrator) watchLeases() {
 func (o *Orchestrator) expireLeases() {
 	now := o.now()
 	type cancel struct {
-		w             *worker
+		w              *worker
 		jobID, leaseID string
 	}
 	var cancels []cancel
