@@ -49,6 +49,7 @@ def _exit_status(code):
 
 
 def _main():
+    pid = os.getpid()
     os.set_inheritable(_REPLY_FD, False)
     os.write(_REPLY_FD, b"ready\n")
 
@@ -91,6 +92,10 @@ def _main():
         status = 1
 
     _flush()
+    if os.getpid() != pid:
+        # A child the script forked ran off the end of the script: it
+        # ends as it would under plain python, without a reply.
+        sys.exit(status)
     if msg["ok"] and "result" in module.__dict__:
         try:
             json.dumps(module.__dict__["result"], allow_nan=False)
