@@ -56,8 +56,14 @@ def _main():
     for name, (soft, hard) in json.loads(sys.argv[1]).items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
 
-    with os.fdopen(_REQUEST_FD, "rb") as f:
-        request = json.loads(f.read())
+    try:
+        with os.fdopen(_REQUEST_FD, "rb") as f:
+            request = json.loads(f.read())
+    except MemoryError:
+        request = None
+        _reply({"ok": False, "type": "MemoryError",
+                "error": "MemoryError: the code and input_data do not fit in the memory limit"})
+        sys.exit(1)
     code = request["code"]
 
     sys.stdout.reconfigure(line_buffering=True)

@@ -3,6 +3,8 @@ package python_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +196,67 @@ func TestFindPythonSkipsOutsideSystemDirs(t *testing.T) {
 	}
 	if !strings.HasPrefix(p, "/usr/") && !strings.HasPrefix(p, "/bin/") {
 		t.Errorf("FindPython = %s, want a system interpreter", p)
+	}
+}
+
+func TestInputTooBigForMemory(t *testing.T) {
+	rt := newRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	big := `"` + strings.Repeat("x", 12<<20) + `"`
+	res, err := rt.Run(ctx, job.Task{
+		Spec:   job.Spec{Code: "result = len(INPUT)", Input: json.RawMessage(`[` + big + `,` + big + `]`)},
+		Limits: job.Limits{MemoryBytes: 48 << 20},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusFailed || !res.OOMKilled || !strings.Contains(res.Error, "input_data") {
+		t.Errorf("Status %s OOMKilled %v Error %q, want failed for memory, naming input_data", res.Status, res.OOMKilled, res.Error)
+	}
+	// The same input fits the default limit.
+	res, err = rt.Run(ctx, job.Task{Spec: job.Spec{Code: "result = len(INPUT[0])", Input: json.RawMessage(`[` + big + `]`)}})
+	if err != nil || res.Status != job.StatusCompleted || string(res.Result) != "12582912" {
+		t.Errorf("12 MiB input: %v %s %q %s", err, res.Status, res.Error, res.Result)
+	}
+}
+
+func TestResourceUseReported(t *testing.T) {
+	rt := newRuntime(t)
+	res := run(t, rt, "x = bytearray(100 << 20)\nn = 0\nfor i in range(2_000_000):\n    n += i", "", 20*time.Second)
+	if res.Status != job.StatusCompleted {
+		t.Fatalf("Status %s %q", res.Status, res.Error)
+	}
+	if res.PeakMemoryBytes < 100<<20 || res.CPUTimeMS <= 0 || res.ExitCode != 0 {
+		t.Errorf("PeakMemoryBytes %d CPUTimeMS %d ExitCode %d, want >= 100 MiB, > 0, 0", res.PeakMemoryBytes, res.CPUTimeMS, res.ExitCode)
+	}
+}
+
+func TestCheckExplainsSandboxFailure(t *testing.T) {
+	// A stand-in for a bwrap that cannot create namespaces, world-readable
+	// so that a root worker's sandbox user can run it too.
+	dir := t.TempDir()
+	// Open up the test's own directories, never os.TempDir itself.
+	tmp := filepath.Clean(os.TempDir())
+	for d := dir; strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := filepath.Join(dir, "bwrap")
+	script := "#!/bin/sh\necho 'bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces.' >&2\nexit 1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := python.DefaultConfig()
+	cfg.Bwrap = fake
+	err := python.New(cfg).Check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "No permissions to create new namespace") || !strings.Contains(err.Error(), "user.max_user_namespaces") {
+		t.Errorf("Check = %v, want bwrap's reason and a hint", err)
+	}
+	// Run reports it as an error: the job could not run here.
+	_, err = python.New(cfg).Run(context.Background(), job.Task{Spec: job.Spec{Code: "result = 1"}})
+	if err == nil {
+		t.Errorf("Run with a failing sandbox: nil error")
 	}
 }
