@@ -47,9 +47,9 @@ type Config struct {
 	// counted per user namespace, so per job). Default 64.
 	Procs int
 	// CPUSeconds caps each process's CPU time (RLIMIT_CPU): SIGXCPU at the
-	// limit, SIGKILL a second later. A task whose timeout is longer gets
-	// its timeout plus one second instead, so the limit never cuts a job
-	// its timeout allows. Default 60.
+	// limit, SIGKILL a second later. A task with a longer time left to its
+	// deadline gets that time plus one second instead, so the limit never
+	// cuts a single-threaded job short of its timeout. Default 60.
 	CPUSeconds int
 	// OpenFiles caps open file descriptors per process (RLIMIT_NOFILE).
 	// Default 256.

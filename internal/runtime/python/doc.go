@@ -59,7 +59,7 @@
 // before it reads the user's code, so they bind the script and every
 // process it starts: RLIMIT_AS (memory, Config.MemoryBytes or the task's
 // limit, default 256 MiB), RLIMIT_CPU (Config.CPUSeconds, default 60, or
-// the timeout plus a second if longer), RLIMIT_NPROC (Config.Procs, default
+// the time left to the deadline plus a second if longer), RLIMIT_NPROC (Config.Procs, default
 // 64), RLIMIT_FSIZE (Config.FileBytes, default 64 MiB), RLIMIT_NOFILE
 // (Config.OpenFiles, default 256) and RLIMIT_CORE 0. Setting them there
 // needs no helper binary (prlimit, a re-exec of the worker) and nothing of
@@ -78,8 +78,12 @@
 // bwrap is the leader of its own process group. When the context is done,
 // Run kills that group; the sandbox's pid 1 has bwrap's --die-with-parent
 // death signal, and when it dies the kernel kills every process of the pid
-// namespace, so no child or grandchild outlives the job. bwrap also has
-// Pdeathsig SIGKILL, so it dies if the worker does.
+// namespace, so no child or grandchild outlives the job, even one that
+// left the session with setsid. Run also applies Task.Timeout as a
+// deadline when it is set. bwrap has Pdeathsig SIGKILL, so a sandbox dies
+// with the worker; Go ties that signal to the OS thread that started
+// bwrap, so code in the worker that locks a thread and lets it exit would
+// kill the sandboxes that thread started.
 //
 // # Self-test
 //

@@ -63,8 +63,9 @@ func (p *Python) paths() (bwrap, python string, err error) {
 	return bwrap, python, nil
 }
 
-// limits resolves the limits of one task.
-func (p *Python) limits(t job.Task) limits {
+// limits resolves the limits of one task that has until deadline (zero:
+// no deadline) to run.
+func (p *Python) limits(t job.Task, deadline time.Time) limits {
 	lim := limits{
 		memoryBytes: p.cfg.MemoryBytes,
 		outputBytes: p.cfg.OutputBytes,
@@ -79,8 +80,10 @@ func (p *Python) limits(t job.Task) limits {
 	if t.Limits.OutputBytes > 0 {
 		lim.outputBytes = t.Limits.OutputBytes
 	}
-	if s := int(math.Ceil(t.Timeout.Seconds())) + 1; t.Timeout > 0 && s > lim.cpuSeconds {
-		lim.cpuSeconds = s
+	if !deadline.IsZero() {
+		if s := int(math.Ceil(time.Until(deadline).Seconds())) + 1; s > lim.cpuSeconds {
+			lim.cpuSeconds = s
+		}
 	}
 	return lim
 }
@@ -122,7 +125,8 @@ func (p *Python) Run(ctx context.Context, t job.Task) (job.Result, error) {
 	if err != nil {
 		return job.Result{}, fmt.Errorf("python runtime unavailable: %w", err)
 	}
-	lim := p.limits(t)
+	deadline, _ := ctx.Deadline()
+	lim := p.limits(t, deadline)
 	input := t.Spec.Input
 	if len(bytes.TrimSpace(input)) == 0 {
 		input = json.RawMessage("null")

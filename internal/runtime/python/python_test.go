@@ -260,3 +260,21 @@ func TestCheckExplainsSandboxFailure(t *testing.T) {
 		t.Errorf("Run with a failing sandbox: nil error")
 	}
 }
+
+func TestCPULimit(t *testing.T) {
+	newRuntime(t)
+	cfg := python.DefaultConfig()
+	cfg.CPUSeconds = 1
+	// No deadline, so the CPU limit is the configured one; the cancel is
+	// a backstop.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	time.AfterFunc(15*time.Second, cancel)
+	res, err := python.New(cfg).Run(ctx, job.Task{Spec: job.Spec{Code: "while True:\n    pass\n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusFailed || !strings.Contains(res.Error, "CPU time limit is 1 s") {
+		t.Errorf("Status %s ExitCode %d Error %q, want failed on the CPU limit", res.Status, res.ExitCode, res.Error)
+	}
+}
