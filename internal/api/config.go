@@ -1,0 +1,47 @@
+package api
+
+import (
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+)
+
+// Config configures the HTTP API. Start from DefaultConfig; every limit has
+// a documented default that an operator may change.
+type Config struct {
+	// MaxBodyBytes caps a request body (default 64 MiB: a 32 MiB Wasm
+	// module is about 43 MiB of base64, plus input and the rest). A larger
+	// body is answered 413.
+	MaxBodyBytes int64
+	// MaxWait caps ?wait= on GET /api/jobs/{id} (default 60 s). The
+	// http.Server's WriteTimeout, if any, must be longer than this.
+	MaxWait time.Duration
+	// RequestLimits bound what a job request may ask for (default
+	// job.DefaultRequestLimits).
+	RequestLimits job.RequestLimits
+	// OriginPatterns are the Origin hosts from which a browser page may
+	// open /ws/volunteer (for example "example.com", "*.example.com").
+	// Native workers send no Origin and are always accepted; a browser
+	// page served by the orchestrator itself is accepted too. Default none.
+	OriginPatterns []string
+	// WorkerReadLimit is the largest WebSocket message accepted from a
+	// worker (default protocol.DefaultReadLimit, 64 MiB).
+	WorkerReadLimit int64
+	// Version is the software version that GET /info reports.
+	Version string
+	// StartTime is when the process started, for GET /info's uptime. The
+	// zero value means the time New is called.
+	StartTime time.Time
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:    64 << 20,
+		MaxWait:         60 * time.Second,
+		RequestLimits:   job.DefaultRequestLimits(),
+		WorkerReadLimit: protocol.DefaultReadLimit,
+		Version:         "dev",
+	}
+}

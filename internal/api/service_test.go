@@ -1,0 +1,5 @@
+package api
+
+import "github.com/zerverless/zerverless/internal/api/apitest"
+
+var _ Service = (*apitest.Service)(nil)

@@ -1,0 +1,127 @@
+package api
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// View is a job as the API shows it: one flat JSON object. It is the
+// public contract of GET /api/jobs/{id}, POST /api/jobs, DELETE
+// /api/jobs/{id} and the items of GET /api/jobs; clients decode it as is.
+//
+// The job's code, module and input are not echoed back unless asked for
+// with ?include=spec, which adds Spec.
+type View struct {
+	ID          string     `json:"id"`
+	Namespace   string     `json:"namespace"`
+	Type        job.Type   `json:"job_type"`
+	Status      job.Status `json:"status"`
+	Attempt     int        `json:"attempt"`
+	MaxAttempts int        `json:"max_attempts"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   time.Time  `json:"started_at,omitzero"`
+	FinishedAt  time.Time  `json:"finished_at,omitzero"`
+	// WorkerID is the worker that holds (or last held) the job.
+	WorkerID string `json:"worker_id,omitempty"`
+	// Reason says why a pending job waits, or why a job ended without a
+	// result from a runtime.
+	Reason string `json:"reason,omitempty"`
+	// TimeoutSeconds is the run timeout the job was given.
+	TimeoutSeconds float64 `json:"timeout_seconds"`
+
+	// ResultView's fields appear at the top level once the job has a
+	// result, and are absent before.
+	*ResultView
+
+	// Spec is what the client asked to run; only with ?include=spec.
+	Spec *job.Spec `json:"spec,omitempty"`
+}
+
+// ResultView is what a run produced, flattened into View.
+type ResultView struct {
+	// Output is the job's stdout.
+	Output string `json:"output"`
+	Stderr string `json:"stderr"`
+	// Result is the value the job returned, as JSON.
+	Result json.RawMessage `json:"result,omitempty"`
+	// Error says why the run failed (an exception, a timeout, a refused
+	// image); empty on success.
+	Error      string `json:"error,omitempty"`
+	ExitCode   int    `json:"exit_code"`
+	DurationMS int64  `json:"duration_ms"`
+	// Truncated is set when a limit cut stdout, stderr or output files.
+	Truncated       bool  `json:"truncated"`
+	OOMKilled       bool  `json:"oom_killed"`
+	PeakMemoryBytes int64 `json:"peak_memory_bytes,omitempty"`
+	CPUTimeMS       int64 `json:"cpu_time_ms,omitempty"`
+	// Files are the files a container wrote under /output, by path
+	// relative to it (base64 in JSON).
+	Files map[string][]byte `json:"files,omitempty"`
+}
+
+// NewView returns the view of j. With spec set, the view carries the job's
+// spec.
+func NewView(j *job.Job, spec bool) View {
+	v := View{
+		ID:             j.ID,
+		Namespace:      j.Namespace,
+		Type:           j.Type,
+		Status:         j.Status,
+		Attempt:        j.Attempt,
+		MaxAttempts:    j.MaxAttempts,
+		CreatedAt:      j.CreatedAt,
+		StartedAt:      j.StartedAt,
+		FinishedAt:     j.FinishedAt,
+		WorkerID:       j.WorkerID,
+		Reason:         j.Reason,
+		TimeoutSeconds: j.Spec.TimeoutSeconds,
+	}
+	if r := j.Result; r != nil {
+		v.ResultView = &ResultView{
+			Output:          r.Output,
+			Stderr:          r.Stderr,
+			Result:          r.Result,
+			Error:           r.Error,
+			ExitCode:        r.ExitCode,
+			DurationMS:      r.DurationMS,
+			Truncated:       r.Truncated,
+			OOMKilled:       r.OOMKilled,
+			PeakMemoryBytes: r.PeakMemoryBytes,
+			CPUTimeMS:       r.CPUTimeMS,
+			Files:           r.Files,
+		}
+	}
+	if spec {
+		s := j.Spec
+		v.Spec = &s
+	}
+	return v
+}
+
+// JobList is the body of GET /api/jobs.
+type JobList struct {
+	Jobs []View `json:"jobs"`
+	// NextCursor, when not empty, fetches the next page with ?cursor=.
+	NextCursor string `json:"next_cursor"`
+}
+
+// WorkerList is the body of GET /api/workers.
+type WorkerList struct {
+	Workers []job.WorkerInfo `json:"workers"`
+}
+
+// Info is the body of GET /info.
+type Info struct {
+	Version         string    `json:"version"`
+	GoVersion       string    `json:"go_version"`
+	ProtocolVersion int       `json:"protocol_version"`
+	StartedAt       time.Time `json:"started_at"`
+	UptimeSeconds   float64   `json:"uptime_seconds"`
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	Status string `json:"status"`
+}
