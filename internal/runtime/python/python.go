@@ -133,73 +133,14 @@ func (p *Python) Run(ctx context.Context, t job.Task) (job.Result, error) {
 	}
 	req, err := json.Marshal(request{Code: t.Spec.Code, Input: input})
 	if err != nil {
-		return job.Result{Status: job.StatusFailed, Error: fmt.Sprintf("input_data is not valid JSON: %v", err)}, nil
+		return job.Result{Status: job.StatusFailed, Error: fmt.Sprintf("input_data is not valid JSON: %v", err), ExitCode: -1}, nil
 	}
 
-	reqR, reqW, err := os.Pipe()
+	res, rep, err := p.runSandbox(ctx, bwrap, p.bwrapArgs(python, lim), req, lim)
 	if err != nil {
-		return job.Result{}, fmt.Errorf("request pipe: %w", err)
+		return job.Result{}, err
 	}
-	defer reqR.Close()
-	defer reqW.Close()
-	repR, repW, err := os.Pipe()
-	if err != nil {
-		return job.Result{}, fmt.Errorf("reply pipe: %w", err)
-	}
-	defer repR.Close()
-	defer repW.Close()
-
-	stdout := &runtime.CappedBuffer{Limit: lim.outputBytes}
-	stderr := &runtime.CappedBuffer{Limit: lim.outputBytes}
-	cmd := exec.CommandContext(ctx, bwrap, p.bwrapArgs(python, lim)...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.ExtraFiles = []*os.File{reqR, repW} // fds 3 and 4
-	cmd.SysProcAttr = p.sysProcAttr()
-	cmd.Cancel = func() error {
-		// bwrap is the leader of its own process group; killing it kills
-		// the sandbox's pid 1 (--die-with-parent), and with it every
-		// process of the sandbox's pid namespace.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	cmd.WaitDelay = waitDelay
-	if err := cmd.Start(); err != nil {
-		return job.Result{}, fmt.Errorf("start bwrap: %w", err)
-	}
-	reqR.Close()
-	repW.Close()
-
-	go func() {
-		reqW.Write(req) // an error means the sandbox is already gone
-		reqW.Close()
-	}()
-	replyc := make(chan replyRead, 1)
-	go func() { replyc <- readReply(repR, lim.outputBytes) }()
-
-	waitErr := cmd.Wait()
-	repR.SetReadDeadline(time.Now().Add(waitDelay))
-	rep := <-replyc
-
-	res := job.Result{
-		Output:     stdout.String(),
-		Stderr:     stderr.String(),
-		Truncated:  stdout.Truncated() || stderr.Truncated(),
-		DurationMS: time.Since(start).Milliseconds(),
-		ExitCode:   -1,
-	}
-	if st := cmd.ProcessState; st != nil {
-		res.ExitCode = st.ExitCode()
-		if st.ExitCode() < 0 {
-			// bwrap itself was killed by a signal.
-			res.ExitCode = 128 + int(st.Sys().(syscall.WaitStatus).Signal())
-		}
-		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-			res.CPUTimeMS = (time.Duration(ru.Utime.Nano()) + time.Duration(ru.Stime.Nano())).Milliseconds()
-			res.PeakMemoryBytes = ru.Maxrss * 1024
-		}
-	}
-
+	res.DurationMS = time.Since(start).Milliseconds()
 	if s := runtime.Interrupted(ctx); s != "" {
 		res.Status = s
 		if s == job.StatusTimeout {
@@ -214,9 +155,79 @@ func (p *Python) Run(ctx context.Context, t job.Task) (job.Result, error) {
 	}
 	if !rep.ready {
 		// Python never started: bwrap could not build the sandbox.
-		return job.Result{}, fmt.Errorf("sandbox did not start python (%v): %s", waitErr, strings.TrimSpace(res.Stderr))
+		return job.Result{}, fmt.Errorf("sandbox did not start python (exit status %d): %s", res.ExitCode, strings.TrimSpace(res.Stderr))
 	}
 	return p.finish(res, rep, lim), nil
+}
+
+// runSandbox runs bwrap with args, feeds it req on fd 3 and reads its
+// reply on fd 4, and blocks until bwrap has exited and its output is
+// read. ctx's end kills bwrap's process group. The Result it returns has
+// the output, exit code and resource use; its status is left to the
+// caller. An error means bwrap could not be started.
+func (p *Python) runSandbox(ctx context.Context, bwrap string, args []string, req []byte, lim limits) (job.Result, replyRead, error) {
+	reqR, reqW, err := os.Pipe()
+	if err != nil {
+		return job.Result{}, replyRead{}, fmt.Errorf("request pipe: %w", err)
+	}
+	defer reqR.Close()
+	defer reqW.Close()
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		return job.Result{}, replyRead{}, fmt.Errorf("reply pipe: %w", err)
+	}
+	defer repR.Close()
+	defer repW.Close()
+
+	stdout := &runtime.CappedBuffer{Limit: lim.outputBytes}
+	stderr := &runtime.CappedBuffer{Limit: lim.outputBytes}
+	cmd := exec.CommandContext(ctx, bwrap, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.ExtraFiles = []*os.File{reqR, repW} // fds 3 and 4
+	cmd.SysProcAttr = p.sysProcAttr()
+	cmd.Cancel = func() error {
+		// bwrap is the leader of its own process group; killing it kills
+		// the sandbox's pid 1 (--die-with-parent), and with it every
+		// process of the sandbox's pid namespace.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = waitDelay
+	if err := cmd.Start(); err != nil {
+		return job.Result{}, replyRead{}, fmt.Errorf("start bwrap: %w", err)
+	}
+	reqR.Close()
+	repW.Close()
+
+	go func() {
+		reqW.Write(req) // an error means the sandbox is already gone
+		reqW.Close()
+	}()
+	replyc := make(chan replyRead, 1)
+	go func() { replyc <- readReply(repR, lim.outputBytes) }()
+
+	cmd.Wait() // the exit status is read from ProcessState below
+	repR.SetReadDeadline(time.Now().Add(waitDelay))
+	rep := <-replyc
+
+	res := job.Result{
+		Output:    stdout.String(),
+		Stderr:    stderr.String(),
+		Truncated: stdout.Truncated() || stderr.Truncated(),
+		ExitCode:  -1,
+	}
+	if st := cmd.ProcessState; st != nil {
+		res.ExitCode = st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.ExitCode = 128 + int(ws.Signal()) // bwrap itself was killed
+		}
+		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+			res.CPUTimeMS = (time.Duration(ru.Utime.Nano()) + time.Duration(ru.Stime.Nano())).Milliseconds()
+			res.PeakMemoryBytes = ru.Maxrss * 1024
+		}
+	}
+	return res, rep, nil
 }
 
 // finish sets the status, error and result of a run that ended by itself.
