@@ -1,0 +1,139 @@
+package docker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	goruntime "runtime"
+	"time"
+)
+
+// Config is what a worker's owner decides about containers on their
+// machine. DefaultConfig documents every default; cmd maps flags such as
+// --docker-allow and --docker-max-image-mb onto it.
+type Config struct {
+	// WorkerID labels every container and volume the runtime creates, and
+	// Sweep removes what carries it. It must be stable across restarts of
+	// the same worker (cmd keeps it in the worker's state) and distinct
+	// between workers that share an engine. Default "local".
+	WorkerID string
+
+	// MemoryMB, CPUs and Pids are what a container gets when its job asks
+	// for nothing (defaults 256 MiB, 1 CPU, 128 processes).
+	MemoryMB int
+	CPUs     float64
+	Pids     int64
+	// MaxMemoryMB, MaxCPUs and MaxPids are the most a job may ask for; a
+	// job asking for more is refused (defaults 2048 MiB, every CPU of the
+	// machine, 1024 processes). They are advertised in Capabilities.
+	MaxMemoryMB int
+	MaxCPUs     float64
+	MaxPids     int64
+
+	// TmpMB sizes the tmpfs at /tmp (default 64 MiB). Its pages count
+	// against the container's memory limit too.
+	TmpMB int
+	// NoFile is the nofile ulimit, soft and hard (default 1024).
+	NoFile int64
+	// OutputBytes caps stdout and stderr, each, when the task's limits
+	// give no cap (default 1 MiB).
+	OutputBytes int
+	// MaxOutputFiles and MaxOutputBytes cap the regular files read back
+	// from /output (defaults 64 files, 8 MiB in all). Past either,
+	// Result.Truncated is set and the rest is dropped.
+	MaxOutputFiles int
+	MaxOutputBytes int64
+	// MaxInputEnvBytes is the largest input_data also passed as the
+	// INPUT_DATA variable (default 64 KiB: the kernel refuses single
+	// environment strings over 128 KiB). Larger input is only in
+	// /input/input.json.
+	MaxInputEnvBytes int
+
+	// AllowImages are job.MatchImage patterns of the images jobs may use;
+	// empty allows every image. An image outside them is refused before
+	// any pull or container.
+	AllowImages []string
+	// AllowImageUser lets a container run as its image's own user instead
+	// of 65534:65534 (default false).
+	AllowImageUser bool
+	// Pull allows pulling images that are not on the machine (default
+	// true). Credentials come from the worker's Docker config.
+	Pull bool
+	// PullTimeout bounds one pull, including the manifest check (default
+	// 5 minutes; the job's own deadline also applies).
+	PullTimeout time.Duration
+	// MaxImageMB refuses, before pulling, an image whose compressed size
+	// in the registry manifest is larger (default 2048; 0: no limit).
+	MaxImageMB int
+	// Prepull is pulled by Prepull, at worker start.
+	Prepull []string
+	// ImageBudgetMB is the disk the images this runtime pulled may take;
+	// past it, the least recently used of them that no job is using are
+	// removed (default 10240; 0: no budget). Images the runtime did not
+	// pull are never removed.
+	ImageBudgetMB int
+
+	// WarmVolumes is how many /output volumes are kept ready for the next
+	// jobs (default 2; 0 makes each job prepare its own).
+	WarmVolumes int
+	// CgroupRoot is where the engine's cgroups can be read for peak memory
+	// and CPU time (default "/sys/fs/cgroup"; empty: not reported).
+	CgroupRoot string
+	// Logger receives cleanup failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		WorkerID:         "local",
+		MemoryMB:         256,
+		CPUs:             1,
+		Pids:             128,
+		MaxMemoryMB:      2048,
+		MaxCPUs:          float64(goruntime.NumCPU()),
+		MaxPids:          1024,
+		TmpMB:            64,
+		NoFile:           1024,
+		OutputBytes:      1 << 20,
+		MaxOutputFiles:   64,
+		MaxOutputBytes:   8 << 20,
+		MaxInputEnvBytes: 64 << 10,
+		Pull:             true,
+		PullTimeout:      5 * time.Minute,
+		MaxImageMB:       2048,
+		ImageBudgetMB:    10240,
+		WarmVolumes:      2,
+		CgroupRoot:       "/sys/fs/cgroup",
+	}
+}
+
+// validate checks c and fills a nil logger.
+func (c *Config) validate() error {
+	var errs []error
+	if c.WorkerID == "" || !labelValueRE.MatchString(c.WorkerID) {
+		errs = append(errs, fmt.Errorf("worker id %q must be 1-128 letters, digits, '.', '_' or '-'", c.WorkerID))
+	}
+	if c.MemoryMB < 6 || c.MaxMemoryMB < c.MemoryMB {
+		errs = append(errs, fmt.Errorf("memory %d MiB must be at least 6 and at most the maximum %d", c.MemoryMB, c.MaxMemoryMB))
+	}
+	if c.CPUs <= 0 || c.MaxCPUs < c.CPUs {
+		errs = append(errs, fmt.Errorf("cpus %g must be positive and at most the maximum %g", c.CPUs, c.MaxCPUs))
+	}
+	if c.Pids <= 0 || c.MaxPids < c.Pids {
+		errs = append(errs, fmt.Errorf("pids %d must be positive and at most the maximum %d", c.Pids, c.MaxPids))
+	}
+	if c.TmpMB <= 0 || c.NoFile <= 0 || c.OutputBytes <= 0 || c.MaxOutputFiles < 0 || c.MaxOutputBytes < 0 || c.MaxInputEnvBytes < 0 {
+		errs = append(errs, errors.New("tmp size, nofile and output caps must be positive"))
+	}
+	if c.PullTimeout <= 0 {
+		errs = append(errs, errors.New("pull timeout must be positive"))
+	}
+	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.WarmVolumes < 0 {
+		errs = append(errs, errors.New("image limits and warm volumes must not be negative"))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}

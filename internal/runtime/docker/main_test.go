@@ -1,0 +1,252 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+)
+
+// Shared by the package's tests: a real engine and an image built
+// offline from Debian's busybox-static.
+var (
+	testEngine *client.Client
+	testImage  string // "zerverless-test/busybox:<run>"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		crashChild()
+		return
+	}
+	os.Exit(mainWithEngine(m))
+}
+
+func mainWithEngine(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := NewClient()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "docker client:", err)
+		return 1
+	}
+	defer c.Close()
+	if _, err := c.Ping(ctx); err != nil {
+		// The Docker tests run in CI and never skip: no engine is a failure.
+		fmt.Fprintln(os.Stderr, "docker engine did not answer; these tests need one:", err)
+		return 1
+	}
+	testEngine = c
+	testImage = "zerverless-test/busybox:run-" + randomHex(4)
+	if err := importBusybox(ctx, c, testImage); err != nil {
+		fmt.Fprintln(os.Stderr, "build test image:", err)
+		return 1
+	}
+	code := m.Run()
+	cleanupEngine(c)
+	return code
+}
+
+// busyboxRootfs returns a tar of a root filesystem with Debian's static
+// busybox and its applets, /tmp (1777), /etc/passwd with nobody 65534.
+func busyboxRootfs() ([]byte, error) {
+	bin, err := exec.LookPath("busybox")
+	if err != nil {
+		return nil, fmt.Errorf("busybox-static is not installed (.ci/run installs it): %w", err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command(bin, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("busybox --list: %w", err)
+	}
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	mt := time.Unix(1700000000, 0)
+	dir := func(name string, mode int64) {
+		_ = tw.WriteHeader(&tar.Header{Name: name + "/", Typeflag: tar.TypeDir, Mode: mode, ModTime: mt})
+	}
+	file := func(name string, mode int64, content []byte) {
+		_ = tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(content)), ModTime: mt})
+		_, _ = tw.Write(content)
+	}
+	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "root"} {
+		dir(d, 0o755)
+	}
+	dir("tmp", 0o1777)
+	file("bin/busybox", 0o755, data)
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" {
+			continue
+		}
+		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777, ModTime: mt})
+	}
+	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
+	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func importBusybox(ctx context.Context, c *client.Client, ref string) error {
+	rootfs, err := busyboxRootfs()
+	if err != nil {
+		return err
+	}
+	rc, err := c.ImageImport(ctx, image.ImportSource{Source: bytes.NewReader(rootfs), SourceName: "-"}, ref,
+		image.ImportOptions{Changes: []string{"ENV PATH=/bin", `CMD ["sh"]`}})
+	if err != nil {
+		return err
+	}
+	return drainJSON(rc)
+}
+
+// cleanupEngine removes what the tests made: containers and volumes of
+// test worker ids, the test image, and the runtime's provisioning image
+// when no other runtime is using it.
+func cleanupEngine(c *client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+managedBy))
+	cs, _ := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	for _, ct := range cs {
+		if strings.HasPrefix(ct.Labels[LabelWorkerID], testWorkerPrefix) {
+			_ = c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		}
+	}
+	vs, _ := c.VolumeList(ctx, volume.ListOptions{Filters: f})
+	for _, v := range vs.Volumes {
+		if strings.HasPrefix(v.Labels[LabelWorkerID], testWorkerPrefix) {
+			_ = c.VolumeRemove(ctx, v.Name, true)
+		}
+	}
+	_, _ = c.ImageRemove(ctx, testImage, image.RemoveOptions{PruneChildren: true})
+	if others, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("ancestor", provisionImage))}); err == nil && len(others) == 0 {
+		_, _ = c.ImageRemove(ctx, provisionImage, image.RemoveOptions{PruneChildren: true})
+	}
+}
+
+// testWorkerPrefix starts every worker id the tests use, so that cleanup
+// touches nothing else on the engine.
+const testWorkerPrefix = "zvtest-"
+
+// newTestRuntime returns a runtime with the defaults, a worker id of its
+// own and tweak applied; it is closed, and its leftovers checked, at the
+// end of the test.
+func newTestRuntime(t testing.TB, tweak func(*Config)) *Docker {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.WorkerID = testWorkerPrefix + randomHex(4)
+	cfg.WarmVolumes = 1
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	d, err := New(cfg, testEngine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := d.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if n := leftovers(t, cfg.WorkerID); n > 0 {
+			t.Errorf("%d containers or volumes of worker %s left after Close", n, cfg.WorkerID)
+			_, _ = d.Sweep(ctx)
+		}
+	})
+	return d
+}
+
+// leftovers counts the containers and volumes labeled with workerID.
+func leftovers(t testing.TB, workerID string) int {
+	t.Helper()
+	ctx := context.Background()
+	f := filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+workerID))
+	cs, err := testEngine.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := testEngine.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(cs) + len(vs.Volumes)
+}
+
+// jobContainers lists the containers of jobID.
+func jobContainers(t testing.TB, jobID string) []container.Summary {
+	t.Helper()
+	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelJobID+"="+jobID))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// eventually polls f until it returns nil or d passes.
+func eventually(t testing.TB, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// crashChild is the body of a worker process that a test kills mid-job.
+const crashChildEnv = "ZERVERLESS_DOCKER_TEST_CRASH_WORKER"
+
+func crashChild() {
+	c, err := NewClient()
+	if err != nil {
+		os.Exit(3)
+	}
+	cfg := DefaultConfig()
+	cfg.WorkerID = os.Getenv(crashChildEnv)
+	d, err := New(cfg, c)
+	if err != nil {
+		os.Exit(3)
+	}
+	t := testTask("crash-"+cfg.WorkerID, os.Getenv("ZERVERLESS_DOCKER_TEST_IMAGE"), "sleep", "600")
+	_, _ = d.Run(context.Background(), t)
+	os.Exit(4)
+}
+
+func writeFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var errNotYet = errors.New("not yet")
+
+var _ = io.Discard

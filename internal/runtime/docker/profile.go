@@ -1,0 +1,203 @@
+package docker
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/go-units"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// The strict profile. Every container the runtime starts has:
+//
+//   - user 65534:65534, unless Config.AllowImageUser;
+//   - a read-only root filesystem, and a tmpfs at /tmp mounted
+//     rw,noexec,nosuid,nodev with size Config.TmpMB;
+//   - every capability dropped, no-new-privileges, the engine's default
+//     seccomp profile (no seccomp option is ever set), not privileged, no
+//     devices;
+//   - network "none": only the loopback interface;
+//   - a memory limit with MemorySwap equal to it (no swap), a CPU quota
+//     (NanoCPUs), a pids limit and a nofile ulimit;
+//   - the engine's init process as PID 1, so signals and orphans are
+//     handled;
+//   - no host bind mount: only the runtime's own labeled volumes at
+//     /output, /input and the job's scratch paths;
+//   - the labels of LabelManagedBy, LabelWorkerID, LabelJobID, LabelRole;
+//   - logging driver "none": output is read from the attach stream, and
+//     nothing the container prints is written to the host's disk.
+
+// limits are the resources one run gets.
+type limits struct {
+	memoryBytes int64
+	nanoCPUs    int64
+	pids        int64
+}
+
+// specError is a job the runtime refuses before creating anything. It
+// becomes a failed Result, not an error: no other worker with the same
+// policy would run it either.
+type specError struct{ msg string }
+
+func (e *specError) Error() string { return e.msg }
+
+func refuse(format string, args ...any) *specError {
+	return &specError{msg: fmt.Sprintf(format, args...)}
+}
+
+var scratchNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// checkSpec applies the worker's policy to s and returns the limits of
+// the run. It touches nothing.
+func (d *Docker) checkSpec(s *job.Spec, l job.Limits) (limits, error) {
+	ds := s.Docker
+	if ds == nil {
+		return limits{}, refuse("not a docker job: docker_image is missing")
+	}
+	if len(s.Input) > 0 && !json.Valid(s.Input) {
+		return limits{}, refuse("input_data is not valid JSON")
+	}
+	if err := job.ValidateImageRef(ds.Image); err != nil {
+		return limits{}, refuse("docker_image: %v", err)
+	}
+	if len(d.cfg.AllowImages) > 0 && !job.MatchImage(d.cfg.AllowImages, ds.Image) {
+		return limits{}, refuse("docker_image: image %q is not allowed on this worker (allowed: %v)", ds.Image, d.cfg.AllowImages)
+	}
+	for k := range ds.Env {
+		if k == "" || k == "INPUT_DATA" || !envNameRE.MatchString(k) {
+			return limits{}, refuse("docker_env: %q may not be set", k)
+		}
+	}
+	for name, target := range ds.Volumes {
+		if !scratchNameRE.MatchString(name) {
+			return limits{}, refuse("docker_volumes: %q: host bind mounts are never allowed; give a scratch volume name", name)
+		}
+		clean := path.Clean(target)
+		if !path.IsAbs(target) || clean != target || clean == "/" {
+			return limits{}, refuse("docker_volumes: mount path %q must be a clean absolute path", target)
+		}
+		switch clean {
+		case "/input", "/output", "/tmp", "/proc", "/sys", "/dev", "/etc", "/sbin/docker-init":
+			return limits{}, refuse("docker_volumes: mount path %q is reserved", target)
+		}
+	}
+	if len(ds.Volumes) > provisionSlots {
+		return limits{}, refuse("docker_volumes: at most %d scratch volumes", provisionSlots)
+	}
+	r := ds.Resources
+	memMB := d.cfg.MemoryMB
+	switch {
+	case r.MemoryMB > 0:
+		memMB = r.MemoryMB
+	case s.MemoryMB > 0:
+		memMB = s.MemoryMB
+	case l.MemoryBytes > 0:
+		memMB = int(max(l.MemoryBytes>>20, 6))
+	}
+	cpus := d.cfg.CPUs
+	if r.CPUs > 0 {
+		cpus = r.CPUs
+	}
+	pids := d.cfg.Pids
+	if r.Pids > 0 {
+		pids = r.Pids
+	}
+	switch {
+	case memMB < 6:
+		return limits{}, refuse("resources.memory_mb: %d is under the engine's minimum of 6", memMB)
+	case memMB > d.cfg.MaxMemoryMB:
+		return limits{}, refuse("resources.memory_mb: %d is over this worker's maximum of %d", memMB, d.cfg.MaxMemoryMB)
+	case cpus > d.cfg.MaxCPUs:
+		return limits{}, refuse("resources.cpus: %g is over this worker's maximum of %g", cpus, d.cfg.MaxCPUs)
+	case cpus < 0.01:
+		return limits{}, refuse("resources.cpus: %g is under the minimum of 0.01", cpus)
+	case pids > d.cfg.MaxPids:
+		return limits{}, refuse("resources.pids: %d is over this worker's maximum of %d", pids, d.cfg.MaxPids)
+	}
+	return limits{
+		memoryBytes: int64(memMB) << 20,
+		nanoCPUs:    int64(cpus * 1e9),
+		pids:        pids,
+	}, nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// containerConfig returns the create options of a job's container.
+// outputVol is the prepared /output volume; scratch maps the job's
+// scratch paths to prepared volumes.
+func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scratch map[string]string) (*container.Config, *container.HostConfig) {
+	ds := t.Spec.Docker
+	env := make([]string, 0, len(ds.Env)+1)
+	for _, k := range sortedKeys(ds.Env) {
+		env = append(env, k+"="+ds.Env[k])
+	}
+	if in := t.Spec.Input; len(in) > 0 && len(in) <= d.cfg.MaxInputEnvBytes {
+		env = append(env, "INPUT_DATA="+string(in))
+	}
+	user := strconv.Itoa(nobody) + ":" + strconv.Itoa(nobody)
+	if d.cfg.AllowImageUser {
+		user = ""
+	}
+	cfg := &container.Config{
+		Image:           ds.Image,
+		User:            user,
+		Env:             env,
+		AttachStdout:    true,
+		AttachStderr:    true,
+		NetworkDisabled: true,
+		Labels:          d.labels("job", t.JobID),
+	}
+	if len(ds.Command) > 0 {
+		cfg.Cmd = ds.Command
+	}
+	mounts := []mount.Mount{{
+		Type: mount.TypeVolume, Source: outputVol, Target: "/output",
+	}}
+	for _, target := range sortedKeys(scratch) {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: scratch[target], Target: target})
+	}
+	if len(t.Spec.Input) > 0 {
+		mounts = append(mounts, mount.Mount{
+			Type: mount.TypeVolume, Target: "/input",
+			VolumeOptions: &mount.VolumeOptions{NoCopy: true, Labels: d.labels("input", t.JobID)},
+		})
+	}
+	init := true
+	pids := lim.pids
+	host := &container.HostConfig{
+		NetworkMode:    "none",
+		Privileged:     false,
+		ReadonlyRootfs: true,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		Init:           &init,
+		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d", int64(d.cfg.TmpMB)<<20)},
+		Mounts:         mounts,
+		LogConfig:      container.LogConfig{Type: "none"},
+		Resources: container.Resources{
+			Memory:     lim.memoryBytes,
+			MemorySwap: lim.memoryBytes,
+			NanoCPUs:   lim.nanoCPUs,
+			PidsLimit:  &pids,
+			Ulimits:    []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
+		},
+	}
+	return cfg, host
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

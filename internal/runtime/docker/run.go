@@ -1,0 +1,326 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// Run runs t's container and returns its result.
+//
+// Everything outside the worker's policy (an image not allowed, a
+// resource over the maximum, a scratch volume that names a host path) is
+// refused with a failed Result before any image is pulled or container is
+// created. A run that ends — exit code, OOM, timeout, cancel — is a Result
+// and a nil error; an error means the engine could not run the task.
+//
+// When ctx's deadline passes or ctx is canceled, the container is killed
+// through the API at once and Run returns with Status timeout or canceled
+// after removing the container. Otherwise the container and its volumes
+// are removed in the background: Close and Idle wait for that.
+func (d *Docker) Run(ctx context.Context, t job.Task) (job.Result, error) {
+	began := time.Now()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
+	if ctx.Err() != nil {
+		return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1}, nil
+	}
+	res, err := d.run(ctx, &t)
+	if err != nil {
+		var se *specError
+		switch {
+		case errors.As(err, &se):
+			return job.Result{Status: job.StatusFailed, Error: se.msg, ExitCode: -1,
+				DurationMS: time.Since(began).Milliseconds()}, nil
+		case runtime.Interrupted(ctx) != "":
+			return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1,
+				DurationMS: time.Since(began).Milliseconds()}, nil
+		}
+		return job.Result{}, fmt.Errorf("docker: job %s: %w", t.JobID, err)
+	}
+	if res.DurationMS == 0 {
+		res.DurationMS = time.Since(began).Milliseconds()
+	}
+	return res, nil
+}
+
+// run does the work of Run; a *specError is a refusal.
+func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
+	lim, err := d.checkSpec(&t.Spec, t.Limits)
+	if err != nil {
+		return job.Result{}, err
+	}
+	ds := t.Spec.Docker
+	release, err := d.ensureImage(ctx, ds.Image)
+	if err != nil {
+		return job.Result{}, err
+	}
+	defer release()
+
+	outVol, err := d.outputVolume(ctx, t.JobID)
+	if err != nil {
+		return job.Result{}, err
+	}
+	vols := []string{outVol}
+	scratch := map[string]string{}
+	if len(ds.Volumes) > 0 {
+		names, err := d.provision(ctx, len(ds.Volumes), "scratch", t.JobID)
+		if err != nil {
+			d.removeVolumes(vols)
+			return job.Result{}, err
+		}
+		vols = append(vols, names...)
+		for i, name := range sortedKeys(ds.Volumes) {
+			scratch[ds.Volumes[name]] = names[i]
+		}
+	}
+
+	cfg, host := d.containerConfig(t, lim, outVol, scratch)
+	// Create is not interrupted half-way: the engine could finish creating a
+	// container whose id this run would never learn. It is short.
+	createCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	created, err := d.engine.ContainerCreate(createCtx, cfg, host, nil, nil, containerName(t.JobID))
+	cancel()
+	if err == nil && ctx.Err() != nil {
+		d.removeNow(created.ID, vols)
+		return job.Result{}, ctx.Err()
+	}
+	if err != nil {
+		d.removeVolumes(vols)
+		if errdefs.IsNotFound(err) || errdefs.IsInvalidParameter(err) {
+			return job.Result{}, refuse("create container: %v", err)
+		}
+		return job.Result{}, fmt.Errorf("create container: %w", err)
+	}
+	id := created.ID
+	r := &execution{d: d, id: id, task: t}
+	interrupted := false
+	defer func() {
+		if interrupted {
+			d.removeNow(id, vols)
+		} else {
+			d.removeLater(id, vols)
+		}
+	}()
+
+	if len(t.Spec.Input) > 0 {
+		if err := d.engine.CopyToContainer(ctx, id, "/input", inputTar(t.Spec.Input), container.CopyToContainerOptions{}); err != nil {
+			return job.Result{}, fmt.Errorf("copy input: %w", err)
+		}
+	}
+	res, err := r.start(ctx)
+	interrupted = runtime.Interrupted(ctx) != ""
+	return res, err
+}
+
+// execution is one container's run, from attach to result.
+type execution struct {
+	d    *Docker
+	id   string
+	task *job.Task
+}
+
+// start attaches, starts, waits and collects the result.
+func (r *execution) start(ctx context.Context) (job.Result, error) {
+	d, id := r.d, r.id
+	hj, err := d.engine.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return job.Result{}, fmt.Errorf("attach: %w", err)
+	}
+	defer hj.Close()
+	// The wait outlives ctx: after a kill the exit is still awaited.
+	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWait()
+	waitC, waitErrC := d.engine.ContainerWait(waitCtx, id, container.WaitConditionNextExit)
+
+	outCap := r.task.Limits.OutputBytes
+	if outCap <= 0 {
+		outCap = d.cfg.OutputBytes
+	}
+	stdout := &runtime.CappedBuffer{Limit: outCap}
+	stderr := &runtime.CappedBuffer{Limit: outCap}
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		_, _ = stdcopy.StdCopy(stdout, stderr, hj.Reader)
+	}()
+
+	if err := d.engine.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		if runtime.Interrupted(ctx) != "" {
+			return job.Result{}, err
+		}
+		// The engine refuses to start a command that is not in the image
+		// (or not executable): that is the job's fault.
+		if errdefs.IsInvalidParameter(err) || errdefs.IsNotFound(err) {
+			return job.Result{Status: job.StatusFailed, ExitCode: 127, Error: fmt.Sprintf("container did not start: %v", err)}, nil
+		}
+		return job.Result{}, fmt.Errorf("start: %w", err)
+	}
+	startedAt := time.Now()
+	sampler := d.startSampler(id, streamDone)
+
+	var (
+		exit    container.WaitResponse
+		killed  bool
+		waitErr error
+	)
+	select {
+	case exit = <-waitC:
+	case waitErr = <-waitErrC:
+	case <-ctx.Done():
+		killed = true
+		d.kill(id)
+		select {
+		case exit = <-waitC:
+		case waitErr = <-waitErrC:
+		case <-time.After(5 * time.Second):
+			waitErr = errors.New("container did not stop after kill")
+		}
+	}
+	ranFor := time.Since(startedAt)
+	select {
+	case <-streamDone:
+	case <-time.After(2 * time.Second):
+		hj.Close() // a grandchild holding the streams open cannot delay the result
+		<-streamDone
+	}
+	usage := sampler.stop()
+	if waitErr != nil && !killed {
+		return job.Result{}, fmt.Errorf("wait: %w", waitErr)
+	}
+
+	res := job.Result{
+		Output:          stdout.String(),
+		Stderr:          stderr.String(),
+		Truncated:       stdout.Truncated() || stderr.Truncated(),
+		ExitCode:        int(exit.StatusCode),
+		DurationMS:      ranFor.Milliseconds(),
+		PeakMemoryBytes: usage.peakMemory,
+		CPUTimeMS:       usage.cpuTime.Milliseconds(),
+	}
+	if killed {
+		res.Status = runtime.Interrupted(ctx)
+		res.Error = interruptedMessage(ctx, r.task)
+		return res, nil
+	}
+	infoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if info, err := d.engine.ContainerInspect(infoCtx, id); err == nil && info.State != nil {
+		res.OOMKilled = info.State.OOMKilled
+		res.ExitCode = info.State.ExitCode
+		if s, f := parseTime(info.State.StartedAt), parseTime(info.State.FinishedAt); !s.IsZero() && f.After(s) {
+			res.DurationMS = f.Sub(s).Milliseconds()
+		}
+	}
+	files, truncated, err := d.readOutput(infoCtx, id)
+	if err != nil {
+		return job.Result{}, err
+	}
+	res.Files = files
+	res.Truncated = res.Truncated || truncated
+	if v, ok := files[resultFile]; ok && json.Valid(v) {
+		res.Result = json.RawMessage(v)
+	}
+	switch {
+	case res.OOMKilled:
+		res.Status = job.StatusFailed
+		res.Error = fmt.Sprintf("out of memory: the container used its limit of %d MiB", r.memoryMB())
+	case res.ExitCode != 0:
+		res.Status = job.StatusFailed
+		res.Error = fmt.Sprintf("exit code %d", res.ExitCode)
+	default:
+		res.Status = job.StatusCompleted
+	}
+	return res, nil
+}
+
+func (r *execution) memoryMB() int64 {
+	lim, _ := r.d.checkSpec(&r.task.Spec, r.task.Limits)
+	return lim.memoryBytes >> 20
+}
+
+// kill sends SIGKILL to the container, not bound to the job's context.
+func (d *Docker) kill(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.engine.ContainerKill(ctx, id, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+		d.cfg.Logger.Warn("docker kill failed", "worker_id", d.cfg.WorkerID, "container", id, "err", err)
+	}
+}
+
+// removeLater removes the container and its volumes in the background.
+func (d *Docker) removeLater(id string, vols []string) {
+	d.background(func(ctx context.Context) error { return d.remove(ctx, id, vols) })
+}
+
+// removeNow removes the container and its volumes before returning, and
+// falls back to the background when the engine is slow.
+func (d *Docker) removeNow(id string, vols []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	if err := d.remove(ctx, id, vols); err != nil {
+		d.removeLater(id, vols)
+	}
+}
+
+// remove force-removes container id with its anonymous volumes, then the
+// named volumes vols. Not-found counts as removed.
+func (d *Docker) remove(ctx context.Context, id string, vols []string) error {
+	err := d.engine.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container: %w", err)
+	}
+	var errs []error
+	for _, v := range vols {
+		if err := d.engine.VolumeRemove(ctx, v, true); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove volume %s: %w", v, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func interruptedMessage(ctx context.Context, t *job.Task) string {
+	if runtime.Interrupted(ctx) == job.StatusTimeout {
+		if t.Timeout > 0 {
+			return fmt.Sprintf("timed out after %s", t.Timeout)
+		}
+		return "timed out"
+	}
+	return "canceled"
+}
+
+var nameUnsafeRE = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// containerName is "zerverless-<job id>-<random>", for people reading
+// `docker ps`.
+func containerName(jobID string) string {
+	s := nameUnsafeRE.ReplaceAllString(jobID, "-")
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	if s == "" {
+		s = "job"
+	}
+	return "zerverless-" + s + "-" + randomHex(4)
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() < 2000 {
+		return time.Time{}
+	}
+	return t
+}

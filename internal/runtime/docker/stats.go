@@ -1,0 +1,133 @@
+package docker
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Resource use is read from the container's cgroup while it runs, when
+// the worker can see the engine's cgroups under Config.CgroupRoot: cgroup
+// v1 memory.max_usage_in_bytes and cpuacct.usage, or cgroup v2
+// memory.peak and cpu.stat, under the cgroupfs ("docker/<id>") or systemd
+// ("system.slice/docker-<id>.scope") layouts. The kernel keeps the peak
+// itself, so the peak is exact up to the last sample; CPU time is the last
+// sample's, taken every 50 ms and when the output streams end, so a
+// container that lives a few milliseconds may report none. This is best
+// effort: nothing is reported where the cgroups are not visible (a worker
+// in another container, a remote engine). The stats API was not used: it
+// samples once a second and reports no peak on cgroup v2.
+
+type usage struct {
+	peakMemory int64
+	cpuTime    time.Duration
+}
+
+type sampler struct {
+	mu    sync.Mutex
+	u     usage
+	done  chan struct{}
+	ended chan struct{}
+}
+
+const sampleEvery = 50 * time.Millisecond
+
+// startSampler samples container id's cgroup until stop, and once more
+// when last closes (the output streams ending, as the container exits).
+func (d *Docker) startSampler(id string, last <-chan struct{}) *sampler {
+	s := &sampler{done: make(chan struct{}), ended: make(chan struct{})}
+	if d.cfg.CgroupRoot == "" {
+		close(s.ended)
+		return s
+	}
+	go func() {
+		defer close(s.ended)
+		var read func() (usage, bool)
+		tick := time.NewTicker(sampleEvery)
+		defer tick.Stop()
+		for {
+			if read == nil {
+				read = cgroupReader(d.cfg.CgroupRoot, id)
+			}
+			if read != nil {
+				if u, ok := read(); ok {
+					s.mu.Lock()
+					s.u.peakMemory = max(s.u.peakMemory, u.peakMemory)
+					s.u.cpuTime = max(s.u.cpuTime, u.cpuTime)
+					s.mu.Unlock()
+				}
+			}
+			select {
+			case <-s.done:
+				return
+			case <-last:
+				last = nil
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends sampling and returns what was seen.
+func (s *sampler) stop() usage {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	<-s.ended
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.u
+}
+
+// cgroupReader finds container id's cgroup under root and returns a
+// reader of its use, or nil when it is not visible.
+func cgroupReader(root, id string) func() (usage, bool) {
+	for _, rel := range []string{"docker/" + id, "system.slice/docker-" + id + ".scope"} {
+		mem := filepath.Join(root, "memory", rel, "memory.max_usage_in_bytes")
+		cpu := filepath.Join(root, "cpuacct", rel, "cpuacct.usage")
+		if _, err := os.Stat(mem); err == nil {
+			return func() (usage, bool) {
+				m, err1 := readInt(mem)
+				c, err2 := readInt(cpu)
+				return usage{peakMemory: m, cpuTime: time.Duration(c)}, err1 == nil || err2 == nil
+			}
+		}
+		dir := filepath.Join(root, rel)
+		if _, err := os.Stat(filepath.Join(dir, "cpu.stat")); err == nil {
+			return func() (usage, bool) {
+				m, err1 := readInt(filepath.Join(dir, "memory.peak"))
+				c, err2 := readCPUStat(filepath.Join(dir, "cpu.stat"))
+				return usage{peakMemory: m, cpuTime: c}, err1 == nil || err2 == nil
+			}
+		}
+	}
+	return nil
+}
+
+func readInt(name string) (int64, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}
+
+func readCPUStat(name string) (time.Duration, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return time.Duration(n) * time.Microsecond, err
+		}
+	}
+	return 0, os.ErrNotExist
+}
