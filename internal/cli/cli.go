@@ -1,0 +1,150 @@
+// Package cli implements the client commands of the zerverless binary:
+// run, jobs, job and cancel. They speak the HTTP API through
+// internal/client; cmd/zerverless routes to Run.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/zerverless/zerverless/internal/client"
+)
+
+// DefaultServer is the orchestrator the commands talk to when neither
+// --server nor ZERVERLESS_SERVER names one.
+const DefaultServer = "http://localhost:8000"
+
+// ServerEnv is the environment variable that names the orchestrator.
+const ServerEnv = "ZERVERLESS_SERVER"
+
+// Exit statuses of the commands, besides a job's own exit code.
+const (
+	ExitOK    = 0
+	ExitFail  = 1 // a job failed, or the API refused a request
+	ExitUsage = 2 // bad flags or arguments
+	// ExitDockerError is what `run --image` returns when Zerverless itself
+	// fails (the API refused the job, or the server is unreachable), as
+	// `docker run` does, so that it is not confused with the container's
+	// own exit code.
+	ExitDockerError = 125
+	// ExitInterrupted is returned when the wait for a job is interrupted;
+	// the job keeps running.
+	ExitInterrupted = 130
+)
+
+// IsCommand reports whether name is a command that Run implements.
+func IsCommand(name string) bool {
+	switch name {
+	case "run", "jobs", "job", "cancel":
+		return true
+	}
+	return false
+}
+
+// WriteSummary writes one line per client command, for the binary's help.
+func WriteSummary(w io.Writer) {
+	fmt.Fprint(w, `  run       submit a job, wait for it and print its output
+  jobs      list jobs
+  job       show one job as JSON
+  cancel    cancel jobs
+`)
+}
+
+// Run runs the client command args[0] with the rest of args, writing to
+// stdout and stderr, and returns the process exit status. getenv reads the
+// environment (ZERVERLESS_SERVER). It blocks until the command is done or
+// ctx is canceled.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "zerverless: no command; one of run, jobs, job, cancel")
+		return ExitUsage
+	}
+	c := &command{name: args[0], stdout: stdout, stderr: stderr, getenv: getenv}
+	switch args[0] {
+	case "run":
+		return c.run(ctx, args[1:])
+	case "jobs":
+		return c.jobs(ctx, args[1:])
+	case "job":
+		return c.job(ctx, args[1:])
+	case "cancel":
+		return c.cancel(ctx, args[1:])
+	}
+	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, jobs, job, cancel\n", args[0])
+	return ExitUsage
+}
+
+// command is one invocation of a client command.
+type command struct {
+	name           string
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	server         string
+}
+
+// flags returns a flag set for the command with the common --server flag.
+func (c *command) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("zerverless "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&c.server, "server", "", "")
+	return fs
+}
+
+// parse parses args into fs. With interspersed set, flags may follow
+// positional arguments (until "--"); otherwise parsing stops at the first
+// positional argument or "--". It returns the positional arguments and
+// ok; when ok is false the command must stop with status (after --help,
+// or a usage error).
+func (c *command) parse(fs *flag.FlagSet, args []string, usage string, interspersed bool) (pos []string, status int, ok bool) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(c.stdout, usage)
+				return nil, ExitOK, false
+			}
+			return nil, c.usageError("%v", err), false
+		}
+		rest := fs.Args()
+		consumed := args[:len(args)-len(rest)]
+		if !interspersed || len(rest) == 0 || len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			return append(pos, rest...), 0, true
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func (c *command) usageError(format string, args ...any) int {
+	fmt.Fprintf(c.stderr, "zerverless %s: %s\nRun 'zerverless %s --help' for usage.\n", c.name, fmt.Sprintf(format, args...), c.name)
+	return ExitUsage
+}
+
+// fail prints an error of the command and returns status.
+func (c *command) fail(status int, format string, args ...any) int {
+	fmt.Fprintf(c.stderr, "zerverless %s: %s\n", c.name, fmt.Sprintf(format, args...))
+	return status
+}
+
+// client returns an API client for --server, ZERVERLESS_SERVER or the
+// default, in that order.
+func (c *command) client() *client.Client {
+	server := c.server
+	if server == "" {
+		server = c.getenv(ServerEnv)
+	}
+	if server == "" {
+		server = DefaultServer
+	}
+	if !strings.Contains(server, "://") {
+		server = "http://" + server
+	}
+	return client.New(server, nil)
+}
