@@ -76,6 +76,8 @@ func TestSubmitMalformed(t *testing.T) {
 		{"wrong type nested", `{"job_type":"docker","docker_image":"alpine","resources":{"memory_mb":"lots"}}`, 400, "resources.memory_mb"},
 		{"wrong type array", `{"job_type":"docker","docker_image":"alpine","docker_command":"echo hi"}`, 400, "docker_command"},
 		{"unknown field", `{"job_type":"lua","code":"x","colour":"red"}`, 400, "colour"},
+		{"unknown nested field", `{"job_type":"docker","docker_image":"alpine","resources":{"gpus":1}}`, 400, "resources.gpus"},
+		{"wasm not a string", `{"job_type":"wasm","wasm":[0,97,115,109]}`, 400, "wasm"},
 		{"negative timeout", `{"job_type":"lua","code":"x","timeout_seconds":-1}`, 400, "timeout_seconds"},
 		{"zero timeout", `{"job_type":"lua","code":"x","timeout_seconds":0}`, 400, "timeout_seconds"},
 		{"huge timeout", `{"job_type":"lua","code":"x","timeout_seconds":1e400}`, 400, "timeout_seconds"},

@@ -89,7 +89,7 @@ func DecodeRequest(data []byte, lim RequestLimits) (Request, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return Request{}, decodeError(err)
+		return Request{}, decodeError(data, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Request{}, Invalid("", "request body must be a single JSON object")
@@ -101,7 +101,8 @@ func DecodeRequest(data []byte, lim RequestLimits) (Request, error) {
 }
 
 // decodeError turns an encoding/json error into an *Error naming the field.
-func decodeError(err error) error {
+// data is the body that failed to decode.
+func decodeError(data []byte, err error) error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
@@ -109,6 +110,9 @@ func decodeError(err error) error {
 		field := typeErr.Field
 		if field == "" {
 			return Invalid("", "request body must be a JSON object")
+		}
+		if field == "wasm" || strings.HasPrefix(field, "wasm.") {
+			return Invalid("wasm", "must be a base64 string")
 		}
 		return Invalid(field, "must be %s, not %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
 	case errors.As(err, &syntaxErr):
@@ -120,13 +124,32 @@ func decodeError(err error) error {
 	}
 	msg := err.Error()
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return Invalid(strings.Trim(f, `"`), "unknown field")
+		return Invalid(unknownFieldPath(data, strings.Trim(f, `"`)), "unknown field")
 	}
 	var b64 interface{ Error() string }
 	if errors.As(err, &b64) && strings.Contains(msg, "illegal base64") {
 		return Invalid("wasm", "invalid base64: %v", err)
 	}
 	return Invalid("", "malformed JSON: %v", err)
+}
+
+// unknownFieldPath names an unknown field with its path: encoding/json
+// reports only the key, which may sit in the one nested object of a
+// request, resources.
+func unknownFieldPath(data []byte, key string) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return key
+	}
+	if _, ok := top[key]; ok {
+		return key
+	}
+	for k := range top {
+		if strings.EqualFold(k, "resources") {
+			return "resources." + key
+		}
+	}
+	return key
 }
 
 func jsonKind(k string) string {
