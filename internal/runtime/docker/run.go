@@ -220,6 +220,13 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	defer cancel()
 	if info, err := d.engine.ContainerInspect(infoCtx, id); err == nil && info.State != nil {
 		res.OOMKilled = info.State.OOMKilled
+		lim, _ := d.checkSpec(&r.task.Spec, r.task.Limits)
+		// The engine learns of an OOM kill from an event that can come
+		// after the exit; the cgroup's own count, or a SIGKILL that this
+		// runtime did not send at a peak at the limit, says it too.
+		if !res.OOMKilled && (usage.oomKills > 0 || (info.State.ExitCode == 137 && usage.peakMemory >= lim.memoryBytes)) {
+			res.OOMKilled = true
+		}
 		res.ExitCode = info.State.ExitCode
 		if s, f := parseTime(info.State.StartedAt), parseTime(info.State.FinishedAt); !s.IsZero() && f.After(s) {
 			res.DurationMS = f.Sub(s).Milliseconds()

@@ -24,6 +24,9 @@ import (
 type usage struct {
 	peakMemory int64
 	cpuTime    time.Duration
+	// oomKills counts the kernel's OOM kills in the cgroup (v1
+	// memory.oom_control, v2 memory.events).
+	oomKills int64
 }
 
 type sampler struct {
@@ -57,6 +60,7 @@ func (d *Docker) startSampler(id string, last <-chan struct{}) *sampler {
 					s.mu.Lock()
 					s.u.peakMemory = max(s.u.peakMemory, u.peakMemory)
 					s.u.cpuTime = max(s.u.cpuTime, u.cpuTime)
+					s.u.oomKills = max(s.u.oomKills, u.oomKills)
 					s.mu.Unlock()
 				}
 			}
@@ -95,15 +99,17 @@ func cgroupReader(root, id string) func() (usage, bool) {
 			return func() (usage, bool) {
 				m, err1 := readInt(mem)
 				c, err2 := readInt(cpu)
-				return usage{peakMemory: m, cpuTime: time.Duration(c)}, err1 == nil || err2 == nil
+				k, _ := readKeyed(filepath.Join(filepath.Dir(mem), "memory.oom_control"), "oom_kill")
+				return usage{peakMemory: m, cpuTime: time.Duration(c), oomKills: k}, err1 == nil || err2 == nil
 			}
 		}
 		dir := filepath.Join(root, rel)
 		if _, err := os.Stat(filepath.Join(dir, "cpu.stat")); err == nil {
 			return func() (usage, bool) {
 				m, err1 := readInt(filepath.Join(dir, "memory.peak"))
-				c, err2 := readCPUStat(filepath.Join(dir, "cpu.stat"))
-				return usage{peakMemory: m, cpuTime: c}, err1 == nil || err2 == nil
+				c, err2 := readKeyed(filepath.Join(dir, "cpu.stat"), "usage_usec")
+				k, _ := readKeyed(filepath.Join(dir, "memory.events"), "oom_kill")
+				return usage{peakMemory: m, cpuTime: time.Duration(c) * time.Microsecond, oomKills: k}, err1 == nil || err2 == nil
 			}
 		}
 	}
@@ -118,15 +124,15 @@ func readInt(name string) (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
 
-func readCPUStat(name string) (time.Duration, error) {
+// readKeyed reads the value of key in a "key value" per line file.
+func readKeyed(name, key string) (int64, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return time.Duration(n) * time.Microsecond, err
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
 	}
 	return 0, os.ErrNotExist
