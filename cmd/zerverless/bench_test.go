@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// BenchmarkEndToEndLua drives the full path — HTTP submit, store,
+// WebSocket assignment, a Lua run on one of two embedded workers, the
+// result back, and a blocking GET of the finished job — for trivial Lua
+// jobs from 32 concurrent clients, and reports jobs/s and the p50/p99
+// latency of submit-to-result.
+//
+//	go test ./cmd/zerverless -run '^$' -bench EndToEndLua -benchtime 20000x
+func BenchmarkEndToEndLua(b *testing.B) {
+	cfg := testServerConfig(b, b.TempDir(), 2)
+	cfg.Log = nil
+	cfg.Worker.Concurrency = 16
+	cfg.Runtimes.Only = []job.Type{job.TypeLua}
+	_, c := startServer(b, cfg)
+	ctx := context.Background()
+	req := job.Request{Type: job.TypeLua, Code: `return INPUT.n + 1`, Input: []byte(`{"n":1}`)}
+	// Warm up connections and the runtime.
+	for range 50 {
+		v, err := c.Submit(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Job(ctx, v.ID, 10*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	const clients = 32
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				v, err := c.Submit(ctx, req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				v, err = c.Job(ctx, v.ID, 10*time.Second)
+				if err != nil || v.Status != job.StatusCompleted {
+					b.Errorf("job %s: %v %s", v.ID, err, v.Status)
+					return
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "jobs/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkEndToEndLuaSerial is the latency of one job at a time through
+// the full path, with nothing else in flight.
+func BenchmarkEndToEndLuaSerial(b *testing.B) {
+	cfg := testServerConfig(b, b.TempDir(), 2)
+	cfg.Log = nil
+	cfg.Runtimes.Only = []job.Type{job.TypeLua}
+	_, c := startServer(b, cfg)
+	ctx := context.Background()
+	req := job.Request{Type: job.TypeLua, Code: `return 1`}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		v, err := c.Submit(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if v, err = c.Job(ctx, v.ID, 10*time.Second); err != nil || v.Status != job.StatusCompleted {
+			b.Fatalf("%v %s", err, v.Status)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/worker"
+)
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// workerFlags are the flags shared by `worker` and the embedded workers of
+// `serve`.
+type workerFlags struct {
+	concurrency int
+	maxMemoryMB int
+	runtimes    string
+	namespaces  string
+	docker      bool
+}
+
+func (f *workerFlags) register(fs *flag.FlagSet) {
+	d := worker.DefaultConfig()
+	fs.IntVar(&f.concurrency, "concurrency", d.Concurrency, "jobs one worker runs at once")
+	fs.IntVar(&f.maxMemoryMB, "max-memory-mb", 0, "most memory one job may ask for, in MiB (0: no maximum)")
+	fs.StringVar(&f.runtimes, "runtimes", "", "comma-separated runtimes to offer (default: all available)")
+	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose jobs are accepted (default: all)")
+	fs.BoolVar(&f.docker, "docker", false, "run docker container jobs (needs a Docker Engine)")
+}
+
+func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
+	if f.concurrency < 1 {
+		return fmt.Errorf("--concurrency must be at least 1")
+	}
+	wc.Concurrency = f.concurrency
+	wc.MaxMemoryMB = f.maxMemoryMB
+	for _, ns := range strings.Split(f.namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			if !job.ValidNamespace(ns) {
+				return fmt.Errorf("--namespaces: %q is not a valid namespace", ns)
+			}
+			wc.Namespaces = append(wc.Namespaces, ns)
+		}
+	}
+	only, err := parseTypes(f.runtimes)
+	if err != nil {
+		return fmt.Errorf("--runtimes: %w", err)
+	}
+	ro.Only = only
+	ro.Docker = f.docker
+	return nil
+}
+
+func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cfg := DefaultServerConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "embedded workers to start (0: none)")
+	fs.DurationVar(&cfg.Orchestrator.HeartbeatInterval, "heartbeat", cfg.Orchestrator.HeartbeatInterval, "how often workers must send a heartbeat")
+	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
+	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
+	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
+	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var wf workerFlags
+	wf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "zerverless serve:", err)
+		return 2
+	}
+	if err := wf.apply(&cfg.Worker, &cfg.Runtimes); err != nil {
+		fmt.Fprintln(stderr, "zerverless serve:", err)
+		return 2
+	}
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.API.OriginPatterns = append(cfg.API.OriginPatterns, o)
+		}
+	}
+	cfg.Log = log
+	cfg.API.Version = version
+	cfg.Orchestrator.Version = version
+	cfg.Worker.Version = version
+	srv, err := StartServer(ctx, cfg)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "zerverless %s listening on %s (workers: %d, data: %s)\n", version, srv.URL(), cfg.Workers, cfg.DataDir)
+	<-ctx.Done()
+	log.Info("shutting down")
+	if err := srv.Close(); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	wc := worker.DefaultConfig()
+	ro := DefaultRuntimeOptions()
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := getenv("ZERVERLESS_ORCHESTRATOR")
+	if url == "" {
+		url = "ws://localhost:8000/ws/volunteer"
+	}
+	fs.StringVar(&wc.URL, "orchestrator", url, "the orchestrator's WebSocket endpoint (env ZERVERLESS_ORCHESTRATOR)")
+	fs.StringVar(&wc.Name, "name", "", "name shown in the orchestrator's worker list")
+	fs.DurationVar(&wc.ReconnectMax, "reconnect-max", wc.ReconnectMax, "longest wait between connection attempts")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var wf workerFlags
+	wf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "zerverless worker:", err)
+		return 2
+	}
+	if err := wf.apply(&wc, &ro); err != nil {
+		fmt.Fprintln(stderr, "zerverless worker:", err)
+		return 2
+	}
+	wc.Version = version
+	runtimes, err := BuildRuntimes(ctx, ro, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "zerverless worker:", err)
+		return 1
+	}
+	if wc.Docker == nil {
+		wc.Docker = ro.dockerCapabilities()
+	}
+	defer runtimes.Close(context.Background())
+	w := worker.New(wc, runtimes.Set, log)
+	log.Info("worker starting", "orchestrator", wc.URL, "concurrency", wc.Concurrency)
+	start := time.Now()
+	w.Run(ctx)
+	log.Info("worker stopped", "uptime", time.Since(start).Round(time.Second))
+	return 0
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/client"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/worker"
+)
+
+// wasmEcho is a WASI module built from Go source in TestMain: it prints
+// "wasm got " and its stdin, its arguments, and INPUT_DATA.
+var wasmEcho []byte
+
+const wasmEchoSource = `package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+func main() {
+	in, _ := io.ReadAll(os.Stdin)
+	fmt.Printf("wasm got %s args=%s env=%s\n", in, strings.Join(os.Args[1:], ","), os.Getenv("INPUT_DATA"))
+	if len(os.Args) > 1 && os.Args[1] == "loop" {
+		for {
+		}
+	}
+	if len(os.Args) > 1 && os.Args[1] == "fail" {
+		fmt.Fprintln(os.Stderr, "failing on purpose")
+		os.Exit(3)
+	}
+}
+`
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "zerverless-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		src := filepath.Join(dir, "main.go")
+		if err := os.WriteFile(src, []byte(wasmEchoSource), 0o644); err != nil {
+			panic(err)
+		}
+		out := filepath.Join(dir, "echo.wasm")
+		cmd := exec.Command("go", "build", "-o", out, src)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "GO111MODULE=off", "GOFLAGS=")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build wasm module: %v\n%s", err, b)
+			return 1
+		}
+		wasmEcho, err = os.ReadFile(out)
+		if err != nil {
+			panic(err)
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// testServerConfig is a server on a free loopback port with fast
+// heartbeats, in dir.
+func testServerConfig(t testing.TB, dir string, workers int) ServerConfig {
+	cfg := DefaultServerConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = dir
+	cfg.Workers = workers
+	cfg.Worker.Concurrency = 4
+	cfg.Orchestrator.HeartbeatInterval = 200 * time.Millisecond
+	cfg.Orchestrator.LeaseGrace = 2 * time.Second
+	cfg.ShutdownTimeout = 5 * time.Second
+	if testing.Verbose() {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return cfg
+}
+
+func startServer(t testing.TB, cfg ServerConfig) (*Server, *client.Client) {
+	t.Helper()
+	srv, err := StartServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, client.New(srv.URL(), nil)
+}
+
+// startWorker runs a native worker against srv until the returned stop is
+// called (or the test ends).
+func startWorker(t testing.TB, url string, name string, only ...job.Type) (stop func()) {
+	t.Helper()
+	ro := DefaultRuntimeOptions()
+	ro.Only = only
+	rts, err := BuildRuntimes(context.Background(), ro, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rts.Close(context.Background()) })
+	wc := worker.DefaultConfig()
+	wc.URL = url
+	wc.Name = name
+	wc.Concurrency = 2
+	wc.ReconnectMax = 200 * time.Millisecond
+	w := worker.New(wc, rts.Set, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx)
+	}()
+	stop = func() {
+		cancel()
+		<-done
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// eventually polls f until it returns nil or d passes.
+func eventually(t testing.TB, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after %s: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rawWorker is a worker that speaks the protocol by hand, so that a test
+// can hold a lease, answer late, or vanish mid-job.
+type rawWorker struct {
+	t    testing.TB
+	conn *protocol.Conn
+	id   string
+}
+
+func dialRaw(t testing.TB, url string, caps job.Capabilities) *rawWorker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := protocol.Dial(ctx, url, nil, protocol.Options{})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := conn.Read(ctx)
+	if err != nil || m.Type != protocol.TypeRegistered {
+		t.Fatalf("register: %+v %v", m, err)
+	}
+	return &rawWorker{t: t, conn: conn, id: m.WorkerID}
+}
+
+// next reads until an assignment arrives.
+func (r *rawWorker) next(d time.Duration) *job.Task {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		m, err := r.conn.Read(ctx)
+		if err != nil {
+			r.t.Fatalf("raw worker waiting for an assignment: %v", err)
+		}
+		if m.Type == protocol.TypeAssign {
+			return m.Task
+		}
+	}
+}
+
+func (r *rawWorker) send(m protocol.Message) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.conn.Write(ctx, m); err != nil {
+		r.t.Fatalf("raw worker send: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// keepAlive sends heartbeats until the test ends or the connection fails.
+func (r *rawWorker) keepAlive() {
+	done := make(chan struct{})
+	r.t.Cleanup(func() { close(done) })
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := r.conn.Write(ctx, protocol.Message{Type: protocol.TypeHeartbeat})
+				cancel()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
+	"github.com/zerverless/zerverless/internal/runtime/js"
+	"github.com/zerverless/zerverless/internal/runtime/lua"
+	"github.com/zerverless/zerverless/internal/runtime/python"
+	"github.com/zerverless/zerverless/internal/runtime/wasm"
+)
+
+// RuntimeOptions say which runtimes a worker offers and how they are set up.
+type RuntimeOptions struct {
+	// Only, when not empty, restricts the runtimes offered to these.
+	Only []job.Type
+	// Docker enables container jobs (off by default: the worker's owner
+	// opts in).
+	Docker bool
+	Lua    lua.Config
+	JS     js.Config
+	Wasm   wasm.Config
+	Python python.Config
+}
+
+// DefaultRuntimeOptions returns every sandboxed runtime with its defaults
+// and Docker off.
+func DefaultRuntimeOptions() RuntimeOptions {
+	return RuntimeOptions{
+		Lua:    lua.DefaultConfig(),
+		JS:     js.DefaultConfig(),
+		Wasm:   wasm.DefaultConfig(),
+		Python: python.DefaultConfig(),
+	}
+}
+
+// Runtimes is a built set of runtimes and whatever must be closed with it.
+type Runtimes struct {
+	Set    runtime.Set
+	closes []func(context.Context) error
+}
+
+// Close releases what the runtimes hold (compiled modules, engine
+// connections).
+func (r *Runtimes) Close(ctx context.Context) error {
+	var first error
+	for _, c := range r.closes {
+		if err := c(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (o RuntimeOptions) wants(t job.Type) bool {
+	if t == job.TypeDocker && !o.Docker {
+		return false
+	}
+	return len(o.Only) == 0 || slices.Contains(o.Only, t)
+}
+
+func (o RuntimeOptions) dockerCapabilities() *job.DockerCapabilities { return nil }
+
+// BuildRuntimes builds the runtimes o asks for. Runtimes that depend on
+// something outside the process (python3, a Docker Engine) are built even
+// when it is missing: the worker checks them and does not advertise them
+// until they work.
+func BuildRuntimes(ctx context.Context, o RuntimeOptions, log *slog.Logger) (*Runtimes, error) {
+	set := runtime.Set{}
+	if o.wants(job.TypeLua) {
+		set[job.TypeLua] = lua.New(o.Lua)
+	}
+	if o.wants(job.TypeJS) {
+		set[job.TypeJS] = js.New(o.JS)
+	}
+	rts := &Runtimes{Set: set}
+	if o.wants(job.TypeWasm) {
+		w, err := wasm.New(o.Wasm)
+		if err != nil {
+			return nil, err
+		}
+		set[job.TypeWasm] = w
+		rts.closes = append(rts.closes, w.Close)
+	}
+	if o.wants(job.TypePython) {
+		set[job.TypePython] = python.New(o.Python)
+	}
+	if len(set) == 0 {
+		return nil, fmt.Errorf("no runtime selected")
+	}
+	return rts, nil
+}
+
+// parseTypes parses a comma-separated list of runtime names.
+func parseTypes(s string) ([]job.Type, error) {
+	var out []job.Type
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		t := job.Type(f)
+		if !t.Known() {
+			return nil, fmt.Errorf("unknown runtime %q (known: lua, js, wasm, python, docker)", f)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}

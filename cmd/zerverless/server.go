@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/orchestrator"
+	"github.com/zerverless/zerverless/internal/store/sqlite"
+	"github.com/zerverless/zerverless/internal/worker"
+)
+
+// ServerConfig is everything `zerverless serve` sets up.
+type ServerConfig struct {
+	// Addr is the HTTP listen address (default ":8000"; "127.0.0.1:0" in
+	// tests picks a free port).
+	Addr string
+	// DataDir holds the embedded store (default "./zerverless-data").
+	DataDir string
+	// Workers is how many embedded workers to start (default 2).
+	Workers int
+	// Worker configures each embedded worker; URL is filled in.
+	Worker worker.Config
+	// Runtimes configures the runtimes of embedded workers.
+	Runtimes RuntimeOptions
+	// Orchestrator and API tune those parts.
+	Orchestrator orchestrator.Config
+	API          api.Config
+	// ShutdownTimeout bounds a graceful shutdown (default 10 s).
+	ShutdownTimeout time.Duration
+	Log             *slog.Logger
+}
+
+// DefaultServerConfig returns the documented defaults of `serve`.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		Addr:            ":8000",
+		DataDir:         "zerverless-data",
+		Workers:         2,
+		Worker:          worker.DefaultConfig(),
+		Runtimes:        DefaultRuntimeOptions(),
+		Orchestrator:    orchestrator.DefaultConfig(),
+		API:             api.DefaultConfig(),
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Server is a running orchestrator with its store, HTTP API and embedded
+// workers. End-to-end tests start it in-process.
+type Server struct {
+	cfg   ServerConfig
+	log   *slog.Logger
+	store *sqlite.Store
+	orch  *orchestrator.Orchestrator
+	http  *http.Server
+	ln    net.Listener
+
+	baseCancel context.CancelFunc
+	workers    []*worker.Worker
+	runtimes   *Runtimes
+	stopWorker context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+}
+
+// StartServer opens the store, recovers jobs, listens, and starts the
+// embedded workers. The server runs until Close.
+func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	scfg := sqlite.DefaultConfig()
+	scfg.Path = filepath.Join(cfg.DataDir, "zerverless.db")
+	s.store, err = sqlite.Open(ctx, scfg)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.orch, err = orchestrator.New(cfg.Orchestrator, s.store, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("create orchestrator: %w", err)
+	}
+	if err := s.orch.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start orchestrator: %w", err)
+	}
+
+	s.ln, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	baseCtx, baseCancel := context.WithCancel(context.Background())
+	s.baseCancel = baseCancel
+	handler := api.New(cfg.API, s.orch, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("orchestrator listening", "addr", s.ln.Addr().String(), "data", cfg.DataDir)
+
+	if cfg.Workers > 0 {
+		runtimes, err := BuildRuntimes(ctx, cfg.Runtimes, log)
+		if err != nil {
+			return nil, err
+		}
+		s.runtimes = runtimes
+		wctx, stop := context.WithCancel(context.Background())
+		s.stopWorker = stop
+		for i := range cfg.Workers {
+			wc := cfg.Worker
+			wc.URL = s.WorkerURL()
+			wc.Name = fmt.Sprintf("embedded-%d", i+1)
+			if wc.Docker == nil {
+				wc.Docker = cfg.Runtimes.dockerCapabilities()
+			}
+			w := worker.New(wc, runtimes.Set, log.With("worker", wc.Name))
+			s.workers = append(s.workers, w)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				w.Run(wctx)
+			}()
+		}
+	}
+	return s, nil
+}
+
+// URL is the server's base HTTP URL.
+func (s *Server) URL() string { return "http://" + s.hostPort() }
+
+// WorkerURL is the WebSocket endpoint workers dial.
+func (s *Server) WorkerURL() string { return "ws://" + s.hostPort() + "/ws/volunteer" }
+
+func (s *Server) hostPort() string {
+	addr := s.ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// Orchestrator returns the server's orchestrator.
+func (s *Server) Orchestrator() *orchestrator.Orchestrator { return s.orch }
+
+// Close shuts down gracefully: embedded workers stop, the HTTP server stops
+// taking requests and finishes those in flight (up to ShutdownTimeout),
+// worker connections end, and the store is closed. Jobs still pending or
+// running stay in the store and are recovered by the next start.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.stopWorker != nil {
+			s.stopWorker()
+		}
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+			err = s.http.Shutdown(ctx)
+			cancel()
+		}
+		if s.baseCancel != nil {
+			s.baseCancel()
+		}
+		s.wg.Wait()
+		if s.runtimes != nil {
+			s.runtimes.Close(context.Background())
+		}
+		if s.orch != nil {
+			s.orch.Close()
+		}
+		if s.store != nil {
+			if cerr := s.store.Close(); err == nil {
+				err = cerr
+			}
+		}
+	})
+	return err
+}
