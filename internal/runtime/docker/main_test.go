@@ -249,4 +249,14 @@ func writeFile(t testing.TB, dir, name, content string) string {
 
 var errNotYet = errors.New("not yet")
 
-var _ = io.Discard
+type tarW struct{ *tar.Writer }
+
+func tarWriter(w io.Writer) tarW { return tarW{tar.NewWriter(w)} }
+
+func (t tarW) file(name string, data []byte) error {
+	if err := t.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}); err != nil {
+		return err
+	}
+	_, err := t.Write(data)
+	return err
+}

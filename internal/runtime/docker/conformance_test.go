@@ -1,0 +1,25 @@
+package docker
+
+import (
+	"testing"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime/runtimetest"
+)
+
+func TestConformance(t *testing.T) {
+	d := newTestRuntime(t, nil)
+	spec := func(argv ...string) job.Spec {
+		return job.Spec{Docker: &job.DockerSpec{Image: testImage, Command: argv}}
+	}
+	runtimetest.Run(t, d, runtimetest.Programs{
+		Success: spec("sh", "-c",
+			`echo hello; x=$(sed 's/[^0-9]//g' /input/input.json); echo $((x*2)) > /output/result.json`),
+		Error:     spec("sh", "-c", "echo boom-error >&2; exit 1"),
+		ErrorText: "boom-error",
+		Loop:      spec("sh", "-c", "while :; do :; done"),
+		Flood:     spec("sh", "-c", `head -c 2000000 /dev/zero | tr '\0' x`),
+		MemoryHog: spec("sh", "-c", `x=aaaaaaaaaaaaaaaa; while :; do x="$x$x"; done`),
+		Invalid:   spec("/no/such/program"),
+	})
+}
