@@ -81,8 +81,9 @@ type Orchestrator struct {
 	seq     uint64
 	closed  bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	sessions sync.WaitGroup
 }
 
 // entry is an active job with its scheduling state. Fields are guarded by
@@ -174,9 +175,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops background work. Workers' connections end when the HTTP
-// server that serves them shuts down; jobs they held stay in the store and
-// are recovered by the next Start.
+// Close ends every worker session, waits for them to end and stops
+// background work. Jobs that were running go back to pending in the store;
+// the next Start picks them up. Close the store after Close returns.
 func (o *Orchestrator) Close() error {
 	o.mu.Lock()
 	if o.closed {
@@ -184,7 +185,15 @@ func (o *Orchestrator) Close() error {
 		return nil
 	}
 	o.closed = true
+	conns := make([]interface{ CloseNow() error }, 0, len(o.workers))
+	for _, w := range o.workers {
+		conns = append(conns, w.conn)
+	}
 	o.mu.Unlock()
+	for _, c := range conns {
+		c.CloseNow()
+	}
+	o.sessions.Wait()
 	close(o.stop)
 	o.wg.Wait()
 	return nil
@@ -403,7 +412,10 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		if err == nil {
 			break
 		}
-		if job.ErrorCode(err) == job.CodeNotFound || attempt >= 5 {
+		o.mu.Lock()
+		closed := o.closed
+		o.mu.Unlock()
+		if job.ErrorCode(err) == job.CodeNotFound || attempt >= 5 || closed {
 			o.log.Error("store job state", "job_id", snap.ID, "status", snap.Status, "err", err)
 			break
 		}

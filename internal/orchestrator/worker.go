@@ -20,6 +20,7 @@ import (
 // Orchestrator.mu, except the outbox, which has its own lock.
 type worker struct {
 	id          string
+	conn        *protocol.Conn
 	name        string
 	remote      string
 	caps        job.Capabilities
@@ -131,15 +132,14 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	return start{e: e, w: w, m: protocol.Message{Type: protocol.TypeAssign, Task: task}}
 }
 
-// launch stores each started job as running, then sends its assignment.
-// The store write comes first so that a result can never be stored before
-// the running state it ends.
+// launch sends each assignment and stores the job as running in the
+// background. The running state needs no wait: persist never replaces a
+// newer state with an older one, so a result stored first stays, and after
+// a crash a job stored as pending or running is re-queued all the same.
 func (o *Orchestrator) launch(starts []start) {
 	for _, s := range starts {
-		go func() {
-			o.persist(context.Background(), s.e)
-			s.w.send(s.m)
-		}()
+		s.w.send(s.m)
+		go o.persist(context.Background(), s.e)
 	}
 }
 
@@ -166,6 +166,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	now := o.now()
 	w := &worker{
 		id:          uuid.NewString(),
+		conn:        conn,
 		name:        m.Name,
 		remote:      remote,
 		caps:        *m.Capabilities,
@@ -181,7 +182,9 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		o.refuse(ctx, conn, "the orchestrator is shutting down")
 		return errClosed
 	}
+	o.sessions.Add(1)
 	o.mu.Unlock()
+	defer o.sessions.Done()
 	err = conn.Write(ctx, protocol.Message{
 		Type:        protocol.TypeRegistered,
 		Version:     protocol.Version,
