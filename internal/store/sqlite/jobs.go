@@ -1,0 +1,457 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	sqlitedrv "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/store"
+)
+
+const (
+	insertJobSQL = `INSERT INTO jobs (id, namespace, job_type, status, attempt, max_attempts,
+	created_at, started_at, finished_at, worker_id, lease_id, reason, result, result_value, result_files)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
+	updateJobSQL  = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
+	worker_id = ?, lease_id = ?, reason = ?, result = ?, result_value = ?, result_files = ?
+	WHERE id = ?`
+
+	// listColumns are what ListJobs reads: everything but the Wasm module
+	// and the result files. fullColumns add them, last.
+	listColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
+	j.created_at, j.started_at, j.finished_at, j.worker_id, j.lease_id, j.reason,
+	j.result, j.result_value, s.spec, s.input`
+	fullColumns = listColumns + `, s.wasm, j.result_files`
+	// CROSS JOIN keeps jobs as the outer loop in SQLite's planner, so the
+	// jobs indexes drive every query and job_specs is looked up by key.
+	fromJobs = ` FROM jobs j CROSS JOIN job_specs s ON s.job_seq = j.seq`
+
+	getJobSQL     = `SELECT ` + fullColumns + fromJobs + ` WHERE j.id = ?`
+	activeJobsSQL = `SELECT ` + fullColumns + fromJobs +
+		` WHERE j.status IN ('pending', 'running') ORDER BY j.created_at, j.id`
+	countJobsSQL = `SELECT status, n FROM job_counts`
+)
+
+// Times are stored as Unix nanoseconds, which cover 1678 to 2262.
+var (
+	minTime = time.Unix(0, -1<<63).UTC()
+	maxTime = time.Unix(0, 1<<63-1).UTC()
+)
+
+// CreateJob stores j and returns once it is durable. j.ID and j.CreatedAt
+// are required (code invalid); an id already stored fails with code
+// conflict. Times keep nanosecond precision and come back in UTC.
+func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
+	if j == nil || j.ID == "" {
+		return job.Invalid("id", "a job needs an id")
+	}
+	if j.CreatedAt.IsZero() {
+		return job.Invalid("created_at", "a job needs a creation time")
+	}
+	row, err := encodeJob(j)
+	if err != nil {
+		return err
+	}
+	spec, err := encodeSpec(j.Spec)
+	if err != nil {
+		return err
+	}
+	c := *j // the writer reads a copy, not the caller's job
+	id := c.ID
+	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+		res, err := tx.stmt(ctx, &tx.insertJob, tx.st.insertJob).ExecContext(ctx,
+			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
+			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
+			row.result, row.resultValue, row.resultFiles)
+		if err != nil {
+			if isUniqueViolation(err) {
+				return job.Errorf(job.CodeConflict, "job %s already exists", id)
+			}
+			return err
+		}
+		seq, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		_, err = tx.stmt(ctx, &tx.insertSpec, tx.st.insertSpec).ExecContext(ctx,
+			seq, spec.spec, spec.input, spec.wasm)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", id, err)
+	}
+	return nil
+}
+
+// UpdateJob replaces the stored status, attempt, worker, lease, start and
+// finish times, reason and result of the job with j.ID, and returns once
+// that is durable. The id, namespace, type, spec, max attempts and creation
+// time stay as created. An unknown id fails with job.ErrNotFound.
+func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
+	if j == nil || j.ID == "" {
+		return job.Invalid("id", "a job needs an id")
+	}
+	row, err := encodeJob(j)
+	if err != nil {
+		return err
+	}
+	c := *j // the writer reads a copy, not the caller's job
+	id := c.ID
+	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+		res, err := tx.stmt(ctx, &tx.updateJob, tx.st.updateJob).ExecContext(ctx,
+			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
+			row.result, row.resultValue, row.resultFiles, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return job.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("update job %s: %w", id, err)
+	}
+	return nil
+}
+
+// GetJob returns the job with id, in full, or an error with code not_found.
+func (s *Store) GetJob(ctx context.Context, id string) (*job.Job, error) {
+	if s.isClosed.Load() {
+		return nil, errClosed()
+	}
+	j, err := scanJob(s.readDB.QueryRowContext(ctx, getJobSQL, id), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get job %s: %w", id, job.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// ListJobs returns up to f.Limit jobs matching f, newest first (by creation
+// time, then id), without Spec.Wasm and Result.Files, and the cursor of the
+// next page, "" after the last. An unknown status or a malformed cursor
+// fails with code invalid. Every combination of filters is an index range.
+func (s *Store) ListJobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+	if s.isClosed.Load() {
+		return nil, "", errClosed()
+	}
+	query, args, limit, err := listQuery(f)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := s.readDB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list jobs: %w", err)
+	}
+	jobs, err := scanJobs(rows, false)
+	if err != nil {
+		return nil, "", fmt.Errorf("list jobs: %w", err)
+	}
+	next := ""
+	if len(jobs) > limit {
+		jobs = jobs[:limit]
+		last := jobs[limit-1]
+		next = encodeCursor(last.CreatedAt.UnixNano(), last.ID)
+	}
+	return jobs, next, nil
+}
+
+// listQuery builds the ListJobs query for f. It asks for one row more than
+// the page, to know whether a next page exists.
+func listQuery(f store.JobFilter) (query string, args []any, limit int, err error) {
+	limit = f.Limit
+	if limit <= 0 {
+		limit = store.DefaultListLimit
+	}
+	limit = min(limit, store.MaxListLimit)
+	var where []string
+	if f.Status != "" {
+		if !f.Status.Known() {
+			return "", nil, 0, job.Invalid("status", "unknown status %q", f.Status)
+		}
+		where = append(where, "j.status = ?")
+		args = append(args, string(f.Status))
+	}
+	if f.Namespace != "" {
+		where = append(where, "j.namespace = ?")
+		args = append(args, f.Namespace)
+	}
+	if f.Cursor != "" {
+		created, id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return "", nil, 0, err
+		}
+		// The first term bounds the index range; the second skips the
+		// rows of the cursor's own creation time up to its id.
+		where = append(where, "j.created_at <= ? AND (j.created_at < ? OR j.id < ?)")
+		args = append(args, created, created, id)
+	}
+	var b strings.Builder
+	b.WriteString("SELECT " + listColumns + fromJobs)
+	if len(where) > 0 {
+		b.WriteString(" WHERE " + strings.Join(where, " AND "))
+	}
+	b.WriteString(" ORDER BY j.created_at DESC, j.id DESC LIMIT ?")
+	args = append(args, limit+1)
+	return b.String(), args, limit, nil
+}
+
+// ActiveJobs returns every pending or running job, in full, oldest first.
+// It reads the two status ranges of the status index and sorts only them.
+func (s *Store) ActiveJobs(ctx context.Context) ([]*job.Job, error) {
+	if s.isClosed.Load() {
+		return nil, errClosed()
+	}
+	rows, err := s.readDB.QueryContext(ctx, activeJobsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("active jobs: %w", err)
+	}
+	jobs, err := scanJobs(rows, true)
+	if err != nil {
+		return nil, fmt.Errorf("active jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// CountJobs returns how many jobs are in each status; every known status
+// is present, with 0 when no job has it. It reads counters that the schema
+// keeps up to date, not the jobs.
+func (s *Store) CountJobs(ctx context.Context) (map[job.Status]int, error) {
+	if s.isClosed.Load() {
+		return nil, errClosed()
+	}
+	rows, err := s.readDB.QueryContext(ctx, countJobsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	defer rows.Close()
+	counts := make(map[job.Status]int, len(job.Statuses))
+	for _, st := range job.Statuses {
+		counts[st] = 0
+	}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count jobs: %w", err)
+		}
+		counts[job.Status(st)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return counts, nil
+}
+
+// jobRow is the encoded form of a job's mutable columns.
+type jobRow struct {
+	status            string
+	created           int64
+	started, finished any // int64, or nil for an unset time
+	result            any // string, or nil
+	resultValue       any // []byte, or nil
+	resultFiles       any // []byte, or nil
+}
+
+func encodeJob(j *job.Job) (jobRow, error) {
+	if !j.Status.Known() {
+		return jobRow{}, job.Invalid("status", "unknown status %q", j.Status)
+	}
+	r := jobRow{status: string(j.Status)}
+	var err error
+	if r.created, err = encodeTime("created_at", j.CreatedAt); err != nil {
+		return r, err
+	}
+	if r.started, err = encodeOptTime("started_at", j.StartedAt); err != nil {
+		return r, err
+	}
+	if r.finished, err = encodeOptTime("finished_at", j.FinishedAt); err != nil {
+		return r, err
+	}
+	if j.Result != nil {
+		res := *j.Result
+		res.Result, res.Files = nil, nil
+		b, err := json.Marshal(res)
+		if err != nil {
+			return r, fmt.Errorf("encode result: %w", err)
+		}
+		r.result = string(b)
+		if len(j.Result.Result) > 0 {
+			r.resultValue = []byte(j.Result.Result)
+		}
+		if j.Result.Files != nil {
+			if r.resultFiles, err = json.Marshal(j.Result.Files); err != nil {
+				return r, fmt.Errorf("encode result files: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// specRow is the encoded form of a job's spec. Input and Wasm are kept as
+// given, byte for byte, outside the JSON.
+type specRow struct {
+	spec  string
+	input any // []byte, or nil
+	wasm  any // []byte, or nil
+}
+
+func encodeSpec(sp job.Spec) (specRow, error) {
+	var r specRow
+	if len(sp.Input) > 0 {
+		r.input = []byte(sp.Input)
+	}
+	if sp.Wasm != nil {
+		r.wasm = sp.Wasm
+	}
+	sp.Input, sp.Wasm = nil, nil
+	b, err := json.Marshal(sp)
+	if err != nil {
+		return r, fmt.Errorf("encode spec: %w", err)
+	}
+	r.spec = string(b)
+	return r, nil
+}
+
+func encodeTime(field string, t time.Time) (int64, error) {
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, job.Invalid(field, "time %s is out of range", t)
+	}
+	return t.UnixNano(), nil
+}
+
+func encodeOptTime(field string, t time.Time) (any, error) {
+	if t.IsZero() {
+		return nil, nil
+	}
+	return encodeTime(field, t)
+}
+
+func decodeTime(ns sql.NullInt64) time.Time {
+	if !ns.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, ns.Int64).UTC()
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanJob reads one row of listColumns, or of fullColumns when full.
+func scanJob(sc scanner, full bool) (*job.Job, error) {
+	var (
+		j                  job.Job
+		jobType, status    string
+		created            int64
+		started, finished  sql.NullInt64
+		result             sql.NullString
+		resultValue, input []byte
+		spec               string
+		wasm, resultFiles  []byte
+	)
+	dest := []any{&j.ID, &j.Namespace, &jobType, &status, &j.Attempt, &j.MaxAttempts,
+		&created, &started, &finished, &j.WorkerID, &j.LeaseID, &j.Reason,
+		&result, &resultValue, &spec, &input}
+	if full {
+		dest = append(dest, &wasm, &resultFiles)
+	}
+	if err := sc.Scan(dest...); err != nil {
+		return nil, err
+	}
+	j.Type, j.Status = job.Type(jobType), job.Status(status)
+	j.CreatedAt = time.Unix(0, created).UTC()
+	j.StartedAt, j.FinishedAt = decodeTime(started), decodeTime(finished)
+	if err := json.Unmarshal([]byte(spec), &j.Spec); err != nil {
+		return nil, fmt.Errorf("decode spec of job %s: %w", j.ID, err)
+	}
+	if input != nil {
+		j.Spec.Input = json.RawMessage(input)
+	}
+	if wasm != nil {
+		j.Spec.Wasm = wasm
+	}
+	if result.Valid {
+		j.Result = new(job.Result)
+		if err := json.Unmarshal([]byte(result.String), j.Result); err != nil {
+			return nil, fmt.Errorf("decode result of job %s: %w", j.ID, err)
+		}
+		if resultValue != nil {
+			j.Result.Result = json.RawMessage(resultValue)
+		}
+		if resultFiles != nil {
+			if err := json.Unmarshal(resultFiles, &j.Result.Files); err != nil {
+				return nil, fmt.Errorf("decode result files of job %s: %w", j.ID, err)
+			}
+		}
+	}
+	return &j, nil
+}
+
+func scanJobs(rows *sql.Rows, full bool) ([]*job.Job, error) {
+	defer rows.Close()
+	var jobs []*job.Job
+	for rows.Next() {
+		j, err := scanJob(rows, full)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, rows.Err()
+}
+
+// A cursor is the creation time and id of the last job of a page, which the
+// next page starts after. Clients see it as an opaque string.
+func encodeCursor(created int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(created, 10) + ":" + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	bad := job.Invalid("cursor", "malformed cursor")
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", bad
+	}
+	ts, id, ok := strings.Cut(string(b), ":")
+	if !ok || id == "" {
+		return 0, "", bad
+	}
+	created, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return 0, "", bad
+	}
+	return created, id, nil
+}
+
+// isOwnError reports whether err concerns one write only (bad input, not
+// found, conflict), which leaves the transaction usable for the others.
+func isOwnError(err error) bool {
+	var e *job.Error
+	return errors.As(err, &e)
+}
+
+func isUniqueViolation(err error) bool {
+	var e *sqlitedrv.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	c := e.Code()
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}

@@ -1,0 +1,330 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/store"
+	"github.com/zerverless/zerverless/internal/store/storetest"
+)
+
+// openTest opens a store in a temporary directory that t removes.
+func openTest(t testing.TB, dir string) *Store {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Path = filepath.Join(dir, "zerverless.db")
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	// Each test of the suite gets its own directory; opening again for
+	// the same test reopens the same database.
+	var mu sync.Mutex
+	dirs := map[*testing.T]string{}
+	storetest.Run(t, func(t *testing.T) store.Store {
+		mu.Lock()
+		dir, ok := dirs[t]
+		if !ok {
+			dir = t.TempDir()
+			dirs[t] = dir
+		}
+		mu.Unlock()
+		return openTest(t, dir)
+	})
+}
+
+func TestTimesKeepNanoseconds(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	created := time.Date(2261, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -7*3600))
+	j := &job.Job{ID: "ns", Namespace: "default", Type: job.TypeLua, Status: job.StatusRunning,
+		CreatedAt: created, StartedAt: created.Add(1), FinishedAt: time.Date(1700, 1, 1, 0, 0, 0, 1, time.UTC)}
+	if err := s.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetJob(ctx, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ got, want time.Time }{
+		{got.CreatedAt, j.CreatedAt}, {got.StartedAt, j.StartedAt}, {got.FinishedAt, j.FinishedAt},
+	} {
+		if !tc.got.Equal(tc.want) || tc.got.Location() != time.UTC || tc.got.Nanosecond() != tc.want.Nanosecond() {
+			t.Errorf("time %v, want %v in UTC", tc.got, tc.want)
+		}
+	}
+	out := *j
+	out.ID = "out-of-range"
+	out.CreatedAt = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.CreateJob(ctx, &out); job.ErrorCode(err) != job.CodeInvalid {
+		t.Errorf("CreateJob in the year 3000 = %v, want code invalid", err)
+	}
+}
+
+// TestQueryPlans proves that every listing query is an index range: SQLite
+// never scans the jobs table, and the index gives the order (no sort), so a
+// page reads its limit of index entries and stops. (The unfiltered first
+// page shows as "SCAN j USING INDEX jobs_created": a walk of that index from
+// its newest end, stopped by the LIMIT.)
+func TestQueryPlans(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	cursor := encodeCursor(time.Now().UnixNano(), "some-id")
+	for _, f := range []store.JobFilter{
+		{},
+		{Cursor: cursor},
+		{Status: job.StatusPending},
+		{Status: job.StatusCompleted, Cursor: cursor},
+		{Namespace: "team-a"},
+		{Namespace: "team-a", Cursor: cursor},
+		{Namespace: "team-a", Status: job.StatusRunning},
+		{Namespace: "team-a", Status: job.StatusRunning, Cursor: cursor},
+	} {
+		query, args, _, err := listQuery(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := queryPlan(t, s.readDB, query, args...)
+		checkIndexed(t, fmt.Sprintf("ListJobs(%+v)", f), plan, true)
+		if f.Cursor != "" && !strings.Contains(plan, "created_at<?") {
+			t.Errorf("ListJobs(%+v): the cursor does not bound the index range:\n%s", f, plan)
+		}
+		wantIndex := map[[2]bool]string{
+			{false, false}: "jobs_created",
+			{true, false}:  "jobs_status_created",
+			{false, true}:  "jobs_namespace_created",
+			{true, true}:   "jobs_namespace_status_created",
+		}[[2]bool{f.Status != "", f.Namespace != ""}]
+		if !strings.Contains(plan+"\n", "INDEX "+wantIndex+" ") && !strings.Contains(plan+"\n", "INDEX "+wantIndex+"\n") {
+			t.Errorf("ListJobs(%+v) does not use %s:\n%s", f, wantIndex, plan)
+		}
+	}
+	checkIndexed(t, "ActiveJobs", queryPlan(t, s.readDB, activeJobsSQL), false)
+	checkIndexed(t, "GetJob", queryPlan(t, s.readDB, getJobSQL, "id"), false)
+}
+
+func queryPlan(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatalf("explain %s: %v", query, err)
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// checkIndexed fails unless each table in plan is reached through an index
+// or its primary key; ordered also forbids a sort after the fact.
+func checkIndexed(t *testing.T, what, plan string, ordered bool) {
+	t.Helper()
+	t.Logf("%s:\n%s", what, plan)
+	for _, line := range strings.Split(plan, "\n") {
+		if strings.HasPrefix(line, "SCAN ") && !strings.Contains(line, " USING ") {
+			t.Errorf("%s scans a whole table: %q", what, line)
+		}
+		if !strings.Contains(line, "USING") && !strings.HasPrefix(line, "USE TEMP B-TREE") {
+			t.Errorf("%s: unexpected plan step %q", what, line)
+		}
+		if ordered && strings.Contains(line, "TEMP B-TREE") {
+			t.Errorf("%s sorts its rows instead of reading them in index order: %q", what, line)
+		}
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	var version int
+	if err := s.writeDB.QueryRow("PRAGMA user_version").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version != len(migrations) {
+		t.Errorf("user_version = %d, want %d", version, len(migrations))
+	}
+	ctx := context.Background()
+	if err := s.CreateJob(ctx, &job.Job{ID: "a", Status: job.StatusPending, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Appending a migration applies just that one, once, keeping the data.
+	next := append(append([]string(nil), migrations...),
+		`CREATE TABLE extra (k TEXT PRIMARY KEY); INSERT INTO extra VALUES ('x');`)
+	for range 2 {
+		if err := migrate(ctx, s.writeDB, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	if err := s.writeDB.QueryRow("SELECT count(*) FROM extra").Scan(&n); err != nil || n != 1 {
+		t.Errorf("extra table has %d rows (%v), want 1", n, err)
+	}
+	if _, err := s.GetJob(ctx, "a"); err != nil {
+		t.Errorf("job lost by a migration: %v", err)
+	}
+
+	// A failing migration changes nothing, not even the version.
+	bad := append(append([]string(nil), next...), `CREATE TABLE more (k TEXT); SELECT no_such_function();`)
+	if err := migrate(ctx, s.writeDB, bad); err == nil {
+		t.Error("a failing migration succeeded")
+	}
+	if err := s.writeDB.QueryRow("PRAGMA user_version").Scan(&version); err != nil || version != len(next) {
+		t.Errorf("user_version = %d (%v) after a failed migration, want %d", version, err, len(next))
+	}
+	if err := s.writeDB.QueryRow("SELECT count(*) FROM sqlite_schema WHERE name = 'more'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("a failed migration left its table behind")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// This program's list is now older than the database: refuse to open it.
+	cfg := DefaultConfig()
+	cfg.Path = filepath.Join(dir, "zerverless.db")
+	if s, err := Open(ctx, cfg); err == nil {
+		s.Close()
+		t.Error("opened a database with a newer schema")
+	}
+}
+
+// TestBadWriteInBatch checks that a write that fails alone (a duplicate id)
+// fails only its caller when it shares a transaction with others.
+func TestBadWriteInBatch(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conflicts, ok int
+	for i := range 200 {
+		wg.Go(func() {
+			id := fmt.Sprintf("j%03d", i%150) // 50 ids are written twice
+			err := s.CreateJob(ctx, &job.Job{ID: id, Status: job.StatusPending, CreatedAt: time.Unix(int64(i), 0)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch job.ErrorCode(err) {
+			case "":
+				ok++
+			case job.CodeConflict:
+				conflicts++
+			default:
+				t.Errorf("CreateJob(%s): %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 150 || conflicts != 50 {
+		t.Errorf("%d created, %d conflicts; want 150 and 50", ok, conflicts)
+	}
+	counts, err := s.CountJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[job.StatusPending] != 150 {
+		t.Errorf("%d pending jobs counted, want 150", counts[job.StatusPending])
+	}
+}
+
+// TestCloseDrains closes the store while writers are busy: every write that
+// returned nil is in the database afterwards, every other one failed with
+// code unavailable.
+func TestCloseDrains(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var written []string
+	started := make(chan struct{})
+	var once sync.Once
+	for g := range 16 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				err := s.CreateJob(ctx, &job.Job{ID: id, Status: job.StatusPending, CreatedAt: time.Now()})
+				if err != nil {
+					if job.ErrorCode(err) != job.CodeUnavailable {
+						t.Errorf("CreateJob: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				written = append(written, id)
+				mu.Unlock()
+				if i == 20 {
+					once.Do(func() { close(started) })
+				}
+			}
+		})
+	}
+	<-started
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+
+	s = openTest(t, dir)
+	defer s.Close()
+	for _, id := range written {
+		if _, err := s.GetJob(ctx, id); err != nil {
+			t.Fatalf("job %s returned nil from CreateJob but is not stored: %v", id, err)
+		}
+	}
+	counts, err := s.CountJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[job.StatusPending] != len(written) {
+		t.Errorf("%d jobs stored, %d acknowledged", counts[job.StatusPending], len(written))
+	}
+}
+
+func TestOpenRefusesMemory(t *testing.T) {
+	for _, p := range []string{"", ":memory:", "file::memory:"} {
+		cfg := DefaultConfig()
+		cfg.Path = p
+		if s, err := Open(context.Background(), cfg); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", p)
+		}
+	}
+}
+
+func TestPathWithSpecialCharacters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a dir?with#odd%chars")
+	s := openTest(t, dir)
+	if err := s.CreateJob(context.Background(), &job.Job{ID: "x", Status: job.StatusPending, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	if _, err := s.GetJob(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+}

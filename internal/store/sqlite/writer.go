@@ -1,0 +1,178 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// write is one queued change. apply runs inside the writer's transaction;
+// the caller waits on done, which receives exactly one value after the
+// transaction that holds the change has committed or failed.
+type write struct {
+	ctx   context.Context
+	apply func(ctx context.Context, tx *writeTx) error
+	done  chan error
+}
+
+// writeStmts are prepared once on the writer's connection.
+type writeStmts struct {
+	insertJob  *sql.Stmt
+	insertSpec *sql.Stmt
+	updateJob  *sql.Stmt
+}
+
+func prepareWriteStmts(ctx context.Context, db *sql.DB) (writeStmts, error) {
+	var st writeStmts
+	var err error
+	prep := func(dst **sql.Stmt, query string) {
+		if err == nil {
+			*dst, err = db.PrepareContext(ctx, query)
+		}
+	}
+	prep(&st.insertJob, insertJobSQL)
+	prep(&st.insertSpec, insertSpecSQL)
+	prep(&st.updateJob, updateJobSQL)
+	if err != nil {
+		return st, errors.Join(fmt.Errorf("prepare: %w", err), st.close())
+	}
+	return st, nil
+}
+
+func (st writeStmts) close() error {
+	var errs []error
+	for _, s := range []*sql.Stmt{st.insertJob, st.insertSpec, st.updateJob} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writeTx is the writer's transaction for one batch. Its statements are
+// bound to the transaction on first use and reused for the whole batch.
+type writeTx struct {
+	tx                               *sql.Tx
+	st                               *writeStmts
+	insertJob, insertSpec, updateJob *sql.Stmt
+}
+
+func (w *writeTx) stmt(ctx context.Context, bound **sql.Stmt, s *sql.Stmt) *sql.Stmt {
+	if *bound == nil {
+		*bound = w.tx.StmtContext(ctx, s)
+	}
+	return *bound
+}
+
+// enqueue hands apply to the writer and waits until the transaction that
+// holds it has committed. It returns nil only when the change is durable
+// (see the package comment); an error means the change was not made. A
+// ctx that ends before the writer reaches the change stops it; once the
+// writer has applied it, enqueue waits for the commit regardless of ctx, so
+// a caller never sees an error for a change that was made.
+func (s *Store) enqueue(ctx context.Context, apply func(ctx context.Context, tx *writeTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w := &write{ctx: ctx, apply: apply, done: make(chan error, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return errClosed()
+	}
+	select {
+	case s.writes <- w:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	return <-w.done
+}
+
+// runWriter applies queued writes until the queue is closed and drained.
+// Whatever queued while a batch was committing forms the next batch, so
+// batches grow with load and a lone write commits at once.
+func (s *Store) runWriter() {
+	defer close(s.writerDone)
+	batch := make([]*write, 0, s.cfg.MaxBatch)
+	commits := 0
+	for w := range s.writes {
+		batch = append(batch[:0], w)
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case w, ok := <-s.writes:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+		clear(batch)
+		if commits++; commits%s.cfg.CheckpointCommits == 0 {
+			s.kickCheckpoint()
+		}
+	}
+}
+
+// commit applies batch in one transaction and answers every caller. When
+// the transaction as a whole fails (not a single write's own error, such as
+// not found or a duplicate id), each write is retried in a transaction of
+// its own, so that one bad write cannot fail the others.
+func (s *Store) commit(batch []*write) {
+	errs, err := s.runTx(batch)
+	if err == nil {
+		for i, w := range batch {
+			w.done <- errs[i]
+		}
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].done <- err
+		return
+	}
+	for _, w := range batch {
+		errs, err := s.runTx([]*write{w})
+		if err == nil {
+			err = errs[0]
+		}
+		w.done <- err
+	}
+}
+
+// runTx applies batch in one transaction. It returns each write's own error
+// (the write was skipped, the others stand) or, when the transaction failed,
+// a nil slice and that error.
+func (s *Store) runTx(batch []*write) ([]error, error) {
+	// The writer's context is not any caller's: a caller that gives up
+	// must not abort the others' transaction.
+	ctx := context.Background()
+	tx, err := s.writeDB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	wtx := &writeTx{tx: tx, st: &s.stmts}
+	errs := make([]error, len(batch))
+	for i, w := range batch {
+		if err := w.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := w.apply(ctx, wtx); err != nil {
+			if !isOwnError(err) {
+				tx.Rollback() //nolint:errcheck // the transaction failed already
+				return nil, err
+			}
+			errs[i] = err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return errs, nil
+}
