@@ -466,3 +466,17 @@ func TestVolunteerWebSocket(t *testing.T) {
 		t.Fatalf("plain GET on /ws/volunteer: %d", resp.StatusCode)
 	}
 }
+
+// A client that goes away mid-request is not an internal error to log.
+func TestClientGoneIsNotLogged(t *testing.T) {
+	h, svc, logs := newTestAPI(t, DefaultConfig())
+	svc.Fail = context.Canceled
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequestWithContext(ctx, "GET", "/api/jobs/job-1?wait=10s", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code == http.StatusInternalServerError || strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("status %d, logs:\n%s", rec.Code, logs)
+	}
+}

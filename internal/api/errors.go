@@ -66,6 +66,14 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := job.ErrorCode(err)
 	status := StatusCode(code)
 	body := ErrorBody{Error: internalMessage}
+	if code == job.CodeInternal && r.Context().Err() != nil {
+		// The client went away (it stopped waiting, say): nobody reads
+		// the answer and nothing failed on our side.
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request canceled by the client",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+		s.errorf(w, http.StatusServiceUnavailable, "", "request canceled")
+		return
+	}
 	if code == job.CodeInternal {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
