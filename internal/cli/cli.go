@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 
 	"github.com/zerverless/zerverless/internal/client"
@@ -131,6 +132,16 @@ func (c *command) usageError(format string, args ...any) int {
 func (c *command) fail(status int, format string, args ...any) int {
 	fmt.Fprintf(c.stderr, "zerverless %s: %s\n", c.name, fmt.Sprintf(format, args...))
 	return status
+}
+
+// describe makes err readable: a transport error loses the method and URL
+// that the message around it names already.
+func describe(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // client returns an API client for --server, ZERVERLESS_SERVER or the

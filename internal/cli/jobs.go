@@ -47,9 +47,10 @@ func (c *command) jobs(ctx context.Context, args []string) int {
 		return c.usageError("unexpected arguments %q", rest)
 	}
 	f.Status = job.Status(status)
-	jobs, next, err := c.client().Jobs(ctx, f)
+	cl := c.client()
+	jobs, next, err := cl.Jobs(ctx, f)
 	if err != nil {
-		return c.fail(ExitFail, "%v", err)
+		return c.fail(ExitFail, "%s: %v", cl.BaseURL(), describe(err))
 	}
 	if asJSON {
 		if jobs == nil {
@@ -141,7 +142,7 @@ func (c *command) job(ctx context.Context, args []string) int {
 		v, err = cl.Job(ctx, rest[0], wait)
 	}
 	if err != nil {
-		return c.fail(ExitFail, "%v", err)
+		return c.fail(ExitFail, "%s: %v", cl.BaseURL(), describe(err))
 	}
 	c.printJSON(v)
 	return ExitOK
@@ -170,7 +171,7 @@ func (c *command) cancel(ctx context.Context, args []string) int {
 	for _, id := range ids {
 		v, err := cl.Cancel(ctx, id)
 		if err != nil {
-			status = c.fail(ExitFail, "%s: %v", id, err)
+			status = c.fail(ExitFail, "%s: %v", id, describe(err))
 			continue
 		}
 		fmt.Fprintf(c.stdout, "%s %s\n", v.ID, v.Status)

@@ -101,7 +101,7 @@ func (c *command) run(ctx context.Context, args []string) int {
 	cl := c.client()
 	v, err := cl.Submit(ctx, req)
 	if err != nil {
-		return c.fail(errStatus, "submit to %s: %v", cl.BaseURL(), err)
+		return c.fail(errStatus, "submit to %s: %v", cl.BaseURL(), describe(err))
 	}
 	if f.detach {
 		fmt.Fprintln(c.stdout, v.ID)
@@ -113,7 +113,7 @@ func (c *command) run(ctx context.Context, args []string) int {
 		if ctx.Err() != nil {
 			return c.fail(ExitInterrupted, "stopped waiting; job %s goes on (zerverless cancel %s stops it)", id, id)
 		}
-		return c.fail(errStatus, "wait for job %s: %v", id, err)
+		return c.fail(errStatus, "wait for job %s at %s: %v", id, cl.BaseURL(), describe(err))
 	}
 	if f.json {
 		c.printJSON(v)

@@ -239,7 +239,8 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		// A *url.Error, which names the method and URL already.
+		return err
 	}
 	defer func() {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
