@@ -29,6 +29,7 @@ type workerFlags struct {
 	runtimes    string
 	namespaces  string
 	docker      bool
+	maxHeapMB   int64
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -38,6 +39,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.runtimes, "runtimes", "", "comma-separated runtimes to offer (default: all available)")
 	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose jobs are accepted (default: all)")
 	fs.BoolVar(&f.docker, "docker", false, "run docker container jobs (needs a Docker Engine)")
+	fs.Int64Var(&f.maxHeapMB, "max-heap-mb", d.HeapLimitBytes>>20, "heap past which running Lua and JavaScript jobs are stopped as out of memory (-1: no limit)")
 }
 
 func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
@@ -46,6 +48,10 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	wc.Concurrency = f.concurrency
 	wc.MaxMemoryMB = f.maxMemoryMB
+	wc.HeapLimitBytes = f.maxHeapMB << 20
+	if f.maxHeapMB < 0 {
+		wc.HeapLimitBytes = -1
+	}
 	for _, ns := range strings.Split(f.namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			if !job.ValidNamespace(ns) {

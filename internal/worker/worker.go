@@ -57,6 +57,18 @@ type Config struct {
 	// ReadLimit is the largest message accepted (default
 	// protocol.DefaultReadLimit).
 	ReadLimit int64
+	// HeapLimitBytes bounds the worker's Go heap while tasks of the
+	// HeapGuarded runtimes run (default 1 GiB; negative: no guard). Lua
+	// and JavaScript run guests inside the worker's process and cannot
+	// bound one guest's heap; past this limit their running tasks are
+	// stopped and fail as out of memory, so that a guest cannot take the
+	// worker down.
+	HeapLimitBytes int64
+	// HeapCheckInterval is how often the heap is read (default 10 ms).
+	HeapCheckInterval time.Duration
+	// HeapGuarded are the runtimes whose tasks the heap guard stops
+	// (default lua and js).
+	HeapGuarded []job.Type
 }
 
 // DefaultConfig returns the documented defaults; URL is left empty.
@@ -70,6 +82,10 @@ func DefaultConfig() Config {
 		ReconnectMin:  100 * time.Millisecond,
 		ReconnectMax:  30 * time.Second,
 		ReadLimit:     protocol.DefaultReadLimit,
+
+		HeapLimitBytes:    1 << 30,
+		HeapCheckInterval: 10 * time.Millisecond,
+		HeapGuarded:       []job.Type{job.TypeLua, job.TypeJS},
 	}
 }
 
@@ -111,6 +127,15 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) *Worker {
 	}
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = d.ReconnectMax
+	}
+	if cfg.HeapLimitBytes == 0 {
+		cfg.HeapLimitBytes = d.HeapLimitBytes
+	}
+	if cfg.HeapCheckInterval <= 0 {
+		cfg.HeapCheckInterval = d.HeapCheckInterval
+	}
+	if cfg.HeapGuarded == nil {
+		cfg.HeapGuarded = d.HeapGuarded
 	}
 	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}
 }
@@ -247,7 +272,7 @@ func (w *Worker) session(ctx context.Context) error {
 	log := w.log.With("worker_id", m.WorkerID)
 	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency)
 
-	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]context.CancelCauseFunc)}
+	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]runningTask)}
 	sctx, end := context.WithCancel(ctx)
 	defer end()
 	heartbeat := time.Duration(m.HeartbeatMS) * time.Millisecond
@@ -255,6 +280,7 @@ func (w *Worker) session(ctx context.Context) error {
 		heartbeat = 5 * time.Second
 	}
 	go s.heartbeats(sctx, heartbeat)
+	go s.guardHeap(sctx)
 	err = s.readLoop(sctx)
 	end()
 	s.stopAll()
@@ -270,7 +296,12 @@ type session struct {
 	wg   sync.WaitGroup
 
 	mu    sync.Mutex
-	tasks map[string]context.CancelCauseFunc // by lease id
+	tasks map[string]runningTask // by lease id
+}
+
+type runningTask struct {
+	typ    job.Type
+	cancel context.CancelCauseFunc
 }
 
 func (s *session) readLoop(ctx context.Context) error {
@@ -289,8 +320,8 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.start(ctx, m.Task)
 		case protocol.TypeCancel:
 			s.mu.Lock()
-			if cancel, ok := s.tasks[m.LeaseID]; ok {
-				cancel(errCanceled)
+			if rt, ok := s.tasks[m.LeaseID]; ok {
+				rt.cancel(errCanceled)
 			}
 			s.mu.Unlock()
 		case protocol.TypeError:
@@ -325,7 +356,7 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 		return
 	}
 	tctx, cancel := context.WithCancelCause(ctx)
-	s.tasks[t.LeaseID] = cancel
+	s.tasks[t.LeaseID] = runningTask{typ: t.Type, cancel: cancel}
 	s.mu.Unlock()
 
 	s.wg.Add(1)
@@ -355,8 +386,8 @@ func (s *session) send(ctx context.Context, m protocol.Message) {
 func (s *session) stopAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, cancel := range s.tasks {
-		cancel(errors.New("connection to the orchestrator ended"))
+	for _, rt := range s.tasks {
+		rt.cancel(errors.New("connection to the orchestrator ended"))
 	}
 }
 
@@ -426,8 +457,11 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 		}
 		return job.Result{Status: job.StatusFailed, Error: err.Error()}
 	}
-	if res.Status == job.StatusCanceled && errors.Is(context.Cause(ctx), errCanceled) {
+	switch cause := context.Cause(ctx); {
+	case res.Status == job.StatusCanceled && errors.Is(cause, errCanceled):
 		res.Error = "canceled by request"
+	case res.Status == job.StatusCanceled && errors.Is(cause, errHeap):
+		res = w.heapResult(res)
 	}
 	return res
 }
