@@ -51,7 +51,9 @@ func (d *Docker) Run(ctx context.Context, t job.Task) (job.Result, error) {
 		}
 		return job.Result{}, fmt.Errorf("docker: job %s: %w", t.JobID, err)
 	}
-	if res.DurationMS == 0 {
+	// A finished container's duration is its own run time; a stopped one's
+	// is how long the job held the worker before it was stopped.
+	if res.DurationMS == 0 || res.Status == job.StatusTimeout || res.Status == job.StatusCanceled {
 		res.DurationMS = time.Since(began).Milliseconds()
 	}
 	return res, nil

@@ -34,6 +34,15 @@ import (
 // create prepares up to 16 volumes; the container is removed at once and
 // the volumes stay, labeled, until the job that uses them is removed.
 //
+// The engine's local volume driver sets no size quota, so while it runs a
+// container can write to /output and its scratch volumes as much as the
+// engine's disk allows; its timeout bounds how long. What is read back is
+// capped (Config.MaxOutputFiles, MaxOutputBytes), and the volumes are
+// removed with the container. A tmpfs-backed volume would bound the size
+// but loses its content when the container stops, before it can be read.
+// Anonymous volumes that an image's own VOLUME lines ask for are removed
+// with the container too.
+//
 // /output volumes are prepared ahead (Config.WarmVolumes) so that a job
 // pays nothing for them; scratch volumes are prepared when a job asks.
 //
