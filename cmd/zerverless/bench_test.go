@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,17 @@ import (
 // BenchmarkEndToEndLua drives the full path — HTTP submit, store,
 // WebSocket assignment, a Lua run on one of two embedded workers, the
 // result back, and a blocking GET of the finished job — for trivial Lua
-// jobs from 32 concurrent clients, and reports jobs/s and the p50/p99
-// latency of submit-to-result.
+// jobs from 4, 8 and 32 concurrent clients, and reports jobs/s and the
+// p50/p99 latency of submit-to-result.
 //
 //	go test ./cmd/zerverless -run '^$' -bench EndToEndLua -benchtime 20000x
 func BenchmarkEndToEndLua(b *testing.B) {
+	for _, clients := range []int{4, 8, 32} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchEndToEnd(b, clients) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, clients int) {
 	cfg := testServerConfig(b, b.TempDir(), 2)
 	cfg.Log = nil
 	cfg.Worker.Concurrency = 16
@@ -37,7 +44,6 @@ func BenchmarkEndToEndLua(b *testing.B) {
 		}
 	}
 
-	const clients = 32
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup

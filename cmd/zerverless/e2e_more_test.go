@@ -256,3 +256,42 @@ func TestHeapGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestInvokeEphemeral: an invocation runs like a job but is never stored;
+// one that no worker can take is refused after the queue wait.
+func TestInvokeEphemeral(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 1)
+	cfg.Runtimes.Only = []job.Type{job.TypeLua}
+	srv, c := startServer(t, cfg)
+	ctx := context.Background()
+	o := srv.Orchestrator()
+	j, err := o.Invoke(ctx, job.Request{Type: job.TypeLua, Code: `return INPUT.n + 1`, Input: json.RawMessage(`{"n":41}`)}, time.Second)
+	if err != nil || j.Status != job.StatusCompleted || !jsonEqual(j.Result.Result, "42") {
+		t.Fatalf("invoke: %+v %v", j, err)
+	}
+	start := time.Now()
+	_, err = o.Invoke(ctx, job.Request{Type: job.TypeJS, Code: `1`}, 200*time.Millisecond)
+	if job.ErrorCode(err) != job.CodeUnavailable || !strings.Contains(err.Error(), "no connected worker runs js") {
+		t.Fatalf("invoke without a worker: %v", err)
+	}
+	t.Logf("refused after %s", time.Since(start))
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := o.Invoke(cctx, job.Request{Type: job.TypeLua, Code: `while true do end`}, time.Second); err == nil {
+		t.Fatal("an abandoned invocation returned no error")
+	}
+	jobs, _, err := c.Jobs(ctx, store.JobFilter{})
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("invocations were stored: %d %v", len(jobs), err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		s, err := c.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		if s.SlotsBusy != 0 || s.Jobs[job.StatusPending] != 0 || s.Jobs[job.StatusRunning] != 0 {
+			return fmt.Errorf("stats after invocations: %+v", s)
+		}
+		return nil
+	})
+}

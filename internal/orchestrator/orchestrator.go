@@ -98,6 +98,8 @@ type entry struct {
 	version    uint64
 	done       chan struct{} // closed when the job is terminal and stored
 	final      bool          // terminal; being stored
+	// ephemeral jobs (function invocations) are never stored.
+	ephemeral bool
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
@@ -315,6 +317,11 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	o.mu.Lock()
 	e, ok := o.active[id]
+	if ok && e.final && e.ephemeral {
+		j := *e.job
+		o.mu.Unlock()
+		return &j, job.Errorf(job.CodeConflict, "job %s has already ended (%s)", id, j.Status)
+	}
 	if !ok || e.final {
 		o.mu.Unlock()
 		j, err := o.store.GetJob(ctx, id)
@@ -336,6 +343,12 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 		notify.send(cancelMessage(id, lease))
 	}
 	o.persist(ctx, e)
+	if e.ephemeral {
+		o.mu.Lock()
+		j := *e.job
+		o.mu.Unlock()
+		return &j, nil
+	}
 	return o.Job(ctx, id)
 }
 
@@ -360,7 +373,9 @@ func (o *Orchestrator) finishLocked(e *entry, r *job.Result) {
 	e.worker = nil
 	e.final = true
 	e.version++
-	o.counts[j.Status]++
+	if !e.ephemeral {
+		o.counts[j.Status]++
+	}
 	o.metrics.finished.WithLabelValues(string(j.Type), string(j.Status)).Inc()
 }
 
@@ -407,7 +422,7 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 	o.mu.Unlock()
 
 	ctx = context.WithoutCancel(ctx)
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; !e.ephemeral; attempt++ {
 		err := o.store.UpdateJob(ctx, &snap)
 		if err == nil {
 			break
