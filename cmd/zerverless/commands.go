@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime/docker"
 	"github.com/zerverless/zerverless/internal/worker"
 )
 
@@ -30,6 +32,19 @@ type workerFlags struct {
 	namespaces  string
 	docker      bool
 	maxHeapMB   int64
+
+	dockerAllow       string
+	dockerPrepull     string
+	dockerMaxImageMB  int
+	dockerMaxMemoryMB int
+	dockerMaxCPUs     float64
+	dockerMaxPids     int64
+	dockerMemoryMB    int
+	dockerPids        int64
+	dockerBudgetMB    int
+	dockerNoPull      bool
+	dockerImageUser   bool
+	dockerWorkerID    string
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -40,6 +55,20 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose jobs are accepted (default: all)")
 	fs.BoolVar(&f.docker, "docker", false, "run docker container jobs (needs a Docker Engine)")
 	fs.Int64Var(&f.maxHeapMB, "max-heap-mb", d.HeapLimitBytes>>20, "heap past which running Lua and JavaScript jobs are stopped as out of memory (-1: no limit)")
+
+	dd := docker.DefaultConfig()
+	fs.StringVar(&f.dockerAllow, "docker-allow", "", "comma-separated image patterns containers may use, e.g. 'alpine:*,registry.example/team/*' (default: any image)")
+	fs.StringVar(&f.dockerPrepull, "docker-prepull", "", "comma-separated images to pull at start")
+	fs.IntVar(&f.dockerMaxImageMB, "docker-max-image-mb", dd.MaxImageMB, "refuse to pull an image larger than this, by its registry manifest (0: no limit)")
+	fs.IntVar(&f.dockerMaxMemoryMB, "docker-max-memory-mb", dd.MaxMemoryMB, "most memory one container may ask for")
+	fs.Float64Var(&f.dockerMaxCPUs, "docker-max-cpus", dd.MaxCPUs, "most CPUs one container may ask for")
+	fs.Int64Var(&f.dockerMaxPids, "docker-max-pids", dd.MaxPids, "most processes one container may ask for")
+	fs.IntVar(&f.dockerMemoryMB, "docker-memory-mb", dd.MemoryMB, "memory of a container whose job asks for none")
+	fs.Int64Var(&f.dockerPids, "docker-pids", dd.Pids, "process limit of a container whose job asks for none")
+	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled may take before the least recently used are removed (0: no budget)")
+	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
+	fs.BoolVar(&f.dockerImageUser, "docker-allow-image-user", false, "run containers as their image's user instead of 65534")
+	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: derived from --name or the host name)")
 }
 
 func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
@@ -66,7 +95,52 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	ro.Only = only
 	ro.Docker = f.docker
+	dc := &ro.DockerConfig
+	dc.AllowImages = splitList(f.dockerAllow)
+	dc.Prepull = splitList(f.dockerPrepull)
+	dc.MaxImageMB = f.dockerMaxImageMB
+	dc.MaxMemoryMB = f.dockerMaxMemoryMB
+	dc.MaxCPUs = f.dockerMaxCPUs
+	dc.MaxPids = f.dockerMaxPids
+	dc.MemoryMB = f.dockerMemoryMB
+	dc.Pids = f.dockerPids
+	dc.ImageBudgetMB = f.dockerBudgetMB
+	dc.Pull = !f.dockerNoPull
+	dc.AllowImageUser = f.dockerImageUser
+	if f.dockerWorkerID != "" {
+		dc.WorkerID = f.dockerWorkerID
+	}
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// dockerWorkerID derives a stable label value for a worker's containers
+// from its name or the host name.
+func dockerWorkerID(prefix, name string) string {
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	id := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '-'
+	}, prefix+name)
+	if len(id) > 128 {
+		id = id[:128]
+	}
+	return id
 }
 
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -81,6 +155,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
+	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags
 	wf.register(fs)
@@ -96,10 +171,10 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		fmt.Fprintln(stderr, "zerverless serve:", err)
 		return 2
 	}
-	for _, o := range strings.Split(*origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.API.OriginPatterns = append(cfg.API.OriginPatterns, o)
-		}
+	cfg.API.OriginPatterns = splitList(*origins)
+	cfg.Orchestrator.DockerAllowImages = splitList(*orchAllow)
+	if wf.dockerWorkerID == "" {
+		cfg.Runtimes.DockerConfig.WorkerID = dockerWorkerID("serve-", "")
 	}
 	cfg.Log = log
 	cfg.API.Version = version
@@ -148,13 +223,16 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return 2
 	}
 	wc.Version = version
+	if wf.dockerWorkerID == "" {
+		ro.DockerConfig.WorkerID = dockerWorkerID("worker-", wc.Name)
+	}
 	runtimes, err := BuildRuntimes(ctx, ro, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "zerverless worker:", err)
 		return 1
 	}
 	if wc.Docker == nil {
-		wc.Docker = ro.dockerCapabilities()
+		wc.Docker = runtimes.Docker
 	}
 	defer runtimes.Close(context.Background())
 	w := worker.New(wc, runtimes.Set, log)

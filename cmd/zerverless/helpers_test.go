@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,7 +45,17 @@ func main() {
 }
 `
 
+// asMainEnv makes the test binary act as the zerverless binary, so that a
+// test can start a worker as a separate process and kill it.
+const asMainEnv = "ZERVERLESS_TEST_AS_MAIN"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+		stop()
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "zerverless-e2e-")
 	if err != nil {
 		panic(err)
@@ -65,6 +77,7 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			panic(err)
 		}
+		defer removeTestImages()
 		return m.Run()
 	}()
 	os.Exit(code)
@@ -103,6 +116,12 @@ func startWorker(t testing.TB, url string, name string, only ...job.Type) (stop 
 	t.Helper()
 	ro := DefaultRuntimeOptions()
 	ro.Only = only
+	return startWorkerWith(t, url, name, ro)
+}
+
+// startWorkerWith runs a native worker with the runtimes ro describes.
+func startWorkerWith(t testing.TB, url string, name string, ro RuntimeOptions) (stop func()) {
+	t.Helper()
 	rts, err := BuildRuntimes(context.Background(), ro, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +132,7 @@ func startWorker(t testing.TB, url string, name string, only ...job.Type) (stop 
 	wc.Name = name
 	wc.Concurrency = 2
 	wc.ReconnectMax = 200 * time.Millisecond
+	wc.Docker = rts.Docker
 	w := worker.New(wc, rts.Set, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

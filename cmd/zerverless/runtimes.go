@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime"
+	"github.com/zerverless/zerverless/internal/runtime/docker"
 	"github.com/zerverless/zerverless/internal/runtime/js"
 	"github.com/zerverless/zerverless/internal/runtime/lua"
 	"github.com/zerverless/zerverless/internal/runtime/python"
@@ -26,6 +28,8 @@ type RuntimeOptions struct {
 	JS     js.Config
 	Wasm   wasm.Config
 	Python python.Config
+	// DockerConfig is the container policy of the worker's owner.
+	DockerConfig docker.Config
 }
 
 // DefaultRuntimeOptions returns every sandboxed runtime with its defaults
@@ -36,12 +40,17 @@ func DefaultRuntimeOptions() RuntimeOptions {
 		JS:     js.DefaultConfig(),
 		Wasm:   wasm.DefaultConfig(),
 		Python: python.DefaultConfig(),
+
+		DockerConfig: docker.DefaultConfig(),
 	}
 }
 
 // Runtimes is a built set of runtimes and whatever must be closed with it.
 type Runtimes struct {
-	Set    runtime.Set
+	Set runtime.Set
+	// Docker is what the worker advertises for containers, when the
+	// docker runtime was built.
+	Docker *job.DockerCapabilities
 	closes []func(context.Context) error
 }
 
@@ -63,8 +72,6 @@ func (o RuntimeOptions) wants(t job.Type) bool {
 	}
 	return len(o.Only) == 0 || slices.Contains(o.Only, t)
 }
-
-func (o RuntimeOptions) dockerCapabilities() *job.DockerCapabilities { return nil }
 
 // BuildRuntimes builds the runtimes o asks for. Runtimes that depend on
 // something outside the process (python3, a Docker Engine) are built even
@@ -90,6 +97,11 @@ func BuildRuntimes(ctx context.Context, o RuntimeOptions, log *slog.Logger) (*Ru
 	if o.wants(job.TypePython) {
 		set[job.TypePython] = python.New(o.Python)
 	}
+	if o.wants(job.TypeDocker) {
+		if err := buildDocker(ctx, rts, o.DockerConfig, log); err != nil {
+			return nil, err
+		}
+	}
 	if len(set) == 0 {
 		return nil, fmt.Errorf("no runtime selected")
 	}
@@ -111,4 +123,50 @@ func parseTypes(s string) ([]job.Type, error) {
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// buildDocker adds the docker runtime. It sweeps what a predecessor with the
+// same worker id left on the engine and starts pre-pulls in the background;
+// when the engine does not answer now, the worker simply does not advertise
+// docker until it does.
+func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = log.With("runtime", "docker")
+	}
+	engine, err := docker.NewClient()
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	d, err := docker.New(cfg, engine)
+	if err != nil {
+		engine.Close()
+		return err
+	}
+	rts.Set[job.TypeDocker] = d
+	caps := d.Capabilities()
+	rts.Docker = &caps
+	rts.closes = append(rts.closes, d.Close, func(context.Context) error { return engine.Close() })
+
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := d.Check(sctx); err != nil {
+		log.Warn("docker engine not available yet; docker jobs are not offered until it is", "err", err)
+		return nil
+	}
+	if n, err := d.Sweep(sctx); err != nil {
+		log.Warn("sweep of containers left by a previous run failed", "err", err)
+	} else if n > 0 {
+		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", cfg.WorkerID)
+	}
+	if len(cfg.Prepull) > 0 {
+		go func() {
+			if err := d.Prepull(context.WithoutCancel(ctx)); err != nil {
+				log.Warn("pre-pull", "err", err)
+			}
+		}()
+	}
+	return nil
 }

@@ -143,7 +143,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			wc.URL = s.WorkerURL()
 			wc.Name = fmt.Sprintf("embedded-%d", i+1)
 			if wc.Docker == nil {
-				wc.Docker = cfg.Runtimes.dockerCapabilities()
+				wc.Docker = runtimes.Docker
 			}
 			w := worker.New(wc, runtimes.Set, log.With("worker", wc.Name))
 			s.workers = append(s.workers, w)

@@ -19,6 +19,9 @@ import (
 // returned. Otherwise Invoke returns the finished job, whose Result says
 // how it ended (a timeout is Status timeout, not an error).
 func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time.Duration) (*job.Job, error) {
+	if err := o.admit(&r); err != nil {
+		return nil, err
+	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
 	o.mu.Lock()
 	if o.closed {

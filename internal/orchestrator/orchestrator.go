@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,10 @@ type Config struct {
 	MaxQueued int
 	// RequestLimits are the defaults applied to new jobs.
 	RequestLimits job.RequestLimits
+	// DockerAllowImages, when not empty, are the only images (job.MatchImage
+	// patterns) docker jobs may name; the operator's narrowing of what
+	// workers allow. Other images are refused at submission.
+	DockerAllowImages []string
 	// Version is reported to workers and in logs.
 	Version string
 }
@@ -224,6 +229,9 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	o.mu.Unlock()
 	if full {
 		return nil, job.Errorf(job.CodeUnavailable, "the queue is full (%d jobs pending); try again later", o.cfg.MaxQueued)
+	}
+	if err := o.admit(&r); err != nil {
+		return nil, err
 	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
 	if err := o.store.CreateJob(ctx, j); err != nil {
@@ -472,3 +480,12 @@ func (o *Orchestrator) Stats(ctx context.Context) (job.Stats, error) {
 }
 
 var errClosed = errors.New("orchestrator is closed")
+
+// admit applies the operator's policy to a validated request.
+func (o *Orchestrator) admit(r *job.Request) error {
+	if r.Type == job.TypeDocker && len(o.cfg.DockerAllowImages) > 0 && !job.MatchImage(o.cfg.DockerAllowImages, r.DockerImage) {
+		return &job.Error{Code: job.CodeForbidden, Field: "docker_image",
+			Message: fmt.Sprintf("image %s is not allowed on this platform (allowed: %s)", r.DockerImage, strings.Join(o.cfg.DockerAllowImages, ", "))}
+	}
+	return nil
+}

@@ -2,13 +2,11 @@ package docker
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +17,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+
+	"github.com/zerverless/zerverless/internal/dockertest"
 )
 
 // Shared by the package's tests: a real engine and an image built
@@ -61,61 +61,8 @@ func mainWithEngine(m *testing.M) int {
 	return code
 }
 
-// busyboxRootfs returns a tar of a root filesystem with Debian's static
-// busybox and its applets, /tmp (1777), /etc/passwd with nobody 65534.
-func busyboxRootfs() ([]byte, error) {
-	bin, err := exec.LookPath("busybox")
-	if err != nil {
-		return nil, fmt.Errorf("busybox-static is not installed (.ci/run installs it): %w", err)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, err
-	}
-	out, err := exec.Command(bin, "--list").Output()
-	if err != nil {
-		return nil, fmt.Errorf("busybox --list: %w", err)
-	}
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	mt := time.Unix(1700000000, 0)
-	dir := func(name string, mode int64) {
-		_ = tw.WriteHeader(&tar.Header{Name: name + "/", Typeflag: tar.TypeDir, Mode: mode, ModTime: mt})
-	}
-	file := func(name string, mode int64, content []byte) {
-		_ = tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(content)), ModTime: mt})
-		_, _ = tw.Write(content)
-	}
-	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "root"} {
-		dir(d, 0o755)
-	}
-	dir("tmp", 0o1777)
-	file("bin/busybox", 0o755, data)
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" {
-			continue
-		}
-		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777, ModTime: mt})
-	}
-	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
-	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
 func importBusybox(ctx context.Context, c *client.Client, ref string) error {
-	rootfs, err := busyboxRootfs()
-	if err != nil {
-		return err
-	}
-	rc, err := c.ImageImport(ctx, image.ImportSource{Source: bytes.NewReader(rootfs), SourceName: "-"}, ref,
-		image.ImportOptions{Changes: []string{"ENV PATH=/bin", `CMD ["sh"]`}})
-	if err != nil {
-		return err
-	}
-	return drainJSON(rc)
+	return dockertest.ImportBusybox(ctx, c, ref)
 }
 
 // cleanupEngine removes what the tests made: containers and volumes of

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 )
 
@@ -37,7 +38,7 @@ func startRegistry(t *testing.T) string {
 // Every pushed image's refs are removed from the engine after the test.
 func pushBusybox(t *testing.T, ref string, extraBytes int) string {
 	t.Helper()
-	rootfs, err := busyboxRootfs()
+	rootfs, err := dockertest.BusyboxRootfs()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+
+	"github.com/zerverless/zerverless/internal/dockertest"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime/docker"
+)
+
+// The docker tests share one engine client and images imported once.
+var (
+	engineOnce sync.Once
+	engine     *client.Client
+	engineErr  error
+
+	imagesMu sync.Mutex
+	images   = map[string]bool{} // imported by the tests, removed at the end
+)
+
+// testEngine returns the real Docker Engine. These tests run in CI and
+// never skip: an engine that does not answer fails them.
+func testEngine(t testing.TB) *client.Client {
+	t.Helper()
+	engineOnce.Do(func() {
+		engine, engineErr = docker.NewClient()
+		if engineErr == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, engineErr = engine.Ping(ctx)
+		}
+	})
+	if engineErr != nil {
+		t.Fatalf("the docker tests need a Docker Engine: %v", engineErr)
+	}
+	return engine
+}
+
+// testImage makes sure ref exists on the engine, importing the busybox test
+// image under that name when it does not. Images the tests import are
+// removed when the tests end; an image that was already there is left.
+func testImage(t testing.TB, ref string) string {
+	t.Helper()
+	c := testEngine(t)
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
+	ctx := context.Background()
+	if _, err := c.ImageInspect(ctx, ref); err == nil {
+		return ref
+	}
+	if err := dockertest.ImportBusybox(ctx, c, ref); err != nil {
+		t.Fatalf("import test image %s: %v", ref, err)
+	}
+	images[ref] = true
+	return ref
+}
+
+func removeTestImages() {
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
+	if engine == nil {
+		return
+	}
+	for ref := range images {
+		engine.ImageRemove(context.Background(), ref, image.RemoveOptions{PruneChildren: true})
+	}
+}
+
+// dockerServerConfig is a test server whose embedded worker runs docker
+// containers, labeled with a worker id of its own.
+func dockerServerConfig(t testing.TB, workers int) ServerConfig {
+	cfg := testServerConfig(t, t.TempDir(), workers)
+	cfg.Runtimes.Docker = true
+	cfg.Runtimes.DockerConfig.WorkerID = fmt.Sprintf("zvtest-e2e-%d", time.Now().UnixNano())
+	cfg.Runtimes.DockerConfig.Pull = false
+	return cfg
+}
+
+// labeled lists the containers that carry worker id wid.
+func labeled(t testing.TB, wid string) []container.Summary {
+	t.Helper()
+	cs, err := testEngine(t).ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+wid))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// TestDockerExampleJob posts the example job of the design, exactly as
+// written, to a platform whose embedded worker runs containers.
+func TestDockerExampleJob(t *testing.T) {
+	testImage(t, "alpine:latest")
+	cfg := dockerServerConfig(t, 1)
+	srv, c := startServer(t, cfg)
+	body := `{
+     "job_type": "docker",
+     "docker_image": "alpine:latest",
+     "docker_command": ["echo", "Hello"],
+     "input_data": {"key": "value"},
+     "timeout_seconds": 30
+   }`
+	resp, err := http.Post(srv.URL()+"/api/jobs", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("submit: %d %s", resp.StatusCode, raw)
+	}
+	var id string
+	fmt.Sscanf(string(raw[bytes.Index(raw, []byte(`"id":"`))+6:]), "%36s", &id)
+	v := waitDone(t, c, id, 60*time.Second)
+	if v.Status != job.StatusCompleted || v.Output != "Hello\n" || v.ExitCode != 0 {
+		t.Fatalf("got %s exit %d output %q error %q", v.Status, v.ExitCode, v.Output, v.Error)
+	}
+	// Input arrives as a read-only file and in the environment, as user 65534.
+	v = submitWait(t, c, job.Request{Type: job.TypeDocker, DockerImage: "alpine:latest", Input: []byte(`{"key":"value"}`),
+		DockerCommand: []string{"sh", "-c", `id -u; cat /input/input.json; echo; echo "$INPUT_DATA"; echo x > /input/input.json || echo input is read-only`}})
+	want := "65534\n{\"key\":\"value\"}\n{\"key\":\"value\"}\ninput is read-only\n"
+	if v.Status != job.StatusCompleted || v.Output != want {
+		t.Fatalf("got %s output %q stderr %q, want %q", v.Status, v.Output, v.Stderr, want)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if cs := labeled(t, cfg.Runtimes.DockerConfig.WorkerID); len(cs) > 0 {
+			return fmt.Errorf("%d containers left", len(cs))
+		}
+		return nil
+	})
+}
+
+// TestDockerRouting: docker jobs go only to workers that opted in and whose
+// limits fit; with none, the job waits and says why.
+func TestDockerRouting(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	cfg := testServerConfig(t, t.TempDir(), 1) // embedded worker without --docker
+	cfg.Orchestrator.DockerAllowImages = []string{"zerverless-test/*"}
+	srv, c := startServer(t, cfg)
+	ctx := context.Background()
+
+	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"echo", "routed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"true"},
+		Resources: &job.Resources{MemoryMB: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got, _ := c.Job(ctx, v.ID, 0); got.Status != job.StatusPending || !strings.Contains(got.Reason, "no connected worker runs docker") {
+		t.Fatalf("docker job without a docker worker: %s %q", got.Status, got.Reason)
+	}
+
+	_, err = c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: "evil/miner:latest", DockerCommand: []string{"true"}})
+	if job.ErrorCode(err) != job.CodeForbidden || job.ErrorField(err) != "docker_image" {
+		t.Fatalf("image outside the operator's allow-list: %v", err)
+	}
+
+	ro := DefaultRuntimeOptions()
+	ro.Only = []job.Type{job.TypeDocker}
+	ro.Docker = true
+	ro.DockerConfig.WorkerID = fmt.Sprintf("zvtest-route-%d", time.Now().UnixNano())
+	ro.DockerConfig.Pull = false
+	ro.DockerConfig.MaxMemoryMB = 1024
+	startWorkerWith(t, srv.WorkerURL(), "docker-worker", ro)
+
+	done := waitDone(t, c, v.ID, 60*time.Second)
+	if done.Status != job.StatusCompleted || done.Output != "routed\n" {
+		t.Fatalf("got %s %q %q", done.Status, done.Output, done.Error)
+	}
+	got, _ := c.Job(ctx, big.ID, 0)
+	if got.Status != job.StatusPending || !strings.Contains(got.Reason, "at most 1024 MB") {
+		t.Fatalf("job over the worker's memory maximum: %s %q", got.Status, got.Reason)
+	}
+	ws, _ := c.Workers(ctx)
+	var offered bool
+	for _, w := range ws {
+		if w.Capabilities.Has(job.TypeDocker) && w.Capabilities.Docker != nil && w.Capabilities.Docker.MaxMemoryMB == 1024 {
+			offered = true
+		}
+		if w.Name == "embedded-1" && w.Capabilities.Has(job.TypeDocker) {
+			t.Errorf("a worker without --docker advertises docker")
+		}
+	}
+	if !offered {
+		t.Fatalf("no worker advertises docker with its limits: %+v", ws)
+	}
+}
+
+// TestDockerWorkerKilled kills a worker process while its container runs,
+// starts a new one with the same worker id, and checks that the job runs
+// again (attempt 2) and no labeled container remains.
+func TestDockerWorkerKilled(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	wid := fmt.Sprintf("zvtest-kill-%d", time.Now().UnixNano())
+	startProc := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "worker", "--orchestrator", srv.WorkerURL(), "--runtimes", "docker",
+			"--docker", "--docker-no-pull", "--docker-worker-id", wid, "--concurrency", "1", "--log-level", "warn")
+		cmd.Env = append(os.Environ(), asMainEnv+"=1")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	first := startProc()
+	ctx := context.Background()
+	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, TimeoutSeconds: ptr(60.0),
+		DockerCommand: []string{"sh", "-c", "sleep 2; echo finished"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if cs := labeled(t, wid); len(cs) == 0 || cs[0].State != "running" {
+			return fmt.Errorf("no running container yet")
+		}
+		return nil
+	})
+	first.Process.Signal(syscall.SIGKILL)
+	first.Wait()
+	if cs := labeled(t, wid); len(cs) == 0 {
+		t.Fatal("the killed worker's container vanished by itself; the test proves nothing")
+	}
+
+	startProc()
+	done := waitDone(t, c, v.ID, 60*time.Second)
+	if done.Status != job.StatusCompleted || done.Attempt != 2 || done.Output != "finished\n" {
+		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if cs := labeled(t, wid); len(cs) > 0 {
+			return fmt.Errorf("%d labeled containers remain", len(cs))
+		}
+		return nil
+	})
+}
+
+// TestDockerCLI: `zerverless run --image IMAGE -- CMD` prints the output and
+// exits with the container's exit code.
+func TestDockerCLI(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	srv, _ := startServer(t, dockerServerConfig(t, 1))
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"run", "--server", srv.URL(), "--image", img, "--", "sh", "-c", "echo from-container; exit 7"},
+		&out, &errOut, func(string) string { return "" })
+	if code != 7 || !strings.Contains(out.String(), "from-container") {
+		t.Fatalf("exit %d stdout %q stderr %q", code, out.String(), errOut.String())
+	}
+}
+
+// engineProxy serves the real engine's API on a socket of its own that a
+// test can take away and bring back.
+type engineProxy struct {
+	t    testing.TB
+	sock string
+	srv  *http.Server
+}
+
+func newEngineProxy(t testing.TB) *engineProxy {
+	p := &engineProxy{t: t, sock: t.TempDir() + "/docker.sock"}
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *engineProxy) start() {
+	ln, err := net.Listen("unix", p.sock)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	target, _ := url.Parse("http://docker")
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", "/var/run/docker.sock")
+	}}
+	p.srv = &http.Server{Handler: rp}
+	go p.srv.Serve(ln)
+}
+
+func (p *engineProxy) stop() {
+	if p.srv != nil {
+		p.srv.Close()
+		p.srv = nil
+		os.Remove(p.sock)
+	}
+}
+
+// TestDockerEngineGoesAway: a worker stops advertising docker when its
+// engine stops answering, says why, and offers it again when it is back.
+func TestDockerEngineGoesAway(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	proxy := newEngineProxy(t)
+	t.Setenv("DOCKER_HOST", "unix://"+proxy.sock)
+	cfg := dockerServerConfig(t, 1)
+	cfg.Worker.CheckInterval = 100 * time.Millisecond
+	cfg.Worker.CheckTimeout = time.Second
+	_, c := startServer(t, cfg)
+	ctx := context.Background()
+	advertises := func(want bool) func() error {
+		return func() error {
+			ws, err := c.Workers(ctx)
+			if err != nil || len(ws) != 1 {
+				return fmt.Errorf("workers %v %v", ws, err)
+			}
+			if got := ws[0].Capabilities.Has(job.TypeDocker); got != want {
+				return fmt.Errorf("advertises docker: %v, notes %v", got, ws[0].Notes)
+			}
+			if !want && !strings.Contains(ws[0].Notes["docker"], "did not answer") {
+				return fmt.Errorf("notes do not say why: %v", ws[0].Notes)
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, advertises(true))
+	proxy.stop()
+	eventually(t, 10*time.Second, advertises(false))
+	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"echo", "back"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got, _ := c.Job(ctx, v.ID, 0); got.Status != job.StatusPending {
+		t.Fatalf("docker job while the engine is away: %s %q", got.Status, got.Error)
+	}
+	proxy.start()
+	eventually(t, 10*time.Second, advertises(true))
+	if done := waitDone(t, c, v.ID, 60*time.Second); done.Status != job.StatusCompleted || done.Output != "back\n" {
+		t.Fatalf("got %s %q %q", done.Status, done.Output, done.Error)
+	}
+}

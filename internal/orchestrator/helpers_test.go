@@ -1,0 +1,195 @@
+package orchestrator
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/store/sqlite"
+)
+
+// harness is an orchestrator over a real SQLite store, serving workers over
+// real WebSocket connections.
+type harness struct {
+	t     *testing.T
+	dir   string
+	cfg   Config
+	store *sqlite.Store
+	o     *Orchestrator
+	srv   *httptest.Server
+}
+
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.LeaseGrace = time.Second
+	cfg.WriteTimeout = 5 * time.Second
+	return cfg
+}
+
+// newHarness starts an orchestrator with cfg on a store in dir.
+func newHarness(t *testing.T, dir string, cfg Config) *harness {
+	t.Helper()
+	scfg := sqlite.DefaultConfig()
+	scfg.Path = filepath.Join(dir, "jobs.db")
+	st, err := sqlite.Open(context.Background(), scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, dir: dir, cfg: cfg, store: st, o: o}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := protocol.Accept(w, r, nil, protocol.Options{})
+		if err != nil {
+			return
+		}
+		o.ServeWorker(r.Context(), conn, r.RemoteAddr)
+	}))
+	t.Cleanup(h.close)
+	return h
+}
+
+// close stops the orchestrator, then the HTTP server and the store.
+func (h *harness) close() {
+	h.o.Close()
+	h.srv.CloseClientConnections()
+	h.srv.Close()
+	h.store.Close()
+}
+
+func (h *harness) url() string { return "ws" + strings.TrimPrefix(h.srv.URL, "http") }
+
+func (h *harness) submit(r job.Request) *job.Job {
+	h.t.Helper()
+	j, err := h.o.Submit(context.Background(), r)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return j
+}
+
+func (h *harness) job(id string) *job.Job {
+	h.t.Helper()
+	j, err := h.o.Job(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return j
+}
+
+func (h *harness) stored(id string) *job.Job {
+	h.t.Helper()
+	j, err := h.store.GetJob(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return j
+}
+
+// rawWorker speaks the protocol by hand.
+type rawWorker struct {
+	t    *testing.T
+	conn *protocol.Conn
+	id   string
+}
+
+func luaCaps(concurrency int) job.Capabilities {
+	return job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: concurrency}
+}
+
+func (h *harness) dial(caps job.Capabilities) *rawWorker {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := protocol.Dial(ctx, h.url(), nil, protocol.Options{})
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	h.t.Cleanup(func() { conn.CloseNow() })
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps}); err != nil {
+		h.t.Fatal(err)
+	}
+	m, err := conn.Read(ctx)
+	if err != nil || m.Type != protocol.TypeRegistered {
+		h.t.Fatalf("register: %+v %v", m, err)
+	}
+	return &rawWorker{t: h.t, conn: conn, id: m.WorkerID}
+}
+
+// next reads until an assignment arrives.
+func (r *rawWorker) next(d time.Duration) *job.Task {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		m, err := r.conn.Read(ctx)
+		if err != nil {
+			r.t.Fatalf("raw worker waiting for an assignment: %v", err)
+		}
+		if m.Type == protocol.TypeAssign {
+			return m.Task
+		}
+	}
+}
+
+func (r *rawWorker) send(m protocol.Message) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.conn.Write(ctx, m); err != nil {
+		r.t.Fatalf("raw worker send: %v", err)
+	}
+}
+
+// keepAlive sends heartbeats until the test ends or the connection fails.
+func (r *rawWorker) keepAlive() {
+	done := make(chan struct{})
+	r.t.Cleanup(func() { close(done) })
+	go func() {
+		t := time.NewTicker(30 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := r.conn.Write(ctx, protocol.Message{Type: protocol.TypeHeartbeat})
+				cancel()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+}
+
+// eventually polls f until it returns nil or d passes.
+func eventually(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after %s: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
