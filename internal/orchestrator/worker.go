@@ -300,8 +300,11 @@ func (o *Orchestrator) writeLoop(ctx context.Context, conn *protocol.Conn, w *wo
 func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.Message) {
 	o.mu.Lock()
 	l, held := w.leases[m.LeaseID]
+	held = held && l.jobID == m.JobID
 	abandoned := held && l.abandoned
-	delete(w.leases, m.LeaseID)
+	if held {
+		delete(w.leases, m.LeaseID)
+	}
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
 	if current {
@@ -330,7 +333,9 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 // counting an attempt.
 func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 	o.mu.Lock()
-	delete(w.leases, m.LeaseID)
+	if l, ok := w.leases[m.LeaseID]; ok && l.jobID == m.JobID {
+		delete(w.leases, m.LeaseID)
+	}
 	e, ok := o.active[m.JobID]
 	if !ok || e.final || e.worker != w || e.job.LeaseID != m.LeaseID {
 		o.mu.Unlock()
