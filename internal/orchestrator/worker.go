@@ -227,14 +227,12 @@ func (o *Orchestrator) refuse(ctx context.Context, conn *protocol.Conn, why stri
 }
 
 // readLoop handles the worker's messages until the connection fails or the
-// worker is silent for HeartbeatMisses intervals.
+// worker is silent for HeartbeatMisses intervals (no data at all: a large
+// message still arriving is not silence).
 func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *worker) error {
 	silence := o.cfg.HeartbeatInterval * time.Duration(max(o.cfg.HeartbeatMisses, 1))
 	for {
-		rctx, cancel := context.WithTimeout(ctx, silence)
-		m, err := conn.Read(rctx)
-		timedOut := rctx.Err() != nil && ctx.Err() == nil
-		cancel()
+		m, err := conn.ReadIdle(ctx, silence)
 		if err != nil {
 			var de *protocol.DecodeError
 			if errors.As(err, &de) {
@@ -242,7 +240,7 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 				w.send(protocol.Message{Type: protocol.TypeError, Error: err.Error()})
 				continue
 			}
-			if timedOut {
+			if errors.Is(err, protocol.ErrIdle) {
 				return fmt.Errorf("no message for %s", silence)
 			}
 			return err

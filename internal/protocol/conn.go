@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -80,6 +82,56 @@ func (c *Conn) Read(ctx context.Context) (Message, error) {
 		return Message{}, &DecodeError{Err: err}
 	}
 	return m, nil
+}
+
+// ErrIdle is returned by ReadIdle when no data arrived for its idle limit.
+var ErrIdle = errors.New("no data from the peer")
+
+// ReadIdle is Read that fails with ErrIdle when no data arrives for idle:
+// before a message starts, or between two parts of it. A large message
+// that keeps arriving is read however long it takes, since its sender
+// cannot send anything else (a heartbeat) meanwhile.
+func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t := time.AfterFunc(idle, func() { cancel(ErrIdle) })
+	defer t.Stop()
+	typ, r, err := c.ws.Reader(ctx)
+	var data []byte
+	if err == nil {
+		t.Reset(idle)
+		data, err = io.ReadAll(&idleReader{r: r, t: t, idle: idle})
+	}
+	if err != nil {
+		if errors.Is(context.Cause(ctx), ErrIdle) {
+			return Message{}, fmt.Errorf("%w for %s: %w", ErrIdle, idle, err)
+		}
+		return Message{}, err
+	}
+	t.Stop()
+	if typ != websocket.MessageText {
+		return Message{}, &DecodeError{Err: errors.New("binary frames are not part of the protocol")}
+	}
+	m, err := Decode(data)
+	if err != nil {
+		return Message{}, &DecodeError{Err: err}
+	}
+	return m, nil
+}
+
+// idleReader restarts an idle timer whenever data arrives.
+type idleReader struct {
+	r    io.Reader
+	t    *time.Timer
+	idle time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(r.idle)
+	}
+	return n, err
 }
 
 // DecodeError is returned by Read for a message that arrived whole but is
