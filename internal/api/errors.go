@@ -18,6 +18,7 @@ var statusByCode = map[job.Code]int{
 	job.CodeTooLarge:     http.StatusRequestEntityTooLarge,
 	job.CodeTooMany:      http.StatusTooManyRequests,
 	job.CodeUnavailable:  http.StatusServiceUnavailable,
+	job.CodeBadGateway:   http.StatusBadGateway,
 	job.CodeTimeout:      http.StatusGatewayTimeout,
 	job.CodeInternal:     http.StatusInternalServerError,
 }

@@ -18,6 +18,7 @@ const (
 	CodeTooLarge     Code = "too_large"    // 413
 	CodeTooMany      Code = "too_many"     // 429
 	CodeUnavailable  Code = "unavailable"  // 503
+	CodeBadGateway   Code = "bad_gateway"  // 502: a function failed or answered badly
 	CodeTimeout      Code = "timeout"      // 504
 	CodeInternal     Code = "internal"     // 500
 )

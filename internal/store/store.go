@@ -29,6 +29,22 @@ type Store interface {
 	ActiveJobs(ctx context.Context) ([]*job.Job, error)
 	// CountJobs returns how many jobs are in each status.
 	CountJobs(ctx context.Context) (map[job.Status]int, error)
+
+	// PutDeployment creates or replaces the deployment at d.Namespace and
+	// d.Path and returns once that is durable. It sets d.Version (1 when
+	// new, the stored version + 1 when replacing, atomically) and
+	// d.CreatedAt (kept from the first deployment); everything else is
+	// stored as given. d.UpdatedAt is required (code invalid).
+	PutDeployment(ctx context.Context, d *job.Deployment) error
+	// GetDeployment returns the deployment at namespace/path, in full, or
+	// an error with code not_found.
+	GetDeployment(ctx context.Context, namespace, path string) (*job.Deployment, error)
+	// ListDeployments returns the deployments matching f, ordered by
+	// namespace then path; without f.WithCode they carry no Code or Wasm.
+	ListDeployments(ctx context.Context, f DeploymentFilter) ([]*job.Deployment, error)
+	// DeleteDeployment removes the deployment at namespace/path, or
+	// returns an error with code not_found.
+	DeleteDeployment(ctx context.Context, namespace, path string) error
 	// Close releases the store. Calls after Close fail.
 	Close() error
 }
@@ -42,6 +58,14 @@ type JobFilter struct {
 	Limit int
 	// Cursor is a value returned by a previous ListJobs call.
 	Cursor string
+}
+
+// DeploymentFilter selects deployments for ListDeployments.
+type DeploymentFilter struct {
+	// Namespace, when set, selects that namespace only.
+	Namespace string
+	// WithCode includes each deployment's code or module.
+	WithCode bool
 }
 
 const (
