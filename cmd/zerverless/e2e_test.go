@@ -118,6 +118,11 @@ func TestSandboxEndToEnd(t *testing.T) {
 			}
 		})
 	}
+	// Compile the module once: the timeout bounds the guest's run, and the
+	// worker caches compiled modules by hash.
+	if v := submitWait(t, c, job.Request{Type: job.TypeWasm, Wasm: wasmEcho}); v.Status != job.StatusCompleted {
+		t.Fatalf("warm-up wasm job: %s %q", v.Status, v.Error)
+	}
 	loops := []job.Request{
 		{Type: job.TypeLua, Code: `while true do end`},
 		{Type: job.TypeJS, Code: `for(;;){}`},
