@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/deploy"
 	"github.com/zerverless/zerverless/internal/orchestrator"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
 	"github.com/zerverless/zerverless/internal/worker"
@@ -38,6 +39,9 @@ type ServerConfig struct {
 	// Orchestrator and API tune those parts.
 	Orchestrator orchestrator.Config
 	API          api.Config
+	// Deploy and Functions tune function deployments and invocations.
+	Deploy    deploy.Config
+	Functions api.FunctionsConfig
 	// ShutdownTimeout bounds a graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -53,6 +57,8 @@ func DefaultServerConfig() ServerConfig {
 		Runtimes:        DefaultRuntimeOptions(),
 		Orchestrator:    orchestrator.DefaultConfig(),
 		API:             api.DefaultConfig(),
+		Deploy:          deploy.DefaultConfig(),
+		Functions:       api.DefaultFunctionsConfig(),
 		ShutdownTimeout: 10 * time.Second,
 	}
 }
@@ -64,6 +70,7 @@ type Server struct {
 	log   *slog.Logger
 	store *sqlite.Store
 	orch  *orchestrator.Orchestrator
+	fns   *deploy.Service
 	http  *http.Server
 	ln    net.Listener
 
@@ -107,6 +114,10 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err := s.orch.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start orchestrator: %w", err)
 	}
+	s.fns = deploy.New(cfg.Deploy, s.store, s.orch, log)
+	if err := s.fns.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start functions: %w", err)
+	}
 
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -115,6 +126,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	baseCtx, baseCancel := context.WithCancel(context.Background())
 	s.baseCancel = baseCancel
 	handler := api.New(cfg.API, s.orch, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	handler = api.NewFunctions(cfg.API, cfg.Functions, s.fns, log, handler)
+	// No WriteTimeout: it would cut ?wait= answers, functions that run up
+	// to their timeout (job.DeployLimits.MaxTimeout, 5 min by default)
+	// plus the queue wait, and the hijacked worker WebSockets, which keep
+	// the deadline. Slow clients are bounded by ReadHeaderTimeout and
+	// IdleTimeout.
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -196,6 +213,9 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 		if s.runtimes != nil {
 			s.runtimes.Close(context.Background())
+		}
+		if s.fns != nil {
+			s.fns.Close()
 		}
 		if s.orch != nil {
 			s.orch.Close()

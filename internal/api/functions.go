@@ -1,0 +1,279 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// Functions is what the HTTP API needs of function deployments
+// (internal/deploy implements it). Every error is a *job.Error (or wraps
+// one) whose code picks the HTTP status.
+type Functions interface {
+	// Deploy stores the function at namespace/path, replacing (and
+	// bumping the version of) any previous one, and returns it without
+	// code.
+	Deploy(ctx context.Context, namespace, path string, r job.DeployRequest) (*job.Deployment, error)
+	// Deployment returns one function with its code, or not_found.
+	Deployment(ctx context.Context, namespace, path string) (*job.Deployment, error)
+	// Deployments lists functions (of namespace when not empty), with
+	// their code when withCode.
+	Deployments(ctx context.Context, namespace string, withCode bool) ([]*job.Deployment, error)
+	// Undeploy removes one function, or returns not_found.
+	Undeploy(ctx context.Context, namespace, path string) error
+	// Invoke runs the function that urlPath names and returns its answer.
+	Invoke(ctx context.Context, urlPath string, req job.FunctionRequest) (job.FunctionResponse, error)
+}
+
+// FunctionsConfig configures the function routes.
+type FunctionsConfig struct {
+	// MaxRequestBytes caps the body of a request to a function (default
+	// 8 MiB); a larger one is answered 413.
+	MaxRequestBytes int64
+	// Limits bound what a deployment may ask for (default
+	// job.DefaultDeployLimits).
+	Limits job.DeployLimits
+}
+
+// DefaultFunctionsConfig returns the documented defaults.
+func DefaultFunctionsConfig() FunctionsConfig {
+	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits()}
+}
+
+// functions serves the deploy API and function invocations in front of
+// the platform's own handler.
+type functions struct {
+	*server
+	fcfg     FunctionsConfig
+	fns      Functions
+	platform http.Handler
+}
+
+// NewFunctions returns a handler that serves
+//
+//	POST   /api/deploy/{namespace}/{path...}  deploy (201 when new, 200 when replaced)
+//	GET    /api/deploy[?namespace=NS][&include=code]
+//	GET    /api/deploy/{namespace}/{path...}  one function, with its code
+//	DELETE /api/deploy/{namespace}/{path...}  remove it (204)
+//	ANY    /{namespace}/{path...}             invoke the function
+//
+// and hands every other request to platform (the handler of New). A path
+// whose first segment is a reserved namespace (job.ReservedNamespaces:
+// api, ws, health, ...) or that has a single segment is always the
+// platform's, so functions never shadow its routes, present or future,
+// and its 404 and 405 answers stay as they are. cfg supplies the job API's
+// limits (MaxBodyBytes bounds a deploy request).
+func NewFunctions(cfg Config, fcfg FunctionsConfig, fns Functions, log *slog.Logger, platform http.Handler) http.Handler {
+	def := DefaultFunctionsConfig()
+	if fcfg.MaxRequestBytes <= 0 {
+		fcfg.MaxRequestBytes = def.MaxRequestBytes
+	}
+	if fcfg.Limits == (job.DeployLimits{}) {
+		fcfg.Limits = def.Limits
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultConfig().MaxBodyBytes
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &functions{
+		server:   &server{cfg: cfg, log: log, mux: http.NewServeMux()},
+		fcfg:     fcfg,
+		fns:      fns,
+		platform: platform,
+	}
+	m := f.mux
+	m.HandleFunc("POST /api/deploy/{namespace}/{path...}", f.deploy)
+	m.HandleFunc("GET /api/deploy", f.listDeployments)
+	m.HandleFunc("GET /api/deploy/{namespace}/{path...}", f.getDeployment)
+	m.HandleFunc("DELETE /api/deploy/{namespace}/{path...}", f.undeploy)
+	return f
+}
+
+func (f *functions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if p == "/api/deploy" || strings.HasPrefix(p, "/api/deploy/") {
+		defer f.recoverPanic(w, r)
+		if _, pattern := f.mux.Handler(r); pattern == "" {
+			f.noRoute(w, r)
+			return
+		}
+		f.mux.ServeHTTP(w, r)
+		return
+	}
+	ns, rest, ok := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	if !ok || rest == "" || slices.Contains(job.ReservedNamespaces, ns) || !job.ValidNamespace(ns) {
+		f.platform.ServeHTTP(w, r)
+		return
+	}
+	defer f.recoverPanic(w, r)
+	f.invoke(w, r)
+}
+
+// DeploymentView is a function as the API shows it: the deployment and
+// the URL path where it answers.
+type DeploymentView struct {
+	*job.Deployment
+	URL string `json:"url"`
+}
+
+// DeploymentList is the body of GET /api/deploy.
+type DeploymentList struct {
+	Deployments []DeploymentView `json:"deployments"`
+}
+
+func newDeploymentView(d *job.Deployment) DeploymentView {
+	return DeploymentView{Deployment: d, URL: "/" + d.Name()}
+}
+
+// deploy is POST /api/deploy/{namespace}/{path...}.
+func (f *functions) deploy(w http.ResponseWriter, r *http.Request) {
+	ns, path := r.PathValue("namespace"), r.PathValue("path")
+	if err := job.ValidateFunctionName(ns, path); err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	body, err := f.readBody(w, r)
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	req, err := job.DecodeDeployRequest(body, f.fcfg.Limits)
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	d, err := f.fns.Deploy(r.Context(), ns, path, req)
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if d.Version == 1 {
+		status = http.StatusCreated
+	}
+	w.Header().Set("Location", "/api/deploy/"+d.Name())
+	writeJSON(w, status, newDeploymentView(d))
+}
+
+// listDeployments is GET /api/deploy[?namespace=NS][&include=code].
+func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ns := q.Get("namespace")
+	if ns != "" && !job.ValidNamespace(ns) {
+		f.writeError(w, r, job.Invalid("namespace", "must be 1-63 lowercase letters, digits or inner dashes"))
+		return
+	}
+	var withCode bool
+	switch v := q.Get("include"); v {
+	case "":
+	case "code":
+		withCode = true
+	default:
+		f.writeError(w, r, job.Invalid("include", "unknown value %q (only code)", v))
+		return
+	}
+	list, err := f.fns.Deployments(r.Context(), ns, withCode)
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	out := DeploymentList{Deployments: make([]DeploymentView, len(list))}
+	for i, d := range list {
+		out.Deployments[i] = newDeploymentView(d)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getDeployment is GET /api/deploy/{namespace}/{path...}.
+func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
+	d, err := f.fns.Deployment(r.Context(), r.PathValue("namespace"), r.PathValue("path"))
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newDeploymentView(d))
+}
+
+// undeploy is DELETE /api/deploy/{namespace}/{path...}.
+func (f *functions) undeploy(w http.ResponseWriter, r *http.Request) {
+	if err := f.fns.Undeploy(r.Context(), r.PathValue("namespace"), r.PathValue("path")); err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// invoke answers any request to /{namespace}/{path...} with the function
+// deployed there. The function's status, headers (less
+// job.DroppedResponseHeaders) and body go out as they are; Content-Length
+// is the body's.
+func (f *functions) invoke(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			f.writeError(w, r, job.Errorf(job.CodeTooLarge, "request body is over the limit of %d bytes", f.fcfg.MaxRequestBytes))
+			return
+		}
+		f.writeError(w, r, job.Invalid("", "read request body: %v", err))
+		return
+	}
+	req := functionRequest(r)
+	req.SetBody(body)
+	resp, err := f.fns.Invoke(r.Context(), r.URL.Path, req)
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	bodyAllowed := r.Method != http.MethodHead && resp.Status != http.StatusNoContent && resp.Status != http.StatusNotModified
+	if bodyAllowed {
+		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	} else if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil // no sniffing of an empty body
+	}
+	w.WriteHeader(resp.Status)
+	if bodyAllowed {
+		w.Write(resp.Body)
+	}
+}
+
+// functionRequest builds req from r, without its body and path.
+func functionRequest(r *http.Request) job.FunctionRequest {
+	req := job.FunctionRequest{
+		Method:   r.Method,
+		Query:    map[string]string{},
+		QueryAll: map[string][]string{},
+		Headers:  make(map[string]string, len(r.Header)+1),
+	}
+	for k, v := range r.URL.Query() {
+		req.QueryAll[k] = v
+		if len(v) > 0 {
+			req.Query[k] = v[0]
+		}
+	}
+	for k, v := range r.Header {
+		if slices.Contains(job.HopByHopHeaders, k) {
+			continue
+		}
+		sep := ", "
+		if k == "Cookie" {
+			sep = "; "
+		}
+		req.Headers[strings.ToLower(k)] = strings.Join(v, sep)
+	}
+	req.Headers["host"] = r.Host
+	return req
+}
