@@ -35,6 +35,51 @@ type DockerCapabilities struct {
 	AllowImages []string `json:"allow_images,omitempty"`
 	// Build is set when the worker also builds images.
 	Build bool `json:"build,omitempty"`
+	// BuildCache lists the source keys (BuildSpec.SourceKey) of builds
+	// whose image the worker holds, most recent first; the scheduler
+	// prefers such a worker for the same build.
+	BuildCache []string `json:"build_cache,omitempty"`
+	// BuiltImages lists the tags of the images the worker built and still
+	// holds. A docker job that runs a built image goes only to a worker
+	// that holds it.
+	BuiltImages []string `json:"built_images,omitempty"`
+}
+
+// acceptsImage says whether dc lets a job run or build from its images.
+func (dc *DockerCapabilities) acceptsImage(d *DockerSpec) (bool, string) {
+	if b := d.Build; b != nil {
+		if !dc.Build {
+			return false, "does not build images"
+		}
+		for _, img := range b.BaseImages {
+			if _, built := ImageNamespace(img); built {
+				if !slices.Contains(dc.BuiltImages, img) {
+					return false, fmt.Sprintf("does not hold base image %s", img)
+				}
+				continue
+			}
+			if len(dc.AllowImages) > 0 && !MatchImage(dc.AllowImages, img) {
+				return false, fmt.Sprintf("does not allow base image %s", img)
+			}
+		}
+		return true, ""
+	}
+	if _, built := ImageNamespace(d.Image); built {
+		if !slices.Contains(dc.BuiltImages, d.Image) {
+			return false, fmt.Sprintf("does not hold image %s (built images stay on the worker that built them)", d.Image)
+		}
+		return true, ""
+	}
+	if len(dc.AllowImages) > 0 && !MatchImage(dc.AllowImages, d.Image) {
+		return false, fmt.Sprintf("does not allow image %s", d.Image)
+	}
+	return true, ""
+}
+
+// HoldsBuild reports whether the worker reported holding the result of
+// build key.
+func (c Capabilities) HoldsBuild(key string) bool {
+	return key != "" && c.Docker != nil && slices.Contains(c.Docker.BuildCache, key)
 }
 
 // Has reports whether the worker offers runtime t.
@@ -65,8 +110,9 @@ func (c Capabilities) Accepts(j *Job) (bool, string) {
 			return false, fmt.Sprintf("allows containers at most %g CPUs", dc.MaxCPUs)
 		case dc.MaxPids > 0 && d.Resources.Pids > dc.MaxPids:
 			return false, fmt.Sprintf("allows containers at most %d processes", dc.MaxPids)
-		case len(dc.AllowImages) > 0 && !MatchImage(dc.AllowImages, d.Image):
-			return false, fmt.Sprintf("does not allow image %s", d.Image)
+		}
+		if ok, why := dc.acceptsImage(d); !ok {
+			return false, why
 		}
 	}
 	return true, ""

@@ -122,6 +122,8 @@ type DockerSpec struct {
 	// container. Only worker-created named scratch volumes are allowed.
 	Volumes   map[string]string `json:"docker_volumes,omitempty"`
 	Resources Resources         `json:"resources,omitzero"`
+	// Build, when set, builds Image from a Dockerfile before running it.
+	Build *BuildSpec `json:"build,omitempty"`
 }
 
 // Resources a container job asks for. Zero means the worker's default.
@@ -151,6 +153,8 @@ type Result struct {
 	// Files are the files a container wrote under /output, by path
 	// relative to /output (base64 in JSON).
 	Files map[string][]byte `json:"files,omitempty"`
+	// Build reports the image build of a build job.
+	Build *BuildResult `json:"build,omitempty"`
 	// Attempt and WorkerID say which run produced the result.
 	Attempt  int    `json:"attempt"`
 	WorkerID string `json:"worker_id,omitempty"`

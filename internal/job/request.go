@@ -29,6 +29,20 @@ type Request struct {
 	DockerVolumes  map[string]string `json:"docker_volumes,omitempty"`
 	Resources      *Resources        `json:"resources,omitempty"`
 
+	// Build fields: a docker job with a dockerfile builds its image.
+	Dockerfile           string                 `json:"dockerfile,omitempty"`
+	BuildContext         map[string]ContextFile `json:"build_context,omitempty"`
+	BuildContextEncoding string                 `json:"build_context_encoding,omitempty"`
+	BuildContextID       string                 `json:"build_context_id,omitempty"`
+	BuildArgs            map[string]string      `json:"build_args,omitempty"`
+	ImageTag             string                 `json:"image_tag,omitempty"`
+	BuildOnly            bool                   `json:"build_only,omitempty"`
+	BuildTimeoutSeconds  *float64               `json:"build_timeout_seconds,omitempty"`
+	BuildFromGit         json.RawMessage        `json:"build_from_git,omitempty"`
+	// BaseImages are the FROM images of the Dockerfile, filled by the
+	// HTTP adapter after it parsed the Dockerfile; never read from JSON.
+	BaseImages []string `json:"-"`
+
 	// Fields that a container platform might accept and Zerverless never
 	// does. They are decoded only to be refused by name.
 	Privileged  *bool    `json:"privileged,omitempty"`
@@ -253,6 +267,9 @@ func (r *Request) onlyFields() error {
 		return Invalid("docker_volumes", "is only for docker jobs")
 	case r.Resources != nil:
 		return Invalid("resources", "is only for docker jobs; use memory_mb")
+	case r.Dockerfile != "" || len(r.BuildContext) > 0 || r.BuildContextID != "" || len(r.BuildArgs) > 0 ||
+		r.ImageTag != "" || r.BuildOnly || r.BuildContextEncoding != "" || r.BuildTimeoutSeconds != nil || len(r.BuildFromGit) > 0:
+		return Invalid("dockerfile", "image builds are only for docker jobs")
 	}
 	return nil
 }
@@ -286,11 +303,16 @@ func (r *Request) validateDocker(lim RequestLimits) error {
 	if len(r.Wasm) > 0 {
 		return Invalid("wasm", "is only for wasm jobs")
 	}
-	if r.DockerImage == "" {
-		return Invalid("docker_image", "is required for docker jobs")
+	if err := r.validateBuild(lim); err != nil {
+		return err
 	}
-	if err := ValidateImageRef(r.DockerImage); err != nil {
-		return Invalid("docker_image", "%v", err)
+	if r.DockerImage == "" && r.Dockerfile == "" {
+		return Invalid("docker_image", "is required for docker jobs (or a dockerfile to build one)")
+	}
+	if r.DockerImage != "" {
+		if err := ValidateImageRef(r.DockerImage); err != nil {
+			return Invalid("docker_image", "%v", err)
+		}
 	}
 	for i, a := range r.DockerCommand {
 		if strings.IndexByte(a, 0) >= 0 {
@@ -396,6 +418,10 @@ func (r *Request) NewJob(id string, now time.Time, lim RequestLimits) *Job {
 		}
 		if r.Resources != nil {
 			d.Resources = *r.Resources
+		}
+		if r.Dockerfile != "" {
+			d.Build = r.newBuildSpec(ns)
+			d.Image = d.Build.Tag
 		}
 		spec.Docker = d
 	}
