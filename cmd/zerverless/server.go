@@ -21,6 +21,7 @@ import (
 	"github.com/zerverless/zerverless/internal/orchestrator"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
 	"github.com/zerverless/zerverless/internal/worker"
+	"github.com/zerverless/zerverless/web"
 )
 
 // ServerConfig is everything `zerverless serve` sets up.
@@ -125,6 +126,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	}
 	baseCtx, baseCancel := context.WithCancel(context.Background())
 	s.baseCancel = baseCancel
+	if cfg.API.Volunteer == nil {
+		cfg.API.Volunteer = web.Volunteer()
+	}
 	handler := api.New(cfg.API, s.orch, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	handler = api.NewFunctions(cfg.API, cfg.Functions, s.fns, log, handler)
 	// No WriteTimeout: it would cut ?wait= answers, functions that run up

@@ -71,6 +71,9 @@ func (s *server) routes() {
 	if s.metrics != nil {
 		m.Handle("GET /metrics", s.metrics)
 	}
+	if s.cfg.Volunteer != nil {
+		m.Handle("GET /volunteer/", s.cfg.Volunteer)
+	}
 }
 
 // ServeHTTP routes r, turning the mux's own 404 and 405 answers into JSON

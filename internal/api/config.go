@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -33,6 +34,9 @@ type Config struct {
 	// StartTime is when the process started, for GET /info's uptime. The
 	// zero value means the time New is called.
 	StartTime time.Time
+	// Volunteer, when set, serves GET /volunteer/ and the paths under it:
+	// the browser volunteer page (web.Volunteer). Default none.
+	Volunteer http.Handler
 }
 
 // DefaultConfig returns the documented defaults.

@@ -1,0 +1,78 @@
+package web
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func get(t *testing.T, h http.Handler, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec
+}
+
+// TestVolunteerServesThePage checks the page, its assets and the headers
+// that confine them.
+func TestVolunteerServesThePage(t *testing.T) {
+	h := Volunteer()
+	for _, tc := range []struct {
+		path, ctype, csp string
+	}{
+		{"/volunteer/", "text/html", pageCSP},
+		{"/volunteer/index.html", "text/html", pageCSP},
+		{"/volunteer/app.js", "text/javascript", pageCSP},
+		{"/volunteer/style.css", "text/css", pageCSP},
+		{"/volunteer/js-worker.js", "text/javascript", jsWorkerCSP},
+		{"/volunteer/wasm-worker.js", "text/javascript", wasmWorkerCSP},
+		{"/volunteer/timer-worker.js", "text/javascript", timerWorkerCSP},
+	} {
+		rec := get(t, h, tc.path)
+		if rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+			t.Errorf("%s: %d, %d bytes", tc.path, rec.Code, rec.Body.Len())
+			continue
+		}
+		hd := rec.Header()
+		if !strings.HasPrefix(hd.Get("Content-Type"), tc.ctype) {
+			t.Errorf("%s: Content-Type %q", tc.path, hd.Get("Content-Type"))
+		}
+		if hd.Get("Content-Security-Policy") != tc.csp {
+			t.Errorf("%s: Content-Security-Policy %q, want %q", tc.path, hd.Get("Content-Security-Policy"), tc.csp)
+		}
+		for k, want := range map[string]string{
+			"Cross-Origin-Opener-Policy":   "same-origin",
+			"Cross-Origin-Embedder-Policy": "require-corp",
+			"X-Content-Type-Options":       "nosniff",
+		} {
+			if hd.Get(k) != want {
+				t.Errorf("%s: %s %q, want %q", tc.path, k, hd.Get(k), want)
+			}
+		}
+	}
+}
+
+// TestWorkerPoliciesAllowNoRequest checks that the job workers' policies
+// name no source a request could go to.
+func TestWorkerPoliciesAllowNoRequest(t *testing.T) {
+	for name, csp := range workerCSP {
+		if !strings.HasPrefix(csp, "default-src 'none'") {
+			t.Errorf("%s: policy %q does not start from default-src 'none'", name, csp)
+		}
+		for _, d := range []string{"connect-src", "worker-src", "child-src", "'self'", "http", "ws:", "data:", "blob:", "*"} {
+			if strings.Contains(csp, d) {
+				t.Errorf("%s: policy %q allows %s", name, csp, d)
+			}
+		}
+	}
+}
+
+func TestVolunteerRefusesOtherPaths(t *testing.T) {
+	h := Volunteer()
+	for _, p := range []string{"/volunteer/missing.js", "/volunteer/../web.go", "/volunteer/a/b", "/other/", "/volunteer/web.go"} {
+		if rec := get(t, h, p); rec.Code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", p, rec.Code)
+		}
+	}
+}
