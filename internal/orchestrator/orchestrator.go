@@ -295,6 +295,11 @@ func (o *Orchestrator) Wait(ctx context.Context, id string, d time.Duration) (*j
 	defer t.Stop()
 	select {
 	case <-done:
+		// The job is terminal and stored; its final state is e's.
+		o.mu.Lock()
+		j := *e.job
+		o.mu.Unlock()
+		return &j, nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
