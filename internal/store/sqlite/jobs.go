@@ -135,7 +135,7 @@ func (s *Store) GetJob(ctx context.Context, id string) (*job.Job, error) {
 	if s.isClosed.Load() {
 		return nil, errClosed()
 	}
-	j, err := scanJob(s.readDB.QueryRowContext(ctx, getJobSQL, id), true)
+	j, err := scanJob(s.getJob.QueryRowContext(ctx, id), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get job %s: %w", id, job.ErrNotFound)
 	}

@@ -128,7 +128,8 @@ type Store struct {
 	cfg     Config
 	writeDB *sql.DB // one connection, used only by the writer goroutine
 	readDB  *sql.DB
-	ckptDB  *sql.DB // one connection, used only by the checkpointer
+	getJob  *sql.Stmt // on readDB: prepared once per read connection
+	ckptDB  *sql.DB   // one connection, used only by the checkpointer
 	stmts   writeStmts
 
 	// closeMu guards closed and the send side of writes: a write is
@@ -237,6 +238,9 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.readDB.PingContext(ctx); err != nil {
 		return err
 	}
+	if s.getJob, err = s.readDB.PrepareContext(ctx, getJobSQL); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
 
 	s.ckptDB, err = sql.Open("sqlite", dsn(s.cfg.Path, []string{
 		fmt.Sprintf("busy_timeout(%d)", s.cfg.BusyTimeout.Milliseconds()),
@@ -292,6 +296,9 @@ func (s *Store) Close() error {
 func (s *Store) closeDBs() error {
 	var errs []error
 	errs = append(errs, s.stmts.close())
+	if s.getJob != nil {
+		errs = append(errs, s.getJob.Close())
+	}
 	if s.readDB != nil {
 		errs = append(errs, s.readDB.Close())
 	}
