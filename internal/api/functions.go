@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,13 +110,24 @@ func (f *functions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mux.ServeHTTP(w, r)
 		return
 	}
-	ns, rest, ok := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	c := cleanPath(p)
+	ns, rest, ok := strings.Cut(strings.TrimPrefix(c, "/"), "/")
 	if !ok || rest == "" || slices.Contains(job.ReservedNamespaces, ns) || !job.ValidNamespace(ns) {
 		f.platform.ServeHTTP(w, r)
 		return
 	}
 	defer f.recoverPanic(w, r)
-	f.invoke(w, r)
+	f.invoke(w, r, c)
+}
+
+// cleanPath resolves "." and ".." segments and double slashes, keeping a
+// trailing slash.
+func cleanPath(p string) string {
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // DeploymentView is a function as the API shows it: the deployment and
@@ -213,10 +225,10 @@ func (f *functions) undeploy(w http.ResponseWriter, r *http.Request) {
 }
 
 // invoke answers any request to /{namespace}/{path...} with the function
-// deployed there. The function's status, headers (less
+// deployed at urlPath, r's path made clean ("." and ".." resolved). The function's status, headers (less
 // job.DroppedResponseHeaders) and body go out as they are; Content-Length
 // is the body's.
-func (f *functions) invoke(w http.ResponseWriter, r *http.Request) {
+func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath string) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -229,7 +241,7 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	req := functionRequest(r)
 	req.SetBody(body)
-	resp, err := f.fns.Invoke(r.Context(), r.URL.Path, req)
+	resp, err := f.fns.Invoke(r.Context(), urlPath, req)
 	if err != nil {
 		f.writeError(w, r, err)
 		return
