@@ -46,6 +46,11 @@
 // expression) cannot be interrupted: Run then returns Config.StopGrace
 // after the deadline and leaves the call to finish in the background.
 //
+// Compiled programs are kept by the SHA-256 of their source, up to
+// Config.CachedPrograms, least recently used out first: a script run again
+// (a function invoked again) is not compiled again. A compiled program is
+// not tied to a goja.Runtime; every run still gets a fresh one.
+//
 // Heap memory is not bounded: goja allocates on the Go heap and offers no
 // accounting, so Task.Limits.MemoryBytes is not enforced. String.prototype
 // repeat, padStart and padEnd refuse results longer than

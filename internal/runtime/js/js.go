@@ -29,6 +29,11 @@ type Config struct {
 	// inside a long native call to stop before returning without it.
 	// Default 500 ms.
 	StopGrace time.Duration
+	// CachedPrograms is how many compiled programs are kept, by the
+	// SHA-256 of their source, least recently used out first (default 256;
+	// negative: none). A script run again — a function invoked again —
+	// skips compiling.
+	CachedPrograms int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -38,6 +43,7 @@ func DefaultConfig() Config {
 		MaxCallStackSize: 2000,
 		MaxStringBytes:   16 << 20,
 		StopGrace:        500 * time.Millisecond,
+		CachedPrograms:   256,
 	}
 }
 
@@ -55,13 +61,17 @@ func (c Config) withDefaults() Config {
 	if c.StopGrace <= 0 {
 		c.StopGrace = d.StopGrace
 	}
+	if c.CachedPrograms == 0 {
+		c.CachedPrograms = d.CachedPrograms
+	}
 	return c
 }
 
 // JS is the JavaScript runtime. It is safe for concurrent use: each Run
 // gets its own goja.Runtime.
 type JS struct {
-	cfg Config
+	cfg      Config
+	programs *runtime.CodeCache[*goja.Program]
 }
 
 var _ runtime.Runtime = (*JS)(nil)
@@ -69,7 +79,8 @@ var _ runtime.Runtime = (*JS)(nil)
 // New returns a JavaScript runtime with cfg; zero fields take their
 // defaults.
 func New(cfg Config) *JS {
-	return &JS{cfg: cfg.withDefaults()}
+	cfg = cfg.withDefaults()
+	return &JS{cfg: cfg, programs: runtime.NewCodeCache[*goja.Program](cfg.CachedPrograms)}
 }
 
 // Run runs t's script. It blocks until the script ends, ctx is done or
@@ -97,7 +108,9 @@ func (r *JS) run(ctx context.Context, t job.Task) job.Result {
 	if len(t.Spec.Input) > 0 && !json.Valid(t.Spec.Input) {
 		return failed("input_data is not valid JSON")
 	}
-	prg, err := goja.Compile("job.js", t.Spec.Code, false)
+	// A compiled program is not tied to a goja.Runtime: every run of the
+	// same source shares it.
+	prg, err := r.programs.Get(t.Spec.Code, compileProgram)
 	if err != nil {
 		return failed(err.Error())
 	}
@@ -209,4 +222,8 @@ func interrupted(st job.Status) job.Result {
 		msg = "timed out"
 	}
 	return job.Result{Status: st, Error: msg, ExitCode: -1}
+}
+
+func compileProgram(code string) (*goja.Program, error) {
+	return goja.Compile("job.js", code, false)
 }

@@ -44,6 +44,11 @@
 // cannot be interrupted: Run then returns StopGrace after the deadline with
 // Status timeout and leaves that call to finish in the background.
 //
+// Compiled chunks are kept by the SHA-256 of their source, up to
+// Config.CachedChunks, least recently used out first: a chunk run again (a
+// function invoked again) is not parsed or compiled again. A compiled
+// chunk holds no state; every run still gets a fresh interpreter state.
+//
 // Heap memory is not bounded: gopher-lua allocates on the Go heap and
 // offers no accounting, so Task.Limits.MemoryBytes is not enforced. Long
 // strings from string.rep are refused, but a job that grows tables or

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	glua "github.com/yuin/gopher-lua"
+	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime"
@@ -38,6 +39,11 @@ type Config struct {
 	// inside a library call to stop before returning without it.
 	// Default 500 ms.
 	StopGrace time.Duration
+	// CachedChunks is how many compiled chunks are kept, by the SHA-256 of
+	// their source, least recently used out first (default 256; negative:
+	// none). A chunk run again — a function invoked again — skips parsing
+	// and compiling.
+	CachedChunks int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -50,6 +56,7 @@ func DefaultConfig() Config {
 		RegistryMaxSize:  64 << 10,
 		MaxStringBytes:   16 << 20,
 		StopGrace:        500 * time.Millisecond,
+		CachedChunks:     256,
 	}
 }
 
@@ -76,20 +83,25 @@ func (c Config) withDefaults() Config {
 	if c.StopGrace <= 0 {
 		c.StopGrace = d.StopGrace
 	}
+	if c.CachedChunks == 0 {
+		c.CachedChunks = d.CachedChunks
+	}
 	return c
 }
 
 // Lua is the Lua runtime. It is safe for concurrent use: each Run gets its
 // own interpreter state.
 type Lua struct {
-	cfg Config
+	cfg    Config
+	protos *runtime.CodeCache[*glua.FunctionProto]
 }
 
 var _ runtime.Runtime = (*Lua)(nil)
 
 // New returns a Lua runtime with cfg; zero fields take their defaults.
 func New(cfg Config) *Lua {
-	return &Lua{cfg: cfg.withDefaults()}
+	cfg = cfg.withDefaults()
+	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks)}
 }
 
 // Run runs t's Lua chunk. It blocks until the chunk ends, ctx is done or
@@ -167,11 +179,17 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	L.SetGlobal("INPUT", toLua(L, input))
 	L.SetContext(ctx)
 
-	fn, err := L.Load(strings.NewReader(code), "=job")
+	// A compiled chunk holds no state of the run: it is shared by every
+	// state that runs the same source.
+	proto, err := r.protos.Get(code, compileChunk)
 	if err != nil {
+		// Load reports the error as it always has.
+		if _, err := L.Load(strings.NewReader(code), "=job"); err != nil {
+			return failed(err.Error())
+		}
 		return failed(err.Error())
 	}
-	L.Push(fn)
+	L.Push(L.NewFunctionFromProto(proto))
 	if err := L.PCall(0, 1, nil); err != nil {
 		if st := runtime.Interrupted(ctx); st != "" {
 			return interrupted(st)
@@ -222,4 +240,14 @@ func interrupted(st job.Status) job.Result {
 		msg = "timed out"
 	}
 	return job.Result{Status: st, Error: msg, ExitCode: -1}
+}
+
+// compileChunk parses and compiles a job's chunk, named "job" in errors and
+// tracebacks.
+func compileChunk(code string) (*glua.FunctionProto, error) {
+	chunk, err := parse.Parse(strings.NewReader(code), "=job")
+	if err != nil {
+		return nil, err
+	}
+	return glua.Compile(chunk, "=job")
 }

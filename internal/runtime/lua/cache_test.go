@@ -1,0 +1,30 @@
+package lua
+
+import (
+	"context"
+	"testing"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// TestCachedChunkSharesNoState runs one chunk several times: the compiled
+// chunk is cached, but each run starts from fresh globals.
+func TestCachedChunkSharesNoState(t *testing.T) {
+	r := New(Config{})
+	task := job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `counter = (counter or 0) + 1 return counter + INPUT`}}
+	for i, in := range []string{"1", "2", "3"} {
+		task.Spec.Input = []byte(in)
+		res, err := r.Run(context.Background(), task)
+		if err != nil || res.Status != job.StatusCompleted || string(res.Result) != []string{"2", "3", "4"}[i] {
+			t.Fatalf("run %d: %+v %v", i, res, err)
+		}
+	}
+	if n := r.protos.Len(); n != 1 {
+		t.Fatalf("%d cached chunks, want 1", n)
+	}
+	// A syntax error is reported as before and not cached.
+	res, _ := r.Run(context.Background(), job.Task{Spec: job.Spec{Code: "return ("}})
+	if res.Status != job.StatusFailed || res.Error == "" || r.protos.Len() != 1 {
+		t.Fatalf("syntax error: %+v, %d cached", res, r.protos.Len())
+	}
+}
