@@ -384,3 +384,35 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("canceling an ended job succeeded")
 	}
 }
+
+// TestSilentWorkerLosesLeases: a worker that keeps its connection open but
+// stops sending heartbeats loses its jobs after three intervals.
+func TestSilentWorkerLosesLeases(t *testing.T) {
+	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	silent := dialRaw(t, srv.WorkerURL(), job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1})
+	v, err := c.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: `return "rescued"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task := silent.next(5 * time.Second); task.JobID != v.ID {
+		t.Fatalf("assigned %s", task.JobID)
+	}
+	// No heartbeat from here on; the heartbeat interval is 200 ms.
+	eventually(t, 5*time.Second, func() error {
+		got, err := c.Job(context.Background(), v.ID, 0)
+		if err != nil {
+			return err
+		}
+		if got.Status != job.StatusPending || got.Attempt != 2 {
+			return fmt.Errorf("status %s attempt %d", got.Status, got.Attempt)
+		}
+		return nil
+	})
+	if ws, _ := c.Workers(context.Background()); len(ws) != 0 {
+		t.Fatalf("the silent worker is still listed: %+v", ws)
+	}
+	startWorker(t, srv.WorkerURL(), "rescuer", job.TypeLua)
+	if done := waitDone(t, c, v.ID, 10*time.Second); done.Status != job.StatusCompleted || done.Attempt != 2 {
+		t.Fatalf("got %s attempt %d", done.Status, done.Attempt)
+	}
+}

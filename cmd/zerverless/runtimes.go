@@ -154,13 +154,31 @@ func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slo
 	defer cancel()
 	if err := d.Check(sctx); err != nil {
 		log.Warn("docker engine not available yet; docker jobs are not offered until it is", "err", err)
+		// Sweep as soon as the engine answers, so that what a crashed
+		// predecessor left is removed even if the engine was down now.
+		stop := make(chan struct{})
+		rts.closes = append(rts.closes, func(context.Context) error { close(stop); return nil })
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				if d.Check(cctx) == nil {
+					sweep(cctx, d, cfg.WorkerID, log)
+					cancel()
+					return
+				}
+				cancel()
+			}
+		}()
 		return nil
 	}
-	if n, err := d.Sweep(sctx); err != nil {
-		log.Warn("sweep of containers left by a previous run failed", "err", err)
-	} else if n > 0 {
-		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", cfg.WorkerID)
-	}
+	sweep(sctx, d, cfg.WorkerID, log)
 	if len(cfg.Prepull) > 0 {
 		go func() {
 			if err := d.Prepull(context.WithoutCancel(ctx)); err != nil {
@@ -169,4 +187,12 @@ func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slo
 		}()
 	}
 	return nil
+}
+
+func sweep(ctx context.Context, d *docker.Docker, workerID string, log *slog.Logger) {
+	if n, err := d.Sweep(ctx); err != nil {
+		log.Warn("sweep of containers left by a previous run failed", "err", err)
+	} else if n > 0 {
+		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", workerID)
+	}
 }

@@ -1,0 +1,71 @@
+package job
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestDecodeRequest(t *testing.T) {
+	lim := DefaultRequestLimits()
+	tests := []struct {
+		body  string
+		field string // "" and ok=true for a valid request
+		ok    bool
+	}{
+		{`{"job_type":"lua","code":"return 1"}`, "", true},
+		{`{"job_type":"docker","docker_image":"alpine:latest","docker_command":["echo","Hello"],"input_data":{"key":"value"},"timeout_seconds":30}`, "", true},
+		{`{"job_type":"lua","code":"x","timeout_seconds":0}`, "timeout_seconds", false},
+		{`{"job_type":"lua","code":"x","timeout_seconds":1e9}`, "timeout_seconds", false},
+		{`{"job_type":"lua","code":"x","memory_mb":-1}`, "memory_mb", false},
+		{`{"job_type":"wasm","wasm":"AGFzbQEAAAA=","code":"x"}`, "code", false},
+		{`{"job_type":"lua","code":"x","docker_image":"alpine"}`, "docker_image", false},
+		{`{"job_type":"docker","docker_image":"alpine","docker_volumes":{"/etc":"/x"}}`, "docker_volumes", false},
+		{`{"job_type":"docker","docker_image":"alpine","docker_volumes":{"data":"/input"}}`, "docker_volumes", false},
+		{`{"job_type":"docker","docker_image":"alpine","docker_env":{"1BAD":"x"}}`, "docker_env", false},
+		{`{"job_type":"docker","docker_image":"alpine","cap_add":["SYS_ADMIN"]}`, "cap_add", false},
+		{`{"job_type":"docker","docker_image":"alpine","network_mode":"host"}`, "network_mode", false},
+		{`{"job_type":"docker","docker_image":"alpine@sha256:abc"}`, "docker_image", false},
+		{`{"job_type":"docker","docker_image":"alpine","resources":{"memory_mb":2}}`, "resources.memory_mb", false},
+	}
+	for _, tt := range tests {
+		_, err := DecodeRequest([]byte(tt.body), lim)
+		if tt.ok {
+			if err != nil {
+				t.Errorf("%s: %v", tt.body, err)
+			}
+			continue
+		}
+		if ErrorCode(err) != CodeInvalid || ErrorField(err) != tt.field {
+			t.Errorf("%s: got %v (field %q), want invalid %q", tt.body, err, ErrorField(err), tt.field)
+		}
+	}
+}
+
+// FuzzDecodeRequest: any body either decodes into a request that passes
+// its own validation and survives a round trip, or is refused as invalid.
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add([]byte(`{"job_type":"lua","code":"return 1","input_data":{"x":1}}`))
+	f.Add([]byte(`{"job_type":"wasm","wasm":"AGFzbQEAAAA=","args":["a"]}`))
+	f.Add([]byte(`{"job_type":"docker","docker_image":"alpine","docker_command":["echo"],"resources":{"memory_mb":64}}`))
+	f.Add([]byte(`{"job_type":"js","code":"1","timeout_seconds":-1}`))
+	lim := DefaultRequestLimits()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := DecodeRequest(body, lim)
+		if err != nil {
+			if ErrorCode(err) != CodeInvalid {
+				t.Fatalf("refusal with code %q: %v", ErrorCode(err), err)
+			}
+			return
+		}
+		if err := r.Validate(lim); err != nil {
+			t.Fatalf("decoded request fails validation: %v", err)
+		}
+		again, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeRequest(again, lim); err != nil {
+			t.Fatalf("round trip of %s: %v", again, err)
+		}
+	})
+}
