@@ -45,6 +45,12 @@ type workerFlags struct {
 	dockerNoPull      bool
 	dockerImageUser   bool
 	dockerWorkerID    string
+
+	dockerBuild         bool
+	dockerBuildNetwork  string
+	dockerBuildTimeout  time.Duration
+	dockerBuildMemoryMB int
+	dockerBuildCPUs     float64
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -68,6 +74,11 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled may take before the least recently used are removed (0: no budget)")
 	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
 	fs.BoolVar(&f.dockerImageUser, "docker-allow-image-user", false, "run containers as their image's user instead of 65534")
+	fs.BoolVar(&f.dockerBuild, "docker-build", false, "also build images from Dockerfiles (needs --docker)")
+	fs.StringVar(&f.dockerBuildNetwork, "docker-build-network", dd.BuildNetwork, "network of RUN steps in builds: none, or bridge to allow network access")
+	fs.DurationVar(&f.dockerBuildTimeout, "docker-build-timeout", dd.BuildTimeout, "longest build, whatever a job asks")
+	fs.IntVar(&f.dockerBuildMemoryMB, "docker-build-memory-mb", dd.BuildMemoryMB, "memory of each RUN step of a build, in MiB (no swap)")
+	fs.Float64Var(&f.dockerBuildCPUs, "docker-build-cpus", dd.BuildCPUs, "CPUs of each RUN step of a build")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: derived from --name or the host name)")
 }
 
@@ -110,6 +121,14 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	if f.dockerWorkerID != "" {
 		dc.WorkerID = f.dockerWorkerID
 	}
+	if f.dockerBuild && !f.docker {
+		return fmt.Errorf("--docker-build needs --docker")
+	}
+	dc.Build = f.dockerBuild
+	dc.BuildNetwork = f.dockerBuildNetwork
+	dc.BuildTimeout = f.dockerBuildTimeout
+	dc.BuildMemoryMB = f.dockerBuildMemoryMB
+	dc.BuildCPUs = f.dockerBuildCPUs
 	return nil
 }
 
@@ -154,6 +173,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
 	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
+	fs.DurationVar(&cfg.Contexts.TTL, "build-context-ttl", cfg.Contexts.TTL, "how long an uploaded build context stays after its last use")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -225,6 +245,9 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	wc.Version = version
 	if wf.dockerWorkerID == "" {
 		ro.DockerConfig.WorkerID = dockerWorkerID("worker-", wc.Name)
+	}
+	if fetch, err := worker.NewContextFetcher(wc.URL, wc.Header); err == nil {
+		ro.DockerConfig.Contexts = fetch
 	}
 	runtimes, err := BuildRuntimes(ctx, ro, log)
 	if err != nil {

@@ -179,6 +179,11 @@ func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slo
 		return nil
 	}
 	sweep(sctx, d, cfg.WorkerID, log)
+	if cfg.Build {
+		if err := d.LoadBuilt(sctx); err != nil {
+			log.Warn("built images of a previous run", "err", err)
+		}
+	}
 	if len(cfg.Prepull) > 0 {
 		go func() {
 			if err := d.Prepull(context.WithoutCancel(ctx)); err != nil {

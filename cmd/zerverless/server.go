@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/contextstore"
 	"github.com/zerverless/zerverless/internal/deploy"
 	"github.com/zerverless/zerverless/internal/orchestrator"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
@@ -43,6 +44,9 @@ type ServerConfig struct {
 	// Deploy and Functions tune function deployments and invocations.
 	Deploy    deploy.Config
 	Functions api.FunctionsConfig
+	// Contexts keeps uploaded build contexts (Dir defaults to
+	// DataDir/build-contexts).
+	Contexts contextstore.Config
 	// ShutdownTimeout bounds a graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -58,6 +62,7 @@ func DefaultServerConfig() ServerConfig {
 		Runtimes:        DefaultRuntimeOptions(),
 		Orchestrator:    orchestrator.DefaultConfig(),
 		API:             api.DefaultConfig(),
+		Contexts:        contextstore.DefaultConfig(),
 		Deploy:          deploy.DefaultConfig(),
 		Functions:       api.DefaultFunctionsConfig(),
 		ShutdownTimeout: 10 * time.Second,
@@ -129,6 +134,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if cfg.API.Volunteer == nil {
 		cfg.API.Volunteer = web.Volunteer()
 	}
+	if err := s.startContexts(baseCtx, &cfg); err != nil {
+		return nil, err
+	}
 	handler := api.New(cfg.API, s.orch, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	handler = api.NewFunctions(cfg.API, cfg.Functions, s.fns, log, handler)
 	// No WriteTimeout: it would cut ?wait= answers, functions that run up
@@ -152,6 +160,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	log.Info("orchestrator listening", "addr", s.ln.Addr().String(), "data", cfg.DataDir)
 
 	if cfg.Workers > 0 {
+		if err := s.wireContextFetcher(&cfg); err != nil {
+			return nil, err
+		}
 		runtimes, err := BuildRuntimes(ctx, cfg.Runtimes, log)
 		if err != nil {
 			return nil, err

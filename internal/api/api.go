@@ -46,6 +46,9 @@ func New(cfg Config, svc Service, log *slog.Logger, metrics http.Handler) http.H
 	if cfg.WorkerReadLimit <= 0 {
 		cfg.WorkerReadLimit = def.WorkerReadLimit
 	}
+	if cfg.MaxContextBytes <= 0 {
+		cfg.MaxContextBytes = def.MaxContextBytes
+	}
 	if cfg.StartTime.IsZero() {
 		cfg.StartTime = time.Now()
 	}
@@ -68,6 +71,7 @@ func (s *server) routes() {
 	m.HandleFunc("GET /info", s.info)
 	m.HandleFunc("GET /stats", s.stats)
 	m.HandleFunc("GET /ws/volunteer", s.volunteer)
+	s.buildRoutes(m)
 	if s.metrics != nil {
 		m.Handle("GET /metrics", s.metrics)
 	}

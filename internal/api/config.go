@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/buildctx"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 )
@@ -37,6 +38,18 @@ type Config struct {
 	// Volunteer, when set, serves GET /volunteer/ and the paths under it:
 	// the browser volunteer page (web.Volunteer). Default none.
 	Volunteer http.Handler
+	// BuildContexts keeps uploaded build contexts (POST
+	// /api/build-contexts); nil: uploads are answered 503.
+	BuildContexts BuildContexts
+	// MaxContextBytes caps a build context upload as sent, compressed or
+	// not (default 160 MiB: 100 MiB of files and room for tar headers).
+	MaxContextBytes int64
+	// ContextLimits bound a build context's files (default
+	// buildctx.DefaultLimits: 100 MiB, 1,000 files).
+	ContextLimits buildctx.Limits
+	// MaxDockerfileInstructions caps a Dockerfile's instructions (default
+	// 100).
+	MaxDockerfileInstructions int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -47,5 +60,9 @@ func DefaultConfig() Config {
 		RequestLimits:   job.DefaultRequestLimits(),
 		WorkerReadLimit: protocol.DefaultReadLimit,
 		Version:         "dev",
+
+		MaxContextBytes:           160 << 20,
+		ContextLimits:             buildctx.DefaultLimits(),
+		MaxDockerfileInstructions: 100,
 	}
 }

@@ -30,6 +30,10 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.checkBuild(r.Context(), &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	j, err := s.svc.Submit(r.Context(), req)
 	if err != nil {
 		s.writeError(w, r, err)

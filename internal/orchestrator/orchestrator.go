@@ -488,7 +488,16 @@ var errClosed = errors.New("orchestrator is closed")
 
 // admit applies the operator's policy to a validated request.
 func (o *Orchestrator) admit(r *job.Request) error {
-	if r.Type == job.TypeDocker && len(o.cfg.DockerAllowImages) > 0 && !job.MatchImage(o.cfg.DockerAllowImages, r.DockerImage) {
+	if r.Type != job.TypeDocker {
+		return nil
+	}
+	if err := o.admitBuild(r); err != nil {
+		return err
+	}
+	if _, built := job.ImageNamespace(r.DockerImage); built {
+		return nil
+	}
+	if r.DockerImage != "" && len(o.cfg.DockerAllowImages) > 0 && !job.MatchImage(o.cfg.DockerAllowImages, r.DockerImage) {
 		return &job.Error{Code: job.CodeForbidden, Field: "docker_image",
 			Message: fmt.Sprintf("image %s is not allowed on this platform (allowed: %s)", r.DockerImage, strings.Join(o.cfg.DockerAllowImages, ", "))}
 	}

@@ -98,6 +98,10 @@ func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 		if e == nil {
 			break
 		}
+		if other := o.buildHolderLocked(e, w); other != nil {
+			starts = append(starts, o.assignLocked(e, other))
+			continue
+		}
 		starts = append(starts, o.assignLocked(e, w))
 	}
 	return starts
@@ -117,7 +121,7 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	j.StartedAt = now.UTC()
 	j.Reason = ""
 	e.worker = w
-	e.deadline = now.Add(j.Spec.Timeout() + o.cfg.LeaseGrace)
+	e.deadline = now.Add(j.Spec.TaskTimeout() + o.cfg.LeaseGrace)
 	e.version++
 	w.leases[j.LeaseID] = &lease{jobID: j.ID, assigned: now, deadline: e.deadline}
 	task := &job.Task{
@@ -126,8 +130,8 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 		Attempt:   j.Attempt,
 		Namespace: j.Namespace,
 		Type:      j.Type,
-		Spec:      j.Spec,
-		Timeout:   j.Spec.Timeout(),
+		Spec:      taskSpec(j),
+		Timeout:   j.Spec.TaskTimeout(),
 	}
 	return start{e: e, w: w, m: protocol.Message{Type: protocol.TypeAssign, Task: task}}
 }

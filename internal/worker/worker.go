@@ -226,6 +226,9 @@ func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
 	}
 	if w.available[job.TypeDocker] && w.cfg.Docker != nil {
 		d := *w.cfg.Docker
+		if bc, ok := w.runtimes[job.TypeDocker].(buildCacheReporter); ok && d.Build {
+			d.BuildCache, d.BuiltImages = bc.BuildCache(maxReportedBuilds)
+		}
 		c.Docker = &d
 	}
 	return c, maps.Clone(w.notes)
@@ -297,6 +300,8 @@ type session struct {
 
 	mu    sync.Mutex
 	tasks map[string]runningTask // by lease id
+	// buildsSent is what the worker last reported of its builds.
+	buildsSent string
 }
 
 type runningTask struct {
@@ -369,6 +374,9 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 		s.mu.Unlock()
 		if ctx.Err() != nil {
 			return // the session ended; the orchestrator re-queues the job
+		}
+		if res.Build != nil {
+			s.reportBuilds(ctx)
 		}
 		s.send(ctx, protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &res})
 	}()

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	goruntime "runtime"
 	"time"
+
+	"github.com/zerverless/zerverless/internal/buildctx"
 )
 
 // Config is what a worker's owner decides about containers on their
@@ -79,6 +81,33 @@ type Config struct {
 	// CgroupRoot is where the engine's cgroups can be read for peak memory
 	// and CPU time (default "/sys/fs/cgroup"; empty: not reported).
 	CgroupRoot string
+	// Build lets the worker build images from Dockerfiles (default false:
+	// the owner opts in with --docker-build).
+	Build bool
+	// BuildNetwork is the network of RUN steps (default "none"; the owner
+	// may allow "bridge" with --docker-build-network).
+	BuildNetwork string
+	// BuildMemoryMB and BuildCPUs bound each RUN step of a build (defaults
+	// 1024 MiB without swap, 1 CPU).
+	BuildMemoryMB int
+	BuildCPUs     float64
+	// BuildTimeout caps a build, whatever the job asks (default 10
+	// minutes). It is separate from the run's timeout.
+	BuildTimeout time.Duration
+	// MaxBuiltImageMB and MaxLayers bound a built image; one over either is
+	// removed and the job fails (defaults 2048 MiB, 64 layers).
+	MaxBuiltImageMB int
+	MaxLayers       int
+	// MaxInstructions caps a Dockerfile's instructions (default 100).
+	MaxInstructions int
+	// BuildLogBytes caps the build log returned (default 256 KiB).
+	BuildLogBytes int
+	// ContextLimits bound a build context (default buildctx.DefaultLimits:
+	// 100 MiB, 1,000 files).
+	ContextLimits buildctx.Limits
+	// Contexts fetches uploaded build contexts; nil: only inline contexts.
+	Contexts ContextFetcher
+
 	// Logger receives cleanup failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -105,6 +134,15 @@ func DefaultConfig() Config {
 		ImageBudgetMB:    10240,
 		WarmVolumes:      2,
 		CgroupRoot:       "/sys/fs/cgroup",
+		BuildNetwork:     "none",
+		BuildMemoryMB:    1024,
+		BuildCPUs:        1,
+		BuildTimeout:     10 * time.Minute,
+		MaxBuiltImageMB:  2048,
+		MaxLayers:        64,
+		MaxInstructions:  100,
+		BuildLogBytes:    256 << 10,
+		ContextLimits:    buildctx.DefaultLimits(),
 	}
 }
 
@@ -131,6 +169,22 @@ func (c *Config) validate() error {
 	}
 	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.WarmVolumes < 0 {
 		errs = append(errs, errors.New("image limits and warm volumes must not be negative"))
+	}
+	if c.Build {
+		switch c.BuildNetwork {
+		case "none", "bridge", "default":
+		default:
+			errs = append(errs, fmt.Errorf("build network %q must be none, bridge or default", c.BuildNetwork))
+		}
+		if c.BuildMemoryMB < 6 || c.BuildCPUs <= 0 || c.BuildTimeout <= 0 || c.BuildLogBytes <= 0 {
+			errs = append(errs, errors.New("build memory, CPUs, timeout and log size must be positive"))
+		}
+	}
+	if c.BuildNetwork == "" {
+		c.BuildNetwork = "none"
+	}
+	if c.BuildLogBytes <= 0 {
+		c.BuildLogBytes = 256 << 10
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -73,6 +73,7 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 		MaxCPUs:     d.cfg.MaxCPUs,
 		MaxPids:     d.cfg.MaxPids,
 		AllowImages: append([]string(nil), d.cfg.AllowImages...),
+		Build:       d.cfg.Build,
 	}
 }
 

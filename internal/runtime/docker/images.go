@@ -44,6 +44,9 @@ type cachedImage struct {
 	size     int64
 	lastUsed time.Time
 	inUse    int
+	// built images were built by this runtime from sourceKey.
+	built     bool
+	sourceKey string
 }
 
 type imageCache struct {
@@ -60,6 +63,9 @@ func (d *Docker) ensureImage(ctx context.Context, ref string) (release func(), e
 		return d.images.use(ref), nil
 	} else if !errdefs.IsNotFound(err) {
 		return nil, fmt.Errorf("inspect image: %w", err)
+	}
+	if _, built := job.ImageNamespace(ref); built {
+		return nil, refuse("docker_image: %s is not on this worker (built images stay on the worker that built them and are never pulled)", ref)
 	}
 	if !d.cfg.Pull {
 		return nil, refuse("docker_image: %q is not on this worker, and this worker does not pull images", ref)

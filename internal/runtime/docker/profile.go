@@ -67,7 +67,7 @@ func (d *Docker) checkSpec(s *job.Spec, l job.Limits) (limits, error) {
 	if err := job.ValidateImageRef(ds.Image); err != nil {
 		return limits{}, refuse("docker_image: %v", err)
 	}
-	if len(d.cfg.AllowImages) > 0 && !job.MatchImage(d.cfg.AllowImages, ds.Image) {
+	if _, built := job.ImageNamespace(ds.Image); !built && len(d.cfg.AllowImages) > 0 && !job.MatchImage(d.cfg.AllowImages, ds.Image) {
 		return limits{}, refuse("docker_image: image %q is not allowed on this worker (allowed: %v)", ds.Image, d.cfg.AllowImages)
 	}
 	for k := range ds.Env {

@@ -16,7 +16,7 @@ import (
 	"github.com/zerverless/zerverless/internal/runtime"
 )
 
-// Run runs t's container and returns its result.
+// runContainer runs t's container and returns its result.
 //
 // Everything outside the worker's policy (an image not allowed, a
 // resource over the maximum, a scratch volume that names a host path) is
@@ -28,7 +28,7 @@ import (
 // through the API at once and Run returns with Status timeout or canceled
 // after removing the container. Otherwise the container and its volumes
 // are removed in the background: Close and Idle wait for that.
-func (d *Docker) Run(ctx context.Context, t job.Task) (job.Result, error) {
+func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, error) {
 	began := time.Now()
 	if t.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -66,6 +66,9 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 	ds := t.Spec.Docker
+	if err := d.checkImageNamespace(ctx, ds.Image, t.Namespace); err != nil {
+		return job.Result{}, err
+	}
 	release, err := d.ensureImage(ctx, ds.Image)
 	if err != nil {
 		return job.Result{}, err

@@ -11,8 +11,9 @@ import (
 // To change the schema, append one entry (its SQL in a constant below);
 // never edit, remove or reorder an entry that has shipped.
 var migrations = []string{
-	schemaJobs,        // 1: jobs, their specs, counts by status
-	schemaDeployments, // 2: function deployments
+	schemaJobs,          // 1: jobs, their specs, counts by status
+	schemaDeployments,   // 2: function deployments
+	schemaBuildContexts, // 3: uploaded build contexts
 }
 
 // migrate applies, in one transaction, every migration the database has not

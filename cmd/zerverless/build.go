@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/zerverless/zerverless/internal/contextstore"
+	"github.com/zerverless/zerverless/internal/worker"
+)
+
+// startContexts opens the build context store in the data directory,
+// hands it to the API and starts its expiry loop, which ends with ctx.
+func (s *Server) startContexts(ctx context.Context, cfg *ServerConfig) error {
+	cc := cfg.Contexts
+	if cc.Dir == "" {
+		cc.Dir = filepath.Join(cfg.DataDir, "build-contexts")
+	}
+	if cc.Logger == nil {
+		cc.Logger = s.log.With("component", "build-contexts")
+	}
+	if cc.Limits.MaxBytes == 0 {
+		cc.Limits = cfg.API.ContextLimits
+	}
+	cs, err := contextstore.New(cc, s.store)
+	if err != nil {
+		return fmt.Errorf("build contexts: %w", err)
+	}
+	cfg.API.BuildContexts = cs
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		cs.Run(ctx)
+	}()
+	return nil
+}
+
+// wireContextFetcher lets the embedded workers fetch uploaded build
+// contexts from this server.
+func (s *Server) wireContextFetcher(cfg *ServerConfig) error {
+	if cfg.Runtimes.DockerConfig.Contexts != nil {
+		return nil
+	}
+	f, err := worker.NewContextFetcher(s.WorkerURL(), cfg.Worker.Header)
+	if err != nil {
+		return err
+	}
+	cfg.Runtimes.DockerConfig.Contexts = f
+	return nil
+}

@@ -1,0 +1,614 @@
+package docker
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/go-units"
+
+	"github.com/zerverless/zerverless/internal/buildctx"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// Builds.
+//
+// A task whose spec carries a Build is built before it runs. In order:
+//
+//  1. The worker's policy: Config.Build must be on; the Dockerfile is
+//     checked again with buildctx.CheckDockerfile against Config.AllowImages
+//     and the task's namespace; the tag must lie under
+//     zerverless/<namespace>/.
+//  2. The context (inline files, or fetched through Config.Contexts for an
+//     uploaded one) is validated again while it streams and normalized
+//     into a temporary file.
+//  3. The base images are made present under the same policy as a job's
+//     image, and their ids read.
+//  4. The cache key hashes the namespace, the Dockerfile, the context's
+//     digest, the build arguments, the base image ids and the build
+//     network. An image this worker built with that key (label
+//     LabelBuildKey) is tagged and used: no build.
+//  5. Otherwise the engine builds (the classic builder, API version 1)
+//     with network Config.BuildNetwork ("none" by default), memory and CPU
+//     limits, intermediate containers removed even on failure, under the
+//     build timeout. The JSON stream is the build log; an errorDetail is
+//     the job's error. After a failed or stopped build, the containers and
+//     the untagged intermediate images that the log names are removed.
+//  6. The image's size and layer count are checked (the image is removed
+//     when over), and it joins the images this runtime manages: the disk
+//     budget and the least-recently-used eviction.
+
+// Labels of built images.
+const (
+	// LabelBuildKey is the cache key of a built image.
+	LabelBuildKey = "io.zerverless.build-key"
+	// LabelSourceKey is the job.BuildSpec.SourceKey the image was built for.
+	LabelSourceKey = "io.zerverless.source-key"
+	// LabelNamespace is the namespace that built the image.
+	LabelNamespace = "io.zerverless.namespace"
+)
+
+// ContextFetcher opens the uploaded build context of a task. The worker
+// implements it over HTTP with the task's lease; the stream is validated
+// again as it is read.
+type ContextFetcher interface {
+	FetchBuildContext(ctx context.Context, t *job.Task) (io.ReadCloser, error)
+}
+
+// dockerfileName is where the job's Dockerfile goes in the context sent to
+// the engine; a .dockerignore entry keeps it out of COPY.
+const dockerfileName = ".zerverless.Dockerfile"
+
+// Run runs t: for a build task, the build first (its own timeout), then,
+// unless build_only, the container under the strict profile with the run
+// timeout. See runContainer for the run.
+func (d *Docker) Run(ctx context.Context, t job.Task) (job.Result, error) {
+	ds := t.Spec.Docker
+	if ds == nil || ds.Build == nil {
+		return d.runContainer(ctx, t)
+	}
+	began := time.Now()
+	br, res := d.build(ctx, &t)
+	if res != nil {
+		res.Build = br
+		res.DurationMS = time.Since(began).Milliseconds()
+		if res.ExitCode == 0 && res.Status != job.StatusCompleted {
+			res.ExitCode = -1
+		}
+		return *res, nil
+	}
+	if ds.Build.Only {
+		return job.Result{Status: job.StatusCompleted, Build: br, DurationMS: time.Since(began).Milliseconds(),
+			Output: fmt.Sprintf("built %s (%s)\n", br.Image, br.ImageID)}, nil
+	}
+	t.Timeout = t.Spec.Timeout()
+	release := d.images.use(br.Image)
+	defer release()
+	out, err := d.runContainer(ctx, t)
+	out.Build = br
+	return out, err
+}
+
+// build builds t's image. It returns the build's report and, when the
+// task ends here (refused, failed, timed out, canceled), its result.
+func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job.Result) {
+	b := t.Spec.Docker.Build
+	fail := func(format string, args ...any) *job.Result {
+		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: fmt.Sprintf(format, args...)}
+	}
+	if !d.cfg.Build {
+		return nil, fail("this worker does not build images")
+	}
+	if want := job.BuiltImagePrefix + t.Namespace + "/"; !strings.HasPrefix(b.Tag, want) || job.ValidateImageRef(b.Tag) != nil {
+		return nil, fail("image_tag: a build of namespace %s must be tagged under %s", t.Namespace, want)
+	}
+	timeout := b.Timeout()
+	if d.cfg.BuildTimeout > 0 && timeout > d.cfg.BuildTimeout {
+		timeout = d.cfg.BuildTimeout
+	}
+	bctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	interrupted := func() *job.Result {
+		st := runtime.Interrupted(bctx)
+		msg := "canceled"
+		if st == job.StatusTimeout {
+			msg = fmt.Sprintf("build timed out after %s", timeout)
+		}
+		return &job.Result{Status: st, Error: msg, ExitCode: -1}
+	}
+
+	df, err := buildctx.CheckDockerfile(b.Dockerfile, buildctx.Policy{
+		AllowImages: d.cfg.AllowImages, Namespace: t.Namespace, BuildArgs: b.Args,
+		MaxInstructions: d.cfg.MaxInstructions,
+	})
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	ctxFile, info, err := d.buildContext(bctx, t)
+	if err != nil {
+		if runtime.Interrupted(bctx) != "" {
+			return nil, interrupted()
+		}
+		var je *job.Error
+		if errors.As(err, &je) {
+			return nil, fail("%v", err)
+		}
+		return nil, fail("build context: %v", err)
+	}
+	defer os.Remove(ctxFile.Name())
+	defer ctxFile.Close()
+
+	baseIDs := make([]string, 0, len(df.BaseImages))
+	for _, ref := range df.BaseImages {
+		id, release, err := d.baseImage(bctx, t.Namespace, ref)
+		if err != nil {
+			if runtime.Interrupted(bctx) != "" {
+				return nil, interrupted()
+			}
+			var se *specError
+			if errors.As(err, &se) {
+				return nil, fail("base image: %s", se.msg)
+			}
+			return nil, fail("base image %s: %v", ref, err)
+		}
+		defer release()
+		baseIDs = append(baseIDs, id)
+	}
+	key := d.buildKey(t.Namespace, b, info.SHA256, baseIDs)
+	br := &job.BuildResult{Image: b.Tag, CacheKey: key}
+	began := time.Now()
+
+	if id, ok := d.cachedBuild(bctx, key, t.Namespace); ok {
+		if err := d.tagBuilt(bctx, id, b.Tag); err == nil {
+			br.CacheHit, br.ImageID = true, id
+			br.Log = "cache hit: image " + shortID(id) + " was built from the same inputs\n"
+			d.fillImageInfo(bctx, br)
+			d.rememberBuilt(b.Tag, b.SourceKey, br.SizeBytes)
+			br.DurationMS = time.Since(began).Milliseconds()
+			return br, nil
+		}
+	}
+
+	res := d.engineBuild(bctx, t, key, ctxFile, br)
+	br.DurationMS = time.Since(began).Milliseconds()
+	if res != nil {
+		if runtime.Interrupted(bctx) != "" {
+			r := interrupted()
+			return br, r
+		}
+		return br, res
+	}
+	info2, err := d.engine.ImageInspect(bctx, br.ImageID)
+	if err != nil {
+		return br, fail("inspect built image: %v", err)
+	}
+	br.SizeBytes, br.Layers = info2.Size, len(info2.RootFS.Layers)
+	over := ""
+	switch {
+	case d.cfg.MaxBuiltImageMB > 0 && br.SizeBytes > int64(d.cfg.MaxBuiltImageMB)<<20:
+		over = fmt.Sprintf("the built image is %.1f MiB, over this worker's limit of %d MiB", float64(br.SizeBytes)/(1<<20), d.cfg.MaxBuiltImageMB)
+	case d.cfg.MaxLayers > 0 && br.Layers > d.cfg.MaxLayers:
+		over = fmt.Sprintf("the built image has %d layers, over this worker's limit of %d", br.Layers, d.cfg.MaxLayers)
+	}
+	if over != "" {
+		d.removeImage(b.Tag)
+		return br, fail("%s; it was removed", over)
+	}
+	d.rememberBuilt(b.Tag, b.SourceKey, br.SizeBytes)
+	d.evict(bctx, b.Tag)
+	return br, nil
+}
+
+// buildContext writes t's context, validated and normalized, to a
+// temporary file positioned at its start. The caller removes it.
+func (d *Docker) buildContext(ctx context.Context, t *job.Task) (*os.File, buildctx.Info, error) {
+	b := t.Spec.Docker.Build
+	f, err := os.CreateTemp("", "zerverless-context-*.tar")
+	if err != nil {
+		return nil, buildctx.Info{}, err
+	}
+	fail := func(err error) (*os.File, buildctx.Info, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, buildctx.Info{}, err
+	}
+	var info buildctx.Info
+	switch {
+	case b.ContextID != "":
+		if d.cfg.Contexts == nil {
+			return fail(errors.New("this worker cannot fetch uploaded build contexts"))
+		}
+		rc, err := d.cfg.Contexts.FetchBuildContext(ctx, t)
+		if err != nil {
+			return fail(err)
+		}
+		info, err = buildctx.FromTar(rc, d.cfg.ContextLimits, f)
+		rc.Close()
+		if err != nil {
+			return fail(err)
+		}
+		if info.SHA256 != b.ContextID {
+			return fail(fmt.Errorf("the fetched context's digest %s is not %s", info.SHA256, b.ContextID))
+		}
+	default:
+		info, err = buildctx.FromFiles(b.Context, "", d.cfg.ContextLimits, f)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	return f, info, nil
+}
+
+// baseImage makes a base image present and returns its id; release ends
+// its use.
+func (d *Docker) baseImage(ctx context.Context, namespace, ref string) (string, func(), error) {
+	if ns, built := job.ImageNamespace(ref); built && ns != namespace {
+		return "", nil, refuse("%s belongs to another namespace", ref)
+	}
+	release, err := d.ensureImage(ctx, ref)
+	if err != nil {
+		return "", nil, err
+	}
+	info, err := d.engine.ImageInspect(ctx, ref)
+	if err != nil {
+		release()
+		return "", nil, err
+	}
+	return info.ID, release, nil
+}
+
+// buildKey hashes everything that decides what a build produces.
+func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest string, baseIDs []string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "zerverless build v1\nns %q\nnetwork %q\ncontext %s\ndockerfile %q\n",
+		namespace, d.cfg.BuildNetwork, contextDigest, b.Dockerfile)
+	for _, k := range sortedKeys(b.Args) {
+		fmt.Fprintf(h, "arg %q %q\n", k, b.Args[k])
+	}
+	for _, id := range baseIDs {
+		fmt.Fprintf(h, "base %s\n", id)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// cachedBuild finds an image this worker built with key.
+func (d *Docker) cachedBuild(ctx context.Context, key, namespace string) (string, bool) {
+	f := d.ownFilter()
+	f.Add("label", LabelBuildKey+"="+key)
+	f.Add("label", LabelNamespace+"="+namespace)
+	imgs, err := d.engine.ImageList(ctx, image.ListOptions{Filters: f})
+	if err != nil || len(imgs) == 0 {
+		return "", false
+	}
+	return imgs[0].ID, true
+}
+
+// tagBuilt points tag at image id.
+func (d *Docker) tagBuilt(ctx context.Context, id, tag string) error {
+	if info, err := d.engine.ImageInspect(ctx, tag); err == nil && info.ID == id {
+		return nil
+	}
+	return d.engine.ImageTag(ctx, id, tag)
+}
+
+func (d *Docker) fillImageInfo(ctx context.Context, br *job.BuildResult) {
+	if info, err := d.engine.ImageInspect(ctx, br.ImageID); err == nil {
+		br.SizeBytes, br.Layers = info.Size, len(info.RootFS.Layers)
+	}
+}
+
+var (
+	runningInRE = regexp.MustCompile(`(?m)^ ---> Running in ([0-9a-f]{12,64})\s*$`)
+	layerRE     = regexp.MustCompile(`(?m)^ ---> ([0-9a-f]{12,64})\s*$`)
+)
+
+// engineBuild runs the engine's build and reads its log. It returns nil
+// when the image was built (br.ImageID set), else the failed result.
+func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFile io.Reader, br *job.BuildResult) *job.Result {
+	b := t.Spec.Docker.Build
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeEngineContext(pw, ctxFile, b.Dockerfile)) }()
+	defer pr.Close()
+
+	args := make(map[string]*string, len(b.Args))
+	for k, v := range b.Args {
+		args[k] = &v
+	}
+	labels := d.labels("build", t.JobID)
+	labels[LabelBuildKey] = key
+	labels[LabelSourceKey] = b.SourceKey
+	labels[LabelNamespace] = t.Namespace
+	mem := int64(d.cfg.BuildMemoryMB) << 20
+	opts := build.ImageBuildOptions{
+		Version:     build.BuilderV1,
+		Tags:        []string{b.Tag},
+		Dockerfile:  dockerfileName,
+		BuildArgs:   args,
+		Labels:      labels,
+		Remove:      true,
+		ForceRemove: true,
+		PullParent:  false,
+		NetworkMode: d.cfg.BuildNetwork,
+		Memory:      mem,
+		MemorySwap:  mem,
+		CPUPeriod:   100000,
+		CPUQuota:    int64(d.cfg.BuildCPUs * 100000),
+		ShmSize:     64 << 20,
+		Ulimits:     []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
+	}
+	logBuf := &runtime.CappedBuffer{Limit: d.cfg.BuildLogBytes}
+	var full strings.Builder // what the cleanup needs from the log
+	defer func() { br.Log = logBuf.String() }()
+
+	resp, err := d.engine.ImageBuild(ctx, pr, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &job.Result{Status: job.StatusFailed}
+		}
+		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: fmt.Sprintf("build: %v", err)}
+	}
+	defer resp.Body.Close()
+	var buildErr string
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m struct {
+			Stream string `json:"stream"`
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Detail *struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+			Aux *struct {
+				ID string `json:"ID"`
+			} `json:"aux"`
+		}
+		if err := dec.Decode(&m); err != nil {
+			if !errors.Is(err, io.EOF) && buildErr == "" {
+				buildErr = fmt.Sprintf("build stream: %v", err)
+			}
+			break
+		}
+		if m.Stream != "" {
+			logBuf.Write([]byte(m.Stream))
+			if strings.Contains(m.Stream, "--->") && full.Len() < 1<<20 {
+				full.WriteString(m.Stream)
+			}
+		}
+		if m.Status != "" {
+			logBuf.Write([]byte(m.Status + "\n"))
+		}
+		if m.Aux != nil && m.Aux.ID != "" {
+			br.ImageID = m.Aux.ID
+		}
+		switch {
+		case m.Detail != nil && m.Detail.Message != "":
+			buildErr = m.Detail.Message
+		case m.Error != "":
+			buildErr = m.Error
+		}
+		if buildErr != "" {
+			logBuf.Write([]byte(buildErr + "\n"))
+		}
+	}
+	if ctx.Err() != nil || buildErr != "" || br.ImageID == "" {
+		d.cleanupBuild(full.String())
+		if ctx.Err() != nil {
+			return &job.Result{Status: job.StatusFailed}
+		}
+		if buildErr == "" {
+			buildErr = "the engine reported no image"
+		}
+		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: "build failed: " + strings.TrimSpace(buildErr)}
+	}
+	return nil
+}
+
+// writeEngineContext writes the context sent to the engine: the
+// normalized context, the job's Dockerfile as dockerfileName, and a
+// .dockerignore that hides both from COPY and ADD (the builder drops the
+// files a .dockerignore names that are the Dockerfile or itself).
+func writeEngineContext(w io.Writer, normalized io.Reader, dockerfile string) error {
+	tw := tar.NewWriter(w)
+	tr := tar.NewReader(normalized)
+	ignore := ""
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if h.Name == ".dockerignore" && h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+			if err != nil {
+				return err
+			}
+			ignore = string(b)
+			continue
+		}
+		if h.Name == dockerfileName {
+			continue
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+	if ignore != "" && !strings.HasSuffix(ignore, "\n") {
+		ignore += "\n"
+	}
+	ignore += dockerfileName + "\n.dockerignore\n"
+	file := func(name, content string) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0)}); err != nil {
+			return err
+		}
+		_, err := io.WriteString(tw, content)
+		return err
+	}
+	if err := file(".dockerignore", ignore); err != nil {
+		return err
+	}
+	if err := file(dockerfileName, dockerfile); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// cleanupBuild removes what a failed or stopped build left: the
+// containers its log says it ran, and the untagged images it committed.
+func (d *Docker) cleanupBuild(log string) {
+	var containers, images []string
+	for _, m := range runningInRE.FindAllStringSubmatch(log, -1) {
+		containers = append(containers, m[1])
+	}
+	for _, m := range layerRE.FindAllStringSubmatch(log, -1) {
+		images = append(images, m[1])
+	}
+	slices.Reverse(images)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range containers {
+		// The builder removes its container when the build is canceled;
+		// wait for that, and force it when it does not come.
+		for range 20 {
+			if _, err := d.engine.ContainerInspect(ctx, id); errdefs.IsNotFound(err) {
+				break
+			}
+			err := d.engine.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+			if err == nil || errdefs.IsNotFound(err) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	for _, id := range images {
+		info, err := d.engine.ImageInspect(ctx, id)
+		if err != nil || len(info.RepoTags) > 0 {
+			continue // gone, or a base image or someone's tagged image
+		}
+		if _, err := d.engine.ImageRemove(ctx, id, image.RemoveOptions{PruneChildren: true}); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+			d.cfg.Logger.Warn("docker build cleanup failed", "worker_id", d.cfg.WorkerID, "image", id, "err", err)
+		}
+	}
+}
+
+// removeImage removes a tag this runtime built.
+func (d *Docker) removeImage(ref string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.engine.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true}); err != nil && !errdefs.IsNotFound(err) {
+		d.cfg.Logger.Warn("docker image removal failed", "worker_id", d.cfg.WorkerID, "image", ref, "err", err)
+	}
+}
+
+// rememberBuilt records a built image in the cache of managed images.
+func (d *Docker) rememberBuilt(tag, sourceKey string, size int64) {
+	d.images.mu.Lock()
+	defer d.images.mu.Unlock()
+	ci := d.images.pulled[tag]
+	if ci == nil {
+		ci = &cachedImage{ref: tag}
+		d.images.pulled[tag] = ci
+	}
+	ci.size, ci.lastUsed, ci.built, ci.sourceKey = size, time.Now(), true, sourceKey
+}
+
+// LoadBuilt adopts the images this worker id built in an earlier run
+// (found by their labels), so that they count in the disk budget, serve as
+// cache and are advertised. Call it at start, after Check.
+func (d *Docker) LoadBuilt(ctx context.Context) error {
+	f := d.ownFilter()
+	f.Add("label", LabelRole+"=build")
+	imgs, err := d.engine.ImageList(ctx, image.ListOptions{Filters: f})
+	if err != nil {
+		return fmt.Errorf("list built images: %w", err)
+	}
+	for _, img := range imgs {
+		for _, tag := range img.RepoTags {
+			if _, built := job.ImageNamespace(tag); built {
+				d.rememberBuilt(tag, img.Labels[LabelSourceKey], img.Size)
+			}
+		}
+	}
+	return nil
+}
+
+// BuildCache returns the source keys of the builds this runtime holds and
+// the tags of its built images, most recently used first, at most max of
+// each.
+func (d *Docker) BuildCache(max int) (keys, tags []string) {
+	d.images.mu.Lock()
+	defer d.images.mu.Unlock()
+	var cs []*cachedImage
+	for _, ci := range d.images.pulled {
+		if ci.built {
+			cs = append(cs, ci)
+		}
+	}
+	slices.SortFunc(cs, func(a, b *cachedImage) int { return b.lastUsed.Compare(a.lastUsed) })
+	for _, ci := range cs {
+		if len(tags) < max {
+			tags = append(tags, ci.ref)
+		}
+		if ci.sourceKey != "" && len(keys) < max && !slices.Contains(keys, ci.sourceKey) {
+			keys = append(keys, ci.sourceKey)
+		}
+	}
+	return keys, tags
+}
+
+// checkImageNamespace refuses an image that belongs to another namespace:
+// a zerverless/<ns>/ reference of another ns, or an image id whose image
+// carries such a tag.
+func (d *Docker) checkImageNamespace(ctx context.Context, ref, namespace string) error {
+	if ns, built := job.ImageNamespace(ref); built {
+		if ns != namespace {
+			return refuse("docker_image: %s belongs to another namespace", ref)
+		}
+		return nil
+	}
+	if !imageIDRE.MatchString(ref) {
+		return nil
+	}
+	info, err := d.engine.ImageInspect(ctx, ref)
+	if err != nil {
+		return nil // the run reports a missing image
+	}
+	for _, tag := range info.RepoTags {
+		if ns, built := job.ImageNamespace(tag); built && ns != namespace {
+			return refuse("docker_image: %s is an image of another namespace", ref)
+		}
+	}
+	return nil
+}
+
+var imageIDRE = regexp.MustCompile(`^(sha256:)?[0-9a-f]{6,64}$`)
+
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
