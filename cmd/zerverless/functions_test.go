@@ -523,3 +523,43 @@ func TestFunctionsConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFunctionsCLI deploys, lists and removes a function with the client
+// commands.
+func TestFunctionsCLI(t *testing.T) {
+	srv, _, _ := startFunctionServer(t, t.TempDir(), nil)
+	file := filepath.Join(t.TempDir(), "hello.lua")
+	os.WriteFile(file, []byte(`function handle(req) return "hello " .. ENV.WHO end`), 0o644)
+	getenv := func(k string) string {
+		if k == "ZERVERLESS_SERVER" {
+			return srv.URL()
+		}
+		return ""
+	}
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, &out, &errb, getenv)
+		return code, out.String(), errb.String()
+	}
+	if code, out, errs := cli("deploy", "cli/hello", "-f", file, "--env", "WHO=cli", "--timeout", "5"); code != 0 || !strings.Contains(out, "version 1 (lua)") {
+		t.Fatalf("deploy: %d %q %q", code, out, errs)
+	}
+	if r := call(t, "GET", srv.URL()+"/cli/hello", nil, nil); string(r.body) != "hello cli" {
+		t.Fatalf("invoke: %d %s", r.status, r.body)
+	}
+	if code, out, errs := cli("deployments"); code != 0 || !strings.Contains(out, "cli/hello") || !strings.Contains(out, "/cli/hello") {
+		t.Fatalf("deployments: %d %q %q", code, out, errs)
+	}
+	if code, _, errs := cli("deploy", "cli/x", "-f", filepath.Join(t.TempDir(), "none.lua")); code == 0 {
+		t.Fatalf("deploy of a missing file succeeded: %q", errs)
+	}
+	if code, _, errs := cli("deploy", "api/x", "-f", file); code == 0 || !strings.Contains(errs, "namespace") {
+		t.Fatalf("deploy to a reserved namespace: %d %q", code, errs)
+	}
+	if code, out, errs := cli("undeploy", "cli/hello"); code != 0 || !strings.Contains(out, "removed") {
+		t.Fatalf("undeploy: %d %q %q", code, out, errs)
+	}
+	if r := call(t, "GET", srv.URL()+"/cli/hello", nil, nil); r.status != 404 {
+		t.Fatalf("after undeploy: %d %s", r.status, r.body)
+	}
+}

@@ -33,6 +33,9 @@ Usage:
   zerverless jobs    [flags]    list jobs
   zerverless job     ID         show one job
   zerverless cancel  ID         cancel a job
+  zerverless deploy  NS/PATH -f FILE   deploy a function
+  zerverless deployments        list functions
+  zerverless undeploy NS/PATH   remove a function
   zerverless version            print the version
 
 Run "zerverless COMMAND --help" for a command's flags.
@@ -49,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return serveCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "worker":
 		return workerCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "run", "jobs", "job", "cancel":
+	case "run", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
 		return cli.Run(ctx, args, stdout, stderr, getenv)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "zerverless", version)

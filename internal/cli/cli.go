@@ -1,5 +1,5 @@
 // Package cli implements the client commands of the zerverless binary:
-// run, jobs, job and cancel. They speak the HTTP API through
+// run, jobs, job, cancel, deploy, deployments and undeploy. They speak the HTTP API through
 // internal/client; cmd/zerverless routes to Run.
 package cli
 
@@ -40,7 +40,7 @@ const (
 // IsCommand reports whether name is a command that Run implements.
 func IsCommand(name string) bool {
 	switch name {
-	case "run", "jobs", "job", "cancel":
+	case "run", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
 		return true
 	}
 	return false
@@ -52,6 +52,9 @@ func WriteSummary(w io.Writer) {
   jobs      list jobs
   job       show one job as JSON
   cancel    cancel jobs
+  deploy    deploy a function
+  deployments  list functions
+  undeploy  remove a function
 `)
 }
 
@@ -64,7 +67,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		getenv = func(string) string { return "" }
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "zerverless: no command; one of run, jobs, job, cancel")
+		fmt.Fprintln(stderr, "zerverless: no command; one of run, jobs, job, cancel, deploy, deployments, undeploy")
 		return ExitUsage
 	}
 	c := &command{name: args[0], stdout: stdout, stderr: stderr, getenv: getenv}
@@ -77,8 +80,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return c.job(ctx, args[1:])
 	case "cancel":
 		return c.cancel(ctx, args[1:])
+	case "deploy":
+		return c.deploy(ctx, args[1:])
+	case "deployments":
+		return c.deployments(ctx, args[1:])
+	case "undeploy":
+		return c.undeploy(ctx, args[1:])
 	}
-	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, jobs, job, cancel\n", args[0])
+	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, jobs, job, cancel, deploy, deployments, undeploy\n", args[0])
 	return ExitUsage
 }
 

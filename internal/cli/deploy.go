@@ -1,0 +1,181 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/client"
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+const deployUsage = `Usage:
+  zerverless deploy NAMESPACE/PATH -f FILE [flags]
+
+Deploys FILE as the function at NAMESPACE/PATH, replacing any previous
+version. It answers every HTTP method at SERVER/NAMESPACE/PATH/...
+
+Flags:
+  --server URL           orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  -f, --file FILE        the handler's source, or a .wasm module
+  --runtime R            lua, js, python or wasm (default: from FILE's extension,
+                         .lua .js .py .wasm)
+  --env NAME=VALUE       an entry of ENV (repeatable)
+  --timeout SECONDS      per invocation (default 30)
+  --memory-mb N          memory per invocation, where the runtime bounds it
+  --max-concurrency N    invocations at once (default: no cap)
+  --json                 print the deployment as JSON
+`
+
+const deploymentsUsage = `Usage:
+  zerverless deployments [flags]
+
+Lists deployed functions.
+
+Flags:
+  --server URL      orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --namespace NS    only functions of namespace NS
+  --json            print the list as JSON
+`
+
+const undeployUsage = `Usage:
+  zerverless undeploy NAMESPACE/PATH
+
+Removes the function at NAMESPACE/PATH.
+
+Flags:
+  --server URL      orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+`
+
+// runtimeByExt maps a file extension to a function runtime.
+var runtimeByExt = map[string]job.Type{".lua": job.TypeLua, ".js": job.TypeJS, ".mjs": job.TypeJS, ".py": job.TypePython, ".wasm": job.TypeWasm}
+
+func (c *command) deploy(ctx context.Context, args []string) int {
+	var (
+		file, runtime   string
+		timeout         float64
+		memory, maxConc int
+		asJSON          bool
+		env             envFlag
+	)
+	fs := c.flags()
+	fs.StringVar(&file, "f", "", "")
+	fs.StringVar(&file, "file", "", "")
+	fs.StringVar(&runtime, "runtime", "", "")
+	fs.Var(&env, "env", "")
+	fs.Float64Var(&timeout, "timeout", 0, "")
+	fs.IntVar(&memory, "memory-mb", 0, "")
+	fs.IntVar(&maxConc, "max-concurrency", 0, "")
+	fs.BoolVar(&asJSON, "json", false, "")
+	rest, st, ok := c.parse(fs, args, deployUsage, true)
+	if !ok {
+		return st
+	}
+	if len(rest) != 1 {
+		return c.usageError("want one NAMESPACE/PATH")
+	}
+	ns, path, ok := strings.Cut(rest[0], "/")
+	if !ok || ns == "" || path == "" {
+		return c.usageError("%q is not NAMESPACE/PATH", rest[0])
+	}
+	if file == "" {
+		return c.usageError("-f FILE is required")
+	}
+	rt := job.Type(runtime)
+	if rt == "" {
+		if rt = runtimeByExt[strings.ToLower(filepath.Ext(file))]; rt == "" {
+			return c.usageError("--runtime is required: the extension of %s names no runtime", file)
+		}
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return c.fail(ExitFail, "%v", err)
+	}
+	req := job.DeployRequest{Runtime: rt, MemoryMB: memory, MaxConcurrency: maxConc}
+	req.Env = env.m
+	if timeout > 0 {
+		req.TimeoutSeconds = &timeout
+	}
+	if rt == job.TypeWasm {
+		req.Wasm = data
+	} else {
+		req.Code = string(data)
+	}
+	cl := c.client()
+	d, err := cl.Deploy(ctx, ns, path, req)
+	if err != nil {
+		return c.fail(ExitFail, "%s: %v", cl.BaseURL(), describe(err))
+	}
+	if asJSON {
+		c.printJSON(d)
+		return ExitOK
+	}
+	fmt.Fprintf(c.stdout, "deployed %s version %d (%s): %s%s\n", d.Name(), d.Version, d.Runtime, cl.BaseURL(), d.URL)
+	return ExitOK
+}
+
+func (c *command) deployments(ctx context.Context, args []string) int {
+	var ns string
+	var asJSON bool
+	fs := c.flags()
+	fs.StringVar(&ns, "namespace", "", "")
+	fs.BoolVar(&asJSON, "json", false, "")
+	rest, st, ok := c.parse(fs, args, deploymentsUsage, true)
+	if !ok {
+		return st
+	}
+	if len(rest) > 0 {
+		return c.usageError("unexpected arguments %q", rest)
+	}
+	cl := c.client()
+	list, err := cl.Deployments(ctx, ns, false)
+	if err != nil {
+		return c.fail(ExitFail, "%s: %v", cl.BaseURL(), describe(err))
+	}
+	if asJSON {
+		if list == nil {
+			list = []client.Deployment{}
+		}
+		c.printJSON(api.DeploymentList{Deployments: list})
+		return ExitOK
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FUNCTION\tRUNTIME\tVERSION\tTIMEOUT\tMAX CONCURRENCY\tUPDATED\tURL")
+	now := time.Now()
+	for _, d := range list {
+		conc := "-"
+		if d.MaxConcurrency > 0 {
+			conc = fmt.Sprint(d.MaxConcurrency)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%gs\t%s\t%s\t%s\n", d.Name(), d.Runtime, d.Version, d.TimeoutSeconds,
+			conc, age(now, d.UpdatedAt), d.URL)
+	}
+	tw.Flush()
+	return ExitOK
+}
+
+func (c *command) undeploy(ctx context.Context, args []string) int {
+	fs := c.flags()
+	rest, st, ok := c.parse(fs, args, undeployUsage, true)
+	if !ok {
+		return st
+	}
+	if len(rest) != 1 {
+		return c.usageError("want one NAMESPACE/PATH")
+	}
+	ns, path, ok := strings.Cut(rest[0], "/")
+	if !ok || ns == "" || path == "" {
+		return c.usageError("%q is not NAMESPACE/PATH", rest[0])
+	}
+	cl := c.client()
+	if err := cl.Undeploy(ctx, ns, path); err != nil {
+		return c.fail(ExitFail, "%s: %v", cl.BaseURL(), describe(err))
+	}
+	fmt.Fprintf(c.stdout, "removed %s/%s\n", ns, path)
+	return ExitOK
+}
