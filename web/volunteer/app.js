@@ -154,6 +154,7 @@
   }
 
   function scheduleReconnect(why) {
+    console.info('zerverless volunteer: ' + why);
     const base = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * Math.pow(2, attempts));
     const delay = Math.round(base / 2 + Math.random() * base / 2);
     attempts++;
@@ -417,12 +418,16 @@
     }
   }
   function skipString(s, i) {
-    for (i++; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      if (c === 92) i++;
-      else if (c === 34) return i + 1;
+    for (;;) {
+      const q = s.indexOf('"', i + 1);
+      if (q < 0) throw new Error('unterminated string');
+      // The quote ends the string unless an odd number of backslashes
+      // escapes it.
+      let n = 0;
+      while (s.charCodeAt(q - 1 - n) === 92) n++;
+      if (n % 2 === 0) return q + 1;
+      i = q;
     }
-    throw new Error('unterminated string');
   }
   function skipValue(s, i) {
     const c = s[i];
@@ -448,9 +453,6 @@
 
   // ---- display --------------------------------------------------------
 
-  function shortId(id) {
-    return String(id).slice(0, 13);
-  }
 
   function showTask(t) {
     const empty = ui.current.querySelector('.empty');
@@ -458,7 +460,7 @@
     const li = document.createElement('li');
     const id = document.createElement('span');
     id.className = 'id';
-    id.textContent = shortId(t.jobId);
+    id.textContent = String(t.jobId);
     const what = document.createElement('span');
     what.className = 'what';
     li.append(id, ' ', what);
@@ -491,7 +493,7 @@
     li.dataset.status = res.status;
     const id = document.createElement('span');
     id.className = 'id';
-    id.textContent = shortId(t.jobId);
+    id.textContent = String(t.jobId);
     const status = document.createElement('span');
     status.className = 'status-' + res.status;
     status.textContent = res.status;
@@ -544,7 +546,9 @@
     for (const t of Array.from(tasks.values())) {
       if (now >= t.deadline) finish(t, { status: 'timeout', error: 'timed out', exit_code: -1 });
     }
-    if (registered && now - lastSent >= heartbeatMs - ticker.ms) {
+    // Heartbeats go twice per interval, so that one late tick does not
+    // come near the three silent intervals that end a session.
+    if (registered && now - lastSent >= heartbeatMs / 2) {
       send({ type: 'heartbeat', leases: Array.from(tasks.keys()).sort() });
     }
     if (ws && !registered && now - connectedAt > REGISTER_WAIT_MS) endSession('the orchestrator did not answer');

@@ -44,6 +44,7 @@
   const deleteProperty = Reflect.deleteProperty;
   const apply = Reflect.apply;
   const encoder = new TextEncoder();
+  const runnerURL = String(self.location.href);
 
   // The globals ECMAScript defines; everything else goes.
   const standard = new Set([
@@ -138,12 +139,33 @@
     if (isError(v)) {
       try {
         const stack = v.stack;
-        if (typeof stack === 'string' && stack !== '') return stack;
+        if (typeof stack === 'string' && stack !== '') return jobStack(stack);
       } catch (e) {
         // fall through
       }
     }
     return safeString(v);
+  }
+
+  // jobStack rewrites a stack trace in the job's terms: frames of the
+  // job's code become "at name (job.js:line:col)", as the native runtime
+  // names them, and the runner's own frames are left out.
+  function jobStack(stack) {
+    const lines = stack.split('\n');
+    const out = [lines[0]];
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
+      if (line.indexOf(runnerURL) < 0) {
+        if (!/^\s*at eval \(<anonymous>\)\s*$/.test(line)) out.push(line);
+        continue;
+      }
+      const at = /<anonymous>:(\d+):(\d+)\)?\s*$/.exec(line);
+      if (at === null) continue;
+      const name = /^\s*at (\S+) \(eval at /.exec(line);
+      const where = 'job.js:' + at[1] + ':' + at[2];
+      out.push(name !== null && name[1] !== 'eval' ? '    at ' + name[1] + ' (' + where + ')' : '    at ' + where);
+    }
+    return out.join('\n');
   }
 
   function printer(stream) {
