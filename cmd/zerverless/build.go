@@ -19,9 +19,8 @@ func (s *Server) startContexts(ctx context.Context, cfg *ServerConfig) error {
 	if cc.Logger == nil {
 		cc.Logger = s.log.With("component", "build-contexts")
 	}
-	if cc.Limits.MaxBytes == 0 {
-		cc.Limits = cfg.API.ContextLimits
-	}
+	// One set of limits: uploads and inline contexts are held to the same.
+	cc.Limits = cfg.API.ContextLimits
 	cs, err := contextstore.New(cc, s.store)
 	if err != nil {
 		return fmt.Errorf("build contexts: %w", err)

@@ -59,6 +59,9 @@ type ResultView struct {
 	// Files are the files a container wrote under /output, by path
 	// relative to it (base64 in JSON).
 	Files map[string][]byte `json:"files,omitempty"`
+	// Build reports a build job's image: its tag and id, whether the
+	// build was a cache hit, its log.
+	Build *job.BuildResult `json:"build,omitempty"`
 }
 
 // NewView returns the view of j. With spec set, the view carries the job's
@@ -91,6 +94,7 @@ func NewView(j *job.Job, spec bool) View {
 			PeakMemoryBytes: r.PeakMemoryBytes,
 			CPUTimeMS:       r.CPUTimeMS,
 			Files:           r.Files,
+			Build:           r.Build,
 		}
 	}
 	if spec {
