@@ -106,6 +106,70 @@ func buildWasm(t *testing.T, source string) []byte {
 	return b
 }
 
+// browserRustSource is a Rust program for wasm32-wasi(p1) that exercises
+// what Rust's standard library asks of WASI: arguments, environment,
+// stdin, stdout and stderr, clocks, a sleep, random seeds (HashMap), an
+// attempt to open a file (preopens), exit codes, and set_result.
+const browserRustSource = `use std::io::Read;
+
+#[link(wasm_import_module = "zerverless")]
+extern "C" {
+    fn set_result(ptr: *const u8, len: u32);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() > 1 && args[1] == "exit" {
+        eprintln!("rust exiting with 4");
+        std::process::exit(4);
+    }
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).unwrap();
+    println!("rust got {} args={} env={}", input, args.join(","), std::env::var("INPUT_DATA").unwrap_or_default());
+    eprintln!("rust stderr");
+    let start = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let slept = start.elapsed().as_millis() >= 30;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut m = std::collections::HashMap::new();
+    m.insert(1u8, 2u8);
+    let no_files = std::fs::File::open("/etc/passwd").is_err();
+    let out = format!("{{\"slept\":{},\"time_ok\":{},\"no_files\":{},\"map\":{}}}", slept, now > 1700000000, no_files, m.len());
+    unsafe { set_result(out.as_ptr(), out.len() as u32) };
+}
+`
+
+// buildRustWasm compiles source for WASI preview 1 with a rustc that has
+// the target: Debian's (rustc and libstd-rust-dev-wasm32, whose target is
+// still named wasm32-wasi) or a rustup toolchain with wasm32-wasip1. .ci/run
+// installs Debian's; without one the test fails.
+func buildRustWasm(t *testing.T, source string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.rs")
+	if err := os.WriteFile(src, []byte(source), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "module.wasm")
+	var tried []string
+	for _, rustc := range []string{"/usr/bin/rustc", "rustc"} {
+		for _, target := range []string{"wasm32-wasip1", "wasm32-wasi"} {
+			cmd := exec.Command(rustc, "--target", target, "-O", "-C", "strip=debuginfo", "-o", out, src)
+			b, err := cmd.CombinedOutput()
+			if err == nil {
+				mod, err := os.ReadFile(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return mod
+			}
+			tried = append(tried, fmt.Sprintf("%s --target %s: %v %.300s", rustc, target, err, b))
+		}
+	}
+	t.Fatalf("no rustc builds WASI modules (apt-get install rustc libstd-rust-dev-wasm32 lld; .ci/run does it):\n%s", strings.Join(tried, "\n"))
+	return nil
+}
+
 // chromiumPath finds Debian's chromium (or another Chrome). The browser
 // tests fail without one: .ci/run installs it.
 func chromiumPath(t *testing.T) string {
@@ -397,6 +461,40 @@ console.warn("careful"); console.error(new TypeError("bad"));
 				wantRes := `{"double":42,"environ":1,"no_files":true,"random":true,"slept":true,"year_ok":true}`
 				if string(r.view.Result) != wantRes {
 					t.Errorf("wasm result %s, want %s", r.view.Result, wantRes)
+				}
+			}
+		}
+	})
+
+	t.Run("Rust Wasm jobs match the native runtime", func(t *testing.T) {
+		rust := buildRustWasm(t, browserRustSource)
+		native, err := wasmrt.New(wasmrt.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer native.Close(ctx)
+		for _, tc := range []struct {
+			name, input, errHas string
+			args                []string
+		}{
+			{name: "rust: input, output, result", args: []string{"x y"}, input: `{"x":2}`},
+			{name: "rust: exit code", args: []string{"exit"}, errHas: "code 4"},
+		} {
+			req := job.Request{Type: job.TypeWasm, Wasm: rust, Args: tc.args}
+			if tc.input != "" {
+				req.Input = json.RawMessage(tc.input)
+			}
+			r := browserRun{name: tc.name, req: req, id: submitJob(t, c, req)}
+			r.view = waitDone(t, c, r.id, 60*time.Second)
+			track(r.id, r.view)
+			want, _ := native.Run(ctx, job.Task{JobID: r.id, Type: job.TypeWasm, Timeout: 10 * time.Second,
+				Spec: job.Spec{Wasm: rust, Args: tc.args, Input: r.req.Input}, Limits: job.Limits{OutputBytes: 1 << 20}})
+			compareRun(t, &r, a.workerID, want, tc.errHas)
+			if tc.input != "" {
+				wantOut := "rust got " + tc.input + " args=module.wasm,x y env=" + tc.input + "\n"
+				wantRes := `{"slept":true,"time_ok":true,"no_files":true,"map":1}`
+				if r.view.Output != wantOut || r.view.Stderr != "rust stderr\n" || string(r.view.Result) != wantRes {
+					t.Errorf("rust module: output %q stderr %q result %s; want %q, %q", r.view.Output, r.view.Stderr, r.view.Result, wantOut, wantRes)
 				}
 			}
 		}
