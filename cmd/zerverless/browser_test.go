@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,6 +196,8 @@ func startBrowser(t *testing.T) context.Context {
 		chromedp.DisableGPU,
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1100, 1000),
+		// The TLS proxy of the tests has a self-signed certificate.
+		chromedp.Flag("ignore-certificate-errors", true),
 	)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
@@ -322,8 +326,10 @@ type browserRun struct {
 // WASI jobs give the same output, returned value, status and exit code in
 // the browser as in the native runtimes; endless loops end as timeout and
 // the page goes on; code that tries the network does not reach it; cancel
-// and pause work; its counters match the jobs it ran; and closing the tab
-// mid-job re-queues the job to another tab with attempt 2.
+// and pause work; its counters match the jobs it ran; closing the tab
+// mid-job re-queues the job to another tab with attempt 2; and served over
+// https by a TLS reverse proxy it connects over wss (an https page may not
+// open ws://) and runs jobs.
 func TestBrowserVolunteer(t *testing.T) {
 	module := buildWasm(t, browserWasmSource)
 	cfg := testServerConfig(t, t.TempDir(), 0)
@@ -718,6 +724,26 @@ seen`})
 		if v.Status != job.StatusCompleted || v.Attempt != 2 || v.WorkerID != b.workerID || string(v.Result) != `"finished"` {
 			t.Errorf("re-queued job: status %s attempt %d worker %s (second tab %s) result %s error %q",
 				v.Status, v.Attempt, v.WorkerID, b.workerID, v.Result, v.Error)
+		}
+		b.close()
+	})
+
+	t.Run("behind a TLS reverse proxy", func(t *testing.T) {
+		target, err := url.Parse(srvURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+		defer proxy.Close()
+		p := openVolunteer(t, browser, proxy.URL+"/volunteer/")
+		defer p.close()
+		if got := eval[string](p, "location.protocol"); got != "https:" {
+			t.Fatalf("page over %s", got)
+		}
+		id := submitJob(t, c, job.Request{Type: job.TypeWasm, Wasm: module, Input: json.RawMessage(`{"x":5}`)})
+		v := waitDone(t, c, id, 30*time.Second)
+		if v.Status != job.StatusCompleted || v.WorkerID != p.workerID || !strings.Contains(string(v.Result), `"double":10`) {
+			t.Errorf("job through the proxy: status %s worker %s (page %s) result %s error %q", v.Status, v.WorkerID, p.workerID, v.Result, v.Error)
 		}
 	})
 
