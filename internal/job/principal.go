@@ -1,0 +1,116 @@
+package job
+
+import "slices"
+
+// TokenKind says what a token is for.
+type TokenKind string
+
+const (
+	// TokenAdmin may do everything, in every namespace.
+	TokenAdmin TokenKind = "admin"
+	// TokenNamespace acts only within its namespace.
+	TokenNamespace TokenKind = "namespace"
+	// TokenWorker is a join token: a worker that presents it is trusted.
+	TokenWorker TokenKind = "worker"
+)
+
+// Known reports whether k is a kind the platform knows.
+func (k TokenKind) Known() bool {
+	return k == TokenAdmin || k == TokenNamespace || k == TokenWorker
+}
+
+// Principal is who makes a call, as established from a token.
+type Principal struct {
+	// TokenID identifies the token (never its secret); "" for the
+	// platform's own embedded workers.
+	TokenID string    `json:"token_id"`
+	Kind    TokenKind `json:"kind"`
+	// Namespace is the namespace of a namespace token.
+	Namespace string `json:"namespace,omitempty"`
+	// Name is a label the admin gave the token (for example the owner of
+	// a worker), shown in logs and worker lists.
+	Name string `json:"name,omitempty"`
+}
+
+// Admin reports whether p may do everything.
+func (p Principal) Admin() bool { return p.Kind == TokenAdmin }
+
+// Sees reports whether p may see and act on namespace ns.
+func (p Principal) Sees(ns string) bool {
+	return p.Kind == TokenAdmin || (p.Kind == TokenNamespace && p.Namespace == ns)
+}
+
+// Token is a stored API or join token, without its secret (only a hash of
+// it is kept).
+type Token struct {
+	ID        string    `json:"id"`
+	Kind      TokenKind `json:"kind"`
+	Namespace string    `json:"namespace,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	CreatedAt int64     `json:"-"`
+}
+
+// NamespacePolicy is what an operator set for one namespace. Zero fields
+// take the platform's defaults.
+type NamespacePolicy struct {
+	Namespace string `json:"namespace"`
+	// RequireTrustedWorkers sends the namespace's jobs only to workers
+	// that joined with a join token.
+	RequireTrustedWorkers bool   `json:"require_trusted_workers,omitempty"`
+	Quotas                Quotas `json:"quotas,omitzero"`
+}
+
+// Quotas bound what one namespace may hold at once. Zero fields take the
+// platform's defaults; a negative field means no limit.
+type Quotas struct {
+	// PendingJobs caps jobs waiting in the queue.
+	PendingJobs int `json:"pending_jobs,omitempty"`
+	// RunningJobs caps jobs running at once; jobs beyond it wait queued.
+	RunningJobs int `json:"running_jobs,omitempty"`
+	// SubmitsPerSecond caps job submissions and invocations per second
+	// (a token bucket with a burst of twice the rate).
+	SubmitsPerSecond float64 `json:"submits_per_second,omitempty"`
+	// Deployments caps deployed functions.
+	Deployments int `json:"deployments,omitempty"`
+	// BuildContextMB caps stored build contexts.
+	BuildContextMB int `json:"build_context_mb,omitempty"`
+}
+
+// Merge returns q with its zero fields taken from def.
+func (q Quotas) Merge(def Quotas) Quotas {
+	if q.PendingJobs == 0 {
+		q.PendingJobs = def.PendingJobs
+	}
+	if q.RunningJobs == 0 {
+		q.RunningJobs = def.RunningJobs
+	}
+	if q.SubmitsPerSecond == 0 {
+		q.SubmitsPerSecond = def.SubmitsPerSecond
+	}
+	if q.Deployments == 0 {
+		q.Deployments = def.Deployments
+	}
+	if q.BuildContextMB == 0 {
+		q.BuildContextMB = def.BuildContextMB
+	}
+	return q
+}
+
+// DefaultQuotas are the documented defaults of every namespace.
+func DefaultQuotas() Quotas {
+	return Quotas{
+		PendingJobs:      10_000,
+		RunningJobs:      1_000,
+		SubmitsPerSecond: 200,
+		Deployments:      100,
+		BuildContextMB:   1024,
+	}
+}
+
+// TrustedOnly are the job types sent only to trusted workers, whatever the
+// namespace asks: a container runs with the worker's engine, and a build
+// writes images there.
+var TrustedOnly = []Type{TypeDocker}
+
+// NeedsTrust reports whether jobs of type t go only to trusted workers.
+func NeedsTrust(t Type) bool { return slices.Contains(TrustedOnly, t) }
