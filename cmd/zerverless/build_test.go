@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -463,5 +464,42 @@ func TestBuildUploadedContext(t *testing.T) {
 	v := postWait(t, srv, c, `{"job_type": "docker", "dockerfile": "Dockerfile", "build_context_id": "`+up.BuildContextID+`"}`)
 	if v.Status != job.StatusCompleted || v.Output != "Dockerfile\ndata\nlink\nfrom an uploaded context\n" {
 		t.Fatalf("got %s %q %q %+v", v.Status, v.Output, v.Error, v.Build)
+	}
+}
+
+// TestBuildCLI: `zerverless build` tars a directory without what
+// .dockerignore excludes, builds it with an argument, and runs a command in
+// it; --only prints the namespaced tag.
+func TestBuildCLI(t *testing.T) {
+	fakeImage(t, "zerverless-test/busybox:build", nil)
+	srv, _ := startServer(t, buildServerConfig(t))
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"Dockerfile":     "FROM zerverless-test/busybox:build\nARG WHO\nCOPY . /app\nRUN echo \"built for $WHO\" > /app/who\n",
+		".dockerignore":  "secret.txt\nlogs/\n",
+		"main.sh":        "echo main",
+		"secret.txt":     "do not send",
+		"logs/today.log": "noise",
+		"sub/keep.txt":   "kept",
+	} {
+		p := dir + "/" + name
+		os.MkdirAll(p[:strings.LastIndex(p, "/")], 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"build", "--server", srv.URL(), "-t", "cli:1", "--build-arg", "WHO=cli", dir,
+		"--", "sh", "-c", "cd /app; ls -A; cat who"}, &out, &errOut, func(string) string { return "" })
+	want := "Dockerfile\nmain.sh\nsub\nwho\nbuilt for cli\n"
+	if code != 0 || out.String() != want || !strings.Contains(errOut.String(), "zerverless/default/cli:1") {
+		t.Fatalf("exit %d stdout %q stderr %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	code = run(context.Background(), []string{"build", "--server", srv.URL(), "--only", "-t", "cli:1", "--build-arg", "WHO=cli", dir},
+		&out, &errOut, func(string) string { return "" })
+	if code != 0 || !strings.HasPrefix(out.String(), "zerverless/default/cli:1\nsha256:") || !strings.Contains(errOut.String(), "cache hit") {
+		t.Fatalf("--only: exit %d stdout %q stderr %q", code, out.String(), errOut.String())
 	}
 }

@@ -30,6 +30,7 @@ Usage:
   zerverless serve   [flags]    run the orchestrator with embedded workers
   zerverless worker  [flags]    run a native worker that dials an orchestrator
   zerverless run     [flags]    submit a job, wait, print its output
+  zerverless build   [flags] DIR [-- CMD...]   build DIR into an image on a worker, run it
   zerverless jobs    [flags]    list jobs
   zerverless job     ID         show one job
   zerverless cancel  ID         cancel a job
@@ -52,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return serveCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "worker":
 		return workerCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "run", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
+	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
 		return cli.Run(ctx, args, stdout, stderr, getenv)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "zerverless", version)

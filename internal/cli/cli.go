@@ -40,7 +40,7 @@ const (
 // IsCommand reports whether name is a command that Run implements.
 func IsCommand(name string) bool {
 	switch name {
-	case "run", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
+	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
 		return true
 	}
 	return false
@@ -49,6 +49,7 @@ func IsCommand(name string) bool {
 // WriteSummary writes one line per client command, for the binary's help.
 func WriteSummary(w io.Writer) {
 	fmt.Fprint(w, `  run       submit a job, wait for it and print its output
+  build     build a directory into an image on a worker, and run it
   jobs      list jobs
   job       show one job as JSON
   cancel    cancel jobs
@@ -74,6 +75,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	switch args[0] {
 	case "run":
 		return c.run(ctx, args[1:])
+	case "build":
+		return c.build(ctx, args[1:])
 	case "jobs":
 		return c.jobs(ctx, args[1:])
 	case "job":
