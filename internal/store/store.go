@@ -45,6 +45,10 @@ type Store interface {
 	// DeleteDeployment removes the deployment at namespace/path, or
 	// returns an error with code not_found.
 	DeleteDeployment(ctx context.Context, namespace, path string) error
+
+	// Tenancy keeps tokens, namespace policies and build context owners.
+	Tenancy
+
 	// Close releases the store. Calls after Close fail.
 	Close() error
 }

@@ -14,6 +14,7 @@ var migrations = []string{
 	schemaJobs,          // 1: jobs, their specs, counts by status
 	schemaDeployments,   // 2: function deployments
 	schemaBuildContexts, // 3: uploaded build contexts
+	schemaTenancy,       // 4: tokens, namespace policies, build context owners
 }
 
 // migrate applies, in one transaction, every migration the database has not
