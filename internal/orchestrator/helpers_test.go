@@ -2,8 +2,11 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,11 +28,17 @@ type harness struct {
 	srv   *httptest.Server
 }
 
+const harnessSecret = "harness-secret"
+
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.LeaseGrace = time.Second
 	cfg.WriteTimeout = 5 * time.Second
+	// Raw workers present harnessSecret and are trusted; those that
+	// present nothing are anonymous volunteers.
+	cfg.LocalWorkerSecret = harnessSecret
+	cfg.OpenVolunteering = true
 	return cfg
 }
 
@@ -42,7 +51,7 @@ func newHarness(t *testing.T, dir string, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := New(cfg, st, nil, nil)
+	o, err := New(cfg, st, testLog(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +127,7 @@ func (h *harness) dial(caps job.Capabilities) *rawWorker {
 		h.t.Fatalf("dial: %v", err)
 	}
 	h.t.Cleanup(func() { conn.CloseNow() })
-	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps}); err != nil {
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps, Token: harnessSecret}); err != nil {
 		h.t.Fatal(err)
 	}
 	m, err := conn.Read(ctx)
@@ -193,3 +202,16 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func resultMessage(t *job.Task, s job.Status) protocol.Message {
+	return protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &job.Result{Status: s}}
+}
+
+func testLog() *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -23,6 +23,9 @@ func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time
 		return nil, err
 	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
+	if err := o.admitQuota(ctx, j.Namespace, false); err != nil {
+		return nil, err
+	}
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()

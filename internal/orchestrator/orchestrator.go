@@ -54,6 +54,28 @@ type Config struct {
 	DockerAllowImages []string
 	// Version is reported to workers and in logs.
 	Version string
+
+	// Auth checks the join tokens workers present; nil treats every
+	// token but LocalWorkerSecret as invalid.
+	Auth Authenticator
+	// Policies gives each namespace's policy; nil gives the defaults.
+	Policies PolicySource
+	// OpenVolunteering lets workers without a join token connect
+	// (default false). They are never trusted: they get no container jobs
+	// and no jobs of namespaces that require trusted workers.
+	OpenVolunteering bool
+	// LocalWorkerSecret is the join token of the orchestrator's own
+	// embedded workers; it is never stored.
+	LocalWorkerSecret string
+	// DefaultQuotas bound every namespace whose policy does not say
+	// otherwise (default job.DefaultQuotas).
+	DefaultQuotas job.Quotas
+	// MaxReplicas caps a job's replicas, including those run again after a
+	// disagreement (default 7).
+	MaxReplicas int
+	// MaxStrikes is how many times a worker owner's results may lose
+	// quorum before its workers are sent no more jobs (default 3).
+	MaxStrikes int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -66,6 +88,9 @@ func DefaultConfig() Config {
 		WriteTimeout:      30 * time.Second,
 		MaxQueued:         1_000_000,
 		RequestLimits:     job.DefaultRequestLimits(),
+		DefaultQuotas:     job.DefaultQuotas(),
+		MaxReplicas:       7,
+		MaxStrikes:        3,
 	}
 }
 
@@ -85,10 +110,20 @@ type Orchestrator struct {
 	counts  map[job.Status]int
 	seq     uint64
 	closed  bool
+	// nsRunning counts running jobs per namespace, for the running quota.
+	nsRunning map[string]int
+	// strikes counts, per worker owner, results that lost quorum.
+	strikes map[string]int
+
+	policies policyCache
+	buckets  rateLimiter
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	sessions sync.WaitGroup
+	// launches counts assignments whose running state is not stored yet.
+	// It grows only under mu while not closed, so Close can wait for it.
+	launches sync.WaitGroup
 }
 
 // entry is an active job with its scheduling state. Fields are guarded by
@@ -103,8 +138,14 @@ type entry struct {
 	version    uint64
 	done       chan struct{} // closed when the job is terminal and stored
 	final      bool          // terminal; being stored
-	// ephemeral jobs (function invocations) are never stored.
+	// ephemeral jobs (function invocations, replicas) are never stored.
 	ephemeral bool
+	// parent is the replicated job a replica belongs to; rep is set on
+	// that parent.
+	parent *entry
+	rep    *replication
+	// lostRun is set when the job ran out of attempts by losing workers.
+	lostRun bool
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
@@ -126,6 +167,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		workers: make(map[string]*worker),
 		counts:  make(map[job.Status]int),
 		stop:    make(chan struct{}),
+
+		nsRunning: make(map[string]int),
+		strikes:   make(map[string]int),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {
@@ -167,7 +211,11 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		e.seq = o.seq
 		e.enqueuedAt = o.now()
 		o.active[j.ID] = e
-		o.queue.push(e, false)
+		if j.Spec.Replicated() {
+			o.expandLocked(e)
+		} else {
+			o.queue.push(e, false)
+		}
 		if j.Status == job.StatusPending && j.Reason != "" {
 			recovered = append(recovered, e)
 		}
@@ -203,6 +251,7 @@ func (o *Orchestrator) Close() error {
 	o.sessions.Wait()
 	close(o.stop)
 	o.wg.Wait()
+	o.launches.Wait()
 	return nil
 }
 
@@ -234,6 +283,9 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 		return nil, err
 	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
+	if err := o.admitQuota(ctx, j.Namespace, true); err != nil {
+		return nil, err
+	}
 	if err := o.store.CreateJob(ctx, j); err != nil {
 		return nil, fmt.Errorf("store new job: %w", err)
 	}
@@ -245,7 +297,11 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now()}
 	o.active[j.ID] = e
 	o.counts[job.StatusPending]++
-	o.queue.push(e, false)
+	if j.Spec.Replicated() {
+		o.expandLocked(e)
+	} else {
+		o.queue.push(e, false)
+	}
 	starts := o.dispatchLocked()
 	o.mu.Unlock()
 
@@ -269,7 +325,10 @@ func (o *Orchestrator) Job(ctx context.Context, id string) (*job.Job, error) {
 // viewLocked copies e's job for a reader, with a pending job's reason.
 func (o *Orchestrator) viewLocked(e *entry) *job.Job {
 	j := *e.job
-	if j.Status == job.StatusPending && j.Reason == "" {
+	switch {
+	case e.rep != nil && !j.Status.Terminal():
+		j.Reason = o.replicaReasonLocked(e)
+	case j.Status == job.StatusPending && j.Reason == "":
 		j.Reason = o.pendingReasonLocked(e)
 	}
 	return &j
@@ -343,6 +402,7 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 		}
 		return j, job.Errorf(job.CodeConflict, "job %s has already ended (%s)", id, j.Status)
 	}
+	o.stopReplicasLocked(e)
 	var notify *worker
 	var lease string
 	if e.worker != nil {
@@ -368,7 +428,8 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 // finishLocked records a terminal result for e. The caller persists e.
 func (o *Orchestrator) finishLocked(e *entry, r *job.Result) {
 	j := e.job
-	o.counts[j.Status]--
+	ranOn := e.worker
+	o.countLocked(e, j.Status, -1)
 	if e.elem != nil {
 		o.queue.remove(e)
 	}
@@ -383,11 +444,15 @@ func (o *Orchestrator) finishLocked(e *entry, r *job.Result) {
 	if r.Error != "" && j.Reason == "" && r.Status != job.StatusCompleted {
 		j.Reason = r.Error
 	}
-	e.worker = nil
+	o.releaseLocked(e)
 	e.final = true
 	e.version++
 	if !e.ephemeral {
-		o.counts[j.Status]++
+		o.countLocked(e, j.Status, 1)
+	}
+	if e.parent != nil {
+		o.replicaDoneLocked(e, ranOn, r)
+		return
 	}
 	o.metrics.finished.WithLabelValues(string(j.Type), string(j.Status)).Inc()
 }
@@ -399,12 +464,13 @@ func (o *Orchestrator) loseLocked(e *entry, why string) {
 	j := e.job
 	j.Attempt++
 	j.LeaseID = ""
-	e.worker = nil
+	o.releaseLocked(e)
 	e.version++
 	if j.Attempt > j.MaxAttempts {
 		j.Attempt = j.MaxAttempts
 		j.Status = job.StatusRunning // so finishLocked counts it out
-		o.counts[job.StatusRunning]++
+		o.countLocked(e, job.StatusRunning, 1)
+		e.lostRun = true
 		o.finishLocked(e, &job.Result{
 			Status:   job.StatusFailed,
 			Error:    fmt.Sprintf("no attempts left after %d: %s", j.MaxAttempts, why),

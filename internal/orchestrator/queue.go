@@ -59,11 +59,10 @@ func (q *queues) remove(e *entry) {
 // that fits a worker's resource limits.
 const scanDepth = 64
 
-// next returns the oldest queued job that a worker with caps may run, or
-// nil. It looks at the head of each queue the worker can serve, and up to
-// scanDepth entries into a queue whose head asks for more than the worker
-// allows.
-func (q *queues) next(caps *job.Capabilities) *entry {
+// next returns the oldest queued job of the runtimes and namespaces caps
+// serve that accept takes, or nil. It looks at the head of each such queue,
+// and up to scanDepth entries into a queue whose head accept refuses.
+func (q *queues) next(caps *job.Capabilities, accept func(*entry) bool) *entry {
 	var best *entry
 	consider := func(l *list.List) {
 		i := 0
@@ -72,7 +71,7 @@ func (q *queues) next(caps *job.Capabilities) *entry {
 			if best != nil && e.seq > best.seq {
 				return
 			}
-			if ok, _ := caps.Accepts(e.job); ok {
+			if accept(e) {
 				best = e
 				return
 			}
@@ -136,4 +135,15 @@ func sortedTypes(m map[job.Type]int) []job.Type {
 	}
 	slices.Sort(ts)
 	return ts
+}
+
+// pendingIn returns how many jobs of namespace ns are queued.
+func (q *queues) pendingIn(ns string) int {
+	n := 0
+	for _, byNS := range q.byType {
+		if l := byNS[ns]; l != nil {
+			n += l.Len()
+		}
+	}
+	return n
 }

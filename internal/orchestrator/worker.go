@@ -20,6 +20,8 @@ import (
 // Orchestrator.mu, except the outbox, which has its own lock.
 type worker struct {
 	id          string
+	trusted     bool
+	owner       string
 	conn        *protocol.Conn
 	name        string
 	remote      string
@@ -92,9 +94,15 @@ func (o *Orchestrator) dispatchLocked() []start {
 }
 
 // fillLocked gives w queued jobs until it has no free slot or nothing fits.
+// Once the orchestrator is closing nothing is handed out: every session is
+// ending, and a job passed from one to the next would lose an attempt each
+// time.
 func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
-	for !w.gone && w.free() > 0 {
-		e := o.queue.next(&w.caps)
+	for !o.closed && !w.gone && w.free() > 0 {
+		if o.bannedLocked(w) {
+			break
+		}
+		e := o.queue.next(&w.caps, func(e *entry) bool { return o.eligibleLocked(w, e) })
 		if e == nil {
 			break
 		}
@@ -113,17 +121,22 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	now := o.now()
 	j := e.job
 	o.metrics.queueWait.WithLabelValues(string(j.Type)).Observe(now.Sub(e.enqueuedAt).Seconds())
-	o.counts[job.StatusPending]--
-	o.counts[job.StatusRunning]++
+	o.countLocked(e, job.StatusPending, -1)
+	o.countLocked(e, job.StatusRunning, 1)
 	j.Status = job.StatusRunning
 	j.LeaseID = newLeaseID()
 	j.WorkerID = w.id
 	j.StartedAt = now.UTC()
 	j.Reason = ""
 	e.worker = w
+	o.nsRunning[j.Namespace]++
+	if e.parent != nil {
+		o.replicaAssignedLocked(e, w)
+	}
 	e.deadline = now.Add(j.Spec.TaskTimeout() + o.cfg.LeaseGrace)
 	e.version++
 	w.leases[j.LeaseID] = &lease{jobID: j.ID, assigned: now, deadline: e.deadline}
+	o.launches.Add(1) // done when launch has stored the running state
 	task := &job.Task{
 		JobID:     j.ID,
 		LeaseID:   j.LeaseID,
@@ -143,7 +156,10 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 func (o *Orchestrator) launch(starts []start) {
 	for _, s := range starts {
 		s.w.send(s.m)
-		go o.persist(context.Background(), s.e)
+		go func() {
+			defer o.launches.Done()
+			o.persist(context.Background(), s.e)
+		}()
 	}
 }
 
@@ -167,9 +183,22 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		o.refuse(ctx, conn, fmt.Sprintf("protocol version %d is not supported (this orchestrator speaks %d)", m.Version, protocol.Version))
 		return fmt.Errorf("unsupported protocol version %d", m.Version)
 	}
+	who, err := o.identify(ctx, m.Token)
+	if err != nil {
+		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
+		o.refuse(ctx, conn, err.Error())
+		return err
+	}
+	if !who.trusted {
+		// Anonymous volunteers run sandboxed runtimes only.
+		m.Capabilities.Docker = nil
+		m.Capabilities.Runtimes = slices.DeleteFunc(m.Capabilities.Runtimes, job.NeedsTrust)
+	}
 	now := o.now()
 	w := &worker{
 		id:          uuid.NewString(),
+		trusted:     who.trusted,
+		owner:       who.owner,
 		conn:        conn,
 		name:        m.Name,
 		remote:      remote,
@@ -193,6 +222,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		Type:        protocol.TypeRegistered,
 		Version:     protocol.Version,
 		WorkerID:    w.id,
+		Trusted:     w.trusted,
 		HeartbeatMS: o.cfg.HeartbeatInterval.Milliseconds(),
 	})
 	if err != nil {
@@ -207,6 +237,11 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	go func() { writerDone <- o.writeLoop(sessCtx, conn, w) }()
 
 	o.mu.Lock()
+	if o.closed {
+		// Close has already ended the sessions it knew of.
+		o.mu.Unlock()
+		return errClosed
+	}
 	o.workers[w.id] = w
 	o.metrics.workers.Inc()
 	starts := o.fillLocked(w, nil)
@@ -259,6 +294,10 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			o.handleReject(w, m)
 		case protocol.TypeHeartbeat:
 		case protocol.TypeCapabilities:
+			if !w.trusted {
+				m.Capabilities.Docker = nil
+				m.Capabilities.Runtimes = slices.DeleteFunc(m.Capabilities.Runtimes, job.NeedsTrust)
+			}
 			o.mu.Lock()
 			w.caps = *m.Capabilities
 			w.notes = m.Notes
@@ -355,7 +394,7 @@ func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 // requeueLocked puts a running e back in the queue. With lost set it
 // counts an attempt (and may fail the job).
 func (o *Orchestrator) requeueLocked(e *entry, lost bool, why string) {
-	o.counts[job.StatusRunning]--
+	o.countLocked(e, job.StatusRunning, -1)
 	if lost {
 		o.loseLocked(e, why)
 		if e.final {
@@ -364,10 +403,10 @@ func (o *Orchestrator) requeueLocked(e *entry, lost bool, why string) {
 	} else {
 		e.job.Status = job.StatusPending
 		e.job.LeaseID = ""
-		e.worker = nil
+		o.releaseLocked(e)
 		e.version++
 	}
-	o.counts[job.StatusPending]++
+	o.countLocked(e, job.StatusPending, 1)
 	e.enqueuedAt = o.now()
 	o.queue.push(e, true)
 }
@@ -424,6 +463,9 @@ func (o *Orchestrator) Workers() []job.WorkerInfo {
 			Name:          w.name,
 			Remote:        w.remote,
 			Capabilities:  w.caps,
+			Trusted:       w.trusted,
+			Owner:         w.owner,
+			Banned:        o.bannedLocked(w),
 			RunningJobs:   []string{},
 			ConnectedAt:   w.connectedAt.UTC(),
 			LastHeartbeat: w.lastSeen.UTC(),
@@ -449,9 +491,12 @@ func (o *Orchestrator) pendingReasonLocked(e *entry) string {
 			continue
 		}
 		offer = append(offer, w.id)
-		if ok, reason := w.caps.Accepts(e.job); !ok {
+		if reason := o.refusalLocked(w, e); reason != "" {
 			why = append(why, "worker "+w.id+" "+reason)
 		}
+	}
+	if q := o.quotasLocked(e.job.Namespace); q.RunningJobs > 0 && o.nsRunning[e.job.Namespace] >= q.RunningJobs {
+		return fmt.Sprintf("namespace %s has %d jobs running, its quota; this one waits its turn", e.job.Namespace, o.nsRunning[e.job.Namespace])
 	}
 	switch {
 	case len(offer) == 0:

@@ -1,0 +1,170 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// policyTTL is how long a namespace's policy is used before it is read
+// again.
+const policyTTL = 5 * time.Second
+
+// policyCache keeps namespaces' policies for policyTTL. Its lock may be
+// taken while holding Orchestrator.mu, never the other way round.
+type policyCache struct {
+	mu sync.Mutex
+	m  map[string]cachedPolicy
+}
+
+type cachedPolicy struct {
+	p  job.NamespacePolicy
+	at time.Time
+}
+
+// policy returns ns's policy, reading it from the PolicySource when the
+// cached one is stale. It does I/O: never call it holding o.mu.
+func (o *Orchestrator) policy(ctx context.Context, ns string) job.NamespacePolicy {
+	c := &o.policies
+	c.mu.Lock()
+	cp, ok := c.m[ns]
+	c.mu.Unlock()
+	if ok && time.Since(cp.at) < policyTTL || o.cfg.Policies == nil {
+		return cp.p
+	}
+	p, err := o.cfg.Policies.NamespacePolicy(ctx, ns)
+	if err != nil {
+		o.log.Warn("read namespace policy", "namespace", ns, "err", err)
+		return cp.p
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]cachedPolicy)
+	}
+	c.m[ns] = cachedPolicy{p: p, at: time.Now()}
+	c.mu.Unlock()
+	return p
+}
+
+// cachedPolicyLocked returns the last policy read for ns, without I/O.
+func (o *Orchestrator) cachedPolicyLocked(ns string) job.NamespacePolicy {
+	c := &o.policies
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[ns].p
+}
+
+// quotasLocked returns ns's quotas with the defaults filled in.
+func (o *Orchestrator) quotasLocked(ns string) job.Quotas {
+	return o.cachedPolicyLocked(ns).Quotas.Merge(o.cfg.DefaultQuotas)
+}
+
+// releaseLocked takes e off its worker, if it has one.
+func (o *Orchestrator) releaseLocked(e *entry) {
+	if e.worker != nil {
+		o.nsRunning[e.job.Namespace]--
+		e.worker = nil
+	}
+}
+
+// eligibleLocked reports whether w may be given e now.
+func (o *Orchestrator) eligibleLocked(w *worker, e *entry) bool {
+	return o.refusalLocked(w, e) == "" && !o.overRunningQuotaLocked(e.job.Namespace)
+}
+
+func (o *Orchestrator) overRunningQuotaLocked(ns string) bool {
+	q := o.quotasLocked(ns)
+	return q.RunningJobs > 0 && o.nsRunning[ns] >= q.RunningJobs
+}
+
+// refusalLocked says why w may not run e ("" when it may), leaving aside
+// how busy w and e's namespace are.
+func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
+	if ok, reason := w.caps.Accepts(e.job); !ok {
+		return reason
+	}
+	if !w.trusted {
+		if job.NeedsTrust(e.job.Type) {
+			return fmt.Sprintf("is not trusted; %s jobs run only on workers that joined with a join token", e.job.Type)
+		}
+		if o.cachedPolicyLocked(e.job.Namespace).RequireTrustedWorkers {
+			return fmt.Sprintf("is not trusted; namespace %s requires trusted workers", e.job.Namespace)
+		}
+	}
+	if o.bannedLocked(w) {
+		return "is banned: its results lost quorum too often"
+	}
+	if e.excluded(w) {
+		return "already ran a replica of this job"
+	}
+	return ""
+}
+
+// admitQuota applies ns's rate and pending quotas to a new job.
+func (o *Orchestrator) admitQuota(ctx context.Context, ns string, pending bool) error {
+	q := o.policy(ctx, ns).Quotas.Merge(o.cfg.DefaultQuotas)
+	if q.SubmitsPerSecond > 0 && !o.buckets.allow(ns, q.SubmitsPerSecond, time.Now()) {
+		return job.Errorf(job.CodeTooMany, "namespace %s is over its rate of %g submissions per second; retry shortly", ns, q.SubmitsPerSecond)
+	}
+	if !pending || q.PendingJobs <= 0 {
+		return nil
+	}
+	o.mu.Lock()
+	n := o.queue.pendingIn(ns)
+	o.mu.Unlock()
+	if n >= q.PendingJobs {
+		return job.Errorf(job.CodeTooMany, "namespace %s has %d jobs pending, its quota; retry when some have run", ns, n)
+	}
+	return nil
+}
+
+// rateLimiter is a token bucket per namespace, with a burst of twice the
+// rate (at least 1).
+type rateLimiter struct {
+	mu sync.Mutex
+	m  map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (r *rateLimiter) allow(ns string, rate float64, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	burst := math.Max(1, 2*rate)
+	if r.m == nil {
+		r.m = make(map[string]*bucket)
+	}
+	b := r.m[ns]
+	if b == nil {
+		b = &bucket{tokens: burst, last: now}
+		r.m[ns] = b
+	}
+	b.tokens = math.Min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// bannedLocked reports whether w's owner lost quorum too often.
+func (o *Orchestrator) bannedLocked(w *worker) bool {
+	return o.cfg.MaxStrikes > 0 && o.strikes[w.reputationKey()] >= o.cfg.MaxStrikes
+}
+
+// reputationKey is what strikes are counted against: the join token where
+// known, else the session.
+func (w *worker) reputationKey() string {
+	if w.owner != "" {
+		return "owner:" + w.owner
+	}
+	return "worker:" + w.id
+}

@@ -1,0 +1,252 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// A replicated job (Spec.Replicas > 1) never goes to a worker itself: it is
+// the parent of replica entries, ephemeral copies of it that go through the
+// queues like any job, each to a distinct worker (and a distinct owner
+// where owners are known). Each replica's answer is hashed; when Quorum
+// answers agree, the parent completes with that answer and the workers
+// whose answers differ get a strike. When the replicas running have all
+// answered without a quorum, more are run, up to MaxReplicas in all; then
+// the parent fails with "no quorum". A replica lost with its worker is run
+// again like any job; one that runs out of attempts counts as no answer.
+type replication struct {
+	quorum, max int
+	launched    int
+	live        map[*entry]bool
+	workers     map[string]bool
+	owners      map[string]bool
+	answers     []answer
+	decided     bool
+}
+
+type answer struct {
+	job.ReplicaAnswer
+	result *job.Result
+	key    string // reputation key of the worker
+}
+
+// countLocked adjusts the count of jobs in status s; replicas are not
+// jobs of their own and are not counted.
+func (o *Orchestrator) countLocked(e *entry, s job.Status, d int) {
+	if e.parent == nil {
+		o.counts[s] += d
+	}
+}
+
+// excluded reports whether w already holds or held a replica of e's
+// parent.
+func (e *entry) excluded(w *worker) bool {
+	if e.parent == nil {
+		return false
+	}
+	r := e.parent.rep
+	return r.workers[w.id] || (w.owner != "" && r.owners[w.owner])
+}
+
+// expandLocked queues the replicas of a pending replicated job p.
+func (o *Orchestrator) expandLocked(p *entry) {
+	n := p.job.Spec.Replicas
+	p.rep = &replication{
+		quorum:  p.job.Spec.QuorumOrMajority(),
+		max:     max(n, o.cfg.MaxReplicas),
+		live:    make(map[*entry]bool),
+		workers: make(map[string]bool),
+		owners:  make(map[string]bool),
+	}
+	for range n {
+		o.spawnLocked(p)
+	}
+}
+
+// spawnLocked queues one more replica of p.
+func (o *Orchestrator) spawnLocked(p *entry) {
+	r := p.rep
+	r.launched++
+	cj := *p.job
+	cj.ID = p.job.ID + "~r" + strconv.Itoa(r.launched)
+	cj.Status = job.StatusPending
+	cj.Attempt = 1
+	cj.LeaseID, cj.WorkerID, cj.Reason = "", "", ""
+	cj.Result = nil
+	cj.Spec.Replicas, cj.Spec.Quorum = 0, 0
+	o.seq++
+	c := &entry{job: &cj, seq: o.seq, enqueuedAt: o.now(), ephemeral: true, parent: p}
+	r.live[c] = true
+	o.active[cj.ID] = c
+	o.queue.push(c, false)
+}
+
+// replicaAssignedLocked records that w took replica c; the parent is
+// running from its first replica on.
+func (o *Orchestrator) replicaAssignedLocked(c *entry, w *worker) {
+	p, r := c.parent, c.parent.rep
+	r.workers[w.id] = true
+	if w.owner != "" {
+		r.owners[w.owner] = true
+	}
+	if p.job.Status == job.StatusPending {
+		o.countLocked(p, job.StatusPending, -1)
+		o.countLocked(p, job.StatusRunning, 1)
+		p.job.Status = job.StatusRunning
+		p.job.StartedAt = o.now().UTC()
+		p.job.Reason = ""
+		p.version++
+		go o.persist(context.Background(), p)
+	}
+}
+
+// replicaDoneLocked takes the end of replica c, which ran on w (nil when
+// it did not run), and decides the parent when it can.
+func (o *Orchestrator) replicaDoneLocked(c *entry, w *worker, res *job.Result) {
+	p, r := c.parent, c.parent.rep
+	delete(r.live, c)
+	if o.active[c.job.ID] == c && c.done == nil {
+		delete(o.active, c.job.ID)
+	}
+	if r.decided {
+		return
+	}
+	if w != nil && !c.lostRun && res.Status != job.StatusCanceled {
+		a := answer{result: res, key: w.reputationKey()}
+		a.WorkerID, a.Owner, a.Status, a.ExitCode = w.id, w.owner, res.Status, res.ExitCode
+		a.Hash = answerHash(res)
+		r.answers = append(r.answers, a)
+		if agree := r.count(a.Hash); agree >= r.quorum {
+			o.acceptLocked(p, a)
+			return
+		}
+	}
+	if len(r.live) > 0 {
+		return
+	}
+	need := r.quorum - r.best()
+	if r.launched+need <= r.max {
+		for range need {
+			o.spawnLocked(p)
+		}
+		return
+	}
+	r.decided = true
+	o.finishLocked(p, &job.Result{
+		Status:   job.StatusFailed,
+		Error:    fmt.Sprintf("no quorum: %d answers from %d replicas, at most %d agree, %d needed", len(r.answers), r.launched, r.best(), r.quorum),
+		Attempt:  p.job.Attempt,
+		Replicas: r.list(""),
+	})
+	go o.persist(context.Background(), p)
+}
+
+// acceptLocked completes p with answer a and strikes the workers whose
+// answers differ from it.
+func (o *Orchestrator) acceptLocked(p *entry, a answer) {
+	r := p.rep
+	r.decided = true
+	for _, other := range r.answers {
+		if other.Hash != a.Hash {
+			o.strikes[other.key]++
+			o.log.Warn("replica disagreed with the quorum", "job_id", p.job.ID, "worker_id", other.WorkerID, "owner", other.Owner, "strikes", o.strikes[other.key])
+		}
+	}
+	for c := range r.live {
+		o.stopReplicaLocked(c)
+	}
+	final := *a.result
+	final.Attempt = p.job.Attempt
+	final.WorkerID = a.WorkerID
+	final.Replicas = r.list(a.Hash)
+	o.finishLocked(p, &final)
+	go o.persist(context.Background(), p)
+}
+
+// stopReplicaLocked ends a replica that is no longer needed: taken out of
+// the queue, or told to stop on its worker.
+func (o *Orchestrator) stopReplicaLocked(c *entry) {
+	if c.final {
+		return
+	}
+	if w := c.worker; w != nil {
+		lease := c.job.LeaseID
+		w.abandon(lease)
+		w.send(cancelMessage(c.job.ID, lease))
+	}
+	o.finishLocked(c, &job.Result{Status: job.StatusCanceled, Error: "not needed: the job was decided or canceled"})
+}
+
+// stopReplicasLocked ends every replica of p, which is being canceled.
+func (o *Orchestrator) stopReplicasLocked(p *entry) {
+	if p.rep == nil {
+		return
+	}
+	p.rep.decided = true
+	for c := range p.rep.live {
+		o.stopReplicaLocked(c)
+	}
+}
+
+func (r *replication) count(hash string) int {
+	n := 0
+	for _, a := range r.answers {
+		if a.Hash == hash {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *replication) best() int {
+	b := 0
+	for _, a := range r.answers {
+		b = max(b, r.count(a.Hash))
+	}
+	return b
+}
+
+// list returns the answers, marking those whose hash is agreed.
+func (r *replication) list(agreed string) []job.ReplicaAnswer {
+	out := make([]job.ReplicaAnswer, len(r.answers))
+	for i, a := range r.answers {
+		out[i] = a.ReplicaAnswer
+		out[i].Agreed = agreed != "" && a.Hash == agreed
+	}
+	return out
+}
+
+// replicaReasonLocked says where a replicated job stands.
+func (o *Orchestrator) replicaReasonLocked(p *entry) string {
+	r := p.rep
+	s := fmt.Sprintf("replicated: %d answers from %d replicas, %d must agree", len(r.answers), r.launched, r.quorum)
+	for c := range r.live {
+		if c.job.Status == job.StatusPending {
+			return s + "; a replica waits: " + o.pendingReasonLocked(c)
+		}
+	}
+	return s
+}
+
+// answerHash identifies an answer by what a client sees of it: status,
+// exit code, output and returned value (compacted, so that formatting does
+// not count).
+func answerHash(r *job.Result) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", r.Status, r.ExitCode, len(r.Output))
+	h.Write([]byte(r.Output))
+	var v any
+	if len(r.Result) > 0 && json.Unmarshal(r.Result, &v) == nil {
+		b, _ := json.Marshal(v)
+		h.Write(b)
+	} else {
+		h.Write(r.Result)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
