@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,8 @@ type BuildContextView struct {
 	SHA256         string `json:"sha256"`
 	Files          int    `json:"files"`
 	Bytes          int64  `json:"bytes"`
-	// ExpiresAfter says how long the context stays unused.
+	// LastUsedAt is the context's last use; it expires when unused for
+	// the orchestrator's TTL (default 24 h).
 	LastUsedAt string `json:"last_used_at"`
 }
 
@@ -103,7 +105,15 @@ func (s *server) uploadContext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := &limitFlag{r: http.MaxBytesReader(w, r.Body, limit)}
-	rec, err := cs.Put(r.Context(), body, form)
+	br := bufio.NewReader(body)
+	if ct == "" || ct == "application/octet-stream" {
+		// No type said: a JSON object starts with '{', anything else is
+		// read as tar (gzip is recognized by its magic bytes).
+		if b, _ := br.Peek(1); len(b) == 1 && b[0] == '{' {
+			form = contextstore.FormJSON
+		}
+	}
+	rec, err := cs.Put(r.Context(), br, form)
 	if body.hit {
 		s.writeError(w, r, job.Errorf(job.CodeTooLarge, "build context upload is over the limit of %d bytes", limit))
 		return

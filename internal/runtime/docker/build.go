@@ -101,6 +101,7 @@ func (d *Docker) Run(ctx context.Context, t job.Task) (job.Result, error) {
 	defer release()
 	out, err := d.runContainer(ctx, t)
 	out.Build = br
+	out.DurationMS += br.DurationMS // the job's time on the worker: build and run
 	return out, err
 }
 
