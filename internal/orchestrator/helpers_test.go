@@ -14,6 +14,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/store"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
 )
 
@@ -45,13 +46,24 @@ func testConfig() Config {
 // newHarness starts an orchestrator with cfg on a store in dir.
 func newHarness(t *testing.T, dir string, cfg Config) *harness {
 	t.Helper()
+	return newHarnessWith(t, dir, cfg, nil)
+}
+
+// newHarnessWith is newHarness with the orchestrator's store wrapped by
+// wrap (nil: not wrapped).
+func newHarnessWith(t *testing.T, dir string, cfg Config, wrap func(store.Store) store.Store) *harness {
+	t.Helper()
 	scfg := sqlite.DefaultConfig()
 	scfg.Path = filepath.Join(dir, "jobs.db")
 	st, err := sqlite.Open(context.Background(), scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := New(cfg, st, testLog(), nil)
+	var ost store.Store = st
+	if wrap != nil {
+		ost = wrap(st)
+	}
+	o, err := New(cfg, ost, testLog(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

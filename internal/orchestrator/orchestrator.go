@@ -389,7 +389,8 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) {
 	o.mu.Lock()
 	e, ok := o.active[id]
-	if ok && e.final && e.ephemeral {
+	if ok && e.final {
+		// Its end is being stored; the store may still say it runs.
 		j := *e.job
 		o.mu.Unlock()
 		return &j, job.Errorf(job.CodeConflict, "job %s has already ended (%s)", id, j.Status)
