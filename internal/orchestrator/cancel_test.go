@@ -58,3 +58,38 @@ func TestCancelWhileTheResultIsStored(t *testing.T) {
 		t.Fatalf("cancel reported %+v, want the completed job", v)
 	}
 }
+
+// TestListWhileTheResultIsStored: a job listed while its result is being
+// stored is shown as it ended, and, like every listed job, without the
+// result's files.
+func TestListWhileTheResultIsStored(t *testing.T) {
+	slow := &slowFinal{writing: make(chan struct{}, 1), release: make(chan struct{})}
+	h := newHarnessWith(t, t.TempDir(), testConfig(), func(st store.Store) store.Store {
+		slow.Store = st
+		return slow
+	})
+	w := h.dial(luaCaps(1))
+	w.keepAlive()
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	task := w.next(5 * time.Second)
+	m := resultMessage(task, job.StatusCompleted)
+	m.Result.Files = map[string][]byte{"out.bin": make([]byte, 1<<20)}
+	w.send(m)
+	<-slow.writing
+	jobs, _, err := h.o.Jobs(context.Background(), store.JobFilter{})
+	close(slow.release)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("list: %d jobs, %v", len(jobs), err)
+	}
+	v := jobs[0]
+	if v.ID != j.ID || v.Status != job.StatusCompleted || v.Result == nil {
+		t.Fatalf("listed %+v", v)
+	}
+	if v.Result.Files != nil {
+		t.Fatalf("listed job carries %d result files", len(v.Result.Files))
+	}
+	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
+	if err != nil || len(got.Result.Files["out.bin"]) != 1<<20 {
+		t.Fatalf("the job itself lost its files: %v", err)
+	}
+}

@@ -377,6 +377,12 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 		if e, ok := o.active[j.ID]; ok {
 			v := o.viewLocked(e)
 			v.Spec.Wasm = nil
+			if v.Result != nil && v.Result.Files != nil {
+				// Listed jobs carry no files; the result is shared.
+				r := *v.Result
+				r.Files = nil
+				v.Result = &r
+			}
 			jobs[i] = v
 		}
 	}
