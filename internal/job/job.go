@@ -111,6 +111,23 @@ type Spec struct {
 	MemoryMB int `json:"memory_mb,omitempty"`
 
 	Docker *DockerSpec `json:"docker,omitempty"`
+
+	// Replicas is how many distinct workers run the job (0 or 1: one);
+	// Quorum is how many of their answers must agree.
+	Replicas int `json:"replicas,omitempty"`
+	Quorum   int `json:"quorum,omitempty"`
+}
+
+// Replicated reports whether the job runs on several workers whose
+// answers must agree.
+func (s Spec) Replicated() bool { return s.Replicas > 1 }
+
+// QuorumOrMajority returns Quorum, or a majority of Replicas when unset.
+func (s Spec) QuorumOrMajority() int {
+	if s.Quorum > 0 {
+		return s.Quorum
+	}
+	return s.Replicas/2 + 1
 }
 
 // DockerSpec is the container part of a docker job.
@@ -158,6 +175,21 @@ type Result struct {
 	// Attempt and WorkerID say which run produced the result.
 	Attempt  int    `json:"attempt"`
 	WorkerID string `json:"worker_id,omitempty"`
+	// Replicas are the answers of a replicated job's runs, and whether
+	// each agreed with the accepted one.
+	Replicas []ReplicaAnswer `json:"replicas,omitempty"`
+}
+
+// ReplicaAnswer is one run of a replicated job.
+type ReplicaAnswer struct {
+	WorkerID string `json:"worker_id"`
+	Owner    string `json:"owner,omitempty"`
+	Status   Status `json:"status"`
+	ExitCode int    `json:"exit_code"`
+	// Hash is the SHA-256 of the answer's status, exit code, output and
+	// returned value: the answers that agree have the same hash.
+	Hash   string `json:"hash"`
+	Agreed bool   `json:"agreed"`
 }
 
 // Task is one run of a job as a worker receives it.

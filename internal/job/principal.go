@@ -101,7 +101,7 @@ func DefaultQuotas() Quotas {
 	return Quotas{
 		PendingJobs:      10_000,
 		RunningJobs:      1_000,
-		SubmitsPerSecond: 200,
+		SubmitsPerSecond: 5000,
 		Deployments:      100,
 		BuildContextMB:   1024,
 	}

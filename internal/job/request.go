@@ -28,6 +28,10 @@ type Request struct {
 	DockerEnv      map[string]string `json:"docker_env,omitempty"`
 	DockerVolumes  map[string]string `json:"docker_volumes,omitempty"`
 	Resources      *Resources        `json:"resources,omitempty"`
+	// Replicas runs the job on this many distinct workers (default 1);
+	// the result is accepted when Quorum of them agree.
+	Replicas int `json:"replicas,omitempty"`
+	Quorum   int `json:"quorum,omitempty"`
 
 	// Build fields: a docker job with a dockerfile builds its image.
 	Dockerfile           string                 `json:"dockerfile,omitempty"`
@@ -71,6 +75,8 @@ type RequestLimits struct {
 	MaxMaxAttempts int
 	// MaxMemoryMB caps `memory_mb` and `resources.memory_mb` (default 16384).
 	MaxMemoryMB int
+	// MaxReplicas caps `replicas` (default 5).
+	MaxReplicas int
 }
 
 // DefaultRequestLimits returns the documented defaults.
@@ -84,6 +90,7 @@ func DefaultRequestLimits() RequestLimits {
 		DefaultMaxAttempts: 3,
 		MaxMaxAttempts:     10,
 		MaxMemoryMB:        16384,
+		MaxReplicas:        5,
 	}
 }
 
@@ -206,6 +213,12 @@ func (r *Request) Validate(lim RequestLimits) error {
 		if *t > lim.MaxTimeout.Seconds() {
 			return Invalid("timeout_seconds", "must be at most %g", lim.MaxTimeout.Seconds())
 		}
+	}
+	if r.Replicas < 0 || r.Replicas > max(lim.MaxReplicas, 1) {
+		return Invalid("replicas", "must be between 1 and %d", max(lim.MaxReplicas, 1))
+	}
+	if r.Quorum < 0 || r.Quorum > max(r.Replicas, 1) {
+		return Invalid("quorum", "must be between 1 and replicas (%d)", max(r.Replicas, 1))
 	}
 	if r.MemoryMB < 0 || r.MemoryMB > lim.MaxMemoryMB {
 		return Invalid("memory_mb", "must be between 1 and %d", lim.MaxMemoryMB)
@@ -408,6 +421,13 @@ func (r *Request) NewJob(id string, now time.Time, lim RequestLimits) *Job {
 		Input:          r.Input,
 		TimeoutSeconds: timeout,
 		MemoryMB:       r.MemoryMB,
+	}
+	if r.Replicas > 1 {
+		spec.Replicas = r.Replicas
+		spec.Quorum = r.Quorum
+		if spec.Quorum == 0 {
+			spec.Quorum = spec.QuorumOrMajority()
+		}
 	}
 	if r.Type == TypeDocker {
 		d := &DockerSpec{

@@ -4,13 +4,21 @@ import "time"
 
 // WorkerInfo describes a connected worker, as GET /api/workers shows it.
 type WorkerInfo struct {
-	ID            string       `json:"id"`
-	Name          string       `json:"name,omitempty"`
-	Remote        string       `json:"remote,omitempty"`
-	Capabilities  Capabilities `json:"capabilities"`
-	RunningJobs   []string     `json:"running_jobs"`
-	ConnectedAt   time.Time    `json:"connected_at"`
-	LastHeartbeat time.Time    `json:"last_heartbeat"`
+	ID           string       `json:"id"`
+	Name         string       `json:"name,omitempty"`
+	Remote       string       `json:"remote,omitempty"`
+	Capabilities Capabilities `json:"capabilities"`
+	// Trusted is set for a worker that joined with a join token (or is
+	// embedded in the orchestrator); only trusted workers run containers.
+	Trusted bool `json:"trusted"`
+	// Owner names the join token the worker presented.
+	Owner string `json:"owner,omitempty"`
+	// Banned is set when the worker's results lost quorum too often: it
+	// is sent no more jobs.
+	Banned        bool      `json:"banned,omitempty"`
+	RunningJobs   []string  `json:"running_jobs"`
+	ConnectedAt   time.Time `json:"connected_at"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// Notes say why a runtime is not offered (for example "docker: engine
 	// did not answer"), as the worker reported them.
 	Notes map[string]string `json:"notes,omitempty"`

@@ -57,11 +57,17 @@ type Message struct {
 	Capabilities *job.Capabilities `json:"capabilities,omitempty"`
 	// Notes say why a runtime is not offered, by runtime name.
 	Notes map[string]string `json:"notes,omitempty"`
+	// Token is the worker's join token, when it has one: a worker that
+	// presents a valid one is trusted.
+	Token string `json:"token,omitempty"`
 
 	// registered
 	WorkerID string `json:"worker_id,omitempty"`
 	// HeartbeatMS is how often the worker must send a heartbeat.
 	HeartbeatMS int64 `json:"heartbeat_ms,omitempty"`
+	// Trusted says whether the orchestrator trusts the worker (it joined
+	// with a valid join token).
+	Trusted bool `json:"trusted,omitempty"`
 
 	// assign
 	Task *job.Task `json:"task,omitempty"`

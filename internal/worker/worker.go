@@ -29,8 +29,11 @@ type Config struct {
 	URL string
 	// Name is shown in the orchestrator's worker list.
 	Name string
-	// Header is sent with the WebSocket handshake (for credentials).
+	// Header is sent with the WebSocket handshake.
 	Header http.Header
+	// JoinToken is presented at registration; with a valid one the
+	// orchestrator trusts the worker (and may send it container jobs).
+	JoinToken string
 	// Concurrency is how many tasks run at once (default: CPU count).
 	Concurrency int
 	// MaxMemoryMB is the most memory one job may ask for (0: no maximum).
@@ -247,7 +250,7 @@ func (w *Worker) session(ctx context.Context) error {
 	caps, notes := w.capabilities()
 	err = conn.Write(ctx, protocol.Message{
 		Type: protocol.TypeRegister, Version: protocol.Version, Name: w.cfg.Name,
-		Capabilities: &caps, Notes: notes,
+		Capabilities: &caps, Notes: notes, Token: w.cfg.JoinToken,
 	})
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
@@ -273,7 +276,7 @@ func (w *Worker) session(ctx context.Context) error {
 		w.mu.Unlock()
 	}()
 	log := w.log.With("worker_id", m.WorkerID)
-	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency)
+	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency, "trusted", m.Trusted)
 
 	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]runningTask)}
 	sctx, end := context.WithCancel(ctx)
