@@ -337,6 +337,8 @@ func TestBrowserVolunteer(t *testing.T) {
 	// of silence the other tests allow; the page re-registering midway
 	// would change its worker id.
 	cfg.Orchestrator.HeartbeatInterval = time.Second
+	// Browser tabs are anonymous volunteers.
+	cfg.Orchestrator.OpenVolunteering = true
 	_, c := startServer(t, cfg)
 	srvURL := c.BaseURL()
 	browser := startBrowser(t)

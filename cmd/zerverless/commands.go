@@ -175,6 +175,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
 	fs.DurationVar(&cfg.Contexts.TTL, "build-context-ttl", cfg.Contexts.TTL, "how long an uploaded build context stays after its last use")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
+	fs.BoolVar(&cfg.Orchestrator.OpenVolunteering, "open-volunteering", false, "let workers without a join token (browser tabs, anonymous volunteers) connect; they run sandboxed runtimes only")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags
@@ -226,6 +227,7 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	fs.StringVar(&wc.URL, "orchestrator", url, "the orchestrator's WebSocket endpoint (env ZERVERLESS_ORCHESTRATOR)")
 	fs.StringVar(&wc.Name, "name", "", "name shown in the orchestrator's worker list")
+	fs.StringVar(&wc.JoinToken, "join-token", getenv("ZERVERLESS_JOIN_TOKEN"), "join token from the orchestrator's admin (env ZERVERLESS_JOIN_TOKEN); without one the worker is anonymous and runs sandboxed runtimes only, if the orchestrator allows anonymous volunteers at all")
 	fs.DurationVar(&wc.ReconnectMax, "reconnect-max", wc.ReconnectMax, "longest wait between connection attempts")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags

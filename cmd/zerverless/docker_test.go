@@ -217,7 +217,7 @@ func TestDockerWorkerKilled(t *testing.T) {
 	wid := fmt.Sprintf("zvtest-kill-%d", time.Now().UnixNano())
 	startProc := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "worker", "--orchestrator", srv.WorkerURL(), "--runtimes", "docker",
-			"--docker", "--docker-no-pull", "--docker-worker-id", wid, "--concurrency", "1", "--log-level", "warn")
+			"--docker", "--docker-no-pull", "--docker-worker-id", wid, "--join-token", testWorkerSecret, "--concurrency", "1", "--log-level", "warn")
 		cmd.Env = append(os.Environ(), asMainEnv+"=1")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {

@@ -83,6 +83,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testWorkerSecret is the join token of the test servers' embedded workers;
+// the tests' own workers present it too, so they are trusted.
+const testWorkerSecret = "test-worker-secret"
+
 // testServerConfig is a server on a free loopback port with fast
 // heartbeats, in dir.
 func testServerConfig(t testing.TB, dir string, workers int) ServerConfig {
@@ -91,6 +95,7 @@ func testServerConfig(t testing.TB, dir string, workers int) ServerConfig {
 	cfg.DataDir = dir
 	cfg.Workers = workers
 	cfg.Worker.Concurrency = 4
+	cfg.Orchestrator.LocalWorkerSecret = testWorkerSecret
 	cfg.Orchestrator.HeartbeatInterval = 200 * time.Millisecond
 	cfg.Orchestrator.LeaseGrace = 2 * time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
@@ -133,6 +138,7 @@ func startWorkerWith(t testing.TB, url string, name string, ro RuntimeOptions) (
 	wc.Concurrency = 2
 	wc.ReconnectMax = 200 * time.Millisecond
 	wc.Docker = rts.Docker
+	wc.JoinToken = testWorkerSecret
 	w := worker.New(wc, rts.Set, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -181,7 +187,7 @@ func dialRaw(t testing.TB, url string, caps job.Capabilities) *rawWorker {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
-	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps}); err != nil {
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps, Token: testWorkerSecret}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := conn.Read(ctx)

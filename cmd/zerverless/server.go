@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,6 +114,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.Orchestrator.LocalWorkerSecret == "" {
+		// The embedded workers' join token lives only in this process.
+		cfg.Orchestrator.LocalWorkerSecret = rand.Text()
+		s.cfg.Orchestrator.LocalWorkerSecret = cfg.Orchestrator.LocalWorkerSecret
+	}
 	s.orch, err = orchestrator.New(cfg.Orchestrator, s.store, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("create orchestrator: %w", err)
@@ -173,6 +179,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		for i := range cfg.Workers {
 			wc := cfg.Worker
 			wc.URL = s.WorkerURL()
+			wc.JoinToken = cfg.Orchestrator.LocalWorkerSecret
 			wc.Name = fmt.Sprintf("embedded-%d", i+1)
 			if wc.Docker == nil {
 				wc.Docker = runtimes.Docker
