@@ -30,6 +30,10 @@ type View struct {
 	Reason string `json:"reason,omitempty"`
 	// TimeoutSeconds is the run timeout the job was given.
 	TimeoutSeconds float64 `json:"timeout_seconds"`
+	// Replicas and Quorum are set for a job run on several workers whose
+	// answers must agree.
+	Replicas int `json:"replicas,omitempty"`
+	Quorum   int `json:"quorum,omitempty"`
 
 	// ResultView's fields appear at the top level once the job has a
 	// result, and are absent before.
@@ -62,6 +66,8 @@ type ResultView struct {
 	// Build reports a build job's image: its tag and id, whether the
 	// build was a cache hit, its log.
 	Build *job.BuildResult `json:"build,omitempty"`
+	// Replicas are the answers of a replicated job's runs.
+	Replicas []job.ReplicaAnswer `json:"replicas,omitempty"`
 }
 
 // NewView returns the view of j. With spec set, the view carries the job's
@@ -80,6 +86,8 @@ func NewView(j *job.Job, spec bool) View {
 		WorkerID:       j.WorkerID,
 		Reason:         j.Reason,
 		TimeoutSeconds: j.Spec.TimeoutSeconds,
+		Replicas:       j.Spec.Replicas,
+		Quorum:         j.Spec.Quorum,
 	}
 	if r := j.Result; r != nil {
 		v.ResultView = &ResultView{
@@ -95,6 +103,7 @@ func NewView(j *job.Job, spec bool) View {
 			CPUTimeMS:       r.CPUTimeMS,
 			Files:           r.Files,
 			Build:           r.Build,
+			Replicas:        r.Replicas,
 		}
 	}
 	if spec {
