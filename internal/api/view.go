@@ -67,7 +67,7 @@ type ResultView struct {
 	// build was a cache hit, its log.
 	Build *job.BuildResult `json:"build,omitempty"`
 	// Replicas are the answers of a replicated job's runs.
-	Replicas []job.ReplicaAnswer `json:"replicas,omitempty"`
+	ReplicaAnswers []job.ReplicaAnswer `json:"replica_answers,omitempty"`
 }
 
 // NewView returns the view of j. With spec set, the view carries the job's
@@ -103,7 +103,7 @@ func NewView(j *job.Job, spec bool) View {
 			CPUTimeMS:       r.CPUTimeMS,
 			Files:           r.Files,
 			Build:           r.Build,
-			Replicas:        r.Replicas,
+			ReplicaAnswers:  r.Replicas,
 		}
 	}
 	if spec {
