@@ -23,8 +23,9 @@ type PolicySource interface {
 // identity is who a connecting worker is.
 type identity struct {
 	trusted bool
-	// owner names the join token (or "embedded"); "" for anonymous
-	// volunteers. Replicas of one job go to distinct owners where known.
+	// owner names the join token; "" for anonymous volunteers and the
+	// embedded workers. Replicas of one job go to distinct owners where
+	// known, and always to distinct workers.
 	owner string
 }
 
@@ -37,7 +38,8 @@ func (o *Orchestrator) identify(ctx context.Context, token string) (identity, er
 		return identity{}, nil
 	}
 	if s := o.cfg.LocalWorkerSecret; s != "" && subtle.ConstantTimeCompare([]byte(token), []byte(s)) == 1 {
-		return identity{trusted: true, owner: "embedded"}, nil
+		// The orchestrator's own workers: trusted, each its own owner.
+		return identity{trusted: true}, nil
 	}
 	if o.cfg.Auth == nil {
 		return identity{}, fmt.Errorf("invalid join token")
