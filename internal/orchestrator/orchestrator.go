@@ -132,6 +132,7 @@ type entry struct {
 	job        *job.Job
 	seq        uint64
 	elem       *list.Element // while queued
+	class      string        // requirement class, see requirementClass
 	worker     *worker
 	deadline   time.Time // lease deadline while running
 	enqueuedAt time.Time

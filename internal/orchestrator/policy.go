@@ -71,9 +71,16 @@ func (o *Orchestrator) releaseLocked(e *entry) {
 	}
 }
 
-// eligibleLocked reports whether w may be given e now.
-func (o *Orchestrator) eligibleLocked(w *worker, e *entry) bool {
-	return o.refusalLocked(w, e) == "" && !o.overRunningQuotaLocked(e.job.Namespace)
+// eligibleLocked reports whether w may be given e now, and when it may
+// not, whether that holds for every job of e's lane.
+func (o *Orchestrator) eligibleLocked(w *worker, e *entry) (ok, wholeLane bool) {
+	if o.overRunningQuotaLocked(e.job.Namespace) || o.laneRefusalLocked(w, e) != "" {
+		return false, true
+	}
+	if e.excluded(w) {
+		return false, false
+	}
+	return true, false
 }
 
 func (o *Orchestrator) overRunningQuotaLocked(ns string) bool {
@@ -84,6 +91,19 @@ func (o *Orchestrator) overRunningQuotaLocked(ns string) bool {
 // refusalLocked says why w may not run e ("" when it may), leaving aside
 // how busy w and e's namespace are.
 func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
+	if reason := o.laneRefusalLocked(w, e); reason != "" {
+		return reason
+	}
+	if e.excluded(w) {
+		return "already ran a replica of this job"
+	}
+	return ""
+}
+
+// laneRefusalLocked is refusalLocked for what every job of e's lane
+// shares: the runtime, namespace and requirements against w's
+// capabilities, trust and standing.
+func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
 	if ok, reason := w.caps.Accepts(e.job); !ok {
 		return reason
 	}
@@ -97,9 +117,6 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 	}
 	if o.bannedLocked(w) {
 		return "is banned: its results lost quorum too often"
-	}
-	if e.excluded(w) {
-		return "already ran a replica of this job"
 	}
 	return ""
 }

@@ -2,36 +2,67 @@ package orchestrator
 
 import (
 	"container/list"
+	"fmt"
 	"slices"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
 
-// queues holds pending jobs, one FIFO per (job type, namespace), so that a
-// job nobody can run never blocks the jobs behind it, and finding work for
-// a worker looks only at the queues of the runtimes and namespaces it
-// accepts. Callers hold the orchestrator's lock.
+// queues holds pending jobs in FIFO lanes: one per job type, namespace and
+// requirement class (what a job asks of a worker: memory, container image
+// and resources, a build). Every job of a lane is accepted or refused by a
+// worker's capabilities alike, so a job nobody can run never blocks the
+// jobs behind it, and finding work for a worker looks only at the heads of
+// the lanes of the runtimes and namespaces it accepts. Callers hold the
+// orchestrator's lock.
 type queues struct {
-	byType map[job.Type]map[string]*list.List
+	byType map[job.Type]map[lane]*list.List
 	n      map[job.Type]int
 }
 
-func newQueues() *queues {
-	return &queues{byType: make(map[job.Type]map[string]*list.List), n: make(map[job.Type]int)}
+// lane identifies one FIFO within a job type.
+type lane struct {
+	namespace string
+	class     string
 }
 
-// push adds e at the back of its queue, or at the front when front is set
+func newQueues() *queues {
+	return &queues{byType: make(map[job.Type]map[lane]*list.List), n: make(map[job.Type]int)}
+}
+
+// requirementClass sums up what j asks of a worker beyond its runtime and
+// namespace: jobs with the same class fit the same workers.
+func requirementClass(j *job.Job) string {
+	c := fmt.Sprintf("m%d", j.Spec.MemoryMB)
+	if d := j.Spec.Docker; d != nil {
+		c += fmt.Sprintf("|%s|%d|%g|%d", d.Image, d.Resources.MemoryMB, d.Resources.CPUs, d.Resources.Pids)
+		if d.Build != nil {
+			c += "|build:" + d.Build.SourceKey
+		}
+	}
+	return c
+}
+
+func (e *entry) lane() lane {
+	if e.class == "" {
+		e.class = requirementClass(e.job)
+	}
+	return lane{namespace: e.job.Namespace, class: e.class}
+}
+
+// push adds e at the back of its lane, or at the front when front is set
 // (a job that lost its worker keeps its place).
 func (q *queues) push(e *entry, front bool) {
-	byNS := q.byType[e.job.Type]
-	if byNS == nil {
-		byNS = make(map[string]*list.List)
-		q.byType[e.job.Type] = byNS
+	lanes := q.byType[e.job.Type]
+	if lanes == nil {
+		lanes = make(map[lane]*list.List)
+		q.byType[e.job.Type] = lanes
 	}
-	l := byNS[e.job.Namespace]
+	k := e.lane()
+	l := lanes[k]
 	if l == nil {
 		l = list.New()
-		byNS[e.job.Namespace] = l
+		lanes[k] = l
 	}
 	if front {
 		e.elem = l.PushFront(e)
@@ -41,28 +72,31 @@ func (q *queues) push(e *entry, front bool) {
 	q.n[e.job.Type]++
 }
 
-// remove takes e out of its queue, if it is queued.
+// remove takes e out of its lane, if it is queued.
 func (q *queues) remove(e *entry) {
 	if e.elem == nil {
 		return
 	}
-	l := q.byType[e.job.Type][e.job.Namespace]
+	k := e.lane()
+	l := q.byType[e.job.Type][k]
 	l.Remove(e.elem)
 	e.elem = nil
 	q.n[e.job.Type]--
 	if l.Len() == 0 {
-		delete(q.byType[e.job.Type], e.job.Namespace)
+		delete(q.byType[e.job.Type], k)
 	}
 }
 
-// scanDepth bounds how far past the head of a queue next looks for a job
-// that fits a worker's resource limits.
+// scanDepth bounds how far past the head of a lane next looks for a job
+// that accept takes (jobs of one lane differ only in per-job conditions,
+// such as a worker that already ran a replica of the job).
 const scanDepth = 64
 
 // next returns the oldest queued job of the runtimes and namespaces caps
-// serve that accept takes, or nil. It looks at the head of each such queue,
-// and up to scanDepth entries into a queue whose head accept refuses.
-func (q *queues) next(caps *job.Capabilities, accept func(*entry) bool) *entry {
+// serve that accept takes, or nil. accept also says when its refusal holds
+// for the whole lane; otherwise next looks up to scanDepth entries into
+// the lane.
+func (q *queues) next(caps *job.Capabilities, accept func(*entry) (ok, lane bool)) *entry {
 	var best *entry
 	consider := func(l *list.List) {
 		i := 0
@@ -71,26 +105,21 @@ func (q *queues) next(caps *job.Capabilities, accept func(*entry) bool) *entry {
 			if best != nil && e.seq > best.seq {
 				return
 			}
-			if accept(e) {
+			ok, wholeLane := accept(e)
+			if ok {
 				best = e
+				return
+			}
+			if wholeLane {
 				return
 			}
 		}
 	}
 	for _, t := range caps.Runtimes {
-		byNS := q.byType[t]
-		if len(byNS) == 0 {
-			continue
-		}
-		if len(caps.Namespaces) > 0 {
-			for _, ns := range caps.Namespaces {
-				if l := byNS[ns]; l != nil {
-					consider(l)
-				}
+		for k, l := range q.byType[t] {
+			if len(caps.Namespaces) > 0 && !slices.Contains(caps.Namespaces, k.namespace) {
+				continue
 			}
-			continue
-		}
-		for _, l := range byNS {
 			consider(l)
 		}
 	}
@@ -140,9 +169,11 @@ func sortedTypes(m map[job.Type]int) []job.Type {
 // pendingIn returns how many jobs of namespace ns are queued.
 func (q *queues) pendingIn(ns string) int {
 	n := 0
-	for _, byNS := range q.byType {
-		if l := byNS[ns]; l != nil {
-			n += l.Len()
+	for _, lanes := range q.byType {
+		for k, l := range lanes {
+			if k.namespace == ns {
+				n += l.Len()
+			}
 		}
 	}
 	return n

@@ -102,7 +102,7 @@ func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 		if o.bannedLocked(w) {
 			break
 		}
-		e := o.queue.next(&w.caps, func(e *entry) bool { return o.eligibleLocked(w, e) })
+		e := o.queue.next(&w.caps, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
 		if e == nil {
 			break
 		}

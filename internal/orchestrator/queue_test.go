@@ -1,0 +1,39 @@
+package orchestrator
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// TestBigJobsDoNotHideSmallOnes: jobs that ask for more memory than any
+// worker allows, however many, do not keep a worker from the smaller job
+// queued behind them.
+func TestBigJobsDoNotHideSmallOnes(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	defer h.close()
+	var first string
+	for i := range 3 * scanDepth {
+		j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MemoryMB: 4096})
+		if i == 0 {
+			first = j.ID
+		}
+	}
+	small := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MemoryMB: 64})
+	caps := luaCaps(1)
+	caps.MaxMemoryMB = 128
+	w := h.dial(caps)
+	w.keepAlive()
+	if task := w.next(3 * time.Second); task.JobID != small.ID {
+		t.Fatalf("the worker was given %s, want the small job %s", task.JobID, small.ID)
+	}
+	big := h.job(first)
+	if big.Status != job.StatusPending || big.Reason == "" {
+		t.Fatalf("a big job: %s %q", big.Status, big.Reason)
+	}
+	if want := "allows at most 128 MB"; !strings.Contains(big.Reason, want) {
+		t.Fatalf("reason %q does not say %q", big.Reason, want)
+	}
+}
