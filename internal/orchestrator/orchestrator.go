@@ -377,6 +377,11 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 	for i, j := range jobs {
 		if e, ok := o.active[j.ID]; ok {
 			v := o.viewLocked(e)
+			if f.Status != "" && v.Status != f.Status {
+				// Newer than the page's filter: keep the stored state,
+				// which matches it, so the page stays consistent.
+				continue
+			}
 			v.Spec.Wasm = nil
 			if v.Result != nil && v.Result.Files != nil {
 				// Listed jobs carry no files; the result is shared.

@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -102,7 +101,7 @@ func (o *Orchestrator) replicaAssignedLocked(c *entry, w *worker) {
 		p.job.StartedAt = o.now().UTC()
 		p.job.Reason = ""
 		p.version++
-		go o.persist(context.Background(), p)
+		o.persistAsyncLocked(p)
 	}
 }
 
@@ -144,7 +143,7 @@ func (o *Orchestrator) replicaDoneLocked(c *entry, w *worker, res *job.Result) {
 		Attempt:  p.job.Attempt,
 		Replicas: r.list(""),
 	})
-	go o.persist(context.Background(), p)
+	o.persistAsyncLocked(p)
 }
 
 // acceptLocked completes p with answer a and strikes the workers whose
@@ -166,7 +165,7 @@ func (o *Orchestrator) acceptLocked(p *entry, a answer) {
 	final.WorkerID = a.WorkerID
 	final.Replicas = r.list(a.Hash)
 	o.finishLocked(p, &final)
-	go o.persist(context.Background(), p)
+	o.persistAsyncLocked(p)
 }
 
 // stopReplicaLocked ends a replica that is no longer needed: taken out of

@@ -63,6 +63,13 @@ func (w *worker) abandon(leaseID string) {
 // send queues m for the worker's writer; it never blocks.
 func (w *worker) send(m protocol.Message) {
 	w.outMu.Lock()
+	if len(w.out) >= maxOutbox {
+		// A worker that does not read what it is sent (or provokes
+		// endless error replies) is cut off rather than buffered for.
+		w.outMu.Unlock()
+		w.conn.CloseNow()
+		return
+	}
 	w.out = append(w.out, m)
 	w.outMu.Unlock()
 	select {
@@ -70,6 +77,11 @@ func (w *worker) send(m protocol.Message) {
 	default:
 	}
 }
+
+// maxOutbox bounds the messages waiting to be written to one worker.
+// Assignments and cancels are bounded by its concurrency; the rest are
+// replies to its own messages.
+const maxOutbox = 4096
 
 func cancelMessage(jobID, leaseID string) protocol.Message {
 	return protocol.Message{Type: protocol.TypeCancel, JobID: jobID, LeaseID: leaseID}
@@ -153,6 +165,16 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 // background. The running state needs no wait: persist never replaces a
 // newer state with an older one, so a result stored first stays, and after
 // a crash a job stored as pending or running is re-queued all the same.
+// persistAsyncLocked stores e's state in the background; Close waits for
+// it.
+func (o *Orchestrator) persistAsyncLocked(e *entry) {
+	o.launches.Add(1)
+	go func() {
+		defer o.launches.Done()
+		o.persist(context.Background(), e)
+	}()
+}
+
 func (o *Orchestrator) launch(starts []start) {
 	for _, s := range starts {
 		s.w.send(s.m)
@@ -353,6 +375,10 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 		r.WorkerID = w.id
 		r.Attempt = e.job.Attempt
 		o.finishLocked(e, r)
+		// Stored off the read loop, so that one worker's results do not
+		// wait for each other's commits; readers see the final state in
+		// memory until it is stored, and waiters wake once it is.
+		o.persistAsyncLocked(e)
 	}
 	starts := o.fillLocked(w, nil)
 	o.mu.Unlock()
@@ -365,9 +391,7 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 		}
 		o.metrics.staleResults.Inc()
 		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", m.JobID, "lease_id", m.LeaseID, "held", held)
-		return
 	}
-	o.persist(ctx, e)
 }
 
 // handleReject puts back a job the worker could not start, without
