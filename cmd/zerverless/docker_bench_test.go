@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime/docker"
+)
+
+// BenchmarkDockerEndToEnd runs the same trivial container through the
+// whole platform — HTTP submit, the orchestrator, a WebSocket to an
+// embedded worker, the container under the strict profile, the result
+// back, a blocking GET — and with `docker run --rm` under the same profile
+// flags, alternating, in one process; it prints p50/p95 of each and the
+// ratio of the p50s (below 1: Zerverless is faster).
+//
+//	go test ./cmd/zerverless -run '^$' -bench DockerEndToEnd -benchtime 30x
+func BenchmarkDockerEndToEnd(b *testing.B) {
+	img := testImage(b, "zerverless-test/busybox:e2e")
+	cfg := dockerServerConfig(b, 1)
+	cfg.Log = nil
+	_, c := startServer(b, cfg)
+	dc := docker.DefaultConfig()
+	args := []string{"run", "--rm",
+		"--user", "65534:65534", "--read-only",
+		"--tmpfs", fmt.Sprintf("/tmp:rw,noexec,nosuid,nodev,size=%d", int64(dc.TmpMB)<<20),
+		"--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", "none",
+		"--memory", fmt.Sprint(int64(dc.MemoryMB) << 20), "--memory-swap", fmt.Sprint(int64(dc.MemoryMB) << 20),
+		"--cpus", fmt.Sprint(dc.CPUs), "--pids-limit", fmt.Sprint(dc.Pids),
+		"--ulimit", fmt.Sprintf("nofile=%d:%d", dc.NoFile, dc.NoFile), "--init", "--log-driver", "none",
+		img, "echo", "hello"}
+	ctx := context.Background()
+	viaPlatform := func() time.Duration {
+		t0 := time.Now()
+		v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"echo", "hello"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if v, err = c.Job(ctx, v.ID, 30*time.Second); err != nil || v.Status != job.StatusCompleted || v.Output != "hello\n" {
+			b.Fatalf("job: %v %s %q %q", err, v.Status, v.Output, v.Error)
+		}
+		return time.Since(t0)
+	}
+	viaCLI := func() time.Duration {
+		t0 := time.Now()
+		if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil || string(out) != "hello\n" {
+			b.Fatalf("docker run: %v %q", err, out)
+		}
+		return time.Since(t0)
+	}
+	viaPlatform()
+	viaCLI()
+	var zv, dr []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		zv = append(zv, viaPlatform())
+		dr = append(dr, viaCLI())
+	}
+	b.StopTimer()
+	slices.Sort(zv)
+	slices.Sort(dr)
+	pct := func(d []time.Duration, p int) float64 { return float64(d[(len(d)-1)*p/100].Microseconds()) / 1000 }
+	b.ReportMetric(pct(zv, 50), "zerverless-p50-ms")
+	b.ReportMetric(pct(zv, 95), "zerverless-p95-ms")
+	b.ReportMetric(pct(dr, 50), "docker-run-p50-ms")
+	b.ReportMetric(pct(dr, 95), "docker-run-p95-ms")
+	b.ReportMetric(pct(zv, 50)/pct(dr, 50), "p50-ratio")
+	b.Logf("n=%d through Zerverless p50 %.0fms p95 %.0fms | docker run --rm p50 %.0fms p95 %.0fms | p50 ratio %.2f",
+		len(zv), pct(zv, 50), pct(zv, 95), pct(dr, 50), pct(dr, 95), pct(zv, 50)/pct(dr, 50))
+}
