@@ -138,7 +138,9 @@ func metricValues(t *testing.T, url, token, name string) map[string]float64 {
 // result: none lost, none failed, none stored or counted twice.
 func TestFaultWorkersKilledAtRandom(t *testing.T) {
 	const jobs, workers = 500, 4
-	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	dir := t.TempDir()
+	srv, c := startServer(t, testServerConfig(t, dir, 0))
+	token := adminToken(dir)
 	ctx := context.Background()
 	rng := rand.New(rand.NewSource(6))
 
@@ -248,7 +250,7 @@ func TestFaultWorkersKilledAtRandom(t *testing.T) {
 	}
 
 	// Each job was counted finished exactly once.
-	finished := metricValues(t, srv.URL()+"/metrics", srv.AdminToken(), "zerverless_jobs_finished_total")
+	finished := metricValues(t, srv.URL()+"/metrics", token, "zerverless_jobs_finished_total")
 	for labels, n := range finished {
 		want := 0.0
 		if labels == `{runtime="lua",status="completed"}` {
@@ -261,8 +263,8 @@ func TestFaultWorkersKilledAtRandom(t *testing.T) {
 	if _, ok := finished[`{runtime="lua",status="completed"}`]; !ok {
 		t.Errorf("no zerverless_jobs_finished_total for completed lua jobs: %v", finished)
 	}
-	requeued := metricValues(t, srv.URL()+"/metrics", srv.AdminToken(), "zerverless_jobs_requeued_total")[""]
-	stale := metricValues(t, srv.URL()+"/metrics", srv.AdminToken(), "zerverless_stale_results_total")[""]
+	requeued := metricValues(t, srv.URL()+"/metrics", token, "zerverless_jobs_requeued_total")[""]
+	stale := metricValues(t, srv.URL()+"/metrics", token, "zerverless_stale_results_total")[""]
 	t.Logf("%d jobs (%d ms of run time in all) over %d workers started in all: %v runs lost and re-queued, %d jobs ran more than once, %v stale results rejected",
 		jobs, runMS, started, requeued, retried, stale)
 	if kills > 10 && requeued == 0 {
@@ -329,11 +331,17 @@ func waitServing(t *testing.T, p *serveProc, url, dir string) *client.Client {
 		defer cancel()
 		return c.Health(ctx)
 	})
-	token := ""
-	if b, err := os.ReadFile(filepath.Join(dir, "admin.token")); err == nil {
-		token = string(bytes.TrimSpace(b))
+	return c.WithToken(adminToken(dir))
+}
+
+// adminToken returns the admin token a server keeps in its data directory
+// dir, or "" when it keeps none.
+func adminToken(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		return ""
 	}
-	return c.WithToken(token)
+	return string(bytes.TrimSpace(b))
 }
 
 // TestCrashOrchestratorUnderLoad kills `zerverless serve` with SIGKILL while
