@@ -331,7 +331,29 @@ func waitServing(t *testing.T, p *serveProc, url, dir string) *client.Client {
 		defer cancel()
 		return c.Health(ctx)
 	})
-	return c.WithToken(adminToken(dir))
+	return tokenClient(url, adminToken(dir))
+}
+
+// tokenClient is a client of url that sends token as a bearer token, or
+// no Authorization header when token is "".
+func tokenClient(url, token string) *client.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return client.New(url, &http.Client{Transport: faultBearer{tr, token}})
+}
+
+type faultBearer struct {
+	inner http.RoundTripper
+	token string
+}
+
+func (b faultBearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b.token == "" {
+		return b.inner.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.inner.RoundTrip(r)
 }
 
 // adminToken returns the admin token a server keeps in its data directory
