@@ -23,6 +23,7 @@ type server struct {
 	cfg     Config
 	svc     Service
 	log     *slog.Logger
+	audit   *slog.Logger // records with "audit"=true
 	metrics http.Handler
 	mux     *http.ServeMux
 }
@@ -55,25 +56,30 @@ func New(cfg Config, svc Service, log *slog.Logger, metrics http.Handler) http.H
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, svc: svc, log: log, metrics: metrics, mux: http.NewServeMux()}
+	s := &server{cfg: cfg, svc: svc, log: log, audit: log.With("audit", true), metrics: metrics, mux: http.NewServeMux()}
 	s.routes()
 	return s
 }
 
 func (s *server) routes() {
 	m := s.mux
-	m.HandleFunc("POST /api/jobs", s.submitJob)
-	m.HandleFunc("GET /api/jobs", s.listJobs)
-	m.HandleFunc("GET /api/jobs/{id}", s.getJob)
-	m.HandleFunc("DELETE /api/jobs/{id}", s.cancelJob)
-	m.HandleFunc("GET /api/workers", s.listWorkers)
+	// Open routes: health, the volunteer page, the worker WebSocket
+	// (workers authenticate inside the protocol) and the workers' fetch
+	// of build contexts (authenticated by a lease, in buildRoutes).
 	m.HandleFunc("GET /health", s.health)
-	m.HandleFunc("GET /info", s.info)
-	m.HandleFunc("GET /stats", s.stats)
 	m.HandleFunc("GET /ws/volunteer", s.volunteer)
+
+	m.HandleFunc("POST /api/jobs", s.guard(anyToken, s.submitJob))
+	m.HandleFunc("GET /api/jobs", s.guard(anyToken, s.listJobs))
+	m.HandleFunc("GET /api/jobs/{id}", s.guard(anyToken, s.getJob))
+	m.HandleFunc("DELETE /api/jobs/{id}", s.guard(anyToken, s.cancelJob))
+	m.HandleFunc("GET /api/workers", s.guard(anyToken, s.listWorkers))
+	m.HandleFunc("GET /info", s.guard(anyToken, s.info))
+	m.HandleFunc("GET /stats", s.guard(anyToken, s.stats))
 	s.buildRoutes(m)
+	s.tokenRoutes(m)
 	if s.metrics != nil {
-		m.Handle("GET /metrics", s.metrics)
+		m.HandleFunc("GET /metrics", s.guard(anyToken, s.metrics.ServeHTTP))
 	}
 	if s.cfg.Volunteer != nil {
 		m.Handle("GET /volunteer/", s.cfg.Volunteer)

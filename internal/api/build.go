@@ -54,8 +54,9 @@ func newBuildContextView(c *store.BuildContext) BuildContextView {
 }
 
 func (s *server) buildRoutes(m *http.ServeMux) {
-	m.HandleFunc("POST /api/build-contexts", s.uploadContext)
-	m.HandleFunc("GET /api/build-contexts/{id}", s.getContext)
+	m.HandleFunc("POST /api/build-contexts", s.guard(anyToken, s.uploadContext))
+	m.HandleFunc("GET /api/build-contexts/{id}", s.guard(anyToken, s.getContext))
+	// Workers fetch with the job and lease they hold, not a token.
 	m.HandleFunc("GET /api/build-contexts/{id}/archive", s.fetchContext)
 }
 
@@ -94,6 +95,17 @@ func (s *server) uploadContext(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, job.Errorf(job.CodeTooLarge, "build context upload is over the limit of %d bytes", limit))
 		return
 	}
+	owner, err := scopeNamespace(principal(r), r.URL.Query().Get("namespace"), "namespace")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if owner == "" {
+		owner = job.DefaultNamespace
+	} else if !job.ValidNamespace(owner) {
+		s.writeError(w, r, job.Invalid("namespace", "must be 1-63 lowercase letters, digits or inner dashes"))
+		return
+	}
 	form := contextstore.FormTar
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch ct {
@@ -122,8 +134,15 @@ func (s *server) uploadContext(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if s.cfg.ContextOwners != nil {
+		if err := s.cfg.ContextOwners.AddBuildContextOwner(r.Context(), rec.ID, owner); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "build context stored",
-		slog.String("build_context_id", rec.ID), slog.Int("files", rec.Files), slog.Int64("bytes", rec.Bytes))
+		slog.String("build_context_id", rec.ID), slog.String("namespace", owner),
+		slog.Int("files", rec.Files), slog.Int64("bytes", rec.Bytes))
 	w.Header().Set("Location", "/api/build-contexts/"+rec.ID)
 	writeJSON(w, http.StatusCreated, newBuildContextView(rec))
 }
@@ -132,6 +151,10 @@ func (s *server) uploadContext(w http.ResponseWriter, r *http.Request) {
 func (s *server) getContext(w http.ResponseWriter, r *http.Request) {
 	cs := s.contexts(w)
 	if cs == nil {
+		return
+	}
+	if err := s.checkContextOwner(r.Context(), principal(r), r.PathValue("id")); err != nil {
+		s.writeContextError(w, r, err)
 		return
 	}
 	rc, rec, err := cs.Open(r.Context(), r.PathValue("id"))
@@ -179,6 +202,24 @@ func (s *server) fetchContext(w http.ResponseWriter, r *http.Request) {
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "build context fetch ended early",
 			slog.String("job_id", j.ID), slog.Any("err", err))
 	}
+}
+
+// checkContextOwner returns not_found when p may not use the build
+// context with id: a namespace token uses only contexts that its
+// namespace uploaded. An empty id is no context and always passes.
+func (s *server) checkContextOwner(ctx context.Context, p job.Principal, id string) error {
+	if id == "" || p.Admin() || s.cfg.ContextOwners == nil {
+		return nil
+	}
+	owned, err := s.cfg.ContextOwners.BuildContextOwned(ctx, id, p.Namespace)
+	if err != nil {
+		return err
+	}
+	if !owned {
+		return &job.Error{Code: job.CodeNotFound, Field: "build_context_id",
+			Message: fmt.Sprintf("build context %s not found (unknown, or expired after going unused)", id)}
+	}
+	return nil
 }
 
 func (s *server) writeContextError(w http.ResponseWriter, r *http.Request, err error) {

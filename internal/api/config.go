@@ -50,6 +50,14 @@ type Config struct {
 	// MaxDockerfileInstructions caps a Dockerfile's instructions (default
 	// 100).
 	MaxDockerfileInstructions int
+	// Auth authenticates bearer tokens and serves the admin routes
+	// (/api/tokens, /api/namespaces). Nil leaves the API open: every
+	// caller acts as admin (the package's own tests); serve always sets
+	// it.
+	Auth Tokens
+	// ContextOwners, when set, scopes build contexts to the namespaces
+	// that uploaded them.
+	ContextOwners ContextOwners
 }
 
 // DefaultConfig returns the documented defaults.

@@ -31,6 +31,9 @@ type Functions interface {
 	Undeploy(ctx context.Context, namespace, path string) error
 	// Invoke runs the function that urlPath names and returns its answer.
 	Invoke(ctx context.Context, urlPath string, req job.FunctionRequest) (job.FunctionResponse, error)
+	// Lookup returns the function that answers urlPath, if any, without
+	// its code; the API reads whether it is public.
+	Lookup(urlPath string) (d *job.Deployment, rest string, ok bool)
 }
 
 // FunctionsConfig configures the function routes.
@@ -65,6 +68,12 @@ type functions struct {
 //	DELETE /api/deploy/{namespace}/{path...}  remove it (204)
 //	ANY    /{namespace}/{path...}             invoke the function
 //
+// The deploy routes need a token (Config.Auth): an admin token, or a
+// namespace token for its own namespace (deploying elsewhere is 403, and
+// another namespace's functions are 404). A public function answers
+// anyone; a private one needs a token of its namespace or an admin token.
+// The Authorization header is never passed to a function.
+//
 // and hands every other request to platform (the handler of New). A path
 // whose first segment is a reserved namespace (job.ReservedNamespaces:
 // api, ws, health, ...) or that has a single segment is always the
@@ -86,16 +95,16 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, fns Functions, log *slog.Log
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &functions{
-		server:   &server{cfg: cfg, log: log, mux: http.NewServeMux()},
+		server:   &server{cfg: cfg, log: log, audit: log.With("audit", true), mux: http.NewServeMux()},
 		fcfg:     fcfg,
 		fns:      fns,
 		platform: platform,
 	}
 	m := f.mux
-	m.HandleFunc("POST /api/deploy/{namespace}/{path...}", f.deploy)
-	m.HandleFunc("GET /api/deploy", f.listDeployments)
-	m.HandleFunc("GET /api/deploy/{namespace}/{path...}", f.getDeployment)
-	m.HandleFunc("DELETE /api/deploy/{namespace}/{path...}", f.undeploy)
+	m.HandleFunc("POST /api/deploy/{namespace}/{path...}", f.guard(anyToken, f.deploy))
+	m.HandleFunc("GET /api/deploy", f.guard(anyToken, f.listDeployments))
+	m.HandleFunc("GET /api/deploy/{namespace}/{path...}", f.guard(anyToken, f.getDeployment))
+	m.HandleFunc("DELETE /api/deploy/{namespace}/{path...}", f.guard(anyToken, f.undeploy))
 	return f
 }
 
@@ -153,6 +162,11 @@ func (f *functions) deploy(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, err)
 		return
 	}
+	if p := principal(r); !p.Sees(ns) {
+		f.writeError(w, r, &job.Error{Code: job.CodeForbidden, Field: "namespace",
+			Message: "this token cannot deploy under namespace " + ns + "; it acts only in namespace " + p.Namespace})
+		return
+	}
 	body, err := f.readBody(w, r)
 	if err != nil {
 		f.writeError(w, r, err)
@@ -184,6 +198,11 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, job.Invalid("namespace", "must be 1-63 lowercase letters, digits or inner dashes"))
 		return
 	}
+	ns, err := scopeNamespace(principal(r), ns, "namespace")
+	if err != nil {
+		f.writeError(w, r, err)
+		return
+	}
 	var withCode bool
 	switch v := q.Get("include"); v {
 	case "":
@@ -207,6 +226,9 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 
 // getDeployment is GET /api/deploy/{namespace}/{path...}.
 func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
+	if !f.seesDeployment(w, r) {
+		return
+	}
 	d, err := f.fns.Deployment(r.Context(), r.PathValue("namespace"), r.PathValue("path"))
 	if err != nil {
 		f.writeError(w, r, err)
@@ -217,6 +239,9 @@ func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
 
 // undeploy is DELETE /api/deploy/{namespace}/{path...}.
 func (f *functions) undeploy(w http.ResponseWriter, r *http.Request) {
+	if !f.seesDeployment(w, r) {
+		return
+	}
 	if err := f.fns.Undeploy(r.Context(), r.PathValue("namespace"), r.PathValue("path")); err != nil {
 		f.writeError(w, r, err)
 		return
@@ -224,11 +249,55 @@ func (f *functions) undeploy(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// seesDeployment answers 404 and returns false when the caller may not
+// see the function that the route names: to a namespace token, another
+// namespace's functions do not exist.
+func (f *functions) seesDeployment(w http.ResponseWriter, r *http.Request) bool {
+	ns, path := r.PathValue("namespace"), r.PathValue("path")
+	if principal(r).Sees(ns) {
+		return true
+	}
+	f.writeError(w, r, job.Errorf(job.CodeNotFound, "no function is deployed at %s/%s", ns, path))
+	return false
+}
+
+// allowInvoke checks the caller of a private function: no token or a
+// refused one is 401, a token that may not act in the function's
+// namespace is 403 (ok false: answered). Public functions, and paths where
+// no function answers (Invoke says 404), need nothing; authed says
+// whether a token was checked.
+func (f *functions) allowInvoke(w http.ResponseWriter, r *http.Request, urlPath string) (p job.Principal, authed, ok bool) {
+	d, _, found := f.fns.Lookup(urlPath)
+	if !found || d.Public || f.cfg.Auth == nil {
+		return job.Principal{}, false, true
+	}
+	p, ok = f.authenticate(w, r)
+	if !ok {
+		return p, false, false
+	}
+	if p.Kind == job.TokenWorker || !p.Sees(d.Namespace) {
+		sw := &statusWriter{ResponseWriter: w}
+		f.writeError(sw, r, job.Errorf(job.CodeForbidden, "function %s is private to its namespace", d.Name()))
+		f.logUse(r, p, sw)
+		return p, true, false
+	}
+	return p, true, true
+}
+
 // invoke answers any request to /{namespace}/{path...} with the function
 // deployed at urlPath, r's path made clean ("." and ".." resolved). The function's status, headers (less
 // job.DroppedResponseHeaders) and body go out as they are; Content-Length
 // is the body's.
 func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath string) {
+	p, authed, ok := f.allowInvoke(w, r, urlPath)
+	if !ok {
+		return
+	}
+	if authed {
+		sw := &statusWriter{ResponseWriter: w}
+		defer f.logUse(r, p, sw)
+		w = sw
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -277,7 +346,8 @@ func functionRequest(r *http.Request) job.FunctionRequest {
 		}
 	}
 	for k, v := range r.Header {
-		if slices.Contains(job.HopByHopHeaders, k) {
+		// The caller's token is the platform's, never the function's.
+		if k == "Authorization" || slices.Contains(job.HopByHopHeaders, k) {
 			continue
 		}
 		sep := ", "

@@ -30,6 +30,19 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	p := principal(r)
+	if req.Namespace, err = scopeNamespace(p, req.Namespace, "namespace"); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.checkContextOwner(r.Context(), p, req.BuildContextID); err != nil {
+		if job.ErrorCode(err) == job.CodeNotFound {
+			// As for a context that does not exist at all (checkBuild).
+			err = job.Invalid("build_context_id", "build context %s not found (unknown, or expired after going unused)", req.BuildContextID)
+		}
+		s.writeError(w, r, err)
+		return
+	}
 	if err := s.checkBuild(r.Context(), &req); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -93,6 +106,10 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.checkJobNamespace(r, id); err != nil {
+		s.writeJobError(w, r, id, err)
+		return
+	}
 	var j *job.Job
 	if wait > 0 {
 		j, err = s.svc.Wait(r.Context(), id, wait)
@@ -110,6 +127,10 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
 // 409 naming its status.
 func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if err := s.checkJobNamespace(r, id); err != nil {
+		s.writeJobError(w, r, id, err)
+		return
+	}
 	j, err := s.svc.Cancel(r.Context(), id)
 	if err != nil {
 		if job.ErrorCode(err) == job.CodeConflict && j != nil {
@@ -123,6 +144,23 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, NewView(j, false))
+}
+
+// checkJobNamespace returns not_found when the caller may not see the job
+// with id: to a namespace token, another namespace's job does not exist.
+func (s *server) checkJobNamespace(r *http.Request, id string) error {
+	p := principal(r)
+	if p.Admin() {
+		return nil
+	}
+	j, err := s.svc.Job(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if !p.Sees(j.Namespace) {
+		return job.ErrNotFound
+	}
+	return nil
 }
 
 // writeJobError answers an error about the job with id, naming it when it
@@ -141,6 +179,10 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f, err := parseFilter(q.Get("status"), q.Get("namespace"), q.Get("limit"), q.Get("cursor"))
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if f.Namespace, err = scopeNamespace(principal(r), f.Namespace, "namespace"); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

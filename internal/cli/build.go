@@ -33,6 +33,8 @@ image's own command). The image is tagged zerverless/<namespace>/<name>:<tag>.
   --build-timeout SECONDS   the build's timeout (default 600)
   --json                    print the finished job as JSON
   --server URL              the orchestrator (env ZERVERLESS_SERVER)
+  --token TOKEN             API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR                data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
 `
 
 func (c *command) build(ctx context.Context, args []string) int {

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/zerverless/zerverless/internal/client"
@@ -21,6 +23,20 @@ const DefaultServer = "http://localhost:8000"
 
 // ServerEnv is the environment variable that names the orchestrator.
 const ServerEnv = "ZERVERLESS_SERVER"
+
+// TokenEnv is the environment variable that holds the API token.
+const TokenEnv = "ZERVERLESS_TOKEN"
+
+// DataEnv names the data directory of a local orchestrator, whose
+// admin.token the commands use when no token is given.
+const DataEnv = "ZERVERLESS_DATA"
+
+// DefaultDataDir is the data directory of `zerverless serve` by default.
+const DefaultDataDir = "zerverless-data"
+
+// AdminTokenFile is the file in the data directory where `serve` keeps
+// the admin token.
+const AdminTokenFile = "admin.token"
 
 // Exit statuses of the commands, besides a job's own exit code.
 const (
@@ -40,7 +56,7 @@ const (
 // IsCommand reports whether name is a command that Run implements.
 func IsCommand(name string) bool {
 	switch name {
-	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
+	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy", "token":
 		return true
 	}
 	return false
@@ -56,6 +72,7 @@ func WriteSummary(w io.Writer) {
   deploy    deploy a function
   deployments  list functions
   undeploy  remove a function
+  token     create, list and revoke API and join tokens
 `)
 }
 
@@ -68,7 +85,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		getenv = func(string) string { return "" }
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "zerverless: no command; one of run, jobs, job, cancel, deploy, deployments, undeploy")
+		fmt.Fprintln(stderr, "zerverless: no command; one of run, build, jobs, job, cancel, deploy, deployments, undeploy, token")
 		return ExitUsage
 	}
 	c := &command{name: args[0], stdout: stdout, stderr: stderr, getenv: getenv}
@@ -89,8 +106,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return c.deployments(ctx, args[1:])
 	case "undeploy":
 		return c.undeploy(ctx, args[1:])
+	case "token":
+		return c.tokenCmd(ctx, args[1:])
 	}
-	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, jobs, job, cancel, deploy, deployments, undeploy\n", args[0])
+	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, build, jobs, job, cancel, deploy, deployments, undeploy, token\n", args[0])
 	return ExitUsage
 }
 
@@ -100,14 +119,19 @@ type command struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	server         string
+	token          string
+	dataDir        string
 }
 
-// flags returns a flag set for the command with the common --server flag.
+// flags returns a flag set for the command with the common --server,
+// --token and --data flags.
 func (c *command) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("zerverless "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&c.server, "server", "", "")
+	fs.StringVar(&c.token, "token", "", "")
+	fs.StringVar(&c.dataDir, "data", "", "")
 	return fs
 }
 
@@ -157,7 +181,7 @@ func describe(err error) error {
 }
 
 // client returns an API client for --server, ZERVERLESS_SERVER or the
-// default, in that order.
+// default, in that order, that sends the token of tokenFor.
 func (c *command) client() *client.Client {
 	server := c.server
 	if server == "" {
@@ -169,5 +193,30 @@ func (c *command) client() *client.Client {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
-	return client.New(server, nil)
+	return client.New(server, nil).WithToken(c.tokenFor())
+}
+
+// tokenFor returns the API token: --token, ZERVERLESS_TOKEN, or the
+// admin.token that `serve` wrote in the data directory (--data,
+// ZERVERLESS_DATA, or ./zerverless-data), so that the commands work as
+// they are on the orchestrator's machine. It is "" when there is none.
+func (c *command) tokenFor() string {
+	if c.token != "" {
+		return c.token
+	}
+	if t := strings.TrimSpace(c.getenv(TokenEnv)); t != "" {
+		return t
+	}
+	dir := c.dataDir
+	if dir == "" {
+		dir = c.getenv(DataEnv)
+	}
+	if dir == "" {
+		dir = DefaultDataDir
+	}
+	b, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

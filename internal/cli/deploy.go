@@ -22,6 +22,8 @@ version. It answers every HTTP method at SERVER/NAMESPACE/PATH/...
 
 Flags:
   --server URL           orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN          API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR             data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
   -f, --file FILE        the handler's source, or a .wasm module
   --runtime R            lua, js, python or wasm (default: from FILE's extension,
                          .lua .js .py .wasm)
@@ -29,6 +31,8 @@ Flags:
   --timeout SECONDS      per invocation (default 30)
   --memory-mb N          memory per invocation, where the runtime bounds it
   --max-concurrency N    invocations at once (default: no cap)
+  --private              answer only requests with a token of NAMESPACE or an
+                         admin token (default: public, anyone may call it)
   --json                 print the deployment as JSON
 `
 
@@ -39,6 +43,8 @@ Lists deployed functions.
 
 Flags:
   --server URL      orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN     API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR        data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
   --namespace NS    only functions of namespace NS
   --json            print the list as JSON
 `
@@ -50,6 +56,8 @@ Removes the function at NAMESPACE/PATH.
 
 Flags:
   --server URL      orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN     API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR        data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
 `
 
 // runtimeByExt maps a file extension to a function runtime.
@@ -60,7 +68,7 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 		file, runtime   string
 		timeout         float64
 		memory, maxConc int
-		asJSON          bool
+		asJSON, private bool
 		env             envFlag
 	)
 	fs := c.flags()
@@ -72,6 +80,7 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 	fs.IntVar(&memory, "memory-mb", 0, "")
 	fs.IntVar(&maxConc, "max-concurrency", 0, "")
 	fs.BoolVar(&asJSON, "json", false, "")
+	fs.BoolVar(&private, "private", false, "")
 	rest, st, ok := c.parse(fs, args, deployUsage, true)
 	if !ok {
 		return st
@@ -98,6 +107,10 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 	}
 	req := job.DeployRequest{Runtime: rt, MemoryMB: memory, MaxConcurrency: maxConc}
 	req.Env = env.m
+	if private {
+		public := false
+		req.Public = &public
+	}
 	if timeout > 0 {
 		req.TimeoutSeconds = &timeout
 	}

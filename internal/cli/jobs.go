@@ -21,6 +21,8 @@ Lists jobs, newest first.
 
 Flags:
   --server URL      orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN     API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR        data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
   --status STATUS   only jobs in STATUS: pending, running, completed, failed,
                     timeout or canceled
   --namespace NS    only jobs of namespace NS
@@ -113,6 +115,8 @@ Prints the job with ID as JSON.
 
 Flags:
   --server URL       orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN      API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR         data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
   --wait DURATION    wait up to DURATION for the job to end first (30s, 1m)
   --spec             include what the job runs (code, module, input, image)
 `
@@ -155,6 +159,8 @@ Cancels jobs: a pending job never runs, a running one is stopped.
 
 Flags:
   --server URL   orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN  API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR     data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
 `
 
 func (c *command) cancel(ctx context.Context, args []string) int {

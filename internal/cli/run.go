@@ -30,6 +30,8 @@ errors of Zerverless itself exit 125, as with docker run.
 
 Flags:
   --server URL        orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
+  --token TOKEN       API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
+  --data DIR          data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
   --type TYPE         job type: lua, js, python, wasm or docker; inferred from
                       --image, --wasm-file or the extension of -f when absent
   --code CODE         source code of a lua, js or python job

@@ -29,6 +29,8 @@ type View = api.View
 type Client struct {
 	base string
 	hc   *http.Client
+	// inner is hc's transport before any token was added.
+	inner http.RoundTripper
 }
 
 // New returns a client for the API at baseURL (for example
@@ -42,7 +44,46 @@ func New(baseURL string, httpClient *http.Client) *Client {
 		t.MaxIdleConnsPerHost = 256
 		httpClient = &http.Client{Transport: t}
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), hc: httpClient}
+	return &Client{base: strings.TrimRight(baseURL, "/"), hc: httpClient, inner: httpClient.Transport}
+}
+
+// WithToken returns a client that sends "Authorization: Bearer token" with
+// every request to c's server (and only to it: not to a host a redirect
+// leads to). It shares c's connections; c itself is unchanged. An empty
+// token sends none.
+func (c *Client) WithToken(token string) *Client {
+	n := *c
+	hc := *c.hc
+	hc.Transport = c.inner
+	if token != "" {
+		inner := c.inner
+		if inner == nil {
+			inner = http.DefaultTransport
+		}
+		host := ""
+		if u, err := url.Parse(c.base); err == nil {
+			host = u.Host
+		}
+		hc.Transport = &bearerTransport{inner: inner, token: token, host: host}
+	}
+	n.hc = &hc
+	return &n
+}
+
+// bearerTransport adds the token to requests for host.
+type bearerTransport struct {
+	inner http.RoundTripper
+	token string
+	host  string
+}
+
+func (t *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host || req.Header.Get("Authorization") != "" {
+		return t.inner.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.inner.RoundTrip(r)
 }
 
 // BaseURL returns the API address the client talks to.
@@ -248,6 +289,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	}()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return decodeError(resp)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)

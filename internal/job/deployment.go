@@ -37,7 +37,8 @@ type Deployment struct {
 	MemoryMB int `json:"memory_mb,omitempty"`
 	// MaxConcurrency caps the invocations running at once; zero is no cap.
 	MaxConcurrency int `json:"max_concurrency,omitempty"`
-	// Public is reserved for access control; it is always false for now.
+	// Public functions answer anyone; a private one answers only requests
+	// with a token of its namespace or an admin token.
 	Public bool `json:"public"`
 	// Version is 1 when first deployed, +1 at every redeploy.
 	Version   int64     `json:"version"`
@@ -80,6 +81,9 @@ type DeployRequest struct {
 	TimeoutSeconds *float64          `json:"timeout_seconds,omitempty"`
 	MemoryMB       int               `json:"memory_mb,omitempty"`
 	MaxConcurrency int               `json:"max_concurrency,omitempty"`
+	// Public is true when absent: a function answers anyone unless
+	// deployed with "public": false.
+	Public *bool `json:"public,omitempty"`
 }
 
 // DeployLimits bound what a deployment may ask for. Every field has a
@@ -273,6 +277,7 @@ func (r *DeployRequest) NewDeployment(namespace, path, digest string, now time.T
 		TimeoutSeconds: timeout,
 		MemoryMB:       r.MemoryMB,
 		MaxConcurrency: r.MaxConcurrency,
+		Public:         r.Public == nil || *r.Public,
 		CreatedAt:      now,
 		UpdatedAt:      now,
 	}

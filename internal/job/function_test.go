@@ -128,7 +128,9 @@ func TestDecodeDeployRequest(t *testing.T) {
 		{`{"runtime":"lua","code":"x","max_concurrency":10001}`, "max_concurrency"},
 		{`{"runtime":"lua","code":"x","env":{"A-B":"v"}}`, "env"},
 		{`{"runtime":"lua","code":"x","env":{"A":"v\u0000"}}`, "env"},
-		{`{"runtime":"lua","code":"x","public":true}`, "public"},
+		{`{"runtime":"lua","code":"x","public":false}`, ""},
+		{`{"runtime":"lua","code":"x","public":"no"}`, "public"},
+		{`{"runtime":"lua","code":"x","private":true}`, "private"},
 		{`{"runtime":"lua","code":"x"} {}`, ""},
 	} {
 		_, err := DecodeDeployRequest([]byte(tc.body), lim)
