@@ -99,7 +99,7 @@ func removeBuilt(wid string) {
 // postJob posts a raw JSON job and returns the status and body.
 func postJob(t testing.TB, srv *Server, body string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Post(srv.URL()+"/api/jobs", "application/json", strings.NewReader(body))
+	resp, err := authPost(srv, srv.URL()+"/api/jobs", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestBuildRefusedBeforeBuild(t *testing.T) {
 	}
 	for _, u := range uploads {
 		t.Run("upload "+u.name, func(t *testing.T) {
-			resp, err := http.Post(srv.URL()+"/api/build-contexts", "application/x-tar", bytes.NewReader(u.data))
+			resp, err := authPost(srv, srv.URL()+"/api/build-contexts", "application/x-tar", bytes.NewReader(u.data))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -378,7 +378,7 @@ func TestBuildRefusedBeforeBuild(t *testing.T) {
 	zw := gzip.NewWriter(&big)
 	zw.Write(tarOf(t, file("big", strings.Repeat("z", 2<<20))))
 	zw.Close()
-	resp, err := http.Post(srv.URL()+"/api/build-contexts", "application/gzip", &big)
+	resp, err := authPost(srv, srv.URL()+"/api/build-contexts", "application/gzip", &big)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +489,7 @@ func TestBuildCLI(t *testing.T) {
 		}
 	}
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"build", "--server", srv.URL(), "-t", "cli:1", "--build-arg", "WHO=cli", dir,
+	code := run(context.Background(), []string{"build", "--server", srv.URL(), "--token", srv.AdminToken(), "-t", "cli:1", "--build-arg", "WHO=cli", dir,
 		"--", "sh", "-c", "cd /app; ls -A; cat who"}, &out, &errOut, func(string) string { return "" })
 	want := "Dockerfile\nmain.sh\nsub\nwho\nbuilt for cli\n"
 	if code != 0 || out.String() != want || !strings.Contains(errOut.String(), "zerverless/default/cli:1") {
@@ -497,7 +497,7 @@ func TestBuildCLI(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	code = run(context.Background(), []string{"build", "--server", srv.URL(), "--only", "-t", "cli:1", "--build-arg", "WHO=cli", dir},
+	code = run(context.Background(), []string{"build", "--server", srv.URL(), "--token", srv.AdminToken(), "--only", "-t", "cli:1", "--build-arg", "WHO=cli", dir},
 		&out, &errOut, func(string) string { return "" })
 	if code != 0 || !strings.HasPrefix(out.String(), "zerverless/default/cli:1\nsha256:") || !strings.Contains(errOut.String(), "cache hit") {
 		t.Fatalf("--only: exit %d stdout %q stderr %q", code, out.String(), errOut.String())

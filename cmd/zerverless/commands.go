@@ -207,6 +207,9 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return 1
 	}
 	fmt.Fprintf(stdout, "zerverless %s listening on %s (workers: %d, data: %s)\n", version, srv.URL(), cfg.Workers, cfg.DataDir)
+	if srv.AdminTokenCreated() {
+		fmt.Fprintf(stdout, "admin token (shown once; stored in %s, mode 0600):\n  %s\n", srv.AdminTokenPath(), srv.AdminToken())
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
 	if err := srv.Close(); err != nil {

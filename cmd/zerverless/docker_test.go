@@ -119,7 +119,7 @@ func TestDockerExampleJob(t *testing.T) {
      "input_data": {"key": "value"},
      "timeout_seconds": 30
    }`
-	resp, err := http.Post(srv.URL()+"/api/jobs", "application/json", strings.NewReader(body))
+	resp, err := authPost(srv, srv.URL()+"/api/jobs", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestDockerCLI(t *testing.T) {
 	img := testImage(t, "zerverless-test/busybox:e2e")
 	srv, _ := startServer(t, dockerServerConfig(t, 1))
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"run", "--server", srv.URL(), "--image", img, "--", "sh", "-c", "echo from-container; exit 7"},
+	code := run(context.Background(), []string{"run", "--server", srv.URL(), "--token", srv.AdminToken(), "--image", img, "--", "sh", "-c", "echo from-container; exit 7"},
 		&out, &errOut, func(string) string { return "" })
 	if code != 7 || !strings.Contains(out.String(), "from-container") {
 		t.Fatalf("exit %d stdout %q stderr %q", code, out.String(), errOut.String())

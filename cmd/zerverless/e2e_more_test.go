@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +85,7 @@ func TestBadInputEndToEnd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := http.Post(srv.URL()+"/api/jobs", "application/json", strings.NewReader(tt.body))
+			resp, err := authPost(srv, srv.URL()+"/api/jobs", "application/json", strings.NewReader(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +184,7 @@ func TestOperatorEndpoints(t *testing.T) {
 		t.Fatalf("filtered list: %v %v", alphaFailed, err)
 	}
 
-	resp, err := http.Get(srv.URL() + "/metrics")
+	resp, err := authGet(srv, srv.URL()+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +201,7 @@ func TestOperatorEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if resp, err := http.Get(srv.URL() + "/api/jobs/does-not-exist"); err != nil || resp.StatusCode != 404 {
+	if resp, err := authGet(srv, srv.URL()+"/api/jobs/does-not-exist"); err != nil || resp.StatusCode != 404 {
 		t.Fatalf("unknown job: %v %v", resp.StatusCode, err)
 	}
 }
@@ -212,8 +211,11 @@ func TestOperatorEndpoints(t *testing.T) {
 func TestCLIAgainstServer(t *testing.T) {
 	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 1))
 	env := func(k string) string {
-		if k == "ZERVERLESS_SERVER" {
+		switch k {
+		case "ZERVERLESS_SERVER":
 			return srv.URL()
+		case "ZERVERLESS_DATA": // the CLI reads the admin token there
+			return srv.cfg.DataDir
 		}
 		return ""
 	}
@@ -224,7 +226,7 @@ func TestCLIAgainstServer(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	code = run(context.Background(), []string{"run", "--server", srv.URL(), "--type", "js", "--code", `throw new Error("nope")`}, &out, &errOut, func(string) string { return "" })
+	code = run(context.Background(), []string{"run", "--server", srv.URL(), "--token", srv.AdminToken(), "--type", "js", "--code", `throw new Error("nope")`}, &out, &errOut, func(string) string { return "" })
 	if code == 0 || !strings.Contains(errOut.String(), "nope") {
 		t.Fatalf("failing run: exit %d stdout %q stderr %q", code, out.String(), errOut.String())
 	}

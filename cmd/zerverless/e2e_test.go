@@ -254,7 +254,7 @@ func TestRestartKeepsJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := client.New(srv.URL(), nil)
+	c := client.New(srv.URL(), nil).WithToken(srv.AdminToken())
 	holder := dialRaw(t, srv.WorkerURL(), job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1})
 	holder.keepAlive()
 	// A real worker that outlives the orchestrator and must reconnect.

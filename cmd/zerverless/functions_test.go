@@ -319,7 +319,7 @@ func TestFunctionsRouting(t *testing.T) {
 		{"ok/x", `{"runtime":"lua","code":"x","max_concurrency":-2}`, "max_concurrency"},
 		{"ok/x", `{"runtime":"lua","code":"x","surprise":1}`, "surprise"},
 	} {
-		r := call(t, "POST", srv.URL()+"/api/deploy/"+tc.name, nil, []byte(tc.body))
+		r := call(t, "POST", srv.URL()+"/api/deploy/"+tc.name, map[string]string{"Authorization": "Bearer " + srv.AdminToken()}, []byte(tc.body))
 		var e struct{ Error, Field string }
 		json.Unmarshal(r.body, &e)
 		if r.status != 400 || e.Field != tc.field {
@@ -531,8 +531,11 @@ func TestFunctionsCLI(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "hello.lua")
 	os.WriteFile(file, []byte(`function handle(req) return "hello " .. ENV.WHO end`), 0o644)
 	getenv := func(k string) string {
-		if k == "ZERVERLESS_SERVER" {
+		switch k {
+		case "ZERVERLESS_SERVER":
 			return srv.URL()
+		case "ZERVERLESS_TOKEN":
+			return srv.AdminToken()
 		}
 		return ""
 	}

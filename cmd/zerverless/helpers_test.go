@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -112,7 +114,28 @@ func startServer(t testing.TB, cfg ServerConfig) (*Server, *client.Client) {
 		t.Fatalf("start server: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return srv, client.New(srv.URL(), nil)
+	return srv, client.New(srv.URL(), nil).WithToken(srv.AdminToken())
+}
+
+// authPost is http.Post with srv's admin token.
+func authPost(srv *Server, url, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+	return http.DefaultClient.Do(req)
+}
+
+// authGet is http.Get with srv's admin token.
+func authGet(srv *Server, url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+	return http.DefaultClient.Do(req)
 }
 
 // startWorker runs a native worker against srv until the returned stop is

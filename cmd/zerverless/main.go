@@ -37,6 +37,7 @@ Usage:
   zerverless deploy  NS/PATH -f FILE   deploy a function
   zerverless deployments        list functions
   zerverless undeploy NS/PATH   remove a function
+  zerverless token   create|list|revoke   manage API and join tokens (admin)
   zerverless version            print the version
 
 Run "zerverless COMMAND --help" for a command's flags.
@@ -53,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return serveCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "worker":
 		return workerCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy":
+	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy", "token":
 		return cli.Run(ctx, args, stdout, stderr, getenv)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "zerverless", version)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/auth"
 	"github.com/zerverless/zerverless/internal/contextstore"
 	"github.com/zerverless/zerverless/internal/deploy"
 	"github.com/zerverless/zerverless/internal/orchestrator"
@@ -48,6 +49,8 @@ type ServerConfig struct {
 	// Contexts keeps uploaded build contexts (Dir defaults to
 	// DataDir/build-contexts).
 	Contexts contextstore.Config
+	// Auth tunes the token service (its caches).
+	Auth auth.Config
 	// ShutdownTimeout bounds a graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -78,8 +81,12 @@ type Server struct {
 	store *sqlite.Store
 	orch  *orchestrator.Orchestrator
 	fns   *deploy.Service
+	auth  *auth.Service
 	http  *http.Server
 	ln    net.Listener
+
+	adminToken        string
+	adminTokenCreated bool
 
 	baseCancel context.CancelFunc
 	workers    []*worker.Worker
@@ -118,6 +125,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		// The embedded workers' join token lives only in this process.
 		cfg.Orchestrator.LocalWorkerSecret = rand.Text()
 		s.cfg.Orchestrator.LocalWorkerSecret = cfg.Orchestrator.LocalWorkerSecret
+	}
+	if err := s.startAuth(ctx, &cfg); err != nil {
+		return nil, err
 	}
 	s.orch, err = orchestrator.New(cfg.Orchestrator, s.store, log, reg)
 	if err != nil {
