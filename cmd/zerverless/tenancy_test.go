@@ -169,7 +169,9 @@ var matrix = []endpoint{
 	{name: "get job", method: "GET", right: "alice", ok: 200, wrong: 404,
 		target: func(t *testing.T, tn *tenants) (string, []byte) { return "/api/jobs/" + tn.aliceJob, nil }},
 	{name: "wait for job", method: "GET", right: "alice", ok: 200, wrong: 404,
-		target: func(t *testing.T, tn *tenants) (string, []byte) { return "/api/jobs/" + tn.aliceJob + "?wait=0.01", nil }},
+		target: func(t *testing.T, tn *tenants) (string, []byte) {
+			return "/api/jobs/" + tn.aliceJob + "?wait=0.01", nil
+		}},
 	{name: "cancel job", method: "DELETE", right: "alice", ok: 200, wrong: 404,
 		target: func(t *testing.T, tn *tenants) (string, []byte) { return "/api/jobs/" + tn.pendingAliceJob(t), nil }},
 	{name: "workers", method: "GET", right: "alice", ok: 200, target: fixed("/api/workers", "")},
