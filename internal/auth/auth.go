@@ -205,6 +205,9 @@ func (s *Service) List(ctx context.Context) ([]job.Token, error) {
 // succeeds; an unknown id is not_found.
 func (s *Service) Revoke(ctx context.Context, id string) (job.Token, error) {
 	rec, err := s.st.RevokeToken(ctx, id, s.now())
+	if job.ErrorCode(err) == job.CodeNotFound {
+		return job.Token{}, job.Errorf(job.CodeNotFound, "no token has id %q", id)
+	}
 	if err != nil {
 		return job.Token{}, err
 	}
