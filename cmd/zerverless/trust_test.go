@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+)
+
+// serve answers every assignment the raw worker gets with answer(task),
+// until the test ends.
+func (r *rawWorker) serve(answer func(*job.Task) job.Result) {
+	r.keepAlive()
+	done := make(chan struct{})
+	r.t.Cleanup(func() { close(done); r.conn.CloseNow() })
+	go func() {
+		for {
+			m, err := r.conn.Read(context.Background())
+			if err != nil {
+				return
+			}
+			if m.Type != protocol.TypeAssign {
+				continue
+			}
+			res := answer(m.Task)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = r.conn.Write(ctx, protocol.Message{Type: protocol.TypeResult, JobID: m.Task.JobID, LeaseID: m.Task.LeaseID, Result: &res})
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func says(out string) func(*job.Task) job.Result {
+	return func(*job.Task) job.Result {
+		return job.Result{Status: job.StatusCompleted, Output: out, Result: []byte(`"` + out + `"`)}
+	}
+}
+
+var luaOnly = job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 4}
+
+// TestReplicasOutvoteABadWorker: with replicas 3 and quorum 2, the honest
+// answer wins over a worker that lies, the liar is recorded, and after
+// enough lost votes it gets no more jobs.
+func TestReplicasOutvoteABadWorker(t *testing.T) {
+	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	honestA := dialRaw(t, srv.WorkerURL(), luaOnly)
+	honestB := dialRaw(t, srv.WorkerURL(), luaOnly)
+	liar := dialRaw(t, srv.WorkerURL(), luaOnly)
+	honestA.serve(says("honest"))
+	honestB.serve(says("honest"))
+	liar.serve(says("forged"))
+	ctx := context.Background()
+	banned := func() bool {
+		ws, err := c.Workers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			if w.Banned && w.ID != liar.id {
+				t.Fatalf("an honest worker is banned: %+v", w)
+			}
+			if w.ID == liar.id && w.Banned {
+				return true
+			}
+		}
+		return false
+	}
+	lost := 0
+	for i := 0; !banned(); i++ {
+		if i == 30 {
+			t.Fatalf("the liar lost %d votes in 30 jobs and is still not banned", lost)
+		}
+		v := submitWait(t, c, job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
+		if v.Status != job.StatusCompleted || v.Output != "honest" || v.Replicas != 3 || v.Quorum != 2 {
+			t.Fatalf("job %d: %s output %q (replicas %d quorum %d) error %q", i, v.Status, v.Output, v.Replicas, v.Quorum, v.Error)
+		}
+		agreed := 0
+		for _, a := range v.ReplicaAnswers {
+			if a.WorkerID == liar.id {
+				if a.Agreed {
+					t.Fatalf("the liar's answer is marked as agreed: %+v", v.ReplicaAnswers)
+				}
+				lost++ // recorded as disagreeing
+			}
+			if a.Agreed {
+				agreed++
+			}
+		}
+		// Once two agree the third replica is no longer needed; a liar
+		// that answered first is recorded as disagreeing.
+		if agreed != 2 {
+			t.Fatalf("replica answers %+v", v.ReplicaAnswers)
+		}
+	}
+	if lost < 3 {
+		t.Fatalf("banned after losing %d votes, want 3", lost)
+	}
+	v := submitWait(t, c, job.Request{Type: job.TypeLua, Code: "return 1"})
+	if v.WorkerID == liar.id {
+		t.Fatal("a banned worker got a job")
+	}
+}
+
+// TestReplicasNoQuorum: two bad workers that disagree with each other and
+// with the honest one leave no quorum; with no more replicas allowed the
+// job fails saying so, recording every answer. With another honest worker
+// and room for more replicas, an extra replica settles it.
+func TestReplicasNoQuorum(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.MaxReplicas = 3
+	srv, c := startServer(t, cfg)
+	dialRaw(t, srv.WorkerURL(), luaOnly).serve(says("honest"))
+	dialRaw(t, srv.WorkerURL(), luaOnly).serve(says("bad-1"))
+	dialRaw(t, srv.WorkerURL(), luaOnly).serve(says("bad-2"))
+	v := submitWait(t, c, job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
+	if v.Status != job.StatusFailed || !strings.Contains(v.Error, "no quorum") || len(v.ReplicaAnswers) != 3 {
+		t.Fatalf("got %s %q answers %+v", v.Status, v.Error, v.ReplicaAnswers)
+	}
+	hashes := map[string]bool{}
+	for _, a := range v.ReplicaAnswers {
+		hashes[a.Hash] = true
+	}
+	if len(hashes) != 3 {
+		t.Fatalf("three different answers should have three hashes: %+v", v.ReplicaAnswers)
+	}
+
+	cfg2 := testServerConfig(t, t.TempDir(), 0)
+	srv2, c2 := startServer(t, cfg2)
+	dialRaw(t, srv2.WorkerURL(), luaOnly).serve(says("honest"))
+	dialRaw(t, srv2.WorkerURL(), luaOnly).serve(says("bad-1"))
+	dialRaw(t, srv2.WorkerURL(), luaOnly).serve(says("bad-2"))
+	id, err := c2.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		v, err := c2.Job(context.Background(), id.ID, 0)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(v.Reason, "3 answers from 4 replicas") {
+			return fmt.Errorf("reason %q", v.Reason)
+		}
+		return nil
+	})
+	dialRaw(t, srv2.WorkerURL(), luaOnly).serve(says("honest"))
+	done := waitDone(t, c2, id.ID, 10*time.Second)
+	if done.Status != job.StatusCompleted || done.Output != "honest" || len(done.ReplicaAnswers) != 4 {
+		t.Fatalf("got %s %q answers %+v", done.Status, done.Output, done.ReplicaAnswers)
+	}
+}
+
+// TestReplicasEndToEnd: a replicated Lua job on real workers completes
+// with the answer they agree on, each replica on a distinct worker.
+func TestReplicasEndToEnd(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 3)
+	cfg.Worker.Concurrency = 1
+	_, c := startServer(t, cfg)
+	v := submitWait(t, c, job.Request{Type: job.TypeLua, Code: `print("same") return INPUT.x * 2`, Input: []byte(`{"x":21}`), Replicas: 3})
+	if v.Status != job.StatusCompleted || v.Output != "same\n" || !jsonEqual(v.Result, "42") || v.Quorum != 2 {
+		t.Fatalf("got %s %q %s quorum %d: %q", v.Status, v.Output, v.Result, v.Quorum, v.Error)
+	}
+	workers := map[string]bool{}
+	for _, a := range v.ReplicaAnswers {
+		if workers[a.WorkerID] {
+			t.Fatalf("two replicas ran on worker %s", a.WorkerID)
+		}
+		workers[a.WorkerID] = true
+	}
+	stats, err := c.Stats(context.Background())
+	if err != nil || stats.Jobs[job.StatusCompleted] != 1 {
+		t.Fatalf("replicas were counted as jobs: %+v %v", stats, err)
+	}
+}
+
+// TestWorkerTrust: without --open-volunteering a worker without a join
+// token cannot connect; with it, an anonymous worker connects but never
+// gets a docker job, which goes to a worker that joined with a token.
+func TestWorkerTrust(t *testing.T) {
+	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	conn, err := protocol.Dial(context.Background(), srv.WorkerURL(), nil, protocol.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	caps := job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Capabilities: &caps})
+	m, err := conn.Read(ctx)
+	if err != nil || m.Type != protocol.TypeError || !strings.Contains(m.Error, "join token") {
+		t.Fatalf("anonymous worker with open volunteering off: %+v %v", m, err)
+	}
+	bad, err := protocol.Dial(context.Background(), srv.WorkerURL(), nil, protocol.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.CloseNow()
+	bad.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Capabilities: &caps, Token: "zv_not-a-token"})
+	if m, err := bad.Read(ctx); err != nil || m.Type != protocol.TypeError || !strings.Contains(m.Error, "invalid join token") {
+		t.Fatalf("worker with a wrong join token: %+v %v", m, err)
+	}
+
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.OpenVolunteering = true
+	srv2, c := startServer(t, cfg)
+	dockerCaps := job.Capabilities{Runtimes: []job.Type{job.TypeLua, job.TypeDocker}, Concurrency: 2, Docker: &job.DockerCapabilities{}}
+	anon := dialAnonymous(t, srv2.WorkerURL(), dockerCaps)
+	v, err := c.Submit(context.Background(), job.Request{Type: job.TypeDocker, DockerImage: "alpine:latest", DockerCommand: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lua, err := c.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task := anon.next(5 * time.Second); task.JobID != lua.ID {
+		t.Fatalf("the anonymous worker was given %s (%s)", task.JobID, task.Type)
+	}
+	got, _ := c.Job(context.Background(), v.ID, 0)
+	if got.Status != job.StatusPending || !strings.Contains(got.Reason, "no connected worker runs docker") {
+		t.Fatalf("docker job with only an anonymous worker: %s %q", got.Status, got.Reason)
+	}
+	ws, _ := c.Workers(context.Background())
+	if len(ws) != 1 || ws[0].Trusted || ws[0].Capabilities.Has(job.TypeDocker) {
+		t.Fatalf("the anonymous worker is listed as %+v", ws)
+	}
+	trusted := dialRaw(t, srv2.WorkerURL(), dockerCaps)
+	if task := trusted.next(5 * time.Second); task.JobID != v.ID {
+		t.Fatalf("the trusted worker was given %s", task.JobID)
+	}
+}
+
+func dialAnonymous(t *testing.T, url string, caps job.Capabilities) *rawWorker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := protocol.Dial(ctx, url, nil, protocol.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "anonymous", Capabilities: &caps})
+	m, err := conn.Read(ctx)
+	if err != nil || m.Type != protocol.TypeRegistered || m.Trusted {
+		t.Fatalf("register anonymously: %+v %v", m, err)
+	}
+	r := &rawWorker{t: t, conn: conn, id: m.WorkerID}
+	r.keepAlive()
+	return r
+}
+
+// TestQuotas: over a namespace's pending quota or rate, submissions get 429
+// with Retry-After; every job that was accepted still completes; the
+// running quota holds jobs in the queue instead of refusing them.
+func TestQuotas(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.DefaultQuotas = job.Quotas{PendingJobs: 5, RunningJobs: 1, SubmitsPerSecond: 1000}
+	srv, c := startServer(t, cfg)
+	ctx := context.Background()
+	var accepted []string
+	for range 5 {
+		v, err := c.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "tenant"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted = append(accepted, v.ID)
+	}
+	_, err := c.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "tenant"})
+	if job.ErrorCode(err) != job.CodeTooMany || !strings.Contains(err.Error(), "pending") {
+		t.Fatalf("sixth pending job: %v", err)
+	}
+	resp, err := authPost(srv, srv.URL()+"/api/jobs", "application/json", strings.NewReader(`{"job_type":"lua","code":"return 1","namespace":"tenant"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("over quota: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Another namespace is not affected.
+	if _, err := c.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "other"}); err != nil {
+		t.Fatalf("another namespace: %v", err)
+	}
+
+	// The running quota of 1: a worker with 4 slots runs tenant's jobs one
+	// at a time.
+	slow := dialRaw(t, srv.WorkerURL(), luaOnly)
+	slow.keepAlive()
+	first := slow.next(5 * time.Second)
+	second := slow.next(5 * time.Second) // the other namespace's job
+	if first.Namespace == second.Namespace {
+		t.Fatalf("two jobs of namespace %s ran at once over a running quota of 1", first.Namespace)
+	}
+	stats, _ := c.Stats(ctx)
+	if stats.Jobs[job.StatusRunning] != 2 || stats.Jobs[job.StatusPending] != 4 {
+		t.Fatalf("stats %+v", stats)
+	}
+	tenantJob := first
+	if second.Namespace == "tenant" {
+		tenantJob = second
+	}
+	for _, task := range []*job.Task{first, second} {
+		slow.send(protocol.Message{Type: protocol.TypeResult, JobID: task.JobID, LeaseID: task.LeaseID, Result: &job.Result{Status: job.StatusCompleted}})
+	}
+	_ = tenantJob
+	// The rest go one by one; every accepted job completes.
+	var mu sync.Mutex
+	for range 4 {
+		task := slow.next(5 * time.Second)
+		mu.Lock()
+		slow.send(protocol.Message{Type: protocol.TypeResult, JobID: task.JobID, LeaseID: task.LeaseID, Result: &job.Result{Status: job.StatusCompleted}})
+		mu.Unlock()
+	}
+	for _, id := range accepted {
+		if v := waitDone(t, c, id, 5*time.Second); v.Status != job.StatusCompleted {
+			t.Fatalf("accepted job %s ended %s", id, v.Status)
+		}
+	}
+
+	// The rate: a burst over twice the rate is refused in part, and every
+	// accepted job completes.
+	cfg2 := testServerConfig(t, t.TempDir(), 1)
+	cfg2.Orchestrator.DefaultQuotas = job.Quotas{SubmitsPerSecond: 5}
+	_, c2 := startServer(t, cfg2)
+	var ok []string
+	refused := 0
+	for range 30 {
+		v, err := c2.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1"})
+		switch {
+		case err == nil:
+			ok = append(ok, v.ID)
+		case job.ErrorCode(err) == job.CodeTooMany:
+			refused++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if refused == 0 || len(ok) < 10 {
+		t.Fatalf("rate 5/s: %d accepted, %d refused", len(ok), refused)
+	}
+	for _, id := range ok {
+		if v := waitDone(t, c2, id, 10*time.Second); v.Status != job.StatusCompleted {
+			t.Fatalf("accepted job %s ended %s", id, v.Status)
+		}
+	}
+}
