@@ -136,6 +136,8 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err := s.orch.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start orchestrator: %w", err)
 	}
+	cfg.Deploy.Quotas = s.orch
+	cfg.API.Quotas = s.orch
 	s.fns = deploy.New(cfg.Deploy, s.store, s.orch, log)
 	if err := s.fns.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start functions: %w", err)

@@ -354,3 +354,43 @@ func TestQuotas(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageQuotas: a namespace holds at most its quota of functions
+// (redeploying one is always allowed) and of stored build contexts.
+func TestStorageQuotas(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.DefaultQuotas.Deployments = 2
+	cfg.Orchestrator.DefaultQuotas.BuildContextMB = 1
+	_, c := startServer(t, cfg)
+	ctx := context.Background()
+	fn := job.DeployRequest{Runtime: job.TypeLua, Code: `function handle(req) return "hi" end`}
+	for _, p := range []string{"one", "two"} {
+		if _, err := c.Deploy(ctx, "quota", p, fn); err != nil {
+			t.Fatalf("deploy %s: %v", p, err)
+		}
+	}
+	if _, err := c.Deploy(ctx, "quota", "three", fn); job.ErrorCode(err) != job.CodeTooMany {
+		t.Fatalf("third function over a quota of 2: %v", err)
+	}
+	if _, err := c.Deploy(ctx, "quota", "two", fn); err != nil {
+		t.Fatalf("redeploy within the quota: %v", err)
+	}
+	if _, err := c.Deploy(ctx, "other", "three", fn); err != nil {
+		t.Fatalf("another namespace: %v", err)
+	}
+
+	upload := func(fill byte) error {
+		body := fmt.Sprintf(`{"files":{"Dockerfile":"FROM scratch\n","blob":%q}}`, strings.Repeat(string(rune('a'+fill)), 600<<10))
+		_, err := c.UploadContext(ctx, strings.NewReader(body), "application/json")
+		return err
+	}
+	if err := upload(0); err != nil {
+		t.Fatalf("first context: %v", err)
+	}
+	if err := upload(0); err != nil {
+		t.Fatalf("the same context again costs nothing: %v", err)
+	}
+	if err := upload(1); job.ErrorCode(err) != job.CodeTooMany {
+		t.Fatalf("a second 600 KiB context over a quota of 1 MiB: %v", err)
+	}
+}

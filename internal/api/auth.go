@@ -42,6 +42,13 @@ type Tokens interface {
 type ContextOwners interface {
 	AddBuildContextOwner(ctx context.Context, id, ns string) error
 	BuildContextOwned(ctx context.Context, id, ns string) (bool, error)
+	BuildContextBytes(ctx context.Context, ns string) (int64, error)
+}
+
+// Quotas gives a namespace's quotas (its policy with the platform's
+// defaults).
+type Quotas interface {
+	Quotas(ctx context.Context, namespace string) job.Quotas
 }
 
 // openPrincipal is the caller of every route when the API runs without a

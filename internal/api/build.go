@@ -134,6 +134,10 @@ func (s *server) uploadContext(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.checkContextQuota(r.Context(), owner, rec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if s.cfg.ContextOwners != nil {
 		if err := s.cfg.ContextOwners.AddBuildContextOwner(r.Context(), rec.ID, owner); err != nil {
 			s.writeError(w, r, err)
@@ -307,4 +311,30 @@ func (s *server) dockerfileFromContext(ctx context.Context, req *job.Request) (s
 		}
 	}
 	return "", job.Invalid("dockerfile", "%q is not a Dockerfile, and the context has no file of that name", req.Dockerfile)
+}
+
+// checkContextQuota refuses a context that would take namespace ns over
+// its quota of stored build contexts. A context ns already owns costs
+// nothing more. A refused context is stored but owned by nobody, and
+// expires unused.
+func (s *server) checkContextQuota(ctx context.Context, ns string, rec *store.BuildContext) error {
+	owners := s.cfg.ContextOwners
+	if s.cfg.Quotas == nil || owners == nil {
+		return nil
+	}
+	limit := int64(s.cfg.Quotas.Quotas(ctx, ns).BuildContextMB) << 20
+	if limit <= 0 {
+		return nil
+	}
+	if owned, err := owners.BuildContextOwned(ctx, rec.ID, ns); err != nil || owned {
+		return err
+	}
+	used, err := owners.BuildContextBytes(ctx, ns)
+	if err != nil {
+		return err
+	}
+	if used+rec.TarBytes > limit {
+		return job.Errorf(job.CodeTooMany, "namespace %s stores %d bytes of build contexts; this one (%d bytes) would pass its quota of %d MiB", ns, used, rec.TarBytes, limit>>20)
+	}
+	return nil
 }

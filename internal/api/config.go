@@ -58,6 +58,9 @@ type Config struct {
 	// ContextOwners, when set, scopes build contexts to the namespaces
 	// that uploaded them.
 	ContextOwners ContextOwners
+	// Quotas, when set, bounds each namespace's stored build contexts
+	// (Quotas.BuildContextMB); an upload over it is answered 429.
+	Quotas Quotas
 }
 
 // DefaultConfig returns the documented defaults.

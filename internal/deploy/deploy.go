@@ -34,6 +34,9 @@ type Config struct {
 	// invocations (default 256 MiB); beyond it code is read from the store
 	// again when next invoked.
 	CodeCacheBytes int
+	// Quotas, when set, gives each namespace's quotas; a namespace may
+	// hold at most Quotas.Deployments functions.
+	Quotas QuotaSource
 	// RefreshInterval is how often the table of deployments is reloaded
 	// from the store, to see deployments made through another
 	// orchestrator on a shared store (default 10 s; negative: never).
@@ -229,6 +232,9 @@ func (s *Service) Deploy(ctx context.Context, namespace, path string, r job.Depl
 	if err := r.Validate(s.cfg.Limits); err != nil {
 		return nil, err
 	}
+	if err := s.checkQuota(ctx, namespace, path); err != nil {
+		return nil, err
+	}
 	sum := sha256.New()
 	sum.Write([]byte(r.Code))
 	sum.Write(r.Wasm)
@@ -354,4 +360,36 @@ func (s *Service) code(ctx context.Context, e *entry) (*prepared, error) {
 	}
 	s.mu.Unlock()
 	return p, nil
+}
+
+// QuotaSource gives a namespace's quotas.
+type QuotaSource interface {
+	Quotas(ctx context.Context, namespace string) job.Quotas
+}
+
+// checkQuota refuses a new function in a namespace that holds its quota of
+// deployments; redeploying an existing one is always allowed.
+func (s *Service) checkQuota(ctx context.Context, namespace, path string) error {
+	if s.cfg.Quotas == nil {
+		return nil
+	}
+	limit := s.cfg.Quotas.Quotas(ctx, namespace).Deployments
+	if limit <= 0 {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if _, ok := s.table[namespace+"/"+path]; ok {
+		return nil
+	}
+	n := 0
+	for _, e := range s.table {
+		if e.d.Namespace == namespace {
+			n++
+		}
+	}
+	if n >= limit {
+		return job.Errorf(job.CodeTooMany, "namespace %s has %d functions, its quota; delete one first", namespace, n)
+	}
+	return nil
 }

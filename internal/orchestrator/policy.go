@@ -185,3 +185,9 @@ func (w *worker) reputationKey() string {
 	}
 	return "worker:" + w.id
 }
+
+// Quotas returns namespace ns's quotas: its policy's, with the platform's
+// defaults for what the policy leaves zero.
+func (o *Orchestrator) Quotas(ctx context.Context, ns string) job.Quotas {
+	return o.policy(ctx, ns).Quotas.Merge(o.cfg.DefaultQuotas)
+}

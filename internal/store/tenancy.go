@@ -63,4 +63,7 @@ type Tenancy interface {
 	// BuildContextOwned reports whether namespace ns uploaded the build
 	// context with id.
 	BuildContextOwned(ctx context.Context, id, ns string) (bool, error)
+	// BuildContextBytes returns the stored size of the build contexts
+	// namespace ns uploaded.
+	BuildContextBytes(ctx context.Context, ns string) (int64, error)
 }

@@ -15,6 +15,7 @@ var migrations = []string{
 	schemaDeployments,   // 2: function deployments
 	schemaBuildContexts, // 3: uploaded build contexts
 	schemaTenancy,       // 4: tokens, namespace policies, build context owners
+	schemaOwnerIndex,    // 5: build context owners by namespace, for quotas
 }
 
 // migrate applies, in one transaction, every migration the database has not
@@ -118,4 +119,10 @@ END;
 CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
 	UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;
 END;
+`
+
+// schemaOwnerIndex serves BuildContextBytes: a namespace's contexts are an
+// index range.
+const schemaOwnerIndex = `
+CREATE INDEX build_context_owners_namespace ON build_context_owners (namespace, id);
 `

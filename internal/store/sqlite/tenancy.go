@@ -260,3 +260,18 @@ func (s *Store) BuildContextOwned(ctx context.Context, id, ns string) (bool, err
 	}
 	return true, nil
 }
+
+// BuildContextBytes sums the stored tar size of the contexts ns owns.
+func (s *Store) BuildContextBytes(ctx context.Context, ns string) (int64, error) {
+	if s.isClosed.Load() {
+		return 0, errClosed()
+	}
+	var n int64
+	err := s.readDB.QueryRowContext(ctx, `SELECT COALESCE(SUM(c.tar_bytes), 0)
+		FROM build_context_owners o JOIN build_contexts c ON c.id = o.id
+		WHERE o.namespace = ?`, ns).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("build context bytes of %s: %w", ns, err)
+	}
+	return n, nil
+}
