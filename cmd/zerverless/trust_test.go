@@ -394,3 +394,35 @@ func TestStorageQuotas(t *testing.T) {
 		t.Fatalf("a second 600 KiB context over a quota of 1 MiB: %v", err)
 	}
 }
+
+// TestWorkerOrigin: a browser page from an origin the operator did not list
+// cannot open the worker WebSocket; a listed origin, the orchestrator's own
+// and a native worker (no Origin) can.
+func TestWorkerOrigin(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.OpenVolunteering = true
+	cfg.API.OriginPatterns = []string{"volunteers.example"}
+	srv, _ := startServer(t, cfg)
+	dial := func(origin string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		conn, err := protocol.Dial(ctx, srv.WorkerURL(), h, protocol.Options{})
+		if err != nil {
+			return err
+		}
+		conn.CloseNow()
+		return nil
+	}
+	if err := dial("https://evil.example"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("a page from an unlisted origin connected: %v", err)
+	}
+	for _, origin := range []string{"", "https://volunteers.example", srv.URL()} {
+		if err := dial(origin); err != nil {
+			t.Fatalf("origin %q refused: %v", origin, err)
+		}
+	}
+}
