@@ -150,6 +150,13 @@ func startWorker(t testing.TB, url string, name string, only ...job.Type) (stop 
 // startWorkerWith runs a native worker with the runtimes ro describes.
 func startWorkerWith(t testing.TB, url string, name string, ro RuntimeOptions) (stop func()) {
 	t.Helper()
+	return startWorkerWithConfig(t, url, name, ro, nil)
+}
+
+// startWorkerWithConfig is startWorkerWith with a hook that adjusts the
+// worker's configuration.
+func startWorkerWithConfig(t testing.TB, url string, name string, ro RuntimeOptions, adjust func(*worker.Config)) (stop func()) {
+	t.Helper()
 	rts, err := BuildRuntimes(context.Background(), ro, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +169,9 @@ func startWorkerWith(t testing.TB, url string, name string, ro RuntimeOptions) (
 	wc.ReconnectMax = 200 * time.Millisecond
 	wc.Docker = rts.Docker
 	wc.JoinToken = testWorkerSecret
+	if adjust != nil {
+		adjust(&wc)
+	}
 	w := worker.New(wc, rts.Set, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/worker"
 )
 
 // serve answers every assignment the raw worker gets with answer(task),
@@ -424,5 +425,28 @@ func TestWorkerOrigin(t *testing.T) {
 		if err := dial(origin); err != nil {
 			t.Fatalf("origin %q refused: %v", origin, err)
 		}
+	}
+}
+
+// TestWorkerNamespaces: a worker that accepts only some namespaces is
+// never given another namespace's job, which waits saying why.
+func TestWorkerNamespaces(t *testing.T) {
+	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	ro := DefaultRuntimeOptions()
+	ro.Only = []job.Type{job.TypeLua}
+	stop := startWorkerWithConfig(t, srv.WorkerURL(), "alice-only", ro, func(wc *worker.Config) { wc.Namespaces = []string{"alice"} })
+	defer stop()
+	ctx := context.Background()
+	bob, err := c.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 'bob'", Namespace: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := submitWait(t, c, job.Request{Type: job.TypeLua, Code: "return 'alice'", Namespace: "alice"})
+	if alice.Status != job.StatusCompleted {
+		t.Fatalf("alice's job: %s", alice.Status)
+	}
+	got, _ := c.Job(ctx, bob.ID, 0)
+	if got.Status != job.StatusPending || !strings.Contains(got.Reason, "does not accept namespace bob") {
+		t.Fatalf("bob's job on an alice-only worker: %s %q", got.Status, got.Reason)
 	}
 }
