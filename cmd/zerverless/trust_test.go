@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/worker"
@@ -448,5 +449,62 @@ func TestWorkerNamespaces(t *testing.T) {
 	got, _ := c.Job(ctx, bob.ID, 0)
 	if got.Status != job.StatusPending || !strings.Contains(got.Reason, "does not accept namespace bob") {
 		t.Fatalf("bob's job on an alice-only worker: %s %q", got.Status, got.Reason)
+	}
+}
+
+// TestNamespaceRequiresTrustedWorkers: a namespace whose policy requires
+// trusted workers never has its jobs sent to an anonymous volunteer, and a
+// worker with a join token issued through the API is trusted.
+func TestNamespaceRequiresTrustedWorkers(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.OpenVolunteering = true
+	srv, c := startServer(t, cfg)
+	ctx := context.Background()
+	if _, err := c.PutNamespacePolicy(ctx, job.NamespacePolicy{Namespace: "secret", RequireTrustedWorkers: true}); err != nil {
+		t.Fatal(err)
+	}
+	anon := dialAnonymous(t, srv.WorkerURL(), luaOnly)
+	private, err := c.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := c.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "public"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task := anon.next(5 * time.Second); task.JobID != open.ID {
+		t.Fatalf("the anonymous worker was given %s", task.JobID)
+	}
+	got, _ := c.Job(ctx, private.ID, 0)
+	if got.Status != job.StatusPending || !strings.Contains(got.Reason, "requires trusted workers") {
+		t.Fatalf("the secret namespace's job: %s %q", got.Status, got.Reason)
+	}
+
+	tok, err := c.CreateToken(ctx, api.TokenRequest{Kind: job.TokenWorker, Name: "laptop-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := protocol.Dial(wctx, srv.WorkerURL(), nil, protocol.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.Write(wctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Capabilities: &luaOnly, Token: tok.Token})
+	m, err := conn.Read(wctx)
+	if err != nil || m.Type != protocol.TypeRegistered || !m.Trusted {
+		t.Fatalf("a worker with an issued join token: %+v %v", m, err)
+	}
+	trusted := &rawWorker{t: t, conn: conn, id: m.WorkerID}
+	trusted.keepAlive()
+	if task := trusted.next(5 * time.Second); task.JobID != private.ID {
+		t.Fatalf("the trusted worker was given %s", task.JobID)
+	}
+	ws, _ := c.Workers(ctx)
+	for _, w := range ws {
+		if w.ID == trusted.id && (!w.Trusted || !strings.Contains(w.Owner, "laptop-1")) {
+			t.Fatalf("the trusted worker is listed as %+v", w)
+		}
 	}
 }
