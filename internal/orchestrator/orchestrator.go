@@ -522,9 +522,17 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		o.mu.Lock()
 		closed := o.closed
 		o.mu.Unlock()
-		if job.ErrorCode(err) == job.CodeNotFound || attempt >= 5 || closed {
+		if job.ErrorCode(err) == job.CodeNotFound || closed {
 			o.log.Error("store job state", "job_id", snap.ID, "status", snap.Status, "err", err)
 			break
+		}
+		if attempt >= 5 {
+			// The store keeps failing. The job stays active with its
+			// newest state in memory, so readers and waiters still see
+			// it, and the write is tried again later.
+			o.log.Error("store job state; will retry", "job_id", snap.ID, "status", snap.Status, "err", err)
+			time.AfterFunc(persistRetry, func() { o.persist(ctx, e) })
+			return
 		}
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
@@ -564,6 +572,10 @@ func (o *Orchestrator) Stats(ctx context.Context) (job.Stats, error) {
 }
 
 var errClosed = errors.New("orchestrator is closed")
+
+// persistRetry is how long a job state the store refused waits before it
+// is written again.
+const persistRetry = 2 * time.Second
 
 // admit applies the operator's policy to a validated request.
 func (o *Orchestrator) admit(r *job.Request) error {
