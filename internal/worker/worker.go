@@ -285,8 +285,11 @@ func (w *Worker) session(ctx context.Context) error {
 	if heartbeat <= 0 {
 		heartbeat = 5 * time.Second
 	}
-	go s.heartbeats(sctx, heartbeat)
-	go s.guardHeap(sctx)
+	// Both end with the session; the session waits for them (s.wg) so
+	// that nothing of it runs after Run returns.
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
+	go func() { defer s.wg.Done(); s.guardHeap(sctx) }()
 	err = s.readLoop(sctx)
 	end()
 	s.stopAll()
