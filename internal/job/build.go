@@ -23,6 +23,10 @@ import (
 // BuiltImagePrefix starts the reference of every image Zerverless builds.
 const BuiltImagePrefix = "zerverless/"
 
+// dockerHubAliases are the registry names the engine drops from a
+// reference: "index.docker.io/x/y" and "docker.io/x/y" are the image "x/y".
+var dockerHubAliases = []string{"docker.io/", "index.docker.io/"}
+
 // DefaultBuildTimeout bounds a build when the job names no
 // build_timeout_seconds.
 const DefaultBuildTimeout = 10 * time.Minute
@@ -186,8 +190,10 @@ func ValidateImageTag(s string) error {
 // (zerverless/<ns>/...) and whether ref is one.
 func ImageNamespace(ref string) (string, bool) {
 	rest, ok := strings.CutPrefix(ref, BuiltImagePrefix)
-	if !ok {
-		rest, ok = strings.CutPrefix(ref, "docker.io/"+BuiltImagePrefix)
+	for _, alias := range dockerHubAliases {
+		if !ok {
+			rest, ok = strings.CutPrefix(ref, alias+BuiltImagePrefix)
+		}
 	}
 	if !ok {
 		return "", false

@@ -386,6 +386,14 @@ func ValidateImageRef(ref string) error {
 	if !imageRefRE.MatchString(ref) || strings.Contains(ref, "//") {
 		return fmt.Errorf("%q is not a valid image reference", ref)
 	}
+	// The engine reads docker.io/zerverless/... and index.docker.io/zerverless/...
+	// as the local zerverless/... images; only that spelling is checked
+	// and routed as a built image.
+	for _, alias := range dockerHubAliases {
+		if strings.HasPrefix(ref, alias+BuiltImagePrefix) {
+			return fmt.Errorf("%q: name a built image %s<namespace>/..., without a registry", ref, BuiltImagePrefix)
+		}
+	}
 	if name, digest, ok := strings.Cut(ref, "@"); ok {
 		if name == "" || !regexp.MustCompile(`^sha256:[a-f0-9]{64}$`).MatchString(digest) {
 			return fmt.Errorf("%q: a digest must be sha256: and 64 hex digits", ref)

@@ -261,8 +261,8 @@ func (d *Docker) buildContext(ctx context.Context, t *job.Task) (*os.File, build
 // baseImage makes a base image present and returns its id; release ends
 // its use.
 func (d *Docker) baseImage(ctx context.Context, namespace, ref string) (string, func(), error) {
-	if ns, built := job.ImageNamespace(ref); built && ns != namespace {
-		return "", nil, refuse("%s belongs to another namespace", ref)
+	if err := d.checkImageNamespace(ctx, "FROM", ref, namespace); err != nil {
+		return "", nil, err
 	}
 	release, err := d.ensureImage(ctx, ref)
 	if err != nil {
@@ -580,12 +580,15 @@ func (d *Docker) BuildCache(max int) (keys, tags []string) {
 }
 
 // checkImageNamespace refuses an image that belongs to another namespace:
-// a zerverless/<ns>/ reference of another ns, or an image id whose image
-// carries such a tag.
-func (d *Docker) checkImageNamespace(ctx context.Context, ref, namespace string) error {
+// a zerverless/<ns>/ reference of another ns, or a reference the engine
+// may resolve as an image id (any hex prefix of one, with or without
+// "sha256:") whose image carries such a tag or no tag at all — an
+// untagged image may be a layer of another namespace's build. field names
+// the job's field in the refusal.
+func (d *Docker) checkImageNamespace(ctx context.Context, field, ref, namespace string) error {
 	if ns, built := job.ImageNamespace(ref); built {
 		if ns != namespace {
-			return refuse("docker_image: %s belongs to another namespace", ref)
+			return refuse("%s: %s belongs to another namespace", field, ref)
 		}
 		return nil
 	}
@@ -596,15 +599,20 @@ func (d *Docker) checkImageNamespace(ctx context.Context, ref, namespace string)
 	if err != nil {
 		return nil // the run reports a missing image
 	}
+	if len(info.RepoTags) == 0 {
+		return refuse("%s: %s is an untagged image; name images by tag", field, ref)
+	}
 	for _, tag := range info.RepoTags {
 		if ns, built := job.ImageNamespace(tag); built && ns != namespace {
-			return refuse("docker_image: %s is an image of another namespace", ref)
+			return refuse("%s: %s is an image of another namespace", field, ref)
 		}
 	}
 	return nil
 }
 
-var imageIDRE = regexp.MustCompile(`^(sha256:)?[0-9a-f]{6,64}$`)
+// imageIDRE matches what the engine may look up as an image id: it
+// resolves any unambiguous hex prefix, however short.
+var imageIDRE = regexp.MustCompile(`^(sha256:)?[0-9a-f]{1,64}$`)
 
 func shortID(id string) string {
 	id = strings.TrimPrefix(id, "sha256:")

@@ -66,7 +66,7 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 	ds := t.Spec.Docker
-	if err := d.checkImageNamespace(ctx, ds.Image, t.Namespace); err != nil {
+	if err := d.checkImageNamespace(ctx, "docker_image", ds.Image, t.Namespace); err != nil {
 		return job.Result{}, err
 	}
 	release, err := d.ensureImage(ctx, ds.Image)

@@ -1,0 +1,106 @@
+package docker
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// shortestPrefix returns the shortest prefix of the hex id that no other
+// image on the engine shares.
+func shortestPrefix(t *testing.T, id string) string {
+	t.Helper()
+	imgs, err := testEngine.ImageList(context.Background(), image.ListOptions{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = strings.TrimPrefix(id, "sha256:")
+	for n := 1; n < len(id); n++ {
+		unique := true
+		for _, img := range imgs {
+			other := strings.TrimPrefix(img.ID, "sha256:")
+			if other != id && strings.HasPrefix(other, id[:n]) {
+				unique = false
+				break
+			}
+		}
+		if unique {
+			return id[:n]
+		}
+	}
+	return id
+}
+
+// TestOtherNamespaceImageBySpelling: another namespace's image is refused
+// however the job spells it — through a Docker Hub alias of the
+// zerverless/ prefix, a short id prefix (with or without sha256:), as a
+// FROM, or as an untagged image (a layer of someone's build) by id.
+func TestOtherNamespaceImageBySpelling(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.Build = true })
+	ctx := context.Background()
+	bob := "bob" + randomHex(3)
+	alice := "alice" + randomHex(3)
+	bobTag := "zerverless/" + bob + "/secret:v1"
+	if err := testEngine.ImageTag(ctx, testImage, bobTag); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = testEngine.ImageRemove(context.Background(), bobTag, image.RemoveOptions{}) })
+	info, err := testEngine.ImageInspect(ctx, bobTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An untagged image, as a build's intermediate layers are.
+	created, err := testEngine.ContainerCreate(ctx, &container.Config{Image: testImage, Cmd: []string{"true"},
+		Labels: map[string]string{LabelWorkerID: d.cfg.WorkerID, LabelManagedBy: managedBy}}, nil, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := testEngine.ContainerCommit(ctx, created.ID, container.CommitOptions{Changes: []string{"LABEL layer=bob"}})
+	_ = testEngine.ContainerRemove(ctx, created.ID, container.RemoveOptions{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = testEngine.ImageRemove(context.Background(), committed.ID, image.RemoveOptions{Force: true})
+	})
+
+	short := shortestPrefix(t, info.ID)
+	for _, ref := range []string{
+		"index.docker.io/" + bobTag,
+		"docker.io/" + bobTag,
+		short,
+		"sha256:" + short,
+		committed.ID,
+		shortestPrefix(t, committed.ID),
+	} {
+		task := testTask(newJobID(), ref, "echo", "ran")
+		task.Namespace = alice
+		res := run(t, d, task)
+		if res.Status != job.StatusFailed || strings.Contains(res.Output, "ran") {
+			t.Errorf("docker_image %q in namespace %s: %s %q %q, want refused", ref, alice, res.Status, res.Error, res.Output)
+		}
+	}
+
+	for _, from := range []string{short, "index.docker.io/" + bobTag, committed.ID} {
+		task := buildTask(alice, "FROM "+from+"\nLABEL x=1", nil)
+		res := run(t, d, task)
+		if res.Status != job.StatusFailed {
+			_, _ = testEngine.ImageRemove(ctx, task.Spec.Docker.Build.Tag, image.RemoveOptions{})
+			t.Errorf("FROM %s in namespace %s: %s %q, want refused", from, alice, res.Status, res.Error)
+		}
+	}
+
+	// bob's own image, and alice's images by name, still run.
+	task := testTask(newJobID(), bobTag, "echo", "ran")
+	task.Namespace = bob
+	wantStatus(t, run(t, d, task), job.StatusCompleted)
+	task = testTask(newJobID(), testImage, "echo", "ran")
+	task.Namespace = alice
+	wantStatus(t, run(t, d, task), job.StatusCompleted)
+}
