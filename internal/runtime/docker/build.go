@@ -338,7 +338,10 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFi
 	labels[LabelSourceKey] = b.SourceKey
 	labels[LabelNamespace] = t.Namespace
 	mem := int64(d.cfg.BuildMemoryMB) << 20
+	cacheFrom := d.cacheSources(ctx, t.Namespace)
 	opts := build.ImageBuildOptions{
+		CacheFrom:   cacheFrom,
+		NoCache:     len(cacheFrom) == 0,
 		Version:     build.BuilderV1,
 		Tags:        []string{b.Tag},
 		Dockerfile:  dockerfileName,
@@ -420,6 +423,36 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFi
 		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: "build failed: " + strings.TrimSpace(buildErr)}
 	}
 	return nil
+}
+
+// maxCacheSources caps the images a build names as its cache.
+const maxCacheSources = 64
+
+// cacheSources returns the ids of the images this worker built for
+// namespace, newest first, at most maxCacheSources.
+//
+// The engine's layer cache is shared by everything on the engine: without
+// CacheFrom, a RUN step with the same parent and command as a step of
+// another namespace's build reuses that layer, whatever it produced (a
+// random key, a file fetched when the network was allowed). With CacheFrom,
+// the builder reuses only layers of the named images' history, so a build
+// reuses only its own namespace's layers, and with none it uses no cache.
+func (d *Docker) cacheSources(ctx context.Context, namespace string) []string {
+	f := d.ownFilter()
+	f.Add("label", LabelNamespace+"="+namespace)
+	imgs, err := d.engine.ImageList(ctx, image.ListOptions{Filters: f})
+	if err != nil {
+		return nil
+	}
+	slices.SortFunc(imgs, func(a, b image.Summary) int { return int(b.Created - a.Created) })
+	ids := make([]string, 0, min(len(imgs), maxCacheSources))
+	for _, img := range imgs {
+		if len(ids) == maxCacheSources {
+			break
+		}
+		ids = append(ids, img.ID)
+	}
+	return ids
 }
 
 // writeEngineContext writes the context sent to the engine: the

@@ -104,3 +104,43 @@ func TestOtherNamespaceImageBySpelling(t *testing.T) {
 	task.Namespace = alice
 	wantStatus(t, run(t, d, task), job.StatusCompleted)
 }
+
+// TestBuildLayerCacheIsPerNamespace: the engine's layer cache does not
+// hand one namespace the result of another's RUN step. A RUN whose output
+// is not a function of its command (a random key here) would otherwise
+// give alice bob's secret, or let alice plant a layer in bob's build.
+func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.Build = true })
+	df := "FROM " + testImage + "\nRUN head -c 16 /dev/urandom | od -An -tx1 > /key\nCMD [\"cat\", \"/key\"]"
+	keys := map[string]string{}
+	for _, ns := range []string{"bob" + randomHex(3), "alice" + randomHex(3)} {
+		task := buildTask(ns, df, nil)
+		task.Spec.Docker.Build.Only = false
+		task.Spec.Docker.Build.SourceKey = "k-" + ns
+		res := run(t, d, task)
+		t.Cleanup(func() { d.removeImage(task.Spec.Docker.Build.Tag) })
+		wantStatus(t, res, job.StatusCompleted)
+		keys[ns] = res.Output
+		for other, key := range keys {
+			if other != ns && key == res.Output {
+				t.Fatalf("namespace %s's build reused namespace %s's RUN layer: both read key %q", ns, other, key)
+			}
+		}
+	}
+	// The same namespace still builds from its own cache.
+	var bob string
+	for ns := range keys {
+		if strings.HasPrefix(ns, "bob") {
+			bob = ns
+		}
+	}
+	task := buildTask(bob, df+"\nLABEL again=1", nil)
+	task.Spec.Docker.Build.Only = false
+	task.Spec.Docker.Build.SourceKey = "k2-" + bob
+	res := run(t, d, task)
+	t.Cleanup(func() { d.removeImage(task.Spec.Docker.Build.Tag) })
+	wantStatus(t, res, job.StatusCompleted)
+	if res.Output != keys[bob] {
+		t.Errorf("a second build of namespace %s did not reuse its own RUN layer: key %q, then %q", bob, keys[bob], res.Output)
+	}
+}
