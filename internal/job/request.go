@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -353,8 +354,7 @@ func (r *Request) validateDocker(lim RequestLimits) error {
 		if !strings.HasPrefix(target, "/") || strings.Contains(target, "..") || strings.ContainsAny(target, ":,") {
 			return Invalid("docker_volumes", "mount path %q must be an absolute path", target)
 		}
-		switch target {
-		case "/", "/input", "/output", "/tmp", "/proc", "/sys", "/dev":
+		if ReservedMountPath(target) {
 			return Invalid("docker_volumes", "mount path %q is reserved", target)
 		}
 	}
@@ -373,6 +373,25 @@ func (r *Request) validateDocker(lim RequestLimits) error {
 		}
 	}
 	return nil
+}
+
+// ReservedMountPath reports whether a scratch volume may not be mounted at
+// target: the root, the runtime's own mounts (/input, /output and below
+// them, /tmp), and what the kernel or the engine provides (/proc, /sys,
+// /dev and below them; /etc, /etc/hosts, /etc/hostname, /etc/resolv.conf,
+// /sbin/docker-init).
+func ReservedMountPath(target string) bool {
+	clean := path.Clean(target)
+	switch clean {
+	case "/", "/tmp", "/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/sbin/docker-init":
+		return true
+	}
+	for _, p := range []string{"/input", "/output", "/proc", "/sys", "/dev"} {
+		if clean == p || strings.HasPrefix(clean, p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 var imageRefRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/:@+-]*$`)

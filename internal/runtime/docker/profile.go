@@ -83,8 +83,7 @@ func (d *Docker) checkSpec(s *job.Spec, l job.Limits) (limits, error) {
 		if !path.IsAbs(target) || clean != target || clean == "/" {
 			return limits{}, refuse("docker_volumes: mount path %q must be a clean absolute path", target)
 		}
-		switch clean {
-		case "/input", "/output", "/tmp", "/proc", "/sys", "/dev", "/etc", "/sbin/docker-init":
+		if job.ReservedMountPath(clean) {
 			return limits{}, refuse("docker_volumes: mount path %q is reserved", target)
 		}
 	}

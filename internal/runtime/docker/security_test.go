@@ -144,3 +144,21 @@ func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
 		t.Errorf("a second build of namespace %s did not reuse its own RUN layer: key %q, then %q", bob, keys[bob], res.Output)
 	}
 }
+
+// TestScratchVolumeReservedPaths: a scratch volume is never mounted in or
+// below what the kernel, the engine or the runtime provide; the job fails
+// with a refusal, before any container, rather than with an engine error.
+func TestScratchVolumeReservedPaths(t *testing.T) {
+	d := newTestRuntime(t, nil)
+	for _, target := range []string{"/proc/sys", "/sys/fs/cgroup", "/dev/shm", "/etc/hosts", "/etc/resolv.conf", "/input/x", "/output/sub"} {
+		tk := testTask(newJobID(), testImage, "echo", "ran")
+		tk.Spec.Docker.Volumes = map[string]string{"v": target}
+		res := run(t, d, tk)
+		if res.Status != job.StatusFailed || !strings.Contains(res.Error, "reserved") {
+			t.Errorf("docker_volumes at %s: %s %q %q, want refused as reserved", target, res.Status, res.Error, res.Output)
+		}
+		if cs := jobContainers(t, tk.JobID); len(cs) > 0 {
+			t.Errorf("docker_volumes at %s: a container was created", target)
+		}
+	}
+}
