@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -162,12 +163,57 @@ func dockerWorkerID(prefix, name string) string {
 	return id
 }
 
+const serveUsage = `Usage:
+  zerverless serve [flags]
+
+Runs the orchestrator: the HTTP API on --addr, its store in --data, and
+--workers embedded workers. On its first start it makes an admin token,
+prints it once and keeps it in DATA/admin.token. Ctrl-C stops it; jobs
+still pending or running are picked up again at the next start.
+
+Flags:
+`
+
+const workerUsage = `Usage:
+  zerverless worker [flags]
+
+Runs a native worker that dials the orchestrator's /ws/volunteer endpoint
+and runs the jobs it is sent. With --join-token it is trusted; without one
+it is an anonymous volunteer, which an orchestrator accepts only when it
+runs with --open-volunteering.
+
+Flags:
+`
+
+// parseFlags parses the flags of serve or worker. --help prints usage and
+// the flags on stdout (status 0); a bad flag or a stray argument is
+// reported on stderr (status 2). ok is false when the command must stop.
+func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout, stderr io.Writer) (status int, ok bool) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0, false
+	default:
+		fmt.Fprintf(stderr, "zerverless %s: %v\nRun 'zerverless %s --help' for usage.\n", fs.Name(), err, fs.Name())
+		return 2, false
+	}
+}
+
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	cfg := DefaultServerConfig()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
-	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store and of admin.token")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "embedded workers to start (0: none)")
 	fs.DurationVar(&cfg.Orchestrator.HeartbeatInterval, "heartbeat", cfg.Orchestrator.HeartbeatInterval, "how often workers must send a heartbeat")
 	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
@@ -180,8 +226,8 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags
 	wf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if status, ok := parseFlags(fs, args, serveUsage, stdout, stderr); !ok {
+		return status
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -223,7 +269,6 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	wc := worker.DefaultConfig()
 	ro := DefaultRuntimeOptions()
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	url := getenv("ZERVERLESS_ORCHESTRATOR")
 	if url == "" {
 		url = "ws://localhost:8000/ws/volunteer"
@@ -235,8 +280,8 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags
 	wf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if status, ok := parseFlags(fs, args, workerUsage, stdout, stderr); !ok {
+		return status
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {

@@ -9,12 +9,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/zerverless/zerverless/internal/client"
+	"github.com/zerverless/zerverless/internal/job"
 )
 
 // DefaultServer is the orchestrator the commands talk to when neither
@@ -121,6 +124,9 @@ type command struct {
 	server         string
 	token          string
 	dataDir        string
+	// noToken says why tokenFor found no admin.token ("" when it found
+	// a token).
+	noToken string
 }
 
 // flags returns a flag set for the command with the common --server,
@@ -164,11 +170,41 @@ func (c *command) usageError(format string, args ...any) int {
 	return ExitUsage
 }
 
-// fail prints an error of the command and returns status.
+// fail prints an error of the command and returns status. When the API
+// answered 401 and the command found no token to send, it says where it
+// looked.
 func (c *command) fail(status int, format string, args ...any) int {
 	fmt.Fprintf(c.stderr, "zerverless %s: %s\n", c.name, fmt.Sprintf(format, args...))
+	if c.noToken != "" {
+		for _, a := range args {
+			var e *client.Error
+			if err, ok := a.(error); ok && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized {
+				fmt.Fprintf(c.stderr, "zerverless %s: no token was sent: neither --token nor %s is set, and %s; pass one, or point --data or %s at the orchestrator's data directory\n",
+					c.name, TokenEnv, c.noToken, DataEnv)
+				break
+			}
+		}
+	}
 	return status
 }
+
+// await waits for the job with id to end, as client.Await does; a job
+// still pending after a short first wait has its reason printed on stderr,
+// so that a job no connected worker can take does not wait in silence.
+func (c *command) await(ctx context.Context, cl *client.Client, id string) (client.View, error) {
+	v, err := cl.Job(ctx, id, pendingNotice)
+	if err != nil || v.Status.Terminal() {
+		return v, err
+	}
+	if v.Status == job.StatusPending && v.Reason != "" {
+		fmt.Fprintf(c.stderr, "zerverless %s: job %s is pending: %s; still waiting (Ctrl-C stops waiting, the job stays queued)\n", c.name, id, v.Reason)
+	}
+	return cl.Await(ctx, id, 0)
+}
+
+// pendingNotice is how long await waits before it says why a job is
+// pending.
+const pendingNotice = 3 * time.Second
 
 // describe makes err readable: a transport error loses the method and URL
 // that the message around it names already.
@@ -214,9 +250,25 @@ func (c *command) tokenFor() string {
 	if dir == "" {
 		dir = DefaultDataDir
 	}
-	b, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
+	path := filepath.Join(dir, AdminTokenFile)
+	b, err := os.ReadFile(path)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			c.noToken = "there is no " + path
+		} else {
+			c.noToken = describePathErr(err)
+		}
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// describePathErr says what went wrong with a file, without repeating the
+// operation.
+func describePathErr(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Path + ": " + pe.Err.Error()
+	}
+	return err.Error()
 }

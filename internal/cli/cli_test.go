@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -286,5 +287,49 @@ func TestJobsJobCancel(t *testing.T) {
 	res = run(t, nil, "cancel", "--server", url, "job-3", "job-99")
 	if res.code != 1 || !strings.Contains(res.stderr, "already ended: canceled") || !strings.Contains(res.stderr, "job-99") {
 		t.Fatalf("cancel twice: %+v", res)
+	}
+}
+
+// TestRunSaysWhyPending proves that a job still pending after the first
+// wait has its reason printed on stderr, and that run goes on waiting.
+func TestRunSaysWhyPending(t *testing.T) {
+	url, svc := newServer(t)
+	waits := 0
+	svc.OnWait = func(j *job.Job) {
+		waits++
+		if waits == 1 {
+			j.Reason = "no connected worker runs docker jobs"
+			return
+		}
+		finishByCode(j)
+	}
+	res := run(t, nil, "run", "--server", url, "--image", "alpine", "--", "echo", "hi")
+	if res.code != 0 || res.stdout != "echo hi\n" {
+		t.Fatalf("run: %+v", res)
+	}
+	if !strings.Contains(res.stderr, "is pending: no connected worker runs docker jobs; still waiting") {
+		t.Fatalf("stderr %q does not say why the job waits", res.stderr)
+	}
+}
+
+// TestNoTokenSays proves that a 401 to a command that found no token
+// names where it looked, and that a command that sent a token gets no
+// such hint.
+func TestNoTokenSays(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"this route needs an Authorization: Bearer token"}`))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	res := run(t, map[string]string{DataEnv: dir}, "jobs", "--server", srv.URL)
+	want := "no token was sent: neither --token nor ZERVERLESS_TOKEN is set, and there is no " + filepath.Join(dir, AdminTokenFile)
+	if res.code != ExitFail || !strings.Contains(res.stderr, want) {
+		t.Fatalf("jobs without a token: %+v", res)
+	}
+	res = run(t, nil, "jobs", "--server", srv.URL, "--token", "zv_wrong")
+	if res.code != ExitFail || strings.Contains(res.stderr, "no token was sent") {
+		t.Fatalf("jobs with a token: %+v", res)
 	}
 }

@@ -110,7 +110,7 @@ func (c *command) run(ctx context.Context, args []string) int {
 		return ExitOK
 	}
 	id := v.ID
-	v, err = cl.Await(ctx, id, 0)
+	v, err = c.await(ctx, cl, id)
 	if err != nil {
 		if ctx.Err() != nil {
 			return c.fail(ExitInterrupted, "stopped waiting; job %s goes on (zerverless cancel %s stops it)", id, id)
