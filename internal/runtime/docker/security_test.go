@@ -110,6 +110,13 @@ func TestOtherNamespaceImageBySpelling(t *testing.T) {
 // is not a function of its command (a random key here) would otherwise
 // give alice bob's secret, or let alice plant a layer in bob's build.
 func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
+	// Removed after the runtime is closed, when no container uses them.
+	var tags []string
+	t.Cleanup(func() {
+		for _, tag := range tags {
+			_, _ = testEngine.ImageRemove(context.Background(), tag, image.RemoveOptions{PruneChildren: true})
+		}
+	})
 	d := newTestRuntime(t, func(c *Config) { c.Build = true })
 	df := "FROM " + testImage + "\nRUN head -c 16 /dev/urandom | od -An -tx1 > /key\nCMD [\"cat\", \"/key\"]"
 	keys := map[string]string{}
@@ -117,8 +124,8 @@ func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
 		task := buildTask(ns, df, nil)
 		task.Spec.Docker.Build.Only = false
 		task.Spec.Docker.Build.SourceKey = "k-" + ns
+		tags = append(tags, task.Spec.Docker.Build.Tag)
 		res := run(t, d, task)
-		t.Cleanup(func() { d.removeImage(task.Spec.Docker.Build.Tag) })
 		wantStatus(t, res, job.StatusCompleted)
 		keys[ns] = res.Output
 		for other, key := range keys {
@@ -137,8 +144,10 @@ func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
 	task := buildTask(bob, df+"\nLABEL again=1", nil)
 	task.Spec.Docker.Build.Only = false
 	task.Spec.Docker.Build.SourceKey = "k2-" + bob
+	task.Spec.Docker.Build.Tag = "zerverless/" + bob + "/t:2"
+	task.Spec.Docker.Image = task.Spec.Docker.Build.Tag
+	tags = append(tags, task.Spec.Docker.Build.Tag)
 	res := run(t, d, task)
-	t.Cleanup(func() { d.removeImage(task.Spec.Docker.Build.Tag) })
 	wantStatus(t, res, job.StatusCompleted)
 	if res.Output != keys[bob] {
 		t.Errorf("a second build of namespace %s did not reuse its own RUN layer: key %q, then %q", bob, keys[bob], res.Output)
