@@ -311,7 +311,12 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	w := worker.New(wc, runtimes.Set, log)
 	log.Info("worker starting", "orchestrator", wc.URL, "concurrency", wc.Concurrency)
 	start := time.Now()
-	w.Run(ctx)
+	err = w.Run(ctx)
 	log.Info("worker stopped", "uptime", time.Since(start).Round(time.Second))
+	var refused *worker.RefusedError
+	if errors.As(err, &refused) {
+		fmt.Fprintln(stderr, "zerverless worker:", err)
+		return 1
+	}
 	return 0
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -506,5 +509,30 @@ func TestNamespaceRequiresTrustedWorkers(t *testing.T) {
 		if w.ID == trusted.id && (!w.Trusted || !strings.Contains(w.Owner, "laptop-1")) {
 			t.Fatalf("the trusted worker is listed as %+v", w)
 		}
+	}
+}
+
+// TestRefusedWorkerStops: a worker whose join token the orchestrator
+// refuses stops with an error and exit status 1 instead of retrying.
+func TestRefusedWorkerStops(t *testing.T) {
+	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	cmd := exec.Command(os.Args[0], "worker", "--orchestrator", srv.WorkerURL(), "--runtimes", "lua", "--join-token", "zv_wrong", "--log-level", "error")
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "invalid join token") {
+			t.Fatalf("worker ended with %v, stderr %q", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("a refused worker kept running; stderr %q", stderr.String())
 	}
 }

@@ -198,17 +198,17 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		return fmt.Errorf("read register: %w", err)
 	}
 	if m.Type != protocol.TypeRegister {
-		o.refuse(ctx, conn, "the first message must be register")
+		o.refuse(ctx, conn, "the first message must be register", true)
 		return fmt.Errorf("first message was %q, not register", m.Type)
 	}
 	if m.Version != protocol.Version {
-		o.refuse(ctx, conn, fmt.Sprintf("protocol version %d is not supported (this orchestrator speaks %d)", m.Version, protocol.Version))
+		o.refuse(ctx, conn, fmt.Sprintf("protocol version %d is not supported (this orchestrator speaks %d)", m.Version, protocol.Version), true)
 		return fmt.Errorf("unsupported protocol version %d", m.Version)
 	}
 	who, err := o.identify(ctx, m.Token)
 	if err != nil {
 		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
-		o.refuse(ctx, conn, err.Error())
+		o.refuse(ctx, conn, err.Error(), true)
 		return err
 	}
 	if !who.trusted {
@@ -234,7 +234,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
-		o.refuse(ctx, conn, "the orchestrator is shutting down")
+		o.refuse(ctx, conn, "the orchestrator is shutting down", false)
 		return errClosed
 	}
 	o.sessions.Add(1)
@@ -280,10 +280,13 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	return err
 }
 
-func (o *Orchestrator) refuse(ctx context.Context, conn *protocol.Conn, why string) {
+// refuse answers a registration with an error and closes. A permanent
+// refusal (a bad join token, an unknown protocol version) tells the worker
+// that trying again will not help.
+func (o *Orchestrator) refuse(ctx context.Context, conn *protocol.Conn, why string, permanent bool) {
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	conn.Write(wctx, protocol.Message{Type: protocol.TypeError, Error: why})
+	conn.Write(wctx, protocol.Message{Type: protocol.TypeError, Error: why, Permanent: permanent})
 	conn.Close(why)
 }
 

@@ -82,6 +82,10 @@ type Message struct {
 
 	// error, reject
 	Error string `json:"error,omitempty"`
+	// Permanent, on an error answering register, says that registering
+	// again will be refused the same way (a bad join token, an unknown
+	// protocol version): the worker should stop rather than retry.
+	Permanent bool `json:"permanent,omitempty"`
 }
 
 // Decode parses and checks one message. It returns an error for malformed

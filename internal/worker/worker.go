@@ -143,6 +143,14 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) *Worker {
 	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}
 }
 
+// RefusedError is returned by Run when the orchestrator refused the
+// worker for good (a bad join token, an unsupported protocol version):
+// connecting again would be refused the same way.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
 // ID returns the id the orchestrator gave this worker's current session,
 // or "" while it is not connected.
 func (w *Worker) ID() string {
@@ -153,7 +161,8 @@ func (w *Worker) ID() string {
 
 // Run connects and serves until ctx is done, reconnecting with
 // exponential backoff and jitter whenever the connection ends. It returns
-// ctx's error.
+// ctx's error, or a *RefusedError when the orchestrator refuses the worker
+// for good.
 func (w *Worker) Run(ctx context.Context) error {
 	w.checkRuntimes(ctx)
 	backoff := w.cfg.ReconnectMin
@@ -162,6 +171,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			w.log.Error("the orchestrator refuses this worker; stopping", "err", err)
+			return err
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = w.cfg.ReconnectMin
@@ -262,7 +276,11 @@ func (w *Worker) session(ctx context.Context) error {
 		return fmt.Errorf("read registered: %w", err)
 	}
 	if m.Type == protocol.TypeError {
-		return fmt.Errorf("orchestrator refused registration: %s", m.Error)
+		err := fmt.Errorf("orchestrator refused registration: %s", m.Error)
+		if m.Permanent {
+			return &RefusedError{Err: err}
+		}
+		return err
 	}
 	if m.Type != protocol.TypeRegistered {
 		return fmt.Errorf("expected registered, got %q", m.Type)
