@@ -126,6 +126,9 @@ func (d *Docker) pull(ctx context.Context, ref string) error {
 	if err != nil {
 		return refuse("docker_image: %v", err)
 	}
+	if err := d.checkRegistry(ctx, r); err != nil {
+		return err
+	}
 	size, err := d.remoteSize(ctx, r)
 	if err != nil {
 		return err

@@ -144,7 +144,7 @@ func TestOversizeImageRefusedBeforePull(t *testing.T) {
 	host := startRegistry(t)
 	ref := host + "/zerverless/big:v1"
 	pushBusybox(t, ref, 3<<20)
-	d := newTestRuntime(t, func(c *Config) { c.MaxImageMB = 2 })
+	d := newTestRuntime(t, func(c *Config) { c.MaxImageMB = 2; c.AllowImages = []string{host + "/*"} })
 	jobID := newJobID()
 	res := run(t, d, testTask(jobID, ref, "true"))
 	wantStatus(t, res, job.StatusFailed)
@@ -185,6 +185,7 @@ func TestPrepullAndEviction(t *testing.T) {
 	pushBusybox(t, a, 0)
 	pushBusybox(t, b, 1000)
 	d := newTestRuntime(t, func(c *Config) {
+		c.AllowImages = []string{host + "/*"}
 		c.Prepull = []string{a}
 		c.ImageBudgetMB = 3 // one busybox image (about 2 MB) fits, two do not
 	})
@@ -205,4 +206,34 @@ func TestPrepullAndEviction(t *testing.T) {
 	if got := d.PulledImages(); len(got) != 1 || got[0] != b {
 		t.Errorf("pulled images %v", got)
 	}
+}
+
+// TestLocalRegistryNeedsExplicitAllow: with the default allow-any policy, a
+// job cannot make the worker pull from a registry on its own machine or
+// network; naming that registry in the allow-list permits it.
+func TestLocalRegistryNeedsExplicitAllow(t *testing.T) {
+	host := startRegistry(t)
+	ref := host + "/zerverless/local:v1"
+	pushBusybox(t, ref, 0)
+	d := newTestRuntime(t, nil)
+	res := run(t, d, testTask(newJobID(), ref, "true"))
+	wantStatus(t, res, job.StatusFailed)
+	if !strings.Contains(res.Error, "own machine or network") {
+		t.Fatalf("error %q", res.Error)
+	}
+	if present(t, ref) {
+		t.Fatal("pulled from a local registry without the owner's leave")
+	}
+	for _, h := range []string{"localhost:5000", "10.1.2.3", "192.168.0.1:80", "[::1]:5000", "169.254.169.254", "100.64.1.1"} {
+		if !localRegistry(context.Background(), h) {
+			t.Errorf("%s is not seen as local", h)
+		}
+	}
+	for _, h := range []string{"8.8.8.8", "registry.invalid"} {
+		if localRegistry(context.Background(), h) {
+			t.Errorf("%s is seen as local", h)
+		}
+	}
+	allowed := newTestRuntime(t, func(c *Config) { c.AllowImages = []string{host + "/*"} })
+	wantStatus(t, run(t, allowed, testTask(newJobID(), ref, "true")), job.StatusCompleted)
 }
