@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/worker"
@@ -534,5 +536,40 @@ func TestRefusedWorkerStops(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("a refused worker kept running; stderr %q", stderr.String())
+	}
+}
+
+// TestWorkersListScoped: a namespace token sees which of its own jobs run
+// on a worker, and only how many others do; the admin sees them all.
+func TestWorkersListScoped(t *testing.T) {
+	srv, admin := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	ctx := context.Background()
+	tok, err := admin.CreateToken(ctx, api.TokenRequest{Namespace: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := client.New(srv.URL(), nil).WithToken(tok.Token)
+	w := dialRaw(t, srv.WorkerURL(), luaOnly)
+	w.keepAlive()
+	mine, err := alice.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := admin.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.next(5 * time.Second)
+	w.next(5 * time.Second)
+	ws, err := alice.Workers(ctx)
+	if err != nil || len(ws) != 1 {
+		t.Fatalf("workers as alice: %+v %v", ws, err)
+	}
+	if ws[0].Running != 2 || len(ws[0].RunningJobs) != 1 || ws[0].RunningJobs[0] != mine.ID {
+		t.Fatalf("alice sees running %d %v, want 2 with only %s", ws[0].Running, ws[0].RunningJobs, mine.ID)
+	}
+	ws, _ = admin.Workers(ctx)
+	if len(ws[0].RunningJobs) != 2 || !slices.Contains(ws[0].RunningJobs, theirs.ID) {
+		t.Fatalf("the admin sees %v", ws[0].RunningJobs)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"time"
 
@@ -185,7 +186,15 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	ws := s.svc.Workers()
+	p := principal(r)
 	for i := range ws {
+		if !p.Admin() {
+			// A namespace token sees which of its own jobs run where,
+			// and only how many others do.
+			ws[i].RunningJobs = slices.DeleteFunc(ws[i].RunningJobs, func(id string) bool {
+				return !p.Sees(ws[i].JobNamespaces[id])
+			})
+		}
 		if ws[i].RunningJobs == nil {
 			ws[i].RunningJobs = []string{}
 		}

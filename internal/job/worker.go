@@ -15,10 +15,16 @@ type WorkerInfo struct {
 	Owner string `json:"owner,omitempty"`
 	// Banned is set when the worker's results lost quorum too often: it
 	// is sent no more jobs.
-	Banned        bool      `json:"banned,omitempty"`
-	RunningJobs   []string  `json:"running_jobs"`
-	ConnectedAt   time.Time `json:"connected_at"`
-	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Banned      bool     `json:"banned,omitempty"`
+	RunningJobs []string `json:"running_jobs"`
+	// Running is how many jobs the worker runs now; RunningJobs lists
+	// only those the caller may see.
+	Running int `json:"running"`
+	// JobNamespaces maps each running job to its namespace, for the API
+	// to show a caller only its own jobs.
+	JobNamespaces map[string]string `json:"-"`
+	ConnectedAt   time.Time         `json:"connected_at"`
+	LastHeartbeat time.Time         `json:"last_heartbeat"`
 	// Notes say why a runtime is not offered (for example "docker: engine
 	// did not answer"), as the worker reported them.
 	Notes map[string]string `json:"notes,omitempty"`

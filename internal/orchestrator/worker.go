@@ -498,11 +498,16 @@ func (o *Orchestrator) Workers() []job.WorkerInfo {
 			LastHeartbeat: w.lastSeen.UTC(),
 			Notes:         maps.Clone(w.notes),
 		}
+		info.JobNamespaces = make(map[string]string)
 		for _, l := range w.leases {
 			if !l.abandoned {
 				info.RunningJobs = append(info.RunningJobs, l.jobID)
+				if e, ok := o.active[l.jobID]; ok {
+					info.JobNamespaces[l.jobID] = e.job.Namespace
+				}
 			}
 		}
+		info.Running = len(info.RunningJobs)
 		slices.Sort(info.RunningJobs)
 		out = append(out, info)
 	}
