@@ -80,6 +80,17 @@ func TestRunLua(t *testing.T) {
 	}
 }
 
+func TestRunReplicas(t *testing.T) {
+	url, svc := newServer(t)
+	res := run(t, nil, "run", "--server", url, "--type", "lua", "--code", "return 1", "--replicas", "3", "--quorum", "2")
+	if res.code != 0 {
+		t.Fatalf("run: %+v", res)
+	}
+	if req := svc.Submitted()[0]; req.Replicas != 3 || req.Quorum != 2 {
+		t.Fatalf("request %+v", req)
+	}
+}
+
 func TestRunServerSelection(t *testing.T) {
 	url, svc := newServer(t)
 	// From the environment.

@@ -44,6 +44,9 @@ Flags:
   --timeout DURATION  run timeout (30s, 2m, or seconds such as 10)
   --namespace NS      namespace of the job (default "default")
   --max-attempts N    runs allowed if workers are lost (default set by the server)
+  --replicas N        run on N distinct workers; the answer is accepted when
+                      --quorum of them agree (default a majority)
+  --quorum N          how many replicas must agree
   --memory-mb N       memory limit in MiB
   --image IMAGE       run a docker job of IMAGE; the command follows --
   --env K=V           environment variable of the container (repeatable)
@@ -58,6 +61,7 @@ type runFlags struct {
 	typ, code, file, wasmFile, args string
 	input, inputFile, timeout, ns   string
 	maxAttempts, memoryMB           int
+	replicas, quorum                int
 	image                           string
 	env                             envFlag
 	cpus                            float64
@@ -80,6 +84,8 @@ func (c *command) run(ctx context.Context, args []string) int {
 	fs.StringVar(&f.ns, "namespace", "", "")
 	fs.IntVar(&f.maxAttempts, "max-attempts", 0, "")
 	fs.IntVar(&f.memoryMB, "memory-mb", 0, "")
+	fs.IntVar(&f.replicas, "replicas", 0, "")
+	fs.IntVar(&f.quorum, "quorum", 0, "")
 	fs.StringVar(&f.image, "image", "", "")
 	fs.Var(&f.env, "env", "")
 	fs.Float64Var(&f.cpus, "cpus", 0, "")
@@ -133,6 +139,8 @@ func (f *runFlags) request(rest []string) (job.Request, error) {
 		Code:        f.code,
 		Namespace:   f.ns,
 		MaxAttempts: f.maxAttempts,
+		Replicas:    f.replicas,
+		Quorum:      f.quorum,
 	}
 	if r.Type == "" {
 		r.Type = f.inferType()
