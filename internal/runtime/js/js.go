@@ -87,32 +87,26 @@ func New(cfg Config) *JS {
 // t.Timeout passes. An exception is a failed Result, not an error; Run
 // returns a non-nil error never.
 func (r *JS) Run(ctx context.Context, t job.Task) (job.Result, error) {
-	start := time.Now()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
-	}
-	res := r.run(ctx, t)
-	res.DurationMS = time.Since(start).Milliseconds()
-	return res, nil
+	return runtime.Timed(ctx, t, func(ctx context.Context, t job.Task) (job.Result, error) {
+		return r.run(ctx, t), nil
+	})
 }
 
 func (r *JS) run(ctx context.Context, t job.Task) job.Result {
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st)
+		return runtime.Stopped(st)
 	}
 	if strings.TrimSpace(t.Spec.Code) == "" {
-		return failed("no JavaScript code")
+		return runtime.Failed("no JavaScript code")
 	}
 	if len(t.Spec.Input) > 0 && !json.Valid(t.Spec.Input) {
-		return failed("input_data is not valid JSON")
+		return runtime.Failed("input_data is not valid JSON")
 	}
 	// A compiled program is not tied to a goja.Runtime: every run of the
 	// same source shares it.
 	prg, err := r.programs.Get(t.Spec.Code, compileProgram)
 	if err != nil {
-		return failed(err.Error())
+		return runtime.Failed(err.Error())
 	}
 	limit := t.Limits.OutputBytes
 	if limit <= 0 {
@@ -130,7 +124,7 @@ func (r *JS) run(ctx context.Context, t job.Task) job.Result {
 		select {
 		case res = <-done:
 		case <-time.After(r.cfg.StopGrace):
-			res = interrupted(runtime.Interrupted(ctx))
+			res = runtime.Stopped(runtime.Interrupted(ctx))
 			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
 		}
 	}
@@ -145,7 +139,7 @@ func (r *JS) run(ctx context.Context, t job.Task) job.Result {
 func (r *JS) exec(ctx context.Context, prg *goja.Program, input json.RawMessage, stdout, stderr *runtime.CappedBuffer, limit int) (res job.Result) {
 	defer func() {
 		if p := recover(); p != nil {
-			res = failed(fmt.Sprintf("js: internal error: %v", p))
+			res = runtime.Failed(fmt.Sprintf("js: internal error: %v", p))
 		}
 	}()
 	vm := goja.New()
@@ -157,7 +151,7 @@ func (r *JS) exec(ctx context.Context, prg *goja.Program, input json.RawMessage,
 
 	env, err := newEnv(vm, input, stdout, stderr, r.cfg.MaxStringBytes)
 	if err != nil {
-		return failed("js: set up globals: " + err.Error())
+		return runtime.Failed("js: set up globals: " + err.Error())
 	}
 	val, err := vm.RunProgram(prg)
 	if err != nil {
@@ -169,9 +163,9 @@ func (r *JS) exec(ctx context.Context, prg *goja.Program, input json.RawMessage,
 		case goja.PromiseStateFulfilled:
 			val = p.Result()
 		case goja.PromiseStateRejected:
-			return failed("uncaught (in promise) " + describe(vm, p.Result()))
+			return runtime.Failed("uncaught (in promise) " + describe(vm, p.Result()))
 		default:
-			return failed("the returned promise never settled")
+			return runtime.Failed("the returned promise never settled")
 		}
 	}
 	b, err := env.encode(val)
@@ -179,11 +173,11 @@ func (r *JS) exec(ctx context.Context, prg *goja.Program, input json.RawMessage,
 		return r.fail(ctx, "result: ", err)
 	}
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st)
+		return runtime.Stopped(st)
 	}
 	res = job.Result{Status: job.StatusCompleted}
 	if len(b) > limit {
-		res = failed(fmt.Sprintf("result is %d bytes of JSON, more than the limit of %d", len(b), limit))
+		res = runtime.Failed(fmt.Sprintf("result is %d bytes of JSON, more than the limit of %d", len(b), limit))
 		res.Truncated = true
 		return res
 	}
@@ -195,33 +189,21 @@ func (r *JS) exec(ctx context.Context, prg *goja.Program, input json.RawMessage,
 // stopped it, failed with prefix, the exception and its stack otherwise.
 func (r *JS) fail(ctx context.Context, prefix string, err error) job.Result {
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st)
+		return runtime.Stopped(st)
 	}
 	var overflow *goja.StackOverflowError
 	if errors.As(err, &overflow) {
-		return failed(prefix + "RangeError: maximum call stack size exceeded (" + r.stackLimit() + ")\n" + strings.TrimSpace(overflow.String()))
+		return runtime.Failed(prefix + "RangeError: maximum call stack size exceeded (" + r.stackLimit() + ")\n" + strings.TrimSpace(overflow.String()))
 	}
 	var ex *goja.Exception
 	if errors.As(err, &ex) {
-		return failed(prefix + strings.TrimSpace(ex.String()))
+		return runtime.Failed(prefix + strings.TrimSpace(ex.String()))
 	}
-	return failed(prefix + err.Error())
+	return runtime.Failed(prefix + err.Error())
 }
 
 func (r *JS) stackLimit() string {
 	return fmt.Sprintf("%d frames", r.cfg.MaxCallStackSize)
-}
-
-func failed(msg string) job.Result {
-	return job.Result{Status: job.StatusFailed, Error: msg, ExitCode: 1}
-}
-
-func interrupted(st job.Status) job.Result {
-	msg := "canceled"
-	if st == job.StatusTimeout {
-		msg = "timed out"
-	}
-	return job.Result{Status: st, Error: msg, ExitCode: -1}
 }
 
 func compileProgram(code string) (*goja.Program, error) {

@@ -108,28 +108,22 @@ func New(cfg Config) *Lua {
 // t.Timeout passes. A Lua error is a failed Result, not an error; Run
 // returns a non-nil error never.
 func (r *Lua) Run(ctx context.Context, t job.Task) (job.Result, error) {
-	start := time.Now()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
-	}
-	res := r.run(ctx, t)
-	res.DurationMS = time.Since(start).Milliseconds()
-	return res, nil
+	return runtime.Timed(ctx, t, func(ctx context.Context, t job.Task) (job.Result, error) {
+		return r.run(ctx, t), nil
+	})
 }
 
 func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st)
+		return runtime.Stopped(st)
 	}
 	if strings.TrimSpace(t.Spec.Code) == "" {
-		return failed("no Lua code")
+		return runtime.Failed("no Lua code")
 	}
 	var input any
 	if len(t.Spec.Input) > 0 {
 		if err := json.Unmarshal(t.Spec.Input, &input); err != nil {
-			return failed("input_data is not valid JSON: " + err.Error())
+			return runtime.Failed("input_data is not valid JSON: " + err.Error())
 		}
 	}
 	limit := t.Limits.OutputBytes
@@ -147,7 +141,7 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 		select {
 		case res = <-done:
 		case <-time.After(r.cfg.StopGrace):
-			res = interrupted(runtime.Interrupted(ctx))
+			res = runtime.Stopped(runtime.Interrupted(ctx))
 			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
 		}
 	}
@@ -161,7 +155,7 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.CappedBuffer, limit int) (res job.Result) {
 	defer func() {
 		if p := recover(); p != nil {
-			res = failed(fmt.Sprintf("lua: internal error: %v", p))
+			res = runtime.Failed(fmt.Sprintf("lua: internal error: %v", p))
 		}
 	}()
 	L := glua.NewState(glua.Options{
@@ -174,7 +168,7 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	})
 	defer L.Close()
 	if err := openSandbox(L, stdout, r.cfg.MaxStringBytes); err != nil {
-		return failed("lua: open libraries: " + err.Error())
+		return runtime.Failed("lua: open libraries: " + err.Error())
 	}
 	L.SetGlobal("INPUT", toLua(L, input))
 	L.SetContext(ctx)
@@ -185,19 +179,19 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	if err != nil {
 		// Load reports the error as it always has.
 		if _, err := L.Load(strings.NewReader(code), "=job"); err != nil {
-			return failed(err.Error())
+			return runtime.Failed(err.Error())
 		}
-		return failed(err.Error())
+		return runtime.Failed(err.Error())
 	}
 	L.Push(L.NewFunctionFromProto(proto))
 	if err := L.PCall(0, 1, nil); err != nil {
 		if st := runtime.Interrupted(ctx); st != "" {
-			return interrupted(st)
+			return runtime.Stopped(st)
 		}
-		return failed(errorMessage(err))
+		return runtime.Failed(errorMessage(err))
 	}
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st)
+		return runtime.Stopped(st)
 	}
 	ret := L.Get(-1)
 	res = job.Result{Status: job.StatusCompleted}
@@ -206,10 +200,10 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	}
 	b, err := encodeJSON(ret)
 	if err != nil {
-		return failed("result: " + err.Error())
+		return runtime.Failed("result: " + err.Error())
 	}
 	if len(b) > limit {
-		res = failed(fmt.Sprintf("result is %d bytes of JSON, more than the limit of %d", len(b), limit))
+		res = runtime.Failed(fmt.Sprintf("result is %d bytes of JSON, more than the limit of %d", len(b), limit))
 		res.Truncated = true
 		return res
 	}
@@ -228,18 +222,6 @@ func errorMessage(err error) string {
 		return msg
 	}
 	return err.Error()
-}
-
-func failed(msg string) job.Result {
-	return job.Result{Status: job.StatusFailed, Error: msg, ExitCode: 1}
-}
-
-func interrupted(st job.Status) job.Result {
-	msg := "canceled"
-	if st == job.StatusTimeout {
-		msg = "timed out"
-	}
-	return job.Result{Status: st, Error: msg, ExitCode: -1}
 }
 
 // compileChunk parses and compiles a job's chunk, named "job" in errors and

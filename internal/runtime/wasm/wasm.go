@@ -130,32 +130,24 @@ func (r *Wasm) Close(ctx context.Context) error {
 // traps, exits non-zero or fails to compile is a failed Result; Run
 // returns an error only when the runtime itself is closed.
 func (r *Wasm) Run(ctx context.Context, t job.Task) (job.Result, error) {
-	start := time.Now()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
-	}
-	res, err := r.run(ctx, t)
-	res.DurationMS = time.Since(start).Milliseconds()
-	return res, err
+	return runtime.Timed(ctx, t, r.run)
 }
 
 func (r *Wasm) run(ctx context.Context, t job.Task) (res job.Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			res, err = failed(fmt.Sprintf("wasm: internal error: %v", p)), nil
+			res, err = runtime.Failed(fmt.Sprintf("wasm: internal error: %v", p)), nil
 		}
 	}()
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st), nil
+		return runtime.Stopped(st), nil
 	}
 	if len(t.Spec.Wasm) == 0 {
-		return failed("no Wasm module"), nil
+		return runtime.Failed("no Wasm module"), nil
 	}
 	input := []byte(t.Spec.Input)
 	if len(input) > 0 && !json.Valid(input) {
-		return failed("input_data is not valid JSON"), nil
+		return runtime.Failed("input_data is not valid JSON"), nil
 	}
 	limit := t.Limits.OutputBytes
 	if limit <= 0 {
@@ -172,13 +164,13 @@ func (r *Wasm) run(ctx context.Context, t job.Task) (res job.Result, err error) 
 	})
 	if err != nil {
 		if st := runtime.Interrupted(ctx); st != "" {
-			return interrupted(st), nil
+			return runtime.Stopped(st), nil
 		}
-		return failed("invalid Wasm module: " + err.Error()), nil
+		return runtime.Failed("invalid Wasm module: " + err.Error()), nil
 	}
 	defer r.modules.release(entry)
 	if _, ok := entry.mod.ExportedFunctions()["_start"]; !ok {
-		return failed("the module does not export _start (a WASI command is expected)"), nil
+		return runtime.Failed("the module does not export _start (a WASI command is expected)"), nil
 	}
 
 	stdout := &runtime.CappedBuffer{Limit: limit}
@@ -225,7 +217,7 @@ func (r *Wasm) run(ctx context.Context, t job.Task) (res job.Result, err error) 
 	if res.Status == job.StatusCompleted {
 		value, err := sink.get()
 		if err != nil {
-			res = failed("result: " + err.Error())
+			res = runtime.Failed("result: " + err.Error())
 			res.Truncated = true
 		}
 		res.Result = value
@@ -239,7 +231,7 @@ func (r *Wasm) run(ctx context.Context, t job.Task) (res job.Result, err error) 
 // outcome turns the error of running _start into a result.
 func outcome(ctx context.Context, err error) job.Result {
 	if st := runtime.Interrupted(ctx); st != "" {
-		return interrupted(st)
+		return runtime.Stopped(st)
 	}
 	if err == nil {
 		return job.Result{Status: job.StatusCompleted}
@@ -250,21 +242,9 @@ func outcome(ctx context.Context, err error) job.Result {
 		if code == 0 {
 			return job.Result{Status: job.StatusCompleted}
 		}
-		res := failed(fmt.Sprintf("module exited with code %d", code))
+		res := runtime.Failed(fmt.Sprintf("module exited with code %d", code))
 		res.ExitCode = code
 		return res
 	}
-	return failed(err.Error())
-}
-
-func failed(msg string) job.Result {
-	return job.Result{Status: job.StatusFailed, Error: msg, ExitCode: 1}
-}
-
-func interrupted(st job.Status) job.Result {
-	msg := "canceled"
-	if st == job.StatusTimeout {
-		msg = "timed out"
-	}
-	return job.Result{Status: st, Error: msg, ExitCode: -1}
+	return runtime.Failed(err.Error())
 }
