@@ -44,6 +44,23 @@ func benchEndToEnd(b *testing.B, clients int) {
 		}
 	}
 
+	drive(b, clients, "jobs/s", func() error {
+		v, err := c.Submit(ctx, req)
+		if err != nil {
+			return err
+		}
+		v, err = c.Job(ctx, v.ID, 10*time.Second)
+		if err != nil || v.Status != job.StatusCompleted {
+			return fmt.Errorf("job %s: %v %s", v.ID, err, v.Status)
+		}
+		return nil
+	})
+}
+
+// drive runs one from clients concurrent loops until b.N calls are done,
+// and reports calls per second (as unit) and the p50/p99 latency of one
+// call.
+func drive(b *testing.B, clients int, unit string, call func() error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
@@ -55,14 +72,8 @@ func benchEndToEnd(b *testing.B, clients int) {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
 				t0 := time.Now()
-				v, err := c.Submit(ctx, req)
-				if err != nil {
+				if err := call(); err != nil {
 					b.Error(err)
-					return
-				}
-				v, err = c.Job(ctx, v.ID, 10*time.Second)
-				if err != nil || v.Status != job.StatusCompleted {
-					b.Errorf("job %s: %v %s", v.ID, err, v.Status)
 					return
 				}
 				lat[i] = append(lat[i], time.Since(t0))
@@ -77,7 +88,7 @@ func benchEndToEnd(b *testing.B, clients int) {
 	if len(all) == 0 {
 		return
 	}
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "jobs/s")
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), unit)
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 }
