@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -296,4 +297,18 @@ func TestInvokeEphemeral(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStartOnATakenPort: a server whose port is taken fails at once and
+// leaves nothing in its data directory (no admin token nobody was shown).
+func TestStartOnATakenPort(t *testing.T) {
+	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	cfg := testServerConfig(t, t.TempDir()+"/data", 0)
+	cfg.Addr = srv.ln.Addr().String()
+	if _, err := StartServer(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("start on a taken port: %v", err)
+	}
+	if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
+		t.Fatalf("the failed start left its data directory: %v", err)
+	}
 }

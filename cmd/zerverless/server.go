@@ -109,6 +109,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
+	// Listen first: a taken port fails before anything is created (a
+	// first start would otherwise make an admin token it never prints).
+	s.ln, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -143,10 +149,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, fmt.Errorf("start functions: %w", err)
 	}
 
-	s.ln, err = net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
 	baseCtx, baseCancel := context.WithCancel(context.Background())
 	s.baseCancel = baseCancel
 	if cfg.API.Volunteer == nil {
@@ -240,6 +242,8 @@ func (s *Server) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 			err = s.http.Shutdown(ctx)
 			cancel()
+		} else if s.ln != nil {
+			s.ln.Close() // the start failed before serving
 		}
 		if s.baseCancel != nil {
 			s.baseCancel()
