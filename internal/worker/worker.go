@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -142,6 +143,9 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) *Worker {
 	}
 	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}
 }
+
+// resultWriteTimeout bounds the write of one result.
+const resultWriteTimeout = 5 * time.Minute
 
 // RefusedError is returned by Run when the orchestrator refused the
 // worker for good (a bad join token, an unsupported protocol version):
@@ -326,6 +330,9 @@ type session struct {
 	tasks map[string]runningTask // by lease id
 	// buildsSent is what the worker last reported of its builds.
 	buildsSent string
+	// sending counts writes in progress. While one is, the orchestrator
+	// sees bytes arriving and a heartbeat would only queue behind it.
+	sending atomic.Int32
 }
 
 type runningTask struct {
@@ -407,7 +414,15 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 }
 
 func (s *session) send(ctx context.Context, m protocol.Message) {
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	s.sending.Add(1)
+	defer s.sending.Add(-1)
+	// A result may be large (16 MiB and more) and a volunteer's link
+	// slow: it gets longer than the small messages.
+	timeout := 30 * time.Second
+	if m.Type == protocol.TypeResult {
+		timeout = resultWriteTimeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := s.conn.Write(wctx, m); err != nil {
 		s.log.Warn("send to orchestrator failed", "type", m.Type, "job_id", m.JobID, "err", err)
@@ -439,7 +454,9 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 		s.mu.Lock()
 		leases := slices.Sorted(maps.Keys(s.tasks))
 		s.mu.Unlock()
-		s.send(ctx, protocol.Message{Type: protocol.TypeHeartbeat, Leases: leases})
+		if s.sending.Load() == 0 {
+			s.send(ctx, protocol.Message{Type: protocol.TypeHeartbeat, Leases: leases})
+		}
 		if time.Since(lastCheck) >= s.w.cfg.CheckInterval {
 			lastCheck = time.Now()
 			if s.w.checkRuntimes(ctx) {
