@@ -132,6 +132,13 @@ func luaCaps(concurrency int) job.Capabilities {
 
 func (h *harness) dial(caps job.Capabilities) *rawWorker {
 	h.t.Helper()
+	return h.dialAs(caps, harnessSecret)
+}
+
+// dialAs connects a raw worker that presents token ("" for an anonymous
+// volunteer).
+func (h *harness) dialAs(caps job.Capabilities, token string) *rawWorker {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := protocol.Dial(ctx, h.url(), nil, protocol.Options{})
@@ -139,7 +146,7 @@ func (h *harness) dial(caps job.Capabilities) *rawWorker {
 		h.t.Fatalf("dial: %v", err)
 	}
 	h.t.Cleanup(func() { conn.CloseNow() })
-	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps, Token: harnessSecret}); err != nil {
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps, Token: token}); err != nil {
 		h.t.Fatal(err)
 	}
 	m, err := conn.Read(ctx)

@@ -50,8 +50,9 @@ func (e *entry) lane() lane {
 	return lane{namespace: e.job.Namespace, class: e.class}
 }
 
-// push adds e at the back of its lane, or at the front when front is set
-// (a job that lost its worker keeps its place).
+// push adds e at the back of its lane, or, when front is set (a job that
+// lost its worker keeps its place), ahead of every job queued after it, so
+// that jobs put back together keep the order they were submitted in.
 func (q *queues) push(e *entry, front bool) {
 	lanes := q.byType[e.job.Type]
 	if lanes == nil {
@@ -65,7 +66,15 @@ func (q *queues) push(e *entry, front bool) {
 		lanes[k] = l
 	}
 	if front {
-		e.elem = l.PushFront(e)
+		el := l.Front()
+		for el != nil && el.Value.(*entry).seq < e.seq {
+			el = el.Next()
+		}
+		if el == nil {
+			e.elem = l.PushBack(e)
+		} else {
+			e.elem = l.InsertBefore(e, el)
+		}
 	} else {
 		e.elem = l.PushBack(e)
 	}

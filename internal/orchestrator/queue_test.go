@@ -37,3 +37,34 @@ func TestBigJobsDoNotHideSmallOnes(t *testing.T) {
 		t.Fatalf("reason %q does not say %q", big.Reason, want)
 	}
 }
+
+// TestRequeuedJobsKeepTheirOrder: jobs that lose their worker go back to
+// the front of their lane in the order they were submitted.
+func TestRequeuedJobsKeepTheirOrder(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	w1 := h.dial(luaCaps(8))
+	w1.keepAlive()
+	var ids []string
+	for range 10 {
+		ids = append(ids, h.submit(job.Request{Type: job.TypeLua, Code: "return 1"}).ID)
+	}
+	for range 8 {
+		w1.next(5 * time.Second)
+	}
+	w1.conn.CloseNow()
+	eventually(t, 5*time.Second, func() error {
+		if v := h.job(ids[0]); v.Status != job.StatusPending {
+			return errorf("first job is %s", v.Status)
+		}
+		return nil
+	})
+	w2 := h.dial(luaCaps(1))
+	w2.keepAlive()
+	for i, id := range ids {
+		task := w2.next(5 * time.Second)
+		if task.JobID != id {
+			t.Fatalf("job %d given was %s, want %s", i, task.JobID, id)
+		}
+		w2.send(resultMessage(task, job.StatusCompleted))
+	}
+}
