@@ -35,7 +35,7 @@ func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time
 	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), ephemeral: true, done: make(chan struct{})}
 	done := e.done
 	o.active[j.ID] = e
-	o.counts[job.StatusPending]++
+	o.countLocked(e, job.StatusPending, 1)
 	o.queue.push(e, false)
 	starts := o.dispatchLocked()
 	o.mu.Unlock()

@@ -112,6 +112,9 @@ type Orchestrator struct {
 	closed  bool
 	// nsRunning counts running jobs per namespace, for the running quota.
 	nsRunning map[string]int
+	// nsPending counts pending jobs per namespace as counts does (a
+	// replicated job once, whatever its replicas), for the pending quota.
+	nsPending map[string]int
 	// strikes counts, per worker owner, results that lost quorum.
 	strikes map[string]int
 
@@ -170,6 +173,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		stop:    make(chan struct{}),
 
 		nsRunning: make(map[string]int),
+		nsPending: make(map[string]int),
 		strikes:   make(map[string]int),
 	}
 	m, err := newMetrics(reg, o)
@@ -208,6 +212,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 			}
 			o.counts[job.StatusPending]++
 		}
+		o.nsPending[j.Namespace]++
 		o.seq++
 		e.seq = o.seq
 		e.enqueuedAt = o.now()
@@ -297,7 +302,7 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	o.seq++
 	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now()}
 	o.active[j.ID] = e
-	o.counts[job.StatusPending]++
+	o.countLocked(e, job.StatusPending, 1)
 	if j.Spec.Replicated() {
 		o.expandLocked(e)
 	} else {

@@ -131,7 +131,7 @@ func (o *Orchestrator) admitQuota(ctx context.Context, ns string, pending bool) 
 		return nil
 	}
 	o.mu.Lock()
-	n := o.queue.pendingIn(ns)
+	n := o.nsPending[ns]
 	o.mu.Unlock()
 	if n >= q.PendingJobs {
 		return job.Errorf(job.CodeTooMany, "namespace %s has %d jobs pending, its quota; retry when some have run", ns, n)

@@ -174,16 +174,3 @@ func sortedTypes(m map[job.Type]int) []job.Type {
 	slices.Sort(ts)
 	return ts
 }
-
-// pendingIn returns how many jobs of namespace ns are queued.
-func (q *queues) pendingIn(ns string) int {
-	n := 0
-	for _, lanes := range q.byType {
-		for k, l := range lanes {
-			if k.namespace == ns {
-				n += l.Len()
-			}
-		}
-	}
-	return n
-}

@@ -35,11 +35,18 @@ type answer struct {
 	key    string // reputation key of the worker
 }
 
-// countLocked adjusts the count of jobs in status s; replicas are not
-// jobs of their own and are not counted.
+// countLocked adjusts the count of jobs in status s, and of pending jobs
+// in e's namespace; replicas are not jobs of their own and are not counted.
 func (o *Orchestrator) countLocked(e *entry, s job.Status, d int) {
-	if e.parent == nil {
-		o.counts[s] += d
+	if e.parent != nil {
+		return
+	}
+	o.counts[s] += d
+	if s == job.StatusPending {
+		ns := e.job.Namespace
+		if o.nsPending[ns] += d; o.nsPending[ns] == 0 {
+			delete(o.nsPending, ns)
+		}
 	}
 }
 
