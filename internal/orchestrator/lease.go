@@ -21,8 +21,38 @@ func (o *Orchestrator) watchLeases() {
 			return
 		case <-t.C:
 			o.expireLeases()
+			o.refreshPolicies()
 		}
 	}
+}
+
+// refreshPolicies reads again the stale policies of the namespaces that
+// have jobs waiting, and dispatches when one changed: a policy is otherwise
+// read only at a submission, and jobs held back by it (a running quota, a
+// requirement of trusted workers) would wait for the next one.
+func (o *Orchestrator) refreshPolicies() {
+	o.mu.Lock()
+	namespaces := make([]string, 0, len(o.nsPending))
+	for ns := range o.nsPending {
+		namespaces = append(namespaces, ns)
+	}
+	o.mu.Unlock()
+	changed := false
+	for _, ns := range namespaces {
+		o.mu.Lock()
+		old := o.cachedPolicyLocked(ns)
+		o.mu.Unlock()
+		if o.policy(context.Background(), ns) != old {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	o.mu.Lock()
+	starts := o.dispatchLocked()
+	o.mu.Unlock()
+	o.launch(starts)
 }
 
 func (o *Orchestrator) expireLeases() {

@@ -196,6 +196,15 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load active jobs: %w", err)
 	}
+	// The recovered jobs' namespaces' policies decide who may run them
+	// (trusted workers only, the running quota) from the first dispatch.
+	seen := make(map[string]bool)
+	for _, j := range jobs {
+		if !seen[j.Namespace] {
+			seen[j.Namespace] = true
+			o.policy(ctx, j.Namespace)
+		}
+	}
 	o.mu.Lock()
 	for s, n := range counts {
 		o.counts[s] = n

@@ -74,3 +74,39 @@ func TestPendingQuotaCountsJobs(t *testing.T) {
 		t.Fatalf("a third pending job: %v", err)
 	}
 }
+
+// TestPolicyAppliesAfterRestart: jobs recovered after a restart keep
+// their namespace's policy before anything new is submitted to it.
+func TestPolicyAppliesAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.Policies = &policies{m: map[string]job.NamespacePolicy{"secure": {Namespace: "secure", RequireTrustedWorkers: true}}}
+	h := newHarness(t, dir, cfg)
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "secure"})
+	h.close()
+	h2 := newHarness(t, dir, cfg)
+	anon := h2.dialAs(luaCaps(1), "")
+	anon.keepAlive()
+	time.Sleep(300 * time.Millisecond)
+	if v := h2.job(j.ID); v.Status != job.StatusPending {
+		t.Fatalf("the job of a namespace that requires trusted workers went to an anonymous one: %s", v.Status)
+	}
+}
+
+// TestPolicyChangeReachesQueuedJobs: a namespace's new policy applies to
+// its queued jobs within policyTTL, without a new submission.
+func TestPolicyChangeReachesQueuedJobs(t *testing.T) {
+	cfg := testConfig()
+	p := &policies{m: map[string]job.NamespacePolicy{"t": {Namespace: "t", Quotas: job.Quotas{RunningJobs: 1}}}}
+	cfg.Policies = p
+	h := newHarness(t, t.TempDir(), cfg)
+	w := h.dial(luaCaps(2))
+	w.keepAlive()
+	h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "t"})
+	h.submit(job.Request{Type: job.TypeLua, Code: "return 2", Namespace: "t"})
+	w.next(5 * time.Second)
+	p.mu.Lock()
+	p.m["t"] = job.NamespacePolicy{Namespace: "t", Quotas: job.Quotas{RunningJobs: 2}}
+	p.mu.Unlock()
+	w.next(policyTTL + 3*time.Second)
+}
