@@ -23,10 +23,11 @@ type replication struct {
 	quorum, max int
 	launched    int
 	live        map[*entry]bool
-	workers     map[string]bool
-	owners      map[string]bool
-	answers     []answer
-	decided     bool
+	// workers are the workers that took a replica and did not give it
+	// back unrun.
+	workers map[string]bool
+	answers []answer
+	decided bool
 }
 
 type answer struct {
@@ -51,13 +52,32 @@ func (o *Orchestrator) countLocked(e *entry, s job.Status, d int) {
 }
 
 // excluded reports whether w already holds or held a replica of e's
-// parent.
+// parent, or w's owner holds one or answered for one. An owner whose
+// replica was lost without an answer may run it again on another worker:
+// it has no say yet, and the job could otherwise wait for an owner that
+// never comes.
 func (e *entry) excluded(w *worker) bool {
 	if e.parent == nil {
 		return false
 	}
 	r := e.parent.rep
-	return r.workers[w.id] || (w.owner != "" && r.owners[w.owner])
+	if r.workers[w.id] {
+		return true
+	}
+	if w.owner == "" {
+		return false
+	}
+	for c := range r.live {
+		if c.worker != nil && c.worker.owner == w.owner {
+			return true
+		}
+	}
+	for _, a := range r.answers {
+		if a.Owner == w.owner {
+			return true
+		}
+	}
+	return false
 }
 
 // expandLocked queues the replicas of a pending replicated job p.
@@ -68,7 +88,6 @@ func (o *Orchestrator) expandLocked(p *entry) {
 		max:     max(n, o.cfg.MaxReplicas),
 		live:    make(map[*entry]bool),
 		workers: make(map[string]bool),
-		owners:  make(map[string]bool),
 	}
 	for range n {
 		o.spawnLocked(p)
@@ -98,9 +117,6 @@ func (o *Orchestrator) spawnLocked(p *entry) {
 func (o *Orchestrator) replicaAssignedLocked(c *entry, w *worker) {
 	p, r := c.parent, c.parent.rep
 	r.workers[w.id] = true
-	if w.owner != "" {
-		r.owners[w.owner] = true
-	}
 	if p.job.Status == job.StatusPending {
 		o.countLocked(p, job.StatusPending, -1)
 		o.countLocked(p, job.StatusRunning, 1)

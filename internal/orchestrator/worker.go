@@ -410,6 +410,11 @@ func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 		return
 	}
 	o.log.Warn("worker rejected a job", "worker_id", w.id, "job_id", m.JobID, "err", m.Error)
+	if e.parent != nil {
+		// It never ran there: the worker may take a replica of the job
+		// again.
+		delete(e.parent.rep.workers, w.id)
+	}
 	o.requeueLocked(e, false, "")
 	e.job.Reason = "worker " + w.id + " could not run it: " + m.Error
 	starts := o.dispatchExceptLocked(w)
