@@ -357,3 +357,45 @@ func TestLostReplicaGoesBackToItsOwner(t *testing.T) {
 		t.Fatalf("%d queued, want the replacement of %s", queued, t2.JobID)
 	}
 }
+
+// TestCanceledReplicaIsNoStrike: a replica stopped because the quorum was
+// reached costs its worker nothing, whatever it answers afterwards; a
+// worker that lost quorum is banned and given no more jobs.
+func TestCanceledReplicaIsNoStrike(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxStrikes = 1
+	h := newHarness(t, t.TempDir(), cfg)
+	w1, w2, slow := h.dial(luaCaps(1)), h.dial(luaCaps(1)), h.dial(luaCaps(1))
+	for _, w := range []*rawWorker{w1, w2, slow} {
+		w.keepAlive()
+	}
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
+	t1, t2, ts := w1.next(5*time.Second), w2.next(5*time.Second), slow.next(5*time.Second)
+	w1.send(answerMessage(t1, "x"))
+	w2.send(answerMessage(t2, "x"))
+	slow.read(string(protocol.TypeCancel), 5*time.Second)
+	slow.send(answerMessage(ts, "late and different"))
+	if got, _ := h.o.Wait(context.Background(), j.ID, 5*time.Second); got.Status != job.StatusCompleted {
+		t.Fatalf("job: %+v", got)
+	}
+	eventually(t, 5*time.Second, h.idle)
+	for _, info := range h.o.Workers() {
+		if info.Banned {
+			t.Fatalf("worker %s banned", info.ID)
+		}
+	}
+	// A liar is banned; the next job goes to the others.
+	j2 := h.submit(job.Request{Type: job.TypeLua, Code: "return 2", Replicas: 3, Quorum: 2})
+	t1, t2, ts = w1.next(5*time.Second), w2.next(5*time.Second), slow.next(5*time.Second)
+	slow.send(answerMessage(ts, "lie"))
+	w1.send(answerMessage(t1, "y"))
+	w2.send(answerMessage(t2, "y"))
+	if got, _ := h.o.Wait(context.Background(), j2.ID, 5*time.Second); got.Status != job.StatusCompleted || got.Result.Output != "y" {
+		t.Fatalf("job: %+v", got)
+	}
+	j3 := h.submit(job.Request{Type: job.TypeLua, Code: "return 3"})
+	time.Sleep(200 * time.Millisecond)
+	if v := h.job(j3.ID); v.Status != job.StatusRunning || v.WorkerID == slow.id {
+		t.Fatalf("third job %s on %s (the banned worker is %s)", v.Status, v.WorkerID, slow.id)
+	}
+}
