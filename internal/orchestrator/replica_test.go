@@ -94,10 +94,12 @@ func TestCancelReplicatedJob(t *testing.T) {
 	}
 	// The workers are free for the next job.
 	j2 := h.submit(job.Request{Type: job.TypeLua, Code: "return 2"})
-	task := w1.next(5 * time.Second)
-	if task.JobID != j2.ID {
-		t.Fatalf("got %s, want %s", task.JobID, j2.ID)
-	}
+	eventually(t, 5*time.Second, func() error {
+		if v := h.job(j2.ID); v.Status != job.StatusRunning {
+			return errorf("next job %s", v.Status)
+		}
+		return nil
+	})
 }
 
 // TestLostReplicaRunsElsewhere: a replica whose worker disconnects runs
