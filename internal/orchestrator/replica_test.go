@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -390,6 +391,12 @@ func TestCanceledReplicaIsNoStrike(t *testing.T) {
 	j2 := h.submit(job.Request{Type: job.TypeLua, Code: "return 2", Replicas: 3, Quorum: 2})
 	t1, t2, ts = w1.next(5*time.Second), w2.next(5*time.Second), slow.next(5*time.Second)
 	slow.send(answerMessage(ts, "lie"))
+	eventually(t, 5*time.Second, func() error {
+		if v := h.job(j2.ID); !strings.Contains(v.Reason, "1 answers") {
+			return errorf("reason %q", v.Reason)
+		}
+		return nil
+	})
 	w1.send(answerMessage(t1, "y"))
 	w2.send(answerMessage(t2, "y"))
 	if got, _ := h.o.Wait(context.Background(), j2.ID, 5*time.Second); got.Status != job.StatusCompleted || got.Result.Output != "y" {
