@@ -20,6 +20,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"github.com/zerverless/zerverless/internal/dockertest"
@@ -223,7 +224,7 @@ func TestDockerWorkerKilled(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		t.Cleanup(func() { stopProcess(cmd) })
 		return cmd
 	}
 	first := startProc()
@@ -245,7 +246,7 @@ func TestDockerWorkerKilled(t *testing.T) {
 		t.Fatal("the killed worker's container vanished by itself; the test proves nothing")
 	}
 
-	startProc()
+	second := startProc()
 	done := waitDone(t, c, v.ID, 60*time.Second)
 	if done.Status != job.StatusCompleted || done.Attempt != 2 || done.Output != "finished\n" {
 		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
@@ -256,6 +257,33 @@ func TestDockerWorkerKilled(t *testing.T) {
 		}
 		return nil
 	})
+	// A worker stopped the ordinary way leaves no volume either.
+	stopProcess(second)
+	vs, err := testEngine(t).VolumeList(context.Background(), volume.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+wid))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs.Volumes) > 0 {
+		t.Fatalf("%d labeled volumes remain after the worker stopped", len(vs.Volumes))
+	}
+}
+
+// stopProcess stops a worker process as an operator would (SIGTERM), and
+// kills it if it has not ended within 20 s.
+func stopProcess(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 // TestDockerCLI: `zerverless run --image IMAGE -- CMD` prints the output and
