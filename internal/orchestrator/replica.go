@@ -178,6 +178,9 @@ func (o *Orchestrator) acceptLocked(p *entry, a answer) {
 		if other.Hash != a.Hash {
 			o.strikes[other.key]++
 			o.log.Warn("replica disagreed with the quorum", "job_id", p.job.ID, "worker_id", other.WorkerID, "owner", other.Owner, "strikes", o.strikes[other.key])
+			if o.strikes[other.key] == o.cfg.MaxStrikes {
+				o.revokeReplicasLocked(other.key)
+			}
 		}
 	}
 	for c := range r.live {
@@ -189,6 +192,29 @@ func (o *Orchestrator) acceptLocked(p *entry, a answer) {
 	final.Replicas = r.list(a.Hash)
 	o.finishLocked(p, &final)
 	o.persistAsyncLocked(p)
+}
+
+// revokeReplicasLocked takes back the replicas that workers of a banned
+// reputation key still hold: their answers would count toward quorums. The
+// workers are told to stop; the replicas run again elsewhere (never on a
+// worker that held them), and the lease watcher's next dispatch sends them.
+func (o *Orchestrator) revokeReplicasLocked(key string) {
+	for _, w := range o.workers {
+		if w.reputationKey() != key {
+			continue
+		}
+		for leaseID, l := range w.leases {
+			e, ok := o.active[l.jobID]
+			if l.abandoned || !ok || e.final || e.parent == nil || e.worker != w || e.job.LeaseID != leaseID {
+				continue
+			}
+			l.abandoned = true
+			l.deadline = o.now().Add(o.cfg.LeaseGrace)
+			w.send(cancelMessage(e.job.ID, leaseID))
+			o.requeueLocked(e, false, "")
+			o.log.Warn("replica taken back from a banned worker", "job_id", e.job.ID, "worker_id", w.id)
+		}
+	}
 }
 
 // stopReplicaLocked ends a replica that is no longer needed: taken out of
