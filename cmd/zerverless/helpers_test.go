@@ -17,6 +17,7 @@ import (
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/testutil"
 	"github.com/zerverless/zerverless/internal/worker"
 )
 
@@ -190,17 +191,7 @@ func startWorkerWithConfig(t testing.TB, url string, name string, ro RuntimeOpti
 // eventually polls f until it returns nil or d passes.
 func eventually(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %s: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, f)
 }
 
 // rawWorker is a worker that speaks the protocol by hand, so that a test

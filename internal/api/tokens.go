@@ -102,10 +102,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.audit.LogAttrs(r.Context(), slog.LevelInfo, "token created",
-		slog.String("token_id", t.ID), slog.String("kind", string(t.Kind)),
-		slog.String("namespace", t.Namespace), slog.String("name", t.Name),
-		slog.String("by_token_id", principal(r).TokenID), slog.String("remote", r.RemoteAddr))
+	s.auditToken(r, "token created", t)
 	v := newTokenView(t)
 	v.Token = secret
 	w.Header().Set("Location", "/api/tokens/"+t.ID)
@@ -143,10 +140,7 @@ func (s *server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.audit.LogAttrs(r.Context(), slog.LevelInfo, "token revoked",
-		slog.String("token_id", t.ID), slog.String("kind", string(t.Kind)),
-		slog.String("namespace", t.Namespace), slog.String("name", t.Name),
-		slog.String("by_token_id", principal(r).TokenID), slog.String("remote", r.RemoteAddr))
+	s.auditToken(r, "token revoked", t)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -223,4 +217,12 @@ func (s *server) putPolicy(w http.ResponseWriter, r *http.Request) {
 		slog.String("namespace", ns), slog.String("policy", string(pj)),
 		slog.String("by_token_id", principal(r).TokenID), slog.String("remote", r.RemoteAddr))
 	writeJSON(w, http.StatusOK, p)
+}
+
+// auditToken records an administrative action on token t in the audit log.
+func (s *server) auditToken(r *http.Request, msg string, t job.Token) {
+	s.audit.LogAttrs(r.Context(), slog.LevelInfo, msg,
+		slog.String("token_id", t.ID), slog.String("kind", string(t.Kind)),
+		slog.String("namespace", t.Namespace), slog.String("name", t.Name),
+		slog.String("by_token_id", principal(r).TokenID), slog.String("remote", r.RemoteAddr))
 }

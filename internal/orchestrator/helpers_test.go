@@ -16,6 +16,7 @@ import (
 	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/store"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
+	"github.com/zerverless/zerverless/internal/testutil"
 )
 
 // harness is an orchestrator over a real SQLite store, serving workers over
@@ -207,17 +208,7 @@ func (r *rawWorker) keepAlive() {
 // eventually polls f until it returns nil or d passes.
 func eventually(t *testing.T, d time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %s: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, f)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/zerverless/zerverless/internal/dockertest"
+	"github.com/zerverless/zerverless/internal/testutil"
 )
 
 // Shared by the package's tests: a real engine and an image built
@@ -153,17 +154,7 @@ func jobContainers(t testing.TB, jobID string) []container.Summary {
 // eventually polls f until it returns nil or d passes.
 func eventually(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, f)
 }
 
 // crashChild is the body of a worker process that a test kills mid-job.
