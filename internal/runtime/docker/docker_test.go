@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -357,39 +355,6 @@ func TestSweep(t *testing.T) {
 	}
 	_ = testEngine.ContainerRemove(ctx, otherIDs[0], container.RemoveOptions{Force: true})
 	_ = testEngine.VolumeRemove(ctx, otherIDs[1], true)
-}
-
-// TestSweepDanglingImages: an untagged image of Zerverless's own (a
-// provisioning image two workers imported at once) is removed by Sweep;
-// untagged images of others are not.
-func TestSweepDanglingImages(t *testing.T) {
-	ctx := context.Background()
-	imp := func(label string) string {
-		rc, err := testEngine.ImageImport(ctx, image.ImportSource{Source: bytes.NewReader(provisionTar()), SourceName: "-"}, "",
-			image.ImportOptions{Changes: []string{`CMD ["/none"]`, "LABEL " + label}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m struct{ Status string }
-		if err := json.NewDecoder(rc).Decode(&m); err != nil {
-			t.Fatal(err)
-		}
-		rc.Close()
-		return strings.TrimSpace(m.Status)
-	}
-	ours := imp(LabelManagedBy + "=" + managedBy)
-	theirs := imp("example.owner=someone-else")
-	t.Cleanup(func() { testEngine.ImageRemove(ctx, theirs, image.RemoveOptions{}) })
-	d := newTestRuntime(t, nil)
-	if _, err := d.Sweep(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testEngine.ImageInspect(ctx, ours); err == nil {
-		t.Error("a dangling image of Zerverless's own survived the sweep")
-	}
-	if _, err := testEngine.ImageInspect(ctx, theirs); err != nil {
-		t.Errorf("someone else's dangling image was removed: %v", err)
-	}
 }
 
 // A worker process killed mid-job leaves a labeled container; the next

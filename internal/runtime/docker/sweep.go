@@ -8,7 +8,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/errdefs"
 )
@@ -85,17 +84,6 @@ func (d *Docker) Sweep(ctx context.Context) (int, error) {
 			continue
 		}
 		n++
-	}
-	// A provisioning image imported by two workers at once leaves one of
-	// them untagged. Dangling images of Zerverless's own are removed; an
-	// image some container still uses is left (the engine refuses).
-	imgs, err := d.engine.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("dangling", "true"), filters.Arg("label", LabelManagedBy+"="+managedBy))})
-	if err != nil {
-		return n, errors.Join(append(errs, fmt.Errorf("list images: %w", err))...)
-	}
-	for _, img := range imgs {
-		d.engine.ImageRemove(ctx, img.ID, image.RemoveOptions{})
 	}
 	return n, errors.Join(errs...)
 }
