@@ -55,11 +55,9 @@ type Quotas interface {
 // token service (Config.Auth nil): everyone is admin.
 var openPrincipal = job.Principal{Kind: job.TokenAdmin, Name: "open"}
 
-type principalKey struct{}
-
 // principal returns the caller that the route's guard authenticated.
 func principal(r *http.Request) job.Principal {
-	if p, ok := r.Context().Value(principalKey{}).(job.Principal); ok {
+	if p, ok := job.PrincipalFrom(r.Context()); ok {
 		return p
 	}
 	return openPrincipal
@@ -157,7 +155,7 @@ func (s *server) guard(a access, h http.HandlerFunc) http.HandlerFunc {
 		if !s.permit(sw, r, p, a) {
 			return
 		}
-		h(sw, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		h(sw, r.WithContext(job.WithPrincipal(r.Context(), p)))
 	}
 }
 

@@ -310,7 +310,15 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath strin
 	}
 	req := functionRequest(r)
 	req.SetBody(body)
-	resp, err := f.fns.Invoke(r.Context(), urlPath, req)
+	ctx := r.Context()
+	if authed {
+		ctx = job.WithPrincipal(ctx, p)
+	} else {
+		if d, _, found := f.fns.Lookup(urlPath); found {
+			ctx = job.WithPrincipal(ctx, job.Principal{Kind: job.TokenNamespace, Namespace: d.Namespace, Name: "public function " + d.Name()})
+		}
+	}
+	resp, err := f.fns.Invoke(ctx, urlPath, req)
 	if err != nil {
 		f.writeError(w, r, err)
 		return

@@ -65,7 +65,7 @@ func (s *Service) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
 	}
 	s.submitted = append(s.submitted, r)
 	s.next++
-	j := r.NewJob(fmt.Sprintf("job-%d", s.next), time.Now().UTC(), s.limits)
+	j := r.NewJob(fmt.Sprintf("job-%d", s.next), time.Now().UTC(), s.limits, nil)
 	s.jobs[j.ID] = j
 	s.order = append(s.order, j.ID)
 	return copyJob(j), nil
