@@ -96,6 +96,33 @@ func DefaultRequestLimits() RequestLimits {
 	}
 }
 
+// Validate refuses limits that would refuse every job or contradict
+// themselves: every field must be positive, and each default within its
+// maximum.
+func (l RequestLimits) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxCodeBytes", int64(l.MaxCodeBytes)}, {"MaxWasmBytes", int64(l.MaxWasmBytes)},
+		{"MaxInputBytes", int64(l.MaxInputBytes)}, {"DefaultTimeout", int64(l.DefaultTimeout)},
+		{"MaxTimeout", int64(l.MaxTimeout)}, {"DefaultMaxAttempts", int64(l.DefaultMaxAttempts)},
+		{"MaxMaxAttempts", int64(l.MaxMaxAttempts)}, {"MaxMemoryMB", int64(l.MaxMemoryMB)},
+		{"MaxReplicas", int64(l.MaxReplicas)},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("%s must be positive", f.name)
+		}
+	}
+	switch {
+	case l.DefaultTimeout > l.MaxTimeout:
+		return fmt.Errorf("DefaultTimeout %s is over MaxTimeout %s", l.DefaultTimeout, l.MaxTimeout)
+	case l.DefaultMaxAttempts > l.MaxMaxAttempts:
+		return fmt.Errorf("DefaultMaxAttempts %d is over MaxMaxAttempts %d", l.DefaultMaxAttempts, l.MaxMaxAttempts)
+	}
+	return nil
+}
+
 // DefaultNamespace is used when a request names none.
 const DefaultNamespace = "default"
 
