@@ -75,12 +75,12 @@ func FuzzDecodeRequest(f *testing.F) {
 func TestNumbersOutOfRange(t *testing.T) {
 	lim := DefaultRequestLimits()
 	for body, field := range map[string]string{
-		`{"job_type":"lua","code":"x","input_data":1e999999999}`:                         "input_data",
-		`{"job_type":"lua","code":"x","input_data":{"a":[1,{"b":-1e400}]}}`:              "input_data.a[1].b",
-		`{"job_type":"lua","code":"x","input_data":[0,[1,2],{"c":3},"s",1e308,1e309]}`:   "input_data[5]",
-		`{"job_type":"lua","code":"x","timeout_seconds":1e999}`:                          "timeout_seconds",
-		`{"job_type":"lua","input_data":{"x":{"y":1},"z":2e308},"code":"x"}`:             "input_data.z",
-		`{"job_type":"docker","docker_image":"a","resources":{"cpus":1e999}}`:            "resources.cpus",
+		`{"job_type":"lua","code":"x","input_data":1e999999999}`:                       "input_data",
+		`{"job_type":"lua","code":"x","input_data":{"a":[1,{"b":-1e400}]}}`:            "input_data.a[1].b",
+		`{"job_type":"lua","code":"x","input_data":[0,[1,2],{"c":3},"s",1e308,1e309]}`: "input_data[5]",
+		`{"job_type":"lua","code":"x","timeout_seconds":1e999}`:                        "timeout_seconds",
+		`{"job_type":"lua","input_data":{"x":{"y":1},"z":2e308},"code":"x"}`:           "input_data.z",
+		`{"job_type":"docker","docker_image":"a","resources":{"cpus":1e999}}`:          "resources.cpus",
 	} {
 		_, err := DecodeRequest([]byte(body), lim)
 		if ErrorCode(err) != CodeInvalid || ErrorField(err) != field {
