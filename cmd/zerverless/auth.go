@@ -9,9 +9,10 @@ import (
 
 // startAuth opens the token service over the store, makes the admin token
 // on first start (or reuses the one in the data directory), and hands the
-// service to the API, which then needs a token on every route but the open
-// ones, and to the orchestrator, which checks workers' join tokens and
-// reads namespace policies through it.
+// service to the orchestrator, which checks workers' join tokens and reads
+// namespace policies through it (admission, made in newHandler, takes it
+// too). The orchestrator's build key is kept in the data directory as
+// well.
 func (s *Server) startAuth(ctx context.Context, cfg *ServerConfig) error {
 	s.auth = auth.New(cfg.Auth, s.store, s.log)
 	secret, created, err := s.auth.Bootstrap(ctx, cfg.DataDir)
@@ -19,8 +20,13 @@ func (s *Server) startAuth(ctx context.Context, cfg *ServerConfig) error {
 		return fmt.Errorf("admin token: %w", err)
 	}
 	s.adminToken, s.adminTokenCreated = secret, created
-	cfg.API.Auth = s.auth
-	cfg.API.ContextOwners = s.store
+	if len(cfg.Orchestrator.BuildKey) == 0 {
+		key, err := auth.BuildKey(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		cfg.Orchestrator.BuildKey = key
+	}
 	cfg.Orchestrator.Auth = s.auth
 	cfg.Orchestrator.Policies = s.auth
 	return nil

@@ -9,9 +9,9 @@ import (
 	"github.com/zerverless/zerverless/internal/worker"
 )
 
-// startContexts opens the build context store in the data directory,
-// hands it to the API and starts its expiry loop, which ends with ctx.
-func (s *Server) startContexts(ctx context.Context, cfg *ServerConfig) error {
+// startContexts opens the build context store in the data directory and
+// starts its expiry loop, which ends with ctx.
+func (s *Server) startContexts(ctx context.Context, cfg *ServerConfig) (*contextstore.Store, error) {
 	cc := cfg.Contexts
 	if cc.Dir == "" {
 		cc.Dir = filepath.Join(cfg.DataDir, "build-contexts")
@@ -20,18 +20,17 @@ func (s *Server) startContexts(ctx context.Context, cfg *ServerConfig) error {
 		cc.Logger = s.log.With("component", "build-contexts")
 	}
 	// One set of limits: uploads and inline contexts are held to the same.
-	cc.Limits = cfg.API.ContextLimits
+	cc.Limits = cfg.Admission.ContextLimits
 	cs, err := contextstore.New(cc, s.store)
 	if err != nil {
-		return fmt.Errorf("build contexts: %w", err)
+		return nil, fmt.Errorf("build contexts: %w", err)
 	}
-	cfg.API.BuildContexts = cs
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		cs.Run(ctx)
 	}()
-	return nil
+	return cs, nil
 }
 
 // wireContextFetcher lets the embedded workers fetch uploaded build

@@ -313,8 +313,8 @@ func file(name, content string) *tar.Header {
 // submission, naming the field, with no worker to build anything.
 func TestBuildRefusedBeforeBuild(t *testing.T) {
 	cfg := testServerConfig(t, t.TempDir(), 0)
-	cfg.API.ContextLimits.MaxBytes = 1 << 20
-	cfg.API.ContextLimits.MaxFiles = 10
+	cfg.Admission.ContextLimits.MaxBytes = 1 << 20
+	cfg.Admission.ContextLimits.MaxFiles = 10
 	cfg.Orchestrator.DockerAllowImages = []string{"python:*", "zerverless-test/*"}
 	srv, _ := startServer(t, cfg)
 	df := `"FROM python:3.11\nCOPY . /app"`

@@ -204,6 +204,13 @@ type rawWorker struct {
 
 func dialRaw(t testing.TB, url string, caps job.Capabilities) *rawWorker {
 	t.Helper()
+	return dialRawWith(t, url, protocol.Message{Capabilities: &caps})
+}
+
+// dialRawWith registers a trusted raw worker with reg's capabilities and
+// notes.
+func dialRawWith(t testing.TB, url string, reg protocol.Message) *rawWorker {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := protocol.Dial(ctx, url, nil, protocol.Options{})
@@ -211,7 +218,8 @@ func dialRaw(t testing.TB, url string, caps job.Capabilities) *rawWorker {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
-	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps, Token: testWorkerSecret}); err != nil {
+	reg.Type, reg.Version, reg.Name, reg.Token = protocol.TypeRegister, protocol.Version, "raw", testWorkerSecret
+	if err := conn.Write(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
 	m, err := conn.Read(ctx)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/zerverless/zerverless/internal/admission"
 	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/auth"
 	"github.com/zerverless/zerverless/internal/contextstore"
@@ -40,8 +41,9 @@ type ServerConfig struct {
 	Worker worker.Config
 	// Runtimes configures the runtimes of embedded workers.
 	Runtimes RuntimeOptions
-	// Orchestrator and API tune those parts.
+	// Orchestrator, Admission and API tune those parts.
 	Orchestrator orchestrator.Config
+	Admission    admission.Config
 	API          api.Config
 	// Deploy and Functions tune function deployments and invocations.
 	Deploy    deploy.Config
@@ -65,6 +67,7 @@ func DefaultServerConfig() ServerConfig {
 		Worker:          worker.DefaultConfig(),
 		Runtimes:        DefaultRuntimeOptions(),
 		Orchestrator:    orchestrator.DefaultConfig(),
+		Admission:       admission.DefaultConfig(),
 		API:             api.DefaultConfig(),
 		Contexts:        contextstore.DefaultConfig(),
 		Deploy:          deploy.DefaultConfig(),
@@ -143,7 +146,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, fmt.Errorf("start orchestrator: %w", err)
 	}
 	cfg.Deploy.Quotas = s.orch
-	cfg.API.Quotas = s.orch
 	s.fns = deploy.New(cfg.Deploy, s.store, s.orch, log)
 	if err := s.fns.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start functions: %w", err)
@@ -154,11 +156,14 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if cfg.API.Volunteer == nil {
 		cfg.API.Volunteer = web.Volunteer()
 	}
-	if err := s.startContexts(baseCtx, &cfg); err != nil {
+	contexts, err := s.startContexts(baseCtx, &cfg)
+	if err != nil {
 		return nil, err
 	}
-	handler := api.New(cfg.API, s.orch, log, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	handler = api.NewFunctions(cfg.API, cfg.Functions, s.fns, log, handler)
+	handler, err := s.newHandler(cfg, contexts, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if err != nil {
+		return nil, err
+	}
 	// No WriteTimeout: it would cut ?wait= answers, functions that run up
 	// to their timeout (job.DeployLimits.MaxTimeout, 5 min by default)
 	// plus the queue wait, and the hijacked worker WebSockets, which keep

@@ -6,6 +6,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,8 +14,10 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/admission"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 )
@@ -22,68 +25,118 @@ import (
 // server holds what the handlers share.
 type server struct {
 	cfg     Config
+	adm     *admission.Service
 	svc     Service
 	log     *slog.Logger
 	audit   *slog.Logger // records with "audit"=true
 	metrics http.Handler
 	mux     *http.ServeMux
+	// routes are the routes registered, for tests that walk them all.
+	routes []route
 }
 
-// New returns the API's handler. metrics serves GET /metrics (the
-// orchestrator owns the Prometheus registry); when nil the route is
-// absent. A nil log discards. Unknown routes answer 404 and wrong methods
-// 405 with an Allow header, both as JSON errors; a panic in a handler is
-// logged and answered 500.
-func New(cfg Config, svc Service, log *slog.Logger, metrics http.Handler) http.Handler {
-	def := DefaultConfig()
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = def.MaxBodyBytes
+// route is one registered route.
+type route struct {
+	pattern string
+	// open routes need no token: they act for no tenant.
+	open bool
+	// params are the query parameters the route reads; any other is
+	// answered 400 naming it.
+	params []string
+}
+
+// New returns the API's handler. adm admits every call made for a tenant
+// and svc serves the worker protocol; both are required. metrics serves
+// GET /metrics (the orchestrator owns the Prometheus registry); when nil
+// the route is absent. A nil log discards. Unknown routes answer 404 and
+// wrong methods 405 with an Allow header, both as JSON errors; a query
+// parameter the route does not read is 400 naming it; a panic in a
+// handler is logged and answered 500. A config New refuses is an error.
+func New(cfg Config, adm *admission.Service, svc Service, log *slog.Logger, metrics http.Handler) (http.Handler, error) {
+	s, err := newServer(cfg, adm, log)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = def.MaxWait
+	if svc == nil {
+		return nil, errors.New("api: the worker Service is required")
 	}
-	if cfg.RequestLimits == (job.RequestLimits{}) {
-		cfg.RequestLimits = def.RequestLimits
+	s.svc, s.metrics = svc, metrics
+	s.register()
+	return s, nil
+}
+
+// newServer checks cfg and adm and returns a server without routes.
+func newServer(cfg Config, adm *admission.Service, log *slog.Logger) (*server, error) {
+	if adm == nil {
+		return nil, errors.New("api: the admission service is required (there is no open mode)")
 	}
-	if cfg.WorkerReadLimit <= 0 {
-		cfg.WorkerReadLimit = def.WorkerReadLimit
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.MaxContextBytes <= 0 {
-		cfg.MaxContextBytes = def.MaxContextBytes
-	}
+	cfg = cfg.withDefaults()
 	if cfg.StartTime.IsZero() {
 		cfg.StartTime = time.Now()
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, svc: svc, log: log, audit: log.With("audit", true), metrics: metrics, mux: http.NewServeMux()}
-	s.routes()
-	return s
+	return &server{cfg: cfg, adm: adm, log: log, audit: log.With("audit", true), mux: http.NewServeMux()}, nil
 }
 
-func (s *server) routes() {
-	m := s.mux
-	// Open routes: health, the volunteer page, the worker WebSocket
-	// (workers authenticate inside the protocol) and the workers' fetch
-	// of build contexts (authenticated by a lease, in buildRoutes).
-	m.HandleFunc("GET /health", s.health)
-	m.HandleFunc("GET /ws/volunteer", s.volunteer)
+// handle registers a route that needs a token: h runs only for an
+// authenticated API caller, whose principal its context carries. Every
+// route is registered this way unless it is listed with handleOpen.
+func (s *server) handle(pattern string, h http.HandlerFunc, params ...string) {
+	s.routes = append(s.routes, route{pattern: pattern, params: params})
+	s.mux.HandleFunc(pattern, s.queryCheck(params, s.guard(h)))
+}
 
-	m.HandleFunc("POST /api/jobs", s.guard(anyToken, s.submitJob))
-	m.HandleFunc("GET /api/jobs", s.guard(anyToken, s.listJobs))
-	m.HandleFunc("GET /api/jobs/{id}", s.guard(anyToken, s.getJob))
-	m.HandleFunc("DELETE /api/jobs/{id}", s.guard(anyToken, s.cancelJob))
-	m.HandleFunc("GET /api/workers", s.guard(anyToken, s.listWorkers))
-	m.HandleFunc("GET /info", s.guard(anyToken, s.info))
-	m.HandleFunc("GET /stats", s.guard(anyToken, s.stats))
-	s.buildRoutes(m)
-	s.tokenRoutes(m)
+// handleOpen registers a route that needs no token because it acts for no
+// tenant (health, the volunteer page, the worker protocol, a worker's
+// fetch authenticated by its lease).
+func (s *server) handleOpen(pattern string, h http.Handler, params ...string) {
+	s.routes = append(s.routes, route{pattern: pattern, open: true, params: params})
+	s.mux.Handle(pattern, s.queryCheck(params, h.ServeHTTP))
+}
+
+// queryCheck answers 400 naming the first query parameter that h does not
+// read, so that a misspelt filter is never silently ignored.
+func (s *server) queryCheck(params []string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for k := range r.URL.Query() {
+			if !slices.Contains(params, k) {
+				msg := "unknown query parameter " + strconv.Quote(k)
+				if len(params) > 0 {
+					msg += " (this route reads " + strings.Join(params, ", ") + ")"
+				} else {
+					msg += " (this route reads none)"
+				}
+				s.writeError(w, r, job.Invalid(k, "%s", msg))
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func (s *server) register() {
+	s.handleOpen("GET /health", http.HandlerFunc(s.health))
+	s.handleOpen("GET /ws/volunteer", http.HandlerFunc(s.volunteer))
+
+	s.handle("POST /api/jobs", s.submitJob)
+	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor", "include")
+	s.handle("GET /api/jobs/{id}", s.getJob, "wait", "include")
+	s.handle("DELETE /api/jobs/{id}", s.cancelJob)
+	s.handle("GET /api/workers", s.listWorkers)
+	s.handle("GET /info", s.info)
+	s.handle("GET /stats", s.stats)
+	s.buildRoutes()
+	s.tokenRoutes()
 	if s.metrics != nil {
-		m.HandleFunc("GET /metrics", s.guard(anyToken, s.metrics.ServeHTTP))
+		s.handle("GET /metrics", s.metrics.ServeHTTP)
 	}
 	if s.cfg.Volunteer != nil {
-		m.Handle("GET /volunteer/", s.cfg.Volunteer)
+		s.handleOpen("GET /volunteer/", s.cfg.Volunteer)
 	}
 }
 
@@ -176,7 +229,7 @@ func (s *server) info(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request) {
-	st, err := s.svc.Stats(r.Context())
+	st, err := s.adm.Stats(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -185,22 +238,10 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	ws := s.svc.Workers()
-	p := principal(r)
-	for i := range ws {
-		if !p.Admin() {
-			// A namespace token sees which of its own jobs run where,
-			// and only how many others do.
-			ws[i].RunningJobs = slices.DeleteFunc(ws[i].RunningJobs, func(id string) bool {
-				return !p.Sees(ws[i].JobNamespaces[id])
-			})
-		}
-		if ws[i].RunningJobs == nil {
-			ws[i].RunningJobs = []string{}
-		}
-	}
-	if ws == nil {
-		ws = []job.WorkerInfo{}
+	ws, err := s.adm.Workers(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, WorkerList{Workers: ws})
 }

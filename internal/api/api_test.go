@@ -50,7 +50,18 @@ func newTestAPI(t *testing.T, cfg Config) (http.Handler, *apitest.Service, *byte
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "zerverless_up 1\n")
 	})
-	return New(cfg, svc, log, metrics), svc, logs
+	return openAPI(t, cfg, svc, log, metrics), svc, logs
+}
+
+// openAPI is the API over svc under the explicit open test policy
+// (apitest.OpenAuth: every caller is an admin).
+func openAPI(t testing.TB, cfg Config, svc *apitest.Service, log *slog.Logger, metrics http.Handler) http.Handler {
+	t.Helper()
+	h, err := New(cfg, apitest.OpenAdmission(t, svc), svc, log, metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 const wasmHeader = "\x00asm\x01\x00\x00\x00"
@@ -428,7 +439,7 @@ func TestInfoEndpoints(t *testing.T) {
 		t.Fatalf("metrics: %d %s", res.status, res.body)
 	}
 	// Without a metrics handler the route is absent.
-	h2 := New(DefaultConfig(), svc, nil, nil)
+	h2 := openAPI(t, DefaultConfig(), svc, nil, nil)
 	if res := do(t, h2, "GET", "/metrics", nil); res.status != 404 {
 		t.Fatalf("metrics without handler: %d", res.status)
 	}

@@ -1,16 +1,18 @@
 package api
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/zerverless/zerverless/internal/buildctx"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 )
 
 // Config configures the HTTP API. Start from DefaultConfig; every limit has
-// a documented default that an operator may change.
+// a documented default that an operator may change. A zero field takes its
+// default; a negative one is refused by New.
 type Config struct {
 	// MaxBodyBytes caps a request body (default 64 MiB: a 32 MiB Wasm
 	// module is about 43 MiB of base64, plus input and the rest). A larger
@@ -38,29 +40,9 @@ type Config struct {
 	// Volunteer, when set, serves GET /volunteer/ and the paths under it:
 	// the browser volunteer page (web.Volunteer). Default none.
 	Volunteer http.Handler
-	// BuildContexts keeps uploaded build contexts (POST
-	// /api/build-contexts); nil: uploads are answered 503.
-	BuildContexts BuildContexts
 	// MaxContextBytes caps a build context upload as sent, compressed or
 	// not (default 160 MiB: 100 MiB of files and room for tar headers).
 	MaxContextBytes int64
-	// ContextLimits bound a build context's files (default
-	// buildctx.DefaultLimits: 100 MiB, 1,000 files).
-	ContextLimits buildctx.Limits
-	// MaxDockerfileInstructions caps a Dockerfile's instructions (default
-	// 100).
-	MaxDockerfileInstructions int
-	// Auth authenticates bearer tokens and serves the admin routes
-	// (/api/tokens, /api/namespaces). Nil leaves the API open: every
-	// caller acts as admin (the package's own tests); serve always sets
-	// it.
-	Auth Tokens
-	// ContextOwners, when set, scopes build contexts to the namespaces
-	// that uploaded them.
-	ContextOwners ContextOwners
-	// Quotas, when set, bounds each namespace's stored build contexts
-	// (Quotas.BuildContextMB); an upload over it is answered 429.
-	Quotas Quotas
 }
 
 // DefaultConfig returns the documented defaults.
@@ -71,9 +53,52 @@ func DefaultConfig() Config {
 		RequestLimits:   job.DefaultRequestLimits(),
 		WorkerReadLimit: protocol.DefaultReadLimit,
 		Version:         "dev",
-
-		MaxContextBytes:           160 << 20,
-		ContextLimits:             buildctx.DefaultLimits(),
-		MaxDockerfileInstructions: 100,
+		MaxContextBytes: 160 << 20,
 	}
+}
+
+// withDefaults returns c with its zero fields at their defaults.
+func (c Config) withDefaults() Config {
+	def := DefaultConfig()
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = def.MaxBodyBytes
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = def.MaxWait
+	}
+	if c.RequestLimits == (job.RequestLimits{}) {
+		c.RequestLimits = def.RequestLimits
+	}
+	if c.WorkerReadLimit == 0 {
+		c.WorkerReadLimit = def.WorkerReadLimit
+	}
+	if c.MaxContextBytes == 0 {
+		c.MaxContextBytes = def.MaxContextBytes
+	}
+	return c
+}
+
+// validate refuses settings that would break the API, naming the field.
+func (c Config) validate() error {
+	switch {
+	case c.MaxBodyBytes < 0:
+		return fmt.Errorf("api: MaxBodyBytes is %d; it must be positive", c.MaxBodyBytes)
+	case c.MaxWait < 0:
+		return fmt.Errorf("api: MaxWait is %s; it must be positive", c.MaxWait)
+	case c.WorkerReadLimit < 0:
+		return fmt.Errorf("api: WorkerReadLimit is %d; it must be positive", c.WorkerReadLimit)
+	case c.WorkerReadLimit > 0 && c.WorkerReadLimit < 4<<10:
+		return fmt.Errorf("api: WorkerReadLimit is %d bytes; a worker's messages need at least 4 KiB", c.WorkerReadLimit)
+	case c.MaxContextBytes < 0:
+		return fmt.Errorf("api: MaxContextBytes is %d; it must be positive", c.MaxContextBytes)
+	}
+	for _, p := range c.OriginPatterns {
+		if p == "" {
+			return errors.New("api: OriginPatterns holds an empty pattern")
+		}
+	}
+	if err := c.RequestLimits.Validate(); err != nil {
+		return fmt.Errorf("api: RequestLimits: %w", err)
+	}
+	return nil
 }

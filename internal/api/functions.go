@@ -1,8 +1,8 @@
 package api
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,30 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/zerverless/zerverless/internal/admission"
 	"github.com/zerverless/zerverless/internal/job"
 )
-
-// Functions is what the HTTP API needs of function deployments
-// (internal/deploy implements it). Every error is a *job.Error (or wraps
-// one) whose code picks the HTTP status.
-type Functions interface {
-	// Deploy stores the function at namespace/path, replacing (and
-	// bumping the version of) any previous one, and returns it without
-	// code.
-	Deploy(ctx context.Context, namespace, path string, r job.DeployRequest) (*job.Deployment, error)
-	// Deployment returns one function with its code, or not_found.
-	Deployment(ctx context.Context, namespace, path string) (*job.Deployment, error)
-	// Deployments lists functions (of namespace when not empty), with
-	// their code when withCode.
-	Deployments(ctx context.Context, namespace string, withCode bool) ([]*job.Deployment, error)
-	// Undeploy removes one function, or returns not_found.
-	Undeploy(ctx context.Context, namespace, path string) error
-	// Invoke runs the function that urlPath names and returns its answer.
-	Invoke(ctx context.Context, urlPath string, req job.FunctionRequest) (job.FunctionResponse, error)
-	// Lookup returns the function that answers urlPath, if any, without
-	// its code; the API reads whether it is public.
-	Lookup(urlPath string) (d *job.Deployment, rest string, ok bool)
-}
 
 // FunctionsConfig configures the function routes.
 type FunctionsConfig struct {
@@ -51,12 +30,19 @@ func DefaultFunctionsConfig() FunctionsConfig {
 	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits()}
 }
 
+// validate refuses a negative request limit.
+func (c FunctionsConfig) validate() error {
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("api: functions MaxRequestBytes is %d; it must be positive", c.MaxRequestBytes)
+	}
+	return nil
+}
+
 // functions serves the deploy API and function invocations in front of
 // the platform's own handler.
 type functions struct {
 	*server
 	fcfg     FunctionsConfig
-	fns      Functions
 	platform http.Handler
 }
 
@@ -68,11 +54,11 @@ type functions struct {
 //	DELETE /api/deploy/{namespace}/{path...}  remove it (204)
 //	ANY    /{namespace}/{path...}             invoke the function
 //
-// The deploy routes need a token (Config.Auth): an admin token, or a
-// namespace token for its own namespace (deploying elsewhere is 403, and
-// another namespace's functions are 404). A public function answers
-// anyone; a private one needs a token of its namespace or an admin token.
-// The Authorization header is never passed to a function.
+// The deploy routes need a token: an admin token, or a namespace token for
+// its own namespace (deploying elsewhere is 403, and another namespace's
+// functions are 404); adm decides. A public function answers anyone; a
+// private one needs a token of its namespace or an admin token. The
+// Authorization header is never passed to a function.
 //
 // and hands every other request to platform (the handler of New). A path
 // whose first segment is a reserved namespace (job.ReservedNamespaces:
@@ -80,32 +66,30 @@ type functions struct {
 // platform's, so functions never shadow its routes, present or future,
 // and its 404 and 405 answers stay as they are. cfg supplies the job API's
 // limits (MaxBodyBytes bounds a deploy request).
-func NewFunctions(cfg Config, fcfg FunctionsConfig, fns Functions, log *slog.Logger, platform http.Handler) http.Handler {
+func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log *slog.Logger, platform http.Handler) (http.Handler, error) {
+	if err := fcfg.validate(); err != nil {
+		return nil, err
+	}
 	def := DefaultFunctionsConfig()
-	if fcfg.MaxRequestBytes <= 0 {
+	if fcfg.MaxRequestBytes == 0 {
 		fcfg.MaxRequestBytes = def.MaxRequestBytes
 	}
 	if fcfg.Limits == (job.DeployLimits{}) {
 		fcfg.Limits = def.Limits
 	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = DefaultConfig().MaxBodyBytes
+	if platform == nil {
+		return nil, errors.New("api: NewFunctions needs the platform's handler")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	srv, err := newServer(cfg, adm, log)
+	if err != nil {
+		return nil, err
 	}
-	f := &functions{
-		server:   &server{cfg: cfg, log: log, audit: log.With("audit", true), mux: http.NewServeMux()},
-		fcfg:     fcfg,
-		fns:      fns,
-		platform: platform,
-	}
-	m := f.mux
-	m.HandleFunc("POST /api/deploy/{namespace}/{path...}", f.guard(anyToken, f.deploy))
-	m.HandleFunc("GET /api/deploy", f.guard(anyToken, f.listDeployments))
-	m.HandleFunc("GET /api/deploy/{namespace}/{path...}", f.guard(anyToken, f.getDeployment))
-	m.HandleFunc("DELETE /api/deploy/{namespace}/{path...}", f.guard(anyToken, f.undeploy))
-	return f
+	f := &functions{server: srv, fcfg: fcfg, platform: platform}
+	f.handle("POST /api/deploy/{namespace}/{path...}", f.deploy)
+	f.handle("GET /api/deploy", f.listDeployments, "namespace", "include")
+	f.handle("GET /api/deploy/{namespace}/{path...}", f.getDeployment)
+	f.handle("DELETE /api/deploy/{namespace}/{path...}", f.undeploy)
+	return f, nil
 }
 
 func (f *functions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -162,11 +146,6 @@ func (f *functions) deploy(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, err)
 		return
 	}
-	if p := principal(r); !p.Sees(ns) {
-		f.writeError(w, r, &job.Error{Code: job.CodeForbidden, Field: "namespace",
-			Message: "this token cannot deploy under namespace " + ns + "; it acts only in namespace " + p.Namespace})
-		return
-	}
 	body, err := f.readBody(w, r)
 	if err != nil {
 		f.writeError(w, r, err)
@@ -177,7 +156,7 @@ func (f *functions) deploy(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, err)
 		return
 	}
-	d, err := f.fns.Deploy(r.Context(), ns, path, req)
+	d, err := f.adm.Deploy(r.Context(), ns, path, req)
 	if err != nil {
 		f.writeError(w, r, err)
 		return
@@ -194,15 +173,6 @@ func (f *functions) deploy(w http.ResponseWriter, r *http.Request) {
 func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ns := q.Get("namespace")
-	if ns != "" && !job.ValidNamespace(ns) {
-		f.writeError(w, r, job.Invalid("namespace", "must be 1-63 lowercase letters, digits or inner dashes"))
-		return
-	}
-	ns, err := scopeNamespace(principal(r), ns, "namespace")
-	if err != nil {
-		f.writeError(w, r, err)
-		return
-	}
 	var withCode bool
 	switch v := q.Get("include"); v {
 	case "":
@@ -212,7 +182,7 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, job.Invalid("include", "unknown value %q (only code)", v))
 		return
 	}
-	list, err := f.fns.Deployments(r.Context(), ns, withCode)
+	list, err := f.adm.Deployments(r.Context(), ns, withCode)
 	if err != nil {
 		f.writeError(w, r, err)
 		return
@@ -226,10 +196,7 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 
 // getDeployment is GET /api/deploy/{namespace}/{path...}.
 func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
-	if !f.seesDeployment(w, r) {
-		return
-	}
-	d, err := f.fns.Deployment(r.Context(), r.PathValue("namespace"), r.PathValue("path"))
+	d, err := f.adm.Deployment(r.Context(), r.PathValue("namespace"), r.PathValue("path"))
 	if err != nil {
 		f.writeError(w, r, err)
 		return
@@ -239,49 +206,23 @@ func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
 
 // undeploy is DELETE /api/deploy/{namespace}/{path...}.
 func (f *functions) undeploy(w http.ResponseWriter, r *http.Request) {
-	if !f.seesDeployment(w, r) {
-		return
-	}
-	if err := f.fns.Undeploy(r.Context(), r.PathValue("namespace"), r.PathValue("path")); err != nil {
+	if err := f.adm.Undeploy(r.Context(), r.PathValue("namespace"), r.PathValue("path")); err != nil {
 		f.writeError(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// seesDeployment answers 404 and returns false when the caller may not
-// see the function that the route names: to a namespace token, another
-// namespace's functions do not exist.
-func (f *functions) seesDeployment(w http.ResponseWriter, r *http.Request) bool {
-	ns, path := r.PathValue("namespace"), r.PathValue("path")
-	if principal(r).Sees(ns) {
-		return true
-	}
-	f.writeError(w, r, job.Errorf(job.CodeNotFound, "no function is deployed at %s/%s", ns, path))
-	return false
-}
-
-// allowInvoke checks the caller of a private function: no token or a
-// refused one is 401, a token that may not act in the function's
-// namespace is 403 (ok false: answered). Public functions, and paths where
-// no function answers (Invoke says 404), need nothing; authed says
-// whether a token was checked.
+// allowInvoke authenticates the caller of a private function: no token
+// or a refused one is 401 (ok false: answered). Public functions, and
+// paths where no function answers, need no token; authed says whether a
+// token was checked. What the caller may invoke is admission's to decide.
 func (f *functions) allowInvoke(w http.ResponseWriter, r *http.Request, urlPath string) (p job.Principal, authed, ok bool) {
-	d, _, found := f.fns.Lookup(urlPath)
-	if !found || d.Public || f.cfg.Auth == nil {
+	if !f.adm.FunctionIsPrivate(urlPath) {
 		return job.Principal{}, false, true
 	}
 	p, ok = f.authenticate(w, r)
-	if !ok {
-		return p, false, false
-	}
-	if p.Kind == job.TokenWorker || !p.Sees(d.Namespace) {
-		sw := &statusWriter{ResponseWriter: w}
-		f.writeError(sw, r, job.Errorf(job.CodeForbidden, "function %s is private to its namespace", d.Name()))
-		f.logUse(r, p, sw)
-		return p, true, false
-	}
-	return p, true, true
+	return p, ok, ok
 }
 
 // invoke answers any request to /{namespace}/{path...} with the function
@@ -310,7 +251,11 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath strin
 	}
 	req := functionRequest(r)
 	req.SetBody(body)
-	resp, err := f.fns.Invoke(r.Context(), urlPath, req)
+	ctx := r.Context()
+	if authed {
+		ctx = job.WithPrincipal(ctx, p)
+	}
+	resp, err := f.adm.Invoke(ctx, urlPath, req)
 	if err != nil {
 		f.writeError(w, r, err)
 		return

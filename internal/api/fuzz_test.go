@@ -37,7 +37,7 @@ func FuzzSubmit(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		// A fresh service each time keeps memory flat over long runs.
 		svc := apitest.NewService()
-		h := New(cfg, svc, nil, nil)
+		h := openAPI(t, cfg, svc, nil, nil)
 		before := 0
 		req := httptest.NewRequest("POST", "/api/jobs", strings.NewReader(string(body)))
 		rec := httptest.NewRecorder()

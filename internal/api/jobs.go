@@ -17,8 +17,9 @@ import (
 // maxCursorBytes bounds ?cursor=; cursors the store hands out are short.
 const maxCursorBytes = 1024
 
-// submitJob is POST /api/jobs: decode, validate, submit, answer 201 with
-// the job. Nothing reaches the Service unless the request is valid.
+// submitJob is POST /api/jobs: decode, validate, submit through
+// admission, answer 201 with the job. Nothing is submitted unless the
+// request is valid.
 func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readBody(w, r)
 	if err != nil {
@@ -30,24 +31,7 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	p := principal(r)
-	if req.Namespace, err = scopeNamespace(p, req.Namespace, "namespace"); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.checkContextOwner(r.Context(), p, req.BuildContextID); err != nil {
-		if job.ErrorCode(err) == job.CodeNotFound {
-			// As for a context that does not exist at all (checkBuild).
-			err = job.Invalid("build_context_id", "build context %s not found (unknown, or expired after going unused)", req.BuildContextID)
-		}
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.checkBuild(r.Context(), &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	j, err := s.svc.Submit(r.Context(), req)
+	j, err := s.adm.Submit(r.Context(), req)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -106,15 +90,11 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.checkJobNamespace(r, id); err != nil {
-		s.writeJobError(w, r, id, err)
-		return
-	}
 	var j *job.Job
 	if wait > 0 {
-		j, err = s.svc.Wait(r.Context(), id, wait)
+		j, err = s.adm.Wait(r.Context(), id, wait)
 	} else {
-		j, err = s.svc.Job(r.Context(), id)
+		j, err = s.adm.Job(r.Context(), id)
 	}
 	if err != nil {
 		s.writeJobError(w, r, id, err)
@@ -127,11 +107,7 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
 // 409 naming its status.
 func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := s.checkJobNamespace(r, id); err != nil {
-		s.writeJobError(w, r, id, err)
-		return
-	}
-	j, err := s.svc.Cancel(r.Context(), id)
+	j, err := s.adm.Cancel(r.Context(), id)
 	if err != nil {
 		if job.ErrorCode(err) == job.CodeConflict && j != nil {
 			s.writeErrorBody(w, http.StatusConflict, ErrorBody{
@@ -144,23 +120,6 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, NewView(j, false))
-}
-
-// checkJobNamespace returns not_found when the caller may not see the job
-// with id: to a namespace token, another namespace's job does not exist.
-func (s *server) checkJobNamespace(r *http.Request, id string) error {
-	p := principal(r)
-	if p.Admin() {
-		return nil
-	}
-	j, err := s.svc.Job(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	if !p.Sees(j.Namespace) {
-		return job.ErrNotFound
-	}
-	return nil
 }
 
 // writeJobError answers an error about the job with id, naming it when it
@@ -182,16 +141,12 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if f.Namespace, err = scopeNamespace(principal(r), f.Namespace, "namespace"); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	spec, err := parseInclude(q.Get("include"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	jobs, next, err := s.svc.Jobs(r.Context(), f)
+	jobs, next, err := s.adm.Jobs(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -47,22 +47,13 @@ func newTokenView(t job.Token) TokenView {
 }
 
 // tokenRoutes registers the admin routes: tokens and namespace policies.
-func (s *server) tokenRoutes(m *http.ServeMux) {
-	m.HandleFunc("POST /api/tokens", s.guard(adminOnly, s.createToken))
-	m.HandleFunc("GET /api/tokens", s.guard(adminOnly, s.listTokens))
-	m.HandleFunc("DELETE /api/tokens/{id}", s.guard(adminOnly, s.revokeToken))
-	m.HandleFunc("GET /api/namespaces", s.guard(adminOnly, s.listPolicies))
-	m.HandleFunc("GET /api/namespaces/{namespace}", s.guard(adminOnly, s.getPolicy))
-	m.HandleFunc("PUT /api/namespaces/{namespace}", s.guard(adminOnly, s.putPolicy))
-}
-
-// tokens returns the token service, or answers 503 when there is none.
-func (s *server) tokens(w http.ResponseWriter) Tokens {
-	if s.cfg.Auth == nil {
-		s.errorf(w, http.StatusServiceUnavailable, "", "this orchestrator runs without tokens")
-		return nil
-	}
-	return s.cfg.Auth
+func (s *server) tokenRoutes() {
+	s.handle("POST /api/tokens", s.createToken)
+	s.handle("GET /api/tokens", s.listTokens)
+	s.handle("DELETE /api/tokens/{id}", s.revokeToken)
+	s.handle("GET /api/namespaces", s.listPolicies)
+	s.handle("GET /api/namespaces/{namespace}", s.getPolicy)
+	s.handle("PUT /api/namespaces/{namespace}", s.putPolicy)
 }
 
 // decodeStrict decodes one JSON object into v, refusing unknown fields.
@@ -80,10 +71,6 @@ func decodeStrict(body []byte, v any) error {
 
 // createToken is POST /api/tokens: 201 with the secret in "token", once.
 func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
-	ts := s.tokens(w)
-	if ts == nil {
-		return
-	}
 	body, err := s.readBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -97,7 +84,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
 	if req.Kind == "" {
 		req.Kind = job.TokenNamespace
 	}
-	t, secret, err := ts.Create(r.Context(), req.Kind, req.Namespace, req.Name)
+	t, secret, err := s.adm.CreateToken(r.Context(), req.Kind, req.Namespace, req.Name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -112,11 +99,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
 
 // listTokens is GET /api/tokens: the tokens not revoked, without secrets.
 func (s *server) listTokens(w http.ResponseWriter, r *http.Request) {
-	ts := s.tokens(w)
-	if ts == nil {
-		return
-	}
-	list, err := ts.List(r.Context())
+	list, err := s.adm.Tokens(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -131,11 +114,7 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request) {
 // revokeToken is DELETE /api/tokens/{id}: 204; the token is refused from
 // then on.
 func (s *server) revokeToken(w http.ResponseWriter, r *http.Request) {
-	ts := s.tokens(w)
-	if ts == nil {
-		return
-	}
-	t, err := ts.Revoke(r.Context(), r.PathValue("id"))
+	t, err := s.adm.RevokeToken(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -146,11 +125,7 @@ func (s *server) revokeToken(w http.ResponseWriter, r *http.Request) {
 
 // listPolicies is GET /api/namespaces: every policy that was set.
 func (s *server) listPolicies(w http.ResponseWriter, r *http.Request) {
-	ts := s.tokens(w)
-	if ts == nil {
-		return
-	}
-	list, err := ts.Policies(r.Context())
+	list, err := s.adm.Policies(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -164,16 +139,12 @@ func (s *server) listPolicies(w http.ResponseWriter, r *http.Request) {
 // getPolicy is GET /api/namespaces/{namespace}: its policy, with zero
 // fields where the platform's defaults apply.
 func (s *server) getPolicy(w http.ResponseWriter, r *http.Request) {
-	ts := s.tokens(w)
-	if ts == nil {
-		return
-	}
 	ns := r.PathValue("namespace")
 	if !job.ValidNamespace(ns) {
 		s.writeError(w, r, job.Invalid("namespace", "must be 1-63 lowercase letters, digits or inner dashes"))
 		return
 	}
-	p, err := ts.NamespacePolicy(r.Context(), ns)
+	p, err := s.adm.Policy(r.Context(), ns)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -184,10 +155,6 @@ func (s *server) getPolicy(w http.ResponseWriter, r *http.Request) {
 // putPolicy is PUT /api/namespaces/{namespace} with a job.NamespacePolicy
 // (its namespace field may be left out): it replaces the policy.
 func (s *server) putPolicy(w http.ResponseWriter, r *http.Request) {
-	ts := s.tokens(w)
-	if ts == nil {
-		return
-	}
 	ns := r.PathValue("namespace")
 	if !job.ValidNamespace(ns) {
 		s.writeError(w, r, job.Invalid("namespace", "must be 1-63 lowercase letters, digits or inner dashes"))
@@ -208,7 +175,7 @@ func (s *server) putPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Namespace = ns
-	if err := ts.PutPolicy(r.Context(), p); err != nil {
+	if err := s.adm.PutPolicy(r.Context(), p); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

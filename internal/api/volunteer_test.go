@@ -15,7 +15,7 @@ func TestVolunteerRoute(t *testing.T) {
 	})
 	cfg := DefaultConfig()
 	cfg.Volunteer = page
-	h := New(cfg, apitest.NewService(), nil, nil)
+	h := openAPI(t, cfg, apitest.NewService(), nil, nil)
 	for _, p := range []string{"/volunteer/", "/volunteer/app.js"} {
 		if r := do(t, h, http.MethodGet, p, nil); r.status != http.StatusOK || string(r.body) != "page "+p {
 			t.Errorf("GET %s: %d %q", p, r.status, r.body)
@@ -27,7 +27,7 @@ func TestVolunteerRoute(t *testing.T) {
 	if r := do(t, h, http.MethodPost, "/volunteer/", nil); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("POST /volunteer/: %d, want 405", r.status)
 	}
-	bare := New(DefaultConfig(), apitest.NewService(), nil, nil)
+	bare := openAPI(t, DefaultConfig(), apitest.NewService(), nil, nil)
 	if r := do(t, bare, http.MethodGet, "/volunteer/", nil); r.status != http.StatusNotFound {
 		t.Errorf("GET /volunteer/ without a page: %d, want 404", r.status)
 	}

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -70,7 +72,7 @@ func reason(err error, p job.Principal) string {
 // writeSecret writes secret to path with mode 0600, replacing the file
 // atomically.
 func writeSecret(path, secret string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".admin.token-*")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
@@ -95,4 +97,35 @@ func writeSecret(path, secret string) error {
 		return fmt.Errorf("write admin token: %w", err)
 	}
 	return nil
+}
+
+// BuildKeyFile is the name, in the data directory, of the file that holds
+// the orchestrator's build key (see job.BuildSpec.SourceKey).
+const BuildKeyFile = "build.key"
+
+// BuildKey returns the build key kept in dataDir, making it first (32
+// random bytes, hex, mode 0600, written atomically) when there is none.
+// A file that holds no valid key is an error: a key that changes behind
+// the operator's back would orphan every worker's build cache silently.
+func BuildKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, BuildKeyFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		key, derr := hex.DecodeString(strings.TrimSpace(string(b)))
+		if derr != nil || len(key) < job.MinBuildKeyBytes {
+			return nil, fmt.Errorf("%s holds no build key of %d hex-encoded bytes; remove it to make a new one", path, job.MinBuildKeyBytes)
+		}
+		return key, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	key := make([]byte, job.MinBuildKeyBytes)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("make the build key: %w", err)
+	}
+	if err := writeSecret(path, hex.EncodeToString(key)); err != nil {
+		return nil, fmt.Errorf("build key: %w", err)
+	}
+	return key, nil
 }

@@ -51,7 +51,11 @@ func newServer(t *testing.T) (string, *apitest.Service) {
 	t.Helper()
 	svc := apitest.NewService()
 	svc.OnWait = finishByCode
-	srv := httptest.NewServer(api.New(api.DefaultConfig(), svc, nil, nil))
+	h, err := api.New(api.DefaultConfig(), apitest.OpenAdmission(t, svc), svc, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL, svc
 }

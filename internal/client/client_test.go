@@ -18,7 +18,11 @@ import (
 func newTestClient(t *testing.T) (*Client, *apitest.Service) {
 	t.Helper()
 	svc := apitest.NewService()
-	srv := httptest.NewServer(api.New(api.DefaultConfig(), svc, nil, nil))
+	h, err := api.New(api.DefaultConfig(), apitest.OpenAdmission(t, svc), svc, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return New(srv.URL+"/", nil), svc
 }

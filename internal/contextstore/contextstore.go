@@ -82,8 +82,12 @@ func New(cfg Config, meta store.BuildContexts) (*Store, error) {
 }
 
 // Put validates r as it streams in, stores the normalized context and
-// returns its record. Refusals are *job.Error (invalid, too_large).
-func (s *Store) Put(ctx context.Context, r io.Reader, form Form) (*store.BuildContext, error) {
+// returns its record. Refusals are *job.Error (invalid, too_large). The
+// context is written to a temporary file first; admit, when not nil, is
+// then given the record that would be stored, and when it returns an
+// error Put returns it and keeps nothing (a context stored before, by
+// anyone, is left as it was).
+func (s *Store) Put(ctx context.Context, r io.Reader, form Form, admit func(*store.BuildContext) error) (*store.BuildContext, error) {
 	tmp, err := os.CreateTemp(s.cfg.Dir, "upload-*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("store build context: %w", err)
@@ -100,15 +104,20 @@ func (s *Store) Put(ctx context.Context, r io.Reader, form Form) (*store.BuildCo
 	if err != nil {
 		return nil, err
 	}
+	now := s.now().UTC()
+	rec := &store.BuildContext{ID: info.SHA256, Files: info.Files, Bytes: info.Bytes, TarBytes: info.TarBytes,
+		CreatedAt: now, LastUsedAt: now}
+	if admit != nil {
+		if err := admit(rec); err != nil {
+			return nil, err
+		}
+	}
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("store build context: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), s.path(info.SHA256)); err != nil {
 		return nil, fmt.Errorf("store build context: %w", err)
 	}
-	now := s.now().UTC()
-	rec := &store.BuildContext{ID: info.SHA256, Files: info.Files, Bytes: info.Bytes, TarBytes: info.TarBytes,
-		CreatedAt: now, LastUsedAt: now}
 	if err := s.meta.PutBuildContext(ctx, rec); err != nil {
 		return nil, err
 	}

@@ -224,8 +224,12 @@ func newEntry(d *job.Deployment) *entry {
 // Deploy validates r (again: the API decodes it with the same limits) and
 // stores it as the function at namespace/path, replacing any previous
 // version. It returns the deployment as stored, with its new version and
-// without its code.
+// without its code. ctx must carry a principal that may act in namespace
+// (job.ActsIn).
 func (s *Service) Deploy(ctx context.Context, namespace, path string, r job.DeployRequest) (*job.Deployment, error) {
+	if _, err := job.ActsIn(ctx, namespace); err != nil {
+		return nil, err
+	}
 	if err := job.ValidateFunctionName(namespace, path); err != nil {
 		return nil, err
 	}
@@ -276,8 +280,12 @@ func (s *Service) Deployments(ctx context.Context, namespace string, withCode bo
 }
 
 // Undeploy removes the function at namespace/path; its URL answers 404 at
-// once. Invocations in flight finish.
+// once. Invocations in flight finish. ctx must carry a principal that may
+// act in namespace (job.ActsIn).
 func (s *Service) Undeploy(ctx context.Context, namespace, path string) error {
+	if _, err := job.ActsIn(ctx, namespace); err != nil {
+		return err
+	}
 	err := s.store.DeleteDeployment(ctx, namespace, path)
 	if job.ErrorCode(err) == job.CodeNotFound {
 		return job.Errorf(job.CodeNotFound, "no function is deployed at %s/%s", namespace, path)

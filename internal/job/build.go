@@ -1,6 +1,7 @@
 package job
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -98,8 +99,11 @@ type BuildSpec struct {
 	// Dockerfile, for routing; the worker finds them again itself.
 	BaseImages []string `json:"base_images,omitempty"`
 	// SourceKey identifies the build's inputs as the orchestrator sees
-	// them (namespace, Dockerfile, context, arguments). Workers report the
-	// keys of the builds they hold, and the scheduler prefers them.
+	// them (namespace, Dockerfile, context, arguments): an HMAC-SHA-256
+	// keyed with the orchestrator's build key, so that a key (or a default
+	// tag made from it) seen by anyone says nothing of the inputs. Workers
+	// report the keys of the builds they hold, and the scheduler prefers
+	// them.
 	SourceKey string `json:"source_key,omitempty"`
 }
 
@@ -271,8 +275,9 @@ func (r *Request) validateBuild(lim RequestLimits) error {
 	return nil
 }
 
-// newBuildSpec returns the build part of a job of namespace ns.
-func (r *Request) newBuildSpec(ns string) *BuildSpec {
+// newBuildSpec returns the build part of a job of namespace ns, its
+// source key made with secret (see BuildSpec.SourceKey).
+func (r *Request) newBuildSpec(ns string, secret []byte) *BuildSpec {
 	b := &BuildSpec{
 		Dockerfile: r.Dockerfile,
 		ContextID:  r.BuildContextID,
@@ -292,14 +297,19 @@ func (r *Request) newBuildSpec(ns string) *BuildSpec {
 			b.Context[p] = f
 		}
 	}
-	b.SourceKey = b.sourceKey(ns)
+	b.SourceKey = b.sourceKey(ns, secret)
 	b.Tag = NamespacedTag(ns, r.ImageTag, b.SourceKey)
 	return b
 }
 
-// sourceKey hashes what the orchestrator knows of a build's inputs.
-func (b *BuildSpec) sourceKey(ns string) string {
-	h := sha256.New()
+// MinBuildKeyBytes is the shortest build key an orchestrator may use.
+const MinBuildKeyBytes = 32
+
+// sourceKey is the HMAC-SHA-256, keyed with secret, of what the
+// orchestrator knows of a build's inputs. Without the secret neither the
+// key nor a default tag made from it can be tested against guessed inputs.
+func (b *BuildSpec) sourceKey(ns string, secret []byte) string {
+	h := hmac.New(sha256.New, secret)
 	fmt.Fprintf(h, "ns %q\ndockerfile %q\ncontext-id %q\n", ns, b.Dockerfile, b.ContextID)
 	for _, p := range sortedMapKeys(b.Context) {
 		f := b.Context[p]

@@ -1,6 +1,9 @@
 package job
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +35,7 @@ func TestBuildRequestValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := r.NewJob("id", time.Now(), lim)
+	j := r.NewJob("id", time.Now(), lim, testBuildKey)
 	b := j.Spec.Docker.Build
 	if j.Spec.Docker.Image != "zerverless/alice/alpine:latest" || b.Tag != j.Spec.Docker.Image || len(b.SourceKey) != 64 {
 		t.Fatalf("spec %+v build %+v", j.Spec.Docker, b)
@@ -45,6 +48,32 @@ func TestBuildRequestValidation(t *testing.T) {
 	}
 	if got := NamespacedTag("ns", "", strings.Repeat("f", 64)); got != "zerverless/ns/build:ffffffffffffffff" {
 		t.Fatal(got)
+	}
+}
+
+var testBuildKey = []byte(strings.Repeat("k", MinBuildKeyBytes))
+
+// TestSourceKeyIsKeyed: the source key and the default tag made from it
+// are keyed with the orchestrator's secret: they differ from the unsalted
+// SHA-256 of the inputs and between secrets, so that guessing the build
+// arguments and hashing them finds nothing.
+func TestSourceKeyIsKeyed(t *testing.T) {
+	r := Request{Type: TypeDocker, Namespace: "alice", Dockerfile: "FROM x\nARG PIN\n", BuildArgs: map[string]string{"PIN": "4711"}}
+	b1 := r.NewJob("a", time.Now(), DefaultRequestLimits(), testBuildKey).Spec.Docker.Build
+	b2 := r.NewJob("b", time.Now(), DefaultRequestLimits(), []byte(strings.Repeat("x", MinBuildKeyBytes))).Spec.Docker.Build
+	unsalted := sha256.New()
+	fmt.Fprintf(unsalted, "ns %q\ndockerfile %q\ncontext-id %q\n", "alice", r.Dockerfile, "")
+	fmt.Fprintf(unsalted, "arg %q %q\n", "PIN", "4711")
+	plain := hex.EncodeToString(unsalted.Sum(nil))
+	switch {
+	case len(b1.SourceKey) != 64:
+		t.Fatalf("key %q", b1.SourceKey)
+	case b1.SourceKey == plain:
+		t.Fatal("the source key is the unsalted SHA-256 of the inputs")
+	case b1.SourceKey == b2.SourceKey || b1.Tag == b2.Tag:
+		t.Fatalf("two secrets give the same key or tag: %s %s", b1.Tag, b2.Tag)
+	case strings.Contains(b1.Tag, plain[:16]):
+		t.Fatalf("default tag %s carries the unsalted hash", b1.Tag)
 	}
 }
 

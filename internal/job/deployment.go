@@ -180,6 +180,9 @@ func ValidateFunctionName(namespace, path string) error {
 // is an *Error with CodeInvalid naming the field at fault.
 func DecodeDeployRequest(data []byte, lim DeployLimits) (DeployRequest, error) {
 	var r DeployRequest
+	if err := CheckNumbers(data); err != nil {
+		return DeployRequest{}, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {

@@ -1,6 +1,10 @@
 package job
 
-import "slices"
+import (
+	"context"
+	"fmt"
+	"slices"
+)
 
 // TokenKind says what a token is for.
 type TokenKind string
@@ -114,3 +118,50 @@ var TrustedOnly = []Type{TypeDocker}
 
 // NeedsTrust reports whether jobs of type t go only to trusted workers.
 func NeedsTrust(t Type) bool { return slices.Contains(TrustedOnly, t) }
+
+// principalKey keys the principal of a call in a context.
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p as the principal of the call. The
+// HTTP adapter puts the caller it authenticated there; every service that
+// acts for a tenant reads it back with ActsIn and refuses a context that
+// carries none.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the principal ctx carries, and whether it carries
+// one.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok && p.Kind != ""
+}
+
+// Caller returns the principal ctx carries. A context without one is an
+// unauthorized error: nothing is done for nobody.
+func Caller(ctx context.Context) (Principal, error) {
+	p, ok := PrincipalFrom(ctx)
+	if !ok {
+		return Principal{}, Errorf(CodeUnauthorized, "no principal: the call carries no authenticated caller")
+	}
+	return p, nil
+}
+
+// ActsIn returns the principal ctx carries when it may act in namespace
+// ns ("" is DefaultNamespace). No principal is unauthorized; one that may
+// not act in ns (a join token, another namespace's token) is forbidden,
+// naming the field namespace.
+func ActsIn(ctx context.Context, ns string) (Principal, error) {
+	p, err := Caller(ctx)
+	if err != nil {
+		return p, err
+	}
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if !p.Sees(ns) {
+		return p, &Error{Code: CodeForbidden, Field: "namespace",
+			Message: fmt.Sprintf("this caller (%s token) may not act in namespace %s", p.Kind, ns)}
+	}
+	return p, nil
+}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -95,6 +96,33 @@ func DefaultRequestLimits() RequestLimits {
 	}
 }
 
+// Validate refuses limits that would refuse every job or contradict
+// themselves: every field must be positive, and each default within its
+// maximum.
+func (l RequestLimits) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxCodeBytes", int64(l.MaxCodeBytes)}, {"MaxWasmBytes", int64(l.MaxWasmBytes)},
+		{"MaxInputBytes", int64(l.MaxInputBytes)}, {"DefaultTimeout", int64(l.DefaultTimeout)},
+		{"MaxTimeout", int64(l.MaxTimeout)}, {"DefaultMaxAttempts", int64(l.DefaultMaxAttempts)},
+		{"MaxMaxAttempts", int64(l.MaxMaxAttempts)}, {"MaxMemoryMB", int64(l.MaxMemoryMB)},
+		{"MaxReplicas", int64(l.MaxReplicas)},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("%s must be positive", f.name)
+		}
+	}
+	switch {
+	case l.DefaultTimeout > l.MaxTimeout:
+		return fmt.Errorf("DefaultTimeout %s is over MaxTimeout %s", l.DefaultTimeout, l.MaxTimeout)
+	case l.DefaultMaxAttempts > l.MaxMaxAttempts:
+		return fmt.Errorf("DefaultMaxAttempts %d is over MaxMaxAttempts %d", l.DefaultMaxAttempts, l.MaxMaxAttempts)
+	}
+	return nil
+}
+
 // DefaultNamespace is used when a request names none.
 const DefaultNamespace = "default"
 
@@ -108,6 +136,9 @@ func ValidNamespace(ns string) bool { return namespaceRE.MatchString(ns) }
 // *Error with CodeInvalid and, where one is at fault, the field's name.
 func DecodeRequest(data []byte, lim RequestLimits) (Request, error) {
 	var r Request
+	if err := CheckNumbers(data); err != nil {
+		return Request{}, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
@@ -120,6 +151,77 @@ func DecodeRequest(data []byte, lim RequestLimits) (Request, error) {
 		return Request{}, err
 	}
 	return r, nil
+}
+
+// CheckNumbers refuses a JSON document holding a number that does not fit
+// a float64 (1e999999999): every runtime reads numbers as float64, and
+// such a number would fail only on the worker. The error is invalid and
+// names the field by its path (input_data.a.b[2]). A document that is not
+// valid JSON passes: the decoder that follows reports it.
+func CheckNumbers(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	// level is one open object (key: the member being read) or array
+	// (index: values begun, so the current one is index-1).
+	type level struct {
+		object bool
+		key    string
+		index  int
+	}
+	var stack []level
+	where := func() string {
+		var b strings.Builder
+		for i, l := range stack {
+			switch {
+			case l.object && i > 0:
+				b.WriteString("." + l.key)
+			case l.object:
+				b.WriteString(l.key)
+			default:
+				fmt.Fprintf(&b, "[%d]", l.index-1)
+			}
+		}
+		return b.String()
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or not JSON: the decoder says which
+		}
+		n := len(stack)
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:n-1]
+			if n > 1 && stack[n-2].object {
+				stack[n-2].key = "\x00" // the member's value ended
+			}
+			continue
+		}
+		// In an object, keys and values alternate; "\x00" (never a
+		// key of a valid document read here) marks that a key is next.
+		if n > 0 && stack[n-1].object && stack[n-1].key == "\x00" {
+			stack[n-1].key = tok.(string)
+			continue
+		}
+		if n > 0 && !stack[n-1].object {
+			stack[n-1].index++
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			l := level{object: t == '{'}
+			if l.object {
+				l.key = "\x00"
+			}
+			stack = append(stack, l)
+			continue
+		case json.Number:
+			if _, err := strconv.ParseFloat(string(t), 64); err != nil {
+				return Invalid(where(), "the number %.40s does not fit a 64-bit float", t)
+			}
+		}
+		if n > 0 && stack[n-1].object {
+			stack[n-1].key = "\x00"
+		}
+	}
 }
 
 // decodeError turns an encoding/json error into an *Error naming the field.
@@ -427,8 +529,10 @@ func IsWasmModule(b []byte) bool {
 	return len(b) >= 8 && bytes.Equal(b[:8], []byte{0, 'a', 's', 'm', 1, 0, 0, 0})
 }
 
-// NewJob turns a validated request into a pending job.
-func (r *Request) NewJob(id string, now time.Time, lim RequestLimits) *Job {
+// NewJob turns a validated request into a pending job. buildKey keys a
+// build's source key and default tag (see BuildSpec.SourceKey); the
+// orchestrator passes its secret of at least MinBuildKeyBytes.
+func (r *Request) NewJob(id string, now time.Time, lim RequestLimits, buildKey []byte) *Job {
 	ns := r.Namespace
 	if ns == "" {
 		ns = DefaultNamespace
@@ -467,7 +571,7 @@ func (r *Request) NewJob(id string, now time.Time, lim RequestLimits) *Job {
 			d.Resources = *r.Resources
 		}
 		if r.Dockerfile != "" {
-			d.Build = r.newBuildSpec(ns)
+			d.Build = r.newBuildSpec(ns, buildKey)
 			d.Image = d.Build.Tag
 		}
 		spec.Docker = d

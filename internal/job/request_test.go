@@ -69,3 +69,28 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestNumbersOutOfRange: a number that does not fit a float64 is refused
+// wherever it sits, naming its field; numbers that fit pass.
+func TestNumbersOutOfRange(t *testing.T) {
+	lim := DefaultRequestLimits()
+	for body, field := range map[string]string{
+		`{"job_type":"lua","code":"x","input_data":1e999999999}`:                       "input_data",
+		`{"job_type":"lua","code":"x","input_data":{"a":[1,{"b":-1e400}]}}`:            "input_data.a[1].b",
+		`{"job_type":"lua","code":"x","input_data":[0,[1,2],{"c":3},"s",1e308,1e309]}`: "input_data[5]",
+		`{"job_type":"lua","code":"x","timeout_seconds":1e999}`:                        "timeout_seconds",
+		`{"job_type":"lua","input_data":{"x":{"y":1},"z":2e308},"code":"x"}`:           "input_data.z",
+		`{"job_type":"docker","docker_image":"a","resources":{"cpus":1e999}}`:          "resources.cpus",
+	} {
+		_, err := DecodeRequest([]byte(body), lim)
+		if ErrorCode(err) != CodeInvalid || ErrorField(err) != field {
+			t.Errorf("%s: %v (field %q), want invalid naming %q", body, err, ErrorField(err), field)
+		}
+	}
+	if _, err := DecodeRequest([]byte(`{"job_type":"lua","code":"x","input_data":{"a":[1.5e308,-4.9e-324,123456789012345678901234567890]}}`), lim); err != nil {
+		t.Fatalf("numbers that fit: %v", err)
+	}
+	if _, err := DecodeDeployRequest([]byte(`{"runtime":"lua","code":"x","timeout_seconds":1e999}`), DefaultDeployLimits()); ErrorField(err) != "timeout_seconds" {
+		t.Fatalf("deploy request: %v", err)
+	}
+}

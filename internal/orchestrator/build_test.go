@@ -22,7 +22,7 @@ func TestBuildPrefersCachedWorker(t *testing.T) {
 	h := newHarness(t, t.TempDir(), testConfig())
 	req := job.Request{Type: job.TypeDocker, Dockerfile: "FROM busybox\nRUN true", BaseImages: []string{"busybox"},
 		BuildContextID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
-	key := req.NewJob("x", time.Now(), job.DefaultRequestLimits()).Spec.Docker.Build.SourceKey
+	key := req.NewJob("x", time.Now(), job.DefaultRequestLimits(), testBuildKey).Spec.Docker.Build.SourceKey
 
 	plain := h.dial(job.Capabilities{Runtimes: []job.Type{job.TypeDocker}, Concurrency: 4, Docker: &job.DockerCapabilities{}})
 	cold := h.dial(buildCaps("other-key"))

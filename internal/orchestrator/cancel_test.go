@@ -49,7 +49,7 @@ func TestCancelWhileTheResultIsStored(t *testing.T) {
 	})
 	w.send(resultMessage(task, job.StatusCompleted))
 	<-slow.writing
-	v, err := h.o.Cancel(context.Background(), j.ID)
+	v, err := h.o.Cancel(tenantCtx(), j.ID)
 	close(slow.release)
 	if job.ErrorCode(err) != job.CodeConflict {
 		t.Fatalf("cancel: %v, want a conflict", err)

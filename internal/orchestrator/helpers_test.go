@@ -41,6 +41,7 @@ func testConfig() Config {
 	// present nothing are anonymous volunteers.
 	cfg.LocalWorkerSecret = harnessSecret
 	cfg.OpenVolunteering = true
+	cfg.BuildKey = testBuildKey
 	return cfg
 }
 
@@ -95,7 +96,7 @@ func (h *harness) url() string { return "ws" + strings.TrimPrefix(h.srv.URL, "ht
 
 func (h *harness) submit(r job.Request) *job.Job {
 	h.t.Helper()
-	j, err := h.o.Submit(context.Background(), r)
+	j, err := h.o.Submit(tenantCtx(), r)
 	if err != nil {
 		h.t.Fatal(err)
 	}

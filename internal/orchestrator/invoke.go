@@ -18,11 +18,17 @@ import (
 // job is canceled (its worker is told to stop) and ctx's error is
 // returned. Otherwise Invoke returns the finished job, whose Result says
 // how it ended (a timeout is Status timeout, not an error).
+//
+// ctx must carry a principal that may act in the request's namespace
+// (job.ActsIn); without one nothing runs.
 func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time.Duration) (*job.Job, error) {
+	if _, err := job.ActsIn(ctx, r.Namespace); err != nil {
+		return nil, err
+	}
 	if err := o.admit(&r); err != nil {
 		return nil, err
 	}
-	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
+	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits, o.cfg.BuildKey)
 	if err := o.admitQuota(ctx, j.Namespace, false); err != nil {
 		return nil, err
 	}

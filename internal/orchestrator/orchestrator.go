@@ -76,6 +76,12 @@ type Config struct {
 	// MaxStrikes is how many times a worker owner's results may lose
 	// quorum before its workers are sent no more jobs (default 3).
 	MaxStrikes int
+	// BuildKey keys builds' source keys and default tags (HMAC-SHA-256;
+	// see job.BuildSpec.SourceKey), at least job.MinBuildKeyBytes. serve
+	// keeps it in its data directory, so that keys workers report stay
+	// valid across restarts. Empty: New draws a random one, and workers'
+	// build caches are not recognized after a restart.
+	BuildKey []byte
 }
 
 // DefaultConfig returns the documented defaults.
@@ -160,6 +166,13 @@ type entry struct {
 func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*Orchestrator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	switch n := len(cfg.BuildKey); {
+	case n == 0:
+		cfg.BuildKey = make([]byte, job.MinBuildKeyBytes)
+		rand.Read(cfg.BuildKey)
+	case n < job.MinBuildKeyBytes:
+		return nil, fmt.Errorf("orchestrator: BuildKey is %d bytes, fewer than %d", n, job.MinBuildKeyBytes)
 	}
 	o := &Orchestrator{
 		cfg:     cfg,
@@ -286,8 +299,12 @@ func newLeaseID() string {
 }
 
 // Submit stores a new job from a validated request and queues it. It
-// returns once the job is durable.
+// returns once the job is durable. ctx must carry a principal that may act
+// in the request's namespace (job.ActsIn): without one nothing is queued.
 func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
+	if _, err := job.ActsIn(ctx, r.Namespace); err != nil {
+		return nil, err
+	}
 	o.mu.Lock()
 	full := o.queue.total() >= o.cfg.MaxQueued
 	o.mu.Unlock()
@@ -297,7 +314,7 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	if err := o.admit(&r); err != nil {
 		return nil, err
 	}
-	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits)
+	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits, o.cfg.BuildKey)
 	if err := o.admitQuota(ctx, j.Namespace, true); err != nil {
 		return nil, err
 	}
@@ -411,10 +428,21 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 }
 
 // Cancel ends a pending or running job as canceled. A running job's worker
-// is told to stop it. A job that already ended is a conflict.
+// is told to stop it. A job that already ended is a conflict. ctx must
+// carry a principal that sees the job's namespace; to any other, the job
+// does not exist (not_found), and without a principal Cancel is
+// unauthorized.
 func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	p, err := job.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
 	o.mu.Lock()
 	e, ok := o.active[id]
+	if ok && !p.Sees(e.job.Namespace) {
+		o.mu.Unlock()
+		return nil, job.ErrNotFound
+	}
 	if ok && e.final {
 		// Its end is being stored; the store may still say it runs.
 		j := *e.job
@@ -426,6 +454,9 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 		j, err := o.store.GetJob(ctx, id)
 		if err != nil {
 			return nil, err
+		}
+		if !p.Sees(j.Namespace) {
+			return nil, job.ErrNotFound
 		}
 		return j, job.Errorf(job.CodeConflict, "job %s has already ended (%s)", id, j.Status)
 	}

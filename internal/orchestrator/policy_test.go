@@ -29,7 +29,7 @@ func TestInvokeQuotas(t *testing.T) {
 	cfg.DefaultQuotas.RunningJobs = 1
 	cfg.DefaultQuotas.SubmitsPerSecond = 1
 	h := newHarness(t, t.TempDir(), cfg)
-	ctx := context.Background()
+	ctx := tenantCtx()
 	w := h.dial(luaCaps(2))
 	w.keepAlive()
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
@@ -69,7 +69,7 @@ func TestPendingQuotaCountsJobs(t *testing.T) {
 	h := newHarness(t, t.TempDir(), cfg)
 	h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3})
 	h.submit(job.Request{Type: job.TypeLua, Code: "return 2"})
-	_, err := h.o.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 3"})
+	_, err := h.o.Submit(tenantCtx(), job.Request{Type: job.TypeLua, Code: "return 3"})
 	if job.ErrorCode(err) != job.CodeTooMany {
 		t.Fatalf("a third pending job: %v", err)
 	}

@@ -71,7 +71,7 @@ func TestCancelReplicatedJob(t *testing.T) {
 	w2.keepAlive()
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
 	t1, t2 := w1.next(5*time.Second), w2.next(5*time.Second)
-	v, err := h.o.Cancel(context.Background(), j.ID)
+	v, err := h.o.Cancel(tenantCtx(), j.ID)
 	if err != nil || v.Status != job.StatusCanceled {
 		t.Fatalf("cancel: %+v %v", v, err)
 	}
@@ -226,7 +226,7 @@ func TestCountsAfterAMix(t *testing.T) {
 	cfg := testConfig()
 	cfg.DefaultQuotas.RunningJobs = 2
 	h := newHarness(t, t.TempDir(), cfg)
-	ctx := context.Background()
+	ctx := tenantCtx()
 	w1 := h.dial(luaCaps(4))
 	w1.keepAlive()
 	a := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 1})

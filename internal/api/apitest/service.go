@@ -65,7 +65,7 @@ func (s *Service) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
 	}
 	s.submitted = append(s.submitted, r)
 	s.next++
-	j := r.NewJob(fmt.Sprintf("job-%d", s.next), time.Now().UTC(), s.limits)
+	j := r.NewJob(fmt.Sprintf("job-%d", s.next), time.Now().UTC(), s.limits, nil)
 	s.jobs[j.ID] = j
 	s.order = append(s.order, j.ID)
 	return copyJob(j), nil
@@ -228,3 +228,17 @@ func (s *Service) Filters() []store.JobFilter {
 	defer s.mu.Unlock()
 	return append([]store.JobFilter(nil), s.filters...)
 }
+
+// HeldJob holds nothing: no worker runs the Service's jobs.
+func (s *Service) HeldJob(jobID, leaseID string) (*job.Job, bool) { return nil, false }
+
+// Invoke runs no function: every invocation is unavailable.
+func (s *Service) Invoke(ctx context.Context, r job.Request, queueWait time.Duration) (*job.Job, error) {
+	if _, err := job.ActsIn(ctx, r.Namespace); err != nil {
+		return nil, err
+	}
+	return nil, job.Errorf(job.CodeUnavailable, "apitest runs no functions")
+}
+
+// Quotas returns the platform's default quotas for every namespace.
+func (s *Service) Quotas(ctx context.Context, ns string) job.Quotas { return job.DefaultQuotas() }

@@ -63,7 +63,7 @@ func TestExampleJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := req.NewJob(newJobID(), time.Now(), job.DefaultRequestLimits())
+	j := req.NewJob(newJobID(), time.Now(), job.DefaultRequestLimits(), nil) // not a build: no build key
 	ctx, cancel := context.WithTimeout(context.Background(), j.Spec.Timeout())
 	defer cancel()
 	res, err := d.Run(ctx, job.Task{JobID: j.ID, Type: j.Type, Spec: j.Spec, Timeout: j.Spec.Timeout()})

@@ -1,0 +1,158 @@
+package admission
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/store"
+)
+
+// Submit admits a decoded, validated job request and submits it: the
+// caller must act in its namespace (a namespace token that names none acts
+// in its own), may build only from its own namespace's contexts, and a
+// build's Dockerfile must pass the build policy (which fills
+// r.BaseImages). Errors: unauthorized, forbidden (field namespace),
+// invalid (naming the field), and the orchestrator's.
+func (s *Service) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
+	p, ns, err := scope(ctx, r.Namespace, "namespace")
+	if err != nil {
+		return nil, err
+	}
+	r.Namespace = ns
+	if err := s.checkContextOwner(ctx, p, r.BuildContextID); err != nil {
+		if job.ErrorCode(err) == job.CodeNotFound {
+			err = job.Invalid("build_context_id", "build context %s not found (unknown, or expired after going unused)", r.BuildContextID)
+		}
+		return nil, err
+	}
+	if err := s.checkBuild(ctx, &r); err != nil {
+		return nil, err
+	}
+	return s.d.Jobs.Submit(ctx, r)
+}
+
+// seeJob returns the job with id when the caller may see it; to a
+// namespace token another namespace's job is not_found.
+func (s *Service) seeJob(ctx context.Context, id string) (job.Principal, *job.Job, error) {
+	p, err := Caller(ctx)
+	if err != nil {
+		return p, nil, err
+	}
+	j, err := s.d.Jobs.Job(ctx, id)
+	if err != nil {
+		return p, nil, err
+	}
+	if !p.Sees(j.Namespace) {
+		return p, nil, job.ErrNotFound
+	}
+	return p, j, nil
+}
+
+// Job returns the job with id; not_found when it does not exist or the
+// caller may not see it.
+func (s *Service) Job(ctx context.Context, id string) (*job.Job, error) {
+	_, j, err := s.seeJob(ctx, id)
+	return j, err
+}
+
+// Wait waits up to wait for the job with id to end (see the orchestrator's
+// Wait), once the caller is known to see it.
+func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (*job.Job, error) {
+	if _, _, err := s.seeJob(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.d.Jobs.Wait(ctx, id, wait)
+}
+
+// Jobs lists jobs; a namespace token lists only its own namespace's, and
+// naming another is forbidden (field namespace).
+func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+	_, ns, err := scope(ctx, f.Namespace, "namespace")
+	if err != nil {
+		return nil, "", err
+	}
+	f.Namespace = ns
+	return s.d.Jobs.Jobs(ctx, f)
+}
+
+// Cancel cancels the job with id when the caller sees it (not_found
+// otherwise).
+func (s *Service) Cancel(ctx context.Context, id string) (*job.Job, error) {
+	if _, _, err := s.seeJob(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.d.Jobs.Cancel(ctx, id)
+}
+
+// Stats returns the platform's counters, to any API caller.
+func (s *Service) Stats(ctx context.Context) (job.Stats, error) {
+	if _, err := Caller(ctx); err != nil {
+		return job.Stats{}, err
+	}
+	return s.d.Jobs.Stats(ctx)
+}
+
+// Workers lists the connected workers as the caller may see them. An
+// admin sees everything. A namespace token sees each worker's runtimes,
+// capacity and trust, how many jobs it runs, and of what a worker holds
+// only what belongs to its own namespace:
+//   - running_jobs lists only its own jobs;
+//   - built_images lists only images tagged under its namespace;
+//   - build_cache is empty: a source key does not say whose build it is
+//     (it is keyed with the orchestrator's secret), so none is shown;
+//   - notes, which a worker writes freely (and which may name any
+//     namespace's images or errors), are not shown.
+func (s *Service) Workers(ctx context.Context) ([]job.WorkerInfo, error) {
+	p, err := Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ws := s.d.Jobs.Workers()
+	out := make([]job.WorkerInfo, len(ws))
+	for i, w := range ws {
+		if !p.Admin() {
+			w = scopeWorker(p, w)
+		}
+		if w.RunningJobs == nil {
+			w.RunningJobs = []string{}
+		}
+		out[i] = w
+	}
+	return out, nil
+}
+
+// scopeWorker returns w as namespace token p may see it. It copies what it
+// changes: w's slices and maps may be shared.
+func scopeWorker(p job.Principal, w job.WorkerInfo) job.WorkerInfo {
+	w.RunningJobs = slices.DeleteFunc(slices.Clone(w.RunningJobs), func(id string) bool {
+		return !p.Sees(w.JobNamespaces[id])
+	})
+	w.JobNamespaces = nil
+	w.Notes = nil
+	if d := w.Capabilities.Docker; d != nil {
+		dc := *d
+		dc.BuildCache = nil
+		dc.BuiltImages = slices.DeleteFunc(slices.Clone(d.BuiltImages), func(tag string) bool {
+			ns, built := job.ImageNamespace(tag)
+			return !built || ns != p.Namespace
+		})
+		if len(dc.BuiltImages) == 0 {
+			dc.BuiltImages = nil
+		}
+		w.Capabilities.Docker = &dc
+	}
+	return w
+}
+
+// HeldJob returns the job with jobID when leaseID is its current lease: a
+// worker that presents both holds the job now. It is the one entry point
+// authenticated by a lease rather than a principal.
+func (s *Service) HeldJob(jobID, leaseID string) (*job.Job, bool) {
+	if strings.TrimSpace(jobID) == "" || strings.TrimSpace(leaseID) == "" {
+		return nil, false
+	}
+	return s.d.Jobs.HeldJob(jobID, leaseID)
+}
