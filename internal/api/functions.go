@@ -105,6 +105,12 @@ type functions struct {
 // platform's, so functions never shadow its routes, present or future,
 // and its 404 and 405 answers stay as they are. cfg supplies the job API's
 // limits (MaxBodyBytes bounds a deploy request).
+//
+// With fcfg.Domain, a request whose Host is NS.<Domain> invokes namespace
+// NS's function at its path (ANY /{path...}); nothing of the platform, the
+// deploy routes included, answers under Domain, and the platform's host
+// serves functions only with fcfg.SharedOrigin. What a function's answer
+// may carry depends on the origin it is served on: see origin.go.
 func NewFunctions(cfg Config, fcfg FunctionsConfig, fns Functions, log *slog.Logger, platform http.Handler) http.Handler {
 	def := DefaultFunctionsConfig()
 	if fcfg.MaxRequestBytes <= 0 {
