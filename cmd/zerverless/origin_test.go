@@ -217,8 +217,8 @@ func TestFunctionsSharedOriginBrowser(t *testing.T) {
 			{"Sec-Fetch-Dest": "sharedworker"}, {"Sec-Fetch-Dest": "worker"}} {
 			r := call(t, "GET", base+"/mallory/sw", h, nil)
 			var e struct{ Error string }
-			if json.Unmarshal(r.body, &e); r.status != 403 || e.Error == "" {
-				t.Errorf("worker script fetch %v: %d %s, want a JSON 403", h, r.status, r.body)
+			if json.Unmarshal(r.body, &e); r.status != 403 || e.Error == "" || r.header.Get("Clear-Site-Data") != `"storage"` {
+				t.Errorf("worker script fetch %v: %d %v %s, want a JSON 403 that clears the origin's storage", h, r.status, r.header, r.body)
 			}
 		}
 		// Errors the platform answers on a function's path are sandboxed too.
@@ -251,8 +251,14 @@ func TestFunctionsSharedOriginBrowser(t *testing.T) {
 				t.Errorf("%s on the shared origin: %q, want refused", name, v)
 			}
 		}
+		if got := eval[string](platform.on(t), `localStorage.getItem("zerverless.secret") + " " + localStorage.getItem("written-by")`); got != "platform-secret null" {
+			t.Errorf("the platform's localStorage: %q", got)
+		}
 	})
 
+	// Should a platform page itself try (it never does, short of being
+	// taken over), the script's fetch is refused and the origin's storage
+	// cleared.
 	t.Run("a platform page cannot register the script", func(t *testing.T) {
 		platform := platform.on(t)
 		for _, scope := range []string{"/", "/mallory/"} {
@@ -278,9 +284,6 @@ func TestFunctionsSharedOriginBrowser(t *testing.T) {
 			`navigator.serviceWorker.getRegistrations().then(function (rs) { return rs.length; })`, chromedp.EvalAwaitPromise))
 		if err != nil || regs != 0 || eval[bool](platform, "navigator.serviceWorker.controller !== null") {
 			t.Errorf("service workers on the platform's origin: %d registered (%v)", regs, err)
-		}
-		if got := eval[string](platform, `localStorage.getItem("zerverless.secret") + " " + localStorage.getItem("written-by")`); got != "platform-secret null" {
-			t.Errorf("the platform's localStorage: %q", got)
 		}
 		for _, fn := range []struct{ path, who string }{{"/bob/rec", "bob-real"}, {"/mallory/rec", "mallory-real"}} {
 			platform.navigate(base+fn.path, fn.who)
@@ -422,4 +425,60 @@ func TestFunctionsDomainBrowser(t *testing.T) {
 			t.Error("a service worker controls the platform's page")
 		}
 	})
+}
+
+// TestFunctionsSharedOriginFreesTakenOverBrowser takes over the shared
+// origin of a browser with a server that answers as functions did before
+// the origin rules (the service worker script with Service-Worker-Allowed:
+// /), then starts the real server on the same address: within a few
+// visits the browser checks the worker's script for an update, is refused
+// with Clear-Site-Data, drops the worker, and /volunteer/ is the real page
+// again.
+func TestFunctionsSharedOriginFreesTakenOverBrowser(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	base := "http://" + addr
+	before := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/mallory/sw":
+			w.Header().Set("Content-Type", "text/javascript")
+			w.Header().Set("Service-Worker-Allowed", "/")
+			fmt.Fprint(w, `self.addEventListener('install', function (e) { self.skipWaiting(); });
+self.addEventListener('activate', function (e) { e.waitUntil(self.clients.claim()); });
+self.addEventListener('fetch', function (e) { e.respondWith(new Response('<title>pwned</title>', {headers: {'Content-Type': 'text/html'}})); });`)
+		case "/mallory/page":
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, `<!doctype html><title>taking over</title><script>
+navigator.serviceWorker.register("/mallory/sw", {scope: "/"}).then(function () { return navigator.serviceWorker.ready; })
+  .then(function () { document.title = "taken over"; }, function (e) { document.title = "failed: " + e; });
+</script>`)
+		default:
+			http.NotFound(w, r)
+		}
+	})}
+	go before.Serve(ln)
+	browser := startBrowser(t)
+	tb := openPage(t, browser, base+"/mallory/page", "taken over")
+	tb.navigate(base+"/volunteer/", "pwned")
+	before.Close()
+
+	cfg := testServerConfig(t, t.TempDir(), 2)
+	cfg.Addr = addr
+	_, c := startServer(t, cfg)
+	mustDeploy(t, c, "mallory/sw", job.DeployRequest{Runtime: job.TypeJS, Code: originSW})
+	// A visit: the browser checks the worker's script for an update soon
+	// after (not at once: each navigation postpones the check).
+	tb.navigate(base+"/volunteer/", "pwned")
+	eventually(t, 30*time.Second, func() error {
+		regs, err := chromedp.Run(tb.ctx, chromedp.Evaluate[int](
+			`navigator.serviceWorker.getRegistrations().then(function (rs) { return rs.length; })`, chromedp.EvalAwaitPromise))
+		if err != nil || regs != 0 {
+			return fmt.Errorf("%d service workers still registered (%v)", regs, err)
+		}
+		return nil
+	})
+	tb.navigate(base+"/volunteer/", "Zerverless volunteer")
 }

@@ -24,7 +24,10 @@ import (
 //   - requests that fetch a worker script (Service-Worker: script, or
 //     Sec-Fetch-Dest serviceworker, sharedworker or worker) are refused with
 //     403, so not even a platform page could be made to register a
-//     function as a service worker or run it as a worker;
+//     function as a service worker or run it as a worker; the refusal
+//     carries Clear-Site-Data: "storage", which frees a browser whose
+//     origin a service worker took over before (its update check is such
+//     a fetch);
 //   - only the headers of sharedOriginHeaders (and X-* headers) pass;
 //     Set-Cookie, Service-Worker-Allowed, Origin-Agent-Cluster, Link,
 //     Use-As-Dictionary, Accept-CH, NEL, Report-To and every header not
@@ -88,6 +91,12 @@ func (f *functions) refuse(w http.ResponseWriter, r *http.Request, o functionOri
 	if r.Header.Get("Service-Worker") == "" && !slices.Contains(workerDestinations, dest) {
 		return false
 	}
+	// Only a same-origin, unsandboxed context fetches a worker script
+	// here: a platform page, or a service worker registered before these
+	// rules (a browser checks its script for updates on navigations).
+	// Either way the origin was taken over in this browser: clearing its
+	// storage unregisters that service worker.
+	w.Header().Set("Clear-Site-Data", `"storage"`)
 	f.writeError(w, r, job.Errorf(job.CodeForbidden,
 		"a function on the platform's shared origin cannot be a service worker or worker script; it can on its namespace's own origin (serve --functions-domain)"))
 	return true
