@@ -482,3 +482,33 @@ navigator.serviceWorker.register("/mallory/sw", {scope: "/"}).then(function () {
 	})
 	tb.navigate(base+"/volunteer/", "Zerverless volunteer")
 }
+
+// TestFunctionsDomainKeepsSharedOrigin checks serve --functions-domain
+// with --functions-shared-origin: a function answers on its namespace's
+// host as it may there, and on the platform's host as the shared origin
+// allows (sandboxed, no cookies).
+func TestFunctionsDomainKeepsSharedOrigin(t *testing.T) {
+	srv, c, _ := startFunctionServer(t, t.TempDir(), func(cfg *ServerConfig) {
+		cfg.Functions.Domain = "fn.test"
+		cfg.Functions.SharedOrigin = true
+	})
+	mustDeploy(t, c, "bob/page", job.DeployRequest{Runtime: job.TypeJS, Code: originPage()})
+	shared := call(t, "GET", srv.URL()+"/bob/page", nil, nil)
+	if shared.status != 200 || shared.header.Get("Set-Cookie") != "" ||
+		!slices.Contains(shared.header.Values("Content-Security-Policy"), "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads") {
+		t.Errorf("on the platform's host: %d %v", shared.status, shared.header)
+	}
+	req, err := http.NewRequest("GET", srv.URL()+"/page", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "bob.fn.test"
+	resp, err := fnHTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(resp.Header.Values("Set-Cookie")) != 2 || resp.Header.Get("Service-Worker-Allowed") != "/" {
+		t.Errorf("on bob.fn.test: %d %v", resp.StatusCode, resp.Header)
+	}
+}
