@@ -176,7 +176,7 @@ func (f *functions) route(r *http.Request) (o functionOrigin, urlPath string, fn
 			// The domain itself, or a label that is no namespace, names
 			// no function (urlPath "": 404).
 			if !job.ValidNamespace(label) || slices.Contains(job.ReservedNamespaces, label) {
-				return functionOrigin{namespace: "-"}, "", true
+				return functionOrigin{}, "", true
 			}
 			return functionOrigin{namespace: label}, "/" + label + cleanPath(r.URL.Path), true
 		}
