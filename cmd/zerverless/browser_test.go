@@ -185,9 +185,10 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-// startBrowser starts a headless Chromium with a fresh profile and returns
-// the context of its first tab; the browser stops when the test ends.
-func startBrowser(t *testing.T) context.Context {
+// startBrowser starts a headless Chromium with a fresh profile (and the
+// flags of extra) and returns the context of its first tab; the browser
+// stops when the test ends.
+func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
@@ -199,6 +200,7 @@ func startBrowser(t *testing.T) context.Context {
 		// The TLS proxy of the tests has a self-signed certificate.
 		chromedp.Flag("ignore-certificate-errors", true),
 	)
+	opts = append(opts, extra...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	browser, cancel := chromedp.NewContext(alloc)

@@ -220,6 +220,8 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
 	fs.DurationVar(&cfg.Contexts.TTL, "build-context-ttl", cfg.Contexts.TTL, "how long an uploaded build context stays after its last use")
+	fs.StringVar(&cfg.Functions.Domain, "functions-domain", "", "give each namespace its own origin: functions of namespace NS answer at NS.<domain>/PATH (a wildcard DNS name pointing here)")
+	fs.BoolVar(&cfg.Functions.SharedOrigin, "functions-shared-origin", false, "with --functions-domain, keep answering functions at /NS/PATH on the platform's host too (sandboxed)")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
 	fs.BoolVar(&cfg.Orchestrator.OpenVolunteering, "open-volunteering", false, "let workers without a join token (browser tabs, anonymous volunteers) connect; they run sandboxed runtimes only")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")

@@ -112,6 +112,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
+	if err := cfg.Functions.Validate(); err != nil {
+		return nil, err
+	}
 	// Listen first: a taken port fails before anything is created (a
 	// first start would otherwise make an admin token it never prints).
 	s.ln, err = net.Listen("tcp", cfg.Addr)

@@ -23,19 +23,39 @@ type FunctionsConfig struct {
 	// Limits bound what a deployment may ask for (default
 	// job.DefaultDeployLimits).
 	Limits job.DeployLimits
+	// Domain, when set (for example "fn.example.com"), gives each
+	// namespace its own origin: namespace alice's function alice/hello
+	// answers at http(s)://alice.fn.example.com/hello, where it may set
+	// cookies and register service workers. Every request whose Host is
+	// under Domain goes to that namespace's functions, never to the
+	// platform. Default none: functions answer only on the shared origin,
+	// sandboxed (see origin.go).
+	Domain string
+	// SharedOrigin keeps the shared-origin routes /{namespace}/{path...}
+	// on the platform's host when Domain is set (sandboxed as without
+	// Domain). Default false: with a functions domain the platform's host
+	// serves no function. Without Domain the shared origin is always on.
+	SharedOrigin bool
+}
+
+// Validate checks the configuration: MaxRequestBytes is not negative
+// (zero means the default), and Domain, when set, is a lowercase DNS name
+// of at least two labels, without scheme, port or dots at its ends.
+func (c FunctionsConfig) Validate() error {
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("api: functions MaxRequestBytes is %d; it must be positive", c.MaxRequestBytes)
+	}
+	if c.Domain != "" {
+		if err := validDomain(c.Domain); err != nil {
+			return fmt.Errorf("functions domain: %w", err)
+		}
+	}
+	return nil
 }
 
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
 	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits()}
-}
-
-// validate refuses a negative request limit.
-func (c FunctionsConfig) validate() error {
-	if c.MaxRequestBytes < 0 {
-		return fmt.Errorf("api: functions MaxRequestBytes is %d; it must be positive", c.MaxRequestBytes)
-	}
-	return nil
 }
 
 // functions serves the deploy API and function invocations in front of
@@ -66,8 +86,14 @@ type functions struct {
 // platform's, so functions never shadow its routes, present or future,
 // and its 404 and 405 answers stay as they are. cfg supplies the job API's
 // limits (MaxBodyBytes bounds a deploy request).
+//
+// With fcfg.Domain, a request whose Host is NS.<Domain> invokes namespace
+// NS's function at its path (ANY /{path...}); nothing of the platform, the
+// deploy routes included, answers under Domain, and the platform's host
+// serves functions only with fcfg.SharedOrigin. What a function's answer
+// may carry depends on the origin it is served on: see origin.go.
 func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log *slog.Logger, platform http.Handler) (http.Handler, error) {
-	if err := fcfg.validate(); err != nil {
+	if err := fcfg.Validate(); err != nil {
 		return nil, err
 	}
 	def := DefaultFunctionsConfig()
@@ -94,7 +120,7 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log 
 
 func (f *functions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if p == "/api/deploy" || strings.HasPrefix(p, "/api/deploy/") {
+	if (p == "/api/deploy" || strings.HasPrefix(p, "/api/deploy/")) && !f.onFunctionsDomain(r) {
 		defer f.recoverPanic(w, r)
 		if _, pattern := f.mux.Handler(r); pattern == "" {
 			f.noRoute(w, r)
@@ -103,14 +129,17 @@ func (f *functions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mux.ServeHTTP(w, r)
 		return
 	}
-	c := cleanPath(p)
-	ns, rest, ok := strings.Cut(strings.TrimPrefix(c, "/"), "/")
-	if !ok || rest == "" || slices.Contains(job.ReservedNamespaces, ns) || !job.ValidNamespace(ns) {
+	o, urlPath, fn := f.route(r)
+	if !fn {
 		f.platform.ServeHTTP(w, r)
 		return
 	}
 	defer f.recoverPanic(w, r)
-	f.invoke(w, r, c)
+	if urlPath == "" {
+		f.writeError(w, r, job.Errorf(job.CodeNotFound, "host %s names no namespace under %s", requestHost(r.Host), f.fcfg.Domain))
+		return
+	}
+	f.invoke(w, r, o, urlPath)
 }
 
 // cleanPath resolves "." and ".." segments and double slashes, keeping a
@@ -135,8 +164,8 @@ type DeploymentList struct {
 	Deployments []DeploymentView `json:"deployments"`
 }
 
-func newDeploymentView(d *job.Deployment) DeploymentView {
-	return DeploymentView{Deployment: d, URL: "/" + d.Name()}
+func (f *functions) deploymentView(r *http.Request, d *job.Deployment) DeploymentView {
+	return DeploymentView{Deployment: d, URL: f.functionURL(r, d)}
 }
 
 // deploy is POST /api/deploy/{namespace}/{path...}.
@@ -166,7 +195,7 @@ func (f *functions) deploy(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	w.Header().Set("Location", "/api/deploy/"+d.Name())
-	writeJSON(w, status, newDeploymentView(d))
+	writeJSON(w, status, f.deploymentView(r, d))
 }
 
 // listDeployments is GET /api/deploy[?namespace=NS][&include=code].
@@ -189,7 +218,7 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 	}
 	out := DeploymentList{Deployments: make([]DeploymentView, len(list))}
 	for i, d := range list {
-		out.Deployments[i] = newDeploymentView(d)
+		out.Deployments[i] = f.deploymentView(r, d)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -201,7 +230,7 @@ func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, newDeploymentView(d))
+	writeJSON(w, http.StatusOK, f.deploymentView(r, d))
 }
 
 // undeploy is DELETE /api/deploy/{namespace}/{path...}.
@@ -225,11 +254,18 @@ func (f *functions) allowInvoke(w http.ResponseWriter, r *http.Request, urlPath 
 	return p, ok, ok
 }
 
-// invoke answers any request to /{namespace}/{path...} with the function
-// deployed at urlPath, r's path made clean ("." and ".." resolved). The function's status, headers (less
-// job.DroppedResponseHeaders) and body go out as they are; Content-Length
-// is the body's.
-func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath string) {
+// invoke answers a request to a function with the one deployed at
+// urlPath ("/namespace/path...", r's path made clean: "." and ".."
+// resolved) on origin o. The function's status and body go out as they
+// are, its headers (less job.DroppedResponseHeaders) as o allows
+// (functionOrigin.writeHeaders); Content-Length is the body's.
+func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOrigin, urlPath string) {
+	if o.shared() {
+		addSandbox(w.Header()) // the platform's own answers here too
+	}
+	if f.refuse(w, r, o) {
+		return
+	}
 	p, authed, ok := f.allowInvoke(w, r, urlPath)
 	if !ok {
 		return
@@ -250,6 +286,7 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath strin
 		return
 	}
 	req := functionRequest(r)
+	o.requestHeaders(req.Headers)
 	req.SetBody(body)
 	ctx := r.Context()
 	if authed {
@@ -261,9 +298,7 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, urlPath strin
 		return
 	}
 	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
+	o.writeHeaders(h, resp.Header)
 	bodyAllowed := r.Method != http.MethodHead && resp.Status != http.StatusNoContent && resp.Status != http.StatusNotModified
 	if bodyAllowed {
 		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))

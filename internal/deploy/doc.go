@@ -8,7 +8,9 @@
 //
 // # Routing
 //
-// A request to /NAMESPACE/A/B/C is answered by the deployment whose path is
+// A request to /NAMESPACE/A/B/C (on the shared origin, or A/B/C on the
+// namespace's own host with a functions domain: internal/api routes both
+// to the URL path /NAMESPACE/A/B/C) is answered by the deployment whose path is
 // the longest whole-segment prefix of A/B/C in NAMESPACE (A/B/C, then A/B,
 // then A). req.path is the rest: "/" for the deployment itself, "/C" for
 // A/B. The table of deployments lives in memory (without code); a deploy or
