@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,13 +148,18 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkJobNamespace returns not_found when the caller may not see the job
-// with id: to a namespace token, another namespace's job does not exist.
+// with id: to a namespace token, another namespace's job does not exist,
+// and neither does its expiry.
 func (s *server) checkJobNamespace(r *http.Request, id string) error {
 	p := principal(r)
 	if p.Admin() {
 		return nil
 	}
 	j, err := s.svc.Job(r.Context(), id)
+	var expired *job.ExpiredError
+	if errors.As(err, &expired) && !p.Sees(expired.Namespace) {
+		return job.ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
@@ -164,8 +170,13 @@ func (s *server) checkJobNamespace(r *http.Request, id string) error {
 }
 
 // writeJobError answers an error about the job with id, naming it when it
-// does not exist.
+// does not exist and saying so when it expired.
 func (s *server) writeJobError(w http.ResponseWriter, r *http.Request, id string, err error) {
+	var expired *job.ExpiredError
+	if errors.As(err, &expired) {
+		s.errorf(w, http.StatusNotFound, "", expired.Error())
+		return
+	}
 	if job.ErrorCode(err) == job.CodeNotFound {
 		s.errorf(w, http.StatusNotFound, "", fmt.Sprintf("job %q not found", id))
 		return
@@ -173,10 +184,20 @@ func (s *server) writeJobError(w http.ResponseWriter, r *http.Request, id string
 	s.writeError(w, r, err)
 }
 
+// listParams are the parameters GET /api/jobs knows; any other is refused,
+// so that a misspelt filter does not list everything.
+var listParams = []string{"status", "namespace", "limit", "cursor"}
+
 // listJobs is GET /api/jobs?status=&namespace=&limit=&cursor=, newest
-// first.
+// first: the summaries of the jobs, never their specs or results.
 func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	for k := range q {
+		if !slices.Contains(listParams, k) {
+			s.writeError(w, r, job.Invalid(k, "unknown parameter %q (one of %s); a job's spec and result are at /api/jobs/{id}", k, strings.Join(listParams, ", ")))
+			return
+		}
+	}
 	f, err := parseFilter(q.Get("status"), q.Get("namespace"), q.Get("limit"), q.Get("cursor"))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -186,19 +207,14 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	spec, err := parseInclude(q.Get("include"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	jobs, next, err := s.svc.Jobs(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	list := JobList{Jobs: make([]View, len(jobs)), NextCursor: next}
+	list := JobList{Jobs: make([]Summary, len(jobs)), NextCursor: next}
 	for i, j := range jobs {
-		list.Jobs[i] = NewView(j, spec)
+		list.Jobs[i] = NewSummary(j)
 	}
 	writeJSON(w, http.StatusOK, list)
 }

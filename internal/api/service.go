@@ -21,8 +21,9 @@ type Service interface {
 	// Wait blocks until the job with id is terminal, wait passes or ctx is
 	// done, and returns its state then.
 	Wait(ctx context.Context, id string, wait time.Duration) (*job.Job, error)
-	// Jobs lists jobs, newest first, with a cursor for the next page.
-	Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error)
+	// Jobs lists the summaries of jobs, newest first, with a cursor for
+	// the next page.
+	Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error)
 	// Cancel ends a pending or running job as canceled and returns it. A
 	// job that has already ended is returned unchanged with a conflict
 	// error.

@@ -76,6 +76,9 @@ type Config struct {
 	// MaxStrikes is how many times a worker owner's results may lose
 	// quorum before its workers are sent no more jobs (default 3).
 	MaxStrikes int
+	// Retention says how long ended jobs and their results are kept
+	// (DefaultRetentionConfig).
+	Retention RetentionConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -91,6 +94,7 @@ func DefaultConfig() Config {
 		DefaultQuotas:     job.DefaultQuotas(),
 		MaxReplicas:       7,
 		MaxStrikes:        3,
+		Retention:         DefaultRetentionConfig(),
 	}
 }
 
@@ -120,6 +124,7 @@ type Orchestrator struct {
 
 	policies policyCache
 	buckets  rateLimiter
+	usage    usageCache
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -160,6 +165,9 @@ type entry struct {
 func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*Orchestrator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Retention.validate(); err != nil {
+		return nil, err
 	}
 	o := &Orchestrator{
 		cfg:     cfg,
@@ -240,8 +248,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		o.persist(ctx, e)
 	}
 	o.log.Info("orchestrator started", "recovered_jobs", len(jobs))
-	o.wg.Add(1)
+	o.wg.Add(2)
 	go o.watchLeases()
+	go o.sweepExpired()
 	return nil
 }
 
@@ -380,9 +389,10 @@ func (o *Orchestrator) Wait(ctx context.Context, id string, d time.Duration) (*j
 	return o.Job(context.WithoutCancel(ctx), id)
 }
 
-// Jobs lists jobs from the store, newest first. Jobs that are active are
-// shown with their in-memory state, which may be newer than the store's.
-func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+// Jobs lists the summaries of jobs from the store, newest first. Jobs that
+// are active are shown with their in-memory state, which may be newer than
+// the store's.
+func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error) {
 	jobs, next, err := o.store.ListJobs(ctx, f)
 	if err != nil {
 		return nil, "", err
@@ -390,20 +400,12 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 	o.mu.Lock()
 	for i, j := range jobs {
 		if e, ok := o.active[j.ID]; ok {
-			v := o.viewLocked(e)
-			if f.Status != "" && v.Status != f.Status {
+			if f.Status != "" && e.job.Status != f.Status {
 				// Newer than the page's filter: keep the stored state,
 				// which matches it, so the page stays consistent.
 				continue
 			}
-			v.Spec.Wasm = nil
-			if v.Result != nil && v.Result.Files != nil {
-				// Listed jobs carry no files; the result is shared.
-				r := *v.Result
-				r.Files = nil
-				v.Result = &r
-			}
-			jobs[i] = v
+			jobs[i] = o.viewLocked(e).Summary()
 		}
 	}
 	o.mu.Unlock()
