@@ -222,6 +222,8 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&cfg.Contexts.TTL, "build-context-ttl", cfg.Contexts.TTL, "how long an uploaded build context stays after its last use")
 	fs.StringVar(&cfg.Functions.Domain, "functions-domain", "", "give each namespace its own origin: functions of namespace NS answer at NS.<domain>/PATH (a wildcard DNS name pointing here)")
 	fs.BoolVar(&cfg.Functions.SharedOrigin, "functions-shared-origin", false, "with --functions-domain, keep answering functions at /NS/PATH on the platform's host too (sandboxed)")
+	fs.DurationVar(&cfg.Orchestrator.Retention.Period, "job-retention", cfg.Orchestrator.Retention.Period, "how long a job and its result are kept after it ends")
+	fs.IntVar(&cfg.Orchestrator.DefaultQuotas.JobStorageMB, "job-storage-mb", cfg.Orchestrator.DefaultQuotas.JobStorageMB, "MiB of stored jobs and results a namespace may hold (its policy's job_storage_mb overrides it; -1: no limit)")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
 	fs.BoolVar(&cfg.Orchestrator.OpenVolunteering, "open-volunteering", false, "let workers without a join token (browser tabs, anonymous volunteers) connect; they run sandboxed runtimes only")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")

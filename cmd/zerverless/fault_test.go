@@ -62,9 +62,9 @@ func checkFaultResult(v client.View, i int) error {
 
 // listAllJobs pages through GET /api/jobs with the cursor and returns every
 // job, failing on an id seen twice.
-func listAllJobs(t *testing.T, c *client.Client) map[string]client.View {
+func listAllJobs(t *testing.T, c *client.Client) map[string]client.Summary {
 	t.Helper()
-	all := make(map[string]client.View)
+	all := make(map[string]client.Summary)
 	cursor := ""
 	for pages := 0; ; pages++ {
 		if pages > 1000 {

@@ -39,7 +39,7 @@ type Jobs interface {
 	Submit(ctx context.Context, r job.Request) (*job.Job, error)
 	Job(ctx context.Context, id string) (*job.Job, error)
 	Wait(ctx context.Context, id string, wait time.Duration) (*job.Job, error)
-	Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error)
+	Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
 	Workers() []job.WorkerInfo
 	Stats(ctx context.Context) (job.Stats, error)

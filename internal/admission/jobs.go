@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,11 @@ func (s *Service) seeJob(ctx context.Context, id string) (job.Principal, *job.Jo
 		return p, nil, err
 	}
 	j, err := s.d.Jobs.Job(ctx, id)
+	var expired *job.ExpiredError
+	if errors.As(err, &expired) && !p.Sees(expired.Namespace) {
+		// Another namespace's job does not exist, expired or not.
+		return p, nil, job.ErrNotFound
+	}
 	if err != nil {
 		return p, nil, err
 	}
@@ -69,7 +75,7 @@ func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (*job
 
 // Jobs lists jobs; a namespace token lists only its own namespace's, and
 // naming another is forbidden (field namespace).
-func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error) {
 	_, ns, err := scope(ctx, f.Namespace, "namespace")
 	if err != nil {
 		return nil, "", err

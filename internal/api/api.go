@@ -124,7 +124,7 @@ func (s *server) register() {
 	s.handleOpen("GET /ws/volunteer", http.HandlerFunc(s.volunteer))
 
 	s.handle("POST /api/jobs", s.submitJob)
-	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor", "include")
+	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor")
 	s.handle("GET /api/jobs/{id}", s.getJob, "wait", "include")
 	s.handle("DELETE /api/jobs/{id}", s.cancelJob)
 	s.handle("GET /api/workers", s.listWorkers)

@@ -123,8 +123,13 @@ func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeJobError answers an error about the job with id, naming it when it
-// does not exist.
+// does not exist and saying so when it expired.
 func (s *server) writeJobError(w http.ResponseWriter, r *http.Request, id string, err error) {
+	var expired *job.ExpiredError
+	if errors.As(err, &expired) {
+		s.errorf(w, http.StatusNotFound, "", expired.Error())
+		return
+	}
 	if job.ErrorCode(err) == job.CodeNotFound {
 		s.errorf(w, http.StatusNotFound, "", fmt.Sprintf("job %q not found", id))
 		return
@@ -133,15 +138,10 @@ func (s *server) writeJobError(w http.ResponseWriter, r *http.Request, id string
 }
 
 // listJobs is GET /api/jobs?status=&namespace=&limit=&cursor=, newest
-// first.
+// first: the summaries of the jobs, never their specs or results.
 func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f, err := parseFilter(q.Get("status"), q.Get("namespace"), q.Get("limit"), q.Get("cursor"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	spec, err := parseInclude(q.Get("include"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -151,9 +151,9 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	list := JobList{Jobs: make([]View, len(jobs)), NextCursor: next}
+	list := JobList{Jobs: make([]Summary, len(jobs)), NextCursor: next}
 	for i, j := range jobs {
-		list.Jobs[i] = NewView(j, spec)
+		list.Jobs[i] = NewSummary(j)
 	}
 	writeJSON(w, http.StatusOK, list)
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // View is a job as the API shows it: one flat JSON object. It is the
-// public contract of GET /api/jobs/{id}, POST /api/jobs, DELETE
-// /api/jobs/{id} and the items of GET /api/jobs; clients decode it as is.
+// public contract of GET /api/jobs/{id}, POST /api/jobs and DELETE
+// /api/jobs/{id}; clients decode it as is. GET /api/jobs lists Summary
+// items instead.
 //
 // The job's code, module and input are not echoed back unless asked for
 // with ?include=spec, which adds Spec.
@@ -113,9 +114,59 @@ func NewView(j *job.Job, spec bool) View {
 	return v
 }
 
+// Summary is an item of GET /api/jobs: one flat JSON object with the job's
+// state and, once it has a result, the result's exit code, duration,
+// error (cut to job.SummaryTextBytes) and the sizes of its output, stderr,
+// returned value and files (output_bytes, stderr_bytes, result_bytes,
+// files, files_bytes) — never their content, which GET /api/jobs/{id}
+// shows. Its size is bounded whatever the job's result, so a page of jobs
+// costs little to build, send and decode.
+type Summary struct {
+	ID          string     `json:"id"`
+	Namespace   string     `json:"namespace"`
+	Type        job.Type   `json:"job_type"`
+	Status      job.Status `json:"status"`
+	Attempt     int        `json:"attempt"`
+	MaxAttempts int        `json:"max_attempts"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   time.Time  `json:"started_at,omitzero"`
+	FinishedAt  time.Time  `json:"finished_at,omitzero"`
+	WorkerID    string     `json:"worker_id,omitempty"`
+	// Reason is cut to job.SummaryTextBytes.
+	Reason         string  `json:"reason,omitempty"`
+	TimeoutSeconds float64 `json:"timeout_seconds"`
+	Replicas       int     `json:"replicas,omitempty"`
+	Quorum         int     `json:"quorum,omitempty"`
+
+	// ResultSummary's fields appear at the top level once the job has a
+	// result, and are absent before.
+	*job.ResultSummary
+}
+
+// NewSummary returns the list item of s.
+func NewSummary(s *job.Summary) Summary {
+	return Summary{
+		ID:             s.ID,
+		Namespace:      s.Namespace,
+		Type:           s.Type,
+		Status:         s.Status,
+		Attempt:        s.Attempt,
+		MaxAttempts:    s.MaxAttempts,
+		CreatedAt:      s.CreatedAt,
+		StartedAt:      s.StartedAt,
+		FinishedAt:     s.FinishedAt,
+		WorkerID:       s.WorkerID,
+		Reason:         s.Reason,
+		TimeoutSeconds: s.TimeoutSeconds,
+		Replicas:       s.Replicas,
+		Quorum:         s.Quorum,
+		ResultSummary:  s.Result,
+	}
+}
+
 // JobList is the body of GET /api/jobs.
 type JobList struct {
-	Jobs []View `json:"jobs"`
+	Jobs []Summary `json:"jobs"`
 	// NextCursor, when not empty, fetches the next page with ?cursor=.
 	NextCursor string `json:"next_cursor"`
 }

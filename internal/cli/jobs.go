@@ -56,7 +56,7 @@ func (c *command) jobs(ctx context.Context, args []string) int {
 	}
 	if asJSON {
 		if jobs == nil {
-			jobs = []client.View{}
+			jobs = []client.Summary{}
 		}
 		c.printJSON(api.JobList{Jobs: jobs, NextCursor: next})
 		return ExitOK
@@ -66,7 +66,7 @@ func (c *command) jobs(ctx context.Context, args []string) int {
 	now := time.Now()
 	for _, v := range jobs {
 		duration, info := "-", v.Reason
-		if r := v.ResultView; r != nil {
+		if r := v.ResultSummary; r != nil {
 			duration = (time.Duration(r.DurationMS) * time.Millisecond).String()
 			if r.Error != "" {
 				info = r.Error

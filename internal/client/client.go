@@ -24,6 +24,10 @@ import (
 // View is a job as the API shows it.
 type View = api.View
 
+// Summary is a job as lists show it: its state and the sizes of its
+// result's parts, not their content.
+type Summary = api.Summary
+
 // Client talks to one orchestrator. It is safe for concurrent use and
 // reuses connections.
 type Client struct {
@@ -191,9 +195,9 @@ func (c *Client) Await(ctx context.Context, id string, poll time.Duration) (View
 	}
 }
 
-// Jobs lists jobs matching f, newest first, and returns the cursor of the
-// next page ("" on the last page).
-func (c *Client) Jobs(ctx context.Context, f store.JobFilter) ([]View, string, error) {
+// Jobs lists the summaries of the jobs matching f, newest first, and
+// returns the cursor of the next page ("" on the last page).
+func (c *Client) Jobs(ctx context.Context, f store.JobFilter) ([]Summary, string, error) {
 	q := url.Values{}
 	if f.Status != "" {
 		q.Set("status", string(f.Status))

@@ -78,6 +78,10 @@ type Quotas struct {
 	Deployments int `json:"deployments,omitempty"`
 	// BuildContextMB caps stored build contexts.
 	BuildContextMB int `json:"build_context_mb,omitempty"`
+	// JobStorageMB caps what the namespace's stored jobs take: their
+	// specs and results, until retention removes them. A namespace over
+	// it may submit again once enough of its jobs have expired.
+	JobStorageMB int `json:"job_storage_mb,omitempty"`
 }
 
 // Merge returns q with its zero fields taken from def.
@@ -97,6 +101,9 @@ func (q Quotas) Merge(def Quotas) Quotas {
 	if q.BuildContextMB == 0 {
 		q.BuildContextMB = def.BuildContextMB
 	}
+	if q.JobStorageMB == 0 {
+		q.JobStorageMB = def.JobStorageMB
+	}
 	return q
 }
 
@@ -108,6 +115,7 @@ func DefaultQuotas() Quotas {
 		SubmitsPerSecond: 5000,
 		Deployments:      100,
 		BuildContextMB:   1024,
+		JobStorageMB:     4096,
 	}
 }
 

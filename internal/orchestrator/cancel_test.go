@@ -85,8 +85,8 @@ func TestListWhileTheResultIsStored(t *testing.T) {
 	if v.ID != j.ID || v.Status != job.StatusCompleted || v.Result == nil {
 		t.Fatalf("listed %+v", v)
 	}
-	if v.Result.Files != nil {
-		t.Fatalf("listed job carries %d result files", len(v.Result.Files))
+	if v.Result.Files != 1 || v.Result.FilesBytes != 1<<20 {
+		t.Fatalf("listed job's files: %+v, want one of 1 MiB", v.Result)
 	}
 	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
 	if err != nil || len(got.Result.Files["out.bin"]) != 1<<20 {

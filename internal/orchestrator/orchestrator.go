@@ -82,6 +82,9 @@ type Config struct {
 	// valid across restarts. Empty: New draws a random one, and workers'
 	// build caches are not recognized after a restart.
 	BuildKey []byte
+	// Retention says how long ended jobs and their results are kept
+	// (DefaultRetentionConfig).
+	Retention RetentionConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 		DefaultQuotas:     job.DefaultQuotas(),
 		MaxReplicas:       7,
 		MaxStrikes:        3,
+		Retention:         DefaultRetentionConfig(),
 	}
 }
 
@@ -126,6 +130,7 @@ type Orchestrator struct {
 
 	policies policyCache
 	buckets  rateLimiter
+	usage    usageCache
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -173,6 +178,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		rand.Read(cfg.BuildKey)
 	case n < job.MinBuildKeyBytes:
 		return nil, fmt.Errorf("orchestrator: BuildKey is %d bytes, fewer than %d", n, job.MinBuildKeyBytes)
+	}
+	if err := cfg.Retention.validate(); err != nil {
+		return nil, err
 	}
 	o := &Orchestrator{
 		cfg:     cfg,
@@ -253,8 +261,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		o.persist(ctx, e)
 	}
 	o.log.Info("orchestrator started", "recovered_jobs", len(jobs))
-	o.wg.Add(1)
+	o.wg.Add(2)
 	go o.watchLeases()
+	go o.sweepExpired()
 	return nil
 }
 
@@ -397,9 +406,10 @@ func (o *Orchestrator) Wait(ctx context.Context, id string, d time.Duration) (*j
 	return o.Job(context.WithoutCancel(ctx), id)
 }
 
-// Jobs lists jobs from the store, newest first. Jobs that are active are
-// shown with their in-memory state, which may be newer than the store's.
-func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+// Jobs lists the summaries of jobs from the store, newest first. Jobs that
+// are active are shown with their in-memory state, which may be newer than
+// the store's.
+func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error) {
 	jobs, next, err := o.store.ListJobs(ctx, f)
 	if err != nil {
 		return nil, "", err
@@ -407,20 +417,12 @@ func (o *Orchestrator) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job,
 	o.mu.Lock()
 	for i, j := range jobs {
 		if e, ok := o.active[j.ID]; ok {
-			v := o.viewLocked(e)
-			if f.Status != "" && v.Status != f.Status {
+			if f.Status != "" && e.job.Status != f.Status {
 				// Newer than the page's filter: keep the stored state,
 				// which matches it, so the page stays consistent.
 				continue
 			}
-			v.Spec.Wasm = nil
-			if v.Result != nil && v.Result.Files != nil {
-				// Listed jobs carry no files; the result is shared.
-				r := *v.Result
-				r.Files = nil
-				v.Result = &r
-			}
-			jobs[i] = v
+			jobs[i] = o.viewLocked(e).Summary()
 		}
 	}
 	o.mu.Unlock()

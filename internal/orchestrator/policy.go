@@ -121,13 +121,23 @@ func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
 	return ""
 }
 
-// admitQuota applies ns's rate and pending quotas to a new job.
+// admitQuota applies ns's rate quota to a new job or invocation and, to a
+// job (pending: it is stored and queued), the pending and storage quotas.
 func (o *Orchestrator) admitQuota(ctx context.Context, ns string, pending bool) error {
 	q := o.policy(ctx, ns).Quotas.Merge(o.cfg.DefaultQuotas)
 	if q.SubmitsPerSecond > 0 && !o.buckets.allow(ns, q.SubmitsPerSecond, time.Now()) {
 		return job.Errorf(job.CodeTooMany, "namespace %s is over its rate of %g submissions per second; retry shortly", ns, q.SubmitsPerSecond)
 	}
-	if !pending || q.PendingJobs <= 0 {
+	if !pending {
+		return nil
+	}
+	if q.JobStorageMB > 0 {
+		if used := o.storedBytes(ctx, ns); used >= int64(q.JobStorageMB)<<20 {
+			return job.Errorf(job.CodeTooMany, "namespace %s stores %d MiB of jobs and results, over its quota of %d MiB; retry once some have expired (jobs are kept %s after they end)",
+				ns, used>>20, q.JobStorageMB, o.cfg.Retention.Period)
+		}
+	}
+	if q.PendingJobs <= 0 {
 		return nil
 	}
 	o.mu.Lock()
@@ -137,6 +147,47 @@ func (o *Orchestrator) admitQuota(ctx context.Context, ns string, pending bool) 
 		return job.Errorf(job.CodeTooMany, "namespace %s has %d jobs pending, its quota; retry when some have run", ns, n)
 	}
 	return nil
+}
+
+// usageTTL is how long a namespace's stored bytes are used before they are
+// read again: the storage quota may be passed by what a second's worth of
+// jobs store.
+const usageTTL = time.Second
+
+// usageCache keeps namespaces' stored bytes for usageTTL.
+type usageCache struct {
+	mu sync.Mutex
+	m  map[string]cachedUsage
+}
+
+type cachedUsage struct {
+	bytes int64
+	at    time.Time
+}
+
+// storedBytes returns what ns's stored jobs take, read from the store at
+// most every usageTTL. A store that cannot answer counts as 0 (the job's
+// own write would fail then). It does I/O: never call it holding o.mu.
+func (o *Orchestrator) storedBytes(ctx context.Context, ns string) int64 {
+	c := &o.usage
+	c.mu.Lock()
+	cu, ok := c.m[ns]
+	c.mu.Unlock()
+	if ok && time.Since(cu.at) < usageTTL {
+		return cu.bytes
+	}
+	n, err := o.store.JobBytes(ctx, ns)
+	if err != nil {
+		o.log.Warn("read namespace storage", "namespace", ns, "err", err)
+		return cu.bytes
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]cachedUsage)
+	}
+	c.m[ns] = cachedUsage{bytes: n, at: time.Now()}
+	c.mu.Unlock()
+	return n
 }
 
 // rateLimiter is a token bucket per namespace, with a burst of twice the

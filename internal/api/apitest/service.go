@@ -121,7 +121,7 @@ func (s *Service) Finish(id string, r job.Result) {
 
 // Jobs lists jobs newest first; the cursor is the id of the last job
 // returned.
-func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.Fail != nil {
@@ -141,7 +141,7 @@ func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, stri
 			}
 		}
 	}
-	var out []*job.Job
+	var out []*job.Summary
 	next := ""
 	for i := start; i >= 0; i-- {
 		j := s.jobs[s.order[i]]
@@ -152,7 +152,7 @@ func (s *Service) Jobs(ctx context.Context, f store.JobFilter) ([]*job.Job, stri
 			next = out[len(out)-1].ID
 			break
 		}
-		out = append(out, copyJob(j))
+		out = append(out, j.Summary())
 	}
 	return out, next, nil
 }

@@ -20,23 +20,34 @@ import (
 
 const (
 	insertJobSQL = `INSERT INTO jobs (id, namespace, job_type, status, attempt, max_attempts,
-	created_at, started_at, finished_at, worker_id, lease_id, reason, result, result_value, result_files)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	created_at, started_at, finished_at, worker_id, lease_id, reason,
+	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
 	updateJobSQL  = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
-	worker_id = ?, lease_id = ?, reason = ?, result = ?, result_value = ?, result_files = ?
-	WHERE id = ?`
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
+	WHERE id = ? RETURNING seq`
+	putResultSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files) VALUES (?, ?, ?, ?)
+	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
+	result_value = excluded.result_value, result_files = excluded.result_files`
+	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
 
-	// listColumns are what ListJobs reads: everything but the Wasm module
-	// and the result files. fullColumns add them, last.
-	listColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
+	// summaryColumns are what ListJobs reads: jobs columns only, none of
+	// them large (the reason is cut, as the summary's error already is).
+	summaryColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
+	j.created_at, j.started_at, j.finished_at, j.worker_id,
+	substr(j.reason, 1, ` + reasonChars + `), j.timeout_seconds, j.replicas, j.quorum, j.summary`
+	// reasonChars is one more than job.SummaryTextBytes, so that a reason
+	// longer than that is seen to be cut.
+	reasonChars = "1025"
+	// fullColumns are a whole job: its row, spec and result.
+	fullColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
 	j.created_at, j.started_at, j.finished_at, j.worker_id, j.lease_id, j.reason,
-	j.result, j.result_value, s.spec, s.input`
-	fullColumns = listColumns + `, s.wasm, j.result_files`
+	s.spec, s.input, s.wasm, r.result, r.result_value, r.result_files`
 	// CROSS JOIN keeps jobs as the outer loop in SQLite's planner, so the
 	// jobs indexes drive every query and job_specs is looked up by key.
-	fromJobs = ` FROM jobs j CROSS JOIN job_specs s ON s.job_seq = j.seq`
-
+	fromJobs      = ` FROM jobs j CROSS JOIN job_specs s ON s.job_seq = j.seq LEFT JOIN job_results r ON r.job_seq = j.seq`
+	fromSummary   = ` FROM jobs j`
 	getJobSQL     = `SELECT ` + fullColumns + fromJobs + ` WHERE j.id = ?`
 	activeJobsSQL = `SELECT ` + fullColumns + fromJobs +
 		` WHERE j.status IN ('pending', 'running') ORDER BY j.created_at, j.id`
@@ -73,7 +84,7 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		res, err := tx.stmt(ctx, &tx.insertJob, tx.st.insertJob).ExecContext(ctx,
 			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
 			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-			row.result, row.resultValue, row.resultFiles)
+			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary)
 		if err != nil {
 			if isUniqueViolation(err) {
 				return job.Errorf(job.CodeConflict, "job %s already exists", id)
@@ -84,9 +95,11 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.stmt(ctx, &tx.insertSpec, tx.st.insertSpec).ExecContext(ctx,
-			seq, spec.spec, spec.input, spec.wasm)
-		return err
+		if _, err = tx.stmt(ctx, &tx.insertSpec, tx.st.insertSpec).ExecContext(ctx,
+			seq, spec.spec, spec.input, spec.wasm); err != nil {
+			return err
+		}
+		return tx.putResult(ctx, seq, row)
 	})
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", id, err)
@@ -109,20 +122,17 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
-		res, err := tx.stmt(ctx, &tx.updateJob, tx.st.updateJob).ExecContext(ctx,
+		var seq int64
+		err := tx.stmt(ctx, &tx.updateJob, tx.st.updateJob).QueryRowContext(ctx,
 			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-			row.result, row.resultValue, row.resultFiles, id)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
+			row.resultBytes, row.summary, id).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
 			return job.ErrNotFound
 		}
-		return nil
+		if err != nil {
+			return err
+		}
+		return tx.putResult(ctx, seq, row)
 	})
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", id, err)
@@ -130,14 +140,15 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 	return nil
 }
 
-// GetJob returns the job with id, in full, or an error with code not_found.
+// GetJob returns the job with id, in full, or an error with code not_found
+// (a *job.ExpiredError for a job ExpireJobs removed).
 func (s *Store) GetJob(ctx context.Context, id string) (*job.Job, error) {
 	if s.isClosed.Load() {
 		return nil, errClosed()
 	}
-	j, err := scanJob(s.getJob.QueryRowContext(ctx, id), true)
+	j, err := scanJob(s.getJob.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("get job %s: %w", id, job.ErrNotFound)
+		return nil, s.notFound(ctx, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
@@ -145,11 +156,12 @@ func (s *Store) GetJob(ctx context.Context, id string) (*job.Job, error) {
 	return j, nil
 }
 
-// ListJobs returns up to f.Limit jobs matching f, newest first (by creation
-// time, then id), without Spec.Wasm and Result.Files, and the cursor of the
-// next page, "" after the last. An unknown status or a malformed cursor
-// fails with code invalid. Every combination of filters is an index range.
-func (s *Store) ListJobs(ctx context.Context, f store.JobFilter) ([]*job.Job, string, error) {
+// ListJobs returns the summaries of up to f.Limit jobs matching f, newest
+// first (by creation time, then id), and the cursor of the next page, ""
+// after the last. It reads jobs rows only, never a spec or a result. An
+// unknown status or a malformed cursor fails with code invalid. Every
+// combination of filters is an index range.
+func (s *Store) ListJobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error) {
 	if s.isClosed.Load() {
 		return nil, "", errClosed()
 	}
@@ -161,7 +173,7 @@ func (s *Store) ListJobs(ctx context.Context, f store.JobFilter) ([]*job.Job, st
 	if err != nil {
 		return nil, "", fmt.Errorf("list jobs: %w", err)
 	}
-	jobs, err := scanJobs(rows, false)
+	jobs, err := scanSummaries(rows)
 	if err != nil {
 		return nil, "", fmt.Errorf("list jobs: %w", err)
 	}
@@ -205,7 +217,7 @@ func listQuery(f store.JobFilter) (query string, args []any, limit int, err erro
 		args = append(args, created, created, id)
 	}
 	var b strings.Builder
-	b.WriteString("SELECT " + listColumns + fromJobs)
+	b.WriteString("SELECT " + summaryColumns + fromSummary)
 	if len(where) > 0 {
 		b.WriteString(" WHERE " + strings.Join(where, " AND "))
 	}
@@ -224,7 +236,7 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]*job.Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("active jobs: %w", err)
 	}
-	jobs, err := scanJobs(rows, true)
+	jobs, err := scanJobs(rows)
 	if err != nil {
 		return nil, fmt.Errorf("active jobs: %w", err)
 	}
@@ -266,9 +278,14 @@ type jobRow struct {
 	status            string
 	created           int64
 	started, finished any // int64, or nil for an unset time
-	result            any // string, or nil
-	resultValue       any // []byte, or nil
-	resultFiles       any // []byte, or nil
+	summary           any // string (the result's summary), or nil
+	resultBytes       int64
+	// result, resultValue and resultFiles are the job_results row, set
+	// when the job has a result.
+	result      string
+	resultValue any // []byte, or nil
+	resultFiles any // []byte, or nil
+	hasResult   bool
 }
 
 func encodeJob(j *job.Job) (jobRow, error) {
@@ -286,24 +303,48 @@ func encodeJob(j *job.Job) (jobRow, error) {
 	if r.finished, err = encodeOptTime("finished_at", j.FinishedAt); err != nil {
 		return r, err
 	}
-	if j.Result != nil {
-		res := *j.Result
-		res.Result, res.Files = nil, nil
-		b, err := json.Marshal(res)
-		if err != nil {
-			return r, fmt.Errorf("encode result: %w", err)
-		}
-		r.result = string(b)
-		if len(j.Result.Result) > 0 {
-			r.resultValue = []byte(j.Result.Result)
-		}
-		if j.Result.Files != nil {
-			if r.resultFiles, err = json.Marshal(j.Result.Files); err != nil {
-				return r, fmt.Errorf("encode result files: %w", err)
-			}
-		}
+	if j.Result == nil {
+		return r, nil
 	}
+	r.hasResult = true
+	res := *j.Result
+	res.Result, res.Files = nil, nil
+	b, err := json.Marshal(res)
+	if err != nil {
+		return r, fmt.Errorf("encode result: %w", err)
+	}
+	r.result = string(b)
+	r.resultBytes = int64(len(b))
+	if len(j.Result.Result) > 0 {
+		r.resultValue = []byte(j.Result.Result)
+		r.resultBytes += int64(len(j.Result.Result))
+	}
+	if j.Result.Files != nil {
+		files, err := json.Marshal(j.Result.Files)
+		if err != nil {
+			return r, fmt.Errorf("encode result files: %w", err)
+		}
+		r.resultFiles = files
+		r.resultBytes += int64(len(files))
+	}
+	sum, err := json.Marshal(j.Result.Summary())
+	if err != nil {
+		return r, fmt.Errorf("encode result summary: %w", err)
+	}
+	r.summary = string(sum)
 	return r, nil
+}
+
+// putResult writes row's result to job_results for the job with seq, or
+// removes the stored one when row has none.
+func (w *writeTx) putResult(ctx context.Context, seq int64, row jobRow) error {
+	var err error
+	if row.hasResult {
+		_, err = w.stmt(ctx, &w.putRes, w.st.putResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
+	} else {
+		_, err = w.stmt(ctx, &w.deleteRes, w.st.deleteResult).ExecContext(ctx, seq)
+	}
+	return err
 }
 
 // specRow is the encoded form of a job's spec. Input and Wasm are kept as
@@ -312,6 +353,7 @@ type specRow struct {
 	spec  string
 	input any // []byte, or nil
 	wasm  any // []byte, or nil
+	bytes int64
 }
 
 func encodeSpec(sp job.Spec) (specRow, error) {
@@ -322,12 +364,14 @@ func encodeSpec(sp job.Spec) (specRow, error) {
 	if sp.Wasm != nil {
 		r.wasm = sp.Wasm
 	}
+	specBytes := len(sp.Input) + len(sp.Wasm)
 	sp.Input, sp.Wasm = nil, nil
 	b, err := json.Marshal(sp)
 	if err != nil {
 		return r, fmt.Errorf("encode spec: %w", err)
 	}
 	r.spec = string(b)
+	r.bytes = int64(len(b) + specBytes)
 	return r, nil
 }
 
@@ -354,8 +398,8 @@ func decodeTime(ns sql.NullInt64) time.Time {
 
 type scanner interface{ Scan(dest ...any) error }
 
-// scanJob reads one row of listColumns, or of fullColumns when full.
-func scanJob(sc scanner, full bool) (*job.Job, error) {
+// scanJob reads one row of fullColumns.
+func scanJob(sc scanner) (*job.Job, error) {
 	var (
 		j                  job.Job
 		jobType, status    string
@@ -366,13 +410,9 @@ func scanJob(sc scanner, full bool) (*job.Job, error) {
 		spec               string
 		wasm, resultFiles  []byte
 	)
-	dest := []any{&j.ID, &j.Namespace, &jobType, &status, &j.Attempt, &j.MaxAttempts,
+	if err := sc.Scan(&j.ID, &j.Namespace, &jobType, &status, &j.Attempt, &j.MaxAttempts,
 		&created, &started, &finished, &j.WorkerID, &j.LeaseID, &j.Reason,
-		&result, &resultValue, &spec, &input}
-	if full {
-		dest = append(dest, &wasm, &resultFiles)
-	}
-	if err := sc.Scan(dest...); err != nil {
+		&spec, &input, &wasm, &result, &resultValue, &resultFiles); err != nil {
 		return nil, err
 	}
 	j.Type, j.Status = job.Type(jobType), job.Status(status)
@@ -404,17 +444,50 @@ func scanJob(sc scanner, full bool) (*job.Job, error) {
 	return &j, nil
 }
 
-func scanJobs(rows *sql.Rows, full bool) ([]*job.Job, error) {
+func scanJobs(rows *sql.Rows) ([]*job.Job, error) {
 	defer rows.Close()
 	var jobs []*job.Job
 	for rows.Next() {
-		j, err := scanJob(rows, full)
+		j, err := scanJob(rows)
 		if err != nil {
 			return nil, err
 		}
 		jobs = append(jobs, j)
 	}
 	return jobs, rows.Err()
+}
+
+// scanSummaries reads rows of summaryColumns.
+func scanSummaries(rows *sql.Rows) ([]*job.Summary, error) {
+	defer rows.Close()
+	var out []*job.Summary
+	for rows.Next() {
+		var (
+			j                 job.Summary
+			jobType, status   string
+			created           int64
+			started, finished sql.NullInt64
+			summary           sql.NullString
+		)
+		if err := rows.Scan(&j.ID, &j.Namespace, &jobType, &status, &j.Attempt, &j.MaxAttempts,
+			&created, &started, &finished, &j.WorkerID, &j.Reason,
+			&j.TimeoutSeconds, &j.Replicas, &j.Quorum, &summary); err != nil {
+			return nil, err
+		}
+		j.Type, j.Status = job.Type(jobType), job.Status(status)
+		j.CreatedAt = time.Unix(0, created).UTC()
+		j.StartedAt, j.FinishedAt = decodeTime(started), decodeTime(finished)
+		j.Reason = job.CutText(j.Reason, job.SummaryTextBytes)
+		if summary.Valid {
+			j.Result = new(job.ResultSummary)
+			if err := json.Unmarshal([]byte(summary.String), j.Result); err != nil {
+				return nil, fmt.Errorf("decode summary of job %s: %w", j.ID, err)
+			}
+			j.Result.Error = job.CutText(j.Result.Error, job.SummaryTextBytes)
+		}
+		out = append(out, &j)
+	}
+	return out, rows.Err()
 }
 
 // A cursor is the creation time and id of the last job of a page, which the

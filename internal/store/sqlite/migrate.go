@@ -16,6 +16,7 @@ var migrations = []string{
 	schemaBuildContexts, // 3: uploaded build contexts
 	schemaTenancy,       // 4: tokens, namespace policies, build context owners
 	schemaOwnerIndex,    // 5: build context owners by namespace, for quotas
+	schemaSummaries,     // 6: results apart, job summaries, storage use, tombstones
 }
 
 // migrate applies, in one transaction, every migration the database has not

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	tests = append(tests, deploymentCases...)
 	tests = append(tests, tenancyCases...)
+	tests = append(tests, retentionCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
@@ -77,6 +78,15 @@ func (h harness) store(t *testing.T) store.Store {
 		}
 	})
 	return s
+}
+
+// reopen closes s and opens the same t's store again, as after a restart.
+func (h harness) reopen(t *testing.T, s store.Store) store.Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	return h.store(t)
 }
 
 // onceCloser closes its store once, however often Close is called.
@@ -305,9 +315,8 @@ func sameJSON(got, want json.RawMessage) bool {
 }
 
 // equalJob compares a stored job with the one that was written, field by
-// field; listed is set for a job from ListJobs, which carries no Wasm and no
-// result files.
-func equalJob(t *testing.T, got, want *job.Job, listed bool) {
+// field.
+func equalJob(t *testing.T, got, want *job.Job) {
 	t.Helper()
 	if got == nil {
 		t.Fatalf("job %s: got nil", want.ID)
@@ -328,11 +337,7 @@ func equalJob(t *testing.T, got, want *job.Job, listed bool) {
 		t.Errorf("job %s: input = %s, want %s", w.ID, g.Spec.Input, w.Spec.Input)
 	}
 	g.Spec.Input, w.Spec.Input = nil, nil
-	if listed {
-		if len(g.Spec.Wasm) != 0 {
-			t.Errorf("job %s: listed with %d bytes of Wasm, want none", w.ID, len(g.Spec.Wasm))
-		}
-	} else if !bytes.Equal(g.Spec.Wasm, w.Spec.Wasm) {
+	if !bytes.Equal(g.Spec.Wasm, w.Spec.Wasm) {
 		t.Errorf("job %s: wasm = %x, want %x", w.ID, g.Spec.Wasm, w.Spec.Wasm)
 	}
 	g.Spec.Wasm, w.Spec.Wasm = nil, nil
@@ -346,11 +351,7 @@ func equalJob(t *testing.T, got, want *job.Job, listed bool) {
 			t.Errorf("job %s: result value = %s, want %s", w.ID, gr.Result, wr.Result)
 		}
 		gr.Result, wr.Result = nil, nil
-		if listed {
-			if len(gr.Files) != 0 {
-				t.Errorf("job %s: listed with %d result files, want none", w.ID, len(gr.Files))
-			}
-		} else if !sameFiles(gr.Files, wr.Files) {
+		if !sameFiles(gr.Files, wr.Files) {
 			t.Errorf("job %s: files = %q, want %q", w.ID, gr.Files, wr.Files)
 		}
 		gr.Files, wr.Files = nil, nil
@@ -360,6 +361,31 @@ func equalJob(t *testing.T, got, want *job.Job, listed bool) {
 		gj, _ := json.MarshalIndent(g, "", "  ")
 		wj, _ := json.MarshalIndent(w, "", "  ")
 		t.Errorf("job %s differs (lease %q, want %q):\n got  %s\n want %s", w.ID, g.LeaseID, w.LeaseID, gj, wj)
+	}
+}
+
+// equalSummary compares a listed job with the summary of the one that
+// was written.
+func equalSummary(t *testing.T, got *job.Summary, written *job.Job) {
+	t.Helper()
+	if got == nil {
+		t.Fatalf("job %s: got nil", written.ID)
+	}
+	g, w := *got, *written.Summary()
+	for _, tm := range []struct {
+		name      string
+		got, want time.Time
+	}{{"created_at", g.CreatedAt, w.CreatedAt}, {"started_at", g.StartedAt, w.StartedAt}, {"finished_at", g.FinishedAt, w.FinishedAt}} {
+		if !sameTime(tm.got, tm.want) {
+			t.Errorf("job %s: %s = %v (%v), want %v in UTC", w.ID, tm.name, tm.got, tm.got.Location(), tm.want)
+		}
+	}
+	g.CreatedAt, g.StartedAt, g.FinishedAt = time.Time{}, time.Time{}, time.Time{}
+	w.CreatedAt, w.StartedAt, w.FinishedAt = time.Time{}, time.Time{}, time.Time{}
+	if !reflect.DeepEqual(g, w) {
+		gj, _ := json.MarshalIndent(g, "", "  ")
+		wj, _ := json.MarshalIndent(w, "", "  ")
+		t.Errorf("summary of job %s differs:\n got  %s\n want %s", w.ID, gj, wj)
 	}
 }
 
