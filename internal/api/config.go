@@ -30,6 +30,13 @@ type Config struct {
 	// WorkerReadLimit is the largest WebSocket message accepted from a
 	// worker (default protocol.DefaultReadLimit, 64 MiB).
 	WorkerReadLimit int64
+	// WorkerRegisterLimit is the largest WebSocket message read from a
+	// worker before it is authenticated, its "register" (default
+	// protocol.DefaultRegisterReadLimit, 16 KiB).
+	WorkerRegisterLimit int64
+	// WorkerDeclarations bound what a worker declares about itself: name,
+	// notes, capability lists (default protocol.DefaultDeclarationLimits).
+	WorkerDeclarations protocol.DeclarationLimits
 	// Version is the software version that GET /info reports.
 	Version string
 	// StartTime is when the process started, for GET /info's uptime. The
@@ -70,6 +77,9 @@ func DefaultConfig() Config {
 		MaxWait:         60 * time.Second,
 		RequestLimits:   job.DefaultRequestLimits(),
 		WorkerReadLimit: protocol.DefaultReadLimit,
+
+		WorkerRegisterLimit: protocol.DefaultRegisterReadLimit,
+		WorkerDeclarations:  protocol.DefaultDeclarationLimits(),
 		Version:         "dev",
 
 		MaxContextBytes:           160 << 20,
