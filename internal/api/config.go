@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 
 		WorkerRegisterLimit: protocol.DefaultRegisterReadLimit,
 		WorkerDeclarations:  protocol.DefaultDeclarationLimits(),
-		Version:         "dev",
+		Version:             "dev",
 
 		MaxContextBytes:           160 << 20,
 		ContextLimits:             buildctx.DefaultLimits(),
