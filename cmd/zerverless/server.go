@@ -167,6 +167,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerConnMetrics(reg, s.limits)
 	if cfg.Orchestrator.LocalWorkerSecret == "" {
 		// The embedded workers' join token lives only in this process.
 		cfg.Orchestrator.LocalWorkerSecret = rand.Text()
@@ -347,4 +348,21 @@ func describeListen(bound *net.TCPAddr, ifaddrs []net.Addr) string {
 		urls = append(urls, "http://"+net.JoinHostPort(ipn.IP.String(), port))
 	}
 	return fmt.Sprintf("every interface, port %s (%s)", port, strings.Join(urls, ", "))
+}
+
+// registerConnMetrics exports what the connection limits hold and did.
+func registerConnMetrics(reg prometheus.Registerer, l *netlimit.Listener) {
+	stat := func(f func(netlimit.Stats) float64) func() float64 {
+		return func() float64 { return f(l.Stats()) }
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zerverless_http_connections", Help: "HTTP connections open, worker sessions not counted."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Conns) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zerverless_worker_sessions", Help: "Registered worker WebSockets open."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Sessions) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zerverless_http_connections_refused_total", Help: "Connections closed at accept: their address or the server held as many as it may."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Refused) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zerverless_http_connections_evicted_total", Help: "Connections closed to make room for an address that held fewer."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Evicted) })),
+	)
 }
