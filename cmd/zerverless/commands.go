@@ -224,6 +224,14 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.BoolVar(&cfg.Functions.SharedOrigin, "functions-shared-origin", false, "with --functions-domain, keep answering functions at /NS/PATH on the platform's host too (sandboxed)")
 	fs.DurationVar(&cfg.Orchestrator.Retention.Period, "job-retention", cfg.Orchestrator.Retention.Period, "how long a job and its result are kept after it ends")
 	fs.IntVar(&cfg.Orchestrator.DefaultQuotas.JobStorageMB, "job-storage-mb", cfg.Orchestrator.DefaultQuotas.JobStorageMB, "MiB of stored jobs and results a namespace may hold (its policy's job_storage_mb overrides it; -1: no limit)")
+	fs.IntVar(&cfg.Net.MaxConns, "max-conns", cfg.Net.MaxConns, "most HTTP connections at once, worker sessions not counted (0: four fifths of the open-file limit left after a reserve)")
+	fs.IntVar(&cfg.Net.MaxConnsPerAddr, "max-conns-per-addr", cfg.Net.MaxConnsPerAddr, "most HTTP connections one IPv4 address or IPv6 /64 holds at once")
+	fs.IntVar(&cfg.Net.MaxSessions, "max-worker-sessions", cfg.Net.MaxSessions, "most registered worker WebSockets at once (0: one fifth of the open-file limit left after a reserve)")
+	fs.DurationVar(&cfg.Net.ReadHeaderTimeout, "read-header-timeout", cfg.Net.ReadHeaderTimeout, "longest read of a request's headers")
+	fs.DurationVar(&cfg.Net.IdleTimeout, "idle-timeout", cfg.Net.IdleTimeout, "longest wait of a keep-alive connection for its next request")
+	fs.Int64Var(&cfg.Net.MinBodyRate, "min-body-rate", cfg.Net.MinBodyRate, "slowest average rate of a request body, in bytes per second, once --body-grace has passed")
+	fs.DurationVar(&cfg.Net.BodyGrace, "body-grace", cfg.Net.BodyGrace, "time a request body is given before --min-body-rate applies")
+	fs.Int64Var(&cfg.API.WorkerRegisterLimit, "max-register-bytes", cfg.API.WorkerRegisterLimit, "largest message read from a worker before it is authenticated")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
 	fs.BoolVar(&cfg.Orchestrator.OpenVolunteering, "open-volunteering", false, "let workers without a join token (browser tabs, anonymous volunteers) connect; they run sandboxed runtimes only")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
@@ -247,6 +255,16 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if wf.dockerWorkerID == "" {
 		cfg.Runtimes.DockerConfig.WorkerID = dockerWorkerID("serve-", "")
 	}
+	files, err := raiseOpenFiles()
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	cfg.Net.Descriptors = files
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(stderr, "zerverless serve:", err)
+		return 2
+	}
 	cfg.Log = log
 	cfg.API.Version = version
 	cfg.Orchestrator.Version = version
@@ -256,7 +274,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		log.Error("start", "err", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "zerverless %s listening on %s (workers: %d, data: %s)\n", version, srv.URL(), cfg.Workers, cfg.DataDir)
+	fmt.Fprintf(stdout, "zerverless %s listening on %s (workers: %d, data: %s)\n", version, srv.Listening(), cfg.Workers, cfg.DataDir)
 	if srv.AdminTokenCreated() {
 		fmt.Fprintf(stdout, "admin token (shown once; stored in %s, mode 0600):\n  %s\n", srv.AdminTokenPath(), srv.AdminToken())
 	}

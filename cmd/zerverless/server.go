@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/zerverless/zerverless/internal/auth"
 	"github.com/zerverless/zerverless/internal/contextstore"
 	"github.com/zerverless/zerverless/internal/deploy"
+	"github.com/zerverless/zerverless/internal/netlimit"
 	"github.com/zerverless/zerverless/internal/orchestrator"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
 	"github.com/zerverless/zerverless/internal/worker"
@@ -53,6 +55,10 @@ type ServerConfig struct {
 	Contexts contextstore.Config
 	// Auth tunes the token service (its caches).
 	Auth auth.Config
+	// Net bounds the HTTP server's connections and request reads
+	// (netlimit.DefaultConfig; serve sets Net.Descriptors to the process's
+	// open-file limit).
+	Net netlimit.Config
 	// ShutdownTimeout bounds a graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -72,8 +78,35 @@ func DefaultServerConfig() ServerConfig {
 		Contexts:        contextstore.DefaultConfig(),
 		Deploy:          deploy.DefaultConfig(),
 		Functions:       api.DefaultFunctionsConfig(),
+		Net:             netlimit.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
 	}
+}
+
+// validate refuses the server settings that make no sense, naming the
+// flag, and resolves the derived connection limits.
+func (c *ServerConfig) validate() error {
+	if c.Addr == "" {
+		return errors.New("--addr: must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("--addr: %w", err)
+	}
+	if c.Workers < 0 {
+		return errors.New("--workers: must not be negative")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("shutdown timeout: must be positive")
+	}
+	if c.API.WorkerRegisterLimit <= 0 || c.API.WorkerRegisterLimit > c.API.WorkerReadLimit && c.API.WorkerReadLimit > 0 {
+		return errors.New("--max-register-bytes: must be positive and at most the largest worker message")
+	}
+	resolved, err := c.Net.Resolve()
+	if err != nil {
+		return err
+	}
+	c.Net = resolved
+	return nil
 }
 
 // Server is a running orchestrator with its store, HTTP API and embedded
@@ -87,6 +120,8 @@ type Server struct {
 	auth  *auth.Service
 	http  *http.Server
 	ln    net.Listener
+	// limits is ln: the connection limits around the TCP listener.
+	limits *netlimit.Listener
 
 	adminToken        string
 	adminTokenCreated bool
@@ -106,6 +141,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -117,10 +155,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	}
 	// Listen first: a taken port fails before anything is created (a
 	// first start would otherwise make an admin token it never prints).
-	s.ln, err = net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	s.limits = netlimit.NewListener(ln, cfg.Net)
+	s.ln = s.limits
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -133,6 +173,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerConnMetrics(reg, s.limits)
 	if cfg.Orchestrator.LocalWorkerSecret == "" {
 		// The embedded workers' join token lives only in this process.
 		cfg.Orchestrator.LocalWorkerSecret = rand.Text()
@@ -167,16 +208,20 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// No WriteTimeout: it would cut ?wait= answers, functions that run up
-	// to their timeout (job.DeployLimits.MaxTimeout, 5 min by default)
-	// plus the queue wait, and the hijacked worker WebSockets, which keep
-	// the deadline. Slow clients are bounded by ReadHeaderTimeout and
-	// IdleTimeout.
+	// No WriteTimeout or ReadTimeout: they would cut ?wait= answers and
+	// functions that run up to their timeout (job.DeployLimits.MaxTimeout,
+	// 5 min by default) plus the queue wait. Slow clients are bounded by
+	// ReadHeaderTimeout, the body rate of netlimit.LimitBody, IdleTimeout
+	// and the connection limits of s.limits; worker WebSockets are
+	// hijacked (the server clears their deadlines) and, once registered,
+	// promoted out of the connection limits.
 	s.http = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		Handler:           netlimit.LimitBody(cfg.Net, handler),
+		ReadHeaderTimeout: cfg.Net.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Net.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ConnContext:       s.limits.ConnContext,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	s.wg.Add(1)
 	go func() {
@@ -185,7 +230,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			log.Error("http server", "err", err)
 		}
 	}()
-	log.Info("orchestrator listening", "addr", s.ln.Addr().String(), "data", cfg.DataDir)
+	log.Info("orchestrator listening", "addr", s.ln.Addr().String(), "data", cfg.DataDir,
+		"max_conns", cfg.Net.MaxConns, "max_conns_per_addr", cfg.Net.MaxConnsPerAddr,
+		"max_worker_sessions", cfg.Net.MaxSessions, "open_files", cfg.Net.Descriptors)
 
 	if cfg.Workers > 0 {
 		if err := s.wireContextFetcher(&cfg); err != nil {
@@ -273,4 +320,57 @@ func (s *Server) Close() error {
 		}
 	})
 	return err
+}
+
+// Listening describes what the server binds: the address when it is one,
+// or, when it binds every interface, that it does and the URLs it is
+// reachable at on this machine's addresses (loopback first, at most a
+// few).
+func (s *Server) Listening() string {
+	addrs, _ := net.InterfaceAddrs()
+	return describeListen(s.ln.Addr().(*net.TCPAddr), addrs)
+}
+
+// describeListen is Listening for a bound address and the machine's
+// interface addresses.
+func describeListen(bound *net.TCPAddr, ifaddrs []net.Addr) string {
+	port := fmt.Sprint(bound.Port)
+	if !bound.IP.IsUnspecified() {
+		return "http://" + net.JoinHostPort(bound.IP.String(), port)
+	}
+	v6 := bound.IP.To4() == nil // "::" also takes IPv4 (dual stack)
+	urls := []string{"http://" + net.JoinHostPort("127.0.0.1", port)}
+	const most = 4
+	for _, a := range ifaddrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() || !ipn.IP.IsGlobalUnicast() {
+			continue
+		}
+		if ipn.IP.To4() == nil && !v6 {
+			continue
+		}
+		if len(urls) == most {
+			urls = append(urls, "…")
+			break
+		}
+		urls = append(urls, "http://"+net.JoinHostPort(ipn.IP.String(), port))
+	}
+	return fmt.Sprintf("every interface, port %s (%s)", port, strings.Join(urls, ", "))
+}
+
+// registerConnMetrics exports what the connection limits hold and did.
+func registerConnMetrics(reg prometheus.Registerer, l *netlimit.Listener) {
+	stat := func(f func(netlimit.Stats) float64) func() float64 {
+		return func() float64 { return f(l.Stats()) }
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zerverless_http_connections", Help: "HTTP connections open, worker sessions not counted."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Conns) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zerverless_worker_sessions", Help: "Registered worker WebSockets open."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Sessions) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zerverless_http_connections_refused_total", Help: "Connections closed at accept: their address or the server held as many as it may."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Refused) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zerverless_http_connections_evicted_total", Help: "Connections closed to make room for an address that held fewer."},
+			stat(func(s netlimit.Stats) float64 { return float64(s.Evicted) })),
+	)
 }

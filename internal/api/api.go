@@ -5,6 +5,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/admission"
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/netlimit"
 	"github.com/zerverless/zerverless/internal/protocol"
 )
 
@@ -249,7 +251,14 @@ func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) {
 // volunteer upgrades to the worker protocol and hands the connection to
 // the orchestrator; it returns when the connection ends.
 func (s *server) volunteer(w http.ResponseWriter, r *http.Request) {
-	conn, err := protocol.Accept(w, r, s.cfg.OriginPatterns, protocol.Options{ReadLimit: s.cfg.WorkerReadLimit})
+	conn, err := protocol.Accept(w, r, s.cfg.OriginPatterns, protocol.Options{
+		ReadLimit:         s.cfg.WorkerReadLimit,
+		RegisterReadLimit: s.cfg.WorkerRegisterLimit,
+		Declarations:      s.cfg.WorkerDeclarations,
+		// A registered session leaves the HTTP connection limits for
+		// the worker sessions' own.
+		OnAuthenticated: func() error { return netlimit.Promote(r.Context()) },
+	})
 	if err != nil {
 		// Accept has answered the client already.
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "worker upgrade refused",
@@ -257,7 +266,16 @@ func (s *server) volunteer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.CloseNow()
-	if err := s.svc.ServeWorker(r.Context(), conn, r.RemoteAddr); err != nil {
+	// The request's context ends when the server shuts down: the worker
+	// is told so (close status 1001) and the session ends when the
+	// close completes, rather than the connection being dropped.
+	stop := context.AfterFunc(r.Context(), func() { conn.CloseGoingAway("the orchestrator is shutting down") })
+	defer stop()
+	err = s.svc.ServeWorker(context.WithoutCancel(r.Context()), conn, r.RemoteAddr)
+	if reason, ok := protocol.ClosedCleanly(err); ok {
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "worker closed its connection",
+			slog.String("remote", r.RemoteAddr), slog.String("reason", reason))
+	} else if err != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "worker connection ended",
 			slog.String("remote", r.RemoteAddr), slog.Any("err", err))
 	}

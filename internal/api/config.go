@@ -32,6 +32,13 @@ type Config struct {
 	// WorkerReadLimit is the largest WebSocket message accepted from a
 	// worker (default protocol.DefaultReadLimit, 64 MiB).
 	WorkerReadLimit int64
+	// WorkerRegisterLimit is the largest WebSocket message read from a
+	// worker before it is authenticated, its "register" (default
+	// protocol.DefaultRegisterReadLimit, 16 KiB).
+	WorkerRegisterLimit int64
+	// WorkerDeclarations bound what a worker declares about itself: name,
+	// notes, capability lists (default protocol.DefaultDeclarationLimits).
+	WorkerDeclarations protocol.DeclarationLimits
 	// Version is the software version that GET /info reports.
 	Version string
 	// StartTime is when the process started, for GET /info's uptime. The
@@ -52,8 +59,10 @@ func DefaultConfig() Config {
 		MaxWait:         60 * time.Second,
 		RequestLimits:   job.DefaultRequestLimits(),
 		WorkerReadLimit: protocol.DefaultReadLimit,
-		Version:         "dev",
-		MaxContextBytes: 160 << 20,
+		WorkerRegisterLimit: protocol.DefaultRegisterReadLimit,
+		WorkerDeclarations:  protocol.DefaultDeclarationLimits(),
+		Version:             "dev",
+		MaxContextBytes:     160 << 20,
 	}
 }
 
@@ -89,6 +98,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("api: WorkerReadLimit is %d; it must be positive", c.WorkerReadLimit)
 	case c.WorkerReadLimit > 0 && c.WorkerReadLimit < 4<<10:
 		return fmt.Errorf("api: WorkerReadLimit is %d bytes; a worker's messages need at least 4 KiB", c.WorkerReadLimit)
+	case c.WorkerRegisterLimit < 0:
+		return fmt.Errorf("api: WorkerRegisterLimit is %d; it must be positive", c.WorkerRegisterLimit)
+	case c.WorkerRegisterLimit > 0 && c.WorkerRegisterLimit < 1<<10:
+		return fmt.Errorf("api: WorkerRegisterLimit is %d bytes; a register message needs at least 1 KiB", c.WorkerRegisterLimit)
 	case c.MaxContextBytes < 0:
 		return fmt.Errorf("api: MaxContextBytes is %d; it must be positive", c.MaxContextBytes)
 	}

@@ -195,6 +195,12 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	m, err := conn.Read(regCtx)
 	cancel()
 	if err != nil {
+		var de *protocol.DecodeError
+		if errors.As(err, &de) {
+			// A malformed or oversize declaration: sending it again
+			// will not help.
+			o.refuse(ctx, conn, err.Error(), true)
+		}
 		return fmt.Errorf("read register: %w", err)
 	}
 	if m.Type != protocol.TypeRegister {
@@ -209,6 +215,11 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	if err != nil {
 		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
 		o.refuse(ctx, conn, err.Error(), true)
+		return err
+	}
+	if err := conn.Authenticated(); err != nil {
+		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
+		o.refuse(ctx, conn, err.Error(), false)
 		return err
 	}
 	if !who.trusted {
@@ -276,7 +287,11 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		err = werr
 	}
 	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id))
-	log.Info("worker disconnected", "reason", err)
+	if reason, ok := protocol.ClosedCleanly(err); ok {
+		log.Info("worker disconnected", "closed_by_worker", reason)
+	} else {
+		log.Info("worker disconnected", "reason", err)
+	}
 	return err
 }
 

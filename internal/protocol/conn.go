@@ -21,28 +21,51 @@ const DefaultReadLimit = 64 << 20
 type Options struct {
 	// ReadLimit is the largest message accepted (default DefaultReadLimit).
 	ReadLimit int64
+	// RegisterReadLimit is, on the accepting side, the largest message
+	// read until Authenticated is called (default
+	// DefaultRegisterReadLimit). A larger message ends the connection
+	// with close status 1009 (message too big).
+	RegisterReadLimit int64
+	// Declarations bound what the peer declares in "register" and
+	// "capabilities", checked by the accepting side's Read and ReadIdle
+	// (zero fields: DefaultDeclarationLimits).
+	Declarations DeclarationLimits
+	// OnAuthenticated, when set on the accepting side, is called by
+	// Authenticated before the read limit is raised; its error fails
+	// Authenticated.
+	OnAuthenticated func() error
 }
 
 // Conn is one end of a protocol session over a WebSocket. Write may be
 // called from several goroutines at once; Read from one at a time.
 type Conn struct {
-	ws *websocket.Conn
+	ws    *websocket.Conn
+	limit int64
+	// decl is set on the accepting side, which checks what the peer
+	// declares; onAuth runs when the session is authenticated.
+	decl   *DeclarationLimits
+	onAuth func() error
 }
 
-// NewConn wraps an established WebSocket.
+// NewConn wraps an established WebSocket, reading messages up to
+// opts.ReadLimit at once. It is the dialing side's constructor; Accept
+// makes the accepting side's.
 func NewConn(ws *websocket.Conn, opts Options) *Conn {
 	limit := opts.ReadLimit
 	if limit <= 0 {
 		limit = DefaultReadLimit
 	}
 	ws.SetReadLimit(limit)
-	return &Conn{ws: ws}
+	return &Conn{ws: ws, limit: limit}
 }
 
 // Accept upgrades an HTTP request to a protocol connection.
 // originPatterns lists the Origin hosts a browser page may connect from
 // (see websocket.AcceptOptions); requests without an Origin header (native
-// workers) are always accepted.
+// workers) are always accepted. Until Authenticated is called, the
+// connection reads messages of at most opts.RegisterReadLimit; every
+// "register" and "capabilities" it reads is checked against
+// opts.Declarations.
 func Accept(w http.ResponseWriter, r *http.Request, originPatterns []string, opts Options) (*Conn, error) {
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		OriginPatterns:  originPatterns,
@@ -51,7 +74,46 @@ func Accept(w http.ResponseWriter, r *http.Request, originPatterns []string, opt
 	if err != nil {
 		return nil, err
 	}
-	return NewConn(ws, opts), nil
+	c := NewConn(ws, opts)
+	pre := opts.RegisterReadLimit
+	if pre <= 0 {
+		pre = DefaultRegisterReadLimit
+	}
+	ws.SetReadLimit(min(pre, c.limit))
+	decl := opts.Declarations.orDefault()
+	c.decl = &decl
+	c.onAuth = opts.OnAuthenticated
+	return c, nil
+}
+
+// Authenticated marks the accepted session as authenticated: it runs
+// Options.OnAuthenticated, then raises the read limit from
+// RegisterReadLimit to ReadLimit for the messages that follow. On error
+// the limit stays low and the caller should refuse the session.
+func (c *Conn) Authenticated() error {
+	if c.onAuth != nil {
+		if err := c.onAuth(); err != nil {
+			return err
+		}
+	}
+	c.ws.SetReadLimit(c.limit)
+	return nil
+}
+
+// decode decodes a whole message and checks it against what the peer may
+// declare.
+func (c *Conn) decode(typ websocket.MessageType, data []byte) (Message, error) {
+	if typ != websocket.MessageText {
+		return Message{}, &DecodeError{Err: errors.New("binary frames are not part of the protocol")}
+	}
+	m, err := Decode(data)
+	if err == nil && c.decl != nil {
+		err = c.decl.Check(&m)
+	}
+	if err != nil {
+		return Message{}, &DecodeError{Err: err}
+	}
+	return m, nil
 }
 
 // Dial connects to an orchestrator's WebSocket endpoint at url
@@ -74,14 +136,7 @@ func (c *Conn) Read(ctx context.Context) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	if typ != websocket.MessageText {
-		return Message{}, &DecodeError{Err: errors.New("binary frames are not part of the protocol")}
-	}
-	m, err := Decode(data)
-	if err != nil {
-		return Message{}, &DecodeError{Err: err}
-	}
-	return m, nil
+	return c.decode(typ, data)
 }
 
 // ErrIdle is returned by ReadIdle when no data arrived for its idle limit.
@@ -109,14 +164,7 @@ func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error
 		return Message{}, err
 	}
 	t.Stop()
-	if typ != websocket.MessageText {
-		return Message{}, &DecodeError{Err: errors.New("binary frames are not part of the protocol")}
-	}
-	m, err := Decode(data)
-	if err != nil {
-		return Message{}, &DecodeError{Err: err}
-	}
-	return m, nil
+	return c.decode(typ, data)
 }
 
 // idleReader restarts an idle timer whenever data arrives.
@@ -154,6 +202,28 @@ func (c *Conn) Write(ctx context.Context, m Message) error {
 // Close closes the connection with a normal status and reason.
 func (c *Conn) Close(reason string) error {
 	return c.ws.Close(websocket.StatusNormalClosure, reason)
+}
+
+// CloseGoingAway closes the connection with status 1001 (going away): the
+// sender is stopping. It sends the close frame and waits (at most 5 s) for
+// the peer's, which a concurrent Read consumes.
+func (c *Conn) CloseGoingAway(reason string) error {
+	return c.ws.Close(websocket.StatusGoingAway, reason)
+}
+
+// ClosedCleanly reports whether err ends a connection that the peer closed
+// on purpose, with status 1000 (normal) or 1001 (going away), and the
+// reason it gave. Any other error (a dropped connection, a timeout, a
+// protocol error) is not a clean close.
+func ClosedCleanly(err error) (reason string, ok bool) {
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) {
+		return "", false
+	}
+	if ce.Code != websocket.StatusNormalClosure && ce.Code != websocket.StatusGoingAway {
+		return "", false
+	}
+	return ce.Reason, true
 }
 
 // CloseNow closes the connection without the closing handshake.

@@ -184,7 +184,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		if time.Since(start) > 10*time.Second {
 			backoff = w.cfg.ReconnectMin
 		}
-		w.log.Warn("connection to orchestrator ended; reconnecting", "err", err, "in", backoff)
+		if reason, ok := protocol.ClosedCleanly(err); ok {
+			w.log.Info("the orchestrator closed the connection; reconnecting", "reason", reason, "in", backoff)
+		} else {
+			w.log.Warn("connection to orchestrator ended; reconnecting", "err", err, "in", backoff)
+		}
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
@@ -252,7 +256,7 @@ func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
 		}
 		c.Docker = &d
 	}
-	return c, maps.Clone(w.notes)
+	return c, protocol.FitNotes(w.notes)
 }
 
 // session is one connection: register, then serve until it ends.
@@ -266,6 +270,14 @@ func (w *Worker) session(ctx context.Context) error {
 	defer conn.CloseNow()
 
 	caps, notes := w.capabilities()
+	if caps.Docker != nil {
+		// The register frame is read before authentication, under a
+		// few KiB: the builds held follow in "capabilities" once
+		// registered (reportBuilds below).
+		d := *caps.Docker
+		d.BuildCache, d.BuiltImages = nil, nil
+		caps.Docker = &d
+	}
 	err = conn.Write(ctx, protocol.Message{
 		Type: protocol.TypeRegister, Version: protocol.Version, Name: w.cfg.Name,
 		Capabilities: &caps, Notes: notes, Token: w.cfg.JoinToken,
@@ -312,6 +324,11 @@ func (w *Worker) session(ctx context.Context) error {
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
 	go func() { defer s.wg.Done(); s.guardHeap(sctx) }()
+	s.reportBuilds(sctx)
+	// A worker that stops says so (close status 1001) rather than drop
+	// the connection; the read loop ends when the close completes.
+	stopClose := context.AfterFunc(ctx, func() { conn.CloseGoingAway("worker stopping") })
+	defer stopClose()
 	err = s.readLoop(sctx)
 	end()
 	s.stopAll()
@@ -342,7 +359,9 @@ type runningTask struct {
 
 func (s *session) readLoop(ctx context.Context) error {
 	for {
-		m, err := s.conn.Read(ctx)
+		// Not cancelled with ctx: a stopping worker closes the
+		// connection cleanly (session), which ends this read.
+		m, err := s.conn.Read(context.WithoutCancel(ctx))
 		if err != nil {
 			var de *protocol.DecodeError
 			if errors.As(err, &de) {

@@ -1,0 +1,427 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/client"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
+)
+
+// startServeLimited starts the test binary as `zerverless serve` on addr
+// with its store in dir, under an open-file limit of nofile (soft and
+// hard), with extra flags. Its log goes to the returned buffer; t's
+// cleanup kills it.
+func startServeLimited(t *testing.T, nofile int, addr, dir string, flags ...string) (*serveProc, *lockedBuffer) {
+	t.Helper()
+	args := append([]string{"serve", "--addr", addr, "--data", dir, "--log-level", "warn"}, flags...)
+	script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile)
+	cmd := exec.Command("sh", append([]string{"-c", script, os.Args[0]}, args...)...)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	var logs lockedBuffer
+	cmd.Stdout = io.Discard
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", tail(logs.String(), 4000))
+		}
+	})
+	return p, &logs
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// openFiles counts the open descriptors of process pid.
+func openFiles(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatalf("count descriptors of %d: %v", pid, err)
+	}
+	return len(ents)
+}
+
+// rssBytes is the resident set of process pid.
+func rssBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("VmRSS %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// floodConn is one attacking connection's behaviour: it holds the
+// connection as long as the server lets it and redials when it is closed.
+type floodKind int
+
+const (
+	slowHeaders floodKind = iota // a request's headers, one byte a second
+	idleKeepAlive                // one GET /health, then nothing
+	slowBody                     // a function call whose body comes one byte a second
+)
+
+func (k floodKind) hold(ctx context.Context, c net.Conn, host string) {
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	trickle := func(b []byte) {
+		for i := 0; ctx.Err() == nil; i++ {
+			if _, err := c.Write(b[i%len(b) : i%len(b)+1]); err != nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-ticker.C:
+			}
+		}
+	}
+	switch k {
+	case slowHeaders:
+		fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: %s\r\n", host)
+		trickle([]byte("X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"))
+	case idleKeepAlive:
+		fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		// Idle until the server closes it.
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
+		c.Read(make([]byte, 1))
+	case slowBody:
+		fmt.Fprintf(c, "POST /flood/echo HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n", host)
+		trickle([]byte("x"))
+	}
+}
+
+// TestServeConnectionFlood holds 10,000 slow or idle connections to a
+// `serve` whose open-file limit is 4,096, from 40 loopback addresses
+// (more than one address may hold, more than the server may hold in
+// total), redialing whenever the server closes one. Throughout, /health
+// answers from another address, a job submitted meanwhile completes, the
+// server never runs out of descriptors, and its limits are seen to act.
+func TestServeConnectionFlood(t *testing.T) {
+	const (
+		nofile  = 4096
+		conns   = 10000
+		sources = 40
+	)
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, logs := startServeLimited(t, nofile, addr, dir, "--workers", "2",
+		"--read-header-timeout", "3s", "--idle-timeout", "3s", "--body-grace", "2s")
+	url := "http://" + addr
+	c := waitServing(t, p, url, dir)
+	pid := p.cmd.Process.Pid
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Deploy(ctx, "flood", "echo", job.DeployRequest{Runtime: job.TypeLua, Code: `function handle(req) return "ok" end`}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		ws, err := c.Workers(ctx)
+		if err != nil || len(ws) != 2 {
+			return fmt.Errorf("workers %d, %v", len(ws), err)
+		}
+		return nil
+	})
+	baseline := openFiles(t, pid)
+
+	// The attack.
+	attack, stopAttack := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var dials, held atomic.Int64
+	for i := range conns {
+		src := fmt.Sprintf("127.0.0.%d", 10+i%sources)
+		kind := floodKind(i % 3)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+			for attack.Err() == nil {
+				nc, err := d.DialContext(attack, "tcp", addr)
+				if err == nil {
+					dials.Add(1)
+					held.Add(1)
+					kind.hold(attack, nc, addr)
+					held.Add(-1)
+					nc.Close()
+				}
+				select {
+				case <-attack.Done():
+				case <-time.After(2*time.Second + rand.N(2*time.Second)):
+				}
+			}
+		}()
+	}
+	defer func() {
+		stopAttack()
+		wg.Wait()
+	}()
+
+	// Watch the server's descriptors and /health from 127.0.0.1, with a
+	// fresh connection each time.
+	var maxFiles atomic.Int64
+	var healthFails atomic.Int64
+	var healthMax atomic.Int64
+	var healthErr atomic.Value
+	watch, stopWatch := context.WithCancel(ctx)
+	var wwg sync.WaitGroup
+	wwg.Add(2)
+	go func() {
+		defer wwg.Done()
+		for watch.Err() == nil {
+			if n := int64(openFiles(t, pid)); n > maxFiles.Load() {
+				maxFiles.Store(n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wwg.Done()
+		// A generous timeout: the check is that /health answers, not how
+		// fast on a shared machine; the slowest answer is logged.
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for watch.Err() == nil {
+			start := time.Now()
+			resp, err := hc.Get(url + "/health")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			if err != nil {
+				healthFails.Add(1)
+				healthErr.Store(err.Error())
+			}
+			if d := time.Since(start); int64(d) > healthMax.Load() {
+				healthMax.Store(int64(d))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+
+	// Let the attack fill the server, then submit a job and wait for it.
+	eventually(t, 60*time.Second, func() error {
+		if n := openFiles(t, pid); n < nofile/2 {
+			return fmt.Errorf("the server holds %d descriptors; the attack has not filled it yet (%d connections held)", n, held.Load())
+		}
+		return nil
+	})
+	jc := client.New(url, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).WithToken(adminToken(dir))
+	v, err := jc.Submit(ctx, job.Request{Type: job.TypeLua, Code: `return 6 * 7`})
+	if err != nil {
+		t.Fatalf("submit during the flood: %v", err)
+	}
+	v, err = jc.Await(ctx, v.ID, 5*time.Second)
+	if err != nil || v.Status != job.StatusCompleted {
+		t.Fatalf("job submitted during the flood: %s %v", v.Status, err)
+	}
+	// The attack lasts past every deadline the server applies (header
+	// 3 s, idle 3 s, body 2 s of grace), with /health watched.
+	select {
+	case <-ctx.Done():
+	case <-time.After(8 * time.Second):
+	}
+	stopWatch()
+	wwg.Wait()
+
+	token := adminToken(dir)
+	refused := metricValues(t, url+"/metrics", token, "zerverless_http_connections_refused_total")[""]
+	evicted := metricValues(t, url+"/metrics", token, "zerverless_http_connections_evicted_total")[""]
+	t.Logf("%d dials, %d held at the end; server descriptors %d before, at most %d during (limit %d); refused %v, evicted %v; slowest /health %s",
+		dials.Load(), held.Load(), baseline, maxFiles.Load(), nofile, refused, evicted, time.Duration(healthMax.Load()))
+	if n := healthFails.Load(); n > 0 {
+		t.Errorf("/health failed %d times during the flood, last: %v", n, healthErr.Load())
+	}
+	if m := maxFiles.Load(); m >= nofile {
+		t.Errorf("the server held %d descriptors, its limit is %d", m, nofile)
+	}
+	if refused == 0 || evicted == 0 {
+		t.Errorf("the connection limits never acted (refused %v, evicted %v)", refused, evicted)
+	}
+	if l := logs.String(); strings.Contains(l, "too many open files") {
+		t.Errorf("the server ran out of descriptors:\n%s", tail(l, 2000))
+	}
+	ws, err := jc.Workers(ctx)
+	if err != nil || len(ws) != 2 {
+		t.Errorf("after the flood: %d workers, %v; want the 2 embedded workers still connected", len(ws), err)
+	}
+
+	stopAttack()
+	wg.Wait()
+	eventually(t, 30*time.Second, func() error {
+		if n := openFiles(t, pid); n > baseline+50 {
+			return fmt.Errorf("the server still holds %d descriptors after the flood, %d before", n, baseline)
+		}
+		return nil
+	})
+}
+
+// TestServeRegisterFlood opens 100 worker WebSockets that each start a
+// 60 MiB "register" frame and send as much of it as the server reads:
+// the server reads no more than its pre-authentication limit of each,
+// closes them with 1009 (message too big), and its resident memory grows
+// by less than 100 MiB.
+func TestServeRegisterFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "0")
+	waitServing(t, p, "http://"+addr, dir)
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+
+	const conns, frame = 100, 60 << 20
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	statuses := make(chan int, conns)
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, err := protocoltest.DialRawWS(addr, "", "/ws/volunteer")
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				statuses <- 0
+				return
+			}
+			defer ws.Conn.Close()
+			ws.StartText(frame)
+			ws.Write([]byte(`{"type":"register","version":1,"capabilities":{"concurrency":1},"notes":{"x":"`))
+			chunk := bytes.Repeat([]byte("A"), 1<<20)
+			ws.Conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+			for n := 0; n < frame-(2<<20); n += len(chunk) {
+				if _, err := ws.Write(chunk); err != nil {
+					break
+				}
+				sent.Add(int64(len(chunk)))
+			}
+			code, _ := ws.CloseStatus(30 * time.Second)
+			statuses <- code
+		}()
+	}
+	wg.Wait()
+	close(done)
+	close(statuses)
+	for code := range statuses {
+		if code != 1009 {
+			t.Errorf("a 60 MiB register frame ended with close status %d, want 1009 (message too big)", code)
+			break
+		}
+	}
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent by the clients before the server closed them", before>>20, peak.Load()>>20, sent.Load()>>20)
+	if grown >= 100<<20 {
+		t.Errorf("the server's RSS grew by %d MiB under 100 register frames of 60 MiB, want less than 100 MiB", grown>>20)
+	}
+}
+
+// TestServeRefusesNonsenseNetSettings starts serve with each connection
+// setting out of its range: each is refused at start, naming the flag.
+func TestServeRefusesNonsenseNetSettings(t *testing.T) {
+	for _, args := range [][]string{
+		{"--max-conns", "-1"},
+		{"--max-conns", "100000000"},
+		{"--max-conns-per-addr", "0"},
+		{"--max-conns", "100", "--max-conns-per-addr", "101"},
+		{"--max-worker-sessions", "-3"},
+		{"--read-header-timeout", "0s"},
+		{"--idle-timeout", "-1s"},
+		{"--min-body-rate", "0"},
+		{"--body-grace", "0s"},
+		{"--max-register-bytes", "0"},
+		{"--max-register-bytes", "-5"},
+		{"--addr", ""},
+		{"--addr", "nonsense"},
+		{"--workers", "-1"},
+	} {
+		var out, errOut lockedBuffer
+		full := append([]string{"serve", "--data", t.TempDir(), "--workers", "0"}, args...)
+		code := run(context.Background(), full, &out, &errOut, func(string) string { return "" })
+		flag := args[len(args)-2]
+		if code != 2 || !strings.Contains(errOut.String(), flag) {
+			t.Errorf("serve %v: status %d, stderr %q; want 2 and a message naming %s", args, code, errOut.String(), flag)
+		}
+	}
+}
+
+func TestDescribeListen(t *testing.T) {
+	ifaddrs := []net.Addr{
+		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+		&net.IPNet{IP: net.ParseIP("192.168.1.5"), Mask: net.CIDRMask(24, 32)},
+		&net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)},
+		&net.IPNet{IP: net.ParseIP("2001:db8::5"), Mask: net.CIDRMask(64, 128)},
+	}
+	for _, tc := range []struct {
+		bound *net.TCPAddr
+		want  string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 8000}, "http://127.0.0.1:8000"},
+		{&net.TCPAddr{IP: net.ParseIP("10.0.0.2"), Port: 80}, "http://10.0.0.2:80"},
+		{&net.TCPAddr{IP: net.IPv4zero.To4(), Port: 8000}, "every interface, port 8000 (http://127.0.0.1:8000, http://192.168.1.5:8000)"},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 8000}, "every interface, port 8000 (http://127.0.0.1:8000, http://192.168.1.5:8000, http://[2001:db8::5]:8000)"},
+	} {
+		if got := describeListen(tc.bound, ifaddrs); got != tc.want {
+			t.Errorf("bound %s: %q, want %q", tc.bound, got, tc.want)
+		}
+	}
+}
