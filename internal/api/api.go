@@ -72,10 +72,10 @@ func newServer(cfg Config, adm *admission.Service, log *slog.Logger) (*server, e
 	if adm == nil {
 		return nil, errors.New("api: the admission service is required (there is no open mode)")
 	}
+	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	if cfg.StartTime.IsZero() {
 		cfg.StartTime = time.Now()
 	}

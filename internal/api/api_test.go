@@ -92,6 +92,8 @@ func TestSubmitMalformed(t *testing.T) {
 		{"negative timeout", `{"job_type":"lua","code":"x","timeout_seconds":-1}`, 400, "timeout_seconds"},
 		{"zero timeout", `{"job_type":"lua","code":"x","timeout_seconds":0}`, 400, "timeout_seconds"},
 		{"huge timeout", `{"job_type":"lua","code":"x","timeout_seconds":1e400}`, 400, "timeout_seconds"},
+		{"input beyond float64", `{"job_type":"lua","code":"x","input_data":1e999999999}`, 400, "input_data"},
+		{"nested input beyond float64", `{"job_type":"lua","code":"x","input_data":{"a":[0,-1e309]}}`, 400, "input_data.a[1]"},
 		{"invalid base64", `{"job_type":"wasm","wasm":"not base64!!"}`, 400, "wasm"},
 		{"non-wasm module", `{"job_type":"wasm","wasm":"` + b64("#!/bin/sh\necho hi") + `"}`, 400, "wasm"},
 		{"missing module", `{"job_type":"wasm"}`, 400, "wasm"},
