@@ -334,6 +334,18 @@ func TestList(t *testing.T) {
 		t.Fatalf("empty list: %s", res.body)
 	}
 
+	// Items are summaries: sizes of the result's parts, not their content.
+	svc.Finish("job-1", job.Result{Status: job.StatusCompleted, Output: strings.Repeat("o", 5000), Result: json.RawMessage(`"vvvv"`),
+		Error: strings.Repeat("e", 5000), Files: map[string][]byte{"f": make([]byte, 300)}})
+	res = do(t, h, "GET", "/api/jobs?status=completed", nil)
+	if err := json.Unmarshal(res.body, &list); err != nil || len(list.Jobs) != 1 {
+		t.Fatalf("list: %d %s", res.status, res.body)
+	}
+	if s := list.Jobs[0]; s.ResultSummary == nil || s.OutputBytes != 5000 || s.ResultBytes != 6 || s.Files != 1 || s.FilesBytes != 300 ||
+		len(s.Error) > job.SummaryTextBytes || bytes.Contains(res.body, []byte("ooooo")) || bytes.Contains(res.body, []byte(`"output"`)) {
+		t.Fatalf("listed summary: %s", res.body)
+	}
+
 	n := len(svc.Filters())
 	for _, tt := range []struct{ query, field string }{
 		{"status=done", "status"},
@@ -344,6 +356,8 @@ func TestList(t *testing.T) {
 		{"limit=100000", "limit"},
 		{"cursor=" + strings.Repeat("c", 2000), "cursor"},
 		{"include=everything", "include"},
+		{"include=spec", "include"},
+		{"job_type=docker", "job_type"},
 	} {
 		res := do(t, h, "GET", "/api/jobs?"+tt.query, nil)
 		if res.status != 400 || res.json(t)["field"] != tt.field {

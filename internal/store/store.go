@@ -81,9 +81,10 @@ type JobFilter struct {
 
 // Expiry says what one ExpireJobs call removes.
 type Expiry struct {
-	// FinishedBefore: terminal jobs that finished before it are removed.
+	// FinishedBefore: terminal jobs that finished before it are removed
+	// (required, code invalid otherwise).
 	FinishedBefore time.Time
-	// Now is recorded as the removal time of each job.
+	// Now is recorded as the removal time of each job (required).
 	Now time.Time
 	// ForgetBefore: tombstones of jobs removed before it are removed.
 	// Zero keeps every tombstone.

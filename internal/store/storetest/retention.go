@@ -182,8 +182,9 @@ func testExpireJobsBounds(t *testing.T, h harness) {
 	if len(ids) != 0 {
 		t.Errorf("jobs left after draining: %v", ids)
 	}
-	if _, err := s.ExpireJobs(ctx, store.Expiry{}); job.ErrorCode(err) != job.CodeInvalid && err == nil {
-		t.Errorf("ExpireJobs with zero times: %v", err)
+	// FinishedBefore and Now are required.
+	if _, err := s.ExpireJobs(ctx, store.Expiry{}); job.ErrorCode(err) != job.CodeInvalid {
+		t.Errorf("ExpireJobs with zero times: %v, want invalid", err)
 	}
 }
 
