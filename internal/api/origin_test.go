@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -119,4 +120,28 @@ func TestFunctionsConfigValidate(t *testing.T) {
 			t.Errorf("domain %q accepted", d)
 		}
 	}
+}
+
+// FuzzHostOnlyCookies checks that no Set-Cookie value a function writes
+// keeps a Domain attribute, however it is spelled.
+func FuzzHostOnlyCookies(f *testing.F) {
+	for _, s := range []string{"a=1; Domain=x", "a=1;domain=.x;Path=/", "a=\"x;Domain=y\"", "a=1; \tDOMAIN\t= x ; Secure", "a=1;;Domain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		out := hostOnlyCookies([]string{v})
+		if len(out) != 1 {
+			t.Fatalf("%d values out of one", len(out))
+		}
+		parts := strings.Split(out[0], ";")
+		for _, attr := range parts[1:] {
+			name, _, _ := strings.Cut(attr, "=")
+			if strings.EqualFold(strings.TrimSpace(name), "domain") {
+				t.Fatalf("%q kept a Domain attribute: %q", v, out[0])
+			}
+		}
+		if !strings.HasPrefix(v, parts[0]) {
+			t.Fatalf("%q lost its name and value: %q", v, out[0])
+		}
+	})
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,7 +129,7 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 		c.printJSON(d)
 		return ExitOK
 	}
-	fmt.Fprintf(c.stdout, "deployed %s version %d (%s): %s%s\n", d.Name(), d.Version, d.Runtime, cl.BaseURL(), d.URL)
+	fmt.Fprintf(c.stdout, "deployed %s version %d (%s): %s\n", d.Name(), d.Version, d.Runtime, functionURL(cl.BaseURL(), d.URL))
 	return ExitOK
 }
 
@@ -166,7 +167,7 @@ func (c *command) deployments(ctx context.Context, args []string) int {
 			conc = fmt.Sprint(d.MaxConcurrency)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%gs\t%s\t%s\t%s\n", d.Name(), d.Runtime, d.Version, d.TimeoutSeconds,
-			conc, age(now, d.UpdatedAt), d.URL)
+			conc, age(now, d.UpdatedAt), functionURL(cl.BaseURL(), d.URL))
 	}
 	tw.Flush()
 	return ExitOK
@@ -191,4 +192,19 @@ func (c *command) undeploy(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(c.stdout, "removed %s/%s\n", ns, path)
 	return ExitOK
+}
+
+// functionURL resolves a deployment's url (a path on the API's host, or
+// "//NS.<functions domain>/PATH" on a namespace's own host) against the
+// API's base URL.
+func functionURL(base, ref string) string {
+	b, err := url.Parse(base)
+	if err != nil {
+		return base + ref
+	}
+	r, err := url.Parse(ref)
+	if err != nil {
+		return base + ref
+	}
+	return b.ResolveReference(r).String()
 }
