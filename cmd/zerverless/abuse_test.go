@@ -97,9 +97,9 @@ func rssBytes(t *testing.T, pid int) int64 {
 type floodKind int
 
 const (
-	slowHeaders floodKind = iota // a request's headers, one byte a second
-	idleKeepAlive                // one GET /health, then nothing
-	slowBody                     // a function call whose body comes one byte a second
+	slowHeaders   floodKind = iota // a request's headers, one byte a second
+	idleKeepAlive                  // one GET /health, then nothing
+	slowBody                       // a function call whose body comes one byte a second
 )
 
 func (k floodKind) hold(ctx context.Context, c net.Conn, host string) {
