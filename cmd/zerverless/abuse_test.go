@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
+	"github.com/zerverless/zerverless/internal/worker"
 )
 
 // startServeLimited starts the test binary as `zerverless serve` on addr
@@ -95,9 +97,9 @@ func rssBytes(t *testing.T, pid int) int64 {
 type floodKind int
 
 const (
-	slowHeaders floodKind = iota // a request's headers, one byte a second
-	idleKeepAlive                // one GET /health, then nothing
-	slowBody                     // a function call whose body comes one byte a second
+	slowHeaders   floodKind = iota // a request's headers, one byte a second
+	idleKeepAlive                  // one GET /health, then nothing
+	slowBody                       // a function call whose body comes one byte a second
 )
 
 func (k floodKind) hold(ctx context.Context, c net.Conn, host string) {
@@ -422,6 +424,72 @@ func TestDescribeListen(t *testing.T) {
 	} {
 		if got := describeListen(tc.bound, ifaddrs); got != tc.want {
 			t.Errorf("bound %s: %q, want %q", tc.bound, got, tc.want)
+		}
+	}
+}
+
+// TestCleanCloseLogged stops a worker, then the server with another worker
+// connected: each side logs the other's clean close as one, with its
+// reason, and neither logs a dropped connection.
+func TestCleanCloseLogged(t *testing.T) {
+	var srvLog lockedBuffer
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Log = slog.New(slog.NewTextHandler(&srvLog, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv, err := StartServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	runWorker := func(name string, log *lockedBuffer) (stop func()) {
+		ro := DefaultRuntimeOptions()
+		ro.Only = []job.Type{job.TypeLua}
+		rts, err := BuildRuntimes(context.Background(), ro, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rts.Close(context.Background()) })
+		wc := worker.DefaultConfig()
+		wc.URL = srv.WorkerURL()
+		wc.Name = name
+		wc.JoinToken = testWorkerSecret
+		w := worker.New(wc, rts.Set, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.Run(ctx)
+		}()
+		eventually(t, 10*time.Second, func() error {
+			if w.ID() == "" {
+				return fmt.Errorf("%s is not registered", name)
+			}
+			return nil
+		})
+		return func() { cancel(); <-done }
+	}
+
+	var w1Log, w2Log lockedBuffer
+	stop1 := runWorker("w1", &w1Log)
+	stop2 := runWorker("w2", &w2Log)
+	defer stop2()
+	stop1()
+	eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(srvLog.String(), `closed_by_worker="worker stopping"`) {
+			return fmt.Errorf("server log has no clean close of w1:\n%s", srvLog.String())
+		}
+		return nil
+	})
+	srv.Close()
+	eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(w2Log.String(), "the orchestrator closed the connection") || !strings.Contains(w2Log.String(), "shutting down") {
+			return fmt.Errorf("w2 log has no clean close by the orchestrator:\n%s", w2Log.String())
+		}
+		return nil
+	})
+	for name, l := range map[string]string{"server": srvLog.String(), "w1": w1Log.String(), "w2": w2Log.String()} {
+		if strings.Contains(l, "frame header") || strings.Contains(l, "EOF") {
+			t.Errorf("%s logged a clean close as a dropped connection:\n%s", name, l)
 		}
 	}
 }

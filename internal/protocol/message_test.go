@@ -2,7 +2,10 @@ package protocol
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -73,4 +76,24 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-decode of %s: %v", out, err)
 		}
 	})
+}
+
+// TestFitNotes checks that FitNotes makes any notes acceptable to
+// DefaultDeclarationLimits.
+func TestFitNotes(t *testing.T) {
+	notes := map[string]string{"python": strings.Repeat("é", 4000), "lua": "ok"}
+	for i := range 50 {
+		notes[fmt.Sprint("z", i)] = "x"
+	}
+	fit := FitNotes(notes)
+	m := Message{Type: TypeRegister, Notes: fit}
+	if err := DefaultDeclarationLimits().Check(&m); err != nil {
+		t.Fatalf("fitted notes refused: %v", err)
+	}
+	if fit["lua"] != "ok" || !strings.HasPrefix(fit["python"], "éé") || !utf8.ValidString(fit["python"]) {
+		t.Fatalf("fitted notes lost or broke what fits: %q", fit["lua"])
+	}
+	if len(notes["python"]) != 8000 {
+		t.Fatal("FitNotes changed its argument")
+	}
 }
