@@ -110,10 +110,7 @@ func (o *Orchestrator) dispatchLocked() []start {
 // ending, and a job passed from one to the next would lose an attempt each
 // time.
 func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
-	for !o.closed && !w.gone && w.free() > 0 {
-		if o.bannedLocked(w) {
-			break
-		}
+	for o.acceptsWorkLocked(w) {
 		e := o.queue.next(&w.caps, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
 		if e == nil {
 			break
@@ -125,6 +122,25 @@ func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 		starts = append(starts, o.assignLocked(e, w))
 	}
 	return starts
+}
+
+// acceptsWorkLocked reports whether w may be given any job now: the
+// orchestrator is not closing, w's session is live, not banned, and has a
+// free slot.
+func (o *Orchestrator) acceptsWorkLocked(w *worker) bool {
+	return !o.closed && !w.gone && w.free() > 0 && !o.bannedLocked(w)
+}
+
+// canTakeLocked reports whether w may be given e now. It is the one test
+// of eligibility: the queue applies its parts (acceptsWorkLocked, then
+// eligibleLocked per job), and every other path that picks a worker for a
+// job (a build's cache holder) calls it whole.
+func (o *Orchestrator) canTakeLocked(w *worker, e *entry) bool {
+	if !o.acceptsWorkLocked(w) {
+		return false
+	}
+	ok, _ := o.eligibleLocked(w, e)
+	return ok
 }
 
 // assignLocked moves e from the queue to w under a new lease.
