@@ -194,8 +194,10 @@ type Orchestrator struct {
 	// nsPending counts pending jobs per namespace as counts does (a
 	// replicated job once, whatever its replicas), for the pending quota.
 	nsPending map[string]int
-	// strikes counts, per worker owner, results that lost quorum.
+	// strikes counts, per reputation key, results that lost quorum.
 	strikes map[string]int
+	// standings are what each reputation key did with its leases.
+	standings map[string]*standing
 
 	policies policyCache
 	buckets  rateLimiter
@@ -229,6 +231,13 @@ type entry struct {
 	rep    *replication
 	// lostRun is set when the job ran out of attempts by losing workers.
 	lostRun bool
+	// lostBy are the untrusted identities (reputation keys) that lost a
+	// lease of this job (of any of its replicas, on a replicated job); they
+	// are not given it again.
+	lostBy map[string]bool
+	// trustedOnly keeps the job off untrusted workers: a function
+	// invocation whose deployment does not allow anonymous workers.
+	trustedOnly bool
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
@@ -258,6 +267,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		nsRunning: make(map[string]int),
 		nsPending: make(map[string]int),
 		strikes:   make(map[string]int),
+		standings: make(map[string]*standing),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {

@@ -22,6 +22,7 @@ type worker struct {
 	id          string
 	trusted     bool
 	owner       string
+	secret      string // the join token presented; see identity
 	conn        *protocol.Conn
 	name        string
 	remote      string
@@ -237,6 +238,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		id:          uuid.NewString(),
 		trusted:     who.trusted,
 		owner:       who.owner,
+		secret:      who.secret,
 		conn:        conn,
 		name:        m.Name,
 		remote:      remote,
@@ -291,7 +293,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	if werr := <-writerDone; err == nil {
 		err = werr
 	}
-	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id))
+	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id), true)
 	log.Info("worker disconnected", "reason", err)
 	return err
 }
@@ -390,6 +392,7 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
 	if current {
+		o.resultLocked(w)
 		r := m.Result
 		r.WorkerID = w.id
 		r.Attempt = e.job.Attempt
@@ -471,9 +474,11 @@ func (o *Orchestrator) dispatchExceptLocked(skip *worker) []start {
 	return starts
 }
 
-// dropWorker ends w's session: its jobs go back to pending with
-// attempt+1, or fail when out of attempts.
-func (o *Orchestrator) dropWorker(w *worker, why string) {
+// dropWorker ends w's session: its jobs go back to pending. With lost set
+// (the worker went away) each is a lost lease (loseLeaseLocked: attempt+1
+// when w is in good standing, or failed when out of attempts); otherwise
+// (the orchestrator ended the session) they keep their attempts.
+func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 	o.mu.Lock()
 	if w.gone {
 		o.mu.Unlock()
@@ -488,7 +493,17 @@ func (o *Orchestrator) dropWorker(w *worker, why string) {
 		if !ok || e.final || e.worker != w || e.job.LeaseID != leaseID {
 			continue
 		}
-		o.requeueLocked(e, true, why)
+		switch {
+		case !lost:
+			o.requeueLocked(e, false, "")
+			e.job.Reason = "re-queued: " + why
+		case o.closed:
+			// The orchestrator is stopping; the job was not at fault,
+			// nor was the worker.
+			o.requeueLocked(e, true, why)
+		default:
+			o.loseLeaseLocked(e, w, why)
+		}
 		changed = append(changed, e)
 	}
 	w.leases = nil

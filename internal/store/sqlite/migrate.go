@@ -11,11 +11,12 @@ import (
 // To change the schema, append one entry (its SQL in a constant below);
 // never edit, remove or reorder an entry that has shipped.
 var migrations = []string{
-	schemaJobs,          // 1: jobs, their specs, counts by status
-	schemaDeployments,   // 2: function deployments
-	schemaBuildContexts, // 3: uploaded build contexts
-	schemaTenancy,       // 4: tokens, namespace policies, build context owners
-	schemaOwnerIndex,    // 5: build context owners by namespace, for quotas
+	schemaJobs,                       // 1: jobs, their specs, counts by status
+	schemaDeployments,                // 2: function deployments
+	schemaBuildContexts,              // 3: uploaded build contexts
+	schemaTenancy,                    // 4: tokens, namespace policies, build context owners
+	schemaOwnerIndex,                 // 5: build context owners by namespace, for quotas
+	schemaDeploymentAnonymousWorkers, // 6: deployments that anonymous workers may run
 }
 
 // migrate applies, in one transaction, every migration the database has not
