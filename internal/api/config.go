@@ -55,10 +55,10 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		MaxBodyBytes:    64 << 20,
-		MaxWait:         60 * time.Second,
-		RequestLimits:   job.DefaultRequestLimits(),
-		WorkerReadLimit: protocol.DefaultReadLimit,
+		MaxBodyBytes:        64 << 20,
+		MaxWait:             60 * time.Second,
+		RequestLimits:       job.DefaultRequestLimits(),
+		WorkerReadLimit:     protocol.DefaultReadLimit,
 		WorkerRegisterLimit: protocol.DefaultRegisterReadLimit,
 		WorkerDeclarations:  protocol.DefaultDeclarationLimits(),
 		Version:             "dev",

@@ -120,6 +120,9 @@ func (s *Service) Invoke(ctx context.Context, urlPath string, req job.FunctionRe
 		Input:          input,
 		TimeoutSeconds: &timeout,
 		MemoryMB:       d.MemoryMB,
+		// The invocation carries env and the caller's headers: it goes
+		// to anonymous workers only where the deployment allows them.
+		AnonymousWorkers: d.AnonymousWorkers,
 	}
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.QueueWait+d.Timeout()+s.cfg.StopGrace)
 	defer cancel()

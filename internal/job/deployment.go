@@ -40,6 +40,12 @@ type Deployment struct {
 	// Public functions answer anyone; a private one answers only requests
 	// with a token of its namespace or an admin token.
 	Public bool `json:"public"`
+	// AnonymousWorkers lets the function's invocations run on anonymous
+	// volunteers' workers (with open volunteering), which then see its
+	// env and its callers' requests, headers and cookies included, and
+	// could answer falsely. Off by default: invocations go only to trusted
+	// workers.
+	AnonymousWorkers bool `json:"anonymous_workers"`
 	// Version is 1 when first deployed, +1 at every redeploy.
 	Version   int64     `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
@@ -84,6 +90,9 @@ type DeployRequest struct {
 	// Public is true when absent: a function answers anyone unless
 	// deployed with "public": false.
 	Public *bool `json:"public,omitempty"`
+	// AnonymousWorkers (default false) lets anonymous volunteers run the
+	// function; see Deployment.AnonymousWorkers.
+	AnonymousWorkers bool `json:"anonymous_workers,omitempty"`
 }
 
 // DeployLimits bound what a deployment may ask for. Every field has a
@@ -281,7 +290,9 @@ func (r *DeployRequest) NewDeployment(namespace, path, digest string, now time.T
 		MemoryMB:       r.MemoryMB,
 		MaxConcurrency: r.MaxConcurrency,
 		Public:         r.Public == nil || *r.Public,
-		CreatedAt:      now,
-		UpdatedAt:      now,
+
+		AnonymousWorkers: r.AnonymousWorkers,
+		CreatedAt:        now,
+		UpdatedAt:        now,
 	}
 }

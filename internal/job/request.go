@@ -16,6 +16,12 @@ import (
 
 // Request is the body of POST /api/jobs: the flat shape of the design.
 type Request struct {
+	// AnonymousWorkers lets a function invocation run on workers without
+	// a join token (set from its deployment's anonymous_workers); an
+	// invocation goes only to trusted workers otherwise. It is never
+	// decoded from a request body and does not apply to jobs.
+	AnonymousWorkers bool `json:"-"`
+
 	Type           Type              `json:"job_type"`
 	Namespace      string            `json:"namespace,omitempty"`
 	MaxAttempts    int               `json:"max_attempts,omitempty"`

@@ -53,8 +53,10 @@ func (o *Orchestrator) admitBuild(r *job.Request) error {
 	return nil
 }
 
-// buildHolderLocked returns another worker with a free slot that already
-// holds the result of e's build, when w does not; nil otherwise.
+// buildHolderLocked returns another worker that already holds the result
+// of e's build, when w does not, and may take e now by every rule the
+// queue applies (canTakeLocked: a free slot, capabilities, trust, bans,
+// quotas, replicas on distinct workers); nil otherwise.
 func (o *Orchestrator) buildHolderLocked(e *entry, w *worker) *worker {
 	if !e.job.IsBuild() {
 		return nil
@@ -64,10 +66,7 @@ func (o *Orchestrator) buildHolderLocked(e *entry, w *worker) *worker {
 		return nil
 	}
 	for _, other := range o.workers {
-		if other == w || other.gone || other.free() <= 0 || !other.caps.HoldsBuild(key) {
-			continue
-		}
-		if ok, _ := other.caps.Accepts(e.job); ok {
+		if other != w && other.caps.HoldsBuild(key) && o.canTakeLocked(other, e) {
 			return other
 		}
 	}

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,4 +75,89 @@ func TestBuildPrefersCachedWorker(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// buildLuaCaps is a build worker that also runs Lua (to take part in a vote).
+func buildLuaCaps(concurrency int, cache ...string) job.Capabilities {
+	return job.Capabilities{Runtimes: []job.Type{job.TypeDocker, job.TypeLua}, Concurrency: concurrency,
+		Docker: &job.DockerCapabilities{Build: true, BuildCache: cache}}
+}
+
+func cachedBuild() (job.Request, string) {
+	req := job.Request{Type: job.TypeDocker, Dockerfile: "FROM busybox\nRUN true", BaseImages: []string{"busybox"}}
+	return req, req.NewJob("x", time.Now(), job.DefaultRequestLimits(), testBuildKey).Spec.Docker.Build.SourceKey
+}
+
+// TestBuildHolderKeepsReplicasApart: the replicas of a replicated build
+// never both go to the worker holding its cache, whichever worker the
+// dispatcher looks at first.
+func TestBuildHolderKeepsReplicasApart(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	req, key := cachedBuild()
+	req.Replicas = 2
+	holder := h.dial(buildLuaCaps(2, key))
+	cold := h.dial(buildLuaCaps(2))
+	holder.keepAlive()
+	cold.keepAlive()
+	p := h.submit(req)
+	a, b := holder.next(5*time.Second), cold.next(5*time.Second)
+	if !strings.HasPrefix(a.JobID, p.ID) || !strings.HasPrefix(b.JobID, p.ID) || a.JobID == b.JobID {
+		t.Fatalf("replicas went to %s and %s", a.JobID, b.JobID)
+	}
+	for _, w := range h.o.Workers() {
+		if w.Running != 1 {
+			t.Fatalf("worker %s runs %d replicas of one build: %v", w.ID, w.Running, w.RunningJobs)
+		}
+	}
+}
+
+// TestBuildHolderBanned: a banned worker gets no build job, though it
+// holds the build's cache.
+func TestBuildHolderBanned(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxStrikes = 1
+	h := newHarness(t, t.TempDir(), cfg)
+	req, key := cachedBuild()
+	liar := h.dial(buildLuaCaps(1, key))
+	a, b := h.dial(buildLuaCaps(1)), h.dial(buildLuaCaps(1))
+	for _, w := range []*rawWorker{liar, a, b} {
+		w.keepAlive()
+	}
+	// The holder loses a vote and is banned.
+	vote := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
+	tl, ta, tb := liar.next(5*time.Second), a.next(5*time.Second), b.next(5*time.Second)
+	liar.send(protocol.Message{Type: protocol.TypeResult, JobID: tl.JobID, LeaseID: tl.LeaseID,
+		Result: &job.Result{Status: job.StatusCompleted, Output: "forged"}})
+	eventually(t, 5*time.Second, func() error {
+		if r := h.job(vote.ID).Reason; !strings.HasPrefix(r, "replicated: 1 answers") {
+			return fmt.Errorf("vote: %s", r)
+		}
+		return nil
+	})
+	a.send(resultMessage(ta, job.StatusCompleted))
+	b.send(resultMessage(tb, job.StatusCompleted))
+	eventually(t, 5*time.Second, func() error {
+		if j := h.job(vote.ID); j.Status != job.StatusCompleted {
+			return fmt.Errorf("vote is %s", j.Status)
+		}
+		for _, w := range h.o.Workers() {
+			if w.ID == liar.id && !w.Banned {
+				return fmt.Errorf("the liar is not banned yet")
+			}
+		}
+		return nil
+	})
+	for range 2 {
+		j := h.submit(req)
+		eventually(t, 5*time.Second, func() error {
+			got := h.job(j.ID)
+			if got.Status != job.StatusRunning {
+				return fmt.Errorf("build is %s (%s)", got.Status, got.Reason)
+			}
+			if got.WorkerID == liar.id {
+				t.Fatalf("a banned worker got a build job")
+			}
+			return nil
+		})
+	}
 }

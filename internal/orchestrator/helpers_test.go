@@ -226,3 +226,21 @@ func testLog() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// proven gives w's identity a record of many returned results, so that the
+// leases it loses are charged to their jobs as the job's own failures (see
+// loseLeaseLocked).
+func (h *harness) proven(w *rawWorker) *rawWorker {
+	h.t.Helper()
+	eventually(h.t, 5*time.Second, func() error {
+		h.o.mu.Lock()
+		defer h.o.mu.Unlock()
+		ww, ok := h.o.workers[w.id]
+		if !ok {
+			return fmt.Errorf("worker %s is not registered yet", w.id)
+		}
+		h.o.standingLocked(ww.reputationKey()).results += 1000
+		return nil
+	})
+	return w
+}

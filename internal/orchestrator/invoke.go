@@ -13,6 +13,10 @@ import (
 // listed, and not recovered after a restart: nobody reads it after its
 // caller has the answer.
 //
+// An invocation carries what its function's deployment keeps (env) and
+// what its caller sent (headers, cookies): it goes only to trusted workers
+// unless r.AnonymousWorkers is set.
+//
 // If no worker takes the job within queueWait, it is dropped from the
 // queue and Invoke returns an unavailable error. If ctx ends first, the
 // job is canceled (its worker is told to stop) and ctx's error is
@@ -38,7 +42,8 @@ func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time
 		return nil, job.Errorf(job.CodeUnavailable, "the orchestrator is shutting down")
 	}
 	o.seq++
-	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), ephemeral: true, done: make(chan struct{})}
+	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), ephemeral: true, done: make(chan struct{}),
+		trustedOnly: !r.AnonymousWorkers}
 	done := e.done
 	o.active[j.ID] = e
 	o.countLocked(e, job.StatusPending, 1)

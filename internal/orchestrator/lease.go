@@ -15,6 +15,8 @@ func (o *Orchestrator) watchLeases() {
 	defer o.wg.Done()
 	t := time.NewTicker(leaseCheckInterval)
 	defer t.Stop()
+	tokens := time.NewTicker(o.cfg.TokenRecheckInterval)
+	defer tokens.Stop()
 	for {
 		select {
 		case <-o.stop:
@@ -22,6 +24,8 @@ func (o *Orchestrator) watchLeases() {
 		case <-t.C:
 			o.expireLeases()
 			o.refreshPolicies()
+		case <-tokens.C:
+			o.recheckTokens(context.Background())
 		}
 	}
 }
@@ -83,7 +87,7 @@ func (o *Orchestrator) expireLeases() {
 				continue
 			}
 			o.log.Warn("lease expired", "job_id", l.jobID, "worker_id", w.id)
-			o.requeueLocked(e, true, "lease expired on worker "+w.id)
+			o.loseLeaseLocked(e, w, "lease expired on worker "+w.id)
 			changed = append(changed, e)
 		}
 	}

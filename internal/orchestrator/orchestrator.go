@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,13 @@ import (
 )
 
 // Config tunes the orchestrator. DefaultConfig documents every default.
+//
+// Start from DefaultConfig and change what you need: every field is used as
+// it is set, and a zero never stands for "the default". New refuses a
+// config whose values make no sense (validate), naming the field: a
+// duration, interval or count that must be positive refuses zero and
+// negative values; a field where zero has a meaning says so in its doc
+// comment (such as a quota of zero, which is no cap).
 type Config struct {
 	// HeartbeatInterval is how often workers must send a heartbeat
 	// (default 5 s).
@@ -74,7 +82,8 @@ type Config struct {
 	// disagreement (default 7).
 	MaxReplicas int
 	// MaxStrikes is how many times a worker owner's results may lose
-	// quorum before its workers are sent no more jobs (default 3).
+	// quorum before its workers are sent no more jobs (default 3; at
+	// least 1).
 	MaxStrikes int
 	// BuildKey keys builds' source keys and default tags (HMAC-SHA-256;
 	// see job.BuildSpec.SourceKey), at least job.MinBuildKeyBytes. serve
@@ -85,6 +94,15 @@ type Config struct {
 	// Retention says how long ended jobs and their results are kept
 	// (DefaultRetentionConfig).
 	Retention RetentionConfig
+	// MaxDrops is how many leases a worker identity not in good standing
+	// may lose (by disconnecting or letting the lease expire) before its
+	// workers are sent no more jobs (default 3; at least 1). Such losses
+	// cost the job no attempt; see docs/rationale.md, "Lost leases".
+	MaxDrops int
+	// TokenRecheckInterval is how often the join token of every connected
+	// worker is checked again; a session whose token was revoked ends
+	// within this interval and its jobs go back to the queue (default 2 s).
+	TokenRecheckInterval time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -101,7 +119,68 @@ func DefaultConfig() Config {
 		MaxReplicas:       7,
 		MaxStrikes:        3,
 		Retention:         DefaultRetentionConfig(),
+		MaxDrops:          3,
+
+		TokenRecheckInterval: 2 * time.Second,
 	}
+}
+
+// validate refuses settings that would break the platform, naming each
+// field at fault.
+func (c *Config) validate() error {
+	var errs []error
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration (got %s)", name, d))
+		}
+	}
+	atLeast := func(name string, n, least int) {
+		if n < least {
+			errs = append(errs, fmt.Errorf("%s must be at least %d (got %d)", name, least, n))
+		}
+	}
+	positive("HeartbeatInterval", c.HeartbeatInterval)
+	atLeast("HeartbeatMisses", c.HeartbeatMisses, 1)
+	positive("LeaseGrace", c.LeaseGrace)
+	positive("RegisterTimeout", c.RegisterTimeout)
+	positive("WriteTimeout", c.WriteTimeout)
+	positive("TokenRecheckInterval", c.TokenRecheckInterval)
+	atLeast("MaxQueued", c.MaxQueued, 1)
+	atLeast("MaxReplicas", c.MaxReplicas, 1)
+	atLeast("MaxStrikes", c.MaxStrikes, 1)
+	atLeast("MaxDrops", c.MaxDrops, 1)
+
+	l := c.RequestLimits
+	atLeast("RequestLimits.MaxCodeBytes", l.MaxCodeBytes, 1)
+	atLeast("RequestLimits.MaxWasmBytes", l.MaxWasmBytes, 1)
+	atLeast("RequestLimits.MaxInputBytes", l.MaxInputBytes, 0)
+	positive("RequestLimits.DefaultTimeout", l.DefaultTimeout)
+	if l.MaxTimeout < l.DefaultTimeout {
+		errs = append(errs, fmt.Errorf("RequestLimits.MaxTimeout (%s) must be at least RequestLimits.DefaultTimeout (%s)", l.MaxTimeout, l.DefaultTimeout))
+	}
+	atLeast("RequestLimits.DefaultMaxAttempts", l.DefaultMaxAttempts, 1)
+	atLeast("RequestLimits.MaxMaxAttempts", l.MaxMaxAttempts, max(l.DefaultMaxAttempts, 1))
+	atLeast("RequestLimits.MaxMemoryMB", l.MaxMemoryMB, 1)
+	atLeast("RequestLimits.MaxReplicas", l.MaxReplicas, 1)
+
+	// A quota of zero is no cap; a negative one is nonsense.
+	q := c.DefaultQuotas
+	atLeast("DefaultQuotas.PendingJobs", q.PendingJobs, 0)
+	atLeast("DefaultQuotas.RunningJobs", q.RunningJobs, 0)
+	atLeast("DefaultQuotas.Deployments", q.Deployments, 0)
+	atLeast("DefaultQuotas.BuildContextMB", q.BuildContextMB, 0)
+	if q.SubmitsPerSecond < 0 || math.IsNaN(q.SubmitsPerSecond) || math.IsInf(q.SubmitsPerSecond, 0) {
+		errs = append(errs, fmt.Errorf("DefaultQuotas.SubmitsPerSecond must be a finite number, at least 0 (got %g)", q.SubmitsPerSecond))
+	}
+	for _, p := range c.DockerAllowImages {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, errors.New("DockerAllowImages must not hold an empty pattern"))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("orchestrator config: %w", err)
+	}
+	return nil
 }
 
 // Orchestrator is the scheduler. Create it with New, start its background
@@ -125,8 +204,10 @@ type Orchestrator struct {
 	// nsPending counts pending jobs per namespace as counts does (a
 	// replicated job once, whatever its replicas), for the pending quota.
 	nsPending map[string]int
-	// strikes counts, per worker owner, results that lost quorum.
+	// strikes counts, per reputation key, results that lost quorum.
 	strikes map[string]int
+	// standings are what each reputation key did with its leases.
+	standings map[string]*standing
 
 	policies policyCache
 	buckets  rateLimiter
@@ -161,14 +242,25 @@ type entry struct {
 	rep    *replication
 	// lostRun is set when the job ran out of attempts by losing workers.
 	lostRun bool
+	// lostBy are the untrusted identities (reputation keys) that lost a
+	// lease of this job (of any of its replicas, on a replicated job); they
+	// are not given it again.
+	lostBy map[string]bool
+	// trustedOnly keeps the job off untrusted workers: a function
+	// invocation whose deployment does not allow anonymous workers.
+	trustedOnly bool
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
 }
 
 // New returns an orchestrator over st. Metrics are registered with reg
-// (nil for none). It does not start anything.
+// (nil for none). It does not start anything. An invalid cfg is an error
+// that names each field at fault.
 func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*Orchestrator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -196,6 +288,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		nsRunning: make(map[string]int),
 		nsPending: make(map[string]int),
 		strikes:   make(map[string]int),
+		standings: make(map[string]*standing),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {

@@ -77,7 +77,7 @@ func (o *Orchestrator) eligibleLocked(w *worker, e *entry) (ok, wholeLane bool) 
 	if o.overRunningQuotaLocked(e.job.Namespace) || o.laneRefusalLocked(w, e) != "" {
 		return false, true
 	}
-	if e.excluded(w) {
+	if e.excluded(w) || o.lostHereLocked(w, e) {
 		return false, false
 	}
 	return true, false
@@ -97,6 +97,9 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 	if e.excluded(w) {
 		return "already ran a replica of this job"
 	}
+	if o.lostHereLocked(w, e) {
+		return "already lost this job once"
+	}
 	return ""
 }
 
@@ -111,12 +114,15 @@ func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
 		if job.NeedsTrust(e.job.Type) {
 			return fmt.Sprintf("is not trusted; %s jobs run only on workers that joined with a join token", e.job.Type)
 		}
+		if e.trustedOnly {
+			return "is not trusted; the function's deployment does not allow anonymous workers (anonymous_workers)"
+		}
 		if o.cachedPolicyLocked(e.job.Namespace).RequireTrustedWorkers {
 			return fmt.Sprintf("is not trusted; namespace %s requires trusted workers", e.job.Namespace)
 		}
 	}
-	if o.bannedLocked(w) {
-		return "is banned: its results lost quorum too often"
+	if why := o.banLocked(w); why != "" {
+		return "is banned: " + why
 	}
 	return ""
 }
@@ -221,20 +227,6 @@ func (r *rateLimiter) allow(ns string, rate float64, now time.Time) bool {
 	}
 	b.tokens--
 	return true
-}
-
-// bannedLocked reports whether w's owner lost quorum too often.
-func (o *Orchestrator) bannedLocked(w *worker) bool {
-	return o.cfg.MaxStrikes > 0 && o.strikes[w.reputationKey()] >= o.cfg.MaxStrikes
-}
-
-// reputationKey is what strikes are counted against: the join token where
-// known, else the session.
-func (w *worker) reputationKey() string {
-	if w.owner != "" {
-		return "owner:" + w.owner
-	}
-	return "worker:" + w.id
 }
 
 // Quotas returns namespace ns's quotas: its policy's, with the platform's

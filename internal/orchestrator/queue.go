@@ -46,6 +46,9 @@ func requirementClass(j *job.Job) string {
 func (e *entry) lane() lane {
 	if e.class == "" {
 		e.class = requirementClass(e.job)
+		if e.trustedOnly {
+			e.class += "|trusted"
+		}
 	}
 	return lane{namespace: e.job.Namespace, class: e.class}
 }

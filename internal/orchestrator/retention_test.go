@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -38,7 +37,7 @@ func TestExpiryAndStorageQuota(t *testing.T) {
 	cfg.Retention.Interval = time.Hour // swept by hand below
 	cfg.DefaultQuotas.JobStorageMB = 1
 	h := newHarness(t, t.TempDir(), cfg)
-	ctx := context.Background()
+	ctx := tenantCtx()
 	w := h.dial(luaCaps(64))
 	w.keepAlive()
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"net"
+	"net/netip"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -27,6 +29,10 @@ type identity struct {
 	// embedded workers. Replicas of one job go to distinct owners where
 	// known, and always to distinct workers.
 	owner string
+	// secret is the join token presented, kept to check it again while
+	// the session lasts (recheckTokens); "" for anonymous volunteers and
+	// the embedded workers.
+	secret string
 }
 
 // identify checks the token a worker presented at registration.
@@ -55,5 +61,173 @@ func (o *Orchestrator) identify(ctx context.Context, token string) (identity, er
 	if p.Name != "" {
 		owner = p.Name + " (" + p.TokenID + ")"
 	}
-	return identity{trusted: true, owner: owner}, nil
+	return identity{trusted: true, owner: owner, secret: token}, nil
+}
+
+// remoteIdentity is what an anonymous volunteer is known by: the address it
+// connects from, an IPv6 address by its /64 (what one subscriber is
+// usually given), so that a new session does not start with a clean slate.
+func remoteIdentity(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// recheckTokens authenticates again the join token of every connected
+// worker that presented one, and ends the sessions whose token is no
+// longer valid (revoked, or no longer a join token): their jobs go back to
+// the queue without losing an attempt. A store error keeps the session;
+// the next check decides.
+func (o *Orchestrator) recheckTokens(ctx context.Context) {
+	if o.cfg.Auth == nil {
+		return
+	}
+	o.mu.Lock()
+	ws := make([]*worker, 0, len(o.workers))
+	for _, w := range o.workers {
+		if w.secret != "" {
+			ws = append(ws, w)
+		}
+	}
+	o.mu.Unlock()
+	for _, w := range ws {
+		p, err := o.cfg.Auth.Authenticate(ctx, w.secret)
+		why := ""
+		switch {
+		case job.ErrorCode(err) == job.CodeUnauthorized:
+			why = "its join token is no longer valid: " + err.Error()
+		case err != nil:
+			o.log.Warn("recheck join token", "worker_id", w.id, "err", err)
+			continue
+		case p.Kind != job.TokenWorker && p.Kind != job.TokenAdmin:
+			why = fmt.Sprintf("its token is now a %s token, not a join token", p.Kind)
+		default:
+			continue
+		}
+		o.log.Warn("worker session ended", "worker_id", w.id, "owner", w.owner, "reason", why)
+		o.dropWorker(w, fmt.Sprintf("worker %s was disconnected: %s", w.id, why), false)
+		go w.conn.Close("join token revoked")
+	}
+}
+
+// reputationKey is what strikes, lost leases and bans are counted against:
+// the join token where known; for an anonymous volunteer the address it
+// connects from (remoteIdentity), so that reconnecting does not reset it;
+// for the orchestrator's own embedded workers the session.
+func (w *worker) reputationKey() string {
+	switch {
+	case w.owner != "":
+		return "owner:" + w.owner
+	case !w.trusted:
+		return "remote:" + remoteIdentity(w.remote)
+	}
+	return "worker:" + w.id
+}
+
+// standing is what an identity (a reputation key) has done with the leases
+// it was given. Guarded by Orchestrator.mu.
+type standing struct {
+	// results are the results it returned under a current lease.
+	results int
+	// lost are the leases it lost: it disconnected holding them, its
+	// token was not revoked, or it let them expire.
+	lost int
+	// drops are the lost leases not charged to their jobs, because the
+	// identity was not in good standing when it lost them.
+	drops int
+}
+
+// good reports whether an identity is in good standing: it has returned
+// more results than it has lost leases. A lease lost by an identity in good
+// standing may be the job's own doing and costs the job an attempt.
+func (s standing) good() bool { return s.results > s.lost }
+
+func (o *Orchestrator) standingLocked(key string) *standing {
+	s := o.standings[key]
+	if s == nil {
+		s = &standing{}
+		o.standings[key] = s
+	}
+	return s
+}
+
+// banLocked says why w may be given no more jobs, "" when it may.
+func (o *Orchestrator) banLocked(w *worker) string {
+	k := w.reputationKey()
+	if o.strikes[k] >= o.cfg.MaxStrikes {
+		return "its results lost quorum too often"
+	}
+	if s := o.standings[k]; s != nil && s.drops >= o.cfg.MaxDrops {
+		return fmt.Sprintf("it lost %d leases without returning results", s.drops)
+	}
+	return ""
+}
+
+// bannedLocked reports whether w may be given no more jobs: its identity
+// lost quorum MaxStrikes times, or lost MaxDrops leases while not in good
+// standing.
+func (o *Orchestrator) bannedLocked(w *worker) bool { return o.banLocked(w) != "" }
+
+// resultLocked records that w returned a result under a current lease.
+func (o *Orchestrator) resultLocked(w *worker) {
+	o.standingLocked(w.reputationKey()).results++
+}
+
+// loseLeaseLocked handles e, whose current lease on w was lost: w
+// disconnected holding it or let it expire. The loss costs e an attempt
+// only when w's identity is in good standing (it has returned more results
+// than it has lost leases); otherwise e goes back to the queue as it was,
+// and the loss counts toward banning the identity (MaxDrops). An untrusted
+// identity is never given e again, so one job never costs it a second
+// attempt, and a job that kills the workers that run it fails once it has
+// been lost on MaxAttempts identities in good standing. The caller
+// persists e. See docs/rationale.md, "Lost leases".
+func (o *Orchestrator) loseLeaseLocked(e *entry, w *worker, why string) {
+	k := w.reputationKey()
+	s := o.standingLocked(k)
+	charged := s.good()
+	s.lost++
+	if root := e.rootLocked(); !w.trusted {
+		if root.lostBy == nil {
+			root.lostBy = make(map[string]bool)
+		}
+		root.lostBy[k] = true
+	}
+	if charged {
+		o.requeueLocked(e, true, why)
+		return
+	}
+	s.drops++
+	o.log.Warn("lease lost by a worker not in good standing; the job keeps its attempts",
+		"job_id", e.job.ID, "worker_id", w.id, "identity", k, "drops", s.drops, "banned", s.drops >= o.cfg.MaxDrops)
+	o.requeueLocked(e, false, "")
+	e.job.Reason = fmt.Sprintf("re-queued without losing an attempt: %s, which has lost more leases than it returned results", why)
+}
+
+// lostHereLocked reports whether e was lost by w's untrusted identity
+// before: it does not get e again.
+func (o *Orchestrator) lostHereLocked(w *worker, e *entry) bool {
+	if w.trusted {
+		return false
+	}
+	return e.rootLocked().lostBy[w.reputationKey()]
+}
+
+// rootLocked is the job e stands for: its parent for a replica, else e.
+func (e *entry) rootLocked() *entry {
+	if e.parent != nil {
+		return e.parent
+	}
+	return e
 }

@@ -22,6 +22,7 @@ type worker struct {
 	id          string
 	trusted     bool
 	owner       string
+	secret      string // the join token presented; see identity
 	conn        *protocol.Conn
 	name        string
 	remote      string
@@ -110,10 +111,7 @@ func (o *Orchestrator) dispatchLocked() []start {
 // ending, and a job passed from one to the next would lose an attempt each
 // time.
 func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
-	for !o.closed && !w.gone && w.free() > 0 {
-		if o.bannedLocked(w) {
-			break
-		}
+	for o.acceptsWorkLocked(w) {
 		e := o.queue.next(&w.caps, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
 		if e == nil {
 			break
@@ -125,6 +123,25 @@ func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 		starts = append(starts, o.assignLocked(e, w))
 	}
 	return starts
+}
+
+// acceptsWorkLocked reports whether w may be given any job now: the
+// orchestrator is not closing, w's session is live, not banned, and has a
+// free slot.
+func (o *Orchestrator) acceptsWorkLocked(w *worker) bool {
+	return !o.closed && !w.gone && w.free() > 0 && !o.bannedLocked(w)
+}
+
+// canTakeLocked reports whether w may be given e now. It is the one test
+// of eligibility: the queue applies its parts (acceptsWorkLocked, then
+// eligibleLocked per job), and every other path that picks a worker for a
+// job (a build's cache holder) calls it whole.
+func (o *Orchestrator) canTakeLocked(w *worker, e *entry) bool {
+	if !o.acceptsWorkLocked(w) {
+		return false
+	}
+	ok, _ := o.eligibleLocked(w, e)
+	return ok
 }
 
 // assignLocked moves e from the queue to w under a new lease.
@@ -232,6 +249,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		id:          uuid.NewString(),
 		trusted:     who.trusted,
 		owner:       who.owner,
+		secret:      who.secret,
 		conn:        conn,
 		name:        m.Name,
 		remote:      remote,
@@ -286,7 +304,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	if werr := <-writerDone; err == nil {
 		err = werr
 	}
-	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id))
+	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id), true)
 	if reason, ok := protocol.ClosedCleanly(err); ok {
 		log.Info("worker disconnected", "closed_by_worker", reason)
 	} else {
@@ -389,6 +407,7 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
 	if current {
+		o.resultLocked(w)
 		r := m.Result
 		r.WorkerID = w.id
 		r.Attempt = e.job.Attempt
@@ -470,9 +489,11 @@ func (o *Orchestrator) dispatchExceptLocked(skip *worker) []start {
 	return starts
 }
 
-// dropWorker ends w's session: its jobs go back to pending with
-// attempt+1, or fail when out of attempts.
-func (o *Orchestrator) dropWorker(w *worker, why string) {
+// dropWorker ends w's session: its jobs go back to pending. With lost set
+// (the worker went away) each is a lost lease (loseLeaseLocked: attempt+1
+// when w is in good standing, or failed when out of attempts); otherwise
+// (the orchestrator ended the session) they keep their attempts.
+func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 	o.mu.Lock()
 	if w.gone {
 		o.mu.Unlock()
@@ -487,7 +508,17 @@ func (o *Orchestrator) dropWorker(w *worker, why string) {
 		if !ok || e.final || e.worker != w || e.job.LeaseID != leaseID {
 			continue
 		}
-		o.requeueLocked(e, true, why)
+		switch {
+		case !lost:
+			o.requeueLocked(e, false, "")
+			e.job.Reason = "re-queued: " + why
+		case o.closed:
+			// The orchestrator is stopping; the job was not at fault,
+			// nor was the worker.
+			o.requeueLocked(e, true, why)
+		default:
+			o.loseLeaseLocked(e, w, why)
+		}
 		changed = append(changed, e)
 	}
 	w.leases = nil

@@ -11,6 +11,13 @@ import (
 	"github.com/zerverless/zerverless/internal/store"
 )
 
+// schemaDeploymentAnonymousWorkers adds whether a function's invocations
+// may run on anonymous volunteers' workers; existing functions keep to
+// trusted workers.
+const schemaDeploymentAnonymousWorkers = `
+ALTER TABLE deployments ADD COLUMN anonymous_workers INTEGER NOT NULL DEFAULT 0;
+`
+
 // schemaDeployments creates the table of function deployments, one row per
 // (namespace, path). The code and module come last in the row, so that
 // listing without code never reads their overflow pages.
@@ -38,15 +45,16 @@ CREATE TABLE deployments (
 
 const (
 	deploymentColumns = `namespace, path, runtime, version, digest, code_bytes, env,
-	timeout_seconds, memory_mb, max_concurrency, public, created_at, updated_at`
+	timeout_seconds, memory_mb, max_concurrency, public, created_at, updated_at,
+	anonymous_workers`
 	putDeploymentSQL = `INSERT INTO deployments (` + deploymentColumns + `, code, wasm)
-	VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (namespace, path) DO UPDATE SET
 		runtime = excluded.runtime, version = deployments.version + 1,
 		digest = excluded.digest, code_bytes = excluded.code_bytes, env = excluded.env,
 		timeout_seconds = excluded.timeout_seconds, memory_mb = excluded.memory_mb,
 		max_concurrency = excluded.max_concurrency, public = excluded.public,
-		updated_at = excluded.updated_at, code = excluded.code, wasm = excluded.wasm
+		anonymous_workers = excluded.anonymous_workers, updated_at = excluded.updated_at, code = excluded.code, wasm = excluded.wasm
 	RETURNING version, created_at`
 	getDeploymentSQL = `SELECT ` + deploymentColumns + `, code, wasm FROM deployments
 	WHERE namespace = ? AND path = ?`
@@ -91,7 +99,7 @@ func (s *Store) PutDeployment(ctx context.Context, d *job.Deployment) error {
 		return tx.tx.QueryRowContext(ctx, putDeploymentSQL,
 			c.Namespace, c.Path, string(c.Runtime), c.Digest, c.CodeBytes, env,
 			c.TimeoutSeconds, c.MemoryMB, c.MaxConcurrency, c.Public, created, updated,
-			c.Code, wasm).Scan(&version, &createdAt)
+			c.AnonymousWorkers, c.Code, wasm).Scan(&version, &createdAt)
 	})
 	if err != nil {
 		return fmt.Errorf("put deployment %s: %w", d.Name(), err)
@@ -186,7 +194,8 @@ func scanDeployment(sc scanner, withCode bool) (*job.Deployment, error) {
 		wasm             []byte
 	)
 	dest := []any{&d.Namespace, &d.Path, &runtime, &d.Version, &d.Digest, &d.CodeBytes, &env,
-		&d.TimeoutSeconds, &d.MemoryMB, &d.MaxConcurrency, &d.Public, &created, &updated}
+		&d.TimeoutSeconds, &d.MemoryMB, &d.MaxConcurrency, &d.Public, &created, &updated,
+		&d.AnonymousWorkers}
 	if withCode {
 		dest = append(dest, &d.Code, &wasm)
 	}

@@ -11,12 +11,13 @@ import (
 // To change the schema, append one entry (its SQL in a constant below);
 // never edit, remove or reorder an entry that has shipped.
 var migrations = []string{
-	schemaJobs,          // 1: jobs, their specs, counts by status
-	schemaDeployments,   // 2: function deployments
-	schemaBuildContexts, // 3: uploaded build contexts
-	schemaTenancy,       // 4: tokens, namespace policies, build context owners
-	schemaOwnerIndex,    // 5: build context owners by namespace, for quotas
-	schemaSummaries,     // 6: results apart, job summaries, storage use, tombstones
+	schemaJobs,                       // 1: jobs, their specs, counts by status
+	schemaDeployments,                // 2: function deployments
+	schemaBuildContexts,              // 3: uploaded build contexts
+	schemaTenancy,                    // 4: tokens, namespace policies, build context owners
+	schemaOwnerIndex,                 // 5: build context owners by namespace, for quotas
+	schemaSummaries,                  // 6: results apart, job summaries, storage use, tombstones
+	schemaDeploymentAnonymousWorkers, // 7: deployments that anonymous workers may run
 }
 
 // migrate applies, in one transaction, every migration the database has not

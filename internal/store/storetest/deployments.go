@@ -68,7 +68,8 @@ func equalDeployment(t *testing.T, got, want *job.Deployment, withCode bool) {
 		got.Code != w.Code || !bytes.Equal(got.Wasm, w.Wasm) || got.Digest != w.Digest ||
 		got.CodeBytes != w.CodeBytes || !maps.Equal(got.Env, w.Env) ||
 		got.TimeoutSeconds != w.TimeoutSeconds || got.MemoryMB != w.MemoryMB ||
-		got.MaxConcurrency != w.MaxConcurrency || got.Public != w.Public || got.Version != w.Version {
+		got.MaxConcurrency != w.MaxConcurrency || got.Public != w.Public || got.Version != w.Version ||
+		got.AnonymousWorkers != w.AnonymousWorkers {
 		t.Fatalf("deployment %s:\n got  %+v\n want %+v", w.Name(), got, &w)
 	}
 	if !sameTime(got.CreatedAt, w.CreatedAt) || !sameTime(got.UpdatedAt, w.UpdatedAt) {
@@ -82,6 +83,7 @@ func testDeploymentRoundTrip(t *testing.T, h harness) {
 	d := newDeployment("team-a", "api/v1/hello", 0)
 	d.Env = map[string]string{"GREETING": "hej", "EMPTY": ""}
 	d.MemoryMB, d.MaxConcurrency = 64, 3
+	d.AnonymousWorkers = true
 	mustPut(t, s, d)
 	if d.Version != 1 || !sameTime(d.CreatedAt, d.UpdatedAt) {
 		t.Fatalf("first put: version %d, created %v, updated %v", d.Version, d.CreatedAt, d.UpdatedAt)
