@@ -225,7 +225,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&cfg.Orchestrator.Retention.Period, "job-retention", cfg.Orchestrator.Retention.Period, "how long a job and its result are kept after it ends")
 	fs.IntVar(&cfg.Orchestrator.DefaultQuotas.JobStorageMB, "job-storage-mb", cfg.Orchestrator.DefaultQuotas.JobStorageMB, "MiB of stored jobs and results a namespace may hold (its policy's job_storage_mb overrides it; -1: no limit)")
 	fs.IntVar(&cfg.Net.MaxConns, "max-conns", cfg.Net.MaxConns, "most HTTP connections at once, worker sessions not counted (0: four fifths of the open-file limit left after a reserve)")
-	fs.IntVar(&cfg.Net.MaxConnsPerAddr, "max-conns-per-addr", cfg.Net.MaxConnsPerAddr, "most HTTP connections one IPv4 address or IPv6 /64 holds at once")
+	fs.IntVar(&cfg.Net.MaxConnsPerAddr, "max-conns-per-addr", cfg.Net.MaxConnsPerAddr, "most HTTP connections one IPv4 address or IPv6 /64 holds at once (0: 512, or --max-conns when fewer)")
 	fs.IntVar(&cfg.Net.MaxSessions, "max-worker-sessions", cfg.Net.MaxSessions, "most registered worker WebSockets at once (0: one fifth of the open-file limit left after a reserve)")
 	fs.DurationVar(&cfg.Net.ReadHeaderTimeout, "read-header-timeout", cfg.Net.ReadHeaderTimeout, "longest read of a request's headers")
 	fs.DurationVar(&cfg.Net.IdleTimeout, "idle-timeout", cfg.Net.IdleTimeout, "longest wait of a keep-alive connection for its next request")

@@ -39,7 +39,9 @@ type Config struct {
 	// reserved, four fifths.
 	MaxConns int
 	// MaxConnsPerAddr is the most HTTP connections one remote address
-	// (an IPv4 address, or an IPv6 /64) holds at once (default 128).
+	// (an IPv4 address, or an IPv6 /64) holds at once. 0 (the default)
+	// derives it: DefaultConnsPerAddr, or MaxConns when that is fewer (a
+	// reverse proxy or a busy client on one address opens many).
 	MaxConnsPerAddr int
 	// MaxSessions is the most promoted sessions (authenticated worker
 	// WebSockets) at once. 0 (the default) derives it: of the descriptors
@@ -66,11 +68,14 @@ type Config struct {
 // leave more: a fifth of Descriptors when that is larger.
 const ReservedDescriptors = 512
 
+// DefaultConnsPerAddr is the connections one address may hold when
+// Config.MaxConnsPerAddr is left to derive.
+const DefaultConnsPerAddr = 512
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
 		Descriptors:       1024,
-		MaxConnsPerAddr:   128,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MinBodyRate:       16 << 10,
@@ -97,11 +102,14 @@ func (c Config) Resolve() (Config, error) {
 	if c.MaxConns == 0 {
 		c.MaxConns = max(avail-c.MaxSessions, 16)
 	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = min(DefaultConnsPerAddr, c.MaxConns)
+	}
 	switch {
 	case c.MaxConns+c.MaxSessions > c.Descriptors-ReservedDescriptors:
 		return c, fmt.Errorf("--max-conns: %d connections and %d worker sessions leave fewer than %d of the %d open files for the rest of the process", c.MaxConns, c.MaxSessions, ReservedDescriptors, c.Descriptors)
-	case c.MaxConnsPerAddr < 1:
-		return c, fmt.Errorf("--max-conns-per-addr: must be at least 1")
+	case c.MaxConnsPerAddr < 0:
+		return c, fmt.Errorf("--max-conns-per-addr: must not be negative (0 derives it)")
 	case c.MaxConnsPerAddr > c.MaxConns:
 		return c, fmt.Errorf("--max-conns-per-addr: %d is more than max-conns (%d)", c.MaxConnsPerAddr, c.MaxConns)
 	case c.ReadHeaderTimeout <= 0:

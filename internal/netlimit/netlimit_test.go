@@ -25,6 +25,12 @@ func TestResolve(t *testing.T) {
 	if r.MaxConns != 12800 || r.MaxSessions != 3200 {
 		t.Errorf("20,000 files: %d connections and %d sessions, want 12,800 and 3,200", r.MaxConns, r.MaxSessions)
 	}
+	if r.MaxConnsPerAddr != DefaultConnsPerAddr {
+		t.Errorf("20,000 files: %d connections per address, want %d", r.MaxConnsPerAddr, DefaultConnsPerAddr)
+	}
+	if small, err := (Config{Descriptors: 700, ReadHeaderTimeout: 1, IdleTimeout: 1, MinBodyRate: 1, BodyGrace: 1}).Resolve(); err != nil || small.MaxConnsPerAddr != small.MaxConns {
+		t.Errorf("700 files: %+v %v, want as many per address as in all", small, err)
+	}
 	if r.MaxConns+r.MaxSessions > c.Descriptors-ReservedDescriptors {
 		t.Errorf("derived limits leave no reserve: %+v", r)
 	}
@@ -36,7 +42,7 @@ func TestResolve(t *testing.T) {
 		{func(c *Config) { c.MaxConns = -1 }, "--max-conns"},
 		{func(c *Config) { c.MaxConns = 19900 }, "--max-conns"},
 		{func(c *Config) { c.MaxSessions = -5 }, "--max-worker-sessions"},
-		{func(c *Config) { c.MaxConnsPerAddr = 0 }, "--max-conns-per-addr"},
+		{func(c *Config) { c.MaxConnsPerAddr = -1 }, "--max-conns-per-addr"},
 		{func(c *Config) { c.MaxConns = 10; c.MaxConnsPerAddr = 11 }, "--max-conns-per-addr"},
 		{func(c *Config) { c.ReadHeaderTimeout = 0 }, "--read-header-timeout"},
 		{func(c *Config) { c.IdleTimeout = -time.Second }, "--idle-timeout"},
