@@ -266,7 +266,8 @@ func TestInvokeEphemeral(t *testing.T) {
 	cfg := testServerConfig(t, t.TempDir(), 1)
 	cfg.Runtimes.Only = []job.Type{job.TypeLua}
 	srv, c := startServer(t, cfg)
-	ctx := context.Background()
+	// The orchestrator acts for a principal only: here, an admin.
+	ctx := job.WithPrincipal(context.Background(), job.Principal{Kind: job.TokenAdmin, Name: "test"})
 	o := srv.Orchestrator()
 	j, err := o.Invoke(ctx, job.Request{Type: job.TypeLua, Code: `return INPUT.n + 1`, Input: json.RawMessage(`{"n":41}`)}, time.Second)
 	if err != nil || j.Status != job.StatusCompleted || !jsonEqual(j.Result.Result, "42") {

@@ -1,7 +1,9 @@
 // Package api is the HTTP adapter of Zerverless: the JSON job API, the
 // health, info, stats and metrics endpoints, and the WebSocket endpoint
-// where workers connect. It codes against Service, which the orchestrator
-// implements, and maps every error code to one HTTP status.
+// where workers connect. It authenticates a request's bearer token, puts
+// the principal in the request's context and hands every call made for a
+// tenant to admission.Service, which decides; a handler only decodes and
+// encodes. It maps every error code to one HTTP status.
 package api
 
 import (

@@ -34,10 +34,16 @@ func FuzzSubmit(f *testing.F) {
 	}
 	cfg := DefaultConfig()
 	cfg.MaxBodyBytes = 1 << 16
+	// The store and the other components behind admission are opened
+	// once; the job service is fresh each time, which keeps memory flat
+	// over long runs.
+	deps := apitest.NewDeps(f, apitest.NewService())
 	f.Fuzz(func(t *testing.T, body []byte) {
-		// A fresh service each time keeps memory flat over long runs.
 		svc := apitest.NewService()
-		h := openAPI(t, cfg, svc, nil, nil)
+		h, err := New(cfg, apitest.Admission(t, svc, deps, apitest.OpenAuth{Service: deps.Auth}), svc, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		before := 0
 		req := httptest.NewRequest("POST", "/api/jobs", strings.NewReader(string(body)))
 		rec := httptest.NewRecorder()

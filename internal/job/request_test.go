@@ -2,6 +2,7 @@ package job
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -93,4 +94,17 @@ func TestNumbersOutOfRange(t *testing.T) {
 	if _, err := DecodeDeployRequest([]byte(`{"runtime":"lua","code":"x","timeout_seconds":1e999}`), DefaultDeployLimits()); ErrorField(err) != "timeout_seconds" {
 		t.Fatalf("deploy request: %v", err)
 	}
+}
+
+// FuzzCheckNumbers: any input ends the scan without a panic, and a number
+// refused is one that does not fit a float64.
+func FuzzCheckNumbers(f *testing.F) {
+	for _, seed := range []string{`{"a":[1,{"b":1e999}]}`, `[[[]]]`, `{"a":{"b":{}},"c":1e-999}`, `]`, `{"a"`, `1e400`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := CheckNumbers(data); err != nil && !strings.Contains(err.Error(), "does not fit") {
+			t.Fatalf("%q: %v", data, err)
+		}
+	})
 }
