@@ -79,7 +79,8 @@ var ErrClosed = errors.New("the connection was closed")
 
 // TryNext reads until an assignment arrives and returns it; it returns an
 // error (context.DeadlineExceeded) when none came within d, or ErrClosed
-// when the connection ended.
+// when the connection ended. A read that times out closes the connection
+// (the WebSocket library does), so a worker that waited in vain is done.
 func (w *Worker) TryNext(d time.Duration) (*job.Task, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()

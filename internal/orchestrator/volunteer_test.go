@@ -1,0 +1,173 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
+)
+
+// TestDroppingVolunteerCannotFailJobs: an anonymous volunteer that
+// disconnects on every assignment, reconnecting each time under a new
+// session, costs the jobs it takes no attempt; it is banned by the address
+// it connects from, and a trusted worker then finishes every job on its
+// first attempt.
+func TestDroppingVolunteerCannotFailJobs(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	var jobs []*job.Job
+	for i := range 6 {
+		jobs = append(jobs, h.submit(job.Request{Type: job.TypeLua, Code: fmt.Sprintf("return %d", i), Namespace: "victim"}))
+	}
+	dropped := 0 // sessions that took jobs and vanished
+	for round := 0; ; round++ {
+		if round > 20 {
+			t.Fatalf("the dropping volunteer is still given jobs after %d rounds", round)
+		}
+		w := protocoltest.Register(t, h.url(), "", luaCaps(2))
+		w.KeepAlive()
+		_, err := w.TryNext(time.Second)
+		if errors.Is(err, context.DeadlineExceeded) {
+			break // banned: given nothing
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped++
+		w.Close()
+	}
+	if dropped == 0 {
+		t.Fatalf("the volunteer was never given a job")
+	}
+	eventually(t, 5*time.Second, func() error {
+		for _, j := range jobs {
+			v := h.job(j.ID)
+			if v.Status != job.StatusPending || v.Attempt != 1 {
+				return fmt.Errorf("job %s is %s at attempt %d (%s)", j.ID, v.Status, v.Attempt, v.Reason)
+			}
+		}
+		return nil
+	})
+	// A new session from the same address is banned too.
+	again := protocoltest.Register(t, h.url(), "", luaCaps(2))
+	again.KeepAlive()
+	eventually(t, 5*time.Second, func() error {
+		for _, w := range h.o.Workers() {
+			if w.ID == again.ID && !w.Banned {
+				return fmt.Errorf("the reconnected volunteer is not banned")
+			}
+		}
+		return nil
+	})
+
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(2))
+	trusted.KeepAlive()
+	for range jobs {
+		trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	}
+	for _, j := range jobs {
+		got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
+		if err != nil || got.Status != job.StatusCompleted || got.Attempt != 1 || got.WorkerID != trusted.ID {
+			t.Fatalf("job %s: %+v %v", j.ID, got, err)
+		}
+	}
+}
+
+// TestLostOnWorkersInGoodStandingFails: a job whose leases are lost on
+// distinct workers that otherwise return results is charged for each loss
+// and fails when out of attempts (it is the job that kills them); no
+// anonymous identity gets the same job twice.
+func TestLostOnWorkersInGoodStandingFails(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 2})
+	for i := range 2 {
+		w := h.proven(h.dial(luaCaps(1)))
+		task := w.next(5 * time.Second)
+		if task.JobID != j.ID || task.Attempt != i+1 {
+			t.Fatalf("worker %d got %s attempt %d", i, task.JobID, task.Attempt)
+		}
+		w.conn.CloseNow()
+	}
+	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
+	if err != nil || got.Status != job.StatusFailed || !strings.Contains(got.Reason, "no attempts left") {
+		t.Fatalf("job: %+v %v", got, err)
+	}
+
+	// An anonymous identity in good standing that loses a job is charged
+	// once, and is not given that job again.
+	k := h.submit(job.Request{Type: job.TypeLua, Code: "return 2"})
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	h.proven(&rawWorker{t: t, id: anon.ID})
+	if task := anon.Next(5 * time.Second); task.JobID != k.ID {
+		t.Fatalf("anonymous worker got %s", task.JobID)
+	}
+	anon.Close()
+	eventually(t, 5*time.Second, func() error {
+		if v := h.job(k.ID); v.Status != job.StatusPending || v.Attempt != 2 {
+			return fmt.Errorf("job is %s at attempt %d", v.Status, v.Attempt)
+		}
+		return nil
+	})
+	back := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	back.KeepAlive()
+	if task, err := back.TryNext(500 * time.Millisecond); err == nil {
+		t.Fatalf("the identity that lost job %s got %s again", k.ID, task.JobID)
+	}
+	if v := h.job(k.ID); v.Status != job.StatusPending || v.Attempt != 2 {
+		t.Fatalf("job is %s at attempt %d", v.Status, v.Attempt)
+	}
+}
+
+// TestInvocationsStayOffAnonymousWorkers: a function invocation (carrying
+// env and the caller's headers) never goes to an anonymous worker unless
+// it allows anonymous workers; a trusted worker answers it, so an
+// anonymous one cannot forge the answer.
+func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(4))
+	anon.KeepAlive()
+	secret := job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "bob", Input: []byte(`{"env":{"KEY":"s3cret"},"req":{"headers":{"cookie":"session=bob"}}}`)}
+	_, err := h.o.Invoke(context.Background(), secret, 300*time.Millisecond)
+	if job.ErrorCode(err) != job.CodeUnavailable || !strings.Contains(err.Error(), "does not allow anonymous workers") {
+		t.Fatalf("invocation with only an anonymous worker: %v", err)
+	}
+	// A job of the same namespace still goes to the anonymous worker.
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 2", Namespace: "bob"})
+	if task := anon.Next(5 * time.Second); task.JobID != j.ID {
+		t.Fatalf("the anonymous worker got %s", task.JobID)
+	}
+
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	done := make(chan *job.Job, 1)
+	go func() {
+		v, err := h.o.Invoke(context.Background(), secret, 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- v
+	}()
+	task := trusted.Next(5 * time.Second)
+	trusted.Answer(task, job.Result{Status: job.StatusCompleted, Output: "genuine"})
+	if v := <-done; v == nil || v.Result.Output != "genuine" || v.WorkerID != trusted.ID {
+		t.Fatalf("invocation: %+v", v)
+	}
+	for _, w := range h.o.Workers() {
+		if w.ID == anon.ID && (len(w.RunningJobs) != 1 || w.RunningJobs[0] != j.ID) {
+			t.Fatalf("the anonymous worker runs %v", w.RunningJobs)
+		}
+	}
+
+	// Allowed by its deployment, an invocation may run anywhere.
+	open := secret
+	open.AnonymousWorkers = true
+	trusted.Close()
+	go h.o.Invoke(context.Background(), open, 5*time.Second)
+	if task := anon.Next(5 * time.Second); !strings.Contains(string(task.Spec.Input), "s3cret") {
+		t.Fatalf("the anonymous worker got %+v", task)
+	}
+}
