@@ -39,7 +39,7 @@ type Config struct {
 	// reserved, four fifths.
 	MaxConns int
 	// MaxConnsPerAddr is the most HTTP connections one remote address
-	// (an IPv4 address, or an IPv6 /64) holds at once (default 128).
+	// (an IPv4 address, or an IPv6 /64) holds at once (default 256).
 	MaxConnsPerAddr int
 	// MaxSessions is the most promoted sessions (authenticated worker
 	// WebSockets) at once. 0 (the default) derives it: of the descriptors
@@ -70,7 +70,7 @@ const ReservedDescriptors = 512
 func DefaultConfig() Config {
 	return Config{
 		Descriptors:       1024,
-		MaxConnsPerAddr:   128,
+		MaxConnsPerAddr:   256,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MinBodyRate:       16 << 10,
