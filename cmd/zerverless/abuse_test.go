@@ -139,7 +139,7 @@ func (k floodKind) hold(ctx context.Context, c net.Conn, host string) {
 }
 
 // TestServeConnectionFlood holds 10,000 slow or idle connections to a
-// `serve` whose open-file limit is 4,096, from 40 loopback addresses
+// `serve` whose open-file limit is 4,096, from 30 loopback addresses
 // (more than one address may hold, more than the server may hold in
 // total), redialing whenever the server closes one. Throughout, /health
 // answers from another address, a job submitted meanwhile completes, the
@@ -148,7 +148,7 @@ func TestServeConnectionFlood(t *testing.T) {
 	const (
 		nofile  = 4096
 		conns   = 10000
-		sources = 40
+		sources = 30
 	)
 	dir := t.TempDir()
 	addr := freePort(t)
@@ -292,6 +292,9 @@ func TestServeConnectionFlood(t *testing.T) {
 	ws, err := jc.Workers(ctx)
 	if err != nil || len(ws) != 2 {
 		t.Errorf("after the flood: %d workers, %v; want the 2 embedded workers still connected", len(ws), err)
+	}
+	if n := metricValues(t, url+"/metrics", token, "zerverless_worker_sessions")[""]; n != 2 {
+		t.Errorf("%v worker sessions, want the 2 embedded workers' (promoted out of the HTTP connections)", n)
 	}
 
 	stopAttack()
