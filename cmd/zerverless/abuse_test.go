@@ -380,35 +380,6 @@ func TestServeRegisterFlood(t *testing.T) {
 	}
 }
 
-// TestServeRefusesNonsenseNetSettings starts serve with each connection
-// setting out of its range: each is refused at start, naming the flag.
-func TestServeRefusesNonsenseNetSettings(t *testing.T) {
-	for _, args := range [][]string{
-		{"--max-conns", "-1"},
-		{"--max-conns", "100000000"},
-		{"--max-conns-per-addr", "0"},
-		{"--max-conns", "100", "--max-conns-per-addr", "101"},
-		{"--max-worker-sessions", "-3"},
-		{"--read-header-timeout", "0s"},
-		{"--idle-timeout", "-1s"},
-		{"--min-body-rate", "0"},
-		{"--body-grace", "0s"},
-		{"--max-register-bytes", "0"},
-		{"--max-register-bytes", "-5"},
-		{"--addr", ""},
-		{"--addr", "nonsense"},
-		{"--workers", "-1"},
-	} {
-		var out, errOut lockedBuffer
-		full := append([]string{"serve", "--data", t.TempDir(), "--workers", "0"}, args...)
-		code := run(context.Background(), full, &out, &errOut, func(string) string { return "" })
-		flag := args[len(args)-2]
-		if code != 2 || !strings.Contains(errOut.String(), flag) {
-			t.Errorf("serve %v: status %d, stderr %q; want 2 and a message naming %s", args, code, errOut.String(), flag)
-		}
-	}
-}
-
 func TestDescribeListen(t *testing.T) {
 	ifaddrs := []net.Addr{
 		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},

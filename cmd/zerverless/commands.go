@@ -261,7 +261,14 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return 1
 	}
 	cfg.Net.Descriptors = files
-	if err := cfg.validate(); err != nil {
+	var bad *SettingsError
+	if err := cfg.validate(); errors.As(err, &bad) {
+		// Each refused setting named by its flag, before anything starts.
+		for _, line := range explainSettings(bad, fs, &cfg) {
+			fmt.Fprintln(stderr, "zerverless serve:", line)
+		}
+		return 2
+	} else if err != nil {
 		fmt.Fprintln(stderr, "zerverless serve:", err)
 		return 2
 	}

@@ -86,23 +86,30 @@ func DefaultServerConfig() ServerConfig {
 // validate refuses the server settings that make no sense, naming the
 // flag, and resolves the derived connection limits.
 func (c *ServerConfig) validate() error {
+	var s settings
 	if c.Addr == "" {
-		return errors.New("--addr: must not be empty")
-	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("--addr: %w", err)
+		s.invalid("Addr", "must not be empty")
+	} else if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		s.invalid("Addr", "%v", err)
 	}
 	if c.Workers < 0 {
-		return errors.New("--workers: must not be negative")
+		s.invalid("Workers", "must not be negative")
 	}
 	if c.ShutdownTimeout <= 0 {
-		return errors.New("shutdown timeout: must be positive")
+		s.invalid("ShutdownTimeout", "must be positive")
+	}
+	if c.Contexts.TTL <= 0 {
+		s.invalid("Contexts.TTL", "must be positive (got %s)", c.Contexts.TTL)
 	}
 	if c.API.WorkerRegisterLimit <= 0 || c.API.WorkerRegisterLimit > c.API.WorkerReadLimit && c.API.WorkerReadLimit > 0 {
-		return errors.New("--max-register-bytes: must be positive and at most the largest worker message")
+		s.invalid("API.WorkerRegisterLimit", "must be positive and at most the largest worker message")
 	}
+	s.add("Orchestrator.", c.Orchestrator.Validate())
+	s.add("API.", c.API.Validate())
+	s.add("Functions.", c.Functions.Validate())
 	resolved, err := c.Net.Resolve()
-	if err != nil {
+	s.add("Net.", err)
+	if err := s.err(); err != nil {
 		return err
 	}
 	c.Net = resolved
@@ -150,9 +157,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
-	if err := cfg.Functions.Validate(); err != nil {
-		return nil, err
-	}
 	// Listen first: a taken port fails before anything is created (a
 	// first start would otherwise make an admin token it never prints).
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -89,29 +89,37 @@ func (c Config) withDefaults() Config {
 
 // validate refuses settings that would break the API, naming the field.
 func (c Config) validate() error {
-	switch {
-	case c.MaxBodyBytes < 0:
-		return fmt.Errorf("api: MaxBodyBytes is %d; it must be positive", c.MaxBodyBytes)
-	case c.MaxWait < 0:
-		return fmt.Errorf("api: MaxWait is %s; it must be positive", c.MaxWait)
-	case c.WorkerReadLimit < 0:
-		return fmt.Errorf("api: WorkerReadLimit is %d; it must be positive", c.WorkerReadLimit)
-	case c.WorkerReadLimit > 0 && c.WorkerReadLimit < 4<<10:
-		return fmt.Errorf("api: WorkerReadLimit is %d bytes; a worker's messages need at least 4 KiB", c.WorkerReadLimit)
-	case c.WorkerRegisterLimit < 0:
-		return fmt.Errorf("api: WorkerRegisterLimit is %d; it must be positive", c.WorkerRegisterLimit)
-	case c.WorkerRegisterLimit > 0 && c.WorkerRegisterLimit < 1<<10:
-		return fmt.Errorf("api: WorkerRegisterLimit is %d bytes; a register message needs at least 1 KiB", c.WorkerRegisterLimit)
-	case c.MaxContextBytes < 0:
-		return fmt.Errorf("api: MaxContextBytes is %d; it must be positive", c.MaxContextBytes)
+	var errs []error
+	bad := func(field, format string, args ...any) { errs = append(errs, job.Invalid(field, format, args...)) }
+	if c.MaxBodyBytes < 0 {
+		bad("MaxBodyBytes", "is %d; it must be positive (0: the default)", c.MaxBodyBytes)
+	}
+	if c.MaxWait < 0 {
+		bad("MaxWait", "is %s; it must be positive (0: the default)", c.MaxWait)
+	}
+	if c.WorkerReadLimit < 0 || c.WorkerReadLimit > 0 && c.WorkerReadLimit < 4<<10 {
+		bad("WorkerReadLimit", "is %d bytes; a worker's messages need at least 4 KiB (0: the default)", c.WorkerReadLimit)
+	}
+	if c.WorkerRegisterLimit < 0 || c.WorkerRegisterLimit > 0 && c.WorkerRegisterLimit < 1<<10 {
+		bad("WorkerRegisterLimit", "is %d bytes; a register message needs at least 1 KiB (0: the default)", c.WorkerRegisterLimit)
+	}
+	if c.MaxContextBytes < 0 {
+		bad("MaxContextBytes", "is %d; it must be positive (0: the default)", c.MaxContextBytes)
 	}
 	for _, p := range c.OriginPatterns {
 		if p == "" {
-			return errors.New("api: OriginPatterns holds an empty pattern")
+			bad("OriginPatterns", "holds an empty pattern")
 		}
 	}
 	if err := c.RequestLimits.Validate(); err != nil {
-		return fmt.Errorf("api: RequestLimits: %w", err)
+		bad("RequestLimits", "%v", err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("api config: %w", err)
 	}
 	return nil
 }
+
+// Validate reports every setting of c that makes no sense: each is a
+// *job.Error (code invalid) whose Field is its path in Config, joined.
+func (c Config) Validate() error { return c.validate() }

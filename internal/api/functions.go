@@ -2,7 +2,6 @@ package api
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -43,11 +42,11 @@ type FunctionsConfig struct {
 // of at least two labels, without scheme, port or dots at its ends.
 func (c FunctionsConfig) Validate() error {
 	if c.MaxRequestBytes < 0 {
-		return fmt.Errorf("api: functions MaxRequestBytes is %d; it must be positive", c.MaxRequestBytes)
+		return job.Invalid("MaxRequestBytes", "is %d; it must be positive (0: the default)", c.MaxRequestBytes)
 	}
 	if c.Domain != "" {
 		if err := validDomain(c.Domain); err != nil {
-			return fmt.Errorf("functions domain: %w", err)
+			return job.Invalid("Domain", "%v", err)
 		}
 	}
 	return nil

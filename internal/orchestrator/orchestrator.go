@@ -125,18 +125,19 @@ func DefaultConfig() Config {
 	}
 }
 
-// validate refuses settings that would break the platform, naming each
-// field at fault.
-func (c *Config) validate() error {
+// Validate refuses settings that would break the platform: every field at
+// fault is a *job.Error (code invalid) whose Field is its path in Config
+// ("HeartbeatInterval", "Retention.Period"), joined.
+func (c Config) Validate() error {
 	var errs []error
 	positive := func(name string, d time.Duration) {
 		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be a positive duration (got %s)", name, d))
+			errs = append(errs, job.Invalid(name, "must be a positive duration (got %s)", d))
 		}
 	}
 	atLeast := func(name string, n, least int) {
 		if n < least {
-			errs = append(errs, fmt.Errorf("%s must be at least %d (got %d)", name, least, n))
+			errs = append(errs, job.Invalid(name, "must be at least %d (got %d)", least, n))
 		}
 	}
 	positive("HeartbeatInterval", c.HeartbeatInterval)
@@ -156,7 +157,7 @@ func (c *Config) validate() error {
 	atLeast("RequestLimits.MaxInputBytes", l.MaxInputBytes, 0)
 	positive("RequestLimits.DefaultTimeout", l.DefaultTimeout)
 	if l.MaxTimeout < l.DefaultTimeout {
-		errs = append(errs, fmt.Errorf("RequestLimits.MaxTimeout (%s) must be at least RequestLimits.DefaultTimeout (%s)", l.MaxTimeout, l.DefaultTimeout))
+		errs = append(errs, job.Invalid("RequestLimits.MaxTimeout", "%s must be at least RequestLimits.DefaultTimeout (%s)", l.MaxTimeout, l.DefaultTimeout))
 	}
 	atLeast("RequestLimits.DefaultMaxAttempts", l.DefaultMaxAttempts, 1)
 	atLeast("RequestLimits.MaxMaxAttempts", l.MaxMaxAttempts, max(l.DefaultMaxAttempts, 1))
@@ -169,12 +170,17 @@ func (c *Config) validate() error {
 	atLeast("DefaultQuotas.RunningJobs", q.RunningJobs, 0)
 	atLeast("DefaultQuotas.Deployments", q.Deployments, 0)
 	atLeast("DefaultQuotas.BuildContextMB", q.BuildContextMB, 0)
+	atLeast("DefaultQuotas.JobStorageMB", q.JobStorageMB, -1)
+	if n := len(c.BuildKey); n > 0 && n < job.MinBuildKeyBytes {
+		errs = append(errs, job.Invalid("BuildKey", "is %d bytes, fewer than %d", n, job.MinBuildKeyBytes))
+	}
+	errs = append(errs, c.Retention.validate()...)
 	if q.SubmitsPerSecond < 0 || math.IsNaN(q.SubmitsPerSecond) || math.IsInf(q.SubmitsPerSecond, 0) {
-		errs = append(errs, fmt.Errorf("DefaultQuotas.SubmitsPerSecond must be a finite number, at least 0 (got %g)", q.SubmitsPerSecond))
+		errs = append(errs, job.Invalid("DefaultQuotas.SubmitsPerSecond", "must be a finite number, at least 0 (got %g)", q.SubmitsPerSecond))
 	}
 	for _, p := range c.DockerAllowImages {
 		if strings.TrimSpace(p) == "" {
-			errs = append(errs, errors.New("DockerAllowImages must not hold an empty pattern"))
+			errs = append(errs, job.Invalid("DockerAllowImages", "must not hold an empty pattern"))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -258,21 +264,15 @@ type entry struct {
 // (nil for none). It does not start anything. An invalid cfg is an error
 // that names each field at fault.
 func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*Orchestrator, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	switch n := len(cfg.BuildKey); {
-	case n == 0:
+	if len(cfg.BuildKey) == 0 {
 		cfg.BuildKey = make([]byte, job.MinBuildKeyBytes)
 		rand.Read(cfg.BuildKey)
-	case n < job.MinBuildKeyBytes:
-		return nil, fmt.Errorf("orchestrator: BuildKey is %d bytes, fewer than %d", n, job.MinBuildKeyBytes)
-	}
-	if err := cfg.Retention.validate(); err != nil {
-		return nil, err
 	}
 	o := &Orchestrator{
 		cfg:     cfg,

@@ -2,9 +2,9 @@ package orchestrator
 
 import (
 	"context"
-	"fmt"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/store"
 )
 
@@ -42,18 +42,24 @@ func DefaultRetentionConfig() RetentionConfig {
 }
 
 // validate refuses settings that would remove jobs at once or never sweep.
-func (c RetentionConfig) validate() error {
-	switch {
-	case c.Period <= 0:
-		return fmt.Errorf("job retention must be positive, got %s", c.Period)
-	case c.TombstonePeriod <= 0:
-		return fmt.Errorf("job tombstone retention must be positive, got %s", c.TombstonePeriod)
-	case c.Interval <= 0:
-		return fmt.Errorf("job retention sweep interval must be positive, got %s", c.Interval)
-	case c.BatchJobs <= 0 || c.BatchBytes <= 0:
-		return fmt.Errorf("job retention batches must be positive, got %d jobs and %d bytes", c.BatchJobs, c.BatchBytes)
+func (c RetentionConfig) validate() []error {
+	var errs []error
+	if c.Period <= 0 {
+		errs = append(errs, job.Invalid("Retention.Period", "job retention must be positive (got %s)", c.Period))
 	}
-	return nil
+	if c.TombstonePeriod <= 0 {
+		errs = append(errs, job.Invalid("Retention.TombstonePeriod", "must be positive (got %s)", c.TombstonePeriod))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, job.Invalid("Retention.Interval", "must be positive (got %s)", c.Interval))
+	}
+	if c.BatchJobs <= 0 {
+		errs = append(errs, job.Invalid("Retention.BatchJobs", "must be positive (got %d)", c.BatchJobs))
+	}
+	if c.BatchBytes <= 0 {
+		errs = append(errs, job.Invalid("Retention.BatchBytes", "must be positive (got %d)", c.BatchBytes))
+	}
+	return errs
 }
 
 // sweepExpired removes the jobs whose retention period has ended, every

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServeFlagsRefuseNonsense starts serve with each setting that would
+// break the platform: each is refused at start, with status 2 and the
+// flag's name, before anything is created in the data directory.
+func TestServeFlagsRefuseNonsense(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string // the flag the refusal must name
+	}{
+		{[]string{"--heartbeat", "0"}, "--heartbeat"},
+		{[]string{"--heartbeat", "-1s"}, "--heartbeat"},
+		{[]string{"--max-queued", "0"}, "--max-queued"},
+		{[]string{"--lease-grace", "0"}, "--lease-grace"},
+		{[]string{"--max-body-bytes", "-1"}, "--max-body-bytes"},
+		{[]string{"--build-context-ttl", "0"}, "--build-context-ttl"},
+		{[]string{"--workers", "-1"}, "--workers"},
+		{[]string{"--job-retention", "0"}, "--job-retention"},
+		{[]string{"--job-storage-mb", "-7"}, "--job-storage-mb"},
+		{[]string{"--idle-timeout", "0"}, "--idle-timeout"},
+		{[]string{"--read-header-timeout", "0"}, "--read-header-timeout"},
+		{[]string{"--min-body-rate", "0"}, "--min-body-rate"},
+		{[]string{"--body-grace", "0"}, "--body-grace"},
+		{[]string{"--max-conns", "-1"}, "--max-conns"},
+		{[]string{"--max-conns-per-addr", "-1"}, "--max-conns-per-addr"},
+		{[]string{"--max-conns", "100000000"}, "--max-conns"},
+		{[]string{"--max-conns", "100", "--max-conns-per-addr", "101"}, "--max-conns-per-addr"},
+		{[]string{"--max-worker-sessions", "-3"}, "--max-worker-sessions"},
+		{[]string{"--max-register-bytes", "-5"}, "--max-register-bytes"},
+		{[]string{"--addr", ""}, "--addr"},
+		{[]string{"--max-register-bytes", "0"}, "--max-register-bytes"},
+		{[]string{"--functions-domain", "no_dots"}, "--functions-domain"},
+		{[]string{"--addr", "nonsense"}, "--addr"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--concurrency", "0"}, "--concurrency"},
+	} {
+		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
+			data := filepath.Join(t.TempDir(), "data")
+			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data}, tc.args...)
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), args, &out, &errOut, func(string) string { return "" })
+			if code != 2 || !strings.Contains(errOut.String(), tc.flag+":") && !strings.Contains(errOut.String(), tc.flag+" ") {
+				t.Fatalf("status %d, stderr %q: want 2 and a refusal naming %s", code, errOut.String(), tc.flag)
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the data directory was created (%v) for a refused start", err)
+			}
+		})
+	}
+
+	// Two at once: both are named.
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--heartbeat", "0", "--max-queued", "0"},
+		&out, &errOut, func(string) string { return "" })
+	if code != 2 || !strings.Contains(errOut.String(), "--heartbeat:") || !strings.Contains(errOut.String(), "--max-queued:") {
+		t.Fatalf("status %d, stderr %q: want both settings named", code, errOut.String())
+	}
+}
