@@ -152,7 +152,7 @@ func TestServeRefusesNonsense(t *testing.T) {
 		"MaxBodyBytes":              func(c *ServerConfig) { c.API.MaxBodyBytes = -1 },
 		"MaxWait":                   func(c *ServerConfig) { c.API.MaxWait = -time.Second },
 		"DefaultTimeout":            func(c *ServerConfig) { c.API.RequestLimits.DefaultTimeout = 2 * c.API.RequestLimits.MaxTimeout },
-		"MaxDockerfileInstructions": func(c *ServerConfig) { c.Admission.MaxDockerfileInstructions = 0 },
+		"MaxDockerfileInstructions": func(c *ServerConfig) { c.Admission.MaxDockerfileInstructions = -1 },
 		"Functions.MaxRequestBytes": func(c *ServerConfig) { c.Functions.MaxRequestBytes = -1 },
 	} {
 		cfg := testServerConfig(t, t.TempDir(), 0)

@@ -14,7 +14,11 @@ import (
 // too). The orchestrator's build key is kept in the data directory as
 // well.
 func (s *Server) startAuth(ctx context.Context, cfg *ServerConfig) error {
-	s.auth = auth.New(cfg.Auth, s.store, s.log)
+	var err error
+	s.auth, err = auth.New(cfg.Auth, s.store, s.log)
+	if err != nil {
+		return err
+	}
 	secret, created, err := s.auth.Bootstrap(ctx, cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)

@@ -20,6 +20,7 @@
 package admission
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,8 @@ type Deps struct {
 	Quotas    Quotas
 }
 
-// Config tunes build admission. Start from DefaultConfig.
+// Config tunes build admission. Start from DefaultConfig; a zero field
+// takes its default, a negative one is refused by New.
 type Config struct {
 	// ContextLimits bound a build context's files, inline or uploaded
 	// (default buildctx.DefaultLimits: 100 MiB, 1,000 files).
@@ -131,7 +133,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// validate refuses a config that would refuse every build.
+// withDefaults returns c with its zero fields at their defaults.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.ContextLimits.MaxBytes = cmp.Or(c.ContextLimits.MaxBytes, d.ContextLimits.MaxBytes)
+	c.ContextLimits.MaxFiles = cmp.Or(c.ContextLimits.MaxFiles, d.ContextLimits.MaxFiles)
+	c.MaxDockerfileInstructions = cmp.Or(c.MaxDockerfileInstructions, d.MaxDockerfileInstructions)
+	c.MaxDockerfileBytes = cmp.Or(c.MaxDockerfileBytes, d.MaxDockerfileBytes)
+	return c
+}
+
+// validate refuses a config that would refuse every build, naming the
+// field.
 func (c Config) validate() error {
 	switch {
 	case c.ContextLimits.MaxBytes <= 0:
@@ -178,6 +191,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if missing != "" {
 		return nil, fmt.Errorf("admission: the %s dependency is required (there is no open mode)", missing)
 	}
+	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

@@ -37,8 +37,11 @@ func TestEveryDependencyIsRequired(t *testing.T) {
 			t.Errorf("without %s: %v %v", name, s, err)
 		}
 	}
-	if _, err := admission.New(admission.Config{}, full); err == nil {
-		t.Error("a zero config (no context limits) was accepted")
+	if _, err := admission.New(admission.Config{}, full); err != nil {
+		t.Errorf("the zero config takes the defaults: %v", err)
+	}
+	if _, err := admission.New(admission.Config{MaxDockerfileBytes: -1}, full); err == nil || !strings.Contains(err.Error(), "MaxDockerfileBytes") {
+		t.Errorf("a negative MaxDockerfileBytes: %v", err)
 	}
 }
 

@@ -8,6 +8,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -51,7 +52,8 @@ type Store interface {
 	ListNamespacePolicies(ctx context.Context) ([]job.NamespacePolicy, error)
 }
 
-// Config tunes the service. Zero fields take DefaultConfig's values.
+// Config tunes the service. Zero fields take DefaultConfig's values;
+// negative ones are refused by New.
 type Config struct {
 	// CacheSize caps the authenticated secrets and the policies kept in
 	// memory (default 4096 each).
@@ -93,16 +95,29 @@ type cachedPolicy struct {
 	expires time.Time
 }
 
-// New returns a service over st. A nil log discards; the service logs
-// what it does on its own (bootstrap) with "audit"=true.
-func New(cfg Config, st Store, log *slog.Logger) *Service {
+// validate refuses negative settings, naming the field.
+func (c Config) validate() error {
+	switch {
+	case c.CacheSize < 0:
+		return fmt.Errorf("auth: CacheSize is %d; it must be positive", c.CacheSize)
+	case c.CacheTTL < 0:
+		return fmt.Errorf("auth: CacheTTL is %s; it must be positive", c.CacheTTL)
+	}
+	return nil
+}
+
+// New returns a service over st, which is required. A nil log discards;
+// the service logs what it does on its own (bootstrap) with "audit"=true.
+func New(cfg Config, st Store, log *slog.Logger) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, errors.New("auth: the store is required")
+	}
 	def := DefaultConfig()
-	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = def.CacheSize
-	}
-	if cfg.CacheTTL <= 0 {
-		cfg.CacheTTL = def.CacheTTL
-	}
+	cfg.CacheSize = cmp.Or(cfg.CacheSize, def.CacheSize)
+	cfg.CacheTTL = cmp.Or(cfg.CacheTTL, def.CacheTTL)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -110,7 +125,7 @@ func New(cfg Config, st Store, log *slog.Logger) *Service {
 		cfg: cfg, st: st, log: log.With("component", "auth", "audit", true), now: time.Now,
 		tokens:   map[string]cachedPrincipal{},
 		policies: map[string]cachedPolicy{},
-	}
+	}, nil
 }
 
 // hashSecret returns the hex SHA-256 of secret, the form the store keeps.

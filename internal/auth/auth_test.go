@@ -29,7 +29,31 @@ func newService(t *testing.T) (*Service, string) {
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	t.Cleanup(func() { st.Close() })
-	return New(Config{}, st, nil), dir
+	return mustNew(t, st), dir
+}
+
+func mustNew(t *testing.T, st Store) *Service {
+	t.Helper()
+	s, err := New(Config{}, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestConfigValidate: negative settings are refused, naming the field, and
+// a service needs its store.
+func TestConfigValidate(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	t.Cleanup(func() { st.Close() })
+	for name, cfg := range map[string]Config{"CacheSize": {CacheSize: -1}, "CacheTTL": {CacheTTL: -time.Second}} {
+		if _, err := New(cfg, st, nil); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := New(Config{}, nil, nil); err == nil {
+		t.Error("a service without a store")
+	}
 }
 
 func TestCreateAuthenticateRevoke(t *testing.T) {
@@ -125,7 +149,7 @@ func TestCreateValidates(t *testing.T) {
 func TestSecretsAreNotStored(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, dir)
-	s := New(Config{}, st, nil)
+	s := mustNew(t, st)
 	ctx := context.Background()
 	var secrets []string
 	for _, kind := range []job.TokenKind{job.TokenAdmin, job.TokenNamespace, job.TokenWorker} {
@@ -166,7 +190,7 @@ func TestBootstrap(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	st := openStore(t, dir)
-	s := New(Config{}, st, nil)
+	s := mustNew(t, st)
 	secret, created, err := s.Bootstrap(ctx, dir)
 	if err != nil || !created {
 		t.Fatalf("first Bootstrap = %v, %v; want a new token", created, err)
@@ -191,7 +215,7 @@ func TestBootstrap(t *testing.T) {
 	// is tightened.
 	os.Chmod(path, 0o644)
 	st = openStore(t, dir)
-	s = New(Config{}, st, nil)
+	s = mustNew(t, st)
 	again, created, err := s.Bootstrap(ctx, dir)
 	if err != nil || created || again != secret {
 		t.Fatalf("second Bootstrap = %v, %v (same secret: %v); want the same token", created, err, again == secret)

@@ -64,7 +64,11 @@ func NewDeps(t testing.TB, svc *Service) Deps {
 		t.Fatal(err)
 	}
 	t.Cleanup(fns.Close)
-	return Deps{Store: st, Auth: auth.New(auth.Config{}, st, nil), Contexts: cs, Functions: fns}
+	as, err := auth.New(auth.Config{}, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Deps{Store: st, Auth: as, Contexts: cs, Functions: fns}
 }
 
 // Admission returns an admission service over svc and d that authenticates
