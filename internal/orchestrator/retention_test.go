@@ -36,6 +36,9 @@ func TestExpiryAndStorageQuota(t *testing.T) {
 	cfg.Retention.Period = time.Nanosecond
 	cfg.Retention.Interval = time.Hour // swept by hand below
 	cfg.DefaultQuotas.JobStorageMB = 1
+	// A 2 MiB result on a busy machine: a longer heartbeat than the
+	// harness's tells a slow raw worker from a lost one.
+	cfg.HeartbeatInterval = time.Second
 	h := newHarness(t, t.TempDir(), cfg)
 	ctx := tenantCtx()
 	w := h.dial(luaCaps(64))
