@@ -17,6 +17,7 @@ import (
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 	"github.com/zerverless/zerverless/internal/worker"
 )
 
@@ -249,19 +250,11 @@ func TestWorkerTrust(t *testing.T) {
 
 func dialAnonymous(t *testing.T, url string, caps job.Capabilities) *rawWorker {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := protocol.Dial(ctx, url, nil, protocol.Options{})
-	if err != nil {
-		t.Fatal(err)
+	w := protocoltest.Register(t, url, "", caps)
+	if w.Trusted {
+		t.Fatal("an anonymous worker is trusted")
 	}
-	t.Cleanup(func() { conn.CloseNow() })
-	conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "anonymous", Capabilities: &caps})
-	m, err := conn.Read(ctx)
-	if err != nil || m.Type != protocol.TypeRegistered || m.Trusted {
-		t.Fatalf("register anonymously: %+v %v", m, err)
-	}
-	r := &rawWorker{t: t, conn: conn, id: m.WorkerID}
+	r := newRawWorker(w)
 	r.keepAlive()
 	return r
 }
