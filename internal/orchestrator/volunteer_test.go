@@ -171,3 +171,36 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 		t.Fatalf("the anonymous worker got %+v", task)
 	}
 }
+
+// TestSilentVolunteerCannotFailJobs: an anonymous volunteer that stays
+// connected and never answers lets every lease expire; the job keeps its
+// attempts, the volunteer is banned, and the job runs elsewhere.
+func TestSilentVolunteerCannotFailJobs(t *testing.T) {
+	cfg := testConfig()
+	cfg.LeaseGrace = 100 * time.Millisecond
+	cfg.MaxDrops = 1
+	h := newHarness(t, t.TempDir(), cfg)
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 1, TimeoutSeconds: ptr(0.1)})
+	silent := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	silent.KeepAlive()
+	if task := silent.Next(5 * time.Second); task.JobID != j.ID {
+		t.Fatalf("the volunteer got %s", task.JobID)
+	}
+	eventually(t, 5*time.Second, func() error {
+		for _, w := range h.o.Workers() {
+			if w.ID == silent.ID && !w.Banned {
+				return fmt.Errorf("the silent volunteer is not banned")
+			}
+		}
+		if v := h.job(j.ID); v.Status != job.StatusPending || v.Attempt != 1 {
+			return fmt.Errorf("job is %s at attempt %d (%s)", v.Status, v.Attempt, v.Reason)
+		}
+		return nil
+	})
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	if got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second); err != nil || got.Status != job.StatusCompleted {
+		t.Fatalf("job: %+v %v", got, err)
+	}
+}
