@@ -498,8 +498,9 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 			o.requeueLocked(e, false, "")
 			e.job.Reason = "re-queued: " + why
 		case o.closed:
-			// The orchestrator is stopping; the job was not at fault,
-			// nor was the worker.
+			// The orchestrator is stopping and ended the session: the
+			// attempt counts as a restart's does, and the worker's
+			// record is left alone.
 			o.requeueLocked(e, true, why)
 		default:
 			o.loseLeaseLocked(e, w, why)
