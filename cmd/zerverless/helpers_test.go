@@ -17,6 +17,7 @@ import (
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 	"github.com/zerverless/zerverless/internal/testutil"
 	"github.com/zerverless/zerverless/internal/worker"
 )
@@ -195,16 +196,23 @@ func eventually(t testing.TB, d time.Duration, f func() error) {
 }
 
 // rawWorker is a worker that speaks the protocol by hand, so that a test
-// can hold a lease, answer late, or vanish mid-job.
+// can hold a lease, answer late, or vanish mid-job: protocoltest's fake
+// worker, with the short names these tests use.
 type rawWorker struct {
+	*protocoltest.Worker
 	t    testing.TB
 	conn *protocol.Conn
 	id   string
 }
 
+func newRawWorker(w *protocoltest.Worker) *rawWorker {
+	return &rawWorker{Worker: w, t: w.T, conn: w.Conn, id: w.ID}
+}
+
+// dialRaw connects a trusted raw worker (it presents testWorkerSecret).
 func dialRaw(t testing.TB, url string, caps job.Capabilities) *rawWorker {
 	t.Helper()
-	return dialRawWith(t, url, protocol.Message{Capabilities: &caps})
+	return newRawWorker(protocoltest.Register(t, url, testWorkerSecret, caps))
 }
 
 // dialRawWith registers a trusted raw worker with reg's capabilities and
@@ -227,54 +235,24 @@ func dialRawWith(t testing.TB, url string, reg protocol.Message) *rawWorker {
 		t.Fatalf("register: %+v %v", m, err)
 	}
 	return &rawWorker{t: t, conn: conn, id: m.WorkerID}
+
+}
+
+// fake is r's protocoltest worker; a rawWorker made from a connection a
+// test registered by hand gets one on first use.
+func (r *rawWorker) fake() *protocoltest.Worker {
+	if r.Worker == nil {
+		r.Worker = &protocoltest.Worker{T: r.t, Conn: r.conn, ID: r.id}
+	}
+	return r.Worker
 }
 
 // next reads until an assignment arrives.
-func (r *rawWorker) next(d time.Duration) *job.Task {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for {
-		m, err := r.conn.Read(ctx)
-		if err != nil {
-			r.t.Fatalf("raw worker waiting for an assignment: %v", err)
-		}
-		if m.Type == protocol.TypeAssign {
-			return m.Task
-		}
-	}
-}
+func (r *rawWorker) next(d time.Duration) *job.Task { r.t.Helper(); return r.fake().Next(d) }
 
-func (r *rawWorker) send(m protocol.Message) {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := r.conn.Write(ctx, m); err != nil {
-		r.t.Fatalf("raw worker send: %v", err)
-	}
-}
+func (r *rawWorker) send(m protocol.Message) { r.t.Helper(); r.fake().Send(m) }
 
 func ptr[T any](v T) *T { return &v }
 
 // keepAlive sends heartbeats until the test ends or the connection fails.
-func (r *rawWorker) keepAlive() {
-	done := make(chan struct{})
-	r.t.Cleanup(func() { close(done) })
-	go func() {
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				err := r.conn.Write(ctx, protocol.Message{Type: protocol.TypeHeartbeat})
-				cancel()
-				if err != nil {
-					return
-				}
-			}
-		}
-	}()
-}
+func (r *rawWorker) keepAlive() { r.fake().KeepAlive() }

@@ -17,6 +17,7 @@ import (
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 	"github.com/zerverless/zerverless/internal/worker"
 )
 
@@ -194,27 +195,12 @@ func TestReplicasEndToEnd(t *testing.T) {
 // gets a docker job, which goes to a worker that joined with a token.
 func TestWorkerTrust(t *testing.T) {
 	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 0))
-	conn, err := protocol.Dial(context.Background(), srv.WorkerURL(), nil, protocol.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
 	caps := job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Capabilities: &caps})
-	m, err := conn.Read(ctx)
-	if err != nil || m.Type != protocol.TypeError || !strings.Contains(m.Error, "join token") {
-		t.Fatalf("anonymous worker with open volunteering off: %+v %v", m, err)
+	if m := protocoltest.Refused(t, srv.WorkerURL(), "", caps); !strings.Contains(m.Error, "join token") {
+		t.Fatalf("anonymous worker with open volunteering off: %+v", m)
 	}
-	bad, err := protocol.Dial(context.Background(), srv.WorkerURL(), nil, protocol.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.CloseNow()
-	bad.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Capabilities: &caps, Token: "zv_not-a-token"})
-	if m, err := bad.Read(ctx); err != nil || m.Type != protocol.TypeError || !strings.Contains(m.Error, "invalid join token") {
-		t.Fatalf("worker with a wrong join token: %+v %v", m, err)
+	if m := protocoltest.Refused(t, srv.WorkerURL(), "zv_not-a-token", caps); !strings.Contains(m.Error, "invalid join token") {
+		t.Fatalf("worker with a wrong join token: %+v", m)
 	}
 
 	cfg := testServerConfig(t, t.TempDir(), 0)
@@ -249,19 +235,11 @@ func TestWorkerTrust(t *testing.T) {
 
 func dialAnonymous(t *testing.T, url string, caps job.Capabilities) *rawWorker {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := protocol.Dial(ctx, url, nil, protocol.Options{})
-	if err != nil {
-		t.Fatal(err)
+	w := protocoltest.Register(t, url, "", caps)
+	if w.Trusted {
+		t.Fatal("an anonymous worker is trusted")
 	}
-	t.Cleanup(func() { conn.CloseNow() })
-	conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "anonymous", Capabilities: &caps})
-	m, err := conn.Read(ctx)
-	if err != nil || m.Type != protocol.TypeRegistered || m.Trusted {
-		t.Fatalf("register anonymously: %+v %v", m, err)
-	}
-	r := &rawWorker{t: t, conn: conn, id: m.WorkerID}
+	r := newRawWorker(w)
 	r.keepAlive()
 	return r
 }
@@ -489,19 +467,11 @@ func TestNamespaceRequiresTrustedWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := protocol.Dial(wctx, srv.WorkerURL(), nil, protocol.Options{})
-	if err != nil {
-		t.Fatal(err)
+	w := protocoltest.Register(t, srv.WorkerURL(), tok.Token, luaOnly)
+	if !w.Trusted {
+		t.Fatalf("a worker with an issued join token is not trusted")
 	}
-	defer conn.CloseNow()
-	conn.Write(wctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Capabilities: &luaOnly, Token: tok.Token})
-	m, err := conn.Read(wctx)
-	if err != nil || m.Type != protocol.TypeRegistered || !m.Trusted {
-		t.Fatalf("a worker with an issued join token: %+v %v", m, err)
-	}
-	trusted := &rawWorker{t: t, conn: conn, id: m.WorkerID}
+	trusted := newRawWorker(w)
 	trusted.keepAlive()
 	if task := trusted.next(5 * time.Second); task.JobID != private.ID {
 		t.Fatalf("the trusted worker was given %s", task.JobID)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -92,9 +94,22 @@ func TestFunctionsStayOffAnonymousWorkers(t *testing.T) {
 	trusted := dialRaw(t, srv.WorkerURL(), luaCaps)
 	trusted.keepAlive()
 
-	answered := make(chan httpResult, 1)
+	type answer struct {
+		status int
+		body   []byte
+	}
+	answered := make(chan answer, 1)
 	go func() {
-		answered <- call(t, "GET", srv.URL()+"/bob/hello", map[string]string{"Cookie": "session=bob-session"}, nil)
+		req, _ := http.NewRequest("GET", srv.URL()+"/bob/hello", nil)
+		req.Header.Set("Cookie", "session=bob-session")
+		resp, err := fnHTTP.Do(req)
+		if err != nil {
+			answered <- answer{body: []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- answer{resp.StatusCode, b}
 	}()
 	task := trusted.next(5 * time.Second)
 	if !strings.Contains(string(task.Spec.Input), "bob-s3cret") {

@@ -34,6 +34,8 @@ Flags:
   --max-concurrency N    invocations at once (default: no cap)
   --private              answer only requests with a token of NAMESPACE or an
                          admin token (default: public, anyone may call it)
+  --anonymous-workers    let anonymous volunteers run it; they see its env and
+                         callers' requests (default: trusted workers only)
   --json                 print the deployment as JSON
 `
 
@@ -70,6 +72,7 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 		timeout         float64
 		memory, maxConc int
 		asJSON, private bool
+		anonymous       bool
 		env             envFlag
 	)
 	fs := c.flags()
@@ -82,6 +85,7 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 	fs.IntVar(&maxConc, "max-concurrency", 0, "")
 	fs.BoolVar(&asJSON, "json", false, "")
 	fs.BoolVar(&private, "private", false, "")
+	fs.BoolVar(&anonymous, "anonymous-workers", false, "")
 	rest, st, ok := c.parse(fs, args, deployUsage, true)
 	if !ok {
 		return st
@@ -106,7 +110,7 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(ExitFail, "%v", err)
 	}
-	req := job.DeployRequest{Runtime: rt, MemoryMB: memory, MaxConcurrency: maxConc}
+	req := job.DeployRequest{Runtime: rt, MemoryMB: memory, MaxConcurrency: maxConc, AnonymousWorkers: anonymous}
 	req.Env = env.m
 	if private {
 		public := false

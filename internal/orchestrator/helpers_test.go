@@ -14,6 +14,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 	"github.com/zerverless/zerverless/internal/store"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
 	"github.com/zerverless/zerverless/internal/testutil"
@@ -121,12 +122,35 @@ func (h *harness) stored(id string) *job.Job {
 	return j
 }
 
-// rawWorker speaks the protocol by hand.
+// rawWorker speaks the protocol by hand: protocoltest's fake worker, with
+// the short names these tests use.
 type rawWorker struct {
-	t    *testing.T
+	*protocoltest.Worker
+	t    testing.TB
 	conn *protocol.Conn
 	id   string
 }
+
+func newRawWorker(w *protocoltest.Worker) *rawWorker {
+	return &rawWorker{Worker: w, t: w.T, conn: w.Conn, id: w.ID}
+}
+
+// fake is r's protocoltest worker; a rawWorker made from a connection a
+// test registered by hand gets one on first use.
+func (r *rawWorker) fake() *protocoltest.Worker {
+	if r.Worker == nil {
+		r.Worker = &protocoltest.Worker{T: r.t, Conn: r.conn, ID: r.id}
+	}
+	return r.Worker
+}
+
+// next reads until an assignment arrives.
+func (r *rawWorker) next(d time.Duration) *job.Task { r.t.Helper(); return r.fake().Next(d) }
+
+func (r *rawWorker) send(m protocol.Message) { r.t.Helper(); r.fake().Send(m) }
+
+// keepAlive sends heartbeats until the test ends or the connection fails.
+func (r *rawWorker) keepAlive() { r.fake().KeepAlive() }
 
 func luaCaps(concurrency int) job.Capabilities {
 	return job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: concurrency}
@@ -141,69 +165,7 @@ func (h *harness) dial(caps job.Capabilities) *rawWorker {
 // volunteer).
 func (h *harness) dialAs(caps job.Capabilities, token string) *rawWorker {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := protocol.Dial(ctx, h.url(), nil, protocol.Options{})
-	if err != nil {
-		h.t.Fatalf("dial: %v", err)
-	}
-	h.t.Cleanup(func() { conn.CloseNow() })
-	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "raw", Capabilities: &caps, Token: token}); err != nil {
-		h.t.Fatal(err)
-	}
-	m, err := conn.Read(ctx)
-	if err != nil || m.Type != protocol.TypeRegistered {
-		h.t.Fatalf("register: %+v %v", m, err)
-	}
-	return &rawWorker{t: h.t, conn: conn, id: m.WorkerID}
-}
-
-// next reads until an assignment arrives.
-func (r *rawWorker) next(d time.Duration) *job.Task {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for {
-		m, err := r.conn.Read(ctx)
-		if err != nil {
-			r.t.Fatalf("raw worker waiting for an assignment: %v", err)
-		}
-		if m.Type == protocol.TypeAssign {
-			return m.Task
-		}
-	}
-}
-
-func (r *rawWorker) send(m protocol.Message) {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := r.conn.Write(ctx, m); err != nil {
-		r.t.Fatalf("raw worker send: %v", err)
-	}
-}
-
-// keepAlive sends heartbeats until the test ends or the connection fails.
-func (r *rawWorker) keepAlive() {
-	done := make(chan struct{})
-	r.t.Cleanup(func() { close(done) })
-	go func() {
-		t := time.NewTicker(30 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				err := r.conn.Write(ctx, protocol.Message{Type: protocol.TypeHeartbeat})
-				cancel()
-				if err != nil {
-					return
-				}
-			}
-		}
-	}()
+	return newRawWorker(protocoltest.Register(h.t, h.url(), token, caps))
 }
 
 // eventually polls f until it returns nil or d passes.

@@ -10,7 +10,9 @@ const leaseCheckInterval = 500 * time.Millisecond
 
 // watchLeases takes back jobs whose lease ran out: a worker that neither
 // finished a job by its timeout plus LeaseGrace nor lost its connection is
-// told to stop, and the job is re-queued with attempt+1.
+// told to stop, and the job is re-queued as a lost lease (loseLeaseLocked).
+// Every TokenRecheckInterval it also ends the sessions whose join token is
+// no longer valid (recheckTokens).
 func (o *Orchestrator) watchLeases() {
 	defer o.wg.Done()
 	t := time.NewTicker(leaseCheckInterval)

@@ -17,7 +17,7 @@ func TestAnswerForAnotherJobKeepsTheLease(t *testing.T) {
 	for _, typ := range []protocol.Type{protocol.TypeResult, protocol.TypeReject} {
 		t.Run(string(typ), func(t *testing.T) {
 			h := newHarness(t, t.TempDir(), testConfig())
-			w := h.proven(h.dial(luaCaps(1)))
+			w := h.dial(luaCaps(1))
 			j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
 			task := w.next(5 * time.Second)
 			m := protocol.Message{Type: typ, JobID: "some-other-job", LeaseID: task.LeaseID, Error: "x"}

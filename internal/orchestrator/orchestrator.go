@@ -248,10 +248,10 @@ type entry struct {
 	rep    *replication
 	// lostRun is set when the job ran out of attempts by losing workers.
 	lostRun bool
-	// lostBy are the untrusted identities (reputation keys) that lost a
-	// lease of this job (of any of its replicas, on a replicated job); they
-	// are not given it again.
-	lostBy map[string]bool
+	// chargedBy are the untrusted identities (reputation keys) whose lost
+	// lease cost this job (any of its replicas, on a replicated job) an
+	// attempt; each may do so once (see loseLeaseLocked).
+	chargedBy map[string]bool
 	// trustedOnly keeps the job off untrusted workers: a function
 	// invocation whose deployment does not allow anonymous workers.
 	trustedOnly bool

@@ -77,7 +77,7 @@ func (o *Orchestrator) eligibleLocked(w *worker, e *entry) (ok, wholeLane bool) 
 	if o.overRunningQuotaLocked(e.job.Namespace) || o.laneRefusalLocked(w, e) != "" {
 		return false, true
 	}
-	if e.excluded(w) || o.lostHereLocked(w, e) {
+	if e.excluded(w) {
 		return false, false
 	}
 	return true, false
@@ -96,9 +96,6 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 	}
 	if e.excluded(w) {
 		return "already ran a replica of this job"
-	}
-	if o.lostHereLocked(w, e) {
-		return "already lost this job once"
 	}
 	return ""
 }

@@ -108,7 +108,7 @@ func TestCancelReplicatedJob(t *testing.T) {
 // no answer and is replaced while under the bound.
 func TestLostReplicaRunsElsewhere(t *testing.T) {
 	h := newHarness(t, t.TempDir(), testConfig())
-	w1, w2 := h.proven(h.dial(luaCaps(1))), h.dial(luaCaps(1))
+	w1, w2 := h.dial(luaCaps(1)), h.dial(luaCaps(1))
 	w1.keepAlive()
 	w2.keepAlive()
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 2, Quorum: 2, MaxAttempts: 2})
@@ -116,7 +116,7 @@ func TestLostReplicaRunsElsewhere(t *testing.T) {
 	w2.send(answerMessage(t2, "x"))
 	w1.conn.CloseNow()
 
-	w3 := h.proven(h.dial(luaCaps(1)))
+	w3 := h.dial(luaCaps(1))
 	w3.keepAlive()
 	t3 := w3.next(5 * time.Second)
 	if t3.JobID != t1.JobID || t3.Attempt != 2 {
@@ -189,7 +189,7 @@ func TestLeaseExpiryOfReplica(t *testing.T) {
 	cfg := testConfig()
 	cfg.LeaseGrace = 200 * time.Millisecond
 	h := newHarness(t, t.TempDir(), cfg)
-	w1, w2 := h.proven(h.dial(luaCaps(1))), h.dial(luaCaps(1))
+	w1, w2 := h.dial(luaCaps(1)), h.dial(luaCaps(1))
 	w1.keepAlive()
 	w2.keepAlive()
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 2, Quorum: 2, TimeoutSeconds: ptr(0.2)})
@@ -227,7 +227,7 @@ func TestCountsAfterAMix(t *testing.T) {
 	cfg.DefaultQuotas.RunningJobs = 2
 	h := newHarness(t, t.TempDir(), cfg)
 	ctx := tenantCtx()
-	w1 := h.proven(h.dial(luaCaps(4)))
+	w1 := h.dial(luaCaps(4))
 	w1.keepAlive()
 	a := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 1})
 	b := h.submit(job.Request{Type: job.TypeLua, Code: "return 2", Replicas: 2, Quorum: 2})

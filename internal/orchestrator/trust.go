@@ -185,43 +185,47 @@ func (o *Orchestrator) resultLocked(w *worker) {
 }
 
 // loseLeaseLocked handles e, whose current lease on w was lost: w
-// disconnected holding it or let it expire. The loss costs e an attempt
-// only when w's identity is in good standing (it has returned more results
-// than it has lost leases); otherwise e goes back to the queue as it was,
-// and the loss counts toward banning the identity (MaxDrops). An untrusted
-// identity is never given e again, so one job never costs it a second
-// attempt, and a job that kills the workers that run it fails once it has
-// been lost on MaxAttempts identities in good standing. The caller
-// persists e. See docs/rationale.md, "Lost leases".
+// disconnected holding it or let it expire. The caller persists e. See
+// docs/rationale.md, "Lost leases".
+//
+//   - On the orchestrator's own embedded workers a loss is always the
+//     job's: it costs an attempt (and fails the job when none is left).
+//   - Otherwise it costs an attempt only when w's identity is in good
+//     standing (it has returned more results than it has lost leases) and,
+//     for an untrusted identity, has not cost this job an attempt before:
+//     one address charges a job at most once.
+//   - A loss by an identity not in good standing costs the job nothing and
+//     counts toward banning the identity (MaxDrops).
 func (o *Orchestrator) loseLeaseLocked(e *entry, w *worker, why string) {
+	if w.trusted && w.owner == "" {
+		o.requeueLocked(e, true, why)
+		return
+	}
 	k := w.reputationKey()
 	s := o.standingLocked(k)
-	charged := s.good()
+	root := e.rootLocked()
+	good := s.good()
+	again := !w.trusted && root.chargedBy[k]
 	s.lost++
-	if root := e.rootLocked(); !w.trusted {
-		if root.lostBy == nil {
-			root.lostBy = make(map[string]bool)
+	if good && !again {
+		if !w.trusted {
+			if root.chargedBy == nil {
+				root.chargedBy = make(map[string]bool)
+			}
+			root.chargedBy[k] = true
 		}
-		root.lostBy[k] = true
-	}
-	if charged {
 		o.requeueLocked(e, true, why)
+		return
+	}
+	o.requeueLocked(e, false, "")
+	if again {
+		e.job.Reason = fmt.Sprintf("re-queued without losing an attempt: %s, whose address already cost this job an attempt", why)
 		return
 	}
 	s.drops++
 	o.log.Warn("lease lost by a worker not in good standing; the job keeps its attempts",
 		"job_id", e.job.ID, "worker_id", w.id, "identity", k, "drops", s.drops, "banned", s.drops >= o.cfg.MaxDrops)
-	o.requeueLocked(e, false, "")
 	e.job.Reason = fmt.Sprintf("re-queued without losing an attempt: %s, which has lost more leases than it returned results", why)
-}
-
-// lostHereLocked reports whether e was lost by w's untrusted identity
-// before: it does not get e again.
-func (o *Orchestrator) lostHereLocked(w *worker, e *entry) bool {
-	if w.trusted {
-		return false
-	}
-	return e.rootLocked().lostBy[w.reputationKey()]
 }
 
 // rootLocked is the job e stands for: its parent for a replica, else e.

@@ -79,16 +79,22 @@ func TestDroppingVolunteerCannotFailJobs(t *testing.T) {
 
 // TestLostOnWorkersInGoodStandingFails: a job whose leases are lost on
 // distinct workers that otherwise return results is charged for each loss
-// and fails when out of attempts (it is the job that kills them); no
-// anonymous identity gets the same job twice.
+// and fails when out of attempts (the job is the likelier cause); a loss
+// on an owner without that record costs nothing, and one address charges a
+// job at most once.
 func TestLostOnWorkersInGoodStandingFails(t *testing.T) {
-	h := newHarness(t, t.TempDir(), testConfig())
+	cfg := testConfig()
+	cfg.Auth = joinTokens{}
+	h := newHarness(t, t.TempDir(), cfg)
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 2})
-	for i := range 2 {
-		w := h.proven(h.dial(luaCaps(1)))
+	for i, owner := range []string{"fresh", "proven-1", "proven-2"} {
+		w := h.dialAs(luaCaps(1), owner)
+		if owner != "fresh" {
+			h.proven(w)
+		}
 		task := w.next(5 * time.Second)
-		if task.JobID != j.ID || task.Attempt != i+1 {
-			t.Fatalf("worker %d got %s attempt %d", i, task.JobID, task.Attempt)
+		if want := max(i, 1); task.JobID != j.ID || task.Attempt != want {
+			t.Fatalf("%s got %s attempt %d, want attempt %d", owner, task.JobID, task.Attempt, want)
 		}
 		w.conn.CloseNow()
 	}
@@ -97,28 +103,28 @@ func TestLostOnWorkersInGoodStandingFails(t *testing.T) {
 		t.Fatalf("job: %+v %v", got, err)
 	}
 
-	// An anonymous identity in good standing that loses a job is charged
-	// once, and is not given that job again.
+	// An anonymous address in good standing that loses a job costs it an
+	// attempt once; losing it again costs nothing.
 	k := h.submit(job.Request{Type: job.TypeLua, Code: "return 2"})
-	anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
-	h.proven(&rawWorker{t: t, id: anon.ID})
-	if task := anon.Next(5 * time.Second); task.JobID != k.ID {
-		t.Fatalf("anonymous worker got %s", task.JobID)
-	}
-	anon.Close()
-	eventually(t, 5*time.Second, func() error {
-		if v := h.job(k.ID); v.Status != job.StatusPending || v.Attempt != 2 {
-			return fmt.Errorf("job is %s at attempt %d", v.Status, v.Attempt)
+	for range 2 {
+		anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
+		h.proven(&rawWorker{t: t, id: anon.ID})
+		if task := anon.Next(5 * time.Second); task.JobID != k.ID {
+			t.Fatalf("anonymous worker got %s", task.JobID)
 		}
-		return nil
-	})
-	back := protocoltest.Register(t, h.url(), "", luaCaps(1))
-	back.KeepAlive()
-	if task, err := back.TryNext(500 * time.Millisecond); err == nil {
-		t.Fatalf("the identity that lost job %s got %s again", k.ID, task.JobID)
+		anon.Close()
+		eventually(t, 5*time.Second, func() error {
+			if v := h.job(k.ID); v.Status != job.StatusPending || v.Attempt != 2 {
+				return fmt.Errorf("job is %s at attempt %d", v.Status, v.Attempt)
+			}
+			return nil
+		})
 	}
-	if v := h.job(k.ID); v.Status != job.StatusPending || v.Attempt != 2 {
-		t.Fatalf("job is %s at attempt %d", v.Status, v.Attempt)
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	if got, err := h.o.Wait(context.Background(), k.ID, 5*time.Second); err != nil || got.Status != job.StatusCompleted || got.Attempt != 2 {
+		t.Fatalf("job: %+v %v", got, err)
 	}
 }
 
@@ -137,8 +143,13 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 	}
 	// A job of the same namespace still goes to the anonymous worker.
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 2", Namespace: "bob"})
-	if task := anon.Next(5 * time.Second); task.JobID != j.ID {
+	task := anon.Next(5 * time.Second)
+	if task.JobID != j.ID {
 		t.Fatalf("the anonymous worker got %s", task.JobID)
+	}
+	anon.Answer(task, job.Result{Status: job.StatusCompleted})
+	if got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second); err != nil || got.Status != job.StatusCompleted {
+		t.Fatalf("job: %+v %v", got, err)
 	}
 
 	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
@@ -151,13 +162,13 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 		}
 		done <- v
 	}()
-	task := trusted.Next(5 * time.Second)
+	task = trusted.Next(5 * time.Second)
 	trusted.Answer(task, job.Result{Status: job.StatusCompleted, Output: "genuine"})
 	if v := <-done; v == nil || v.Result.Output != "genuine" || v.WorkerID != trusted.ID {
 		t.Fatalf("invocation: %+v", v)
 	}
 	for _, w := range h.o.Workers() {
-		if w.ID == anon.ID && (len(w.RunningJobs) != 1 || w.RunningJobs[0] != j.ID) {
+		if w.ID == anon.ID && len(w.RunningJobs) != 0 {
 			t.Fatalf("the anonymous worker runs %v", w.RunningJobs)
 		}
 	}
@@ -170,4 +181,74 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 	if task := anon.Next(5 * time.Second); !strings.Contains(string(task.Spec.Input), "s3cret") {
 		t.Fatalf("the anonymous worker got %+v", task)
 	}
+}
+
+// TestSilentVolunteerCannotFailJobs: an anonymous volunteer that stays
+// connected and never answers lets every lease expire; the job keeps its
+// attempts, the volunteer is banned, and the job runs elsewhere.
+func TestSilentVolunteerCannotFailJobs(t *testing.T) {
+	cfg := testConfig()
+	cfg.LeaseGrace = 100 * time.Millisecond
+	cfg.MaxDrops = 1
+	h := newHarness(t, t.TempDir(), cfg)
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 1, TimeoutSeconds: ptr(0.1)})
+	silent := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	silent.KeepAlive()
+	if task := silent.Next(5 * time.Second); task.JobID != j.ID {
+		t.Fatalf("the volunteer got %s", task.JobID)
+	}
+	eventually(t, 5*time.Second, func() error {
+		for _, w := range h.o.Workers() {
+			if w.ID == silent.ID && !w.Banned {
+				return fmt.Errorf("the silent volunteer is not banned")
+			}
+		}
+		if v := h.job(j.ID); v.Status != job.StatusPending || v.Attempt != 1 {
+			return fmt.Errorf("job is %s at attempt %d (%s)", v.Status, v.Attempt, v.Reason)
+		}
+		return nil
+	})
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	if got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second); err != nil || got.Status != job.StatusCompleted {
+		t.Fatalf("job: %+v %v", got, err)
+	}
+}
+
+// TestRemoteIdentity: an anonymous volunteer is known by its address, an
+// IPv6 one by its /64, whatever the port.
+func TestRemoteIdentity(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.0.2.7:40000":             "192.0.2.7",
+		"192.0.2.7:1":                 "192.0.2.7",
+		"[::ffff:192.0.2.7]:5":        "192.0.2.7",
+		"[2001:db8:1:2:aaaa::1]:443":  "2001:db8:1:2::/64",
+		"[2001:db8:1:2:bbbb::9]:8000": "2001:db8:1:2::/64",
+		"[2001:db8:1:3::1]:8000":      "2001:db8:1:3::/64",
+		"pipe":                        "pipe",
+	} {
+		if got := remoteIdentity(remote); got != want {
+			t.Errorf("remoteIdentity(%q) = %q, want %q", remote, got, want)
+		}
+	}
+}
+
+// TestNewVolunteerHoldsOneLease: an anonymous volunteer without a record
+// holds one lease, whatever concurrency it claims, until it returns a
+// result; then it gets its full concurrency.
+func TestNewVolunteerHoldsOneLease(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	for i := range 3 {
+		h.submit(job.Request{Type: job.TypeLua, Code: fmt.Sprintf("return %d", i)})
+	}
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(8))
+	anon.KeepAlive()
+	first := anon.Next(5 * time.Second)
+	if s, _ := h.o.Stats(context.Background()); s.SlotsBusy != 1 {
+		t.Fatalf("a new volunteer holds %d leases", s.SlotsBusy)
+	}
+	anon.Answer(first, job.Result{Status: job.StatusCompleted})
+	anon.Next(5 * time.Second)
+	anon.Next(5 * time.Second)
 }

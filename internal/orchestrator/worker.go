@@ -51,7 +51,6 @@ type lease struct {
 	deadline  time.Time
 }
 
-func (w *worker) free() int { return w.caps.Concurrency - len(w.leases) }
 
 // abandon marks a lease as no longer the job's current one; the worker's
 // slot stays taken until it answers, at most LeaseGrace.
@@ -129,7 +128,23 @@ func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 // orchestrator is not closing, w's session is live, not banned, and has a
 // free slot.
 func (o *Orchestrator) acceptsWorkLocked(w *worker) bool {
-	return !o.closed && !w.gone && w.free() > 0 && !o.bannedLocked(w)
+	return !o.closed && !w.gone && o.freeLocked(w) > 0 && !o.bannedLocked(w)
+}
+
+// freeLocked returns w's free slots. An untrusted identity not in good
+// standing (an anonymous volunteer that has not yet returned more results
+// than it lost leases) holds one lease per session, whatever concurrency
+// it claims, so that a worker that takes leases and sits on them holds
+// few jobs back; it gets its full concurrency once it has returned
+// results.
+func (o *Orchestrator) freeLocked(w *worker) int {
+	n := w.caps.Concurrency
+	if !w.trusted {
+		if s := o.standings[w.reputationKey()]; s == nil || !s.good() {
+			n = min(n, 1)
+		}
+	}
+	return n - len(w.leases)
 }
 
 // canTakeLocked reports whether w may be given e now. It is the one test
@@ -513,8 +528,9 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 			o.requeueLocked(e, false, "")
 			e.job.Reason = "re-queued: " + why
 		case o.closed:
-			// The orchestrator is stopping; the job was not at fault,
-			// nor was the worker.
+			// The orchestrator is stopping and ended the session: the
+			// attempt counts as a restart's does, and the worker's
+			// record is left alone.
 			o.requeueLocked(e, true, why)
 		default:
 			o.loseLeaseLocked(e, w, why)
