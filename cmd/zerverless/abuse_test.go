@@ -422,8 +422,8 @@ func TestDescribeListen(t *testing.T) {
 	}{
 		{&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 8000}, "http://127.0.0.1:8000"},
 		{&net.TCPAddr{IP: net.ParseIP("10.0.0.2"), Port: 80}, "http://10.0.0.2:80"},
-		{&net.TCPAddr{IP: net.IPv4zero.To4(), Port: 8000}, "every interface, port 8000 (http://127.0.0.1:8000, http://192.168.1.5:8000)"},
-		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 8000}, "every interface, port 8000 (http://127.0.0.1:8000, http://192.168.1.5:8000, http://[2001:db8::5]:8000)"},
+		{&net.TCPAddr{IP: net.IPv4zero.To4(), Port: 8000}, "every interface, port 8000: http://127.0.0.1:8000, http://192.168.1.5:8000"},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 8000}, "every interface, port 8000: http://127.0.0.1:8000, http://192.168.1.5:8000, http://[2001:db8::5]:8000"},
 	} {
 		if got := describeListen(tc.bound, ifaddrs); got != tc.want {
 			t.Errorf("bound %s: %q, want %q", tc.bound, got, tc.want)
