@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,6 +151,12 @@ func TestServeConnectionFlood(t *testing.T) {
 		conns   = 10000
 		sources = 30
 	)
+	// The attacker holds its connections in this process: it needs room
+	// for them (Go raised the soft limit to the hard one at start).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < conns+2000 {
+		t.Fatalf("the test process may open %d files (%v); the flood needs %d: raise the hard limit (ulimit -Hn)", lim.Cur, err, conns+2000)
+	}
 	dir := t.TempDir()
 	addr := freePort(t)
 	p, logs := startServeLimited(t, nofile, addr, dir, "--workers", "2",
