@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,6 +151,12 @@ func TestServeConnectionFlood(t *testing.T) {
 		conns   = 10000
 		sources = 30
 	)
+	// The attacker holds its connections in this process: it needs room
+	// for them (Go raised the soft limit to the hard one at start).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < conns+2000 {
+		t.Fatalf("the test process may open %d files (%v); the flood needs %d: raise the hard limit (ulimit -Hn)", lim.Cur, err, conns+2000)
+	}
 	dir := t.TempDir()
 	addr := freePort(t)
 	p, logs := startServeLimited(t, nofile, addr, dir, "--workers", "2",
@@ -393,8 +400,8 @@ func TestDescribeListen(t *testing.T) {
 	}{
 		{&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 8000}, "http://127.0.0.1:8000"},
 		{&net.TCPAddr{IP: net.ParseIP("10.0.0.2"), Port: 80}, "http://10.0.0.2:80"},
-		{&net.TCPAddr{IP: net.IPv4zero.To4(), Port: 8000}, "every interface, port 8000 (http://127.0.0.1:8000, http://192.168.1.5:8000)"},
-		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 8000}, "every interface, port 8000 (http://127.0.0.1:8000, http://192.168.1.5:8000, http://[2001:db8::5]:8000)"},
+		{&net.TCPAddr{IP: net.IPv4zero.To4(), Port: 8000}, "every interface, port 8000: http://127.0.0.1:8000, http://192.168.1.5:8000"},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 8000}, "every interface, port 8000: http://127.0.0.1:8000, http://192.168.1.5:8000, http://[2001:db8::5]:8000"},
 	} {
 		if got := describeListen(tc.bound, ifaddrs); got != tc.want {
 			t.Errorf("bound %s: %q, want %q", tc.bound, got, tc.want)

@@ -359,7 +359,7 @@ func describeListen(bound *net.TCPAddr, ifaddrs []net.Addr) string {
 		}
 		urls = append(urls, "http://"+net.JoinHostPort(ipn.IP.String(), port))
 	}
-	return fmt.Sprintf("every interface, port %s (%s)", port, strings.Join(urls, ", "))
+	return fmt.Sprintf("every interface, port %s: %s", port, strings.Join(urls, ", "))
 }
 
 // registerConnMetrics exports what the connection limits hold and did.

@@ -90,6 +90,7 @@ func TestRegisterDeclarationsBounded(t *testing.T) {
 
 	// Registered: the read limit is the session's.
 	w := h.dial(caps)
+	w.keepAlive()
 	big := caps
 	big.Docker = &job.DockerCapabilities{}
 	for i := range 256 {

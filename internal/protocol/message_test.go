@@ -58,6 +58,7 @@ func TestRoundTrip(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"type":"register","version":1,"capabilities":{"runtimes":["lua"],"concurrency":2}}`))
 	f.Add([]byte(`{"type":"result","job_id":"j","lease_id":"l","result":{"status":"completed","output":"x"}}`))
+	f.Add([]byte(`{"type":"capabilities","capabilities":{"concurrency":1,"docker":{"build_cache":["a"]}},"notes":{"python":"no"}}`))
 	f.Add([]byte(`{"type":"assign","task":{"job_id":"j","lease_id":"l","spec":{"wasm":"AGFzbQEAAAA="}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Decode(data)
@@ -74,6 +75,12 @@ func FuzzDecode(f *testing.F) {
 		}
 		if _, err := Decode(out); err != nil {
 			t.Fatalf("re-decode of %s: %v", out, err)
+		}
+		// The declaration check never panics, and what it accepts
+		// fits its bounds.
+		lim := DefaultDeclarationLimits()
+		if lim.Check(&m) == nil && len(m.Notes) > lim.MaxNotes {
+			t.Fatalf("accepted %d notes", len(m.Notes))
 		}
 	})
 }

@@ -313,7 +313,9 @@ func (w *Worker) session(ctx context.Context) error {
 	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency, "trusted", m.Trusted)
 
 	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]runningTask)}
-	sctx, end := context.WithCancel(ctx)
+	// The session outlives ctx by the close handshake (stopClose below):
+	// what it writes meanwhile must not cut the connection short.
+	sctx, end := context.WithCancel(context.WithoutCancel(ctx))
 	defer end()
 	heartbeat := time.Duration(m.HeartbeatMS) * time.Millisecond
 	if heartbeat <= 0 {
@@ -359,9 +361,7 @@ type runningTask struct {
 
 func (s *session) readLoop(ctx context.Context) error {
 	for {
-		// Not cancelled with ctx: a stopping worker closes the
-		// connection cleanly (session), which ends this read.
-		m, err := s.conn.Read(context.WithoutCancel(ctx))
+		m, err := s.conn.Read(ctx)
 		if err != nil {
 			var de *protocol.DecodeError
 			if errors.As(err, &de) {
