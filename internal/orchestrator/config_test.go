@@ -64,7 +64,7 @@ func TestConfigRefusesNonsense(t *testing.T) {
 			t.Errorf("%s: a nonsensical value was accepted", tc.field)
 			continue
 		}
-		if !strings.Contains(err.Error(), tc.field+" ") {
+		if !strings.Contains(err.Error(), tc.field+" ") && !strings.Contains(err.Error(), tc.field+":") {
 			t.Errorf("%s: the error does not name the field: %v", tc.field, err)
 		}
 	}

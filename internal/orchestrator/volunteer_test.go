@@ -137,7 +137,7 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 	anon := protocoltest.Register(t, h.url(), "", luaCaps(4))
 	anon.KeepAlive()
 	secret := job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "bob", Input: []byte(`{"env":{"KEY":"s3cret"},"req":{"headers":{"cookie":"session=bob"}}}`)}
-	_, err := h.o.Invoke(context.Background(), secret, 300*time.Millisecond)
+	_, err := h.o.Invoke(tenantCtx(), secret, 300*time.Millisecond)
 	if job.ErrorCode(err) != job.CodeUnavailable || !strings.Contains(err.Error(), "does not allow anonymous workers") {
 		t.Fatalf("invocation with only an anonymous worker: %v", err)
 	}
@@ -156,7 +156,7 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 	trusted.KeepAlive()
 	done := make(chan *job.Job, 1)
 	go func() {
-		v, err := h.o.Invoke(context.Background(), secret, 5*time.Second)
+		v, err := h.o.Invoke(tenantCtx(), secret, 5*time.Second)
 		if err != nil {
 			t.Error(err)
 		}
@@ -177,7 +177,7 @@ func TestInvocationsStayOffAnonymousWorkers(t *testing.T) {
 	open := secret
 	open.AnonymousWorkers = true
 	trusted.Close()
-	go h.o.Invoke(context.Background(), open, 5*time.Second)
+	go h.o.Invoke(tenantCtx(), open, 5*time.Second)
 	if task := anon.Next(5 * time.Second); !strings.Contains(string(task.Spec.Input), "s3cret") {
 		t.Fatalf("the anonymous worker got %+v", task)
 	}
