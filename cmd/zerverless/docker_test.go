@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
+	zclient "github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime/docker"
@@ -378,5 +379,39 @@ func TestDockerEngineGoesAway(t *testing.T) {
 	eventually(t, 10*time.Second, advertises(true))
 	if done := waitDone(t, c, v.ID, 60*time.Second); done.Status != job.StatusCompleted || done.Output != "back\n" {
 		t.Fatalf("got %s %q %q", done.Status, done.Output, done.Error)
+	}
+}
+
+// TestDockerTwoServersOneEngine: two `serve --docker` on one machine, each
+// with the default worker id kept in its data directory. The second starts
+// (and sweeps) while the first runs a job; the job survives.
+func TestDockerTwoServersOneEngine(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	serve := func() *zclient.Client {
+		cfg := dockerServerConfig(t, 1)
+		cfg.Runtimes.DockerConfig.WorkerID = ""
+		cfg.Runtimes.DockerIDDir, cfg.Runtimes.DockerIDPrefix = cfg.DataDir, "zvtest-serve-"
+		_, c := startServer(t, cfg)
+		return c
+	}
+	c := serve()
+	ctx := context.Background()
+	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, TimeoutSeconds: ptr(60.0),
+		DockerCommand: []string{"sh", "-c", "sleep 4; echo survived"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		cs, err := testEngine(t).ContainerList(ctx, container.ListOptions{
+			Filters: filters.NewArgs(filters.Arg("label", docker.LabelJobID+"="+v.ID))})
+		if err != nil || len(cs) == 0 {
+			return fmt.Errorf("no running container of the job yet (%v)", err)
+		}
+		return nil
+	})
+	serve()
+	done := waitDone(t, c, v.ID, 60*time.Second)
+	if done.Status != job.StatusCompleted || done.Attempt != 1 || done.Output != "survived\n" {
+		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
 	}
 }

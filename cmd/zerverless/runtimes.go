@@ -30,6 +30,11 @@ type RuntimeOptions struct {
 	Python python.Config
 	// DockerConfig is the container policy of the worker's owner.
 	DockerConfig docker.Config
+	// DockerIDDir, when set, is the data directory whose worker id
+	// (docker.ClaimWorkerID) replaces DockerConfig.WorkerID; DockerIDPrefix
+	// starts a new id ("serve-", "worker-").
+	DockerIDDir    string
+	DockerIDPrefix string
 }
 
 // DefaultRuntimeOptions returns every sandboxed runtime with its defaults
@@ -98,7 +103,7 @@ func BuildRuntimes(ctx context.Context, o RuntimeOptions, log *slog.Logger) (*Ru
 		set[job.TypePython] = python.New(o.Python)
 	}
 	if o.wants(job.TypeDocker) {
-		if err := buildDocker(ctx, rts, o.DockerConfig, log); err != nil {
+		if err := buildDocker(ctx, rts, o, log); err != nil {
 			return nil, err
 		}
 	}
@@ -129,9 +134,19 @@ func parseTypes(s string) ([]job.Type, error) {
 // same worker id left on the engine and starts pre-pulls in the background;
 // when the engine does not answer now, the worker simply does not advertise
 // docker until it does.
-func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slog.Logger) error {
+func buildDocker(ctx context.Context, rts *Runtimes, o RuntimeOptions, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	cfg := o.DockerConfig
+	if o.DockerIDDir != "" {
+		claim, err := docker.ClaimWorkerID(o.DockerIDDir, o.DockerIDPrefix)
+		if err != nil {
+			return err
+		}
+		cfg.WorkerID = claim.ID
+		rts.closes = append(rts.closes, func(context.Context) error { return claim.Release() })
+		log.Info("docker worker id", "worker_id", claim.ID, "kept_in", claim.Path)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = log.With("runtime", "docker")

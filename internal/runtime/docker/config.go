@@ -16,8 +16,9 @@ import (
 type Config struct {
 	// WorkerID labels every container and volume the runtime creates, and
 	// Sweep removes what carries it. It must be stable across restarts of
-	// the same worker (cmd keeps it in the worker's state) and distinct
-	// between workers that share an engine. Default "local".
+	// the same worker and distinct between workers that run at once on an
+	// engine: cmd takes it from ClaimWorkerID on the worker's data
+	// directory unless the owner names one. Default "local".
 	WorkerID string
 
 	// MemoryMB, CPUs and Pids are what a container gets when its job asks

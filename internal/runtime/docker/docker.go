@@ -18,6 +18,8 @@ import (
 type Docker struct {
 	cfg    Config
 	engine Engine
+	// instance labels what this runtime makes (LabelInstance).
+	instance string
 
 	provMu    sync.Mutex
 	provReady bool
@@ -44,7 +46,7 @@ func New(cfg Config, engine Engine) (*Docker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	d := &Docker{cfg: cfg, engine: engine}
+	d := &Docker{cfg: cfg, engine: engine, instance: randomHex(8)}
 	d.images.init()
 	return d, nil
 }

@@ -22,6 +22,10 @@ const (
 	// "input", "scratch", or "provision" for the short-lived containers
 	// that prepare volumes.
 	LabelRole = "io.zerverless.role"
+	// LabelInstance is random for each runtime (each process): Sweep
+	// never removes what its own runtime made, even when a worker id is
+	// shared by mistake.
+	LabelInstance = "io.zerverless.instance"
 
 	managedBy = "zerverless"
 )
@@ -34,6 +38,7 @@ func (d *Docker) labels(role, jobID string) map[string]string {
 		LabelManagedBy: managedBy,
 		LabelWorkerID:  d.cfg.WorkerID,
 		LabelRole:      role,
+		LabelInstance:  d.instance,
 	}
 	if jobID != "" {
 		l[LabelJobID] = jobID
@@ -50,13 +55,15 @@ func (d *Docker) ownFilter() filters.Args {
 }
 
 // Sweep force-removes every container and volume labeled with this
-// runtime's worker id, running or not: what a crashed predecessor with the
-// same worker id left behind. Objects of other worker ids on the same
-// engine are left alone, so workers sharing an engine do not disturb each
-// other; this is why WorkerID must be stable across restarts. Call it at
-// worker start, before Run; it would also remove the containers of runs in
-// progress. It returns the number of objects removed and the errors of
-// those it could not remove.
+// runtime's worker id, running or not, that this runtime did not make
+// (LabelInstance): what a crashed predecessor with the same worker id left
+// behind. Objects of other worker ids on the same engine are left alone,
+// so workers sharing an engine do not disturb each other; this is why
+// WorkerID must be stable across restarts and never shared by two live
+// workers (ClaimWorkerID). Runs of this runtime in progress are never
+// touched, so it is safe at any time; the runtime's upkeep (Start) calls
+// it whenever the engine answers after being away. It returns the number
+// of objects removed and the errors of those it could not remove.
 func (d *Docker) Sweep(ctx context.Context) (int, error) {
 	f := d.ownFilter()
 	cs, err := d.engine.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
@@ -66,6 +73,9 @@ func (d *Docker) Sweep(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, c := range cs {
+		if c.Labels[LabelInstance] == d.instance {
+			continue
+		}
 		err := d.engine.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
@@ -78,6 +88,9 @@ func (d *Docker) Sweep(ctx context.Context) (int, error) {
 		return n, errors.Join(append(errs, fmt.Errorf("list volumes: %w", err))...)
 	}
 	for _, v := range vs.Volumes {
+		if v.Labels[LabelInstance] == d.instance {
+			continue
+		}
 		err := d.engine.VolumeRemove(ctx, v.Name, true)
 		if err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
