@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -306,6 +308,21 @@ type engineProxy struct {
 	t    testing.TB
 	sock string
 	srv  *http.Server
+
+	mu    sync.Mutex
+	paths []string // requests served, in order
+}
+
+// served reports whether a request whose path contains s was served.
+func (p *engineProxy) served(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, path := range p.paths {
+		if strings.Contains(path, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func newEngineProxy(t testing.TB) *engineProxy {
@@ -326,7 +343,12 @@ func (p *engineProxy) start() {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", "/var/run/docker.sock")
 	}}
-	p.srv = &http.Server{Handler: rp}
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.paths = append(p.paths, r.URL.Path)
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	})}
 	go p.srv.Serve(ln)
 }
 
@@ -338,15 +360,30 @@ func (p *engineProxy) stop() {
 	}
 }
 
-// TestDockerEngineGoesAway: a worker stops advertising docker when its
-// engine stops answering, says why, and offers it again when it is back.
+// TestDockerEngineGoesAway: a worker whose engine is down at start does
+// not advertise docker and says why; when the engine answers, the runtime
+// runs its whole start-up (sweep, the built images of its earlier runs,
+// the pre-pulls) and the worker offers docker with its built images; it
+// stops offering it when the engine goes away again, and offers it again
+// when it is back.
 func TestDockerEngineGoesAway(t *testing.T) {
 	img := testImage(t, "zerverless-test/busybox:e2e")
+	prepull := testImage(t, "zerverless-test/busybox:prepull")
 	proxy := newEngineProxy(t)
+	proxy.stop()
 	t.Setenv("DOCKER_HOST", "unix://"+proxy.sock)
 	cfg := dockerServerConfig(t, 1)
 	cfg.Worker.CheckInterval = 100 * time.Millisecond
 	cfg.Worker.CheckTimeout = time.Second
+	cfg.Runtimes.DockerConfig.Build = true
+	cfg.Runtimes.DockerConfig.Prepull = []string{prepull}
+	cfg.Runtimes.DockerConfig.UpkeepInterval = 200 * time.Millisecond
+	// An image this worker id built in an earlier run.
+	built := "zerverless/zvtest/earlier-" + strings.ToLower(rand.Text()[:8]) + ":1"
+	importBuilt(t, built, map[string]string{
+		docker.LabelManagedBy: "zerverless", docker.LabelWorkerID: cfg.Runtimes.DockerConfig.WorkerID,
+		docker.LabelRole: "build", docker.LabelSourceKey: "earlier-key",
+	})
 	_, c := startServer(t, cfg)
 	ctx := context.Background()
 	advertises := func(want bool) func() error {
@@ -364,7 +401,19 @@ func TestDockerEngineGoesAway(t *testing.T) {
 			return nil
 		}
 	}
+	eventually(t, 10*time.Second, advertises(false))
+	proxy.start()
 	eventually(t, 10*time.Second, advertises(true))
+	ws, _ := c.Workers(ctx)
+	if d := ws[0].Capabilities.Docker; d == nil || !slices.Contains(d.BuiltImages, built) {
+		t.Fatalf("after the engine came back the worker does not offer the image it built earlier: %+v", d)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if !proxy.served("/images/" + prepull + "/json") {
+			return fmt.Errorf("no pre-pull of %s after the engine came back", prepull)
+		}
+		return nil
+	})
 	proxy.stop()
 	eventually(t, 10*time.Second, advertises(false))
 	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"echo", "back"}})
@@ -414,4 +463,27 @@ func TestDockerTwoServersOneEngine(t *testing.T) {
 	if done.Status != job.StatusCompleted || done.Attempt != 1 || done.Output != "survived\n" {
 		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
 	}
+}
+
+// importBuilt imports the test image as ref with labels, as a build of an
+// earlier run would have left it, and removes it at the end of the test.
+func importBuilt(t *testing.T, ref string, labels map[string]string) {
+	t.Helper()
+	c := testEngine(t)
+	ctx := context.Background()
+	rootfs, err := dockertest.BusyboxRootfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []string
+	for k, v := range labels {
+		changes = append(changes, "LABEL "+k+"="+v)
+	}
+	rc, err := c.ImageImport(ctx, image.ImportSource{Source: bytes.NewReader(rootfs), SourceName: "-"}, ref, image.ImportOptions{Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, rc)
+	rc.Close()
+	t.Cleanup(func() { c.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true}) })
 }

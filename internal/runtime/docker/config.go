@@ -76,9 +76,6 @@ type Config struct {
 	// pull are never removed.
 	ImageBudgetMB int
 
-	// WarmVolumes is how many /output volumes are kept ready for the next
-	// jobs (default 2; 0 makes each job prepare its own).
-	WarmVolumes int
 	// CgroupRoot is where the engine's cgroups can be read for peak memory
 	// and CPU time (default "/sys/fs/cgroup"; empty: not reported).
 	CgroupRoot string
@@ -109,6 +106,18 @@ type Config struct {
 	// Contexts fetches uploaded build contexts; nil: only inline contexts.
 	Contexts ContextFetcher
 
+	// UpkeepInterval is how often the upkeep (Start) probes the engine and
+	// reaps expired containers (default 10 s).
+	UpkeepInterval time.Duration
+	// ReapGrace is how long past its deadline (LabelDeadline) a container
+	// of any Zerverless worker may live before the upkeep removes it
+	// (default 30 s): with UpkeepInterval, no container outlives its job's
+	// deadline by more than 40 s while a worker runs on the engine.
+	ReapGrace time.Duration
+	// MaxRunTime is the deadline of a run whose task and context give none
+	// (default 1 hour, the longest job timeout).
+	MaxRunTime time.Duration
+
 	// Logger receives cleanup failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -133,7 +142,6 @@ func DefaultConfig() Config {
 		PullTimeout:      5 * time.Minute,
 		MaxImageMB:       2048,
 		ImageBudgetMB:    10240,
-		WarmVolumes:      2,
 		CgroupRoot:       "/sys/fs/cgroup",
 		BuildNetwork:     "none",
 		BuildMemoryMB:    1024,
@@ -144,6 +152,9 @@ func DefaultConfig() Config {
 		MaxInstructions:  100,
 		BuildLogBytes:    256 << 10,
 		ContextLimits:    buildctx.DefaultLimits(),
+		UpkeepInterval:   10 * time.Second,
+		ReapGrace:        30 * time.Second,
+		MaxRunTime:       time.Hour,
 	}
 }
 
@@ -168,8 +179,11 @@ func (c *Config) validate() error {
 	if c.PullTimeout <= 0 {
 		errs = append(errs, errors.New("pull timeout must be positive"))
 	}
-	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.WarmVolumes < 0 {
-		errs = append(errs, errors.New("image limits and warm volumes must not be negative"))
+	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 {
+		errs = append(errs, errors.New("image limits must not be negative"))
+	}
+	if c.UpkeepInterval <= 0 || c.ReapGrace < 0 || c.MaxRunTime <= 0 {
+		errs = append(errs, errors.New("upkeep interval and longest run time must be positive, reap grace not negative"))
 	}
 	if c.Build {
 		switch c.BuildNetwork {

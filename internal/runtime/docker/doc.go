@@ -4,10 +4,13 @@
 // 1.41 up), behind the narrow Engine interface.
 //
 // A worker builds it with New(cfg, engine) from DefaultConfig and its
-// flags; calls Check before it advertises docker (and again when the
-// engine goes away), Sweep at start to remove what a crashed predecessor
-// with the same worker id left, Prepull for cfg.Prepull, and advertises
-// Capabilities. Run runs one task; Close waits for background removals.
+// flags and calls Start: the runtime's upkeep (upkeep.go) then runs the
+// start-up (Sweep of what a crashed predecessor with the same worker id
+// left, LoadBuilt, Prepull) whenever the engine answers, at start or after
+// it was away, and reaps the containers of any dead worker past their
+// deadline. The worker calls Check before it advertises docker (and
+// periodically), and advertises Capabilities. Run runs one task; Close
+// stops the upkeep and waits for background removals.
 //
 // One run, in order:
 //
@@ -33,7 +36,8 @@
 //     /output/result.json becomes the Result's value.
 //  7. The container and its volumes are removed in the background, off
 //     the result's path, with retries; a failure is logged and the next
-//     Sweep removes what is left.
+//     Sweep, or any worker's reaper once the deadline label has passed,
+//     removes what is left.
 //
 // When the context's deadline passes or it is canceled, the container is
 // killed through the API at once, and the run ends timeout or canceled

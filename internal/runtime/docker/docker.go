@@ -23,9 +23,10 @@ type Docker struct {
 
 	provMu    sync.Mutex
 	provReady bool
-	pool      volumePool
 
 	images imageCache
+
+	upkeep upkeep
 
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -37,8 +38,9 @@ var (
 )
 
 // New returns a runtime that talks to engine with cfg. It does not touch
-// the engine: Check says whether the engine answers, Sweep clears what a
-// predecessor left, Prepull fetches cfg.Prepull. Close releases it.
+// the engine: Start begins its upkeep (start-up whenever the engine
+// answers, reaping), Check says whether it can run tasks now. Close
+// releases it.
 func New(cfg Config, engine Engine) (*Docker, error) {
 	if engine == nil {
 		return nil, errors.New("docker: no engine")
@@ -52,8 +54,14 @@ func New(cfg Config, engine Engine) (*Docker, error) {
 }
 
 // Check pings the engine and reads its version; it returns nil when the
-// engine answers with API version 1.41 or later.
+// engine answers with API version 1.41 or later and, once Start was
+// called, the start-up since the engine last answered is done.
 func (d *Docker) Check(ctx context.Context) error {
+	return d.engineState(d.probe(ctx))
+}
+
+// probe pings the engine and checks its API version.
+func (d *Docker) probe(ctx context.Context) error {
 	if _, err := d.engine.Ping(ctx); err != nil {
 		return fmt.Errorf("docker engine did not answer: %w", err)
 	}
@@ -79,11 +87,11 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 	}
 }
 
-// Close stops preparing volumes, removes the prepared ones and waits, up
-// to ctx, for every background removal to end. Runs still in progress are
+// Close stops the upkeep and waits, up to ctx, for every background
+// removal to end. Runs still in progress are
 // not stopped: cancel their contexts first.
 func (d *Docker) Close(ctx context.Context) error {
-	d.closed.Do(d.drainPool)
+	d.closed.Do(d.stopUpkeep)
 	if err := d.Idle(ctx); err != nil {
 		return fmt.Errorf("docker: close: %w", err)
 	}

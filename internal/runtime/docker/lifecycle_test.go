@@ -2,9 +2,16 @@ package docker
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -79,4 +86,60 @@ func TestTwoWorkersOneEngine(t *testing.T) {
 	if res.Output != "survived\n" {
 		t.Fatalf("output %q", res.Output)
 	}
+}
+
+// startCrashChild starts a worker process that runs one job (sleep 600,
+// under timeout) with workerID, and returns once its container runs.
+func startCrashChild(t *testing.T, workerID string, timeout time.Duration) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+workerID, "ZERVERLESS_DOCKER_TEST_IMAGE="+testImage,
+		"ZERVERLESS_DOCKER_TEST_TIMEOUT="+timeout.String())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, 30*time.Second, func() error {
+		cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("label", LabelWorkerID+"="+workerID), filters.Arg("label", LabelRole+"=job"))})
+		if err != nil || len(cs) == 0 {
+			return fmt.Errorf("no running job container of the child worker yet (%v)", err)
+		}
+		return nil
+	})
+	return cmd
+}
+
+// A worker killed mid-job (kill -9 of a real process): with another
+// worker running on the engine (its own id, default upkeep), the dead
+// worker's container and volumes are gone within a minute of the job's
+// deadline, though no worker with the dead one's id ever starts again.
+func TestKilledWorkersContainerIsReaped(t *testing.T) {
+	dead := testWorkerPrefix + "dead-" + randomHex(3)
+	cmd := startCrashChild(t, dead, 5*time.Second)
+	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead))})
+	if err != nil || len(cs) == 0 {
+		t.Fatalf("containers of the child: %v %v", cs, err)
+	}
+	secs, err := strconv.ParseInt(cs[0].Labels[LabelDeadline], 10, 64)
+	if err != nil {
+		t.Fatalf("the job container has no deadline label: %v", cs[0].Labels)
+	}
+	deadline := time.Unix(secs, 0)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	other := newTestRuntime(t, nil) // the defaults: UpkeepInterval, ReapGrace
+	other.Start()
+	eventually(t, time.Until(deadline)+time.Minute, func() error {
+		if n := leftovers(t, dead); n > 0 {
+			return fmt.Errorf("%d containers or volumes of the killed worker remain", n)
+		}
+		return nil
+	})
+	// What a live worker runs is never reaped before its deadline.
+	res := run(t, other, testTask(newJobID(), testImage, "echo", "alive"))
+	wantStatus(t, res, job.StatusCompleted)
 }

@@ -102,7 +102,6 @@ func newTestRuntime(t testing.TB, tweak func(*Config)) *Docker {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.WorkerID = testWorkerPrefix + randomHex(4)
-	cfg.WarmVolumes = 1
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -172,6 +171,9 @@ func crashChild() {
 		os.Exit(3)
 	}
 	t := testTask("crash-"+cfg.WorkerID, os.Getenv("ZERVERLESS_DOCKER_TEST_IMAGE"), "sleep", "600")
+	if s := os.Getenv("ZERVERLESS_DOCKER_TEST_TIMEOUT"); s != "" {
+		t.Timeout, _ = time.ParseDuration(s)
+	}
 	_, _ = d.Run(context.Background(), t)
 	os.Exit(4)
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -30,7 +31,9 @@ import (
 //     handled;
 //   - no host bind mount: only the runtime's own labeled volumes at
 //     /output, /input and the job's scratch paths;
-//   - the labels of LabelManagedBy, LabelWorkerID, LabelJobID, LabelRole;
+//   - the labels of LabelManagedBy, LabelWorkerID, LabelInstance,
+//     LabelJobID, LabelRole and LabelDeadline (the run's deadline, which
+//     the upkeep of any worker on the engine enforces if this one dies);
 //   - logging driver "none": output is read from the attach stream, and
 //     nothing the container prints is written to the host's disk.
 
@@ -131,8 +134,8 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // containerConfig returns the create options of a job's container.
 // outputVol is the prepared /output volume; scratch maps the job's
-// scratch paths to prepared volumes.
-func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scratch map[string]string) (*container.Config, *container.HostConfig) {
+// scratch paths to prepared volumes; deadline is the run's, as a label.
+func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scratch map[string]string, deadline time.Time) (*container.Config, *container.HostConfig) {
 	ds := t.Spec.Docker
 	env := make([]string, 0, len(ds.Env)+1)
 	for _, k := range sortedKeys(ds.Env) {
@@ -152,7 +155,7 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scra
 		AttachStdout:    true,
 		AttachStderr:    true,
 		NetworkDisabled: true,
-		Labels:          d.labels("job", t.JobID),
+		Labels:          d.labelsUntil("job", t.JobID, deadline),
 	}
 	if len(ds.Command) > 0 {
 		cfg.Cmd = ds.Command
@@ -166,7 +169,7 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scra
 	if len(t.Spec.Input) > 0 {
 		mounts = append(mounts, mount.Mount{
 			Type: mount.TypeVolume, Target: "/input",
-			VolumeOptions: &mount.VolumeOptions{NoCopy: true, Labels: d.labels("input", t.JobID)},
+			VolumeOptions: &mount.VolumeOptions{NoCopy: true, Labels: d.labelsUntil("input", t.JobID, deadline)},
 		})
 	}
 	init := true

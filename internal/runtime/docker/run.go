@@ -35,6 +35,13 @@ func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, erro
 		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
 		defer cancel()
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// Every container carries a deadline that the upkeep of any worker
+		// enforces should this one die.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.cfg.MaxRunTime)
+		defer cancel()
+	}
 	if ctx.Err() != nil {
 		return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1}, nil
 	}
@@ -75,14 +82,15 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	}
 	defer release()
 
-	outVol, err := d.outputVolume(ctx, t.JobID)
+	deadline, _ := ctx.Deadline()
+	outVol, err := d.outputVolume(ctx, t.JobID, deadline)
 	if err != nil {
 		return job.Result{}, err
 	}
 	vols := []string{outVol}
 	scratch := map[string]string{}
 	if len(ds.Volumes) > 0 {
-		names, err := d.provision(ctx, len(ds.Volumes), "scratch", t.JobID)
+		names, err := d.provision(ctx, len(ds.Volumes), "scratch", t.JobID, deadline)
 		if err != nil {
 			d.removeVolumes(vols)
 			return job.Result{}, err
@@ -93,7 +101,7 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		}
 	}
 
-	cfg, host := d.containerConfig(t, lim, outVol, scratch)
+	cfg, host := d.containerConfig(t, lim, outVol, scratch, deadline)
 	// Create is not interrupted half-way: the engine could finish creating a
 	// container whose id this run would never learn. It is short.
 	createCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

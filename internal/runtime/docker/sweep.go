@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -31,6 +33,16 @@ const (
 )
 
 var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// labelsUntil is labels with the deadline (LabelDeadline) of the object;
+// a zero deadline sets none.
+func (d *Docker) labelsUntil(role, jobID string, deadline time.Time) map[string]string {
+	l := d.labels(role, jobID)
+	if !deadline.IsZero() {
+		l[LabelDeadline] = strconv.FormatInt(deadline.Unix()+1, 10)
+	}
+	return l
+}
 
 // labels returns the labels of an object of role for job jobID.
 func (d *Docker) labels(role, jobID string) map[string]string {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -43,8 +42,9 @@ import (
 // Anonymous volumes that an image's own VOLUME lines ask for are removed
 // with the container too.
 //
-// /output volumes are prepared ahead (Config.WarmVolumes) so that a job
-// pays nothing for them; scratch volumes are prepared when a job asks.
+// Volumes are prepared for each job, with its deadline as a label, so
+// that the upkeep of any worker removes them should this one die; none is
+// kept ready ahead without a deadline.
 //
 // /input is an anonymous volume of the job's container filled with
 // CopyToContainer before start: input.json owned by root, mode 0444, in a
@@ -104,8 +104,8 @@ func (d *Docker) ensureProvisionImage(ctx context.Context) error {
 }
 
 // provision makes n new named volumes (n ≤ provisionSlots) whose root
-// user 65534 can write, labeled with role and jobID.
-func (d *Docker) provision(ctx context.Context, n int, role, jobID string) ([]string, error) {
+// user 65534 can write, labeled with role, jobID and deadline.
+func (d *Docker) provision(ctx context.Context, n int, role, jobID string, deadline time.Time) ([]string, error) {
 	if err := d.ensureProvisionImage(ctx); err != nil {
 		return nil, err
 	}
@@ -119,7 +119,7 @@ func (d *Docker) provision(ctx context.Context, n int, role, jobID string) ([]st
 		names[i] = "zerverless-" + randomHex(8)
 		mounts[i] = mount.Mount{
 			Type: mount.TypeVolume, Source: names[i], Target: fmt.Sprintf("/%s%02d", prefix, i),
-			VolumeOptions: &mount.VolumeOptions{Labels: d.labels(role, jobID)},
+			VolumeOptions: &mount.VolumeOptions{Labels: d.labelsUntil(role, jobID, deadline)},
 		}
 	}
 	// Not interrupted half-way, so that no container is created unseen.
@@ -127,7 +127,7 @@ func (d *Docker) provision(ctx context.Context, n int, role, jobID string) ([]st
 	defer cancel()
 	create := func() (container.CreateResponse, error) {
 		return d.engine.ContainerCreate(ctx,
-			&container.Config{Image: provisionImage, Labels: d.labels("provision", jobID), NetworkDisabled: true},
+			&container.Config{Image: provisionImage, Labels: d.labelsUntil("provision", jobID, time.Now().Add(2*time.Minute)), NetworkDisabled: true},
 			&container.HostConfig{NetworkMode: "none", Mounts: mounts, LogConfig: container.LogConfig{Type: "none"}},
 			nil, nil, "")
 	}
@@ -160,78 +160,13 @@ func (d *Docker) removeVolumes(names []string) {
 	}
 }
 
-// volumePool keeps prepared /output volumes.
-type volumePool struct {
-	mu      sync.Mutex
-	ready   []string
-	filling bool
-	closed  bool
-}
-
-// outputVolume returns a prepared /output volume, from the pool when it
-// has one, and refills the pool in the background.
-func (d *Docker) outputVolume(ctx context.Context, jobID string) (string, error) {
-	p := &d.pool
-	p.mu.Lock()
-	var name string
-	if n := len(p.ready); n > 0 {
-		name, p.ready = p.ready[n-1], p.ready[:n-1]
-	}
-	refill := !p.filling && !p.closed && len(p.ready) < d.cfg.WarmVolumes
-	if refill {
-		p.filling = true
-	}
-	p.mu.Unlock()
-	if refill {
-		d.background(d.refillPool)
-	}
-	if name != "" {
-		return name, nil
-	}
-	names, err := d.provision(ctx, 1, "output", jobID)
+// outputVolume prepares the /output volume of a job.
+func (d *Docker) outputVolume(ctx context.Context, jobID string, deadline time.Time) (string, error) {
+	names, err := d.provision(ctx, 1, "output", jobID, deadline)
 	if err != nil {
 		return "", err
 	}
 	return names[0], nil
-}
-
-// refillPool prepares volumes until the pool holds WarmVolumes.
-func (d *Docker) refillPool(ctx context.Context) error {
-	p := &d.pool
-	defer func() {
-		p.mu.Lock()
-		p.filling = false
-		p.mu.Unlock()
-	}()
-	p.mu.Lock()
-	n := min(d.cfg.WarmVolumes-len(p.ready), provisionSlots)
-	p.mu.Unlock()
-	if n <= 0 {
-		return nil
-	}
-	names, err := d.provision(ctx, n, "output", "")
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		d.removeVolumes(names)
-		return nil
-	}
-	p.ready = append(p.ready, names...)
-	return nil
-}
-
-// drainPool removes the pool's volumes and stops refilling.
-func (d *Docker) drainPool() {
-	p := &d.pool
-	p.mu.Lock()
-	p.closed = true
-	names := p.ready
-	p.ready = nil
-	p.mu.Unlock()
-	d.removeVolumes(names)
 }
 
 func randomHex(n int) string {
