@@ -485,5 +485,7 @@ func importBuilt(t *testing.T, ref string, labels map[string]string) {
 	}
 	io.Copy(io.Discard, rc)
 	rc.Close()
-	t.Cleanup(func() { c.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true}) })
+	t.Cleanup(func() {
+		c.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
 }
