@@ -42,6 +42,8 @@ type workerFlags struct {
 	dockerMemoryMB    int
 	dockerPids        int64
 	dockerBudgetMB    int
+	dockerVolumeMB    int
+	dockerVolumeFiles int
 	dockerNoPull      bool
 	dockerImageUser   bool
 	dockerWorkerID    string
@@ -72,6 +74,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.dockerMemoryMB, "docker-memory-mb", dd.MemoryMB, "memory of a container whose job asks for none")
 	fs.Int64Var(&f.dockerPids, "docker-pids", dd.Pids, "process limit of a container whose job asks for none")
 	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled may take before the least recently used are removed (0: no budget)")
+	fs.IntVar(&f.dockerVolumeMB, "docker-volume-mb", dd.VolumeMB, "size of each volume a container can write (/output, each scratch volume, each VOLUME of its image), in MiB; tmpfs, counted against the container's memory")
+	fs.IntVar(&f.dockerVolumeFiles, "docker-volume-inodes", dd.VolumeInodes, "files and directories each such volume, and /tmp, may hold")
 	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
 	fs.BoolVar(&f.dockerImageUser, "docker-allow-image-user", false, "run containers as their image's user instead of 65534")
 	fs.BoolVar(&f.dockerBuild, "docker-build", false, "also build images from Dockerfiles (needs --docker)")
@@ -116,6 +120,8 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.MemoryMB = f.dockerMemoryMB
 	dc.Pids = f.dockerPids
 	dc.ImageBudgetMB = f.dockerBudgetMB
+	dc.VolumeMB = f.dockerVolumeMB
+	dc.VolumeInodes = f.dockerVolumeFiles
 	dc.Pull = !f.dockerNoPull
 	dc.AllowImageUser = f.dockerImageUser
 	if f.dockerWorkerID != "" {

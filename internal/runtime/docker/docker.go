@@ -24,6 +24,7 @@ type Docker struct {
 	provMu    sync.Mutex
 	provReady bool
 
+	pool   kitPool
 	images imageCache
 
 	upkeep upkeep
@@ -55,9 +56,13 @@ func New(cfg Config, engine Engine) (*Docker, error) {
 
 // Check pings the engine and reads its version; it returns nil when the
 // engine answers with API version 1.41 or later and, once Start was
-// called, the start-up since the engine last answered is done.
+// called, the start-up since the engine last answered is done: it runs it,
+// or waits for the one running, within ctx.
 func (d *Docker) Check(ctx context.Context) error {
-	return d.engineState(d.probe(ctx))
+	if err := d.engineState(d.probe(ctx)); err != nil {
+		return err
+	}
+	return d.ensureStarted(ctx)
 }
 
 // probe pings the engine and checks its API version.
@@ -87,11 +92,14 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 	}
 }
 
-// Close stops the upkeep and waits, up to ctx, for every background
-// removal to end. Runs still in progress are
+// Close stops the upkeep and preparing warm holders, removes the warm ones
+// and waits, up to ctx, for every background removal to end. Runs still in progress are
 // not stopped: cancel their contexts first.
 func (d *Docker) Close(ctx context.Context) error {
-	d.closed.Do(d.stopUpkeep)
+	d.closed.Do(func() {
+		d.stopUpkeep()
+		d.drainPool()
+	})
 	if err := d.Idle(ctx); err != nil {
 		return fmt.Errorf("docker: close: %w", err)
 	}

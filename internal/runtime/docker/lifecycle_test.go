@@ -1,17 +1,23 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/zerverless/zerverless/internal/dockertest"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -142,4 +148,96 @@ func TestKilledWorkersContainerIsReaped(t *testing.T) {
 	// What a live worker runs is never reaped before its deadline.
 	res := run(t, other, testTask(newJobID(), testImage, "echo", "alive"))
 	wantStatus(t, res, job.StatusCompleted)
+}
+
+// freeDisk is the free space of the filesystem of the engine's root
+// directory, where volumes and layers would be written.
+func freeDisk(t *testing.T) int64 {
+	t.Helper()
+	info, err := testEngine.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(info.DockerRootDir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// A job writing without bound to /output, to a scratch volume, to a VOLUME
+// of its image, or making files without bound, stops at the worker's
+// limits: the kernel refuses the write, the job fails saying which volume
+// is full, the host's disk takes none of it, and nothing is left.
+func TestDiskLimits(t *testing.T) {
+	// Large enough that what other users of the machine's disk write
+	// meanwhile stays under it; a broken bound writes until the timeout.
+	const limitMB = 256
+	d := newTestRuntime(t, func(c *Config) { c.VolumeMB = limitMB; c.VolumeInodes = 500 })
+	volImage := "zerverless-test/volume:" + randomHex(4)
+	importWithChanges(t, volImage, []string{"VOLUME /declared"})
+	flood := `cat /dev/zero > %s/big; echo "write: $?"`
+	cases := []struct {
+		name, script, full string
+		volumes            map[string]string
+		image              string
+	}{
+		// /output is checked even when the job exits 0.
+		{name: "output", script: fmt.Sprintf(flood, "/output"), full: "/output"},
+		{name: "scratch", script: fmt.Sprintf(flood, "/data") + "; exit 1", full: "/data", volumes: map[string]string{"scratch": "/data"}},
+		{name: "output inodes", script: `i=0; while touch /output/f$i 2>/dev/null; do i=$((i+1)); done; echo "files: $i"; exit 1`, full: "/output"},
+		{name: "image volume", script: fmt.Sprintf(flood, "/declared") + "; exit 1", image: volImage},
+		{name: "tmp inodes", script: `i=0; while touch /tmp/f$i 2>/dev/null; do i=$((i+1)); done; echo "files: $i"; [ $i -lt 500 ] && exit 1`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := freeDisk(t)
+			img := testImage
+			if tc.image != "" {
+				img = tc.image
+			}
+			tk := testTask(newJobID(), img, "sh", "-c", tc.script)
+			tk.Timeout = 60 * time.Second
+			tk.Spec.Docker.Resources.MemoryMB = 768
+			tk.Spec.Docker.Volumes = tc.volumes
+			res := run(t, d, tk)
+			if drop := before - freeDisk(t); drop > limitMB<<20 {
+				t.Errorf("the host's free disk dropped by %d MiB, more than the %d MiB limit", drop>>20, limitMB)
+			}
+			wantStatus(t, res, job.StatusFailed)
+			if tc.full != "" && !strings.Contains(res.Error, "disk limit: "+tc.full+" is full") {
+				t.Errorf("error %q does not say %s is full", res.Error, tc.full)
+			}
+			if strings.Contains(tc.script, "write") && !strings.Contains(res.Stderr, "No space left on device") {
+				t.Errorf("the write did not fail with ENOSPC: stdout %q stderr %q", res.Output, res.Stderr)
+			}
+			if strings.HasPrefix(res.Output, "files: ") {
+				var n int
+				fmt.Sscanf(res.Output, "files: %d", &n)
+				if n == 0 || n > 500 {
+					t.Errorf("%d files made under an inode limit of 500", n)
+				}
+			}
+		})
+	}
+}
+
+// importWithChanges makes ref from the test image with Dockerfile changes
+// (VOLUME, LABEL) and removes it at the end of the test.
+func importWithChanges(t *testing.T, ref string, changes []string) {
+	t.Helper()
+	ctx := context.Background()
+	rootfs, err := dockertest.BusyboxRootfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := testEngine.ImageImport(ctx, image.ImportSource{Source: bytes.NewReader(rootfs), SourceName: "-"}, ref, image.ImportOptions{Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, rc)
+	rc.Close()
+	t.Cleanup(func() {
+		testEngine.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
 }

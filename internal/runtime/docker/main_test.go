@@ -139,11 +139,11 @@ func leftovers(t testing.TB, workerID string) int {
 	return len(cs) + len(vs.Volumes)
 }
 
-// jobContainers lists the containers of jobID.
+// jobContainers lists the containers that run jobID (not its holder).
 func jobContainers(t testing.TB, jobID string) []container.Summary {
 	t.Helper()
 	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelJobID+"="+jobID))})
+		Filters: filters.NewArgs(filters.Arg("label", LabelJobID+"="+jobID), filters.Arg("label", LabelRole+"=job"))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,8 @@ import (
 //
 //   - user 65534:65534, unless Config.AllowImageUser;
 //   - a read-only root filesystem, and a tmpfs at /tmp mounted
-//     rw,noexec,nosuid,nodev with size Config.TmpMB;
+//     rw,noexec,nosuid,nodev with size Config.TmpMB and Config.VolumeInodes
+//     inodes;
 //   - every capability dropped, no-new-privileges, the engine's default
 //     seccomp profile (no seccomp option is ever set), not privileged, no
 //     devices;
@@ -29,8 +30,11 @@ import (
 //     (NanoCPUs), a pids limit and a nofile ulimit;
 //   - the engine's init process as PID 1, so signals and orphans are
 //     handled;
-//   - no host bind mount: only the runtime's own labeled volumes at
-//     /output, /input and the job's scratch paths;
+//   - no host bind mount: only the runtime's own labeled tmpfs volumes at
+//     /output, /input and the job's scratch paths (Config.VolumeMB,
+//     Config.VolumeInodes each; volumes.go), and a tmpfs of the same limits
+//     over each VOLUME path of the image; nothing the job writes reaches
+//     the host's disk;
 //   - the labels of LabelManagedBy, LabelWorkerID, LabelInstance,
 //     LabelJobID, LabelRole and LabelDeadline (the run's deadline, which
 //     the upkeep of any worker on the engine enforces if this one dies);
@@ -132,10 +136,11 @@ func (d *Docker) checkSpec(s *job.Spec, l job.Limits) (limits, error) {
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// containerConfig returns the create options of a job's container.
-// outputVol is the prepared /output volume; scratch maps the job's
-// scratch paths to prepared volumes; deadline is the run's, as a label.
-func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scratch map[string]string, deadline time.Time) (*container.Config, *container.HostConfig) {
+// containerConfig returns the create options of a job's container: its
+// mounts are the volumes of k (prepared and held) and a tmpfs over each
+// path of imageVolumes (the image's VOLUME lines); deadline is the run's,
+// as a label.
+func (d *Docker) containerConfig(t *job.Task, lim limits, k *kit, imageVolumes []string, deadline time.Time) (*container.Config, *container.HostConfig) {
 	ds := t.Spec.Docker
 	env := make([]string, 0, len(ds.Env)+1)
 	for _, k := range sortedKeys(ds.Env) {
@@ -160,17 +165,27 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scra
 	if len(ds.Command) > 0 {
 		cfg.Cmd = ds.Command
 	}
-	mounts := []mount.Mount{{
-		Type: mount.TypeVolume, Source: outputVol, Target: "/output",
-	}}
-	for _, target := range sortedKeys(scratch) {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: scratch[target], Target: target})
+	held := func(vol, target string) mount.Mount {
+		// NoCopy: the engine would otherwise copy the image's content, and
+		// the owner of its directory, into the volume.
+		return mount.Mount{Type: mount.TypeVolume, Source: vol, Target: target, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}
+	}
+	mounts := []mount.Mount{held(k.output, "/output")}
+	taken := map[string]bool{"/output": true, "/tmp": true}
+	for _, target := range sortedKeys(k.scratch) {
+		mounts = append(mounts, held(k.scratch[target], target))
+		taken[target] = true
 	}
 	if len(t.Spec.Input) > 0 {
-		mounts = append(mounts, mount.Mount{
-			Type: mount.TypeVolume, Target: "/input",
-			VolumeOptions: &mount.VolumeOptions{NoCopy: true, Labels: d.labelsUntil("input", t.JobID, deadline)},
-		})
+		mounts = append(mounts, held(k.input, "/input"))
+		taken["/input"] = true
+	}
+	tmpfs := map[string]string{"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d", int64(d.cfg.TmpMB)<<20, d.cfg.VolumeInodes)}
+	for _, p := range imageVolumes {
+		if p = path.Clean(p); path.IsAbs(p) && !taken[p] {
+			tmpfs[p] = fmt.Sprintf("rw,nosuid,nodev,size=%d,nr_inodes=%d", d.volumeBytes(), d.cfg.VolumeInodes)
+			taken[p] = true
+		}
 	}
 	init := true
 	pids := lim.pids
@@ -181,7 +196,7 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scra
 		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges"},
 		Init:           &init,
-		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d", int64(d.cfg.TmpMB)<<20)},
+		Tmpfs:          tmpfs,
 		Mounts:         mounts,
 		LogConfig:      container.LogConfig{Type: "none"},
 		Resources: container.Resources{
@@ -202,4 +217,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// sortedValues returns m's values in the order of their keys.
+func sortedValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
+	}
+	return out
 }

@@ -82,55 +82,51 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	}
 	defer release()
 
+	info, err := d.engine.ImageInspect(ctx, ds.Image)
+	if err != nil {
+		return job.Result{}, fmt.Errorf("inspect image: %w", err)
+	}
+	var imageVolumes []string
+	if info.Config != nil {
+		imageVolumes = sortedKeys(info.Config.Volumes)
+	}
+
 	deadline, _ := ctx.Deadline()
-	outVol, err := d.outputVolume(ctx, t.JobID, deadline)
+	k, err := d.prepareKit(ctx, t, sortedValues(ds.Volumes), deadline)
 	if err != nil {
 		return job.Result{}, err
 	}
-	vols := []string{outVol}
-	scratch := map[string]string{}
-	if len(ds.Volumes) > 0 {
-		names, err := d.provision(ctx, len(ds.Volumes), "scratch", t.JobID, deadline)
-		if err != nil {
-			d.removeVolumes(vols)
-			return job.Result{}, err
-		}
-		vols = append(vols, names...)
-		for i, name := range sortedKeys(ds.Volumes) {
-			scratch[ds.Volumes[name]] = names[i]
-		}
-	}
 
-	cfg, host := d.containerConfig(t, lim, outVol, scratch, deadline)
+	cfg, host := d.containerConfig(t, lim, k, imageVolumes, deadline)
 	// Create is not interrupted half-way: the engine could finish creating a
 	// container whose id this run would never learn. It is short.
 	createCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	created, err := d.engine.ContainerCreate(createCtx, cfg, host, nil, nil, containerName(t.JobID))
 	cancel()
 	if err == nil && ctx.Err() != nil {
-		d.removeNow(created.ID, vols)
+		d.removeNow(created.ID, k)
 		return job.Result{}, ctx.Err()
 	}
 	if err != nil {
-		d.removeVolumes(vols)
+		d.removeLater("", k)
 		if errdefs.IsNotFound(err) || errdefs.IsInvalidParameter(err) {
 			return job.Result{}, refuse("create container: %v", err)
 		}
 		return job.Result{}, fmt.Errorf("create container: %w", err)
 	}
 	id := created.ID
-	r := &execution{d: d, id: id, task: t}
+	r := &execution{d: d, id: id, task: t, kit: k}
 	interrupted := false
 	defer func() {
 		if interrupted {
-			d.removeNow(id, vols)
+			d.removeNow(id, k)
 		} else {
-			d.removeLater(id, vols)
+			d.removeLater(id, k)
 		}
 	}()
 
 	if len(t.Spec.Input) > 0 {
-		if err := d.engine.CopyToContainer(ctx, id, "/input", inputTar(t.Spec.Input), container.CopyToContainerOptions{}); err != nil {
+		if err := d.engine.CopyToContainer(ctx, k.holder, k.slot[k.input], inputTar(t.Spec.Input), container.CopyToContainerOptions{}); err != nil {
 			return job.Result{}, fmt.Errorf("copy input: %w", err)
 		}
 	}
@@ -144,6 +140,7 @@ type execution struct {
 	d    *Docker
 	id   string
 	task *job.Task
+	kit  *kit
 }
 
 // start attaches, starts, waits and collects the result.
@@ -245,7 +242,7 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 			res.DurationMS = f.Sub(s).Milliseconds()
 		}
 	}
-	files, truncated, err := d.readOutput(infoCtx, id)
+	files, truncated, outUse, err := d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
 	if err != nil {
 		return job.Result{}, err
 	}
@@ -254,10 +251,28 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	if v, ok := files[resultFile]; ok && json.Valid(v) {
 		res.Result = json.RawMessage(v)
 	}
+	full := ""
+	if d.full(outUse) {
+		full = "/output"
+	} else if res.ExitCode != 0 {
+		// A job that failed may have failed on a full scratch volume.
+		for _, p := range sortedKeys(r.kit.scratch) {
+			if u, err := d.volumeUse(infoCtx, r.kit.holder, r.kit.slot[r.kit.scratch[p]]); err == nil && d.full(u) {
+				full = p
+				break
+			}
+		}
+	}
 	switch {
 	case res.OOMKilled:
 		res.Status = job.StatusFailed
-		res.Error = fmt.Sprintf("out of memory: the container used its limit of %d MiB", r.memoryMB())
+		res.Error = fmt.Sprintf("out of memory: the container used its limit of %d MiB (files in /tmp, /output and scratch volumes count against it)", r.memoryMB())
+	case full != "":
+		res.Status = job.StatusFailed
+		res.Error = fmt.Sprintf("disk limit: %s is full (this worker allows %d MiB and %d files in each volume)", full, d.cfg.VolumeMB, d.cfg.VolumeInodes)
+		if res.ExitCode != 0 {
+			res.Error += fmt.Sprintf("; exit code %d", res.ExitCode)
+		}
 	case res.ExitCode != 0:
 		res.Status = job.StatusFailed
 		res.Error = fmt.Sprintf("exit code %d", res.ExitCode)
@@ -281,19 +296,55 @@ func (d *Docker) kill(id string) {
 	}
 }
 
-// removeLater removes the container and its volumes in the background.
-func (d *Docker) removeLater(id string, vols []string) {
-	d.background(func(ctx context.Context) error { return d.remove(ctx, id, vols) })
+// removeLater removes the container id ("" when none was created), the
+// holder and the volumes of k in the background.
+func (d *Docker) removeLater(id string, k *kit) {
+	d.background(func(ctx context.Context) error { return d.removeRun(ctx, id, k) })
 }
 
-// removeNow removes the container and its volumes before returning, and
-// falls back to the background when the engine is slow.
-func (d *Docker) removeNow(id string, vols []string) {
+// removeNow removes the job's container and the holder at once, both at
+// the same time, and the volumes in the background; it falls back to the
+// background for all when the engine is slow.
+func (d *Docker) removeNow(id string, k *kit) {
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
-	if err := d.remove(ctx, id, vols); err != nil {
-		d.removeLater(id, vols)
+	errc := make(chan error, 2)
+	for _, c := range []string{id, k.holder} {
+		go func() {
+			if c == "" {
+				errc <- nil
+				return
+			}
+			err := d.engine.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true})
+			if errdefs.IsNotFound(err) {
+				err = nil
+			}
+			errc <- err
+		}()
 	}
+	if err := errors.Join(<-errc, <-errc); err != nil {
+		d.removeLater(id, k)
+		return
+	}
+	d.removeVolumes(k.vols)
+}
+
+// removeRun force-removes the job's container id and the holder, then the
+// volumes of k. Not-found counts as removed.
+func (d *Docker) removeRun(ctx context.Context, id string, k *kit) error {
+	var ids []string
+	if id != "" {
+		ids = append(ids, id)
+	}
+	if k.holder != "" {
+		ids = append(ids, k.holder)
+	}
+	for _, c := range ids {
+		if err := d.engine.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove container: %w", err)
+		}
+	}
+	return d.removeVolumesNow(ctx, k.vols)
 }
 
 // remove force-removes container id with its anonymous volumes, then the
@@ -303,6 +354,10 @@ func (d *Docker) remove(ctx context.Context, id string, vols []string) error {
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container: %w", err)
 	}
+	return d.removeVolumesNow(ctx, vols)
+}
+
+func (d *Docker) removeVolumesNow(ctx context.Context, vols []string) error {
 	var errs []error
 	for _, v := range vols {
 		if err := d.engine.VolumeRemove(ctx, v, true); err != nil && !errdefs.IsNotFound(err) {

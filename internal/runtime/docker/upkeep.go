@@ -16,14 +16,15 @@ import (
 
 // Upkeep: what the runtime does by itself while it lives.
 //
-// Start begins a loop that, every Config.UpkeepInterval (and at once when
-// Check finds the engine back), probes the engine and:
+// Start begins a loop that, every Config.UpkeepInterval, probes the engine
+// and:
 //
 //   - when the engine answers for the first time, or again after it was
 //     away, runs the start-up: Sweep (a crashed predecessor's leftovers),
 //     LoadBuilt (when the worker builds), and Prepull in the background.
-//     Until the start-up is done Check reports the runtime as starting, so
-//     the worker does not advertise docker before it knows its images;
+//     Check runs it too (or waits for the one running) when it finds the
+//     engine back, so the worker never advertises docker before the
+//     runtime knows its images;
 //   - reaps: removes every container of any Zerverless worker on the
 //     engine whose LabelDeadline plus Config.ReapGrace has passed, with
 //     its volumes, and every such volume no container uses. A worker kills
@@ -42,12 +43,13 @@ var errStarting = errors.New("docker engine answers; the runtime is starting (sw
 
 // upkeep is the state of the upkeep loop.
 type upkeep struct {
-	mu      sync.Mutex
-	started bool // Start was called
-	ready   bool // the start-up ran since the engine last answered
-	pulling bool // a Prepull is running
+	startMu sync.Mutex // held while a start-up runs
+
+	mu      sync.Mutex // guards what follows
+	started bool       // Start was called
+	ready   bool       // the start-up ran since the engine last answered
+	pulling bool       // a Prepull is running
 	stop    chan struct{}
-	nudge   chan struct{}
 	cancel  context.CancelFunc // of the prepull
 }
 
@@ -62,7 +64,7 @@ func (d *Docker) Start() {
 	}
 	u.started = true
 	u.stop = make(chan struct{})
-	u.nudge = make(chan struct{}, 1)
+	stop := u.stop
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -71,10 +73,9 @@ func (d *Docker) Start() {
 		for {
 			d.upkeepOnce()
 			select {
-			case <-u.stop:
+			case <-stop:
 				return
 			case <-t.C:
-			case <-u.nudge:
 			}
 		}
 	}()
@@ -94,23 +95,37 @@ func (d *Docker) stopUpkeep() {
 	}
 }
 
-// engineState records a probe of Check: an engine that did not answer
-// needs the start-up again. It returns what Check reports.
+// engineState records a probe: an engine that did not answer needs the
+// start-up again. It returns the probe's error.
 func (d *Docker) engineState(err error) error {
-	u := &d.upkeep
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	if err != nil {
-		u.ready = false
-		return err
+		d.upkeep.mu.Lock()
+		d.upkeep.ready = false
+		d.upkeep.mu.Unlock()
 	}
-	if u.started && !u.ready {
-		select {
-		case u.nudge <- struct{}{}:
-		default:
-		}
+	return err
+}
+
+// ensureStarted runs the start-up once since the engine last answered, if
+// Start was called. Callers wait for one that is running. A start-up that
+// ctx cut short is run again next time.
+func (d *Docker) ensureStarted(ctx context.Context) error {
+	u := &d.upkeep
+	u.startMu.Lock()
+	defer u.startMu.Unlock()
+	u.mu.Lock()
+	skip := !u.started || u.ready
+	u.mu.Unlock()
+	if skip {
+		return nil
+	}
+	d.startUp(ctx)
+	if ctx.Err() != nil {
 		return errStarting
 	}
+	u.mu.Lock()
+	u.ready = true
+	u.mu.Unlock()
 	return nil
 }
 
@@ -118,19 +133,11 @@ func (d *Docker) engineState(err error) error {
 func (d *Docker) upkeepOnce() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := d.probe(ctx); err != nil {
-		d.engineState(err)
+	if err := d.engineState(d.probe(ctx)); err != nil {
 		return
 	}
-	u := &d.upkeep
-	u.mu.Lock()
-	ready := u.ready
-	u.mu.Unlock()
-	if !ready {
-		d.startUp(ctx)
-		u.mu.Lock()
-		u.ready = true
-		u.mu.Unlock()
+	if d.ensureStarted(ctx) != nil {
+		return
 	}
 	if n, err := d.Reap(ctx); err != nil {
 		d.cfg.Logger.Warn("docker reap of expired containers failed", "worker_id", d.cfg.WorkerID, "err", err)
@@ -179,7 +186,9 @@ func (d *Docker) startUp(ctx context.Context) {
 
 // Reap removes the containers of any Zerverless worker on the engine whose
 // deadline (LabelDeadline) plus Config.ReapGrace has passed, running or
-// not, with their named volumes, and such volumes that no container uses.
+// not, with their named volumes, and such volumes that no container uses;
+// a container is kept while a volume of its is used by a container whose
+// deadline has not passed (a warm holder that a job took).
 // Objects without a deadline label are left alone. It returns the number
 // of objects removed and the errors of those it could not remove.
 func (d *Docker) Reap(ctx context.Context) (int, error) {
@@ -198,15 +207,28 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 	}
 	n := 0
 	var errs []error
+	live := map[string]bool{} // volumes that a container before its deadline mounts
+	for _, c := range cs {
+		if !expired(c.Labels) {
+			for _, m := range c.Mounts {
+				live[m.Name] = true
+			}
+		}
+	}
 	for _, c := range cs {
 		if !expired(c.Labels) {
 			continue
 		}
 		var vols []string
+		inUse := false
 		for _, m := range c.Mounts {
 			if m.Type == "volume" && m.Name != "" {
 				vols = append(vols, m.Name)
+				inUse = inUse || live[m.Name]
 			}
+		}
+		if inUse {
+			continue // a warm holder that a live job took
 		}
 		if err := d.remove(ctx, c.ID, vols); err != nil {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
