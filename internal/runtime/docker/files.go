@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/docker/docker/errdefs"
 )
@@ -68,16 +69,17 @@ func (d *Docker) volumeUse(ctx context.Context, id, dir string) (use, error) {
 // readOutput reads the regular files under dir (the /output volume, as
 // the holder id mounts it), by path relative to it, up to
 // Config.MaxOutputFiles files and Config.MaxOutputBytes bytes in all;
-// truncated reports that anything was left out, u what the volume holds.
+// truncated reports that anything was left out, u what the volume holds,
+// skipped how many files were left out for their names (safeName).
 // The archive is streamed: what is past the caps is skipped, not held.
 // Symbolic links and other special files are not followed or returned.
-func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[string][]byte, truncated bool, u use, err error) {
+func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[string][]byte, truncated bool, u use, skipped int, err error) {
 	rc, _, err := d.engine.CopyFromContainer(ctx, id, dir)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return nil, false, u, nil
+			return nil, false, u, 0, nil
 		}
-		return nil, false, u, fmt.Errorf("read /output: %w", err)
+		return nil, false, u, 0, fmt.Errorf("read /output: %w", err)
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
@@ -85,10 +87,10 @@ func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[stri
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return files, truncated, u, nil
+			return files, truncated, u, skipped, nil
 		}
 		if err != nil {
-			return files, true, u, nil
+			return files, true, u, skipped, nil
 		}
 		u.entries++
 		if h.Typeflag != tar.TypeReg {
@@ -100,13 +102,17 @@ func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[stri
 		if !ok || rel == "" {
 			continue
 		}
+		if !safeName(rel) {
+			skipped++
+			continue
+		}
 		if len(files) >= d.cfg.MaxOutputFiles || h.Size > budget {
 			truncated = true
 			continue
 		}
 		data := make([]byte, h.Size)
 		if _, err := io.ReadFull(tr, data); err != nil {
-			return files, true, u, nil
+			return files, true, u, skipped, nil
 		}
 		budget -= h.Size
 		if files == nil {
@@ -114,4 +120,19 @@ func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[stri
 		}
 		files[rel] = data
 	}
+}
+
+// safeName reports whether an /output path may be a key of Result.Files:
+// valid UTF-8 without a backslash or a control character (a newline, for
+// one), which clients would split, print or join into paths wrongly.
+func safeName(rel string) bool {
+	if !utf8.ValidString(rel) {
+		return false
+	}
+	for _, r := range rel {
+		if r == '\\' || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
 }

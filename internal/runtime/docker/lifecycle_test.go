@@ -241,3 +241,19 @@ func importWithChanges(t *testing.T, ref string, changes []string) {
 		testEngine.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
 	})
 }
+
+// /output names that clients would split or join wrongly (a backslash, a
+// newline, another control character, invalid UTF-8) are left out, and the
+// result says so.
+func TestOutputUnsafeNames(t *testing.T) {
+	d := newTestRuntime(t, nil)
+	res := sh(t, d, `cd /output && echo ok > ok.txt && echo x > 'a\b' && echo x > "$(printf 'new\nline')" &&
+mkdir 'd\x' && echo x > 'd\x/f' && echo x > "$(printf 'tab\tname')" && echo x > "$(printf 'bad\377')"`)
+	wantStatus(t, res, job.StatusCompleted)
+	if len(res.Files) != 1 || string(res.Files["ok.txt"]) != "ok\n" {
+		t.Errorf("files %q, want only ok.txt", res.Files)
+	}
+	if !res.Truncated || !strings.Contains(res.Stderr, "5 file(s) of /output left out") {
+		t.Errorf("truncated %v, stderr %q: the result does not say names were left out", res.Truncated, res.Stderr)
+	}
+}

@@ -242,12 +242,15 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 			res.DurationMS = f.Sub(s).Milliseconds()
 		}
 	}
-	files, truncated, outUse, err := d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
+	files, truncated, outUse, skipped, err := d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
 	if err != nil {
 		return job.Result{}, err
 	}
 	res.Files = files
-	res.Truncated = res.Truncated || truncated
+	res.Truncated = res.Truncated || truncated || skipped > 0
+	if skipped > 0 {
+		res.Stderr += fmt.Sprintf("\nzerverless: %d file(s) of /output left out: a name holds a backslash, a control character or invalid UTF-8\n", skipped)
+	}
 	if v, ok := files[resultFile]; ok && json.Valid(v) {
 		res.Result = json.RawMessage(v)
 	}
