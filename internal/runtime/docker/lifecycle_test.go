@@ -3,6 +3,7 @@ package docker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,10 +17,13 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/zerverless/zerverless/internal/dockertest"
-
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
 )
 
 // Two workers started from one data directory get two ids; a released
@@ -255,5 +259,71 @@ mkdir 'd\x' && echo x > 'd\x/f' && echo x > "$(printf 'tab\tname')" && echo x > 
 	}
 	if !res.Truncated || !strings.Contains(res.Stderr, "5 file(s) of /output left out") {
 		t.Errorf("truncated %v, stderr %q: the result does not say names were left out", res.Truncated, res.Stderr)
+	}
+}
+
+// failingEngine is the real engine with the job container's create or
+// start failing as an engine fault does.
+type failingEngine struct {
+	Engine
+	create, start error
+	jobIDs        map[string]bool // containers created for jobs
+}
+
+func (e *failingEngine) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, nc *network.NetworkingConfig, p *ocispec.Platform, name string) (container.CreateResponse, error) {
+	if cfg.Labels[LabelRole] == "job" && e.create != nil {
+		return container.CreateResponse{}, e.create
+	}
+	resp, err := e.Engine.ContainerCreate(ctx, cfg, host, nc, p, name)
+	if err == nil && cfg.Labels[LabelRole] == "job" {
+		e.jobIDs[resp.ID] = true
+	}
+	return resp, err
+}
+
+func (e *failingEngine) ContainerStart(ctx context.Context, id string, o container.StartOptions) error {
+	if e.jobIDs[id] && e.start != nil {
+		return e.start
+	}
+	return e.Engine.ContainerStart(ctx, id, o)
+}
+
+// An engine fault (a lost layer at create, a start the engine cannot do)
+// is an error — try elsewhere — not a failed result, and leaves nothing.
+// The result shapes are those of every runtime.
+func TestEngineFaultIsAnError(t *testing.T) {
+	lost := errdefs.System(errors.New("RWLayer of container 0123 is unexpectedly nil"))
+	for name, fe := range map[string]*failingEngine{
+		"create": {create: lost},
+		"start":  {start: errdefs.System(errors.New("OCI runtime create failed: cgroup busy"))},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fe.Engine, fe.jobIDs = testEngine, map[string]bool{}
+			cfg := DefaultConfig()
+			cfg.WorkerID = testWorkerPrefix + "fault-" + randomHex(3)
+			d, err := New(cfg, fe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := d.Run(context.Background(), testTask(newJobID(), testImage, "true"))
+			if err == nil {
+				t.Fatalf("Run returned a final result %+v for an engine fault, want an error", res)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			d.Close(ctx)
+			if n := leftovers(t, cfg.WorkerID); n > 0 {
+				t.Errorf("%d containers or volumes left", n)
+			}
+		})
+	}
+	d := newTestRuntime(t, func(c *Config) { c.AllowImages = []string{"zerverless-test/*"} })
+	if res, want := run(t, d, testTask(newJobID(), "not-allowed/x:1", "true")), runtime.Failed(""); res.Status != want.Status || res.ExitCode != want.ExitCode || res.Error == "" {
+		t.Errorf("a refusal: %+v, want runtime.Failed", res)
+	}
+	tk := testTask(newJobID(), testImage, "sleep", "60")
+	tk.Timeout = 300 * time.Millisecond
+	if res := run(t, d, tk); res.Status != job.StatusTimeout || res.Error != runtime.Stopped(job.StatusTimeout).Error || res.ExitCode != -1 {
+		t.Errorf("a timeout: %+v, want runtime.Stopped", res)
 	}
 }

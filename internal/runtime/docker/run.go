@@ -16,52 +16,56 @@ import (
 	"github.com/zerverless/zerverless/internal/runtime"
 )
 
-// runContainer runs t's container and returns its result.
+// runContainer runs t's container and returns its result, in the shape
+// of every runtime (runtime.Failed, Stopped, Timed).
 //
 // Everything outside the worker's policy (an image not allowed, a
 // resource over the maximum, a scratch volume that names a host path) is
 // refused with a failed Result before any image is pulled or container is
 // created. A run that ends — exit code, OOM, timeout, cancel — is a Result
-// and a nil error; an error means the engine could not run the task.
+// and a nil error. An error means the task could not run here and should
+// be tried elsewhere (runtime.Runtime): the engine failed or went away
+// (a create, start or wait the engine could not do, a layer it lost), or
+// the image is not on this worker and it does not pull.
 //
 // When ctx's deadline passes or ctx is canceled, the container is killed
 // through the API at once and Run returns with Status timeout or canceled
 // after removing the container. Otherwise the container and its volumes
 // are removed in the background: Close and Idle wait for that.
 func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, error) {
-	began := time.Now()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
-	}
-	if _, ok := ctx.Deadline(); !ok {
+	if _, ok := ctx.Deadline(); !ok && t.Timeout <= 0 {
 		// Every container carries a deadline that the upkeep of any worker
 		// enforces should this one die.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.cfg.MaxRunTime)
-		defer cancel()
+		t.Timeout = d.cfg.MaxRunTime
 	}
-	if ctx.Err() != nil {
-		return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1}, nil
-	}
-	res, err := d.run(ctx, &t)
-	if err != nil {
+	var ranMS int64 // a finished container's own run time
+	res, err := runtime.Timed(ctx, t, func(ctx context.Context, t job.Task) (job.Result, error) {
+		if st := runtime.Interrupted(ctx); st != "" {
+			return runtime.Stopped(st), nil
+		}
+		res, err := d.run(ctx, &t)
 		var se *specError
 		switch {
+		case err == nil:
 		case errors.As(err, &se):
-			return job.Result{Status: job.StatusFailed, Error: se.msg, ExitCode: -1,
-				DurationMS: time.Since(began).Milliseconds()}, nil
+			return runtime.Failed(se.msg), nil
 		case runtime.Interrupted(ctx) != "":
-			return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1,
-				DurationMS: time.Since(began).Milliseconds()}, nil
+			return runtime.Stopped(runtime.Interrupted(ctx)), nil
+		default:
+			return job.Result{}, fmt.Errorf("docker: job %s: %w", t.JobID, err)
 		}
-		return job.Result{}, fmt.Errorf("docker: job %s: %w", t.JobID, err)
+		if res.Status != job.StatusTimeout && res.Status != job.StatusCanceled {
+			ranMS = res.DurationMS
+		}
+		return res, nil
+	})
+	if err != nil {
+		return job.Result{}, err
 	}
 	// A finished container's duration is its own run time; a stopped one's
 	// is how long the job held the worker before it was stopped.
-	if res.DurationMS == 0 || res.Status == job.StatusTimeout || res.Status == job.StatusCanceled {
-		res.DurationMS = time.Since(began).Milliseconds()
+	if ranMS > 0 {
+		res.DurationMS = ranMS
 	}
 	return res, nil
 }
@@ -109,7 +113,10 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	}
 	if err != nil {
 		d.removeLater("", k)
-		if errdefs.IsNotFound(err) || errdefs.IsInvalidParameter(err) {
+		// A create the engine refuses as invalid is the job's (a mount
+		// path its image cannot take); anything else, a vanished image
+		// included, is this engine's.
+		if errdefs.IsInvalidParameter(err) {
 			return job.Result{}, refuse("create container: %v", err)
 		}
 		return job.Result{}, fmt.Errorf("create container: %w", err)
@@ -222,8 +229,8 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		CPUTimeMS:       usage.cpuTime.Milliseconds(),
 	}
 	if killed {
-		res.Status = runtime.Interrupted(ctx)
-		res.Error = interruptedMessage(ctx, r.task)
+		stopped := runtime.Stopped(runtime.Interrupted(ctx))
+		res.Status, res.Error, res.ExitCode = stopped.Status, stopped.Error, stopped.ExitCode
 		return res, nil
 	}
 	infoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -368,16 +375,6 @@ func (d *Docker) removeVolumesNow(ctx context.Context, vols []string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func interruptedMessage(ctx context.Context, t *job.Task) string {
-	if runtime.Interrupted(ctx) == job.StatusTimeout {
-		if t.Timeout > 0 {
-			return fmt.Sprintf("timed out after %s", t.Timeout)
-		}
-		return "timed out"
-	}
-	return "canceled"
 }
 
 var nameUnsafeRE = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
