@@ -327,3 +327,42 @@ func TestEngineFaultIsAnError(t *testing.T) {
 		t.Errorf("a timeout: %+v, want runtime.Stopped", res)
 	}
 }
+
+// The holder that keeps a run's volumes mounted is as confined as a job:
+// user 65534, read-only root, no capability, no network, small limits;
+// its volumes are tmpfs mounts of the worker's limits.
+func TestHolderProfile(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.VolumeMB = 8; c.VolumeInodes = 100 })
+	jobID := newJobID()
+	tk := testTask(jobID, testImage, "sleep", "60")
+	tk.Spec.Docker.Volumes = map[string]string{"s": "/scratch"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx, tk) }()
+	var info container.InspectResponse
+	eventually(t, 20*time.Second, func() error {
+		cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("label", LabelJobID+"="+jobID), filters.Arg("label", LabelRole+"=holder"))})
+		if err != nil || len(cs) != 1 {
+			return fmt.Errorf("holder: %v %v", cs, err)
+		}
+		info, err = testEngine.ContainerInspect(context.Background(), cs[0].ID)
+		return err
+	})
+	cancel()
+	<-done
+	h, c := info.HostConfig, info.Config
+	if c.User != "65534:65534" || !h.ReadonlyRootfs || len(h.CapDrop) != 1 || h.CapDrop[0] != "ALL" ||
+		h.NetworkMode != "none" || h.Memory != holderMemory || h.PidsLimit == nil || *h.PidsLimit > 4 || h.Privileged {
+		t.Errorf("holder profile: user %q ro %v capdrop %v network %s memory %d pids %v", c.User, h.ReadonlyRootfs, h.CapDrop, h.NetworkMode, h.Memory, h.PidsLimit)
+	}
+	if len(h.Mounts) != 3 {
+		t.Fatalf("holder mounts %d, want /output, /input and one scratch volume", len(h.Mounts))
+	}
+	for _, m := range h.Mounts {
+		o := m.VolumeOptions.DriverConfig.Options
+		if m.VolumeOptions.DriverConfig.Name != "local" || o["type"] != "tmpfs" || !strings.Contains(o["o"], "size=8388608,nr_inodes=100,") {
+			t.Errorf("volume %s at %s: driver %+v", m.Source, m.Target, m.VolumeOptions.DriverConfig)
+		}
+	}
+}
