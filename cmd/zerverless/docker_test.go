@@ -99,6 +99,18 @@ func dockerServerConfig(t testing.TB, workers int) ServerConfig {
 	return cfg
 }
 
+// jobsLabeled counts the containers of jobs (not the worker's warm volume
+// holders) that carry worker id wid.
+func jobsLabeled(t testing.TB, wid string) int {
+	n := 0
+	for _, c := range labeled(t, wid) {
+		if c.Labels[docker.LabelJobID] != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // labeled lists the containers that carry worker id wid.
 func labeled(t testing.TB, wid string) []container.Summary {
 	t.Helper()
@@ -143,11 +155,11 @@ func TestDockerExampleJob(t *testing.T) {
 		DockerCommand: []string{"sh", "-c", `id -u; cat /input/input.json; echo; echo "$INPUT_DATA"; echo x > /input/input.json || echo input is read-only`}})
 	want := "65534\n{\"key\":\"value\"}\n{\"key\":\"value\"}\ninput is read-only\n"
 	if v.Status != job.StatusCompleted || v.Output != want {
-		t.Fatalf("got %s output %q stderr %q, want %q", v.Status, v.Output, v.Stderr, want)
+		t.Fatalf("got %s output %q stderr %q error %q, want %q", v.Status, v.Output, v.Stderr, v.Error, want)
 	}
 	eventually(t, 10*time.Second, func() error {
-		if cs := labeled(t, cfg.Runtimes.DockerConfig.WorkerID); len(cs) > 0 {
-			return fmt.Errorf("%d containers left", len(cs))
+		if n := jobsLabeled(t, cfg.Runtimes.DockerConfig.WorkerID); n > 0 {
+			return fmt.Errorf("%d containers left", n)
 		}
 		return nil
 	})
@@ -238,10 +250,12 @@ func TestDockerWorkerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, func() error {
-		if cs := labeled(t, wid); len(cs) == 0 || cs[0].State != "running" {
-			return fmt.Errorf("no running container yet")
+		for _, c := range labeled(t, wid) {
+			if c.Labels[docker.LabelRole] == "job" && c.State == "running" {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("no running container yet")
 	})
 	first.Process.Signal(syscall.SIGKILL)
 	first.Wait()
@@ -255,13 +269,17 @@ func TestDockerWorkerKilled(t *testing.T) {
 		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
 	}
 	eventually(t, 15*time.Second, func() error {
-		if cs := labeled(t, wid); len(cs) > 0 {
-			return fmt.Errorf("%d labeled containers remain", len(cs))
+		// The live worker's warm volume holders (no job) stay.
+		if n := jobsLabeled(t, wid); n > 0 {
+			return fmt.Errorf("%d labeled containers of jobs remain", n)
 		}
 		return nil
 	})
-	// A worker stopped the ordinary way leaves no volume either.
+	// A worker stopped the ordinary way leaves no container or volume.
 	stopProcess(second)
+	if cs := labeled(t, wid); len(cs) > 0 {
+		t.Fatalf("%d labeled containers remain after the worker stopped", len(cs))
+	}
 	vs, err := testEngine(t).VolumeList(context.Background(), volume.ListOptions{
 		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+wid))})
 	if err != nil {
