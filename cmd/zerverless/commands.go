@@ -120,6 +120,12 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.MemoryMB = f.dockerMemoryMB
 	dc.Pids = f.dockerPids
 	dc.ImageBudgetMB = f.dockerBudgetMB
+	if f.dockerVolumeMB <= 0 {
+		return fmt.Errorf("--docker-volume-mb must be positive")
+	}
+	if f.dockerVolumeFiles < 16 {
+		return fmt.Errorf("--docker-volume-inodes must be at least 16")
+	}
 	dc.VolumeMB = f.dockerVolumeMB
 	dc.VolumeInodes = f.dockerVolumeFiles
 	dc.Pull = !f.dockerNoPull
