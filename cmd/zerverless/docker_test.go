@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -506,4 +507,92 @@ func importBuilt(t *testing.T, ref string, labels map[string]string) {
 	t.Cleanup(func() {
 		c.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
 	})
+}
+
+// TestDockerKilledWorkersContainerIsReaped: kill -9 of a `worker` process
+// mid-job, with another docker worker running on the engine (serve's
+// embedded one) and no worker of the dead one's id ever starting again:
+// the dead worker's container and volumes are gone within a minute of the
+// job's deadline.
+func TestDockerKilledWorkersContainerIsReaped(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	srv, c := startServer(t, dockerServerConfig(t, 1))
+	dead := fmt.Sprintf("zvtest-reaped-%d", time.Now().UnixNano())
+	cmd := exec.Command(os.Args[0], "worker", "--orchestrator", srv.WorkerURL(), "--runtimes", "docker",
+		"--docker", "--docker-no-pull", "--docker-worker-id", dead, "--join-token", testWorkerSecret,
+		"--concurrency", "1", "--log-level", "warn", "--data", t.TempDir())
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopProcess(cmd) })
+	ctx := context.Background()
+	var deadline time.Time
+	var vols []string // the job's volumes
+	eventually(t, 60*time.Second, func() error {
+		// Submitted until the worker process takes one (the embedded
+		// worker may take some first).
+		if _, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, TimeoutSeconds: ptr(5.0),
+			DockerCommand: []string{"sleep", "600"}}); err != nil {
+			return err
+		}
+		for _, ct := range labeled(t, dead) {
+			if ct.Labels[docker.LabelRole] == "job" && ct.State == "running" {
+				secs, err := strconv.ParseInt(ct.Labels[docker.LabelDeadline], 10, 64)
+				if err != nil {
+					t.Fatalf("the job's container has no deadline label: %v", ct.Labels)
+				}
+				deadline = time.Unix(secs, 0)
+				for _, m := range ct.Mounts {
+					if m.Type == "volume" {
+						vols = append(vols, m.Name)
+					}
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("the worker process runs no job yet")
+	})
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if len(vols) == 0 {
+		t.Fatal("the job's container mounts no volume")
+	}
+	// The job's container, its volumes and their holder go; warm holders
+	// the dead worker kept for later jobs go at their own deadline.
+	eventually(t, time.Until(deadline)+time.Minute, func() error {
+		n := 0
+		for _, ct := range labeled(t, dead) {
+			for _, m := range ct.Mounts {
+				if slices.Contains(vols, m.Name) {
+					n++
+					break
+				}
+			}
+		}
+		vs, err := testEngine(t).VolumeList(ctx, volume.ListOptions{
+			Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+dead))})
+		if err != nil {
+			return err
+		}
+		for _, v := range vs.Volumes {
+			if slices.Contains(vols, v.Name) {
+				n++
+			}
+		}
+		if n > 0 {
+			return fmt.Errorf("%d containers or volumes of the killed worker's job remain", n)
+		}
+		return nil
+	})
+	// Clean up the dead worker's warm holders (their deadline is later).
+	for _, ct := range labeled(t, dead) {
+		testEngine(t).ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
+	}
+	vs, _ := testEngine(t).VolumeList(ctx, volume.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+dead))})
+	for _, v := range vs.Volumes {
+		testEngine(t).VolumeRemove(ctx, v.Name, true)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -137,18 +139,51 @@ func TestKilledWorkersContainerIsReaped(t *testing.T) {
 		t.Fatalf("the job container has no deadline label: %v", cs[0].Labels)
 	}
 	deadline := time.Unix(secs, 0)
+	var vols []string
+	for _, m := range cs[0].Mounts {
+		if m.Type == "volume" {
+			vols = append(vols, m.Name)
+		}
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Wait()
 	other := newTestRuntime(t, nil) // the defaults: UpkeepInterval, ReapGrace
 	other.Start()
+	// The job's container, its volumes and their holder go; the warm
+	// holders the dead worker kept for later jobs go at their own deadline.
 	eventually(t, time.Until(deadline)+time.Minute, func() error {
-		if n := leftovers(t, dead); n > 0 {
-			return fmt.Errorf("%d containers or volumes of the killed worker remain", n)
+		ctx := context.Background()
+		n := 0
+		cs, err := testEngine.ContainerList(ctx, container.ListOptions{All: true,
+			Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead))})
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if slices.ContainsFunc(c.Mounts, func(m container.MountPoint) bool { return slices.Contains(vols, m.Name) }) {
+				n++
+			}
+		}
+		vs, err := testEngine.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead))})
+		if err != nil {
+			return err
+		}
+		for _, v := range vs.Volumes {
+			if slices.Contains(vols, v.Name) {
+				n++
+			}
+		}
+		if n > 0 {
+			return fmt.Errorf("%d containers or volumes of the killed worker's job remain", n)
 		}
 		return nil
 	})
+	sweeper := newTestRuntime(t, func(c *Config) { c.WorkerID = dead })
+	if _, err := sweeper.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	// What a live worker runs is never reaped before its deadline.
 	res := run(t, other, testTask(newJobID(), testImage, "echo", "alive"))
 	wantStatus(t, res, job.StatusCompleted)
@@ -364,5 +399,52 @@ func TestHolderProfile(t *testing.T) {
 		if m.VolumeOptions.DriverConfig.Name != "local" || o["type"] != "tmpfs" || !strings.Contains(o["o"], "size=8388608,nr_inodes=100,") {
 			t.Errorf("volume %s at %s: driver %+v", m.Source, m.Target, m.VolumeOptions.DriverConfig)
 		}
+	}
+}
+
+// Reap: an expired warm holder stays while a job before its deadline uses
+// its volume; when the job expires, the job, the holder (whatever its own
+// deadline) and the volume go. Objects without a deadline are never reaped.
+func TestReapHoldersGoWithTheirJob(t *testing.T) {
+	ctx := context.Background()
+	d := newTestRuntime(t, nil)
+	owner := &Docker{cfg: Config{WorkerID: testWorkerPrefix + "reap-" + randomHex(3)}, instance: "gone"}
+	vol := "zerverless-" + randomHex(8)
+	start := func(role string, deadline time.Time) string {
+		labels := owner.labelsUntil(role, "x", deadline)
+		resp, err := testEngine.ContainerCreate(ctx, &container.Config{Image: testImage, Cmd: []string{"sleep", "600"}, Labels: labels},
+			&container.HostConfig{NetworkMode: "none", Binds: []string{vol + ":/v"}}, nil, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := testEngine.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { testEngine.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true}) })
+		return resp.ID
+	}
+	if _, err := testEngine.VolumeCreate(ctx, volume.CreateOptions{Name: vol, Labels: owner.labelsUntil("output", "", time.Now().Add(-time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { testEngine.VolumeRemove(context.Background(), vol, true) })
+	start("holder", time.Now().Add(-time.Hour))
+	jobID := start("job", time.Now().Add(time.Hour))
+	noDeadline := start("job", time.Time{})
+	if _, err := d.Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := leftovers(t, owner.cfg.WorkerID); n != 4 {
+		t.Fatalf("%d objects left after a reap with a live job, want all 4", n)
+	}
+	testEngine.ContainerRemove(ctx, jobID, container.RemoveOptions{Force: true})
+	testEngine.ContainerRemove(ctx, noDeadline, container.RemoveOptions{Force: true})
+	start("job", time.Now().Add(-time.Hour))
+	start("job", time.Time{})
+	if _, err := d.Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Left: the container without a deadline, and the volume it uses.
+	if n := leftovers(t, owner.cfg.WorkerID); n != 2 {
+		t.Errorf("%d objects left after the job expired, want 2", n)
 	}
 }

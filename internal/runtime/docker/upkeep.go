@@ -1,9 +1,11 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -186,9 +188,10 @@ func (d *Docker) startUp(ctx context.Context) {
 
 // Reap removes the containers of any Zerverless worker on the engine whose
 // deadline (LabelDeadline) plus Config.ReapGrace has passed, running or
-// not, with their named volumes, and such volumes that no container uses;
-// a container is kept while a volume of its is used by a container whose
-// deadline has not passed (a warm holder that a job took).
+// not, with their named volumes, and such volumes that no container uses.
+// A container is kept while a job container before its deadline uses a
+// volume of its (a warm holder that a job took), and a holder goes with
+// the expired job that uses its volumes, whatever its own deadline.
 // Objects without a deadline label are left alone. It returns the number
 // of objects removed and the errors of those it could not remove.
 func (d *Docker) Reap(ctx context.Context) (int, error) {
@@ -207,34 +210,62 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 	}
 	n := 0
 	var errs []error
-	live := map[string]bool{} // volumes that a container before its deadline mounts
-	for _, c := range cs {
-		if !expired(c.Labels) {
-			for _, m := range c.Mounts {
-				live[m.Name] = true
-			}
-		}
-	}
-	for _, c := range cs {
-		if !expired(c.Labels) {
-			continue
-		}
+	volumesOf := func(c container.Summary) []string {
 		var vols []string
-		inUse := false
 		for _, m := range c.Mounts {
 			if m.Type == "volume" && m.Name != "" {
 				vols = append(vols, m.Name)
-				inUse = inUse || live[m.Name]
 			}
 		}
-		if inUse {
-			continue // a warm holder that a live job took
+		return vols
+	}
+	// live: volumes of jobs before their deadline; dead: of expired jobs.
+	live, dead := map[string]bool{}, map[string]bool{}
+	for _, c := range cs {
+		if c.Labels[LabelRole] == "holder" {
+			continue
 		}
-		if err := d.remove(ctx, c.ID, vols); err != nil {
+		for _, v := range volumesOf(c) {
+			if expired(c.Labels) {
+				dead[v] = true
+			} else {
+				live[v] = true
+			}
+		}
+	}
+	// Expired containers go, unless a live job uses their volumes (a warm
+	// holder that the job took); a holder goes with its expired job too.
+	var doomed []container.Summary
+	for _, c := range cs {
+		vols := volumesOf(c)
+		if slices.ContainsFunc(vols, func(v string) bool { return live[v] }) {
+			continue
+		}
+		if expired(c.Labels) || (c.Labels[LabelRole] == "holder" && slices.ContainsFunc(vols, func(v string) bool { return dead[v] })) {
+			doomed = append(doomed, c)
+		}
+	}
+	// Jobs first, then holders: a volume goes once no container uses it.
+	slices.SortStableFunc(doomed, func(a, b container.Summary) int {
+		return cmp.Compare(boolInt(a.Labels[LabelRole] == "holder"), boolInt(b.Labels[LabelRole] == "holder"))
+	})
+	for _, c := range doomed {
+		if err := d.engine.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
 			continue
 		}
-		n += 1 + len(vols)
+		n++
+	}
+	for _, c := range doomed {
+		for _, v := range volumesOf(c) {
+			switch err := d.engine.VolumeRemove(ctx, v, true); {
+			case err == nil:
+				n++
+			case errdefs.IsNotFound(err), errdefs.IsConflict(err):
+			default:
+				errs = append(errs, fmt.Errorf("remove volume %s: %w", v, err))
+			}
+		}
 	}
 	vs, err := d.engine.VolumeList(ctx, volume.ListOptions{Filters: f})
 	if err != nil {
@@ -255,4 +286,11 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
