@@ -420,7 +420,9 @@ func TestReapHoldersGoWithTheirJob(t *testing.T) {
 		if err := testEngine.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { testEngine.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true}) })
+		t.Cleanup(func() {
+			testEngine.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true})
+		})
 		return resp.ID
 	}
 	if _, err := testEngine.VolumeCreate(ctx, volume.CreateOptions{Name: vol, Labels: owner.labelsUntil("output", "", time.Now().Add(-time.Hour))}); err != nil {
