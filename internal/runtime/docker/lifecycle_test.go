@@ -450,3 +450,33 @@ func TestReapHoldersGoWithTheirJob(t *testing.T) {
 		t.Errorf("%d objects left after the job expired, want 2", n)
 	}
 }
+
+// A warm holder that stopped (an engine restart stops them all) is not
+// used: its volumes would lose the input and the output.
+func TestStoppedWarmHolderIsNotUsed(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.WarmHolders = 1 })
+	wantStatus(t, sh(t, d, "true"), job.StatusCompleted) // fills the pool
+	ctx := context.Background()
+	var warm string
+	eventually(t, 30*time.Second, func() error {
+		cs, err := testEngine.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("label", LabelWorkerID+"="+d.cfg.WorkerID), filters.Arg("label", LabelRole+"=holder"))})
+		for _, c := range cs {
+			if c.Labels[LabelJobID] == "" {
+				warm = c.ID
+				return nil
+			}
+		}
+		return fmt.Errorf("no warm holder yet (%v)", err)
+	})
+	if err := testEngine.ContainerKill(ctx, warm, "KILL"); err != nil {
+		t.Fatal(err)
+	}
+	tk := testTask(newJobID(), testImage, "sh", "-c", "cat /input/input.json > /output/result.json")
+	tk.Spec.Input = []byte(`{"n":1}`)
+	res := run(t, d, tk)
+	wantStatus(t, res, job.StatusCompleted)
+	if string(res.Result) != `{"n":1}` {
+		t.Errorf("result %q, want the input back", res.Result)
+	}
+}

@@ -249,6 +249,11 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 			res.DurationMS = f.Sub(s).Milliseconds()
 		}
 	}
+	// Without its holder the volumes were unmounted when the container
+	// stopped: the files are lost, which is this worker's fault.
+	if err := d.holding(infoCtx, r.kit); err != nil {
+		return job.Result{}, err
+	}
 	files, truncated, outUse, skipped, err := d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
 	if err != nil {
 		return job.Result{}, err

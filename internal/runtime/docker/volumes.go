@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -194,7 +195,11 @@ type kit struct {
 func (d *Docker) prepareKit(ctx context.Context, t *job.Task, scratchPaths []string, deadline time.Time) (*kit, error) {
 	if len(scratchPaths) == 0 {
 		if k := d.takeWarm(); k != nil {
-			return k, nil
+			// An engine restart stops holders; a stopped one holds nothing.
+			if err := d.holding(ctx, k); err == nil {
+				return k, nil
+			}
+			d.removeLater("", k)
 		}
 	}
 	return d.makeKit(ctx, t.JobID, scratchPaths, deadline)
@@ -271,6 +276,18 @@ func (d *Docker) makeKit(ctx context.Context, jobID string, scratchPaths []strin
 		return nil, fmt.Errorf("start the volumes' holder: %w", err)
 	}
 	return k, nil
+}
+
+// holding returns nil when k's holder runs, and so keeps its volumes.
+func (d *Docker) holding(ctx context.Context, k *kit) error {
+	info, err := d.engine.ContainerInspect(ctx, k.holder)
+	if err != nil {
+		return fmt.Errorf("inspect the volumes' holder: %w", err)
+	}
+	if info.State == nil || !info.State.Running {
+		return errors.New("the volumes' holder stopped: the engine restarted or killed it")
+	}
+	return nil
 }
 
 // volumeBytes is the size of one /output or scratch volume.
