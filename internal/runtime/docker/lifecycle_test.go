@@ -227,6 +227,7 @@ func TestDiskLimits(t *testing.T) {
 		{name: "output inodes", script: `i=0; while touch /output/f$i 2>/dev/null; do i=$((i+1)); done; echo "files: $i"; exit 1`, full: "/output"},
 		{name: "image volume", script: fmt.Sprintf(flood, "/declared") + "; exit 1", image: volImage},
 		{name: "tmp inodes", script: `i=0; while touch /tmp/f$i 2>/dev/null; do i=$((i+1)); done; echo "files: $i"; [ $i -lt 500 ] && exit 1`},
+		{name: "shm inodes", script: `i=0; while touch /dev/shm/f$i 2>/dev/null; do i=$((i+1)); done; echo "files: $i"; [ $i -lt 500 ] && exit 1`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

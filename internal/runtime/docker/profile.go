@@ -19,9 +19,9 @@ import (
 // The strict profile. Every container the runtime starts has:
 //
 //   - user 65534:65534, unless Config.AllowImageUser;
-//   - a read-only root filesystem, and a tmpfs at /tmp mounted
-//     rw,noexec,nosuid,nodev with size Config.TmpMB and Config.VolumeInodes
-//     inodes;
+//   - a read-only root filesystem, and tmpfs mounts at /tmp and /dev/shm,
+//     rw,noexec,nosuid,nodev, with sizes Config.TmpMB and 64 MiB and
+//     Config.VolumeInodes inodes;
 //   - every capability dropped, no-new-privileges, the engine's default
 //     seccomp profile (no seccomp option is ever set), not privileged, no
 //     devices;
@@ -40,6 +40,9 @@ import (
 //     the upkeep of any worker on the engine enforces if this one dies);
 //   - logging driver "none": output is read from the attach stream, and
 //     nothing the container prints is written to the host's disk.
+
+// shmMB is the size of /dev/shm, the engine's default.
+const shmMB = 64
 
 // limits are the resources one run gets.
 type limits struct {
@@ -180,7 +183,11 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, k *kit, imageVolumes [
 		mounts = append(mounts, held(k.input, "/input"))
 		taken["/input"] = true
 	}
-	tmpfs := map[string]string{"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d", int64(d.cfg.TmpMB)<<20, d.cfg.VolumeInodes)}
+	tmpfs := map[string]string{
+		"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d", int64(d.cfg.TmpMB)<<20, d.cfg.VolumeInodes),
+		// The engine's own /dev/shm has its size but millions of inodes.
+		"/dev/shm": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d", int64(shmMB)<<20, d.cfg.VolumeInodes),
+	}
 	for _, p := range imageVolumes {
 		if p = path.Clean(p); path.IsAbs(p) && !taken[p] {
 			tmpfs[p] = fmt.Sprintf("rw,nosuid,nodev,size=%d,nr_inodes=%d", d.volumeBytes(), d.cfg.VolumeInodes)
