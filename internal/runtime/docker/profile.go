@@ -174,7 +174,7 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, k *kit, imageVolumes [
 		return mount.Mount{Type: mount.TypeVolume, Source: vol, Target: target, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}
 	}
 	mounts := []mount.Mount{held(k.output, "/output")}
-	taken := map[string]bool{"/output": true, "/tmp": true}
+	taken := map[string]bool{"/output": true, "/tmp": true, "/dev/shm": true}
 	for _, target := range sortedKeys(k.scratch) {
 		mounts = append(mounts, held(k.scratch[target], target))
 		taken[target] = true
