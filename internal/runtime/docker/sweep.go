@@ -21,8 +21,8 @@ const (
 	LabelWorkerID  = "io.zerverless.worker-id"
 	LabelJobID     = "io.zerverless.job-id"
 	// LabelRole says what a container or volume is for: "job", "output",
-	// "input", "scratch", or "provision" for the short-lived containers
-	// that prepare volumes.
+	// "input", "scratch", "holder" for the containers that keep a run's
+	// volumes mounted (volumes.go), or "build".
 	LabelRole = "io.zerverless.role"
 	// LabelInstance is random for each runtime (each process): Sweep
 	// never removes what its own runtime made, even when a worker id is
