@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -43,6 +42,8 @@ type workerFlags struct {
 	dockerMemoryMB    int
 	dockerPids        int64
 	dockerBudgetMB    int
+	dockerVolumeMB    int
+	dockerVolumeFiles int
 	dockerNoPull      bool
 	dockerImageUser   bool
 	dockerWorkerID    string
@@ -73,6 +74,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.dockerMemoryMB, "docker-memory-mb", dd.MemoryMB, "memory of a container whose job asks for none")
 	fs.Int64Var(&f.dockerPids, "docker-pids", dd.Pids, "process limit of a container whose job asks for none")
 	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled may take before the least recently used are removed (0: no budget)")
+	fs.IntVar(&f.dockerVolumeMB, "docker-volume-mb", dd.VolumeMB, "size of each volume a container can write (/output, each scratch volume, each VOLUME of its image), in MiB; tmpfs, counted against the container's memory")
+	fs.IntVar(&f.dockerVolumeFiles, "docker-volume-inodes", dd.VolumeInodes, "files and directories each such volume, and /tmp, may hold")
 	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
 	fs.BoolVar(&f.dockerImageUser, "docker-allow-image-user", false, "run containers as their image's user instead of 65534")
 	fs.BoolVar(&f.dockerBuild, "docker-build", false, "also build images from Dockerfiles (needs --docker)")
@@ -80,7 +83,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.dockerBuildTimeout, "docker-build-timeout", dd.BuildTimeout, "longest build, whatever a job asks")
 	fs.IntVar(&f.dockerBuildMemoryMB, "docker-build-memory-mb", dd.BuildMemoryMB, "memory of each RUN step of a build, in MiB (no swap)")
 	fs.Float64Var(&f.dockerBuildCPUs, "docker-build-cpus", dd.BuildCPUs, "CPUs of each RUN step of a build")
-	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: derived from --name or the host name)")
+	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
 func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
@@ -117,6 +120,14 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.MemoryMB = f.dockerMemoryMB
 	dc.Pids = f.dockerPids
 	dc.ImageBudgetMB = f.dockerBudgetMB
+	if f.dockerVolumeMB <= 0 {
+		return fmt.Errorf("--docker-volume-mb must be positive")
+	}
+	if f.dockerVolumeFiles < 16 {
+		return fmt.Errorf("--docker-volume-inodes must be at least 16")
+	}
+	dc.VolumeMB = f.dockerVolumeMB
+	dc.VolumeInodes = f.dockerVolumeFiles
 	dc.Pull = !f.dockerNoPull
 	dc.AllowImageUser = f.dockerImageUser
 	if f.dockerWorkerID != "" {
@@ -142,25 +153,6 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// dockerWorkerID derives a stable label value for a worker's containers
-// from its name or the host name.
-func dockerWorkerID(prefix, name string) string {
-	if name == "" {
-		name, _ = os.Hostname()
-	}
-	id := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-			return r
-		}
-		return '-'
-	}, prefix+name)
-	if len(id) > 128 {
-		id = id[:128]
-	}
-	return id
 }
 
 const serveUsage = `Usage:
@@ -253,7 +245,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	cfg.API.OriginPatterns = splitList(*origins)
 	cfg.Orchestrator.DockerAllowImages = splitList(*orchAllow)
 	if wf.dockerWorkerID == "" {
-		cfg.Runtimes.DockerConfig.WorkerID = dockerWorkerID("serve-", "")
+		cfg.Runtimes.DockerIDDir, cfg.Runtimes.DockerIDPrefix = cfg.DataDir, "serve-"
 	}
 	files, err := raiseOpenFiles()
 	if err != nil {
@@ -305,6 +297,7 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	fs.StringVar(&wc.URL, "orchestrator", url, "the orchestrator's WebSocket endpoint (env ZERVERLESS_ORCHESTRATOR)")
 	fs.StringVar(&wc.Name, "name", "", "name shown in the orchestrator's worker list")
 	fs.StringVar(&wc.JoinToken, "join-token", getenv("ZERVERLESS_JOIN_TOKEN"), "join token from the orchestrator's admin (env ZERVERLESS_JOIN_TOKEN); without one the worker is anonymous and runs sandboxed runtimes only, if the orchestrator allows anonymous volunteers at all")
+	dataDir := fs.String("data", "zerverless-worker-data", "directory of the worker's state (its docker worker id)")
 	fs.DurationVar(&wc.ReconnectMax, "reconnect-max", wc.ReconnectMax, "longest wait between connection attempts")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags
@@ -323,7 +316,7 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	wc.Version = version
 	if wf.dockerWorkerID == "" {
-		ro.DockerConfig.WorkerID = dockerWorkerID("worker-", wc.Name)
+		ro.DockerIDDir, ro.DockerIDPrefix = *dataDir, "worker-"
 	}
 	if fetch, err := worker.NewContextFetcher(wc.URL, wc.Header); err == nil {
 		ro.DockerConfig.Contexts = fetch

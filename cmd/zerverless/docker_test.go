@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +26,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
+	zclient "github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime/docker"
@@ -96,6 +100,18 @@ func dockerServerConfig(t testing.TB, workers int) ServerConfig {
 	return cfg
 }
 
+// jobsLabeled counts the containers of jobs (not the worker's warm volume
+// holders) that carry worker id wid.
+func jobsLabeled(t testing.TB, wid string) int {
+	n := 0
+	for _, c := range labeled(t, wid) {
+		if c.Labels[docker.LabelJobID] != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // labeled lists the containers that carry worker id wid.
 func labeled(t testing.TB, wid string) []container.Summary {
 	t.Helper()
@@ -140,11 +156,11 @@ func TestDockerExampleJob(t *testing.T) {
 		DockerCommand: []string{"sh", "-c", `id -u; cat /input/input.json; echo; echo "$INPUT_DATA"; echo x > /input/input.json || echo input is read-only`}})
 	want := "65534\n{\"key\":\"value\"}\n{\"key\":\"value\"}\ninput is read-only\n"
 	if v.Status != job.StatusCompleted || v.Output != want {
-		t.Fatalf("got %s output %q stderr %q, want %q", v.Status, v.Output, v.Stderr, want)
+		t.Fatalf("got %s output %q stderr %q error %q, want %q", v.Status, v.Output, v.Stderr, v.Error, want)
 	}
 	eventually(t, 10*time.Second, func() error {
-		if cs := labeled(t, cfg.Runtimes.DockerConfig.WorkerID); len(cs) > 0 {
-			return fmt.Errorf("%d containers left", len(cs))
+		if n := jobsLabeled(t, cfg.Runtimes.DockerConfig.WorkerID); n > 0 {
+			return fmt.Errorf("%d containers left", n)
 		}
 		return nil
 	})
@@ -235,10 +251,12 @@ func TestDockerWorkerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, func() error {
-		if cs := labeled(t, wid); len(cs) == 0 || cs[0].State != "running" {
-			return fmt.Errorf("no running container yet")
+		for _, c := range labeled(t, wid) {
+			if c.Labels[docker.LabelRole] == "job" && c.State == "running" {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("no running container yet")
 	})
 	first.Process.Signal(syscall.SIGKILL)
 	first.Wait()
@@ -252,13 +270,17 @@ func TestDockerWorkerKilled(t *testing.T) {
 		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
 	}
 	eventually(t, 15*time.Second, func() error {
-		if cs := labeled(t, wid); len(cs) > 0 {
-			return fmt.Errorf("%d labeled containers remain", len(cs))
+		// The live worker's warm volume holders (no job) stay.
+		if n := jobsLabeled(t, wid); n > 0 {
+			return fmt.Errorf("%d labeled containers of jobs remain", n)
 		}
 		return nil
 	})
-	// A worker stopped the ordinary way leaves no volume either.
+	// A worker stopped the ordinary way leaves no container or volume.
 	stopProcess(second)
+	if cs := labeled(t, wid); len(cs) > 0 {
+		t.Fatalf("%d labeled containers remain after the worker stopped", len(cs))
+	}
 	vs, err := testEngine(t).VolumeList(context.Background(), volume.ListOptions{
 		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+wid))})
 	if err != nil {
@@ -305,6 +327,21 @@ type engineProxy struct {
 	t    testing.TB
 	sock string
 	srv  *http.Server
+
+	mu    sync.Mutex
+	paths []string // requests served, in order
+}
+
+// served reports whether a request whose path contains s was served.
+func (p *engineProxy) served(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, path := range p.paths {
+		if strings.Contains(path, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func newEngineProxy(t testing.TB) *engineProxy {
@@ -325,7 +362,12 @@ func (p *engineProxy) start() {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", "/var/run/docker.sock")
 	}}
-	p.srv = &http.Server{Handler: rp}
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.paths = append(p.paths, r.URL.Path)
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	})}
 	go p.srv.Serve(ln)
 }
 
@@ -337,15 +379,30 @@ func (p *engineProxy) stop() {
 	}
 }
 
-// TestDockerEngineGoesAway: a worker stops advertising docker when its
-// engine stops answering, says why, and offers it again when it is back.
+// TestDockerEngineGoesAway: a worker whose engine is down at start does
+// not advertise docker and says why; when the engine answers, the runtime
+// runs its whole start-up (sweep, the built images of its earlier runs,
+// the pre-pulls) and the worker offers docker with its built images; it
+// stops offering it when the engine goes away again, and offers it again
+// when it is back.
 func TestDockerEngineGoesAway(t *testing.T) {
 	img := testImage(t, "zerverless-test/busybox:e2e")
+	prepull := testImage(t, "zerverless-test/busybox:prepull")
 	proxy := newEngineProxy(t)
+	proxy.stop()
 	t.Setenv("DOCKER_HOST", "unix://"+proxy.sock)
 	cfg := dockerServerConfig(t, 1)
 	cfg.Worker.CheckInterval = 100 * time.Millisecond
 	cfg.Worker.CheckTimeout = time.Second
+	cfg.Runtimes.DockerConfig.Build = true
+	cfg.Runtimes.DockerConfig.Prepull = []string{prepull}
+	cfg.Runtimes.DockerConfig.UpkeepInterval = 200 * time.Millisecond
+	// An image this worker id built in an earlier run.
+	built := "zerverless/zvtest/earlier-" + strings.ToLower(rand.Text()[:8]) + ":1"
+	importBuilt(t, built, map[string]string{
+		docker.LabelManagedBy: "zerverless", docker.LabelWorkerID: cfg.Runtimes.DockerConfig.WorkerID,
+		docker.LabelRole: "build", docker.LabelSourceKey: "earlier-key",
+	})
 	_, c := startServer(t, cfg)
 	ctx := context.Background()
 	advertises := func(want bool) func() error {
@@ -363,7 +420,19 @@ func TestDockerEngineGoesAway(t *testing.T) {
 			return nil
 		}
 	}
+	eventually(t, 10*time.Second, advertises(false))
+	proxy.start()
 	eventually(t, 10*time.Second, advertises(true))
+	ws, _ := c.Workers(ctx)
+	if d := ws[0].Capabilities.Docker; d == nil || !slices.Contains(d.BuiltImages, built) {
+		t.Fatalf("after the engine came back the worker does not offer the image it built earlier: %+v", d)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if !proxy.served("/images/" + prepull + "/json") {
+			return fmt.Errorf("no pre-pull of %s after the engine came back", prepull)
+		}
+		return nil
+	})
 	proxy.stop()
 	eventually(t, 10*time.Second, advertises(false))
 	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"echo", "back"}})
@@ -378,5 +447,152 @@ func TestDockerEngineGoesAway(t *testing.T) {
 	eventually(t, 10*time.Second, advertises(true))
 	if done := waitDone(t, c, v.ID, 60*time.Second); done.Status != job.StatusCompleted || done.Output != "back\n" {
 		t.Fatalf("got %s %q %q", done.Status, done.Output, done.Error)
+	}
+}
+
+// TestDockerTwoServersOneEngine: two `serve --docker` on one machine, each
+// with the default worker id kept in its data directory. The second starts
+// (and sweeps) while the first runs a job; the job survives.
+func TestDockerTwoServersOneEngine(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	serve := func() *zclient.Client {
+		cfg := dockerServerConfig(t, 1)
+		cfg.Runtimes.DockerConfig.WorkerID = ""
+		cfg.Runtimes.DockerIDDir, cfg.Runtimes.DockerIDPrefix = cfg.DataDir, "zvtest-serve-"
+		_, c := startServer(t, cfg)
+		return c
+	}
+	c := serve()
+	ctx := context.Background()
+	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, TimeoutSeconds: ptr(60.0),
+		DockerCommand: []string{"sh", "-c", "sleep 4; echo survived"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		cs, err := testEngine(t).ContainerList(ctx, container.ListOptions{
+			Filters: filters.NewArgs(filters.Arg("label", docker.LabelJobID+"="+v.ID))})
+		if err != nil || len(cs) == 0 {
+			return fmt.Errorf("no running container of the job yet (%v)", err)
+		}
+		return nil
+	})
+	serve()
+	done := waitDone(t, c, v.ID, 60*time.Second)
+	if done.Status != job.StatusCompleted || done.Attempt != 1 || done.Output != "survived\n" {
+		t.Fatalf("got %s attempt %d output %q error %q", done.Status, done.Attempt, done.Output, done.Error)
+	}
+}
+
+// importBuilt imports the test image as ref with labels, as a build of an
+// earlier run would have left it, and removes it at the end of the test.
+func importBuilt(t *testing.T, ref string, labels map[string]string) {
+	t.Helper()
+	c := testEngine(t)
+	ctx := context.Background()
+	rootfs, err := dockertest.BusyboxRootfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []string
+	for k, v := range labels {
+		changes = append(changes, "LABEL "+k+"="+v)
+	}
+	rc, err := c.ImageImport(ctx, image.ImportSource{Source: bytes.NewReader(rootfs), SourceName: "-"}, ref, image.ImportOptions{Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, rc)
+	rc.Close()
+	t.Cleanup(func() {
+		c.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
+}
+
+// TestDockerKilledWorkersContainerIsReaped: kill -9 of a `worker` process
+// mid-job, with another docker worker running on the engine (serve's
+// embedded one) and no worker of the dead one's id ever starting again:
+// the dead worker's container and volumes are gone within a minute of the
+// job's deadline.
+func TestDockerKilledWorkersContainerIsReaped(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	srv, c := startServer(t, dockerServerConfig(t, 1))
+	dead := fmt.Sprintf("zvtest-reaped-%d", time.Now().UnixNano())
+	cmd := exec.Command(os.Args[0], "worker", "--orchestrator", srv.WorkerURL(), "--runtimes", "docker",
+		"--docker", "--docker-no-pull", "--docker-worker-id", dead, "--join-token", testWorkerSecret,
+		"--concurrency", "1", "--log-level", "warn", "--data", t.TempDir())
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopProcess(cmd) })
+	ctx := context.Background()
+	var deadline time.Time
+	var vols []string // the job's volumes
+	eventually(t, 60*time.Second, func() error {
+		// Submitted until the worker process takes one (the embedded
+		// worker may take some first).
+		if _, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, TimeoutSeconds: ptr(5.0),
+			DockerCommand: []string{"sleep", "600"}}); err != nil {
+			return err
+		}
+		for _, ct := range labeled(t, dead) {
+			if ct.Labels[docker.LabelRole] == "job" && ct.State == "running" {
+				secs, err := strconv.ParseInt(ct.Labels[docker.LabelDeadline], 10, 64)
+				if err != nil {
+					t.Fatalf("the job's container has no deadline label: %v", ct.Labels)
+				}
+				deadline = time.Unix(secs, 0)
+				for _, m := range ct.Mounts {
+					if m.Type == "volume" {
+						vols = append(vols, m.Name)
+					}
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("the worker process runs no job yet")
+	})
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if len(vols) == 0 {
+		t.Fatal("the job's container mounts no volume")
+	}
+	// The job's container, its volumes and their holder go; warm holders
+	// the dead worker kept for later jobs go at their own deadline.
+	eventually(t, time.Until(deadline)+time.Minute, func() error {
+		n := 0
+		for _, ct := range labeled(t, dead) {
+			for _, m := range ct.Mounts {
+				if slices.Contains(vols, m.Name) {
+					n++
+					break
+				}
+			}
+		}
+		vs, err := testEngine(t).VolumeList(ctx, volume.ListOptions{
+			Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+dead))})
+		if err != nil {
+			return err
+		}
+		for _, v := range vs.Volumes {
+			if slices.Contains(vols, v.Name) {
+				n++
+			}
+		}
+		if n > 0 {
+			return fmt.Errorf("%d containers or volumes of the killed worker's job remain", n)
+		}
+		return nil
+	})
+	// Clean up the dead worker's warm holders (their deadline is later).
+	for _, ct := range labeled(t, dead) {
+		testEngine(t).ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
+	}
+	vs, _ := testEngine(t).VolumeList(ctx, volume.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+dead))})
+	for _, v := range vs.Volumes {
+		testEngine(t).VolumeRemove(ctx, v.Name, true)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime"
@@ -30,6 +29,11 @@ type RuntimeOptions struct {
 	Python python.Config
 	// DockerConfig is the container policy of the worker's owner.
 	DockerConfig docker.Config
+	// DockerIDDir, when set, is the data directory whose worker id
+	// (docker.ClaimWorkerID) replaces DockerConfig.WorkerID; DockerIDPrefix
+	// starts a new id ("serve-", "worker-").
+	DockerIDDir    string
+	DockerIDPrefix string
 }
 
 // DefaultRuntimeOptions returns every sandboxed runtime with its defaults
@@ -98,7 +102,7 @@ func BuildRuntimes(ctx context.Context, o RuntimeOptions, log *slog.Logger) (*Ru
 		set[job.TypePython] = python.New(o.Python)
 	}
 	if o.wants(job.TypeDocker) {
-		if err := buildDocker(ctx, rts, o.DockerConfig, log); err != nil {
+		if err := buildDocker(rts, o, log); err != nil {
 			return nil, err
 		}
 	}
@@ -125,13 +129,23 @@ func parseTypes(s string) ([]job.Type, error) {
 	return out, nil
 }
 
-// buildDocker adds the docker runtime. It sweeps what a predecessor with the
-// same worker id left on the engine and starts pre-pulls in the background;
-// when the engine does not answer now, the worker simply does not advertise
-// docker until it does.
-func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slog.Logger) error {
+// buildDocker adds the docker runtime and starts its upkeep: the runtime
+// itself sweeps, loads its built images and pre-pulls whenever its engine
+// answers (now or later), and reaps expired containers. Until then the
+// worker does not advertise docker.
+func buildDocker(rts *Runtimes, o RuntimeOptions, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	cfg := o.DockerConfig
+	if o.DockerIDDir != "" {
+		claim, err := docker.ClaimWorkerID(o.DockerIDDir, o.DockerIDPrefix)
+		if err != nil {
+			return err
+		}
+		cfg.WorkerID = claim.ID
+		rts.closes = append(rts.closes, func(context.Context) error { return claim.Release() })
+		log.Info("docker worker id", "worker_id", claim.ID, "kept_in", claim.Path)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = log.With("runtime", "docker")
@@ -148,56 +162,8 @@ func buildDocker(ctx context.Context, rts *Runtimes, cfg docker.Config, log *slo
 	rts.Set[job.TypeDocker] = d
 	caps := d.Capabilities()
 	rts.Docker = &caps
-	rts.closes = append(rts.closes, d.Close, func(context.Context) error { return engine.Close() })
-
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := d.Check(sctx); err != nil {
-		log.Warn("docker engine not available yet; docker jobs are not offered until it is", "err", err)
-		// Sweep as soon as the engine answers, so that what a crashed
-		// predecessor left is removed even if the engine was down now.
-		stop := make(chan struct{})
-		rts.closes = append(rts.closes, func(context.Context) error { close(stop); return nil })
-		go func() {
-			t := time.NewTicker(5 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-				}
-				cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				if d.Check(cctx) == nil {
-					sweep(cctx, d, cfg.WorkerID, log)
-					cancel()
-					return
-				}
-				cancel()
-			}
-		}()
-		return nil
-	}
-	sweep(sctx, d, cfg.WorkerID, log)
-	if cfg.Build {
-		if err := d.LoadBuilt(sctx); err != nil {
-			log.Warn("built images of a previous run", "err", err)
-		}
-	}
-	if len(cfg.Prepull) > 0 {
-		go func() {
-			if err := d.Prepull(context.WithoutCancel(ctx)); err != nil {
-				log.Warn("pre-pull", "err", err)
-			}
-		}()
-	}
+	// Closed in reverse: the runtime first, then its engine connection.
+	rts.closes = append([]func(context.Context) error{d.Close, func(context.Context) error { return engine.Close() }}, rts.closes...)
+	d.Start()
 	return nil
-}
-
-func sweep(ctx context.Context, d *docker.Docker, workerID string, log *slog.Logger) {
-	if n, err := d.Sweep(ctx); err != nil {
-		log.Warn("sweep of containers left by a previous run failed", "err", err)
-	} else if n > 0 {
-		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", workerID)
-	}
 }

@@ -21,7 +21,7 @@ import (
 //
 //	go test -run '^$' -bench VersusDockerRun -benchtime 30x ./internal/runtime/docker
 func BenchmarkVersusDockerRun(b *testing.B) {
-	d := newTestRuntime(b, func(c *Config) { c.WarmVolumes = 2 })
+	d := newTestRuntime(b, nil)
 	ctx := context.Background()
 	viaRuntime := func() error {
 		res, err := d.Run(ctx, testTask(newJobID(), testImage, "echo", "hello"))

@@ -16,8 +16,9 @@ import (
 type Config struct {
 	// WorkerID labels every container and volume the runtime creates, and
 	// Sweep removes what carries it. It must be stable across restarts of
-	// the same worker (cmd keeps it in the worker's state) and distinct
-	// between workers that share an engine. Default "local".
+	// the same worker and distinct between workers that run at once on an
+	// engine: cmd takes it from ClaimWorkerID on the worker's data
+	// directory unless the owner names one. Default "local".
 	WorkerID string
 
 	// MemoryMB, CPUs and Pids are what a container gets when its job asks
@@ -35,6 +36,15 @@ type Config struct {
 	// TmpMB sizes the tmpfs at /tmp (default 64 MiB). Its pages count
 	// against the container's memory limit too.
 	TmpMB int
+	// VolumeMB and VolumeInodes bound each volume a job can write — /output,
+	// each scratch volume, each VOLUME path of its image — in bytes and in
+	// files and directories (defaults 1024 MiB, 16384; VolumeInodes bounds
+	// /tmp too). They are tmpfs: nothing a job writes reaches the host's
+	// disk, a write past the limit fails with ENOSPC, a job that fills a
+	// volume fails saying so, and what a job keeps in them counts against
+	// its memory limit.
+	VolumeMB     int
+	VolumeInodes int
 	// NoFile is the nofile ulimit, soft and hard (default 1024).
 	NoFile int64
 	// OutputBytes caps stdout and stderr, each, when the task's limits
@@ -75,9 +85,10 @@ type Config struct {
 	// pull are never removed.
 	ImageBudgetMB int
 
-	// WarmVolumes is how many /output volumes are kept ready for the next
-	// jobs (default 2; 0 makes each job prepare its own).
-	WarmVolumes int
+	// WarmHolders is how many volume holders, each with an /output and an
+	// /input volume, are kept ready for the next jobs (default 2; 0 makes
+	// each job prepare its own). See volumes.go.
+	WarmHolders int
 	// CgroupRoot is where the engine's cgroups can be read for peak memory
 	// and CPU time (default "/sys/fs/cgroup"; empty: not reported).
 	CgroupRoot string
@@ -108,6 +119,18 @@ type Config struct {
 	// Contexts fetches uploaded build contexts; nil: only inline contexts.
 	Contexts ContextFetcher
 
+	// UpkeepInterval is how often the upkeep (Start) probes the engine and
+	// reaps expired containers (default 10 s).
+	UpkeepInterval time.Duration
+	// ReapGrace is how long past its deadline (LabelDeadline) a container
+	// of any Zerverless worker may live before the upkeep removes it
+	// (default 30 s): with UpkeepInterval, no container outlives its job's
+	// deadline by more than 40 s while a worker runs on the engine.
+	ReapGrace time.Duration
+	// MaxRunTime is the deadline of a run whose task and context give none
+	// (default 1 hour, the longest job timeout).
+	MaxRunTime time.Duration
+
 	// Logger receives cleanup failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -123,6 +146,8 @@ func DefaultConfig() Config {
 		MaxCPUs:          float64(goruntime.NumCPU()),
 		MaxPids:          1024,
 		TmpMB:            64,
+		VolumeMB:         1024,
+		VolumeInodes:     16384,
 		NoFile:           1024,
 		OutputBytes:      1 << 20,
 		MaxOutputFiles:   64,
@@ -132,7 +157,7 @@ func DefaultConfig() Config {
 		PullTimeout:      5 * time.Minute,
 		MaxImageMB:       2048,
 		ImageBudgetMB:    10240,
-		WarmVolumes:      2,
+		WarmHolders:      2,
 		CgroupRoot:       "/sys/fs/cgroup",
 		BuildNetwork:     "none",
 		BuildMemoryMB:    1024,
@@ -143,6 +168,9 @@ func DefaultConfig() Config {
 		MaxInstructions:  100,
 		BuildLogBytes:    256 << 10,
 		ContextLimits:    buildctx.DefaultLimits(),
+		UpkeepInterval:   10 * time.Second,
+		ReapGrace:        30 * time.Second,
+		MaxRunTime:       time.Hour,
 	}
 }
 
@@ -164,11 +192,17 @@ func (c *Config) validate() error {
 	if c.TmpMB <= 0 || c.NoFile <= 0 || c.OutputBytes <= 0 || c.MaxOutputFiles < 0 || c.MaxOutputBytes < 0 || c.MaxInputEnvBytes < 0 {
 		errs = append(errs, errors.New("tmp size, nofile and output caps must be positive"))
 	}
+	if c.VolumeMB <= 0 || c.VolumeInodes < 16 {
+		errs = append(errs, fmt.Errorf("volume size %d MiB must be positive and volume inodes %d at least 16", c.VolumeMB, c.VolumeInodes))
+	}
 	if c.PullTimeout <= 0 {
 		errs = append(errs, errors.New("pull timeout must be positive"))
 	}
-	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.WarmVolumes < 0 {
-		errs = append(errs, errors.New("image limits and warm volumes must not be negative"))
+	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.WarmHolders < 0 {
+		errs = append(errs, errors.New("image limits and warm holders must not be negative"))
+	}
+	if c.UpkeepInterval <= 0 || c.ReapGrace < 0 || c.MaxRunTime <= 0 {
+		errs = append(errs, errors.New("upkeep interval and longest run time must be positive, reap grace not negative"))
 	}
 	if c.Build {
 		switch c.BuildNetwork {

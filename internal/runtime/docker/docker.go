@@ -18,12 +18,16 @@ import (
 type Docker struct {
 	cfg    Config
 	engine Engine
+	// instance labels what this runtime makes (LabelInstance).
+	instance string
 
 	provMu    sync.Mutex
 	provReady bool
-	pool      volumePool
 
+	pool   kitPool
 	images imageCache
+
+	upkeep upkeep
 
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -35,8 +39,9 @@ var (
 )
 
 // New returns a runtime that talks to engine with cfg. It does not touch
-// the engine: Check says whether the engine answers, Sweep clears what a
-// predecessor left, Prepull fetches cfg.Prepull. Close releases it.
+// the engine: Start begins its upkeep (start-up whenever the engine
+// answers, reaping), Check says whether it can run tasks now. Close
+// releases it.
 func New(cfg Config, engine Engine) (*Docker, error) {
 	if engine == nil {
 		return nil, errors.New("docker: no engine")
@@ -44,14 +49,24 @@ func New(cfg Config, engine Engine) (*Docker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	d := &Docker{cfg: cfg, engine: engine}
+	d := &Docker{cfg: cfg, engine: engine, instance: randomHex(8)}
 	d.images.init()
 	return d, nil
 }
 
 // Check pings the engine and reads its version; it returns nil when the
-// engine answers with API version 1.41 or later.
+// engine answers with API version 1.41 or later and, once Start was
+// called, the start-up since the engine last answered is done: it runs it,
+// or waits for the one running, within ctx.
 func (d *Docker) Check(ctx context.Context) error {
+	if err := d.engineState(d.probe(ctx)); err != nil {
+		return err
+	}
+	return d.ensureStarted(ctx)
+}
+
+// probe pings the engine and checks its API version.
+func (d *Docker) probe(ctx context.Context) error {
 	if _, err := d.engine.Ping(ctx); err != nil {
 		return fmt.Errorf("docker engine did not answer: %w", err)
 	}
@@ -77,11 +92,14 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 	}
 }
 
-// Close stops preparing volumes, removes the prepared ones and waits, up
-// to ctx, for every background removal to end. Runs still in progress are
+// Close stops the upkeep and preparing warm holders, removes the warm ones
+// and waits, up to ctx, for every background removal to end. Runs still in progress are
 // not stopped: cancel their contexts first.
 func (d *Docker) Close(ctx context.Context) error {
-	d.closed.Do(d.drainPool)
+	d.closed.Do(func() {
+		d.stopUpkeep()
+		d.drainPool()
+	})
 	if err := d.Idle(ctx); err != nil {
 		return fmt.Errorf("docker: close: %w", err)
 	}

@@ -102,7 +102,6 @@ func newTestRuntime(t testing.TB, tweak func(*Config)) *Docker {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.WorkerID = testWorkerPrefix + randomHex(4)
-	cfg.WarmVolumes = 1
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -140,11 +139,11 @@ func leftovers(t testing.TB, workerID string) int {
 	return len(cs) + len(vs.Volumes)
 }
 
-// jobContainers lists the containers of jobID.
+// jobContainers lists the containers that run jobID (not its holder).
 func jobContainers(t testing.TB, jobID string) []container.Summary {
 	t.Helper()
 	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelJobID+"="+jobID))})
+		Filters: filters.NewArgs(filters.Arg("label", LabelJobID+"="+jobID), filters.Arg("label", LabelRole+"=job"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +171,9 @@ func crashChild() {
 		os.Exit(3)
 	}
 	t := testTask("crash-"+cfg.WorkerID, os.Getenv("ZERVERLESS_DOCKER_TEST_IMAGE"), "sleep", "600")
+	if s := os.Getenv("ZERVERLESS_DOCKER_TEST_TIMEOUT"); s != "" {
+		t.Timeout, _ = time.ParseDuration(s)
+	}
 	_, _ = d.Run(context.Background(), t)
 	os.Exit(4)
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -18,8 +19,9 @@ import (
 // The strict profile. Every container the runtime starts has:
 //
 //   - user 65534:65534, unless Config.AllowImageUser;
-//   - a read-only root filesystem, and a tmpfs at /tmp mounted
-//     rw,noexec,nosuid,nodev with size Config.TmpMB;
+//   - a read-only root filesystem, and tmpfs mounts at /tmp and /dev/shm,
+//     rw,noexec,nosuid,nodev, with sizes Config.TmpMB and 64 MiB and
+//     Config.VolumeInodes inodes;
 //   - every capability dropped, no-new-privileges, the engine's default
 //     seccomp profile (no seccomp option is ever set), not privileged, no
 //     devices;
@@ -28,11 +30,19 @@ import (
 //     (NanoCPUs), a pids limit and a nofile ulimit;
 //   - the engine's init process as PID 1, so signals and orphans are
 //     handled;
-//   - no host bind mount: only the runtime's own labeled volumes at
-//     /output, /input and the job's scratch paths;
-//   - the labels of LabelManagedBy, LabelWorkerID, LabelJobID, LabelRole;
+//   - no host bind mount: only the runtime's own labeled tmpfs volumes at
+//     /output, /input and the job's scratch paths (Config.VolumeMB,
+//     Config.VolumeInodes each; volumes.go), and a tmpfs of the same limits
+//     over each VOLUME path of the image; nothing the job writes reaches
+//     the host's disk;
+//   - the labels of LabelManagedBy, LabelWorkerID, LabelInstance,
+//     LabelJobID, LabelRole and LabelDeadline (the run's deadline, which
+//     the upkeep of any worker on the engine enforces if this one dies);
 //   - logging driver "none": output is read from the attach stream, and
 //     nothing the container prints is written to the host's disk.
+
+// shmMB is the size of /dev/shm, the engine's default.
+const shmMB = 64
 
 // limits are the resources one run gets.
 type limits struct {
@@ -129,10 +139,11 @@ func (d *Docker) checkSpec(s *job.Spec, l job.Limits) (limits, error) {
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// containerConfig returns the create options of a job's container.
-// outputVol is the prepared /output volume; scratch maps the job's
-// scratch paths to prepared volumes.
-func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scratch map[string]string) (*container.Config, *container.HostConfig) {
+// containerConfig returns the create options of a job's container: its
+// mounts are the volumes of k (prepared and held) and a tmpfs over each
+// path of imageVolumes (the image's VOLUME lines); deadline is the run's,
+// as a label.
+func (d *Docker) containerConfig(t *job.Task, lim limits, k *kit, imageVolumes []string, deadline time.Time) (*container.Config, *container.HostConfig) {
 	ds := t.Spec.Docker
 	env := make([]string, 0, len(ds.Env)+1)
 	for _, k := range sortedKeys(ds.Env) {
@@ -152,22 +163,36 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scra
 		AttachStdout:    true,
 		AttachStderr:    true,
 		NetworkDisabled: true,
-		Labels:          d.labels("job", t.JobID),
+		Labels:          d.labelsUntil("job", t.JobID, deadline),
 	}
 	if len(ds.Command) > 0 {
 		cfg.Cmd = ds.Command
 	}
-	mounts := []mount.Mount{{
-		Type: mount.TypeVolume, Source: outputVol, Target: "/output",
-	}}
-	for _, target := range sortedKeys(scratch) {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: scratch[target], Target: target})
+	held := func(vol, target string) mount.Mount {
+		// NoCopy: the engine would otherwise copy the image's content, and
+		// the owner of its directory, into the volume.
+		return mount.Mount{Type: mount.TypeVolume, Source: vol, Target: target, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}
+	}
+	mounts := []mount.Mount{held(k.output, "/output")}
+	taken := map[string]bool{"/output": true, "/tmp": true, "/dev/shm": true}
+	for _, target := range sortedKeys(k.scratch) {
+		mounts = append(mounts, held(k.scratch[target], target))
+		taken[target] = true
 	}
 	if len(t.Spec.Input) > 0 {
-		mounts = append(mounts, mount.Mount{
-			Type: mount.TypeVolume, Target: "/input",
-			VolumeOptions: &mount.VolumeOptions{NoCopy: true, Labels: d.labels("input", t.JobID)},
-		})
+		mounts = append(mounts, held(k.input, "/input"))
+		taken["/input"] = true
+	}
+	tmpfs := map[string]string{
+		"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d", int64(d.cfg.TmpMB)<<20, d.cfg.VolumeInodes),
+		// The engine's own /dev/shm has its size but millions of inodes.
+		"/dev/shm": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d,nr_inodes=%d", int64(shmMB)<<20, d.cfg.VolumeInodes),
+	}
+	for _, p := range imageVolumes {
+		if p = path.Clean(p); path.IsAbs(p) && !taken[p] {
+			tmpfs[p] = fmt.Sprintf("rw,nosuid,nodev,size=%d,nr_inodes=%d", d.volumeBytes(), d.cfg.VolumeInodes)
+			taken[p] = true
+		}
 	}
 	init := true
 	pids := lim.pids
@@ -178,7 +203,7 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, outputVol string, scra
 		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges"},
 		Init:           &init,
-		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,noexec,nosuid,nodev,size=%d", int64(d.cfg.TmpMB)<<20)},
+		Tmpfs:          tmpfs,
 		Mounts:         mounts,
 		LogConfig:      container.LogConfig{Type: "none"},
 		Resources: container.Resources{
@@ -199,4 +224,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// sortedValues returns m's values in the order of their keys.
+func sortedValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
+	}
+	return out
 }

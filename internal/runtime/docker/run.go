@@ -16,45 +16,56 @@ import (
 	"github.com/zerverless/zerverless/internal/runtime"
 )
 
-// runContainer runs t's container and returns its result.
+// runContainer runs t's container and returns its result, in the shape
+// of every runtime (runtime.Failed, Stopped, Timed).
 //
 // Everything outside the worker's policy (an image not allowed, a
 // resource over the maximum, a scratch volume that names a host path) is
 // refused with a failed Result before any image is pulled or container is
 // created. A run that ends — exit code, OOM, timeout, cancel — is a Result
-// and a nil error; an error means the engine could not run the task.
+// and a nil error. An error means the task could not run here and should
+// be tried elsewhere (runtime.Runtime): the engine failed or went away
+// (a create, start or wait the engine could not do, a layer it lost), or
+// the image is not on this worker and it does not pull.
 //
 // When ctx's deadline passes or ctx is canceled, the container is killed
 // through the API at once and Run returns with Status timeout or canceled
 // after removing the container. Otherwise the container and its volumes
 // are removed in the background: Close and Idle wait for that.
 func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, error) {
-	began := time.Now()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
+	if _, ok := ctx.Deadline(); !ok && t.Timeout <= 0 {
+		// Every container carries a deadline that the upkeep of any worker
+		// enforces should this one die.
+		t.Timeout = d.cfg.MaxRunTime
 	}
-	if ctx.Err() != nil {
-		return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1}, nil
-	}
-	res, err := d.run(ctx, &t)
-	if err != nil {
+	var ranMS int64 // a finished container's own run time
+	res, err := runtime.Timed(ctx, t, func(ctx context.Context, t job.Task) (job.Result, error) {
+		if st := runtime.Interrupted(ctx); st != "" {
+			return runtime.Stopped(st), nil
+		}
+		res, err := d.run(ctx, &t)
 		var se *specError
 		switch {
+		case err == nil:
 		case errors.As(err, &se):
-			return job.Result{Status: job.StatusFailed, Error: se.msg, ExitCode: -1,
-				DurationMS: time.Since(began).Milliseconds()}, nil
+			return runtime.Failed(se.msg), nil
 		case runtime.Interrupted(ctx) != "":
-			return job.Result{Status: runtime.Interrupted(ctx), Error: interruptedMessage(ctx, &t), ExitCode: -1,
-				DurationMS: time.Since(began).Milliseconds()}, nil
+			return runtime.Stopped(runtime.Interrupted(ctx)), nil
+		default:
+			return job.Result{}, fmt.Errorf("docker: job %s: %w", t.JobID, err)
 		}
-		return job.Result{}, fmt.Errorf("docker: job %s: %w", t.JobID, err)
+		if res.Status != job.StatusTimeout && res.Status != job.StatusCanceled {
+			ranMS = res.DurationMS
+		}
+		return res, nil
+	})
+	if err != nil {
+		return job.Result{}, err
 	}
 	// A finished container's duration is its own run time; a stopped one's
 	// is how long the job held the worker before it was stopped.
-	if res.DurationMS == 0 || res.Status == job.StatusTimeout || res.Status == job.StatusCanceled {
-		res.DurationMS = time.Since(began).Milliseconds()
+	if ranMS > 0 {
+		res.DurationMS = ranMS
 	}
 	return res, nil
 }
@@ -75,54 +86,54 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	}
 	defer release()
 
-	outVol, err := d.outputVolume(ctx, t.JobID)
+	info, err := d.engine.ImageInspect(ctx, ds.Image)
+	if err != nil {
+		return job.Result{}, fmt.Errorf("inspect image: %w", err)
+	}
+	var imageVolumes []string
+	if info.Config != nil {
+		imageVolumes = sortedKeys(info.Config.Volumes)
+	}
+
+	deadline, _ := ctx.Deadline()
+	k, err := d.prepareKit(ctx, t, sortedValues(ds.Volumes), deadline)
 	if err != nil {
 		return job.Result{}, err
 	}
-	vols := []string{outVol}
-	scratch := map[string]string{}
-	if len(ds.Volumes) > 0 {
-		names, err := d.provision(ctx, len(ds.Volumes), "scratch", t.JobID)
-		if err != nil {
-			d.removeVolumes(vols)
-			return job.Result{}, err
-		}
-		vols = append(vols, names...)
-		for i, name := range sortedKeys(ds.Volumes) {
-			scratch[ds.Volumes[name]] = names[i]
-		}
-	}
 
-	cfg, host := d.containerConfig(t, lim, outVol, scratch)
+	cfg, host := d.containerConfig(t, lim, k, imageVolumes, deadline)
 	// Create is not interrupted half-way: the engine could finish creating a
 	// container whose id this run would never learn. It is short.
 	createCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	created, err := d.engine.ContainerCreate(createCtx, cfg, host, nil, nil, containerName(t.JobID))
 	cancel()
 	if err == nil && ctx.Err() != nil {
-		d.removeNow(created.ID, vols)
+		d.removeNow(created.ID, k)
 		return job.Result{}, ctx.Err()
 	}
 	if err != nil {
-		d.removeVolumes(vols)
-		if errdefs.IsNotFound(err) || errdefs.IsInvalidParameter(err) {
+		d.removeLater("", k)
+		// A create the engine refuses as invalid is the job's (a mount
+		// path its image cannot take); anything else, a vanished image
+		// included, is this engine's.
+		if errdefs.IsInvalidParameter(err) {
 			return job.Result{}, refuse("create container: %v", err)
 		}
 		return job.Result{}, fmt.Errorf("create container: %w", err)
 	}
 	id := created.ID
-	r := &execution{d: d, id: id, task: t}
+	r := &execution{d: d, id: id, task: t, kit: k}
 	interrupted := false
 	defer func() {
 		if interrupted {
-			d.removeNow(id, vols)
+			d.removeNow(id, k)
 		} else {
-			d.removeLater(id, vols)
+			d.removeLater(id, k)
 		}
 	}()
 
 	if len(t.Spec.Input) > 0 {
-		if err := d.engine.CopyToContainer(ctx, id, "/input", inputTar(t.Spec.Input), container.CopyToContainerOptions{}); err != nil {
+		if err := d.engine.CopyToContainer(ctx, k.holder, k.slot[k.input], inputTar(t.Spec.Input), container.CopyToContainerOptions{}); err != nil {
 			return job.Result{}, fmt.Errorf("copy input: %w", err)
 		}
 	}
@@ -136,6 +147,7 @@ type execution struct {
 	d    *Docker
 	id   string
 	task *job.Task
+	kit  *kit
 }
 
 // start attaches, starts, waits and collects the result.
@@ -217,8 +229,8 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		CPUTimeMS:       usage.cpuTime.Milliseconds(),
 	}
 	if killed {
-		res.Status = runtime.Interrupted(ctx)
-		res.Error = interruptedMessage(ctx, r.task)
+		stopped := runtime.Stopped(runtime.Interrupted(ctx))
+		res.Status, res.Error, res.ExitCode = stopped.Status, stopped.Error, stopped.ExitCode
 		return res, nil
 	}
 	infoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -237,19 +249,45 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 			res.DurationMS = f.Sub(s).Milliseconds()
 		}
 	}
-	files, truncated, err := d.readOutput(infoCtx, id)
+	// Without its holder the volumes were unmounted when the container
+	// stopped: the files are lost, which is this worker's fault.
+	if err := d.holding(infoCtx, r.kit); err != nil {
+		return job.Result{}, err
+	}
+	files, truncated, outUse, skipped, err := d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
 	if err != nil {
 		return job.Result{}, err
 	}
 	res.Files = files
-	res.Truncated = res.Truncated || truncated
+	res.Truncated = res.Truncated || truncated || skipped > 0
+	if skipped > 0 {
+		res.Stderr += fmt.Sprintf("\nzerverless: %d file(s) of /output left out: a name holds a backslash, a control character or invalid UTF-8\n", skipped)
+	}
 	if v, ok := files[resultFile]; ok && json.Valid(v) {
 		res.Result = json.RawMessage(v)
+	}
+	full := ""
+	if d.full(outUse) {
+		full = "/output"
+	} else if res.ExitCode != 0 {
+		// A job that failed may have failed on a full scratch volume.
+		for _, p := range sortedKeys(r.kit.scratch) {
+			if u, err := d.volumeUse(infoCtx, r.kit.holder, r.kit.slot[r.kit.scratch[p]]); err == nil && d.full(u) {
+				full = p
+				break
+			}
+		}
 	}
 	switch {
 	case res.OOMKilled:
 		res.Status = job.StatusFailed
-		res.Error = fmt.Sprintf("out of memory: the container used its limit of %d MiB", r.memoryMB())
+		res.Error = fmt.Sprintf("out of memory: the container used its limit of %d MiB (files in /tmp, /output and scratch volumes count against it)", r.memoryMB())
+	case full != "":
+		res.Status = job.StatusFailed
+		res.Error = fmt.Sprintf("disk limit: %s is full (this worker allows %d MiB and %d files in each volume)", full, d.cfg.VolumeMB, d.cfg.VolumeInodes)
+		if res.ExitCode != 0 {
+			res.Error += fmt.Sprintf("; exit code %d", res.ExitCode)
+		}
 	case res.ExitCode != 0:
 		res.Status = job.StatusFailed
 		res.Error = fmt.Sprintf("exit code %d", res.ExitCode)
@@ -273,19 +311,55 @@ func (d *Docker) kill(id string) {
 	}
 }
 
-// removeLater removes the container and its volumes in the background.
-func (d *Docker) removeLater(id string, vols []string) {
-	d.background(func(ctx context.Context) error { return d.remove(ctx, id, vols) })
+// removeLater removes the container id ("" when none was created), the
+// holder and the volumes of k in the background.
+func (d *Docker) removeLater(id string, k *kit) {
+	d.background(func(ctx context.Context) error { return d.removeRun(ctx, id, k) })
 }
 
-// removeNow removes the container and its volumes before returning, and
-// falls back to the background when the engine is slow.
-func (d *Docker) removeNow(id string, vols []string) {
+// removeNow removes the job's container and the holder at once, both at
+// the same time, and the volumes in the background; it falls back to the
+// background for all when the engine is slow.
+func (d *Docker) removeNow(id string, k *kit) {
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
-	if err := d.remove(ctx, id, vols); err != nil {
-		d.removeLater(id, vols)
+	errc := make(chan error, 2)
+	for _, c := range []string{id, k.holder} {
+		go func() {
+			if c == "" {
+				errc <- nil
+				return
+			}
+			err := d.engine.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true})
+			if errdefs.IsNotFound(err) {
+				err = nil
+			}
+			errc <- err
+		}()
 	}
+	if err := errors.Join(<-errc, <-errc); err != nil {
+		d.removeLater(id, k)
+		return
+	}
+	d.removeVolumes(k.vols)
+}
+
+// removeRun force-removes the job's container id and the holder, then the
+// volumes of k. Not-found counts as removed.
+func (d *Docker) removeRun(ctx context.Context, id string, k *kit) error {
+	var ids []string
+	if id != "" {
+		ids = append(ids, id)
+	}
+	if k.holder != "" {
+		ids = append(ids, k.holder)
+	}
+	for _, c := range ids {
+		if err := d.engine.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove container: %w", err)
+		}
+	}
+	return d.removeVolumesNow(ctx, k.vols)
 }
 
 // remove force-removes container id with its anonymous volumes, then the
@@ -295,6 +369,10 @@ func (d *Docker) remove(ctx context.Context, id string, vols []string) error {
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container: %w", err)
 	}
+	return d.removeVolumesNow(ctx, vols)
+}
+
+func (d *Docker) removeVolumesNow(ctx context.Context, vols []string) error {
 	var errs []error
 	for _, v := range vols {
 		if err := d.engine.VolumeRemove(ctx, v, true); err != nil && !errdefs.IsNotFound(err) {
@@ -302,16 +380,6 @@ func (d *Docker) remove(ctx context.Context, id string, vols []string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func interruptedMessage(ctx context.Context, t *job.Task) string {
-	if runtime.Interrupted(ctx) == job.StatusTimeout {
-		if t.Timeout > 0 {
-			return fmt.Sprintf("timed out after %s", t.Timeout)
-		}
-		return "timed out"
-	}
-	return "canceled"
 }
 
 var nameUnsafeRE = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)

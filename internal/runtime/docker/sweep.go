@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -19,14 +21,28 @@ const (
 	LabelWorkerID  = "io.zerverless.worker-id"
 	LabelJobID     = "io.zerverless.job-id"
 	// LabelRole says what a container or volume is for: "job", "output",
-	// "input", "scratch", or "provision" for the short-lived containers
-	// that prepare volumes.
+	// "input", "scratch", "holder" for the containers that keep a run's
+	// volumes mounted (volumes.go), or "build".
 	LabelRole = "io.zerverless.role"
+	// LabelInstance is random for each runtime (each process): Sweep
+	// never removes what its own runtime made, even when a worker id is
+	// shared by mistake.
+	LabelInstance = "io.zerverless.instance"
 
 	managedBy = "zerverless"
 )
 
 var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// labelsUntil is labels with the deadline (LabelDeadline) of the object;
+// a zero deadline sets none.
+func (d *Docker) labelsUntil(role, jobID string, deadline time.Time) map[string]string {
+	l := d.labels(role, jobID)
+	if !deadline.IsZero() {
+		l[LabelDeadline] = strconv.FormatInt(deadline.Unix()+1, 10)
+	}
+	return l
+}
 
 // labels returns the labels of an object of role for job jobID.
 func (d *Docker) labels(role, jobID string) map[string]string {
@@ -34,6 +50,7 @@ func (d *Docker) labels(role, jobID string) map[string]string {
 		LabelManagedBy: managedBy,
 		LabelWorkerID:  d.cfg.WorkerID,
 		LabelRole:      role,
+		LabelInstance:  d.instance,
 	}
 	if jobID != "" {
 		l[LabelJobID] = jobID
@@ -50,13 +67,15 @@ func (d *Docker) ownFilter() filters.Args {
 }
 
 // Sweep force-removes every container and volume labeled with this
-// runtime's worker id, running or not: what a crashed predecessor with the
-// same worker id left behind. Objects of other worker ids on the same
-// engine are left alone, so workers sharing an engine do not disturb each
-// other; this is why WorkerID must be stable across restarts. Call it at
-// worker start, before Run; it would also remove the containers of runs in
-// progress. It returns the number of objects removed and the errors of
-// those it could not remove.
+// runtime's worker id, running or not, that this runtime did not make
+// (LabelInstance): what a crashed predecessor with the same worker id left
+// behind. Objects of other worker ids on the same engine are left alone,
+// so workers sharing an engine do not disturb each other; this is why
+// WorkerID must be stable across restarts and never shared by two live
+// workers (ClaimWorkerID). Runs of this runtime in progress are never
+// touched, so it is safe at any time; the runtime's upkeep (Start) calls
+// it whenever the engine answers after being away. It returns the number
+// of objects removed and the errors of those it could not remove.
 func (d *Docker) Sweep(ctx context.Context) (int, error) {
 	f := d.ownFilter()
 	cs, err := d.engine.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
@@ -66,6 +85,9 @@ func (d *Docker) Sweep(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, c := range cs {
+		if c.Labels[LabelInstance] == d.instance {
+			continue
+		}
 		err := d.engine.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
@@ -78,6 +100,9 @@ func (d *Docker) Sweep(ctx context.Context) (int, error) {
 		return n, errors.Join(append(errs, fmt.Errorf("list volumes: %w", err))...)
 	}
 	for _, v := range vs.Volumes {
+		if v.Labels[LabelInstance] == d.instance {
+			continue
+		}
 		err := d.engine.VolumeRemove(ctx, v.Name, true)
 		if err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
