@@ -150,6 +150,9 @@ type entry struct {
 	rep    *replication
 	// lostRun is set when the job ran out of attempts by losing workers.
 	lostRun bool
+	// avoid are the sessions whose runtime could not run the job; it is
+	// not offered to them again while another worker can take it.
+	avoid map[string]bool
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu

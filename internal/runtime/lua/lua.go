@@ -89,6 +89,24 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// validate refuses settings that cannot work: negative sizes and limits
+// (CachedChunks may be negative: no cache).
+func (c Config) validate() error {
+	switch {
+	case c.OutputBytes < 0:
+		return fmt.Errorf("lua: OutputBytes is %d, want at least 0", c.OutputBytes)
+	case c.CallStackSize < 0:
+		return fmt.Errorf("lua: CallStackSize is %d, want at least 0", c.CallStackSize)
+	case c.RegistrySize < 0 || c.RegistryGrowStep < 0 || c.RegistryMaxSize < 0:
+		return fmt.Errorf("lua: RegistrySize, RegistryGrowStep and RegistryMaxSize must be at least 0")
+	case c.MaxStringBytes < 0:
+		return fmt.Errorf("lua: MaxStringBytes is %d, want at least 0", c.MaxStringBytes)
+	case c.StopGrace < 0:
+		return fmt.Errorf("lua: StopGrace is %v, want at least 0", c.StopGrace)
+	}
+	return nil
+}
+
 // Lua is the Lua runtime. It is safe for concurrent use: each Run gets its
 // own interpreter state.
 type Lua struct {
@@ -98,10 +116,14 @@ type Lua struct {
 
 var _ runtime.Runtime = (*Lua)(nil)
 
-// New returns a Lua runtime with cfg; zero fields take their defaults.
-func New(cfg Config) *Lua {
+// New returns a Lua runtime with cfg; zero fields take their defaults. It
+// returns an error for a negative size or limit.
+func New(cfg Config) (*Lua, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
-	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks)}
+	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks)}, nil
 }
 
 // Run runs t's Lua chunk. It blocks until the chunk ends, ctx is done or
