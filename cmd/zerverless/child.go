@@ -31,10 +31,10 @@ type childInit struct {
 // process by the pool, never left running in the child.
 const childStopGrace = time.Hour
 
-// runtimeChild serves one runtime process on stdin and stdout and returns
-// the process's exit status.
+// runtimeChild serves one runtime process on stdin, file descriptor 3 (the
+// pool's cancels) and stdout, and returns the process's exit status.
 func runtimeChild(stdin io.Reader, stdout, stderr io.Writer) int {
-	err := isolate.Serve(stdin, stdout, buildChildRuntimes)
+	err := isolate.Serve(stdin, os.NewFile(3, "cancels"), stdout, buildChildRuntimes)
 	switch {
 	case err == nil:
 		return 0

@@ -11,14 +11,18 @@ import (
 )
 
 // A frame is one message between a pool and its child: a 4-byte big-endian
-// length, then that many bytes of JSON. The parent writes hello, task and
-// cancel frames on the child's stdin; the child writes ready and result
+// length, then that many bytes of JSON. The parent writes hello and task
+// frames on the child's stdin and cancel frames on a second pipe, the
+// child's file descriptor 3 (so that the child reads its next task and runs
+// it on one goroutine, with no hand-off); the child writes ready and result
 // frames on its stdout. Its stderr is free text (crash reports), kept by
 // the parent for diagnosis.
 type frame struct {
 	// parent → child
 	Hello *hello    `json:"hello,omitempty"`
 	Task  *job.Task `json:"task,omitempty"`
+	// Seq numbers a child's tasks; a cancel names the task it stops.
+	Seq uint64 `json:"seq,omitempty"`
 	// Deadline is the task's deadline (the parent's context deadline);
 	// both ends are on one machine and share its clock.
 	Deadline time.Time `json:"deadline,omitzero"`

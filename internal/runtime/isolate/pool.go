@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -153,44 +155,59 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 		}
 		return job.Result{}, err
 	}
+	c.seq++
+	seq := c.seq
 	deadline, _ := ctx.Deadline()
-	if err := writeFrame(c.stdin, &frame{Task: &t, Deadline: deadline}); err != nil {
+	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
 		c.kill()
 		return p.died(c), nil
 	}
-	var grace <-chan time.Time
-	done := ctx.Done()
-	for {
-		select {
-		case f, ok := <-c.frames:
-			switch {
-			case !ok:
-				return p.died(c), nil
-			case f.Result != nil:
-				if f.Exit {
-					c.kill()
-				} else {
-					p.put(c)
-				}
-				return *f.Result, nil
-			case f.Error != "":
-				p.put(c)
-				return job.Result{}, fmt.Errorf("%s runtime: %s", t.Type, f.Error)
-			}
-		case <-done:
-			done = nil
-			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				// The child's own deadline passes with ours; a cancel
-				// must be said.
-				_ = writeFrame(c.stdin, &frame{Cancel: true})
-			}
-			grace = time.After(p.cfg.StopGrace)
-		case <-grace:
-			c.kill()
-			res := runtime.Stopped(runtime.Interrupted(ctx))
-			res.Error += " (the guest did not stop within " + p.cfg.StopGrace.String() + "; its process was killed)"
-			return res, nil
+	// When ctx is done: a cancel must be said (the child's own deadline
+	// passes with ours), and a child that has not answered within the
+	// grace is killed, which ends the read below.
+	var killed atomic.Bool
+	var mu sync.Mutex
+	var grace *time.Timer
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			_ = writeFrame(c.cancels, &frame{Cancel: true, Seq: seq})
 		}
+		mu.Lock()
+		grace = time.AfterFunc(p.cfg.StopGrace, func() {
+			killed.Store(true)
+			c.kill()
+		})
+		mu.Unlock()
+	})
+	f, err := c.read(p.cfg.MaxFrameBytes)
+	if !stop() {
+		mu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+	}
+	switch {
+	case err != nil && killed.Load():
+		res := runtime.Stopped(runtime.Interrupted(ctx))
+		res.Error += " (the guest did not stop within " + p.cfg.StopGrace.String() + "; its process was killed)"
+		return res, nil
+	case err != nil:
+		c.kill()
+		return p.died(c), nil
+	case f.Result != nil:
+		if f.Exit || killed.Load() {
+			c.kill()
+		} else {
+			p.put(c)
+		}
+		return *f.Result, nil
+	case f.Error != "":
+		p.put(c)
+		return job.Result{}, fmt.Errorf("%s runtime: %s", t.Type, f.Error)
+	default:
+		c.kill()
+		return job.Result{}, fmt.Errorf("%s runtime: the runtime process answered neither a result nor an error", t.Type)
 	}
 }
 
@@ -255,59 +272,66 @@ func (p *Pool) Close(context.Context) error {
 	return nil
 }
 
-// child is one running child process.
+// child is one running child process. It is used by one Run at a time.
 type child struct {
-	pid    int
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	frames chan *frame   // from stdout; closed when it ends
-	quit   chan struct{} // closed by kill
-	once   sync.Once
-	stderr *tailBuffer
+	pid     int
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser // tasks
+	cancels io.WriteCloser // cancel frames, the child's fd 3
+	stdout  *os.File
+	stderr  *tailBuffer
+	seq     uint64 // of the last task sent
+	once    sync.Once
 	// exited is closed when the process has ended; waitErr is then set.
 	exited  chan struct{}
 	waitErr error
 }
 
+// read reads the child's next frame.
+func (c *child) read(limit int64) (*frame, error) {
+	f, err := readFrame(c.stdout, limit)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrClosed) {
+		c.kill() // a child that breaks the framing is not trusted further
+	}
+	return f, err
+}
+
 // start starts a child and waits for its ready frame.
 func (p *Pool) start(ctx context.Context) (*child, error) {
 	cmd := exec.Command(p.cfg.Command[0], p.cfg.Command[1:]...)
-	// The child dies with the worker, whatever ends the worker.
 	cmd.SysProcAttr = sysProcAttr()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("start the runtime process: %w", err)
 	}
-	stdout, err := cmd.StdoutPipe()
+	// Pipes of our own, not StdoutPipe: exec.Cmd.Wait would close its read
+	// end, and a child is reaped while its last frame may still be read.
+	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start the runtime process: %w", err)
 	}
-	c := &child{cmd: cmd, stdin: stdin, frames: make(chan *frame), quit: make(chan struct{}), stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
+	cancelR, cancelW, err := os.Pipe()
+	if err != nil {
+		stdoutR.Close()
+		stdoutW.Close()
+		return nil, fmt.Errorf("start the runtime process: %w", err)
+	}
+	cmd.Stdout = stdoutW
+	cmd.ExtraFiles = []*os.File{cancelR}
+	c := &child{cmd: cmd, stdin: stdin, cancels: cancelW, stdout: stdoutR, stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	stdoutW.Close()
+	cancelR.Close()
+	if err != nil {
+		stdoutR.Close()
+		cancelW.Close()
 		return nil, fmt.Errorf("start the runtime process: %w", err)
 	}
 	c.pid = cmd.Process.Pid
 	go func() {
-		defer func() {
-			close(c.frames)
-			c.waitErr = cmd.Wait() // after the last read of stdout, as exec.Cmd requires
-			close(c.exited)
-		}()
-		for {
-			f, err := readFrame(stdout, p.cfg.MaxFrameBytes)
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					c.kill() // a child that breaks the framing is not trusted further
-				}
-				return
-			}
-			select {
-			case c.frames <- f:
-			case <-c.quit:
-				return
-			}
-		}
+		c.waitErr = cmd.Wait()
+		close(c.exited)
 	}()
 	err = writeFrame(stdin, &frame{Hello: &hello{
 		Init:                   p.cfg.Init,
@@ -316,7 +340,7 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 		MaxFrameBytes:          p.cfg.MaxFrameBytes,
 	}})
 	if err == nil {
-		err = c.awaitReady(ctx, p.cfg.StartTimeout)
+		err = c.awaitReady(ctx, p.cfg.MaxFrameBytes, p.cfg.StartTimeout)
 	}
 	if err != nil {
 		c.kill()
@@ -330,35 +354,37 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 }
 
 // awaitReady waits for the child's ready frame.
-func (c *child) awaitReady(ctx context.Context, timeout time.Duration) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case f, ok := <-c.frames:
-		switch {
-		case !ok:
-			<-c.exited
-			return fmt.Errorf("the process ended before it was ready: %v", c.waitErr)
-		case f.Error != "":
-			return errors.New(f.Error)
-		case !f.Ready:
-			return errors.New("the process did not say it was ready")
-		}
-		return nil
-	case <-t.C:
-		return fmt.Errorf("the process was not ready within %v", timeout)
-	case <-ctx.Done():
-		return ctx.Err()
+func (c *child) awaitReady(ctx context.Context, limit int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, c.kill)
+	defer stop()
+	f, err := c.read(limit)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("the process was not ready within %v: %w", timeout, ctx.Err())
+	case err != nil:
+		<-c.exited
+		return fmt.Errorf("the process ended before it was ready: %v", c.waitErr)
+	case f.Error != "":
+		return errors.New(f.Error)
+	case !f.Ready:
+		return errors.New("the process did not say it was ready")
 	}
+	return nil
 }
 
-// kill ends the child at once; it may be called more than once. The
-// child's stdout reader then stops and reaps it.
+// kill ends the child at once; it may be called more than once. A read of
+// its stdout in progress then ends.
 func (c *child) kill() {
 	c.once.Do(func() {
-		close(c.quit)
-		_ = c.stdin.Close()
 		_ = c.cmd.Process.Kill()
+		_ = c.stdin.Close()
+		_ = c.cancels.Close()
+		go func() {
+			<-c.exited
+			_ = c.stdout.Close()
+		}()
 	})
 }
 

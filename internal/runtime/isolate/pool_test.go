@@ -24,7 +24,7 @@ const childArg = "isolate-child"
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childArg {
-		if err := isolate.Serve(os.Stdin, os.Stdout, build); err != nil {
+		if err := isolate.Serve(os.Stdin, os.NewFile(3, "cancels"), os.Stdout, build); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -189,4 +189,34 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// BenchmarkRun is the cost of a small Lua task in a pool, against the same
+// task in-process.
+func BenchmarkRun(b *testing.B) {
+	task := job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `return INPUT.x * 2`, Input: json.RawMessage(`{"x":21}`)},
+		Limits: job.Limits{MemoryBytes: 256 << 20, OutputBytes: 1 << 20}}
+	b.Run("pool", func(b *testing.B) {
+		exe, _ := os.Executable()
+		cfg := isolate.DefaultConfig()
+		cfg.Command = []string{exe, childArg}
+		p, err := isolate.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close(context.Background())
+		for b.Loop() {
+			if res, err := p.Run(context.Background(), task); err != nil || res.Status != job.StatusCompleted {
+				b.Fatal(res, err)
+			}
+		}
+	})
+	b.Run("in-process", func(b *testing.B) {
+		l, _ := lua.New(lua.Config{})
+		for b.Loop() {
+			if res, err := l.Run(context.Background(), task); err != nil || res.Status != job.StatusCompleted {
+				b.Fatal(res, err)
+			}
+		}
+	})
 }

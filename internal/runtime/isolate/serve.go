@@ -9,6 +9,7 @@ import (
 	goruntime "runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -16,8 +17,8 @@ import (
 )
 
 // ErrMemoryExceeded is returned by Serve when a task went past its memory
-// bound. The task's out-of-memory result has been sent; the caller must end
-// the process at once (the guest may still be running).
+// bound. The task's out-of-memory result has been sent (the pool then kills
+// the child); the caller ends the process.
 var ErrMemoryExceeded = errors.New("isolate: the task went past its memory bound")
 
 // Build returns the runtimes a child offers, from Config.Init of its pool.
@@ -28,54 +29,41 @@ type Build func(init json.RawMessage) (runtime.Set, error)
 const helloLimit = 16 << 20
 
 // Serve is the child end of a pool: cmd calls it in the hidden child mode
-// of the zerverless binary, with the process's stdin and stdout. It reads
-// the hello frame, builds the runtimes with build, and runs the tasks it is
-// sent one at a time, each under its deadline and memory bound, until r
-// ends (nil). It returns ErrMemoryExceeded when a task went past its bound
-// and another error when the frames break; the caller ends the process when
-// Serve returns.
-func Serve(r io.Reader, w io.Writer, build Build) error {
-	f, err := readFrame(r, helloLimit)
+// of the zerverless binary, with the process's stdin, file descriptor 3
+// (cancels) and stdout. It reads the hello frame, builds the runtimes with
+// build, and runs the tasks it is sent one at a time, each under its
+// deadline and memory bound, until tasks ends (nil). It returns
+// ErrMemoryExceeded when a task went past its bound and another error when
+// the frames break; the caller ends the process when Serve returns.
+func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
+	f, err := readFrame(tasks, helloLimit)
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
 	if f.Hello == nil {
 		return errors.New("the first frame is not hello")
 	}
-	h := *f.Hello
-	set, err := build(h.Init)
+	c := &childServer{h: *f.Hello, w: w}
+	c.set, err = build(c.h.Init)
 	if err != nil {
-		_ = writeFrame(w, &frame{Error: err.Error()})
+		_ = c.write(&frame{Error: err.Error()})
 		return fmt.Errorf("build runtimes: %w", err)
 	}
 	goruntime.GC()
-	if err := writeFrame(w, &frame{Ready: true}); err != nil {
+	if err := c.write(&frame{Ready: true}); err != nil {
 		return err
 	}
-	frames := make(chan *frame)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(frames)
-		for {
-			f, err := readFrame(r, h.MaxFrameBytes)
-			if err != nil {
-				readErr <- err
-				return
-			}
-			frames <- f
-		}
-	}()
-	c := &childServer{h: h, set: set, w: w, frames: frames}
+	go c.readCancels(cancels)
 	for {
-		f, ok := <-frames
-		if !ok {
-			if err := <-readErr; !errors.Is(err, io.EOF) {
-				return err
-			}
+		f, err := readFrame(tasks, c.h.MaxFrameBytes)
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
+		if err != nil {
+			return err
+		}
 		if f.Task == nil {
-			continue // a cancel that arrived after its task ended
+			continue
 		}
 		if err := c.run(f); err != nil {
 			return err
@@ -85,86 +73,152 @@ func Serve(r io.Reader, w io.Writer, build Build) error {
 
 // childServer runs a child's tasks.
 type childServer struct {
-	h      hello
-	set    runtime.Set
-	w      io.Writer
-	frames <-chan *frame
+	h   hello
+	set runtime.Set
+
+	wmu sync.Mutex // serializes frames written
+	w   io.Writer
+	// exceeded is set once the memory guard has sent a task's result; no
+	// frame is written after it.
+	exceeded bool // guarded by wmu
+
+	mu     sync.Mutex
+	seq    uint64             // of the task running; guarded by mu
+	cancel context.CancelFunc // of the task running; guarded by mu
+
+	// memLimit is the Go memory limit set last, asBound the task bound
+	// RLIMIT_AS was set for last (0: none yet). Used by run only.
+	memLimit, asBound int64
 }
 
-type outcome struct {
-	res job.Result
-	err error
+func (c *childServer) write(f *frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.exceeded {
+		return ErrMemoryExceeded
+	}
+	if f.Exit {
+		c.exceeded = true
+	}
+	return writeFrame(c.w, f)
 }
 
-// run runs one task and writes its result frame. It returns
-// ErrMemoryExceeded after the task went past its bound, io.EOF when the
-// parent went away, and write errors.
+// readCancels stops the running task when its cancel frame arrives. It
+// returns when r ends.
+func (c *childServer) readCancels(r io.Reader) {
+	for {
+		f, err := readFrame(r, helloLimit)
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		if f.Cancel && f.Seq == c.seq && c.cancel != nil {
+			c.cancel()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// run runs one task on the calling goroutine and writes its result frame.
+// It returns ErrMemoryExceeded after the task went past its bound, and
+// write errors.
 func (c *childServer) run(f *frame) error {
 	t := *f.Task
 	rt := c.set[t.Type]
 	if rt == nil {
-		return writeFrame(c.w, &frame{Error: fmt.Sprintf("this runtime process does not run %s jobs", t.Type)})
+		return c.write(&frame{Error: fmt.Sprintf("this runtime process does not run %s jobs", t.Type)})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if !f.Deadline.IsZero() {
 		ctx, cancel = context.WithDeadline(context.Background(), f.Deadline)
 	}
 	defer cancel()
+	c.mu.Lock()
+	c.seq, c.cancel = f.Seq, cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.cancel = nil
+		c.mu.Unlock()
+	}()
 
 	base := liveHeapBytes()
 	bound := t.Limits.MemoryBytes
 	if bound > 0 {
-		debug.SetMemoryLimit(int64(base) + bound + 8<<20)
-		if c.h.AddressSpaceSlackBytes >= 0 {
-			limitAddressSpace(2*bound + c.h.AddressSpaceSlackBytes)
-		}
+		c.setLimits(base, bound)
+		stop := c.guard(base, uint64(bound), cancel)
+		defer stop()
 	}
-	done := make(chan outcome, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				done <- outcome{res: runtime.Failed(fmt.Sprintf("the %s runtime failed: %v", t.Type, p))}
-			}
-		}()
-		res, err := rt.Run(ctx, t)
-		done <- outcome{res, err}
+	res, err := c.runGuest(ctx, rt, t)
+	if heapBytes() > base+32<<20 {
+		debug.FreeOSMemory() // the next task starts from a small heap
+		c.asBound = 0        // and its address space is read again
+	}
+	if err != nil {
+		return c.write(&frame{Error: err.Error()})
+	}
+	return c.write(&frame{Result: &res})
+}
+
+// runGuest runs t in rt, turning a panic into a failed result.
+func (c *childServer) runGuest(ctx context.Context, rt runtime.Runtime, t job.Task) (res job.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = runtime.Failed(fmt.Sprintf("the %s runtime failed: %v", t.Type, p)), nil
+		}
 	}()
-	tick := time.NewTicker(c.h.HeapCheckInterval)
-	defer tick.Stop()
-	frames := c.frames
-	for {
-		select {
-		case o := <-done:
-			cancel()
-			if heapBytes() > base+32<<20 {
-				debug.FreeOSMemory() // the next task starts from a small heap
-			}
-			if o.err != nil {
-				return writeFrame(c.w, &frame{Error: o.err.Error()})
-			}
-			return writeFrame(c.w, &frame{Result: &o.res})
-		case f, ok := <-frames:
-			if !ok {
-				return io.EOF
-			}
-			if f.Cancel {
-				cancel()
-			}
-		case <-tick.C:
-			if bound <= 0 || heapBytes() <= base+uint64(bound) {
-				continue
-			}
+	return rt.Run(ctx, t)
+}
+
+// guard reads the heap every HeapCheckInterval until stop is called. Past
+// base+bound it collects garbage, and if the heap is still over, it sends
+// the task's out-of-memory result (marked Exit: the pool kills the child)
+// and stops the task.
+func (c *childServer) guard(base, bound uint64, cancel context.CancelFunc) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var timer *time.Timer
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if heapBytes() > base+bound {
 			goruntime.GC()
-			if used := heapBytes(); used > base+uint64(bound) {
+			if used := heapBytes(); used > base+bound {
 				res := runtime.Failed(fmt.Sprintf("out of memory: the job's heap went past its limit of %d MiB", bound>>20))
 				res.OOMKilled = true
 				res.PeakMemoryBytes = int64(used - base)
-				if err := writeFrame(c.w, &frame{Result: &res, Exit: true}); err != nil {
-					return err
-				}
-				return ErrMemoryExceeded
+				_ = c.write(&frame{Result: &res, Exit: true})
+				cancel()
+				return
 			}
 		}
+		timer.Reset(c.h.HeapCheckInterval)
+	}
+	mu.Lock()
+	timer = time.AfterFunc(c.h.HeapCheckInterval, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
+	}
+}
+
+// setLimits sets the Go memory limit and RLIMIT_AS for a task bounded to
+// bound bytes above a heap of base bytes. Both stay as they are when they
+// would barely change: most tasks of a child have the same bound.
+func (c *childServer) setLimits(base uint64, bound int64) {
+	if lim := int64(base) + bound + 8<<20; lim > c.memLimit+4<<20 || lim < c.memLimit-4<<20 {
+		debug.SetMemoryLimit(lim)
+		c.memLimit = lim
+	}
+	if c.h.AddressSpaceSlackBytes >= 0 && bound != c.asBound {
+		limitAddressSpace(2*bound + c.h.AddressSpaceSlackBytes)
+		c.asBound = bound
 	}
 }
 
