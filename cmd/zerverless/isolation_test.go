@@ -128,6 +128,12 @@ func TestRuntimeErrorRunsElsewhere(t *testing.T) {
 		}
 		return nil
 	})
+	// Within max_attempts: a job with one attempt that lands on the
+	// broken worker (the only free one) fails for good.
+	last := submitWait(t, c, job.Request{Type: job.TypeLua, Code: `return 1`, MaxAttempts: 1})
+	if last.Status != job.StatusFailed || !strings.Contains(last.Error, "no attempts left") {
+		t.Fatalf("one-attempt job: %s %q", last.Status, last.Error)
+	}
 	if _, err := c.Cancel(ctx, blocker.ID); err != nil {
 		t.Fatal(err)
 	}

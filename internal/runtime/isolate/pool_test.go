@@ -220,3 +220,26 @@ func BenchmarkRun(b *testing.B) {
 		}
 	})
 }
+
+// TestStuckGuestIsKilled: a guest stuck in a long native call (a
+// backtracking pattern, which the interpreter cannot interrupt) is ended
+// with its process after the stop grace, and the pool goes on.
+func TestStuckGuestIsKilled(t *testing.T) {
+	p := newPool(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := p.Run(ctx, job.Task{Type: job.TypeLua, Limits: job.Limits{MemoryBytes: 64 << 20},
+		Spec: job.Spec{Code: `return string.find(string.rep("a", 5000), ".-.-.-.-.-.-.-.-b")`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusTimeout || !strings.Contains(res.Error, "killed") {
+		t.Fatalf("got %s %q", res.Status, res.Error)
+	}
+	t.Logf("returned after %v", time.Since(start))
+	res, err = p.Run(context.Background(), job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `return 1`}, Limits: job.Limits{MemoryBytes: 64 << 20}})
+	if err != nil || res.Status != job.StatusCompleted {
+		t.Fatalf("next task: %+v %v", res, err)
+	}
+}

@@ -213,3 +213,16 @@ func mustNew(cfg js.Config) *js.JS {
 	}
 	return rt
 }
+
+func TestConfigValidate(t *testing.T) {
+	for name, cfg := range map[string]js.Config{
+		"negative output":     {OutputBytes: -1},
+		"negative call stack": {MaxCallStackSize: -1},
+		"negative string":     {MaxStringBytes: -1},
+		"negative grace":      {StopGrace: -time.Second},
+	} {
+		if _, err := js.New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

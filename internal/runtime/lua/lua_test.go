@@ -202,3 +202,17 @@ func mustNew(cfg lua.Config) *lua.Lua {
 	}
 	return rt
 }
+
+func TestConfigValidate(t *testing.T) {
+	for name, cfg := range map[string]lua.Config{
+		"negative output":     {OutputBytes: -1},
+		"negative call stack": {CallStackSize: -1},
+		"negative registry":   {RegistryMaxSize: -1},
+		"negative string":     {MaxStringBytes: -1},
+		"negative grace":      {StopGrace: -time.Second},
+	} {
+		if _, err := lua.New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
