@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -165,30 +164,41 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	// When ctx is done: a cancel must be said (the child's own deadline
 	// passes with ours), and a child that has not answered within the
 	// grace is killed, which ends the read below.
-	var killed atomic.Bool
-	var mu sync.Mutex
-	var grace *time.Timer
+	var (
+		mu       sync.Mutex
+		finished bool        // the read below returned; guarded by mu
+		killed   bool        // the grace passed first; guarded by mu
+		grace    *time.Timer // guarded by mu
+	)
 	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if finished {
+			return
+		}
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			_ = writeFrame(c.cancels, &frame{Cancel: true, Seq: seq})
 		}
-		mu.Lock()
 		grace = time.AfterFunc(p.cfg.StopGrace, func() {
-			killed.Store(true)
-			c.kill()
+			mu.Lock()
+			defer mu.Unlock()
+			if !finished {
+				killed = true
+				c.kill()
+			}
 		})
-		mu.Unlock()
 	})
 	f, err := c.read(p.cfg.MaxFrameBytes)
-	if !stop() {
-		mu.Lock()
-		if grace != nil {
-			grace.Stop()
-		}
-		mu.Unlock()
+	stop()
+	mu.Lock()
+	finished = true
+	if grace != nil {
+		grace.Stop()
 	}
+	wasKilled := killed
+	mu.Unlock()
 	switch {
-	case err != nil && killed.Load():
+	case err != nil && wasKilled:
 		res := runtime.Stopped(runtime.Interrupted(ctx))
 		res.Error += " (the guest did not stop within " + p.cfg.StopGrace.String() + "; its process was killed)"
 		return res, nil
@@ -196,7 +206,7 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 		c.kill()
 		return p.died(c), nil
 	case f.Result != nil:
-		if f.Exit || killed.Load() {
+		if f.Exit || wasKilled {
 			c.kill()
 		} else {
 			p.put(c)
