@@ -27,6 +27,9 @@ type Config struct {
 	// Init is handed to the child's Build function as it is (the
 	// runtimes' configurations).
 	Init json.RawMessage
+	// Env is the environment of a child (default: empty). The worker's
+	// own environment, its join token among it, is not passed on.
+	Env []string
 	// Idle is the most children kept waiting for a task (default 4); cmd
 	// sets it to the slots of the workers that share the pool.
 	Idle int
@@ -310,6 +313,7 @@ func (c *child) read(limit int64) (*frame, error) {
 func (p *Pool) start(ctx context.Context) (*child, error) {
 	cmd := exec.Command(p.cfg.Command[0], p.cfg.Command[1:]...)
 	cmd.SysProcAttr = sysProcAttr()
+	cmd.Env = append([]string{}, p.cfg.Env...) // never nil: nil would pass ours on
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("start the runtime process: %w", err)

@@ -243,3 +243,20 @@ func TestStuckGuestIsKilled(t *testing.T) {
 		t.Fatalf("next task: %+v %v", res, err)
 	}
 }
+
+// TestChildEnvironmentIsEmpty: the worker's environment (its join token)
+// does not reach the runtime processes.
+func TestChildEnvironmentIsEmpty(t *testing.T) {
+	t.Setenv("ZERVERLESS_JOIN_TOKEN", "zv_secret")
+	p := newPool(t, func(c *isolate.Config) { c.Command = []string{"/bin/sh", "-c", "env >&2; exit 1"} })
+	_, err := p.Run(context.Background(), job.Task{Type: job.TypeLua, Spec: job.Spec{Code: "return 1"}})
+	if err == nil {
+		t.Fatal("a child that exits at once ran the task")
+	}
+	if strings.Contains(err.Error(), "zv_secret") {
+		t.Fatalf("the child saw the worker's environment: %v", err)
+	}
+	if !strings.Contains(err.Error(), "PWD") {
+		t.Fatalf("the start error does not carry the child's stderr: %v", err)
+	}
+}
