@@ -320,7 +320,10 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 	}
 	// Pipes of our own, not StdoutPipe: exec.Cmd.Wait would close its read
 	// end, and a child is reaped while its last frame may still be read.
-	stdoutR, stdoutW, err := os.Pipe()
+	// The result pipe blocks: Run waits on it in a read(2) that the kernel
+	// wakes as the frame arrives, not in the Go scheduler's network
+	// poller, which a busy worker polls less often.
+	stdoutR, stdoutW, err := blockingPipe()
 	if err != nil {
 		return nil, fmt.Errorf("start the runtime process: %w", err)
 	}
