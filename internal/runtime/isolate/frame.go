@@ -52,6 +52,8 @@ type hello struct {
 	AddressSpaceSlackBytes int64 `json:"address_space_slack_bytes"`
 	// MaxFrameBytes is the largest frame either end accepts.
 	MaxFrameBytes int64 `json:"max_frame_bytes"`
+	// GCPercent is the child's garbage collection target (0: Go's).
+	GCPercent int `json:"gc_percent,omitempty"`
 }
 
 func writeFrame(w io.Writer, f *frame) error {

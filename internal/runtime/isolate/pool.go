@@ -51,6 +51,11 @@ type Config struct {
 	// MaxFrameBytes is the largest frame either end accepts (default
 	// 256 MiB): a task with its code, a result with its output.
 	MaxFrameBytes int64
+	// GCPercent is a child's garbage collection target (debug.SetGCPercent;
+	// default 400). A child's heap between tasks is small, so Go's default
+	// of 100 collects every few tasks; the task's memory bound, set as the
+	// Go memory limit, keeps the heap bounded whatever the target.
+	GCPercent int
 	// Logger receives children's deaths (default: discard).
 	Logger *slog.Logger
 }
@@ -64,6 +69,7 @@ func DefaultConfig() Config {
 		HeapCheckInterval:      10 * time.Millisecond,
 		AddressSpaceSlackBytes: 1 << 30,
 		MaxFrameBytes:          256 << 20,
+		GCPercent:              400,
 	}
 }
 
@@ -87,6 +93,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxFrameBytes == 0 {
 		c.MaxFrameBytes = d.MaxFrameBytes
 	}
+	if c.GCPercent == 0 {
+		c.GCPercent = d.GCPercent
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,6 +116,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("isolate: HeapCheckInterval is %v, want at least 1ms", c.HeapCheckInterval)
 	case c.MaxFrameBytes < 1<<20 || c.MaxFrameBytes > 1<<32-1:
 		return fmt.Errorf("isolate: MaxFrameBytes is %d, want 1 MiB to 4 GiB", c.MaxFrameBytes)
+	case c.GCPercent < 10:
+		return fmt.Errorf("isolate: GCPercent is %d, want at least 10", c.GCPercent)
 	}
 	return nil
 }
@@ -355,6 +366,7 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 		HeapCheckInterval:      p.cfg.HeapCheckInterval,
 		AddressSpaceSlackBytes: p.cfg.AddressSpaceSlackBytes,
 		MaxFrameBytes:          p.cfg.MaxFrameBytes,
+		GCPercent:              p.cfg.GCPercent,
 	}})
 	if err == nil {
 		err = c.awaitReady(ctx, p.cfg.MaxFrameBytes, p.cfg.StartTimeout)

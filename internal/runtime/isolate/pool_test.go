@@ -181,6 +181,7 @@ func TestConfigValidate(t *testing.T) {
 		"negative grace":     func(c *isolate.Config) { c.StopGrace = -time.Second },
 		"tiny heap interval": func(c *isolate.Config) { c.HeapCheckInterval = time.Microsecond },
 		"tiny frames":        func(c *isolate.Config) { c.MaxFrameBytes = 10 },
+		"tiny GC target":     func(c *isolate.Config) { c.GCPercent = 1 },
 	} {
 		cfg := isolate.DefaultConfig()
 		cfg.Command = []string{"zerverless", "runtime-child"}

@@ -49,6 +49,9 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 		_ = c.write(&frame{Error: err.Error()})
 		return fmt.Errorf("build runtimes: %w", err)
 	}
+	if c.h.GCPercent > 0 {
+		debug.SetGCPercent(c.h.GCPercent)
+	}
 	goruntime.GC()
 	if err := c.write(&frame{Ready: true}); err != nil {
 		return err
