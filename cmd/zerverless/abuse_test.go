@@ -434,7 +434,10 @@ func TestCleanCloseLogged(t *testing.T) {
 		wc.URL = srv.WorkerURL()
 		wc.Name = name
 		wc.JoinToken = testWorkerSecret
-		w := worker.New(wc, rts.Set, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
+		w, err := worker.New(wc, rts.Set, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
+		if err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {

@@ -404,7 +404,10 @@ console.warn("careful"); console.error(new TypeError("bad"));
 			{name: "output cap", code: `console.log("x".repeat(1100000)); console.error("e".repeat(1100000)); 1`},
 			{name: "no timers or host objects", code: `[typeof setTimeout, typeof require, typeof process, typeof fetch, typeof window, typeof document]`},
 		}
-		native := jsrt.New(jsrt.Config{})
+		native, err := jsrt.New(jsrt.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		runs := make([]browserRun, len(cases))
 		for i, tc := range cases {
 			req := job.Request{Type: job.TypeJS, Code: tc.code}

@@ -29,9 +29,9 @@ type workerFlags struct {
 	concurrency int
 	maxMemoryMB int
 	runtimes    string
+	memoryMB    int64
 	namespaces  string
 	docker      bool
-	maxHeapMB   int64
 
 	dockerAllow       string
 	dockerPrepull     string
@@ -62,7 +62,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.runtimes, "runtimes", "", "comma-separated runtimes to offer (default: all available)")
 	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose jobs are accepted (default: all)")
 	fs.BoolVar(&f.docker, "docker", false, "run docker container jobs (needs a Docker Engine)")
-	fs.Int64Var(&f.maxHeapMB, "max-heap-mb", d.HeapLimitBytes>>20, "heap past which running Lua and JavaScript jobs are stopped as out of memory (-1: no limit)")
+	fs.Int64Var(&f.memoryMB, "memory-mb", d.MemoryBytes>>20, "memory bound of a job that asks for none, in MiB; Lua and JavaScript jobs past their bound fail as out of memory")
 
 	dd := docker.DefaultConfig()
 	fs.StringVar(&f.dockerAllow, "docker-allow", "", "comma-separated image patterns containers may use, e.g. 'alpine:*,registry.example/team/*' (default: any image)")
@@ -92,10 +92,10 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	wc.Concurrency = f.concurrency
 	wc.MaxMemoryMB = f.maxMemoryMB
-	wc.HeapLimitBytes = f.maxHeapMB << 20
-	if f.maxHeapMB < 0 {
-		wc.HeapLimitBytes = -1
+	if f.memoryMB < 1 {
+		return fmt.Errorf("--memory-mb must be at least 1")
 	}
+	wc.MemoryBytes = f.memoryMB << 20
 	for _, ns := range strings.Split(f.namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			if !job.ValidNamespace(ns) {
@@ -321,6 +321,7 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	if fetch, err := worker.NewContextFetcher(wc.URL, wc.Header); err == nil {
 		ro.DockerConfig.Contexts = fetch
 	}
+	ro.Slots = wc.Concurrency
 	runtimes, err := BuildRuntimes(ctx, ro, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "zerverless worker:", err)
@@ -330,7 +331,11 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		wc.Docker = runtimes.Docker
 	}
 	defer runtimes.Close(context.Background())
-	w := worker.New(wc, runtimes.Set, log)
+	w, err := worker.New(wc, runtimes.Set, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "zerverless worker:", err)
+		return 2
+	}
 	log.Info("worker starting", "orchestrator", wc.URL, "concurrency", wc.Concurrency)
 	start := time.Now()
 	err = w.Run(ctx)

@@ -54,6 +54,11 @@ func main() {
 const asMainEnv = "ZERVERLESS_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == childCommand {
+		// A worker of these tests started this binary as its runtime
+		// process (os.Executable is the test binary).
+		os.Exit(runtimeChild(os.Stdin, os.Stdout, os.Stderr))
+	}
 	if os.Getenv(asMainEnv) != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
@@ -174,7 +179,10 @@ func startWorkerWithConfig(t testing.TB, url string, name string, ro RuntimeOpti
 	if adjust != nil {
 		adjust(&wc)
 	}
-	w := worker.New(wc, rts.Set, nil)
+	w, err := worker.New(wc, rts.Set, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return workerCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy", "token":
 		return cli.Run(ctx, args, stdout, stderr, getenv)
+	case childCommand:
+		return runtimeChild(os.Stdin, os.Stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "zerverless", version)
 		return 0

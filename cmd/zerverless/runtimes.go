@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime"
 	"github.com/zerverless/zerverless/internal/runtime/docker"
+	"github.com/zerverless/zerverless/internal/runtime/isolate"
 	"github.com/zerverless/zerverless/internal/runtime/js"
 	"github.com/zerverless/zerverless/internal/runtime/lua"
 	"github.com/zerverless/zerverless/internal/runtime/python"
@@ -25,6 +27,13 @@ type RuntimeOptions struct {
 	Docker bool
 	Lua    lua.Config
 	JS     js.Config
+	// Isolate runs the Lua and JavaScript runtimes in child processes,
+	// one task per process at a time, each bounded in memory on its own.
+	// Its Command defaults to this program's runtime-child mode.
+	Isolate isolate.Config
+	// Slots is how many tasks the workers sharing these runtimes run at
+	// once (default 4): as many runtime processes are kept waiting.
+	Slots  int
 	Wasm   wasm.Config
 	Python python.Config
 	// DockerConfig is the container policy of the worker's owner.
@@ -40,10 +49,11 @@ type RuntimeOptions struct {
 // and Docker off.
 func DefaultRuntimeOptions() RuntimeOptions {
 	return RuntimeOptions{
-		Lua:    lua.DefaultConfig(),
-		JS:     js.DefaultConfig(),
-		Wasm:   wasm.DefaultConfig(),
-		Python: python.DefaultConfig(),
+		Lua:     lua.DefaultConfig(),
+		JS:      js.DefaultConfig(),
+		Isolate: isolate.DefaultConfig(),
+		Wasm:    wasm.DefaultConfig(),
+		Python:  python.DefaultConfig(),
 
 		DockerConfig: docker.DefaultConfig(),
 	}
@@ -83,13 +93,12 @@ func (o RuntimeOptions) wants(t job.Type) bool {
 // until they work.
 func BuildRuntimes(ctx context.Context, o RuntimeOptions, log *slog.Logger) (*Runtimes, error) {
 	set := runtime.Set{}
-	if o.wants(job.TypeLua) {
-		set[job.TypeLua] = lua.New(o.Lua)
-	}
-	if o.wants(job.TypeJS) {
-		set[job.TypeJS] = js.New(o.JS)
-	}
 	rts := &Runtimes{Set: set}
+	if o.wants(job.TypeLua) || o.wants(job.TypeJS) {
+		if err := buildIsolated(rts, o, log); err != nil {
+			return nil, err
+		}
+	}
 	if o.wants(job.TypeWasm) {
 		w, err := wasm.New(o.Wasm)
 		if err != nil {
@@ -110,6 +119,50 @@ func BuildRuntimes(ctx context.Context, o RuntimeOptions, log *slog.Logger) (*Ru
 		return nil, fmt.Errorf("no runtime selected")
 	}
 	return rts, nil
+}
+
+// buildIsolated adds the Lua and JavaScript runtimes, run in a pool of
+// child processes.
+func buildIsolated(rts *Runtimes, o RuntimeOptions, log *slog.Logger) error {
+	// Refuse bad settings here, not in every child.
+	if _, err := lua.New(o.Lua); err != nil {
+		return err
+	}
+	if _, err := js.New(o.JS); err != nil {
+		return err
+	}
+	cfg := o.Isolate
+	if len(cfg.Command) == 0 {
+		cmd, err := childCommandLine()
+		if err != nil {
+			return err
+		}
+		cfg.Command = cmd
+	}
+	init, err := json.Marshal(childInit{Lua: o.Lua, JS: o.JS})
+	if err != nil {
+		return fmt.Errorf("runtime process set-up: %w", err)
+	}
+	cfg.Init = init
+	if o.Slots > 0 {
+		cfg.Idle = o.Slots
+	}
+	cfg.StopGrace = max(o.Lua.StopGrace, o.JS.StopGrace, cfg.StopGrace)
+	if cfg.Logger == nil && log != nil {
+		cfg.Logger = log.With("runtime", "isolate")
+	}
+	pool, err := isolate.New(cfg)
+	if err != nil {
+		return err
+	}
+	if o.wants(job.TypeLua) {
+		rts.Set[job.TypeLua] = pool
+	}
+	if o.wants(job.TypeJS) {
+		rts.Set[job.TypeJS] = pool
+	}
+	rts.closes = append(rts.closes, pool.Close)
+	return nil
 }
 
 // parseTypes parses a comma-separated list of runtime names.

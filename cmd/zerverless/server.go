@@ -242,6 +242,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		if err := s.wireContextFetcher(&cfg); err != nil {
 			return nil, err
 		}
+		if cfg.Runtimes.Slots == 0 {
+			cfg.Runtimes.Slots = cfg.Workers * cfg.Worker.Concurrency
+		}
 		runtimes, err := BuildRuntimes(ctx, cfg.Runtimes, log)
 		if err != nil {
 			return nil, err
@@ -257,7 +260,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			if wc.Docker == nil {
 				wc.Docker = runtimes.Docker
 			}
-			w := worker.New(wc, runtimes.Set, log.With("worker", wc.Name))
+			w, err := worker.New(wc, runtimes.Set, log.With("worker", wc.Name))
+			if err != nil {
+				runtimes.Close(ctx)
+				return nil, err
+			}
 			s.workers = append(s.workers, w)
 			s.wg.Add(1)
 			go func() {

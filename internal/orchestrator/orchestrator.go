@@ -255,6 +255,9 @@ type entry struct {
 	// trustedOnly keeps the job off untrusted workers: a function
 	// invocation whose deployment does not allow anonymous workers.
 	trustedOnly bool
+	// avoid are the sessions whose runtime could not run the job; it is
+	// not offered to them again while another worker can take it.
+	avoid map[string]bool
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu

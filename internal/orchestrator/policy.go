@@ -77,10 +77,21 @@ func (o *Orchestrator) eligibleLocked(w *worker, e *entry) (ok, wholeLane bool) 
 	if o.overRunningQuotaLocked(e.job.Namespace) || o.laneRefusalLocked(w, e) != "" {
 		return false, true
 	}
-	if e.excluded(w) {
+	if e.excluded(w) || (e.avoid[w.id] && o.othersCanRunLocked(w, e)) {
 		return false, false
 	}
 	return true, false
+}
+
+// othersCanRunLocked reports whether a connected worker other than w, and
+// not avoided by e, may run e.
+func (o *Orchestrator) othersCanRunLocked(w *worker, e *entry) bool {
+	for _, other := range o.workers {
+		if other != w && !other.gone && !e.avoid[other.id] && o.refusalLocked(other, e) == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *Orchestrator) overRunningQuotaLocked(ns string) bool {

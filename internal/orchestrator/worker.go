@@ -447,7 +447,8 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 }
 
 // handleReject puts back a job the worker could not start, without
-// counting an attempt.
+// counting an attempt; or, when the worker's runtime tried and could not
+// run it (m.Attempted), as a lost attempt that is tried on another worker.
 func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 	o.mu.Lock()
 	if l, ok := w.leases[m.LeaseID]; ok && l.jobID == m.JobID {
@@ -458,14 +459,23 @@ func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 		o.mu.Unlock()
 		return
 	}
-	o.log.Warn("worker rejected a job", "worker_id", w.id, "job_id", m.JobID, "err", m.Error)
-	if e.parent != nil {
-		// It never ran there: the worker may take a replica of the job
-		// again.
-		delete(e.parent.rep.workers, w.id)
+	o.log.Warn("worker gave a job back", "worker_id", w.id, "job_id", m.JobID, "attempted", m.Attempted, "err", m.Error)
+	why := "worker " + w.id + " could not run it: " + m.Error
+	if m.Attempted {
+		if e.avoid == nil {
+			e.avoid = make(map[string]bool)
+		}
+		e.avoid[w.id] = true
+		o.requeueLocked(e, true, why)
+	} else {
+		if e.parent != nil {
+			// It never ran there: the worker may take a replica of the
+			// job again.
+			delete(e.parent.rep.workers, w.id)
+		}
+		o.requeueLocked(e, false, "")
+		e.job.Reason = why
 	}
-	o.requeueLocked(e, false, "")
-	e.job.Reason = "worker " + w.id + " could not run it: " + m.Error
 	starts := o.dispatchExceptLocked(w)
 	o.mu.Unlock()
 	o.persist(context.Background(), e)

@@ -33,7 +33,8 @@ const (
 	// TypeResult returns a task's result (worker → orchestrator).
 	TypeResult Type = "result"
 	// TypeReject gives back a task the worker cannot run now
-	// (worker → orchestrator); it is not counted as an attempt.
+	// (worker → orchestrator); it is not counted as an attempt unless
+	// Attempted is set.
 	TypeReject Type = "reject"
 	// TypeCancel asks the worker to stop a task (orchestrator → worker).
 	TypeCancel Type = "cancel"
@@ -82,6 +83,10 @@ type Message struct {
 
 	// error, reject
 	Error string `json:"error,omitempty"`
+	// Attempted, on a reject, says that the worker tried to run the task
+	// and its runtime could not (an engine error): the attempt counts, and
+	// the job is tried on another worker.
+	Attempted bool `json:"attempted,omitempty"`
 	// Permanent, on an error answering register, says that registering
 	// again will be refused the same way (a bad join token, an unknown
 	// protocol version): the worker should stop rather than retry.

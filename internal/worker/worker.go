@@ -48,7 +48,9 @@ type Config struct {
 	// OutputBytes caps stdout and stderr of one task, each (default 1 MiB).
 	OutputBytes int
 	// MemoryBytes bounds a task's memory when the job names none (default
-	// 256 MiB), where the runtime can enforce it.
+	// 256 MiB), where the runtime can enforce it; a job's memory_mb is its
+	// bound otherwise. Each task's bound is its own: the Lua and
+	// JavaScript runtimes run every task in a process of its own.
 	MemoryBytes int64
 	// CheckInterval is how often runtimes with an outside dependency are
 	// checked again (default 30 s).
@@ -61,18 +63,6 @@ type Config struct {
 	// ReadLimit is the largest message accepted (default
 	// protocol.DefaultReadLimit).
 	ReadLimit int64
-	// HeapLimitBytes bounds the worker's Go heap while tasks of the
-	// HeapGuarded runtimes run (default 1 GiB; negative: no guard). Lua
-	// and JavaScript run guests inside the worker's process and cannot
-	// bound one guest's heap; past this limit their running tasks are
-	// stopped and fail as out of memory, so that a guest cannot take the
-	// worker down.
-	HeapLimitBytes int64
-	// HeapCheckInterval is how often the heap is read (default 10 ms).
-	HeapCheckInterval time.Duration
-	// HeapGuarded are the runtimes whose tasks the heap guard stops
-	// (default lua and js).
-	HeapGuarded []job.Type
 }
 
 // DefaultConfig returns the documented defaults; URL is left empty.
@@ -86,11 +76,44 @@ func DefaultConfig() Config {
 		ReconnectMin:  100 * time.Millisecond,
 		ReconnectMax:  30 * time.Second,
 		ReadLimit:     protocol.DefaultReadLimit,
-
-		HeapLimitBytes:    1 << 30,
-		HeapCheckInterval: 10 * time.Millisecond,
-		HeapGuarded:       []job.Type{job.TypeLua, job.TypeJS},
 	}
+}
+
+// minReadLimit is the smallest ReadLimit accepted: a task with a little
+// code must fit.
+const minReadLimit = 64 << 10
+
+// validate refuses settings that cannot work. Zero fields are not checked:
+// they take their defaults.
+func (c Config) validate() error {
+	switch {
+	case c.URL == "":
+		return errors.New("worker: URL is required")
+	case c.Concurrency < 0 || c.Concurrency > protocol.MaxConcurrency:
+		return fmt.Errorf("worker: Concurrency is %d, want 1 to %d", c.Concurrency, protocol.MaxConcurrency)
+	case c.MaxMemoryMB < 0:
+		return fmt.Errorf("worker: MaxMemoryMB is %d, want at least 0 (0: no maximum)", c.MaxMemoryMB)
+	case c.OutputBytes < 0:
+		return fmt.Errorf("worker: OutputBytes is %d, want more than 0", c.OutputBytes)
+	case c.MemoryBytes < 0:
+		return fmt.Errorf("worker: MemoryBytes is %d, want more than 0", c.MemoryBytes)
+	case c.MaxMemoryMB > 0 && c.MemoryBytes > int64(c.MaxMemoryMB)<<20:
+		return fmt.Errorf("worker: MemoryBytes (%d MiB) is more than MaxMemoryMB (%d)", c.MemoryBytes>>20, c.MaxMemoryMB)
+	case c.CheckInterval < 0 || c.CheckTimeout < 0:
+		return fmt.Errorf("worker: CheckInterval and CheckTimeout must be more than 0")
+	case c.ReconnectMin < 0 || c.ReconnectMax < 0:
+		return fmt.Errorf("worker: ReconnectMin and ReconnectMax must be more than 0")
+	case c.ReconnectMin > 0 && c.ReconnectMax > 0 && c.ReconnectMin > c.ReconnectMax:
+		return fmt.Errorf("worker: ReconnectMin (%v) is more than ReconnectMax (%v)", c.ReconnectMin, c.ReconnectMax)
+	case c.ReadLimit != 0 && c.ReadLimit < minReadLimit:
+		return fmt.Errorf("worker: ReadLimit is %d, want at least %d", c.ReadLimit, minReadLimit)
+	}
+	for _, ns := range c.Namespaces {
+		if !job.ValidNamespace(ns) {
+			return fmt.Errorf("worker: %q is not a valid namespace", ns)
+		}
+	}
+	return nil
 }
 
 // Worker runs tasks for an orchestrator.
@@ -106,7 +129,11 @@ type Worker struct {
 }
 
 // New returns a worker that offers runtimes. It does not connect until Run.
-func New(cfg Config, runtimes runtime.Set, log *slog.Logger) *Worker {
+// It returns an error for an invalid cfg.
+func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -132,16 +159,10 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) *Worker {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = d.ReconnectMax
 	}
-	if cfg.HeapLimitBytes == 0 {
-		cfg.HeapLimitBytes = d.HeapLimitBytes
+	if cfg.ReadLimit == 0 {
+		cfg.ReadLimit = d.ReadLimit
 	}
-	if cfg.HeapCheckInterval <= 0 {
-		cfg.HeapCheckInterval = d.HeapCheckInterval
-	}
-	if cfg.HeapGuarded == nil {
-		cfg.HeapGuarded = d.HeapGuarded
-	}
-	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}
+	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}, nil
 }
 
 // resultWriteTimeout bounds the write of one result.
@@ -312,7 +333,7 @@ func (w *Worker) session(ctx context.Context) error {
 	log := w.log.With("worker_id", m.WorkerID)
 	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency, "trusted", m.Trusted)
 
-	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]runningTask)}
+	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]context.CancelCauseFunc)}
 	// The session outlives ctx by the close handshake (stopClose below):
 	// what it writes meanwhile must not cut the connection short.
 	sctx, end := context.WithCancel(context.WithoutCancel(ctx))
@@ -323,9 +344,8 @@ func (w *Worker) session(ctx context.Context) error {
 	}
 	// Both end with the session; the session waits for them (s.wg) so
 	// that nothing of it runs after Run returns.
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
-	go func() { defer s.wg.Done(); s.guardHeap(sctx) }()
 	s.reportBuilds(sctx)
 	// A worker that stops says so (close status 1001) rather than drop
 	// the connection; the read loop ends when the close completes.
@@ -346,17 +366,12 @@ type session struct {
 	wg   sync.WaitGroup
 
 	mu    sync.Mutex
-	tasks map[string]runningTask // by lease id
+	tasks map[string]context.CancelCauseFunc // by lease id
 	// buildsSent is what the worker last reported of its builds.
 	buildsSent string
 	// sending counts writes in progress. While one is, the orchestrator
 	// sees bytes arriving and a heartbeat would only queue behind it.
 	sending atomic.Int32
-}
-
-type runningTask struct {
-	typ    job.Type
-	cancel context.CancelCauseFunc
 }
 
 func (s *session) readLoop(ctx context.Context) error {
@@ -375,8 +390,8 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.start(ctx, m.Task)
 		case protocol.TypeCancel:
 			s.mu.Lock()
-			if rt, ok := s.tasks[m.LeaseID]; ok {
-				rt.cancel(errCanceled)
+			if cancel, ok := s.tasks[m.LeaseID]; ok {
+				cancel(errCanceled)
 			}
 			s.mu.Unlock()
 		case protocol.TypeError:
@@ -411,19 +426,25 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 		return
 	}
 	tctx, cancel := context.WithCancelCause(ctx)
-	s.tasks[t.LeaseID] = runningTask{typ: t.Type, cancel: cancel}
+	s.tasks[t.LeaseID] = cancel
 	s.mu.Unlock()
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer cancel(nil)
-		res := s.w.runTask(tctx, rt, t)
+		res, err := s.w.runTask(tctx, rt, t)
 		s.mu.Lock()
 		delete(s.tasks, t.LeaseID)
 		s.mu.Unlock()
 		if ctx.Err() != nil {
 			return // the session ended; the orchestrator re-queues the job
+		}
+		if err != nil {
+			// The runtime could not run the task: it is given back to
+			// run elsewhere, as an attempt.
+			s.send(ctx, protocol.Message{Type: protocol.TypeReject, JobID: t.JobID, LeaseID: t.LeaseID, Attempted: true, Error: err.Error()})
+			return
 		}
 		if res.Build != nil {
 			s.reportBuilds(ctx)
@@ -452,8 +473,8 @@ func (s *session) send(ctx context.Context, m protocol.Message) {
 func (s *session) stopAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, rt := range s.tasks {
-		rt.cancel(errors.New("connection to the orchestrator ended"))
+	for _, cancel := range s.tasks {
+		cancel(errors.New("connection to the orchestrator ended"))
 	}
 }
 
@@ -486,9 +507,11 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// runTask runs t under its timeout and always returns a result: a runtime
-// that fails to run the task, or panics, yields a failed result.
-func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (res job.Result) {
+// runTask runs t under its timeout. A task that ran, however it ended, is
+// a result; a runtime that could not run it is an error, unless the task
+// was stopped meanwhile (then its result says so). A runtime that panics
+// yields a failed result.
+func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (res job.Result, err error) {
 	if t.Limits.OutputBytes <= 0 {
 		t.Limits.OutputBytes = w.cfg.OutputBytes
 	}
@@ -508,7 +531,10 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 	defer func() {
 		if p := recover(); p != nil {
 			w.log.Error("runtime panicked", "job_id", t.JobID, "runtime", t.Type, "panic", p, "stack", string(debug.Stack()))
-			res = job.Result{Status: job.StatusFailed, Error: fmt.Sprintf("the %s runtime failed: %v", t.Type, p)}
+			res, err = job.Result{Status: job.StatusFailed, Error: fmt.Sprintf("the %s runtime failed: %v", t.Type, p)}, nil
+		}
+		if err != nil {
+			return
 		}
 		if res.DurationMS == 0 {
 			res.DurationMS = time.Since(started).Milliseconds()
@@ -517,19 +543,17 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 			res.Status = job.StatusFailed
 		}
 	}()
-	res, err := rt.Run(tctx, *t)
+	res, err = rt.Run(tctx, *t)
 	if err != nil {
-		w.log.Warn("task could not run", "job_id", t.JobID, "runtime", t.Type, "err", err)
 		if st := runtime.Interrupted(tctx); st != "" {
-			return job.Result{Status: st, Error: err.Error()}
+			res, err = job.Result{Status: st, Error: err.Error()}, nil
+		} else {
+			w.log.Warn("task could not run; giving it back", "job_id", t.JobID, "runtime", t.Type, "err", err)
+			return job.Result{}, err
 		}
-		return job.Result{Status: job.StatusFailed, Error: err.Error()}
 	}
-	switch cause := context.Cause(ctx); {
-	case res.Status == job.StatusCanceled && errors.Is(cause, errCanceled):
+	if res.Status == job.StatusCanceled && errors.Is(context.Cause(ctx), errCanceled) {
 		res.Error = "canceled by request"
-	case res.Status == job.StatusCanceled && errors.Is(cause, errHeap):
-		res = w.heapResult(res)
 	}
-	return res
+	return res, nil
 }

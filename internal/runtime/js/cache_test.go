@@ -10,7 +10,7 @@ import (
 // TestCachedProgramSharesNoState runs one script several times: the
 // compiled program is cached, but each run starts from fresh globals.
 func TestCachedProgramSharesNoState(t *testing.T) {
-	r := New(Config{})
+	r, _ := New(Config{})
 	task := job.Task{Type: job.TypeJS, Spec: job.Spec{Code: `var counter = (globalThis.counter || 0) + 1; counter + INPUT`}}
 	for i, in := range []string{"1", "2", "3"} {
 		task.Spec.Input = []byte(in)

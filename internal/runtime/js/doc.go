@@ -51,10 +51,10 @@
 // (a function invoked again) is not compiled again. A compiled program is
 // not tied to a goja.Runtime; every run still gets a fresh one.
 //
-// Heap memory is not bounded: goja allocates on the Go heap and offers no
-// accounting, so Task.Limits.MemoryBytes is not enforced. String.prototype
-// repeat, padStart and padEnd refuse results longer than
-// Config.MaxStringBytes, so a single call cannot exhaust the worker's
-// memory, but a job that grows arrays or strings until its deadline uses
-// memory until then.
+// Heap memory is not bounded by this package: goja allocates on the Go
+// heap and offers no accounting, so Task.Limits.MemoryBytes is not
+// enforced here. Workers run this runtime in a process of its own per task
+// (internal/runtime/isolate), which bounds the task's memory alone.
+// String.prototype repeat, padStart and padEnd refuse results longer than
+// Config.MaxStringBytes, so that a single call cannot make a huge string.
 package js

@@ -18,7 +18,7 @@ func FuzzRun(f *testing.F) {
 	f.Add(`({get x() { throw new Error("getter") }})`, `null`)
 	f.Add(`module.exports = {toJSON: () => undefined}`, `1`)
 	f.Add(`throw {toString() { return {} }}`, `"s"`)
-	rt := js.New(js.Config{OutputBytes: 4096})
+	rt := mustNew(js.Config{OutputBytes: 4096})
 	f.Fuzz(func(t *testing.T, code, input string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()

@@ -67,6 +67,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// validate refuses settings that cannot work: negative sizes and limits
+// (CachedPrograms may be negative: no cache).
+func (c Config) validate() error {
+	switch {
+	case c.OutputBytes < 0:
+		return fmt.Errorf("js: OutputBytes is %d, want at least 0", c.OutputBytes)
+	case c.MaxCallStackSize < 0:
+		return fmt.Errorf("js: MaxCallStackSize is %d, want at least 0", c.MaxCallStackSize)
+	case c.MaxStringBytes < 0:
+		return fmt.Errorf("js: MaxStringBytes is %d, want at least 0", c.MaxStringBytes)
+	case c.StopGrace < 0:
+		return fmt.Errorf("js: StopGrace is %v, want at least 0", c.StopGrace)
+	}
+	return nil
+}
+
 // JS is the JavaScript runtime. It is safe for concurrent use: each Run
 // gets its own goja.Runtime.
 type JS struct {
@@ -77,10 +93,13 @@ type JS struct {
 var _ runtime.Runtime = (*JS)(nil)
 
 // New returns a JavaScript runtime with cfg; zero fields take their
-// defaults.
-func New(cfg Config) *JS {
+// defaults. It returns an error for a negative size or limit.
+func New(cfg Config) (*JS, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
-	return &JS{cfg: cfg, programs: runtime.NewCodeCache[*goja.Program](cfg.CachedPrograms)}
+	return &JS{cfg: cfg, programs: runtime.NewCodeCache[*goja.Program](cfg.CachedPrograms)}, nil
 }
 
 // Run runs t's script. It blocks until the script ends, ctx is done or

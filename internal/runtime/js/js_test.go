@@ -13,7 +13,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	runtimetest.Run(t, js.New(js.DefaultConfig()), runtimetest.Programs{
+	runtimetest.Run(t, mustNew(js.DefaultConfig()), runtimetest.Programs{
 		Success: job.Spec{Code: `
 			console.log("hello from js");
 			INPUT.x * 2;`},
@@ -36,7 +36,7 @@ func run(t *testing.T, code, input string) job.Result {
 	if input != "" {
 		spec.Input = json.RawMessage(input)
 	}
-	res, err := js.New(js.Config{}).Run(ctx, job.Task{Spec: spec})
+	res, err := mustNew(js.Config{}).Run(ctx, job.Task{Spec: spec})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -187,7 +187,7 @@ func TestTimeoutCannotBeCaught(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 			defer cancel()
-			rt := js.New(js.Config{StopGrace: 5 * time.Second})
+			rt := mustNew(js.Config{StopGrace: 5 * time.Second})
 			start := time.Now()
 			res, err := rt.Run(ctx, job.Task{Spec: job.Spec{Code: code}})
 			if err != nil {
@@ -202,5 +202,27 @@ func TestTimeoutCannotBeCaught(t *testing.T) {
 				t.Errorf("returned after %v", el)
 			}
 		})
+	}
+}
+
+// mustNew is js.New for a configuration that is valid.
+func mustNew(cfg js.Config) *js.JS {
+	rt, err := js.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return rt
+}
+
+func TestConfigValidate(t *testing.T) {
+	for name, cfg := range map[string]js.Config{
+		"negative output":     {OutputBytes: -1},
+		"negative call stack": {MaxCallStackSize: -1},
+		"negative string":     {MaxStringBytes: -1},
+		"negative grace":      {StopGrace: -time.Second},
+	} {
+		if _, err := js.New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

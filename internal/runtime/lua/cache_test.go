@@ -10,7 +10,7 @@ import (
 // TestCachedChunkSharesNoState runs one chunk several times: the compiled
 // chunk is cached, but each run starts from fresh globals.
 func TestCachedChunkSharesNoState(t *testing.T) {
-	r := New(Config{})
+	r, _ := New(Config{})
 	task := job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `counter = (counter or 0) + 1 return counter + INPUT`}}
 	for i, in := range []string{"1", "2", "3"} {
 		task.Spec.Input = []byte(in)

@@ -44,14 +44,17 @@
 // cannot be interrupted: Run then returns StopGrace after the deadline with
 // Status timeout and leaves that call to finish in the background.
 //
+// Each run gets a fresh state; Config.SpareStates fresh states are made
+// ahead, in the background, so that opening the libraries is not on a
+// run's path.
+//
 // Compiled chunks are kept by the SHA-256 of their source, up to
 // Config.CachedChunks, least recently used out first: a chunk run again (a
 // function invoked again) is not parsed or compiled again. A compiled
 // chunk holds no state; every run still gets a fresh interpreter state.
 //
-// Heap memory is not bounded: gopher-lua allocates on the Go heap and
-// offers no accounting, so Task.Limits.MemoryBytes is not enforced. Long
-// strings from string.rep are refused, but a job that grows tables or
-// concatenates strings until its deadline uses memory until then. Workers
-// that need a hard memory bound run such jobs in the wasm or docker runtime.
+// Heap memory is not bounded by this package: gopher-lua allocates on the Go
+// heap and offers no accounting, so Task.Limits.MemoryBytes is not
+// enforced here. Workers run this runtime in a process of its own per task
+// (internal/runtime/isolate), which bounds the task's memory alone.
 package lua

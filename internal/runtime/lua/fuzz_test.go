@@ -18,7 +18,7 @@ func FuzzRun(f *testing.F) {
 	f.Add(`error({})`, ``)
 	f.Add(`return setmetatable({}, {__tostring = function() error("x") end})`, `null`)
 	f.Add(`print(setmetatable({}, {__tostring = function() return 1 end}))`, `1`)
-	rt := lua.New(lua.Config{OutputBytes: 4096})
+	rt := mustNew(lua.Config{OutputBytes: 4096})
 	f.Fuzz(func(t *testing.T, code, input string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()

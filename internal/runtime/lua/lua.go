@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	glua "github.com/yuin/gopher-lua"
@@ -44,6 +46,12 @@ type Config struct {
 	// none). A chunk run again — a function invoked again — skips parsing
 	// and compiling.
 	CachedChunks int
+	// SpareStates is how many fresh interpreter states, libraries opened,
+	// are kept ready (default 1; negative: none). A run takes one instead
+	// of opening the libraries while its caller waits, and a new one is
+	// made in the background after it. A spare state has never run code:
+	// every run still gets a fresh state.
+	SpareStates int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -57,6 +65,7 @@ func DefaultConfig() Config {
 		MaxStringBytes:   16 << 20,
 		StopGrace:        500 * time.Millisecond,
 		CachedChunks:     256,
+		SpareStates:      1,
 	}
 }
 
@@ -86,7 +95,28 @@ func (c Config) withDefaults() Config {
 	if c.CachedChunks == 0 {
 		c.CachedChunks = d.CachedChunks
 	}
+	if c.SpareStates == 0 {
+		c.SpareStates = d.SpareStates
+	}
 	return c
+}
+
+// validate refuses settings that cannot work: negative sizes and limits
+// (CachedChunks may be negative: no cache).
+func (c Config) validate() error {
+	switch {
+	case c.OutputBytes < 0:
+		return fmt.Errorf("lua: OutputBytes is %d, want at least 0", c.OutputBytes)
+	case c.CallStackSize < 0:
+		return fmt.Errorf("lua: CallStackSize is %d, want at least 0", c.CallStackSize)
+	case c.RegistrySize < 0 || c.RegistryGrowStep < 0 || c.RegistryMaxSize < 0:
+		return fmt.Errorf("lua: RegistrySize, RegistryGrowStep and RegistryMaxSize must be at least 0")
+	case c.MaxStringBytes < 0:
+		return fmt.Errorf("lua: MaxStringBytes is %d, want at least 0", c.MaxStringBytes)
+	case c.StopGrace < 0:
+		return fmt.Errorf("lua: StopGrace is %v, want at least 0", c.StopGrace)
+	}
+	return nil
 }
 
 // Lua is the Lua runtime. It is safe for concurrent use: each Run gets its
@@ -94,14 +124,35 @@ func (c Config) withDefaults() Config {
 type Lua struct {
 	cfg    Config
 	protos *runtime.CodeCache[*glua.FunctionProto]
+	// spare holds fresh states ready to run (Config.SpareStates).
+	spare chan *state
+	// refilling is set while a spare state is being made.
+	refilling atomic.Bool
 }
+
+// state is a fresh interpreter state with the sandbox's libraries open;
+// out is where its print writes, set for the run that takes it.
+type state struct {
+	L   *glua.LState
+	out *redirect
+}
+
+// redirect is an io.Writer whose destination is set once the state that
+// holds it is taken by a run.
+type redirect struct{ w io.Writer }
+
+func (r *redirect) Write(p []byte) (int, error) { return r.w.Write(p) }
 
 var _ runtime.Runtime = (*Lua)(nil)
 
-// New returns a Lua runtime with cfg; zero fields take their defaults.
-func New(cfg Config) *Lua {
+// New returns a Lua runtime with cfg; zero fields take their defaults. It
+// returns an error for a negative size or limit.
+func New(cfg Config) (*Lua, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
-	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks)}
+	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks), spare: make(chan *state, max(0, cfg.SpareStates))}, nil
 }
 
 // Run runs t's Lua chunk. It blocks until the chunk ends, ctx is done or
@@ -158,18 +209,13 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 			res = runtime.Failed(fmt.Sprintf("lua: internal error: %v", p))
 		}
 	}()
-	L := glua.NewState(glua.Options{
-		SkipOpenLibs:        true,
-		CallStackSize:       r.cfg.CallStackSize,
-		RegistrySize:        r.cfg.RegistrySize,
-		RegistryGrowStep:    r.cfg.RegistryGrowStep,
-		RegistryMaxSize:     r.cfg.RegistryMaxSize,
-		MinimizeStackMemory: true,
-	})
-	defer L.Close()
-	if err := openSandbox(L, stdout, r.cfg.MaxStringBytes); err != nil {
+	st, err := r.takeState()
+	if err != nil {
 		return runtime.Failed("lua: open libraries: " + err.Error())
 	}
+	defer st.L.Close()
+	st.out.w = stdout
+	L := st.L
 	L.SetGlobal("INPUT", toLua(L, input))
 	L.SetContext(ctx)
 
@@ -209,6 +255,58 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	}
 	res.Result = b
 	return res
+}
+
+// takeState returns a spare state, or makes one; either way it starts
+// making the next spare in the background.
+func (r *Lua) takeState() (*state, error) {
+	var st *state
+	select {
+	case st = <-r.spare:
+	default:
+	}
+	if cap(r.spare) > 0 && r.refilling.CompareAndSwap(false, true) {
+		go r.refill()
+	}
+	if st != nil {
+		return st, nil
+	}
+	return r.newState()
+}
+
+// refill makes spare states until there are Config.SpareStates.
+func (r *Lua) refill() {
+	defer r.refilling.Store(false)
+	for len(r.spare) < cap(r.spare) {
+		st, err := r.newState()
+		if err != nil {
+			return
+		}
+		select {
+		case r.spare <- st:
+		default:
+			st.L.Close()
+			return
+		}
+	}
+}
+
+// newState makes a fresh state with the sandbox's libraries open.
+func (r *Lua) newState() (*state, error) {
+	L := glua.NewState(glua.Options{
+		SkipOpenLibs:        true,
+		CallStackSize:       r.cfg.CallStackSize,
+		RegistrySize:        r.cfg.RegistrySize,
+		RegistryGrowStep:    r.cfg.RegistryGrowStep,
+		RegistryMaxSize:     r.cfg.RegistryMaxSize,
+		MinimizeStackMemory: true,
+	})
+	out := &redirect{w: io.Discard}
+	if err := openSandbox(L, out, r.cfg.MaxStringBytes); err != nil {
+		L.Close()
+		return nil, err
+	}
+	return &state{L: L, out: out}, nil
 }
 
 // errorMessage returns a Lua error's message with its traceback.

@@ -13,7 +13,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	runtimetest.Run(t, lua.New(lua.DefaultConfig()), runtimetest.Programs{
+	runtimetest.Run(t, mustNew(lua.DefaultConfig()), runtimetest.Programs{
 		Success: job.Spec{Code: `
 			print("hello from lua")
 			return INPUT.x * 2`},
@@ -36,7 +36,7 @@ func run(t *testing.T, code, input string) job.Result {
 	if input != "" {
 		spec.Input = json.RawMessage(input)
 	}
-	res, err := lua.New(lua.Config{}).Run(ctx, job.Task{Spec: spec})
+	res, err := mustNew(lua.Config{}).Run(ctx, job.Task{Spec: spec})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -176,7 +176,7 @@ func TestTimeoutCannotBeCaught(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 			defer cancel()
-			rt := lua.New(lua.Config{StopGrace: 5 * time.Second})
+			rt := mustNew(lua.Config{StopGrace: 5 * time.Second})
 			start := time.Now()
 			res, err := rt.Run(ctx, job.Task{Spec: job.Spec{Code: code}})
 			if err != nil {
@@ -191,5 +191,28 @@ func TestTimeoutCannotBeCaught(t *testing.T) {
 				t.Errorf("returned after %v", el)
 			}
 		})
+	}
+}
+
+// mustNew is lua.New for a configuration that is valid.
+func mustNew(cfg lua.Config) *lua.Lua {
+	rt, err := lua.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return rt
+}
+
+func TestConfigValidate(t *testing.T) {
+	for name, cfg := range map[string]lua.Config{
+		"negative output":     {OutputBytes: -1},
+		"negative call stack": {CallStackSize: -1},
+		"negative registry":   {RegistryMaxSize: -1},
+		"negative string":     {MaxStringBytes: -1},
+		"negative grace":      {StopGrace: -time.Second},
+	} {
+		if _, err := lua.New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

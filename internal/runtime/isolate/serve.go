@@ -1,0 +1,247 @@
+package isolate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	goruntime "runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// ErrMemoryExceeded is returned by Serve when a task went past its memory
+// bound. The task's out-of-memory result has been sent (the pool then kills
+// the child); the caller ends the process.
+var ErrMemoryExceeded = errors.New("isolate: the task went past its memory bound")
+
+// Build returns the runtimes a child offers, from Config.Init of its pool.
+type Build func(init json.RawMessage) (runtime.Set, error)
+
+// helloLimit bounds the first frame, read before the child knows the
+// pool's frame limit.
+const helloLimit = 16 << 20
+
+// Serve is the child end of a pool: cmd calls it in the hidden child mode
+// of the zerverless binary, with the process's stdin, file descriptor 3
+// (cancels) and stdout. It reads the hello frame, builds the runtimes with
+// build, and runs the tasks it is sent one at a time, each under its
+// deadline and memory bound, until tasks ends (nil). It returns
+// ErrMemoryExceeded when a task went past its bound and another error when
+// the frames break; the caller ends the process when Serve returns.
+func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
+	f, err := readFrame(tasks, helloLimit)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	if f.Hello == nil {
+		return errors.New("the first frame is not hello")
+	}
+	c := &childServer{h: *f.Hello, w: w}
+	c.set, err = build(c.h.Init)
+	if err != nil {
+		_ = c.write(&frame{Error: err.Error()})
+		return fmt.Errorf("build runtimes: %w", err)
+	}
+	if c.h.GCPercent > 0 {
+		debug.SetGCPercent(c.h.GCPercent)
+	}
+	goruntime.GC()
+	if err := c.write(&frame{Ready: true}); err != nil {
+		return err
+	}
+	go c.readCancels(cancels)
+	for {
+		f, err := readFrame(tasks, c.h.MaxFrameBytes)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if f.Task == nil {
+			continue
+		}
+		if err := c.run(f); err != nil {
+			return err
+		}
+	}
+}
+
+// childServer runs a child's tasks.
+type childServer struct {
+	h   hello
+	set runtime.Set
+
+	wmu sync.Mutex // serializes frames written
+	w   io.Writer
+	// exceeded is set once the memory guard has sent a task's result; no
+	// frame is written after it.
+	exceeded bool // guarded by wmu
+
+	mu     sync.Mutex
+	seq    uint64             // of the task running; guarded by mu
+	cancel context.CancelFunc // of the task running; guarded by mu
+
+	// memLimit is the Go memory limit set last, asBound the task bound
+	// RLIMIT_AS was set for last (0: none yet). Used by run only.
+	memLimit, asBound int64
+}
+
+func (c *childServer) write(f *frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.exceeded {
+		return ErrMemoryExceeded
+	}
+	if f.Exit {
+		c.exceeded = true
+	}
+	return writeFrame(c.w, f)
+}
+
+// readCancels stops the running task when its cancel frame arrives. It
+// returns when r ends.
+func (c *childServer) readCancels(r io.Reader) {
+	for {
+		f, err := readFrame(r, helloLimit)
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		if f.Cancel && f.Seq == c.seq && c.cancel != nil {
+			c.cancel()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// run runs one task on the calling goroutine and writes its result frame.
+// It returns ErrMemoryExceeded after the task went past its bound, and
+// write errors.
+func (c *childServer) run(f *frame) error {
+	t := *f.Task
+	rt := c.set[t.Type]
+	if rt == nil {
+		return c.write(&frame{Error: fmt.Sprintf("this runtime process does not run %s jobs", t.Type)})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if !f.Deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(context.Background(), f.Deadline)
+	}
+	defer cancel()
+	c.mu.Lock()
+	c.seq, c.cancel = f.Seq, cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.cancel = nil
+		c.mu.Unlock()
+	}()
+
+	base := liveHeapBytes()
+	bound := t.Limits.MemoryBytes
+	if bound > 0 {
+		c.setLimits(base, bound)
+		stop := c.guard(base, uint64(bound), cancel)
+		defer stop()
+	}
+	res, err := c.runGuest(ctx, rt, t)
+	if heapBytes() > base+32<<20 {
+		debug.FreeOSMemory() // the next task starts from a small heap
+		c.asBound = 0        // and its address space is read again
+	}
+	if err != nil {
+		return c.write(&frame{Error: err.Error()})
+	}
+	return c.write(&frame{Result: &res})
+}
+
+// runGuest runs t in rt, turning a panic into a failed result.
+func (c *childServer) runGuest(ctx context.Context, rt runtime.Runtime, t job.Task) (res job.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = runtime.Failed(fmt.Sprintf("the %s runtime failed: %v", t.Type, p)), nil
+		}
+	}()
+	return rt.Run(ctx, t)
+}
+
+// guard reads the heap every HeapCheckInterval until stop is called. Past
+// base+bound it collects garbage, and if the heap is still over, it sends
+// the task's out-of-memory result (marked Exit: the pool kills the child)
+// and stops the task.
+func (c *childServer) guard(base, bound uint64, cancel context.CancelFunc) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var timer *time.Timer
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if heapBytes() > base+bound {
+			goruntime.GC()
+			if used := heapBytes(); used > base+bound {
+				res := runtime.Failed(fmt.Sprintf("out of memory: the job's heap went past its limit of %d MiB", bound>>20))
+				res.OOMKilled = true
+				res.PeakMemoryBytes = int64(used - base)
+				_ = c.write(&frame{Result: &res, Exit: true})
+				cancel()
+				return
+			}
+		}
+		timer.Reset(c.h.HeapCheckInterval)
+	}
+	mu.Lock()
+	timer = time.AfterFunc(c.h.HeapCheckInterval, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
+	}
+}
+
+// setLimits sets the Go memory limit and RLIMIT_AS for a task bounded to
+// bound bytes above a heap of base bytes. Both stay as they are when they
+// would barely change: most tasks of a child have the same bound.
+func (c *childServer) setLimits(base uint64, bound int64) {
+	if lim := int64(base) + bound + 8<<20; lim > c.memLimit+4<<20 || lim < c.memLimit-4<<20 {
+		debug.SetMemoryLimit(lim)
+		c.memLimit = lim
+	}
+	if c.h.AddressSpaceSlackBytes >= 0 && bound != c.asBound {
+		limitAddressSpace(2*bound + c.h.AddressSpaceSlackBytes)
+		c.asBound = bound
+	}
+}
+
+const (
+	heapObjectsMetric = "/memory/classes/heap/objects:bytes"
+	heapLiveMetric    = "/gc/heap/live:bytes"
+)
+
+func readUint64(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// heapBytes is the Go heap in live and not yet swept objects.
+func heapBytes() uint64 { return readUint64(heapObjectsMetric) }
+
+// liveHeapBytes is the heap found live by the last collection: what the
+// child holds between tasks (its runtimes and compiled-code caches).
+func liveHeapBytes() uint64 { return readUint64(heapLiveMetric) }
