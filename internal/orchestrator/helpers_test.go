@@ -35,7 +35,9 @@ const harnessSecret = "harness-secret"
 
 func testConfig() Config {
 	cfg := DefaultConfig()
-	cfg.HeartbeatInterval = 100 * time.Millisecond
+	// Silence ends a session after HeartbeatInterval × HeartbeatMisses
+	// (750 ms): long enough for a fake worker on a loaded machine.
+	cfg.HeartbeatInterval = 250 * time.Millisecond
 	cfg.LeaseGrace = time.Second
 	cfg.WriteTimeout = 5 * time.Second
 	// Raw workers present harnessSecret and are trusted; those that
