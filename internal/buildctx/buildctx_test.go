@@ -78,6 +78,14 @@ func TestFromTar(t *testing.T) {
 		{"symlink up", makeTar(t, entry{name: "a/up", typ: tar.TypeSymlink, link: "../../etc"}), Limits{}, job.CodeInvalid, "outside"},
 		{"symlink climb after name", makeTar(t, entry{name: "e", typ: tar.TypeSymlink, link: "d/l/.."}), Limits{}, job.CodeInvalid, "after a name"},
 		{"below symlink", makeTar(t, entry{name: "d", typ: tar.TypeSymlink, link: "x"}, entry{name: "d/f", body: "x"}), Limits{}, job.CodeInvalid, "below the symlink"},
+		// A path cannot be a file and a directory at once, in either order,
+		// at any depth, and a hard link or symlink counts as a file.
+		{"file then below it", makeTar(t, entry{name: "a", body: "x"}, entry{name: "a/b", body: "y"}), Limits{}, job.CodeInvalid, "below the file"},
+		{"below then file", makeTar(t, entry{name: "a/b", body: "y"}, entry{name: "a", body: "x"}), Limits{}, job.CodeInvalid, "entries lie below it"},
+		{"deep below file", makeTar(t, entry{name: "a", body: "x"}, entry{name: "a/b/c/d", body: "y"}), Limits{}, job.CodeInvalid, "below the file"},
+		{"dir then file", makeTar(t, entry{name: "a/b/", typ: tar.TypeDir}, entry{name: "a", body: "x"}), Limits{}, job.CodeInvalid, "entries lie below it"},
+		{"below hard link", makeTar(t, entry{name: "f", body: "x"}, entry{name: "h", typ: tar.TypeLink, link: "f"}, entry{name: "h/b", body: "y"}), Limits{}, job.CodeInvalid, "below the file"},
+		{"symlink over dir", makeTar(t, entry{name: "d/f", body: "x"}, entry{name: "d", typ: tar.TypeSymlink, link: "e"}), Limits{}, job.CodeInvalid, "replaces a directory"},
 		{"device", makeTar(t, entry{name: "null", typ: tar.TypeChar}), Limits{}, job.CodeInvalid, "device"},
 		{"fifo", makeTar(t, entry{name: "p", typ: tar.TypeFifo}), Limits{}, job.CodeInvalid, "named pipe"},
 		{"too many", makeTar(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"}), Limits{MaxFiles: 2}, job.CodeTooLarge, "more than 2 files"},
@@ -166,6 +174,8 @@ func TestFromJSON(t *testing.T) {
 		`{"files": {"/etc/passwd": "a"}}`:                            "absolute",
 		`{"files": {"a": "!!"}, "build_context_encoding": "base64"}`: "illegal base64",
 		`{"files": {}}`:                                              "at least one",
+		`{"files": {"a": "x", "a/b": "y"}}`:                          "below the file",
+		`{"files": {"a/": "x", "a/b": "y"}}`:                         "below the file",
 		`{"nope": 1}`:                                                "unknown field",
 	} {
 		if _, err := FromJSON(strings.NewReader(body), Limits{}, io.Discard); err == nil || !strings.Contains(err.Error(), words) {
