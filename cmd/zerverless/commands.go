@@ -43,6 +43,7 @@ type workerFlags struct {
 	dockerMemoryMB    int
 	dockerPids        int64
 	dockerBudgetMB    int
+	dockerNSImageMB   int
 	dockerNoPull      bool
 	dockerImageUser   bool
 	dockerWorkerID    string
@@ -72,7 +73,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.dockerMaxPids, "docker-max-pids", dd.MaxPids, "most processes one container may ask for")
 	fs.IntVar(&f.dockerMemoryMB, "docker-memory-mb", dd.MemoryMB, "memory of a container whose job asks for none")
 	fs.Int64Var(&f.dockerPids, "docker-pids", dd.Pids, "process limit of a container whose job asks for none")
-	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled may take before the least recently used are removed (0: no budget)")
+	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled and built may take; past it the least recently used pulled images are removed (0: no budget)")
+	fs.IntVar(&f.dockerNSImageMB, "docker-namespace-image-mb", dd.NamespaceImageMB, "disk the images one namespace built on this worker may take; past it that namespace's least recently used built images are removed (0: only the image budget)")
 	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
 	fs.BoolVar(&f.dockerImageUser, "docker-allow-image-user", false, "run containers as their image's user instead of 65534")
 	fs.BoolVar(&f.dockerBuild, "docker-build", false, "also build images from Dockerfiles (needs --docker)")
@@ -117,6 +119,7 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.MemoryMB = f.dockerMemoryMB
 	dc.Pids = f.dockerPids
 	dc.ImageBudgetMB = f.dockerBudgetMB
+	dc.NamespaceImageMB = f.dockerNSImageMB
 	dc.Pull = !f.dockerNoPull
 	dc.AllowImageUser = f.dockerImageUser
 	if f.dockerWorkerID != "" {

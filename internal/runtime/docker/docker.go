@@ -21,7 +21,10 @@ type Docker struct {
 
 	provMu    sync.Mutex
 	provReady bool
-	pool      volumePool
+
+	anchorMu    sync.Mutex // guards anchorReady (buildlimits.go)
+	anchorReady bool
+	pool        volumePool
 
 	images imageCache
 
