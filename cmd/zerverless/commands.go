@@ -53,6 +53,8 @@ type workerFlags struct {
 	dockerBuildTimeout  time.Duration
 	dockerBuildMemoryMB int
 	dockerBuildCPUs     float64
+	dockerBuildPids     int64
+	dockerBuildDiskMB   int
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -82,6 +84,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.dockerBuildTimeout, "docker-build-timeout", dd.BuildTimeout, "longest build, whatever a job asks")
 	fs.IntVar(&f.dockerBuildMemoryMB, "docker-build-memory-mb", dd.BuildMemoryMB, "memory of each RUN step of a build, in MiB (no swap)")
 	fs.Float64Var(&f.dockerBuildCPUs, "docker-build-cpus", dd.BuildCPUs, "CPUs of each RUN step of a build")
+	fs.Int64Var(&f.dockerBuildPids, "docker-build-pids", dd.BuildPids, "processes of all of a build's RUN steps together")
+	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: derived from --name or the host name)")
 }
 
@@ -133,6 +137,8 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.BuildTimeout = f.dockerBuildTimeout
 	dc.BuildMemoryMB = f.dockerBuildMemoryMB
 	dc.BuildCPUs = f.dockerBuildCPUs
+	dc.BuildPids = f.dockerBuildPids
+	dc.BuildDiskMB = f.dockerBuildDiskMB
 	return nil
 }
 

@@ -38,20 +38,27 @@ import (
 //     uploaded one) is validated again while it streams and normalized
 //     into a temporary file.
 //  3. The base images are made present under the same policy as a job's
-//     image, and their ids read.
+//     image, and each is verified by the image the engine resolved it to
+//     (checkBase): a name the policy allows, no ONBUILD triggers. The
+//     Dockerfile the engine receives is pinned (buildctx.Dockerfile.Pin):
+//     every FROM and COPY --from names the verified image id or a stage,
+//     so the builder substitutes nothing in them.
 //  4. The cache key hashes the namespace, the Dockerfile, the context's
-//     digest, the build arguments, the base image ids and the build
-//     network. An image this worker built with that key (label
-//     LabelBuildKey) is tagged and used: no build.
+//     digest, the build arguments, the base image ids, the build network
+//     and the build limits. An image this worker built with that key
+//     (label LabelBuildKey) is tagged and used: no build.
 //  5. Otherwise the engine builds (the classic builder, API version 1)
 //     with network Config.BuildNetwork ("none" by default), memory and CPU
-//     limits, intermediate containers removed even on failure, under the
-//     build timeout. The JSON stream is the build log; an errorDetail is
-//     the job's error. After a failed or stopped build, the containers and
-//     the untagged intermediate images that the log names are removed.
+//     limits, inside the cgroup of an anchor container that bounds the
+//     pids, memory and CPU of all RUN steps together, with their disk
+//     writes measured (buildlimits.go), intermediate containers removed
+//     even on failure, under the build timeout. The JSON stream is the
+//     build log; an errorDetail is the job's error. After a failed or
+//     stopped build, the containers and the untagged intermediate images
+//     that the log names are removed.
 //  6. The image's size and layer count are checked (the image is removed
-//     when over), and it joins the images this runtime manages: the disk
-//     budget and the least-recently-used eviction.
+//     when over), and it joins the images this runtime manages, within
+//     its namespace's share and the disk budget (images.go).
 
 // Labels of built images.
 const (

@@ -19,7 +19,8 @@ const (
 	LabelWorkerID  = "io.zerverless.worker-id"
 	LabelJobID     = "io.zerverless.job-id"
 	// LabelRole says what a container or volume is for: "job", "output",
-	// "input", "scratch", or "provision" for the short-lived containers
+	// "input", "scratch", "build-anchor" (a build's cgroup parent), or
+	// "provision" for the short-lived containers
 	// that prepare volumes.
 	LabelRole = "io.zerverless.role"
 
