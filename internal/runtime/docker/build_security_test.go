@@ -313,6 +313,7 @@ func TestBuildStepDiskLimit(t *testing.T) {
 	if res.Status != job.StatusFailed || !strings.Contains(res.Error, "build disk limit of 64 MiB") {
 		t.Fatalf("%s %q", res.Status, res.Error)
 	}
+	t.Log(res.Error)
 	if _, err := testEngine.ImageInspect(context.Background(), tag); err == nil {
 		t.Fatal("the image was kept")
 	}

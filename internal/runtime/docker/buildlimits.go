@@ -3,6 +3,7 @@ package docker
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -29,8 +30,10 @@ import (
 // kernel applies the anchor's limits to all of them together: a fork bomb
 // stops at BuildPids processes, however many steps run. This needs the
 // engine's cgroupfs driver (where a container's cgroup is
-// <parent>/<id>); on an engine with the systemd driver, where a
-// container's cgroup cannot be nested in another's, builds are refused.
+// <parent>/<id>) on cgroup v1. With the systemd driver a container's
+// cgroup cannot be nested in another's, and cgroup v2 gives no
+// controllers to the children of a cgroup that holds a process (the
+// anchor's), so there builds are refused.
 //
 // What a RUN step writes goes to its container's writable layer, on the
 // engine's disk, which the storage drivers (overlay2 without project
@@ -150,8 +153,9 @@ func (d *Docker) startAnchor(ctx context.Context, jobID string) (cgroup string, 
 	if err != nil {
 		return "", nil, fmt.Errorf("engine info: %w", err)
 	}
-	if info.CgroupDriver != "cgroupfs" {
-		return "", nil, refuse("this worker's engine uses the %s cgroup driver; build steps can be confined only with cgroupfs, so this worker does not build", info.CgroupDriver)
+	if info.CgroupDriver != "cgroupfs" || info.CgroupVersion == "2" {
+		return "", nil, refuse("this worker's engine uses the %s cgroup driver with cgroup v%s; build steps can be confined only with cgroupfs on cgroup v1, so this worker does not build",
+			info.CgroupDriver, cmp.Or(info.CgroupVersion, "1"))
 	}
 	if err := d.ensureAnchorImage(ctx); err != nil {
 		return "", nil, err
