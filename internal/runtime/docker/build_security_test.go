@@ -343,3 +343,26 @@ func assertBuildGone(t *testing.T, log string) {
 		return nil
 	})
 }
+
+// TestBuildLimitsConfig: the build limits are validated like every other
+// setting.
+func TestBuildLimitsConfig(t *testing.T) {
+	for name, tweak := range map[string]func(*Config){
+		"pids 0":              func(c *Config) { c.BuildPids = 0 },
+		"disk negative":       func(c *Config) { c.BuildDiskMB = -1 },
+		"namespace share < 0": func(c *Config) { c.NamespaceImageMB = -1 },
+	} {
+		cfg := DefaultConfig()
+		cfg.Build = true
+		tweak(&cfg)
+		if _, err := New(cfg, testEngine); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if d := DefaultConfig(); d.BuildPids != 256 || d.BuildDiskMB != 1024 || d.NamespaceImageMB != 2048 {
+		t.Fatalf("defaults changed: %d %d %d (update the docs)", d.BuildPids, d.BuildDiskMB, d.NamespaceImageMB)
+	}
+	if len(waitProgram()) == 0 {
+		t.Fatal("no anchor program for this architecture")
+	}
+}
