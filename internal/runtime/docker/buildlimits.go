@@ -39,9 +39,11 @@ import (
 // engine's disk, which the storage drivers (overlay2 without project
 // quotas, fuse-overlayfs) do not bound. The runtime measures it instead:
 // while a step runs, its container's writable-layer size (SizeRw) is read
-// every diskPollEvery; the sizes of the build's steps add up, and past
-// Config.BuildDiskMB the step is killed, the build fails with an error
-// naming the limit, and its containers and layers are removed.
+// every diskPollEvery; the sizes of the build's steps add up, and when
+// they would pass Config.BuildDiskMB before the next measurement (at the
+// pace the step wrote since the last one) the step is killed, the build
+// fails with an error naming the limit, and its containers and layers are
+// removed.
 
 const (
 	anchorImage  = "zerverless/anchor:1"
@@ -252,7 +254,9 @@ func (w *diskWatch) watch(id string) {
 // build when the steps together pass the limit.
 func (w *diskWatch) measured(id string, size int64, ended bool) {
 	w.mu.Lock()
+	growth := int64(0)
 	if size >= 0 {
+		growth = max(size-w.current[id], 0)
 		w.current[id] = max(w.current[id], size)
 	}
 	total := w.done
@@ -263,9 +267,14 @@ func (w *diskWatch) measured(id string, size int64, ended bool) {
 		w.done += w.current[id]
 		delete(w.current, id)
 	}
-	over := total > w.limit && w.over == ""
+	// A step still writing is stopped when it would pass the limit before
+	// the next measurement, at the pace it wrote since the last one.
+	if ended {
+		growth = 0
+	}
+	over := total+growth > w.limit && w.over == ""
 	if over {
-		w.over = fmt.Sprintf("build steps wrote %.0f MiB, over this worker's build disk limit of %d MiB; the build was stopped",
+		w.over = fmt.Sprintf("build steps wrote %.0f MiB and were passing this worker's build disk limit of %d MiB; the build was stopped",
 			float64(total)/(1<<20), w.d.cfg.BuildDiskMB)
 	}
 	w.mu.Unlock()
