@@ -196,6 +196,10 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 			d.fillImageInfo(bctx, br)
 			d.rememberBuilt(b.Tag, b.SourceKey, br.SizeBytes)
 			br.DurationMS = time.Since(began).Milliseconds()
+			if why := d.admitBuilt(bctx, b.Tag, t.Namespace); why != "" {
+				d.removeImage(b.Tag)
+				return br, fail("%s; the image was removed", why)
+			}
 			return br, nil
 		}
 	}
