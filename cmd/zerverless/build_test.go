@@ -503,3 +503,31 @@ func TestBuildCLI(t *testing.T) {
 		t.Fatalf("--only: exit %d stdout %q stderr %q", code, out.String(), errOut.String())
 	}
 }
+
+// TestBuildProxyArgCannotChooseTheBase: the builder substitutes its
+// predefined proxy arguments in FROM without an ARG; namespace alice
+// cannot use that to build from namespace bob's image and read its secret.
+func TestBuildProxyArgCannotChooseTheBase(t *testing.T) {
+	fakeImage(t, "zerverless-test/busybox:build", nil)
+	srv, c := startServer(t, buildServerConfig(t))
+	secret := fmt.Sprintf("bob-secret-%d", time.Now().UnixNano())
+	b := postWait(t, srv, c, `{"job_type": "docker", "namespace": "bob", "image_tag": "secret:1", "build_only": true,
+	  "dockerfile": "FROM zerverless-test/busybox:build\nRUN echo `+secret+` > /secret"}`)
+	if b.Status != job.StatusCompleted || b.Build.Image != "zerverless/bob/secret:1" {
+		t.Fatalf("bob's build: %s %q", b.Status, b.Error)
+	}
+	a := postWait(t, srv, c, `{"job_type": "docker", "namespace": "alice",
+	  "dockerfile": "FROM ${HTTP_PROXY:-zerverless-test/busybox:build}\nRUN cat /secret; true",
+	  "build_args": {"HTTP_PROXY": "zerverless/bob/secret:1"},
+	  "docker_command": ["sh", "-c", "cat /secret; echo done"]}`)
+	out := a.Output + a.Error
+	if a.Build != nil {
+		out += a.Build.Log
+	}
+	if strings.Contains(out, secret) {
+		t.Fatalf("alice read bob's secret: %s", out)
+	}
+	if a.Status != job.StatusCompleted || !strings.Contains(a.Output, "done") {
+		t.Fatalf("alice's build from the allowed base: %s %q %q", a.Status, a.Output, a.Error)
+	}
+}

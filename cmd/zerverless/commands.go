@@ -44,6 +44,7 @@ type workerFlags struct {
 	dockerBudgetMB    int
 	dockerVolumeMB    int
 	dockerVolumeFiles int
+	dockerNSImageMB   int
 	dockerNoPull      bool
 	dockerImageUser   bool
 	dockerWorkerID    string
@@ -53,6 +54,8 @@ type workerFlags struct {
 	dockerBuildTimeout  time.Duration
 	dockerBuildMemoryMB int
 	dockerBuildCPUs     float64
+	dockerBuildPids     int64
+	dockerBuildDiskMB   int
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -73,7 +76,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.dockerMaxPids, "docker-max-pids", dd.MaxPids, "most processes one container may ask for")
 	fs.IntVar(&f.dockerMemoryMB, "docker-memory-mb", dd.MemoryMB, "memory of a container whose job asks for none")
 	fs.Int64Var(&f.dockerPids, "docker-pids", dd.Pids, "process limit of a container whose job asks for none")
-	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled may take before the least recently used are removed (0: no budget)")
+	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled and built may take; past it the least recently used pulled images are removed (0: no budget)")
+	fs.IntVar(&f.dockerNSImageMB, "docker-namespace-image-mb", dd.NamespaceImageMB, "disk the images one namespace built on this worker may take; past it that namespace's least recently used built images are removed (0: only the image budget)")
 	fs.IntVar(&f.dockerVolumeMB, "docker-volume-mb", dd.VolumeMB, "size of each volume a container can write (/output, each scratch volume, each VOLUME of its image), in MiB; tmpfs, counted against the container's memory")
 	fs.IntVar(&f.dockerVolumeFiles, "docker-volume-inodes", dd.VolumeInodes, "files and directories each such volume, and /tmp, may hold")
 	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
@@ -83,6 +87,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.dockerBuildTimeout, "docker-build-timeout", dd.BuildTimeout, "longest build, whatever a job asks")
 	fs.IntVar(&f.dockerBuildMemoryMB, "docker-build-memory-mb", dd.BuildMemoryMB, "memory of each RUN step of a build, in MiB (no swap)")
 	fs.Float64Var(&f.dockerBuildCPUs, "docker-build-cpus", dd.BuildCPUs, "CPUs of each RUN step of a build")
+	fs.Int64Var(&f.dockerBuildPids, "docker-build-pids", dd.BuildPids, "processes of all of a build's RUN steps together")
+	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -128,6 +134,7 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	dc.VolumeMB = f.dockerVolumeMB
 	dc.VolumeInodes = f.dockerVolumeFiles
+	dc.NamespaceImageMB = f.dockerNSImageMB
 	dc.Pull = !f.dockerNoPull
 	dc.AllowImageUser = f.dockerImageUser
 	if f.dockerWorkerID != "" {
@@ -141,6 +148,8 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.BuildTimeout = f.dockerBuildTimeout
 	dc.BuildMemoryMB = f.dockerBuildMemoryMB
 	dc.BuildCPUs = f.dockerBuildCPUs
+	dc.BuildPids = f.dockerBuildPids
+	dc.BuildDiskMB = f.dockerBuildDiskMB
 	return nil
 }
 

@@ -229,14 +229,23 @@ func (nw *normWriter) add(h *tar.Header, r io.Reader) error {
 	if _, dup := nw.seen[name]; dup {
 		return job.Invalid(field, "%q appears twice", name)
 	}
-	// A path below a symlink could be written through it.
+	// A path below a symlink could be written through it; a path below a
+	// file, or a file where entries below it are, is two things at once
+	// and would be resolved by whichever the extraction meets last.
 	for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
-		if nw.seen[dir] == tar.TypeSymlink {
+		switch typ, ok := nw.seen[dir]; {
+		case !ok || typ == tar.TypeDir:
+		case typ == tar.TypeSymlink:
 			return job.Invalid(field, "%q lies below the symlink %q", name, dir)
+		default:
+			return job.Invalid(field, "%q lies below the file %q", name, dir)
 		}
 	}
-	if h.Typeflag == tar.TypeSymlink && nw.dirs[name] {
-		return job.Invalid(field, "symlink %q replaces a directory with entries", name)
+	if h.Typeflag != tar.TypeDir && nw.dirs[name] {
+		if h.Typeflag == tar.TypeSymlink {
+			return job.Invalid(field, "symlink %q replaces a directory with entries", name)
+		}
+		return job.Invalid(field, "%q is a file, but entries lie below it", name)
 	}
 	for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
 		nw.dirs[dir] = true

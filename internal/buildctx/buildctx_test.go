@@ -78,6 +78,14 @@ func TestFromTar(t *testing.T) {
 		{"symlink up", makeTar(t, entry{name: "a/up", typ: tar.TypeSymlink, link: "../../etc"}), Limits{}, job.CodeInvalid, "outside"},
 		{"symlink climb after name", makeTar(t, entry{name: "e", typ: tar.TypeSymlink, link: "d/l/.."}), Limits{}, job.CodeInvalid, "after a name"},
 		{"below symlink", makeTar(t, entry{name: "d", typ: tar.TypeSymlink, link: "x"}, entry{name: "d/f", body: "x"}), Limits{}, job.CodeInvalid, "below the symlink"},
+		// A path cannot be a file and a directory at once, in either order,
+		// at any depth, and a hard link or symlink counts as a file.
+		{"file then below it", makeTar(t, entry{name: "a", body: "x"}, entry{name: "a/b", body: "y"}), Limits{}, job.CodeInvalid, "below the file"},
+		{"below then file", makeTar(t, entry{name: "a/b", body: "y"}, entry{name: "a", body: "x"}), Limits{}, job.CodeInvalid, "entries lie below it"},
+		{"deep below file", makeTar(t, entry{name: "a", body: "x"}, entry{name: "a/b/c/d", body: "y"}), Limits{}, job.CodeInvalid, "below the file"},
+		{"dir then file", makeTar(t, entry{name: "a/b/", typ: tar.TypeDir}, entry{name: "a", body: "x"}), Limits{}, job.CodeInvalid, "entries lie below it"},
+		{"below hard link", makeTar(t, entry{name: "f", body: "x"}, entry{name: "h", typ: tar.TypeLink, link: "f"}, entry{name: "h/b", body: "y"}), Limits{}, job.CodeInvalid, "below the file"},
+		{"symlink over dir", makeTar(t, entry{name: "d/f", body: "x"}, entry{name: "d", typ: tar.TypeSymlink, link: "e"}), Limits{}, job.CodeInvalid, "replaces a directory"},
 		{"device", makeTar(t, entry{name: "null", typ: tar.TypeChar}), Limits{}, job.CodeInvalid, "device"},
 		{"fifo", makeTar(t, entry{name: "p", typ: tar.TypeFifo}), Limits{}, job.CodeInvalid, "named pipe"},
 		{"too many", makeTar(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"}), Limits{MaxFiles: 2}, job.CodeTooLarge, "more than 2 files"},
@@ -166,6 +174,8 @@ func TestFromJSON(t *testing.T) {
 		`{"files": {"/etc/passwd": "a"}}`:                            "absolute",
 		`{"files": {"a": "!!"}, "build_context_encoding": "base64"}`: "illegal base64",
 		`{"files": {}}`:                                              "at least one",
+		`{"files": {"a": "x", "a/b": "y"}}`:                          "below the file",
+		`{"files": {"a/": "x", "a/b": "y"}}`:                         "below the file",
 		`{"nope": 1}`:                                                "unknown field",
 	} {
 		if _, err := FromJSON(strings.NewReader(body), Limits{}, io.Discard); err == nil || !strings.Contains(err.Error(), words) {
@@ -213,6 +223,61 @@ func TestCheckDockerfile(t *testing.T) {
 	for src, words := range bad {
 		_, err := CheckDockerfile(src, pol)
 		if job.ErrorCode(err) != job.CodeInvalid || job.ErrorField(err) != "dockerfile" || !strings.Contains(err.Error(), words) {
+			t.Errorf("%q: got %v, want %q", src, err, words)
+		}
+	}
+}
+
+// TestPin: the pinned Dockerfile names every image by the id it was
+// given and leaves no variable in FROM or COPY --from, whatever the
+// original wrote there; everything else parses as it did.
+func TestPin(t *testing.T) {
+	idA := "sha256:" + strings.Repeat("a", 64)
+	idB := "sha256:" + strings.Repeat("b", 64)
+	pol := Policy{AllowImages: []string{"busybox", "allowed/*"}, Namespace: "alice", BuildArgs: map[string]string{"V": "busybox", "HTTP_PROXY": "zerverless/bob/secret:1"}}
+	cases := []struct {
+		src, want string
+	}{
+		{"FROM busybox\nRUN echo hi", "FROM " + idA + "\nRUN echo hi\n"},
+		{"ARG V\nFROM ${V}\nRUN echo \\\n  continued", "ARG V\nFROM " + idA + "\nRUN echo   continued\n"},
+		// The builder would substitute HTTP_PROXY here; the pin leaves it nothing.
+		{"FROM ${HTTP_PROXY:-allowed/base:1} AS b\nFROM busybox\nCOPY --from=${HTTP_PROXY:-allowed/base:1} /a /a\nCOPY --chown=1:1 --from=b /x /y", "FROM " + idB + " AS b\nFROM " + idA + "\nCOPY --from=" + idB + " /a /a\nCOPY --chown=1:1 --from=b /x /y\n"},
+		{"ARG S=b\nFROM busybox AS b\nFROM scratch\nCOPY --from=$S /a /a\nCOPY --from=0 /a /b", "ARG S=b\nFROM " + idA + " AS b\nFROM scratch\nCOPY --from=b /a /a\nCOPY --from=0 /a /b\n"},
+		{"# escape=`\nFROM busybox\nRUN echo `\n  x", "# escape=`\nFROM " + idA + "\nRUN echo   x\n"},
+		{"FROM busybox\nCMD [\"sh\", \"-c\", \"echo $HOME\"]", "FROM " + idA + "\nCMD [\"sh\", \"-c\", \"echo $HOME\"]\n"},
+	}
+	ids := map[string]string{"busybox": idA, "allowed/base:1": idB}
+	for _, c := range cases {
+		df, err := CheckDockerfile(c.src, pol)
+		if err != nil {
+			t.Fatalf("%q: %v", c.src, err)
+		}
+		got, err := df.Pin(ids)
+		if err != nil || got != c.want {
+			t.Errorf("%q: pinned %q %v, want %q", c.src, got, err, c.want)
+			continue
+		}
+		if _, err := PinnedImages(got); err != nil {
+			t.Errorf("%q: %v", got, err)
+		}
+	}
+	df, _ := CheckDockerfile("FROM busybox", pol)
+	if _, err := df.Pin(map[string]string{"busybox": "busybox"}); err == nil {
+		t.Error("pinned to a name, not an id")
+	}
+	for _, src := range []string{"FROM busybox", "FROM ${X:-" + idA + "}", "FROM " + idA + "\nCOPY --from=alpine /a /a", "FROM " + idA + "\nCOPY --from=1 /a /a", "FROM " + strings.TrimPrefix(idA, "sha256:")} {
+		if _, err := PinnedImages(src); err == nil {
+			t.Errorf("%q passed as pinned", src)
+		}
+	}
+	for src, words := range map[string]string{
+		"FROM busybox\nADD ${HTTP_PROXY} /x":               "variables are not allowed in ADD",
+		"FROM --platform=$HTTP_PROXY busybox":              "--platform",
+		"FROM busybox\nCOPY --from=0 /a /a":                "not an earlier stage",
+		"FROM busybox\nFROM busybox\nCOPY --from=-1 /a /a": "not an earlier stage",
+		"FROM busybox AS $X":                               "stage name",
+	} {
+		if _, err := CheckDockerfile(src, pol); err == nil || !strings.Contains(err.Error(), words) {
 			t.Errorf("%q: got %v, want %q", src, err, words)
 		}
 	}

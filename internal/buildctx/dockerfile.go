@@ -42,6 +42,19 @@ type Dockerfile struct {
 	BaseImages []string
 	// Instructions counts the instructions.
 	Instructions int
+
+	// res is the parse; refs the image reference of every FROM and COPY
+	// --from, resolved, by node.
+	res  *parser.Result
+	refs map[*parser.Node]stageRef
+}
+
+// stageRef is what one FROM or COPY --from names once its variables are
+// resolved: an image (BaseImages), a stage name or index, or scratch.
+type stageRef struct {
+	value string
+	image bool
+	flag  string // COPY: the --from flag as written
 }
 
 const dfField = "dockerfile"
@@ -93,7 +106,7 @@ func CheckDockerfile(src string, p Policy) (Dockerfile, error) {
 		}
 		return Dockerfile{}, dfError(line, "syntax error: %v", errors.Unwrap(err))
 	}
-	v := &validator{p: p, args: map[string]*string{}, stages: map[string]bool{}}
+	v := &validator{p: p, args: map[string]*string{}, stages: map[string]bool{}, refs: map[*parser.Node]stageRef{}}
 	nodes := res.AST.Children
 	if len(nodes) > p.MaxInstructions {
 		return Dockerfile{}, dfError(nodes[p.MaxInstructions].StartLine, "more than %d instructions", p.MaxInstructions)
@@ -106,7 +119,7 @@ func CheckDockerfile(src string, p Policy) (Dockerfile, error) {
 	if v.froms == 0 {
 		return Dockerfile{}, dfError(0, "has no FROM instruction")
 	}
-	return Dockerfile{BaseImages: v.bases, Instructions: len(nodes)}, nil
+	return Dockerfile{BaseImages: v.bases, Instructions: len(nodes), res: res, refs: v.refs}, nil
 }
 
 type validator struct {
@@ -115,6 +128,7 @@ type validator struct {
 	stages map[string]bool
 	froms  int
 	bases  []string
+	refs   map[*parser.Node]stageRef
 }
 
 func (v *validator) instruction(n *parser.Node) error {
@@ -169,6 +183,11 @@ func (v *validator) instruction(n *parser.Node) error {
 		}
 		if len(args) > 0 {
 			for _, src := range args[:len(args)-1] {
+				// The engine itself fetches a URL source, outside the
+				// build's network: a variable could become one.
+				if strings.Contains(src, "$") {
+					return dfError(line, "ADD %s: variables are not allowed in ADD sources; use COPY", src)
+				}
 				if urlRE.MatchString(src) {
 					return dfError(line, "ADD from a URL (%s) is not allowed: builds have no network; put the file in the build context", src)
 				}
@@ -180,7 +199,7 @@ func (v *validator) instruction(n *parser.Node) error {
 			switch name {
 			case "chown", "chmod":
 			case "from":
-				if err := v.copyFrom(line, flagValue(f)); err != nil {
+				if err := v.copyFrom(n, f); err != nil {
 					return err
 				}
 			default:
@@ -208,55 +227,79 @@ func (v *validator) from(n *parser.Node, args []string) error {
 		if flagName(f) != "platform" {
 			return dfError(line, "FROM option %s is not allowed", f)
 		}
+		if strings.Contains(f, "$") {
+			return dfError(line, "FROM %s: variables are not allowed in --platform", f)
+		}
 	}
 	if len(args) != 1 && !(len(args) == 3 && strings.EqualFold(args[1], "as")) {
 		return dfError(line, "FROM takes an image and optionally AS name")
+	}
+	if len(args) == 3 && !stageNameRE.MatchString(args[2]) {
+		return dfError(line, "FROM ... AS %s: a stage name is a letter followed by letters, digits, '_', '-' or '.'", args[2])
 	}
 	v.froms++
 	ref, err := v.expand(args[0])
 	if err != nil {
 		return dfError(line, "FROM %s: %v", args[0], err)
 	}
-	if err := v.base(line, ref); err != nil {
+	image, err := v.base(line, ref)
+	if err != nil {
 		return err
 	}
+	v.refs[n] = stageRef{value: ref, image: image}
 	if len(args) == 3 {
 		v.stages[strings.ToLower(args[2])] = true
 	}
 	return nil
 }
 
-func (v *validator) copyFrom(line int, from string) error {
-	if _, err := strconv.Atoi(from); err == nil {
-		return nil // a stage index
+var stageNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]*$`)
+
+func (v *validator) copyFrom(n *parser.Node, flag string) error {
+	from := flagValue(flag)
+	if _, dup := v.refs[n]; dup {
+		return dfError(n.StartLine, "COPY takes --from once")
+	}
+	if i, err := strconv.Atoi(from); err == nil {
+		if i < 0 || i >= v.froms-1 || strconv.Itoa(i) != from {
+			return dfError(n.StartLine, "COPY --from=%s: not an earlier stage", from)
+		}
+		v.refs[n] = stageRef{value: from, flag: flag}
+		return nil
 	}
 	ref, err := v.expand(from)
 	if err != nil {
-		return dfError(line, "COPY --from=%s: %v", from, err)
+		return dfError(n.StartLine, "COPY --from=%s: %v", from, err)
 	}
-	return v.base(line, ref)
+	image, err := v.base(n.StartLine, ref)
+	if err != nil {
+		return err
+	}
+	v.refs[n] = stageRef{value: ref, image: image, flag: flag}
+	return nil
 }
 
-// base checks one image the build starts from.
-func (v *validator) base(line int, ref string) error {
+// base checks one image the build starts from; it reports whether ref
+// names an image (not scratch, not an earlier stage).
+func (v *validator) base(line int, ref string) (bool, error) {
 	lower := strings.ToLower(ref)
 	if lower == "scratch" || v.stages[lower] {
-		return nil
+		return false, nil
 	}
 	if err := job.ValidateImageRef(ref); err != nil {
-		return dfError(line, "base image: %v", err)
+		return false, dfError(line, "base image: %v", err)
 	}
 	if ns, built := job.ImageNamespace(ref); built {
 		if ns != v.p.Namespace {
-			return dfError(line, "base image %s belongs to another namespace", ref)
+			return false, dfError(line, "base image %s belongs to another namespace", ref)
 		}
 	} else if len(v.p.AllowImages) > 0 && !job.MatchImage(v.p.AllowImages, ref) {
-		return dfError(line, "base image %s is not allowed (allowed: %s)", ref, strings.Join(v.p.AllowImages, ", "))
+		return false, dfError(line, "base image %s is not allowed (allowed: %s)", ref, strings.Join(v.p.AllowImages, ", "))
 	}
 	if !slices.Contains(v.bases, ref) {
 		v.bases = append(v.bases, ref)
 	}
-	return nil
+	return true, nil
 }
 
 var varRE = regexp.MustCompile(`\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)`)

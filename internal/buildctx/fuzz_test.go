@@ -3,6 +3,7 @@ package buildctx
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -87,6 +88,19 @@ func FuzzCheckDockerfile(f *testing.F) {
 			if !strings.HasPrefix(b, "busybox") && !strings.HasPrefix(b, "python:") && !strings.HasPrefix(b, "zerverless/ns/") {
 				t.Fatalf("accepted base image %q", b)
 			}
+		}
+		// An accepted Dockerfile pins, and the pin names only the ids given.
+		ids := map[string]string{}
+		for i, b := range df.BaseImages {
+			ids[b] = fmt.Sprintf("sha256:%064x", i)
+		}
+		pinned, err := df.Pin(ids)
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		got, err := PinnedImages(pinned)
+		if err != nil || len(got) != len(df.BaseImages) {
+			t.Fatalf("%q pinned %q: %v %v", src, pinned, got, err)
 		}
 	})
 }

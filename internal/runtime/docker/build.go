@@ -38,20 +38,27 @@ import (
 //     uploaded one) is validated again while it streams and normalized
 //     into a temporary file.
 //  3. The base images are made present under the same policy as a job's
-//     image, and their ids read.
+//     image, and each is verified by the image the engine resolved it to
+//     (checkBase): a name the policy allows, no ONBUILD triggers. The
+//     Dockerfile the engine receives is pinned (buildctx.Dockerfile.Pin):
+//     every FROM and COPY --from names the verified image id or a stage,
+//     so the builder substitutes nothing in them.
 //  4. The cache key hashes the namespace, the Dockerfile, the context's
-//     digest, the build arguments, the base image ids and the build
-//     network. An image this worker built with that key (label
-//     LabelBuildKey) is tagged and used: no build.
+//     digest, the build arguments, the base image ids, the build network
+//     and the build limits. An image this worker built with that key
+//     (label LabelBuildKey) is tagged and used: no build.
 //  5. Otherwise the engine builds (the classic builder, API version 1)
 //     with network Config.BuildNetwork ("none" by default), memory and CPU
-//     limits, intermediate containers removed even on failure, under the
-//     build timeout. The JSON stream is the build log; an errorDetail is
-//     the job's error. After a failed or stopped build, the containers and
-//     the untagged intermediate images that the log names are removed.
+//     limits, inside the cgroup of an anchor container that bounds the
+//     pids, memory and CPU of all RUN steps together, with their disk
+//     writes measured (buildlimits.go), intermediate containers removed
+//     even on failure, under the build timeout. The JSON stream is the
+//     build log; an errorDetail is the job's error. After a failed or
+//     stopped build, the containers and the untagged intermediate images
+//     that the log names are removed.
 //  6. The image's size and layer count are checked (the image is removed
-//     when over), and it joins the images this runtime manages: the disk
-//     budget and the least-recently-used eviction.
+//     when over), and it joins the images this runtime manages, within
+//     its namespace's share and the disk budget (images.go).
 
 // Labels of built images.
 const (
@@ -155,6 +162,7 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 	defer ctxFile.Close()
 
 	baseIDs := make([]string, 0, len(df.BaseImages))
+	pins := make(map[string]string, len(df.BaseImages))
 	for _, ref := range df.BaseImages {
 		id, release, err := d.baseImage(bctx, t.Namespace, ref)
 		if err != nil {
@@ -169,6 +177,13 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 		}
 		defer release()
 		baseIDs = append(baseIDs, id)
+		pins[ref] = id
+	}
+	// What the engine builds from is exactly what was checked: every FROM
+	// and COPY --from by the id just verified, nothing left to substitute.
+	pinned, err := df.Pin(pins)
+	if err != nil {
+		return nil, fail("dockerfile: %v", err)
 	}
 	key := d.buildKey(t.Namespace, b, info.SHA256, baseIDs)
 	br := &job.BuildResult{Image: b.Tag, CacheKey: key}
@@ -181,11 +196,15 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 			d.fillImageInfo(bctx, br)
 			d.rememberBuilt(b.Tag, b.SourceKey, br.SizeBytes)
 			br.DurationMS = time.Since(began).Milliseconds()
+			if why := d.admitBuilt(bctx, b.Tag, t.Namespace); why != "" {
+				d.removeImage(b.Tag)
+				return br, fail("%s; the image was removed", why)
+			}
 			return br, nil
 		}
 	}
 
-	res := d.engineBuild(bctx, t, key, ctxFile, br)
+	res := d.engineBuild(bctx, t, key, pinned, ctxFile, br)
 	br.DurationMS = time.Since(began).Milliseconds()
 	if res != nil {
 		if runtime.Interrupted(bctx) != "" {
@@ -211,7 +230,10 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 		return br, fail("%s; it was removed", over)
 	}
 	d.rememberBuilt(b.Tag, b.SourceKey, br.SizeBytes)
-	d.evict(bctx, b.Tag)
+	if why := d.admitBuilt(bctx, b.Tag, t.Namespace); why != "" {
+		d.removeImage(b.Tag)
+		return br, fail("%s; the image was removed", why)
+	}
 	return br, nil
 }
 
@@ -258,8 +280,8 @@ func (d *Docker) buildContext(ctx context.Context, t *job.Task) (*os.File, build
 	return f, info, nil
 }
 
-// baseImage makes a base image present and returns its id; release ends
-// its use.
+// baseImage makes a base image present, verifies the image the engine
+// resolves ref to, and returns its id; release ends its use.
 func (d *Docker) baseImage(ctx context.Context, namespace, ref string) (string, func(), error) {
 	if err := d.checkImageNamespace(ctx, "FROM", ref, namespace); err != nil {
 		return "", nil, err
@@ -269,6 +291,9 @@ func (d *Docker) baseImage(ctx context.Context, namespace, ref string) (string, 
 		return "", nil, err
 	}
 	info, err := d.engine.ImageInspect(ctx, ref)
+	if err == nil {
+		err = d.checkBase(info, namespace, ref)
+	}
 	if err != nil {
 		release()
 		return "", nil, err
@@ -276,11 +301,45 @@ func (d *Docker) baseImage(ctx context.Context, namespace, ref string) (string, 
 	return info.ID, release, nil
 }
 
+// checkBase verifies, by the image itself rather than by the name it was
+// asked for, that a build may start from it: one of its names must be one
+// the policy allows (a tag or digest outside zerverless/ that
+// Config.AllowImages admits, or a tag of the build's own namespace), so
+// that no spelling, id prefix or alias reaches an untagged layer, another
+// namespace's image or an image outside the allow-list; and it must carry
+// no ONBUILD triggers, which the builder would run as if the Dockerfile
+// had them.
+func (d *Docker) checkBase(info image.InspectResponse, namespace, ref string) error {
+	if !imageIDFullRE.MatchString(info.ID) {
+		return fmt.Errorf("the engine gave %s the id %q", ref, info.ID)
+	}
+	if info.Config != nil && len(info.Config.OnBuild) > 0 {
+		return refuse("%s has ONBUILD triggers; build from an image without them", ref)
+	}
+	for _, name := range slices.Concat(info.RepoTags, info.RepoDigests) {
+		if ns, built := job.ImageNamespace(name); built {
+			if ns == namespace {
+				return nil
+			}
+			continue
+		}
+		if len(d.cfg.AllowImages) == 0 || job.MatchImage(d.cfg.AllowImages, name) {
+			return nil
+		}
+	}
+	if len(info.RepoTags) == 0 && len(info.RepoDigests) == 0 {
+		return refuse("%s is an untagged image; name images by tag", ref)
+	}
+	return refuse("%s is %s, which this build may not use", ref, shortID(info.ID))
+}
+
+var imageIDFullRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
 // buildKey hashes everything that decides what a build produces.
 func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest string, baseIDs []string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "zerverless build v1\nns %q\nnetwork %q\ncontext %s\ndockerfile %q\n",
-		namespace, d.cfg.BuildNetwork, contextDigest, b.Dockerfile)
+	fmt.Fprintf(h, "zerverless build v2\nns %q\nnetwork %q\nlimits %d %g %d %d\ncontext %s\ndockerfile %q\n",
+		namespace, d.cfg.BuildNetwork, d.cfg.BuildMemoryMB, d.cfg.BuildCPUs, d.cfg.BuildPids, d.cfg.BuildDiskMB, contextDigest, b.Dockerfile)
 	for _, k := range sortedKeys(b.Args) {
 		fmt.Fprintf(h, "arg %q %q\n", k, b.Args[k])
 	}
@@ -323,16 +382,29 @@ var (
 
 // engineBuild runs the engine's build and reads its log. It returns nil
 // when the image was built (br.ImageID set), else the failed result.
-func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFile io.Reader, br *job.BuildResult) *job.Result {
+func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile string, ctxFile io.Reader, br *job.BuildResult) *job.Result {
 	b := t.Spec.Docker.Build
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeEngineContext(pw, ctxFile, b.Dockerfile)) }()
+	go func() { pw.CloseWithError(writeEngineContext(pw, ctxFile, dockerfile)) }()
 	defer pr.Close()
 
 	args := make(map[string]*string, len(b.Args))
 	for k, v := range b.Args {
 		args[k] = &v
 	}
+	cgroup, removeAnchor, err := d.startAnchor(ctx, t.JobID)
+	if err != nil {
+		var se *specError
+		if errors.As(err, &se) {
+			return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: se.msg}
+		}
+		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: fmt.Sprintf("build: %v", err)}
+	}
+	defer removeAnchor()
+	ctx, stopBuild := context.WithCancel(ctx)
+	defer stopBuild()
+	disk := d.newDiskWatch(ctx, stopBuild)
+
 	labels := d.labels("build", t.JobID)
 	labels[LabelBuildKey] = key
 	labels[LabelSourceKey] = b.SourceKey
@@ -340,23 +412,24 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFi
 	mem := int64(d.cfg.BuildMemoryMB) << 20
 	cacheFrom := d.cacheSources(ctx, t.Namespace)
 	opts := build.ImageBuildOptions{
-		CacheFrom:   cacheFrom,
-		NoCache:     len(cacheFrom) == 0,
-		Version:     build.BuilderV1,
-		Tags:        []string{b.Tag},
-		Dockerfile:  dockerfileName,
-		BuildArgs:   args,
-		Labels:      labels,
-		Remove:      true,
-		ForceRemove: true,
-		PullParent:  false,
-		NetworkMode: d.cfg.BuildNetwork,
-		Memory:      mem,
-		MemorySwap:  mem,
-		CPUPeriod:   100000,
-		CPUQuota:    int64(d.cfg.BuildCPUs * 100000),
-		ShmSize:     64 << 20,
-		Ulimits:     []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
+		CacheFrom:    cacheFrom,
+		NoCache:      len(cacheFrom) == 0,
+		Version:      build.BuilderV1,
+		Tags:         []string{b.Tag},
+		Dockerfile:   dockerfileName,
+		BuildArgs:    args,
+		Labels:       labels,
+		Remove:       true,
+		ForceRemove:  true,
+		PullParent:   false,
+		NetworkMode:  d.cfg.BuildNetwork,
+		Memory:       mem,
+		MemorySwap:   mem,
+		CPUPeriod:    100000,
+		CPUQuota:     int64(d.cfg.BuildCPUs * 100000),
+		CgroupParent: cgroup,
+		ShmSize:      64 << 20,
+		Ulimits:      []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
 	}
 	logBuf := &runtime.CappedBuffer{Limit: d.cfg.BuildLogBytes}
 	var full strings.Builder // what the cleanup needs from the log
@@ -391,6 +464,9 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFi
 			break
 		}
 		if m.Stream != "" {
+			if r := runningInRE.FindStringSubmatch(m.Stream); r != nil {
+				disk.watch(r[1])
+			}
 			logBuf.Write([]byte(m.Stream))
 			if strings.Contains(m.Stream, "--->") && full.Len() < 1<<20 {
 				full.WriteString(m.Stream)
@@ -411,6 +487,15 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key string, ctxFi
 		if buildErr != "" {
 			logBuf.Write([]byte(buildErr + "\n"))
 		}
+	}
+	if over := disk.result(); over != "" {
+		d.cleanupBuild(full.String())
+		if br.ImageID != "" {
+			d.removeImage(br.ImageID)
+			br.ImageID = ""
+		}
+		logBuf.Write([]byte(over + "\n"))
+		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: over}
 	}
 	if ctx.Err() != nil || buildErr != "" || br.ImageID == "" {
 		d.cleanupBuild(full.String())
@@ -566,6 +651,7 @@ func (d *Docker) rememberBuilt(tag, sourceKey string, size int64) {
 		d.images.pulled[tag] = ci
 	}
 	ci.size, ci.lastUsed, ci.built, ci.sourceKey = size, time.Now(), true, sourceKey
+	ci.namespace, _ = job.ImageNamespace(tag)
 }
 
 // LoadBuilt adopts the images this worker id built in an earlier run

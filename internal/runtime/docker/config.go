@@ -79,11 +79,16 @@ type Config struct {
 	MaxImageMB int
 	// Prepull is pulled by Prepull, at worker start.
 	Prepull []string
-	// ImageBudgetMB is the disk the images this runtime pulled may take;
-	// past it, the least recently used of them that no job is using are
-	// removed (default 10240; 0: no budget). Images the runtime did not
-	// pull are never removed.
+	// ImageBudgetMB is the disk the images this runtime pulled and built
+	// may take; past it, the least recently used pulled images that no job
+	// is using are removed (default 10240; 0: no budget). Images the
+	// runtime did not pull or build are never removed.
 	ImageBudgetMB int
+	// NamespaceImageMB is the disk the images one namespace built on this
+	// worker may take (default 2048; 0: only ImageBudgetMB bounds them).
+	// Built images are never removed to make room for another namespace's
+	// or for a pull; see images.go.
+	NamespaceImageMB int
 
 	// WarmHolders is how many volume holders, each with an /output and an
 	// /input volume, are kept ready for the next jobs (default 2; 0 makes
@@ -102,6 +107,14 @@ type Config struct {
 	// 1024 MiB without swap, 1 CPU).
 	BuildMemoryMB int
 	BuildCPUs     float64
+	// BuildPids bounds the processes of all of a build's RUN steps
+	// together (default 256), through the build's anchor container (see
+	// buildlimits.go).
+	BuildPids int64
+	// BuildDiskMB bounds what a build's RUN steps write to the engine's
+	// disk, together (default 1024); past it the build is stopped and
+	// fails. 0: no limit.
+	BuildDiskMB int
 	// BuildTimeout caps a build, whatever the job asks (default 10
 	// minutes). It is separate from the run's timeout.
 	BuildTimeout time.Duration
@@ -157,11 +170,14 @@ func DefaultConfig() Config {
 		PullTimeout:      5 * time.Minute,
 		MaxImageMB:       2048,
 		ImageBudgetMB:    10240,
+		NamespaceImageMB: 2048,
 		WarmHolders:      2,
 		CgroupRoot:       "/sys/fs/cgroup",
 		BuildNetwork:     "none",
 		BuildMemoryMB:    1024,
 		BuildCPUs:        1,
+		BuildPids:        256,
+		BuildDiskMB:      1024,
 		BuildTimeout:     10 * time.Minute,
 		MaxBuiltImageMB:  2048,
 		MaxLayers:        64,
@@ -198,7 +214,7 @@ func (c *Config) validate() error {
 	if c.PullTimeout <= 0 {
 		errs = append(errs, errors.New("pull timeout must be positive"))
 	}
-	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.WarmHolders < 0 {
+	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.NamespaceImageMB < 0 || c.WarmHolders < 0 {
 		errs = append(errs, errors.New("image limits and warm holders must not be negative"))
 	}
 	if c.UpkeepInterval <= 0 || c.ReapGrace < 0 || c.MaxRunTime <= 0 {
@@ -210,8 +226,8 @@ func (c *Config) validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("build network %q must be none, bridge or default", c.BuildNetwork))
 		}
-		if c.BuildMemoryMB < 6 || c.BuildCPUs <= 0 || c.BuildTimeout <= 0 || c.BuildLogBytes <= 0 {
-			errs = append(errs, errors.New("build memory, CPUs, timeout and log size must be positive"))
+		if c.BuildMemoryMB < 6 || c.BuildCPUs <= 0 || c.BuildPids <= 0 || c.BuildTimeout <= 0 || c.BuildLogBytes <= 0 || c.BuildDiskMB < 0 {
+			errs = append(errs, errors.New("build memory, CPUs, pids, timeout and log size must be positive, and the build disk limit not negative"))
 		}
 	}
 	if c.BuildNetwork == "" {

@@ -24,6 +24,9 @@ type Docker struct {
 	provMu    sync.Mutex
 	provReady bool
 
+	anchorMu    sync.Mutex // guards anchorReady (buildlimits.go)
+	anchorReady bool
+
 	pool   kitPool
 	images imageCache
 

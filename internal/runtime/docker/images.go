@@ -34,19 +34,30 @@ import (
 // digest ("repo@sha256:...") pins the image: the engine verifies it.
 //
 // The runtime records the images it pulled itself, in memory, with their
-// size and last use. When they take more than Config.ImageBudgetMB, the
-// least recently used of them that no run is using are removed by the
-// reference they were pulled as. Images it did not pull — present before,
-// or pulled by an earlier process — are never removed.
+// size and last use, and the images it built, with their namespace.
+// Pulled images are shared: when everything recorded takes more than
+// Config.ImageBudgetMB, the least recently used pulled images that no run
+// is using are removed by the reference they were pulled as (a later job
+// pulls them again). Built images cannot be pulled again, so no one
+// tenant's work may remove another's: each namespace's built images are
+// bounded by Config.NamespaceImageMB, and a build past its namespace's
+// share removes that namespace's own least recently used built images
+// (never one in use), then pulled images to stay within the budget. A
+// build that still does not fit — its image alone over the share, or the
+// budget full of other namespaces' built images and images in use — fails
+// and its image is removed. Images the runtime did not pull or build —
+// present before, or pulled by an earlier process — are never removed.
 
 type cachedImage struct {
 	ref      string
 	size     int64
 	lastUsed time.Time
 	inUse    int
-	// built images were built by this runtime from sourceKey.
+	// built images were built by this runtime from sourceKey, for
+	// namespace.
 	built     bool
 	sourceKey string
+	namespace string
 }
 
 type imageCache struct {
@@ -217,37 +228,92 @@ func registryAuth(r name.Reference) (string, error) {
 }
 
 // evict removes least recently used pulled images, other than keep and
-// those in use, while the pulled images exceed the budget.
-func (d *Docker) evict(ctx context.Context, keep string) {
+// those in use, while the images recorded exceed the budget. It never
+// removes a built image. It reports whether they now fit.
+func (d *Docker) evict(ctx context.Context, keep string) bool {
 	budget := int64(d.cfg.ImageBudgetMB) << 20
 	if budget <= 0 {
-		return
+		return true
 	}
 	d.images.mu.Lock()
 	var total int64
 	var candidates []*cachedImage
 	for _, ci := range d.images.pulled {
 		total += ci.size
-		if ci.ref != keep && ci.inUse == 0 {
+		if ci.ref != keep && ci.inUse == 0 && !ci.built {
 			candidates = append(candidates, ci)
 		}
 	}
+	victims := d.images.takeLRULocked(candidates, &total, budget)
+	d.images.mu.Unlock()
+	d.removeVictims(ctx, victims)
+	return total <= budget
+}
+
+// takeLRULocked removes from the cache the least recently used of
+// candidates while *total exceeds limit, and returns them. The caller
+// holds c.mu and removes them from the engine.
+func (c *imageCache) takeLRULocked(candidates []*cachedImage, total *int64, limit int64) []*cachedImage {
 	sort.Slice(candidates, func(i, j int) bool { return candidates[i].lastUsed.Before(candidates[j].lastUsed) })
 	var victims []*cachedImage
 	for _, ci := range candidates {
-		if total <= budget {
+		if *total <= limit {
 			break
 		}
 		victims = append(victims, ci)
-		total -= ci.size
-		delete(d.images.pulled, ci.ref)
+		*total -= ci.size
+		delete(c.pulled, ci.ref)
 	}
-	d.images.mu.Unlock()
+	return victims
+}
+
+func (d *Docker) removeVictims(ctx context.Context, victims []*cachedImage) {
 	for _, ci := range victims {
 		if _, err := d.engine.ImageRemove(ctx, ci.ref, image.RemoveOptions{PruneChildren: true}); err != nil && !errdefs.IsNotFound(err) {
 			d.cfg.Logger.Warn("docker image eviction failed", "worker_id", d.cfg.WorkerID, "image", ci.ref, "err", err)
 		}
 	}
+}
+
+// admitBuilt makes room for tag, just built for namespace and recorded:
+// first within the namespace's share, from its own least recently used
+// built images, then within the budget, from pulled images. It returns
+// why the image does not fit, or "" when it does; the caller then removes
+// the image.
+func (d *Docker) admitBuilt(ctx context.Context, tag, namespace string) string {
+	if share := int64(d.cfg.NamespaceImageMB) << 20; share > 0 {
+		d.images.mu.Lock()
+		var total int64
+		var candidates []*cachedImage
+		for _, ci := range d.images.pulled {
+			if !ci.built || ci.namespace != namespace {
+				continue
+			}
+			total += ci.size
+			if ci.ref != tag && ci.inUse == 0 {
+				candidates = append(candidates, ci)
+			}
+		}
+		victims := d.images.takeLRULocked(candidates, &total, share)
+		d.images.mu.Unlock()
+		d.removeVictims(ctx, victims)
+		if total > share {
+			d.forget(tag)
+			return fmt.Sprintf("namespace %s's built images would take %.1f MiB on this worker, over its share of %d MiB", namespace, float64(total)/(1<<20), d.cfg.NamespaceImageMB)
+		}
+	}
+	if !d.evict(ctx, tag) {
+		d.forget(tag)
+		return fmt.Sprintf("this worker's image budget of %d MiB is taken by images in use and other namespaces' built images", d.cfg.ImageBudgetMB)
+	}
+	return ""
+}
+
+// forget drops ref from the images this runtime manages.
+func (d *Docker) forget(ref string) {
+	d.images.mu.Lock()
+	defer d.images.mu.Unlock()
+	delete(d.images.pulled, ref)
 }
 
 // PulledImages returns the references of the images this runtime pulled

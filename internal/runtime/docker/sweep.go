@@ -22,7 +22,8 @@ const (
 	LabelJobID     = "io.zerverless.job-id"
 	// LabelRole says what a container or volume is for: "job", "output",
 	// "input", "scratch", "holder" for the containers that keep a run's
-	// volumes mounted (volumes.go), or "build".
+	// volumes mounted (volumes.go), "build-anchor" for a build's cgroup
+	// parent (buildlimits.go), or "build".
 	LabelRole = "io.zerverless.role"
 	// LabelInstance is random for each runtime (each process): Sweep
 	// never removes what its own runtime made, even when a worker id is

@@ -1,0 +1,298 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/errdefs"
+)
+
+// Confining build steps.
+//
+// The engine's classic builder runs each RUN step in a container of its
+// own, with the memory and CPU limits and the network of the build's
+// options, and nothing else: no pids limit, no capability set of ours.
+// What it does take is a cgroup parent. So each build first starts an
+// anchor: a container of the runtime's own tiny image (anchorImage, one
+// static program that waits forever) under the strict profile, with the
+// build's pids, memory and CPU limits (Config.BuildPids, BuildMemoryMB,
+// BuildCPUs), no capabilities and no network. Its cgroup is the build's
+// cgroup parent, so every RUN container is created inside it and the
+// kernel applies the anchor's limits to all of them together: a fork bomb
+// stops at BuildPids processes, however many steps run. This needs the
+// engine's cgroupfs driver (where a container's cgroup is
+// <parent>/<id>) on cgroup v1. With the systemd driver a container's
+// cgroup cannot be nested in another's, and cgroup v2 gives no
+// controllers to the children of a cgroup that holds a process (the
+// anchor's), so there builds are refused.
+//
+// What a RUN step writes goes to its container's writable layer, on the
+// engine's disk, which the storage drivers (overlay2 without project
+// quotas, fuse-overlayfs) do not bound. The runtime measures it instead:
+// while a step runs, its container's writable-layer size (SizeRw) is read
+// every diskPollEvery; the sizes of the build's steps add up, and when
+// they would pass Config.BuildDiskMB before the next measurement (at the
+// pace the step wrote since the last one) the step is killed, the build
+// fails with an error naming the limit, and its containers and layers are
+// removed.
+
+const (
+	anchorImage  = "zerverless/anchor:1"
+	anchorBinary = "/wait"
+	// diskPollEvery is how often a running build step's size is read.
+	diskPollEvery = 200 * time.Millisecond
+)
+
+// waitProgram returns a static Linux executable for this machine that
+// blocks forever (pause(2) on amd64, ppoll(2) with nothing to wait for on
+// arm64), or nil on other architectures.
+func waitProgram() []byte {
+	var machine uint16
+	var code []byte
+	switch goruntime.GOARCH {
+	case "amd64":
+		machine = 62 // EM_X86_64
+		code = []byte{
+			0xb8, 0x22, 0x00, 0x00, 0x00, // mov eax, 34 (pause)
+			0x0f, 0x05, // syscall
+			0xeb, 0xf7, // jmp back to the mov
+		}
+	case "arm64":
+		machine = 183 // EM_AARCH64
+		for _, insn := range []uint32{
+			0xd2800000, // mov x0, #0
+			0xd2800001, // mov x1, #0
+			0xd2800002, // mov x2, #0
+			0xd2800003, // mov x3, #0
+			0xd2800928, // mov x8, #73 (ppoll)
+			0xd4000001, // svc #0
+			0x17fffffa, // b back to the first mov
+		} {
+			code = binary.LittleEndian.AppendUint32(code, insn)
+		}
+	default:
+		return nil
+	}
+	const base, ehsize, phsize = 0x400000, 64, 56
+	size := uint64(ehsize + phsize + len(code))
+	var b bytes.Buffer
+	le := binary.LittleEndian
+	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	binary.Write(&b, le, struct {
+		Type, Machine                          uint16
+		Version                                uint32
+		Entry, Phoff, Shoff                    uint64
+		Flags                                  uint32
+		Ehsize, Phentsize, Phnum, Shentsize    uint16
+		Shnum, Shstrndx                        uint16
+		PType, PFlags                          uint32
+		POffset, PVaddr, PPaddr, PFilesz, PMem uint64
+		PAlign                                 uint64
+	}{
+		Type: 2, Machine: machine, Version: 1, Entry: base + ehsize + phsize, Phoff: ehsize,
+		Ehsize: ehsize, Phentsize: phsize, Phnum: 1,
+		PType: 1, PFlags: 5, PVaddr: base, PPaddr: base, PFilesz: size, PMem: size, PAlign: 0x1000,
+	})
+	b.Write(code)
+	return b.Bytes()
+}
+
+// ensureAnchorImage imports anchorImage once.
+func (d *Docker) ensureAnchorImage(ctx context.Context) error {
+	d.anchorMu.Lock()
+	defer d.anchorMu.Unlock()
+	if d.anchorReady {
+		return nil
+	}
+	if _, err := d.engine.ImageInspect(ctx, anchorImage); err == nil {
+		d.anchorReady = true
+		return nil
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("inspect %s: %w", anchorImage, err)
+	}
+	prog := waitProgram()
+	if prog == nil {
+		return fmt.Errorf("builds are not supported on %s", goruntime.GOARCH)
+	}
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	if err := tw.WriteHeader(&tar.Header{Name: anchorBinary[1:], Typeflag: tar.TypeReg, Mode: 0o555, Size: int64(len(prog)), ModTime: time.Unix(0, 0)}); err != nil {
+		return err
+	}
+	tw.Write(prog)
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	rc, err := d.engine.ImageImport(ctx, image.ImportSource{Source: &layer, SourceName: "-"}, anchorImage,
+		image.ImportOptions{Changes: []string{`CMD ["` + anchorBinary + `"]`, "LABEL " + LabelManagedBy + "=" + managedBy}})
+	if err != nil {
+		return fmt.Errorf("import %s: %w", anchorImage, err)
+	}
+	if err := drainJSON(rc); err != nil {
+		return fmt.Errorf("import %s: %w", anchorImage, err)
+	}
+	d.anchorReady = true
+	return nil
+}
+
+// anchorCgroupParent is the cgroup parent of the anchors; an anchor's own
+// cgroup, the parent of its build's steps, is anchorCgroupParent/<id>.
+const anchorCgroupParent = "/zerverless-build"
+
+// startAnchor starts the anchor of a build of jobID and returns the
+// cgroup parent for its steps; remove stops and removes it.
+func (d *Docker) startAnchor(ctx context.Context, jobID string) (cgroup string, remove func(), err error) {
+	info, err := d.engine.Info(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("engine info: %w", err)
+	}
+	if info.CgroupDriver != "cgroupfs" || info.CgroupVersion == "2" {
+		return "", nil, refuse("this worker's engine uses the %s cgroup driver with cgroup v%s; build steps can be confined only with cgroupfs on cgroup v1, so this worker does not build",
+			info.CgroupDriver, cmp.Or(info.CgroupVersion, "1"))
+	}
+	if err := d.ensureAnchorImage(ctx); err != nil {
+		return "", nil, err
+	}
+	mem := int64(d.cfg.BuildMemoryMB) << 20
+	pids := d.cfg.BuildPids
+	// Not interrupted half-way, so that no anchor is left unseen.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	c, err := d.engine.ContainerCreate(cctx,
+		&container.Config{Image: anchorImage, Labels: d.labels("build-anchor", jobID), NetworkDisabled: true},
+		&container.HostConfig{
+			NetworkMode: "none", CapDrop: []string{"ALL"}, ReadonlyRootfs: true,
+			SecurityOpt: []string{"no-new-privileges"},
+			Resources: container.Resources{
+				CgroupParent: anchorCgroupParent,
+				Memory:       mem, MemorySwap: mem,
+				CPUPeriod: 100000, CPUQuota: int64(d.cfg.BuildCPUs * 100000),
+				PidsLimit: &pids,
+			},
+		}, nil, nil, "")
+	if err != nil {
+		return "", nil, fmt.Errorf("create build anchor: %w", err)
+	}
+	remove = func() {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := d.engine.ContainerRemove(rctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
+			d.cfg.Logger.Warn("docker build anchor removal failed", "worker_id", d.cfg.WorkerID, "container", c.ID, "err", err)
+		}
+	}
+	if err := d.engine.ContainerStart(cctx, c.ID, container.StartOptions{}); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("start build anchor: %w", err)
+	}
+	return anchorCgroupParent + "/" + c.ID, remove, nil
+}
+
+// diskWatch measures the writable layers of a build's step containers.
+type diskWatch struct {
+	d     *Docker
+	limit int64
+	stop  func() // ends the build
+	ctx   context.Context
+
+	mu       sync.Mutex
+	done     int64            // bytes of the steps that ended
+	current  map[string]int64 // running steps by container id
+	watching map[string]bool
+	over     string
+	wg       sync.WaitGroup
+}
+
+func (d *Docker) newDiskWatch(ctx context.Context, stop func()) *diskWatch {
+	return &diskWatch{d: d, limit: int64(d.cfg.BuildDiskMB) << 20, stop: stop, ctx: ctx,
+		current: map[string]int64{}, watching: map[string]bool{}}
+}
+
+// watch starts measuring container id (a short id from the build log).
+func (w *diskWatch) watch(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.limit <= 0 || w.watching[id] {
+		return
+	}
+	w.watching[id] = true
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		tick := time.NewTicker(diskPollEvery)
+		defer tick.Stop()
+		for {
+			info, _, err := w.d.engine.ContainerInspectWithRaw(w.ctx, id, true)
+			// Created but not yet started counts as running.
+			ended := err != nil || info.State == nil || info.State.Status == "exited" || info.State.Status == "dead"
+			if err == nil && info.SizeRw != nil {
+				w.measured(id, *info.SizeRw, ended)
+			} else if ended {
+				w.measured(id, -1, true)
+			}
+			if ended {
+				return
+			}
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// measured records size for container id (-1: unknown) and ends the
+// build when the steps together pass the limit.
+func (w *diskWatch) measured(id string, size int64, ended bool) {
+	w.mu.Lock()
+	growth := int64(0)
+	if size >= 0 {
+		growth = max(size-w.current[id], 0)
+		w.current[id] = max(w.current[id], size)
+	}
+	total := w.done
+	for _, s := range w.current {
+		total += s
+	}
+	if ended {
+		w.done += w.current[id]
+		delete(w.current, id)
+	}
+	// A step still writing is stopped when it would pass the limit before
+	// the next measurement, at the pace it wrote since the last one.
+	if ended {
+		growth = 0
+	}
+	over := total+growth > w.limit && w.over == ""
+	if over {
+		w.over = fmt.Sprintf("build steps wrote %.0f MiB and were passing this worker's build disk limit of %d MiB; the build was stopped",
+			float64(total)/(1<<20), w.d.cfg.BuildDiskMB)
+	}
+	w.mu.Unlock()
+	if over {
+		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.d.engine.ContainerKill(kctx, id, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+			w.d.cfg.Logger.Warn("docker build step kill failed", "worker_id", w.d.cfg.WorkerID, "container", id, "err", err)
+		}
+		w.stop()
+	}
+}
+
+// result waits for the watchers and returns why the build was stopped,
+// or "".
+func (w *diskWatch) result() string {
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.over
+}
