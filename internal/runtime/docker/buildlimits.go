@@ -167,8 +167,14 @@ func (d *Docker) startAnchor(ctx context.Context, jobID string) (cgroup string, 
 	// Not interrupted half-way, so that no anchor is left unseen.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	// The anchor carries the build's deadline, so that the reaper of any
+	// worker on this engine removes it when its worker died mid-build.
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(d.cfg.MaxRunTime)
+	}
 	c, err := d.engine.ContainerCreate(cctx,
-		&container.Config{Image: anchorImage, Labels: d.labels("build-anchor", jobID), NetworkDisabled: true},
+		&container.Config{Image: anchorImage, Labels: d.labelsUntil("build-anchor", jobID, deadline), NetworkDisabled: true},
 		&container.HostConfig{
 			NetworkMode: "none", CapDrop: []string{"ALL"}, ReadonlyRootfs: true,
 			SecurityOpt: []string{"no-new-privileges"},
