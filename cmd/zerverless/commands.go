@@ -324,6 +324,16 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return 2
 	}
 	wc.Version = version
+	var set settings
+	set.add("", wc.Validate())
+	var bad *SettingsError
+	if errors.As(set.err(), &bad) {
+		// Each refused setting named by its flag, before anything starts.
+		for _, line := range explainSettings(bad, fs, &wc) {
+			fmt.Fprintln(stderr, "zerverless worker:", line)
+		}
+		return 2
+	}
 	if wf.dockerWorkerID == "" {
 		ro.DockerIDDir, ro.DockerIDPrefix = *dataDir, "worker-"
 	}

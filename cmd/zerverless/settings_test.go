@@ -65,3 +65,33 @@ func TestServeFlagsRefuseNonsense(t *testing.T) {
 		t.Fatalf("status %d, stderr %q: want both settings named", code, errOut.String())
 	}
 }
+
+// TestWorkerFlagsRefuseNonsense: the worker refuses nonsense at start with
+// status 2, naming the flag, before it dials or creates anything.
+func TestWorkerFlagsRefuseNonsense(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--orchestrator", "nonsense"}, "--orchestrator"},
+		{[]string{"--orchestrator", "http://localhost:8000/ws/volunteer"}, "--orchestrator"},
+		{[]string{"--reconnect-max", "-1s"}, "--reconnect-max"},
+		{[]string{"--concurrency", "0"}, "--concurrency"},
+		{[]string{"--memory-mb", "0"}, "--memory-mb"},
+		{[]string{"--runtimes", "nope"}, "--runtimes"},
+		{[]string{"--docker", "--docker-volume-mb", "0"}, "--docker-volume-mb"},
+	} {
+		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
+			data := filepath.Join(t.TempDir(), "data")
+			args := append([]string{"worker", "--data", data}, tc.args...)
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), args, &out, &errOut, func(string) string { return "" })
+			if code != 2 || !strings.Contains(errOut.String(), tc.flag) {
+				t.Fatalf("status %d, stderr %q: want 2 and a refusal naming %s", code, errOut.String(), tc.flag)
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the data directory was created (%v) for a refused start", err)
+			}
+		})
+	}
+}

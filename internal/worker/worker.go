@@ -12,6 +12,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -83,35 +84,55 @@ func DefaultConfig() Config {
 // code must fit.
 const minReadLimit = 64 << 10
 
-// validate refuses settings that cannot work. Zero fields are not checked:
+// Validate refuses settings that cannot work: each field at fault is a
+// *job.Error (code invalid) naming it, joined. Zero fields are not checked:
 // they take their defaults.
-func (c Config) validate() error {
-	switch {
-	case c.URL == "":
-		return errors.New("worker: URL is required")
-	case c.Concurrency < 0 || c.Concurrency > protocol.MaxConcurrency:
-		return fmt.Errorf("worker: Concurrency is %d, want 1 to %d", c.Concurrency, protocol.MaxConcurrency)
-	case c.MaxMemoryMB < 0:
-		return fmt.Errorf("worker: MaxMemoryMB is %d, want at least 0 (0: no maximum)", c.MaxMemoryMB)
-	case c.OutputBytes < 0:
-		return fmt.Errorf("worker: OutputBytes is %d, want more than 0", c.OutputBytes)
-	case c.MemoryBytes < 0:
-		return fmt.Errorf("worker: MemoryBytes is %d, want more than 0", c.MemoryBytes)
-	case c.MaxMemoryMB > 0 && c.MemoryBytes > int64(c.MaxMemoryMB)<<20:
-		return fmt.Errorf("worker: MemoryBytes (%d MiB) is more than MaxMemoryMB (%d)", c.MemoryBytes>>20, c.MaxMemoryMB)
-	case c.CheckInterval < 0 || c.CheckTimeout < 0:
-		return fmt.Errorf("worker: CheckInterval and CheckTimeout must be more than 0")
-	case c.ReconnectMin < 0 || c.ReconnectMax < 0:
-		return fmt.Errorf("worker: ReconnectMin and ReconnectMax must be more than 0")
-	case c.ReconnectMin > 0 && c.ReconnectMax > 0 && c.ReconnectMin > c.ReconnectMax:
-		return fmt.Errorf("worker: ReconnectMin (%v) is more than ReconnectMax (%v)", c.ReconnectMin, c.ReconnectMax)
-	case c.ReadLimit != 0 && c.ReadLimit < minReadLimit:
-		return fmt.Errorf("worker: ReadLimit is %d, want at least %d", c.ReadLimit, minReadLimit)
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) { errs = append(errs, job.Invalid(field, format, args...)) }
+	if u, err := url.Parse(c.URL); c.URL == "" || err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("URL", "%q is not a ws:// or wss:// URL of the orchestrator's /ws/volunteer", c.URL)
+	}
+	if c.Concurrency < 0 || c.Concurrency > protocol.MaxConcurrency {
+		bad("Concurrency", "is %d, want 1 to %d", c.Concurrency, protocol.MaxConcurrency)
+	}
+	if c.MaxMemoryMB < 0 {
+		bad("MaxMemoryMB", "is %d, want at least 0 (0: no maximum)", c.MaxMemoryMB)
+	}
+	if c.OutputBytes < 0 {
+		bad("OutputBytes", "is %d, want more than 0", c.OutputBytes)
+	}
+	if c.MemoryBytes < 0 {
+		bad("MemoryBytes", "is %d, want more than 0", c.MemoryBytes)
+	}
+	if c.MaxMemoryMB > 0 && c.MemoryBytes > int64(c.MaxMemoryMB)<<20 {
+		bad("MemoryBytes", "%d MiB is more than MaxMemoryMB (%d)", c.MemoryBytes>>20, c.MaxMemoryMB)
+	}
+	if c.CheckInterval < 0 {
+		bad("CheckInterval", "must be more than 0")
+	}
+	if c.CheckTimeout < 0 {
+		bad("CheckTimeout", "must be more than 0")
+	}
+	if c.ReconnectMin < 0 {
+		bad("ReconnectMin", "must be more than 0")
+	}
+	if c.ReconnectMax < 0 {
+		bad("ReconnectMax", "must be more than 0")
+	}
+	if c.ReconnectMin > 0 && c.ReconnectMax > 0 && c.ReconnectMin > c.ReconnectMax {
+		bad("ReconnectMax", "%v is less than ReconnectMin (%v)", c.ReconnectMax, c.ReconnectMin)
+	}
+	if c.ReadLimit != 0 && c.ReadLimit < minReadLimit {
+		bad("ReadLimit", "is %d, want at least %d", c.ReadLimit, minReadLimit)
 	}
 	for _, ns := range c.Namespaces {
 		if !job.ValidNamespace(ns) {
-			return fmt.Errorf("worker: %q is not a valid namespace", ns)
+			bad("Namespaces", "%q is not a valid namespace", ns)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("worker config: %w", err)
 	}
 	return nil
 }
@@ -131,7 +152,7 @@ type Worker struct {
 // New returns a worker that offers runtimes. It does not connect until Run.
 // It returns an error for an invalid cfg.
 func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
