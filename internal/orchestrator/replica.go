@@ -12,8 +12,8 @@ import (
 
 // A replicated job (Spec.Replicas > 1) never goes to a worker itself: it is
 // the parent of replica entries, ephemeral copies of it that go through the
-// queues like any job, each to a distinct worker (and a distinct owner
-// where owners are known). Each replica's answer is hashed; when Quorum
+// queues like any job, each to a distinct worker of a distinct identity
+// (reputationKey: an owner, or an anonymous volunteer's address). Each replica's answer is hashed; when Quorum
 // answers agree, the parent completes with that answer and the workers
 // whose answers differ get a strike. When the replicas running have all
 // answered without a quorum, more are run, up to MaxReplicas in all; then
@@ -52,10 +52,12 @@ func (o *Orchestrator) countLocked(e *entry, s job.Status, d int) {
 }
 
 // excluded reports whether w already holds or held a replica of e's
-// parent, or w's owner holds one or answered for one. An owner whose
-// replica was lost without an answer may run it again on another worker:
-// it has no say yet, and the job could otherwise wait for an owner that
-// never comes.
+// parent, or w's identity (reputationKey: its join token's owner, or an
+// anonymous volunteer's address) holds one or answered for one: sessions
+// of one identity are one voice, or one volunteer could open a session per
+// replica and answer them all alike. An identity whose replica was lost
+// without an answer may run it again on another worker: it has no say
+// yet, and the job could otherwise wait for an owner that never comes.
 func (e *entry) excluded(w *worker) bool {
 	if e.parent == nil {
 		return false
@@ -64,16 +66,14 @@ func (e *entry) excluded(w *worker) bool {
 	if r.workers[w.id] {
 		return true
 	}
-	if w.owner == "" {
-		return false
-	}
+	k := w.reputationKey()
 	for c := range r.live {
-		if c.worker != nil && c.worker.owner == w.owner {
+		if c.worker != nil && c.worker.reputationKey() == k {
 			return true
 		}
 	}
 	for _, a := range r.answers {
-		if a.Owner == w.owner {
+		if a.key == k {
 			return true
 		}
 	}

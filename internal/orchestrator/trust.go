@@ -26,8 +26,8 @@ type PolicySource interface {
 type identity struct {
 	trusted bool
 	// owner names the join token; "" for anonymous volunteers and the
-	// embedded workers. Replicas of one job go to distinct owners where
-	// known, and always to distinct workers.
+	// embedded workers. Replicas of one job go to distinct identities
+	// (reputationKey), and always to distinct workers.
 	owner string
 	// secret is the join token presented, kept to check it again while
 	// the session lasts (recheckTokens); "" for anonymous volunteers and
