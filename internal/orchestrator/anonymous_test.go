@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 )
 
@@ -43,6 +44,42 @@ func TestOneAddressAnswersOneReplica(t *testing.T) {
 	third.Answer(third.Next(5*time.Second), job.Result{Status: job.StatusCompleted, Output: "1"})
 	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
 	if err != nil || got.Status != job.StatusCompleted || got.Result.Output != "1" {
+		t.Fatalf("job: %+v %v", got, err)
+	}
+}
+
+// TestRejectingVolunteerIsBanned: an anonymous volunteer that takes a job,
+// sits on it and gives it back unrun just before its lease would expire,
+// then asks for work again, would hold another tenant's job forever at no
+// cost (a reject costs neither the job nor, unlike a lost lease, the
+// volunteer anything). Rejects by an identity not in good standing count
+// toward its ban as lost leases do; the job keeps its attempts and a
+// trusted worker finishes it.
+func TestRejectingVolunteerIsBanned(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "victim"})
+	w := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	w.KeepAlive()
+	for round := 0; ; round++ {
+		if round > 20 {
+			t.Fatalf("the rejecting volunteer still gets the job after %d rejects", round)
+		}
+		// Asking for work again makes the orchestrator fill the slot.
+		w.Send(protocol.Message{Type: protocol.TypeCapabilities, Capabilities: ptr(luaCaps(1))})
+		task, err := w.TryNext(time.Second)
+		if errors.Is(err, context.DeadlineExceeded) {
+			break // banned
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Send(protocol.Message{Type: protocol.TypeReject, JobID: task.JobID, LeaseID: task.LeaseID, Error: "busy"})
+	}
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
+	if err != nil || got.Status != job.StatusCompleted || got.Attempt != 1 {
 		t.Fatalf("job: %+v %v", got, err)
 	}
 }

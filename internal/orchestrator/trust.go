@@ -228,6 +228,29 @@ func (o *Orchestrator) loseLeaseLocked(e *entry, w *worker, why string) {
 	e.job.Reason = fmt.Sprintf("re-queued without losing an attempt: %s, which has lost more leases than it returned results", why)
 }
 
+// rejectedLocked records that the untrusted worker w gave e back unrun. It
+// never costs the job anything, but it counts in w's identity's record as a
+// lost lease does, toward a ban when the identity is not in good standing:
+// otherwise a volunteer could take a job, sit on it until just before its
+// lease expires, give it back and take it again, holding another tenant's
+// job forever at no cost. Trusted workers reject for their own reasons (a
+// full slot, an engine down) and answer to the operator.
+func (o *Orchestrator) rejectedLocked(e *entry, w *worker) {
+	if w.trusted {
+		return
+	}
+	k := w.reputationKey()
+	s := o.standingLocked(k)
+	good := s.good()
+	s.lost++
+	if good {
+		return
+	}
+	s.drops++
+	o.log.Warn("job given back unrun by a worker not in good standing",
+		"job_id", e.job.ID, "worker_id", w.id, "identity", k, "drops", s.drops, "banned", s.drops >= o.cfg.MaxDrops)
+}
+
 // rootLocked is the job e stands for: its parent for a replica, else e.
 func (e *entry) rootLocked() *entry {
 	if e.parent != nil {

@@ -447,7 +447,8 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 }
 
 // handleReject puts back a job the worker could not start, without
-// counting an attempt.
+// counting an attempt; for an anonymous volunteer the lease given back
+// counts in its record as a lost one does (rejectedLocked).
 func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 	o.mu.Lock()
 	if l, ok := w.leases[m.LeaseID]; ok && l.jobID == m.JobID {
@@ -466,6 +467,7 @@ func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 	}
 	o.requeueLocked(e, false, "")
 	e.job.Reason = "worker " + w.id + " could not run it: " + m.Error
+	o.rejectedLocked(e, w)
 	starts := o.dispatchExceptLocked(w)
 	o.mu.Unlock()
 	o.persist(context.Background(), e)
