@@ -3,6 +3,8 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,4 +84,39 @@ func TestRejectingVolunteerIsBanned(t *testing.T) {
 	if err != nil || got.Status != job.StatusCompleted || got.Attempt != 1 {
 		t.Fatalf("job: %+v %v", got, err)
 	}
+}
+
+// TestAnonymousSessionsPerAddress: one address may hold at most
+// MaxAnonymousSessionsPerAddr anonymous sessions, so that it cannot take
+// every worker session the server allows (locking trusted workers out)
+// nor hold a job per session; another address, a trusted worker, and the
+// same address once a session ends still connect.
+func TestAnonymousSessionsPerAddress(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxAnonymousSessionsPerAddr = 3
+	h := newHarness(t, t.TempDir(), cfg)
+	var held []*protocoltest.Worker
+	for range 3 {
+		w := protocoltest.RegisterFrom(t, h.url(), "127.0.0.1", "", luaCaps(1))
+		w.KeepAlive()
+		held = append(held, w)
+	}
+	refused := protocoltest.RefusedFrom(t, h.url(), "127.0.0.1", "", luaCaps(1))
+	if refused.Permanent || !strings.Contains(refused.Error, "anonymous sessions") {
+		t.Fatalf("fourth session from one address: %+v", refused)
+	}
+	protocoltest.RegisterFrom(t, h.url(), "127.0.0.2", "", luaCaps(1))
+	protocoltest.RegisterFrom(t, h.url(), "127.0.0.1", harnessSecret, luaCaps(1))
+	held[0].Close()
+	eventually(t, 5*time.Second, func() error {
+		conn, m, err := protocoltest.TryRegisterFrom(t, h.url(), "127.0.0.1", "", luaCaps(1))
+		if err != nil {
+			return err
+		}
+		if m.Type != protocol.TypeRegistered {
+			conn.CloseNow()
+			return fmt.Errorf("refused after a session ended: %+v", m)
+		}
+		return nil
+	})
 }

@@ -103,6 +103,13 @@ type Config struct {
 	// worker is checked again; a session whose token was revoked ends
 	// within this interval and its jobs go back to the queue (default 2 s).
 	TokenRecheckInterval time.Duration
+	// MaxAnonymousSessionsPerAddr is how many sessions anonymous
+	// volunteers may hold at once from one address (an IPv6 address by
+	// its /64, as their records are kept); more are refused until one
+	// ends (default 64; at least 1). Without it one address could take
+	// every worker session the server allows, locking trusted workers
+	// out, and hold a job per session. Volunteers behind one NAT share it.
+	MaxAnonymousSessionsPerAddr int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -122,6 +129,8 @@ func DefaultConfig() Config {
 		MaxDrops:          3,
 
 		TokenRecheckInterval: 2 * time.Second,
+
+		MaxAnonymousSessionsPerAddr: 64,
 	}
 }
 
@@ -150,6 +159,7 @@ func (c Config) Validate() error {
 	atLeast("MaxReplicas", c.MaxReplicas, 1)
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
 	atLeast("MaxDrops", c.MaxDrops, 1)
+	atLeast("MaxAnonymousSessionsPerAddr", c.MaxAnonymousSessionsPerAddr, 1)
 
 	l := c.RequestLimits
 	atLeast("RequestLimits.MaxCodeBytes", l.MaxCodeBytes, 1)
@@ -214,6 +224,9 @@ type Orchestrator struct {
 	strikes map[string]int
 	// standings are what each reputation key did with its leases.
 	standings map[string]*standing
+	// anonSessions counts anonymous sessions per address (remoteIdentity)
+	// while they last; an address with none has no entry.
+	anonSessions map[string]int
 
 	policies policyCache
 	buckets  rateLimiter
@@ -289,6 +302,8 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		nsPending: make(map[string]int),
 		strikes:   make(map[string]int),
 		standings: make(map[string]*standing),
+
+		anonSessions: make(map[string]int),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {

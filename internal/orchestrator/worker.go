@@ -249,6 +249,16 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		o.refuse(ctx, conn, err.Error(), true)
 		return err
 	}
+	if !who.trusted {
+		addr := remoteIdentity(remote)
+		if !o.holdAnonymousSession(addr) {
+			why := fmt.Sprintf("address %s holds %d anonymous sessions, the most one address may; try again when one ends", addr, o.cfg.MaxAnonymousSessionsPerAddr)
+			o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", why)
+			o.refuse(ctx, conn, why, false)
+			return errors.New(why)
+		}
+		defer o.releaseAnonymousSession(addr)
+	}
 	if err := conn.Authenticated(); err != nil {
 		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
 		o.refuse(ctx, conn, err.Error(), false)
@@ -326,6 +336,28 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		log.Info("worker disconnected", "reason", err)
 	}
 	return err
+}
+
+// holdAnonymousSession counts a new anonymous session from addr, and
+// reports false (counting nothing) when addr already holds
+// MaxAnonymousSessionsPerAddr.
+func (o *Orchestrator) holdAnonymousSession(addr string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.anonSessions[addr] >= o.cfg.MaxAnonymousSessionsPerAddr {
+		return false
+	}
+	o.anonSessions[addr]++
+	return true
+}
+
+// releaseAnonymousSession counts out an anonymous session from addr.
+func (o *Orchestrator) releaseAnonymousSession(addr string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.anonSessions[addr]--; o.anonSessions[addr] <= 0 {
+		delete(o.anonSessions, addr)
+	}
 }
 
 // refuse answers a registration with an error and closes. A permanent

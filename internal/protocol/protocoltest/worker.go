@@ -84,7 +84,21 @@ func RegisterFrom(t testing.TB, url, src, token string, caps job.Capabilities) *
 // orchestrator's error answer; the test fails if the worker is registered.
 func Refused(t testing.TB, url, token string, caps job.Capabilities) protocol.Message {
 	t.Helper()
-	conn, m, err := dial(t, url, "", token, caps)
+	return RefusedFrom(t, url, "", token, caps)
+}
+
+// TryRegisterFrom connects and registers as RegisterFrom does and returns
+// the connection (nil when it failed) and the orchestrator's first answer,
+// whatever it is; the connection is closed when the test ends.
+func TryRegisterFrom(t testing.TB, url, src, token string, caps job.Capabilities) (*protocol.Conn, protocol.Message, error) {
+	t.Helper()
+	return dial(t, url, src, token, caps)
+}
+
+// RefusedFrom is Refused from local address src.
+func RefusedFrom(t testing.TB, url, src, token string, caps job.Capabilities) protocol.Message {
+	t.Helper()
+	conn, m, err := dial(t, url, src, token, caps)
 	if conn != nil {
 		defer conn.CloseNow()
 	}
