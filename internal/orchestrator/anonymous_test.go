@@ -120,3 +120,41 @@ func TestAnonymousSessionsPerAddress(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAnonymousResultsAreBounded: an anonymous volunteer's result larger
+// than MaxAnonymousResultBytes is not stored (it would spend the victim
+// namespace's storage quota: a few dozen 60 MiB results fill it): the job
+// goes back to the queue with its attempts, the volunteer's record counts
+// a lost lease, and a trusted worker finishes the job. Fields only the
+// orchestrator fills (replicas) or another job type produces (a build,
+// output files) are dropped from any worker's result.
+func TestAnonymousResultsAreBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxAnonymousResultBytes = 1 << 20
+	h := newHarness(t, t.TempDir(), cfg)
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "victim"})
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	anon.KeepAlive()
+	anon.Answer(anon.Next(5*time.Second), job.Result{Status: job.StatusCompleted, Output: strings.Repeat("x", 2<<20)})
+	eventually(t, 5*time.Second, func() error {
+		v := h.job(j.ID)
+		if v.Status != job.StatusPending || v.Attempt != 1 || !strings.Contains(v.Reason, "MaxAnonymousResultBytes") {
+			return fmt.Errorf("job is %s at attempt %d: %s", v.Status, v.Attempt, v.Reason)
+		}
+		return nil
+	})
+	anon.Close()
+
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted, Output: "1",
+		Replicas: []job.ReplicaAnswer{{WorkerID: "w1", Agreed: true}, {WorkerID: "w2", Agreed: true}},
+		Files:    map[string][]byte{"x": []byte("y")}, Build: &job.BuildResult{}})
+	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
+	if err != nil || got.Status != job.StatusCompleted || got.Attempt != 1 || got.Result.Output != "1" {
+		t.Fatalf("job: %+v %v", got, err)
+	}
+	if r := got.Result; r.Replicas != nil || r.Files != nil || r.Build != nil {
+		t.Fatalf("a lua job's result kept fields no lua run has: %+v", r)
+	}
+}

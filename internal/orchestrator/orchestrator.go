@@ -110,6 +110,15 @@ type Config struct {
 	// every worker session the server allows, locking trusted workers
 	// out, and hold a job per session. Volunteers behind one NAT share it.
 	MaxAnonymousSessionsPerAddr int
+	// MaxAnonymousResultBytes bounds the result an anonymous volunteer
+	// may return (output, stderr, returned value and error together;
+	// default 4 MiB, above what the sandboxed runtimes' default caps of
+	// 1 MiB each produce). A larger one is not stored: the job goes back
+	// to the queue without losing an attempt and the volunteer's record
+	// counts a lost lease. It keeps a volunteer from spending another
+	// namespace's storage quota (JobStorageMB) with results of the
+	// message size limit.
+	MaxAnonymousResultBytes int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -131,6 +140,7 @@ func DefaultConfig() Config {
 		TokenRecheckInterval: 2 * time.Second,
 
 		MaxAnonymousSessionsPerAddr: 64,
+		MaxAnonymousResultBytes:     4 << 20,
 	}
 }
 
@@ -160,6 +170,7 @@ func (c Config) Validate() error {
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
 	atLeast("MaxDrops", c.MaxDrops, 1)
 	atLeast("MaxAnonymousSessionsPerAddr", c.MaxAnonymousSessionsPerAddr, 1)
+	atLeast("MaxAnonymousResultBytes", c.MaxAnonymousResultBytes, 1)
 
 	l := c.RequestLimits
 	atLeast("RequestLimits.MaxCodeBytes", l.MaxCodeBytes, 1)

@@ -453,6 +453,17 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 	}
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
+	var oversize int
+	if current {
+		sanitizeResult(e.job, m.Result)
+		if n := resultBytes(m.Result); !w.trusted && n > o.cfg.MaxAnonymousResultBytes {
+			oversize, current = n, false
+			o.requeueLocked(e, false, "")
+			e.job.Reason = fmt.Sprintf("worker %s returned a result of %d bytes, more than an anonymous volunteer may (%d, MaxAnonymousResultBytes); it was not kept", w.id, n, o.cfg.MaxAnonymousResultBytes)
+			o.rejectedLocked(e, w)
+			o.persistAsyncLocked(e)
+		}
+	}
 	if current {
 		o.resultLocked(w)
 		r := m.Result
@@ -464,10 +475,20 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 		// memory until it is stored, and waiters wake once it is.
 		o.persistAsyncLocked(e)
 	}
-	starts := o.fillLocked(w, nil)
+	var starts []start
+	if oversize > 0 {
+		// Elsewhere first, as for a job given back unrun.
+		starts = o.dispatchExceptLocked(w)
+	} else {
+		starts = o.fillLocked(w, nil)
+	}
 	o.mu.Unlock()
 	o.launch(starts)
 
+	if oversize > 0 {
+		o.log.Warn("result refused: too large from an anonymous volunteer", "worker_id", w.id, "job_id", m.JobID, "bytes", oversize)
+		return
+	}
 	if !current {
 		if abandoned {
 			// The job was canceled or taken back; the worker has stopped.
@@ -476,6 +497,29 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 		o.metrics.staleResults.Inc()
 		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", m.JobID, "lease_id", m.LeaseID, "held", held)
 	}
+}
+
+// sanitizeResult drops from a worker's result r for j what only the
+// orchestrator fills (replicas) and what j's type never produces (a
+// build's report, a container's output files), so that a worker cannot
+// make a job look verified or built.
+func sanitizeResult(j *job.Job, r *job.Result) {
+	r.Replicas = nil
+	if !j.IsBuild() {
+		r.Build = nil
+	}
+	if j.Type != job.TypeDocker {
+		r.Files = nil
+	}
+}
+
+// resultBytes is the size of what r carries for the client.
+func resultBytes(r *job.Result) int {
+	n := len(r.Output) + len(r.Stderr) + len(r.Result) + len(r.Error)
+	for name, b := range r.Files {
+		n += len(name) + len(b)
+	}
+	return n
 }
 
 // handleReject puts back a job the worker could not start, without
