@@ -158,3 +158,39 @@ func TestAnonymousResultsAreBounded(t *testing.T) {
 		t.Fatalf("a lua job's result kept fields no lua run has: %+v", r)
 	}
 }
+
+// TestAnonymousLeasesFollowResults: an anonymous identity holds, across all
+// its sessions, at most as many leases as it has returned results more
+// than it lost (at least one). Otherwise one returned result would let an
+// address take its sessions' whole claimed concurrency (1024 each) of
+// another tenant's queue and sit on it until the leases expire, costing the
+// jobs their timeout and the address only one ban.
+func TestAnonymousLeasesFollowResults(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	for i := range 20 {
+		h.submit(job.Request{Type: job.TypeLua, Code: fmt.Sprintf("return %d", i), Namespace: "victim"})
+	}
+	a := protocoltest.RegisterFrom(t, h.url(), "127.0.0.1", "", luaCaps(8))
+	a.KeepAlive()
+	a.Answer(a.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	a.Answer(a.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
+	b := protocoltest.RegisterFrom(t, h.url(), "127.0.0.1", "", luaCaps(8))
+	b.KeepAlive()
+
+	trusted := protocoltest.RegisterFrom(t, h.url(), "127.0.0.2", harnessSecret, luaCaps(20))
+	trusted.KeepAlive()
+	eventually(t, 5*time.Second, func() error {
+		anon, mine := 0, 0
+		for _, w := range h.o.Workers() {
+			if w.ID == trusted.ID {
+				mine = w.Running
+			} else {
+				anon += w.Running
+			}
+		}
+		if anon != 2 || mine != 16 {
+			return fmt.Errorf("the anonymous address holds %d jobs and the trusted worker %d; want 2 and 16", anon, mine)
+		}
+		return nil
+	})
+}

@@ -238,6 +238,10 @@ type Orchestrator struct {
 	// anonSessions counts anonymous sessions per address (remoteIdentity)
 	// while they last; an address with none has no entry.
 	anonSessions map[string]int
+	// anonLeases counts the leases untrusted workers hold (abandoned ones
+	// too: they hold a slot) per reputation key; a key with none has no
+	// entry.
+	anonLeases map[string]int
 
 	policies policyCache
 	buckets  rateLimiter
@@ -315,6 +319,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		standings: make(map[string]*standing),
 
 		anonSessions: make(map[string]int),
+		anonLeases:   make(map[string]int),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {

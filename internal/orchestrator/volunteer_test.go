@@ -236,10 +236,11 @@ func TestRemoteIdentity(t *testing.T) {
 
 // TestNewVolunteerHoldsOneLease: an anonymous volunteer without a record
 // holds one lease, whatever concurrency it claims, until it returns a
-// result; then it gets its full concurrency.
+// result; then one more for each result it returns (see
+// TestAnonymousLeasesFollowResults).
 func TestNewVolunteerHoldsOneLease(t *testing.T) {
 	h := newHarness(t, t.TempDir(), testConfig())
-	for i := range 3 {
+	for i := range 4 {
 		h.submit(job.Request{Type: job.TypeLua, Code: fmt.Sprintf("return %d", i)})
 	}
 	anon := protocoltest.Register(t, h.url(), "", luaCaps(8))
@@ -249,6 +250,7 @@ func TestNewVolunteerHoldsOneLease(t *testing.T) {
 		t.Fatalf("a new volunteer holds %d leases", s.SlotsBusy)
 	}
 	anon.Answer(first, job.Result{Status: job.StatusCompleted})
+	anon.Answer(anon.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
 	anon.Next(5 * time.Second)
 	anon.Next(5 * time.Second)
 }

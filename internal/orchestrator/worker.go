@@ -131,20 +131,46 @@ func (o *Orchestrator) acceptsWorkLocked(w *worker) bool {
 	return !o.closed && !w.gone && o.freeLocked(w) > 0 && !o.bannedLocked(w)
 }
 
-// freeLocked returns w's free slots. An untrusted identity not in good
-// standing (an anonymous volunteer that has not yet returned more results
-// than it lost leases) holds one lease per session, whatever concurrency
-// it claims, so that a worker that takes leases and sits on them holds
-// few jobs back; it gets its full concurrency once it has returned
-// results.
+// freeLocked returns w's free slots. An untrusted identity (an anonymous
+// volunteer's address) holds, across all its sessions, at most as many
+// leases as it has returned results more than it has lost leases, and at
+// least one, whatever concurrency its sessions claim: a volunteer that
+// takes leases and sits on them holds back only as many jobs as it has
+// finished, and an honest one grows to its full concurrency one result at
+// a time.
 func (o *Orchestrator) freeLocked(w *worker) int {
-	n := w.caps.Concurrency
+	n := w.caps.Concurrency - len(w.leases)
 	if !w.trusted {
-		if s := o.standings[w.reputationKey()]; s == nil || !s.good() {
-			n = min(n, 1)
+		k := w.reputationKey()
+		credit := 1
+		if s := o.standings[k]; s != nil {
+			credit = max(credit, s.results-s.lost)
+		}
+		n = min(n, credit-o.anonLeases[k])
+	}
+	return n
+}
+
+// addLeaseLocked gives w the lease id for l.
+func (o *Orchestrator) addLeaseLocked(w *worker, id string, l *lease) {
+	w.leases[id] = l
+	if !w.trusted {
+		o.anonLeases[w.reputationKey()]++
+	}
+}
+
+// endLeaseLocked takes the lease id off w, if it holds it.
+func (o *Orchestrator) endLeaseLocked(w *worker, id string) {
+	if _, ok := w.leases[id]; !ok {
+		return
+	}
+	delete(w.leases, id)
+	if !w.trusted {
+		k := w.reputationKey()
+		if o.anonLeases[k]--; o.anonLeases[k] <= 0 {
+			delete(o.anonLeases, k)
 		}
 	}
-	return n - len(w.leases)
 }
 
 // canTakeLocked reports whether w may be given e now. It is the one test
@@ -179,7 +205,7 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	}
 	e.deadline = now.Add(j.Spec.TaskTimeout() + o.cfg.LeaseGrace)
 	e.version++
-	w.leases[j.LeaseID] = &lease{jobID: j.ID, assigned: now, deadline: e.deadline}
+	o.addLeaseLocked(w, j.LeaseID, &lease{jobID: j.ID, assigned: now, deadline: e.deadline})
 	o.launches.Add(1) // done when launch has stored the running state
 	task := &job.Task{
 		JobID:     j.ID,
@@ -449,7 +475,7 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 	held = held && l.jobID == m.JobID
 	abandoned := held && l.abandoned
 	if held {
-		delete(w.leases, m.LeaseID)
+		o.endLeaseLocked(w, m.LeaseID)
 	}
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
@@ -528,7 +554,7 @@ func resultBytes(r *job.Result) int {
 func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 	o.mu.Lock()
 	if l, ok := w.leases[m.LeaseID]; ok && l.jobID == m.JobID {
-		delete(w.leases, m.LeaseID)
+		o.endLeaseLocked(w, m.LeaseID)
 	}
 	e, ok := o.active[m.JobID]
 	if !ok || e.final || e.worker != w || e.job.LeaseID != m.LeaseID {
@@ -614,6 +640,9 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 			o.loseLeaseLocked(e, w, why)
 		}
 		changed = append(changed, e)
+	}
+	for leaseID := range w.leases {
+		o.endLeaseLocked(w, leaseID)
 	}
 	w.leases = nil
 	starts := o.dispatchLocked()
