@@ -51,7 +51,6 @@ type lease struct {
 	deadline  time.Time
 }
 
-
 // abandon marks a lease as no longer the job's current one; the worker's
 // slot stays taken until it answers, at most LeaseGrace.
 func (w *worker) abandon(leaseID string) {
