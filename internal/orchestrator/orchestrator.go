@@ -105,7 +105,7 @@ type Config struct {
 	TokenRecheckInterval time.Duration
 	// MaxAnonymousSessionsPerAddr is how many sessions anonymous
 	// volunteers may hold at once from one address (an IPv6 address by
-	// its /64, as their records are kept); more are refused until one
+	// its /56, as their records are kept); more are refused until one
 	// ends (default 64; at least 1). Without it one address could take
 	// every worker session the server allows, locking trusted workers
 	// out, and hold a job per session. Volunteers behind one NAT share it.

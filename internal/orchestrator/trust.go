@@ -64,9 +64,16 @@ func (o *Orchestrator) identify(ctx context.Context, token string) (identity, er
 	return identity{trusted: true, owner: owner, secret: token}, nil
 }
 
+// anonymousIPv6Prefix is the IPv6 prefix an anonymous volunteer is known
+// by: a /56, the smallest block one subscriber is usually delegated (a
+// household gets a /56 or a /48, a LAN within it a /64). By its /64 one
+// subscriber would be 256 identities or more: 256 fresh records, 256
+// replicas' votes.
+const anonymousIPv6Prefix = 56
+
 // remoteIdentity is what an anonymous volunteer is known by: the address it
-// connects from, an IPv6 address by its /64 (what one subscriber is
-// usually given), so that a new session does not start with a clean slate.
+// connects from, an IPv6 address by its /56 (anonymousIPv6Prefix), so that
+// a new session does not start with a clean slate.
 func remoteIdentity(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
@@ -78,7 +85,7 @@ func remoteIdentity(remote string) string {
 	}
 	ip = ip.Unmap()
 	if ip.Is6() {
-		p, _ := ip.Prefix(64)
+		p, _ := ip.Prefix(anonymousIPv6Prefix)
 		return p.String()
 	}
 	return ip.String()
