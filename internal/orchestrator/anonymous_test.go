@@ -194,3 +194,31 @@ func TestAnonymousLeasesFollowResults(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAnonymousMessagesAreBounded: anyone may volunteer anonymously, so an
+// anonymous session may send messages of at most MaxAnonymousMessageBytes
+// (a larger one ends it), not the 64 MiB a trusted worker may: otherwise
+// registering anonymously would lift the few KiB bound on what a stranger
+// makes the orchestrator hold.
+func TestAnonymousMessagesAreBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxAnonymousMessageBytes = 1 << 20
+	h := newHarness(t, t.TempDir(), cfg)
+	big := protocol.Message{Type: protocol.TypeResult, JobID: "x", LeaseID: "y",
+		Result: &job.Result{Status: job.StatusCompleted, Output: strings.Repeat("x", 2<<20)}}
+
+	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
+	trusted.KeepAlive()
+	trusted.Send(big)
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	anon.KeepAlive()
+	anon.Send(big)
+	anon.WaitClosed(5 * time.Second)
+	eventually(t, 5*time.Second, func() error {
+		ws := h.o.Workers()
+		if len(ws) != 1 || ws[0].ID != trusted.ID {
+			return fmt.Errorf("workers %+v, want only the trusted one", ws)
+		}
+		return nil
+	})
+}

@@ -119,6 +119,14 @@ type Config struct {
 	// namespace's storage quota (JobStorageMB) with results of the
 	// message size limit.
 	MaxAnonymousResultBytes int
+	// MaxAnonymousMessageBytes is the largest message an anonymous
+	// volunteer's session may send (default 8 MiB: a result within
+	// MaxAnonymousResultBytes, JSON-escaped); a larger one ends the
+	// session. Trusted sessions may send up to the connection's read
+	// limit (protocol.DefaultReadLimit, 64 MiB). Anyone may volunteer
+	// anonymously, so this bounds what anyone can make the orchestrator
+	// hold in memory per session.
+	MaxAnonymousMessageBytes int64
 }
 
 // DefaultConfig returns the documented defaults.
@@ -141,6 +149,7 @@ func DefaultConfig() Config {
 
 		MaxAnonymousSessionsPerAddr: 64,
 		MaxAnonymousResultBytes:     4 << 20,
+		MaxAnonymousMessageBytes:    8 << 20,
 	}
 }
 
@@ -171,6 +180,9 @@ func (c Config) Validate() error {
 	atLeast("MaxDrops", c.MaxDrops, 1)
 	atLeast("MaxAnonymousSessionsPerAddr", c.MaxAnonymousSessionsPerAddr, 1)
 	atLeast("MaxAnonymousResultBytes", c.MaxAnonymousResultBytes, 1)
+	if c.MaxAnonymousMessageBytes < 1 {
+		errs = append(errs, job.Invalid("MaxAnonymousMessageBytes", "must be at least 1 (got %d)", c.MaxAnonymousMessageBytes))
+	}
 
 	l := c.RequestLimits
 	atLeast("RequestLimits.MaxCodeBytes", l.MaxCodeBytes, 1)

@@ -284,7 +284,11 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		}
 		defer o.releaseAnonymousSession(addr)
 	}
-	if err := conn.Authenticated(); err != nil {
+	authenticated := conn.Authenticated
+	if !who.trusted {
+		authenticated = func() error { return conn.AuthenticatedUpTo(o.cfg.MaxAnonymousMessageBytes) }
+	}
+	if err := authenticated(); err != nil {
 		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
 		o.refuse(ctx, conn, err.Error(), false)
 		return err
