@@ -95,7 +95,7 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 		return reason
 	}
 	if e.excluded(w) {
-		return "already ran a replica of this job"
+		return "already ran a replica of this job, or its owner or address did (replicas go to distinct identities)"
 	}
 	return ""
 }
