@@ -222,3 +222,35 @@ func TestAnonymousMessagesAreBounded(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReplicaFilesCount: a container's /output files are part of the answer
+// replicas vote on; otherwise a worker answering last with the agreed
+// stdout but files of its own would have its files accepted as verified.
+func TestReplicaFilesCount(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	caps := job.Capabilities{Runtimes: []job.Type{job.TypeDocker}, Concurrency: 1, Docker: &job.DockerCapabilities{}}
+	j := h.submit(job.Request{Type: job.TypeDocker, DockerImage: "alpine:3", Replicas: 2, Quorum: 2})
+	answer := func(files string) {
+		w := h.dial(caps)
+		w.keepAlive()
+		w.Answer(w.next(5*time.Second), job.Result{Status: job.StatusCompleted, Output: "done",
+			Files: map[string][]byte{"report.txt": []byte(files)}})
+	}
+	answer("honest")
+	answer("forged")
+	var v *job.Job
+	eventually(t, 5*time.Second, func() error {
+		if v = h.job(j.ID); !v.Status.Terminal() && !strings.Contains(v.Reason, "2 answers") {
+			return fmt.Errorf("job is %s: %s", v.Status, v.Reason)
+		}
+		return nil
+	})
+	if v.Status.Terminal() {
+		t.Fatalf("answers with different files agreed: %s with files %q", v.Status, v.Result.Files["report.txt"])
+	}
+	answer("honest")
+	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
+	if err != nil || got.Status != job.StatusCompleted || string(got.Result.Files["report.txt"]) != "honest" {
+		t.Fatalf("job: %+v %v", got, err)
+	}
+}

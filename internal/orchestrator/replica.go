@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -283,12 +285,18 @@ func (o *Orchestrator) replicaReasonLocked(p *entry) string {
 }
 
 // answerHash identifies an answer by what a client sees of it: status,
-// exit code, output and returned value (compacted, so that formatting does
-// not count).
+// exit code, output, a container's output files and the returned value
+// (compacted, so that formatting does not count).
 func answerHash(r *job.Result) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", r.Status, r.ExitCode, len(r.Output))
 	h.Write([]byte(r.Output))
+	names := slices.Sorted(maps.Keys(r.Files))
+	fmt.Fprintf(h, "%d\x00", len(names))
+	for _, name := range names {
+		fmt.Fprintf(h, "%d\x00%s%d\x00", len(name), name, len(r.Files[name]))
+		h.Write(r.Files[name])
+	}
 	var v any
 	if len(r.Result) > 0 && json.Unmarshal(r.Result, &v) == nil {
 		b, _ := json.Marshal(v)
