@@ -82,6 +82,9 @@ type Service struct {
 	mu       sync.Mutex
 	tokens   map[string]cachedPrincipal // by hash of the secret
 	policies map[string]cachedPolicy    // by namespace
+	// revocations counts Revoke calls; an authentication whose store
+	// read may predate one caches nothing.
+	revocations uint64
 }
 
 type cachedPrincipal struct {
@@ -227,6 +230,7 @@ func (s *Service) Revoke(ctx context.Context, id string) (job.Token, error) {
 		return job.Token{}, err
 	}
 	s.mu.Lock()
+	s.revocations++
 	for h, c := range s.tokens {
 		if c.p.TokenID == id {
 			delete(s.tokens, h)
@@ -251,6 +255,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (job.Principa
 	now := s.now()
 	s.mu.Lock()
 	c, ok := s.tokens[h]
+	revocations := s.revocations
 	s.mu.Unlock()
 	if ok && now.Before(c.expires) && subtle.ConstantTimeCompare([]byte(c.hash), []byte(h)) == 1 {
 		return c.p, nil
@@ -270,6 +275,12 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (job.Principa
 	}
 	p := job.Principal{TokenID: rec.ID, Kind: rec.Kind, Namespace: rec.Namespace, Name: rec.Name}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.revocations != revocations {
+		// A token was revoked while the store was read: the record may
+		// be older than the revocation, and caching it would undo it.
+		return p, nil
+	}
 	if len(s.tokens) >= s.cfg.CacheSize {
 		for k := range s.tokens { // drop one entry, chosen by map order
 			delete(s.tokens, k)
@@ -277,7 +288,6 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (job.Principa
 		}
 	}
 	s.tokens[h] = cachedPrincipal{p: p, hash: h, expires: now.Add(s.cfg.CacheTTL)}
-	s.mu.Unlock()
 	return p, nil
 }
 
