@@ -85,6 +85,8 @@ type Service struct {
 	// revocations counts Revoke calls; an authentication whose store
 	// read may predate one caches nothing.
 	revocations uint64
+	// policyChanges counts PutPolicy calls, alike for policies.
+	policyChanges uint64
 }
 
 type cachedPrincipal struct {
@@ -304,6 +306,7 @@ func (s *Service) PutPolicy(ctx context.Context, p job.NamespacePolicy) error {
 		return err
 	}
 	s.mu.Lock()
+	s.policyChanges++
 	delete(s.policies, p.Namespace)
 	s.mu.Unlock()
 	return nil
@@ -316,6 +319,7 @@ func (s *Service) NamespacePolicy(ctx context.Context, ns string) (job.Namespace
 	now := s.now()
 	s.mu.Lock()
 	c, ok := s.policies[ns]
+	changes := s.policyChanges
 	s.mu.Unlock()
 	if ok && now.Before(c.expires) {
 		return c.p, nil
@@ -328,6 +332,12 @@ func (s *Service) NamespacePolicy(ctx context.Context, ns string) (job.Namespace
 		return job.NamespacePolicy{}, err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.policyChanges != changes {
+		// A policy was set while the store was read: caching what was
+		// read could keep the old one for CacheTTL.
+		return p, nil
+	}
 	if len(s.policies) >= s.cfg.CacheSize {
 		for k := range s.policies {
 			delete(s.policies, k)
@@ -335,7 +345,6 @@ func (s *Service) NamespacePolicy(ctx context.Context, ns string) (job.Namespace
 		}
 	}
 	s.policies[ns] = cachedPolicy{p: p, expires: now.Add(s.cfg.CacheTTL)}
-	s.mu.Unlock()
 	return p, nil
 }
 

@@ -57,3 +57,38 @@ func TestRevokeDuringAuthenticate(t *testing.T) {
 		t.Fatalf("the revoked token authenticates: %v", err)
 	}
 }
+
+func (p *pausingStore) GetNamespacePolicy(ctx context.Context, ns string) (job.NamespacePolicy, error) {
+	pol, err := p.Store.GetNamespacePolicy(ctx, ns)
+	if p.armed.CompareAndSwap(true, false) {
+		p.reading <- struct{}{}
+		<-p.release
+	}
+	return pol, err
+}
+
+// TestPolicyChangeDuringRead: a policy read that started before a change
+// (such as requiring trusted workers) and ends after it does not cache the
+// old policy.
+func TestPolicyChangeDuringRead(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	t.Cleanup(func() { st.Close() })
+	p := &pausingStore{Store: st, reading: make(chan struct{}), release: make(chan struct{})}
+	s := mustNew(t, p)
+	ctx := context.Background()
+	p.armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.NamespacePolicy(ctx, "bob")
+		done <- err
+	}()
+	<-p.reading
+	if err := s.PutPolicy(ctx, job.NamespacePolicy{Namespace: "bob", RequireTrustedWorkers: true}); err != nil {
+		t.Fatal(err)
+	}
+	close(p.release)
+	<-done
+	if pol, err := s.NamespacePolicy(ctx, "bob"); err != nil || !pol.RequireTrustedWorkers {
+		t.Fatalf("policy after the change: %+v %v", pol, err)
+	}
+}
