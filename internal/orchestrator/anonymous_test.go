@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,5 +253,45 @@ func TestReplicaFilesCount(t *testing.T) {
 	got, err := h.o.Wait(context.Background(), j.ID, 5*time.Second)
 	if err != nil || got.Status != job.StatusCompleted || string(got.Result.Files["report.txt"]) != "honest" {
 		t.Fatalf("job: %+v %v", got, err)
+	}
+}
+
+// flakyPolicies fails until ok is set, then gives every namespace the
+// policy p.
+type flakyPolicies struct {
+	ok atomic.Bool
+	p  job.NamespacePolicy
+}
+
+func (f *flakyPolicies) NamespacePolicy(_ context.Context, ns string) (job.NamespacePolicy, error) {
+	if !f.ok.Load() {
+		return job.NamespacePolicy{}, errors.New("database is locked")
+	}
+	p := f.p
+	p.Namespace = ns
+	return p, nil
+}
+
+// TestUnreadPolicyKeepsJobsOffAnonymousWorkers: a job accepted while its
+// namespace's policy cannot be read does not go to an anonymous volunteer
+// (the policy may require trusted workers); once the policy is read and
+// allows them, it does.
+func TestUnreadPolicyKeepsJobsOffAnonymousWorkers(t *testing.T) {
+	cfg := testConfig()
+	pol := &flakyPolicies{}
+	cfg.Policies = pol
+	h := newHarness(t, t.TempDir(), cfg)
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	anon.KeepAlive()
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "bob"})
+	eventually(t, 5*time.Second, func() error {
+		if v := h.job(j.ID); v.Status != job.StatusPending || !strings.Contains(v.Reason, "could not be read") {
+			return fmt.Errorf("job is %s: %s", v.Status, v.Reason)
+		}
+		return nil
+	})
+	pol.ok.Store(true)
+	if task := anon.Next(10 * time.Second); task.JobID != j.ID {
+		t.Fatalf("got %s", task.JobID)
 	}
 }
