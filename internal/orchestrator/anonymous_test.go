@@ -88,13 +88,15 @@ func TestRejectingVolunteerIsBanned(t *testing.T) {
 }
 
 // TestAnonymousSessionsPerAddress: one address may hold at most
-// MaxAnonymousSessionsPerAddr anonymous sessions, so that it cannot take
-// every worker session the server allows (locking trusted workers out)
-// nor hold a job per session; another address, a trusted worker, and the
-// same address once a session ends still connect.
+// MaxAnonymousSessionsPerAddr anonymous sessions and all addresses
+// MaxAnonymousSessions, so that volunteers cannot take every worker
+// session the server allows (locking trusted workers out); another
+// address, a trusted worker, and the same address once a session ends
+// still connect.
 func TestAnonymousSessionsPerAddress(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxAnonymousSessionsPerAddr = 3
+	cfg.MaxAnonymousSessions = 4
 	h := newHarness(t, t.TempDir(), cfg)
 	var held []*protocoltest.Worker
 	for range 3 {
@@ -107,6 +109,11 @@ func TestAnonymousSessionsPerAddress(t *testing.T) {
 		t.Fatalf("fourth session from one address: %+v", refused)
 	}
 	protocoltest.RegisterFrom(t, h.url(), "127.0.0.2", "", luaCaps(1))
+	// MaxAnonymousSessions (4) are open: another address is refused too,
+	// and a trusted worker still connects.
+	if m := protocoltest.RefusedFrom(t, h.url(), "127.0.0.3", "", luaCaps(1)); !strings.Contains(m.Error, "anonymous sessions are open") {
+		t.Fatalf("fifth anonymous session: %+v", m)
+	}
 	protocoltest.RegisterFrom(t, h.url(), "127.0.0.1", harnessSecret, luaCaps(1))
 	held[0].Close()
 	eventually(t, 5*time.Second, func() error {

@@ -110,6 +110,12 @@ type Config struct {
 	// every worker session the server allows, locking trusted workers
 	// out, and hold a job per session. Volunteers behind one NAT share it.
 	MaxAnonymousSessionsPerAddr int
+	// MaxAnonymousSessions is how many anonymous sessions may be open at
+	// once in all (0, the default: no cap of their own). serve sets it to
+	// half of its worker-session limit (--max-worker-sessions), so that
+	// volunteers from many addresses cannot take every session and trusted
+	// workers always find room.
+	MaxAnonymousSessions int
 	// MaxAnonymousResultBytes bounds the result an anonymous volunteer
 	// may return (output, stderr, returned value and error together;
 	// default 4 MiB, above what the sandboxed runtimes' default caps of
@@ -179,6 +185,7 @@ func (c Config) Validate() error {
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
 	atLeast("MaxDrops", c.MaxDrops, 1)
 	atLeast("MaxAnonymousSessionsPerAddr", c.MaxAnonymousSessionsPerAddr, 1)
+	atLeast("MaxAnonymousSessions", c.MaxAnonymousSessions, 0)
 	atLeast("MaxAnonymousResultBytes", c.MaxAnonymousResultBytes, 1)
 	if c.MaxAnonymousMessageBytes < 1 {
 		errs = append(errs, job.Invalid("MaxAnonymousMessageBytes", "must be at least 1 (got %d)", c.MaxAnonymousMessageBytes))
@@ -250,6 +257,8 @@ type Orchestrator struct {
 	// anonSessions counts anonymous sessions per address (remoteIdentity)
 	// while they last; an address with none has no entry.
 	anonSessions map[string]int
+	// anonTotal is the sum of anonSessions.
+	anonTotal int
 	// anonLeases counts the leases untrusted workers hold (abandoned ones
 	// too: they hold a slot) per reputation key; a key with none has no
 	// entry.

@@ -276,8 +276,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	}
 	if !who.trusted {
 		addr := remoteIdentity(remote)
-		if !o.holdAnonymousSession(addr) {
-			why := fmt.Sprintf("address %s holds %d anonymous sessions, the most one address may; try again when one ends", addr, o.cfg.MaxAnonymousSessionsPerAddr)
+		if why := o.holdAnonymousSession(addr); why != "" {
 			o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", why)
 			o.refuse(ctx, conn, why, false)
 			return errors.New(why)
@@ -367,23 +366,28 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	return err
 }
 
-// holdAnonymousSession counts a new anonymous session from addr, and
-// reports false (counting nothing) when addr already holds
-// MaxAnonymousSessionsPerAddr.
-func (o *Orchestrator) holdAnonymousSession(addr string) bool {
+// holdAnonymousSession counts a new anonymous session from addr, or says
+// why it may not be opened (counting nothing): addr already holds
+// MaxAnonymousSessionsPerAddr, or MaxAnonymousSessions are open.
+func (o *Orchestrator) holdAnonymousSession(addr string) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.anonSessions[addr] >= o.cfg.MaxAnonymousSessionsPerAddr {
-		return false
+		return fmt.Sprintf("address %s holds %d anonymous sessions, the most one address may; try again when one ends", addr, o.cfg.MaxAnonymousSessionsPerAddr)
+	}
+	if m := o.cfg.MaxAnonymousSessions; m > 0 && o.anonTotal >= m {
+		return fmt.Sprintf("%d anonymous sessions are open, the most this orchestrator takes; try again later", m)
 	}
 	o.anonSessions[addr]++
-	return true
+	o.anonTotal++
+	return ""
 }
 
 // releaseAnonymousSession counts out an anonymous session from addr.
 func (o *Orchestrator) releaseAnonymousSession(addr string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.anonTotal--
 	if o.anonSessions[addr]--; o.anonSessions[addr] <= 0 {
 		delete(o.anonSessions, addr)
 	}
