@@ -302,3 +302,27 @@ func TestUnreadPolicyKeepsJobsOffAnonymousWorkers(t *testing.T) {
 		t.Fatalf("got %s", task.JobID)
 	}
 }
+
+// TestWorkerTextIsClipped: what a worker writes in a reject's error becomes
+// the job's reason cut to job.SummaryTextBytes, not megabytes stored in
+// the job's namespace.
+func TestWorkerTextIsClipped(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "victim"})
+	anon := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	anon.KeepAlive()
+	huge := strings.Repeat("e", 4<<20)
+	anon.Send(protocol.Message{Type: protocol.TypeError, Error: huge})
+	task := anon.Next(5 * time.Second)
+	anon.Send(protocol.Message{Type: protocol.TypeReject, JobID: task.JobID, LeaseID: task.LeaseID, Error: huge})
+	eventually(t, 5*time.Second, func() error {
+		v := h.stored(j.ID)
+		if v.Status != job.StatusPending || !strings.Contains(v.Reason, "could not run it") {
+			return fmt.Errorf("stored job is %s: %.80s", v.Status, v.Reason)
+		}
+		if len(v.Reason) > 2*job.SummaryTextBytes {
+			return fmt.Errorf("the stored reason is %d bytes", len(v.Reason))
+		}
+		return nil
+	})
+}

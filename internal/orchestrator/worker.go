@@ -413,8 +413,9 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 		if err != nil {
 			var de *protocol.DecodeError
 			if errors.As(err, &de) {
-				o.log.Warn("bad message from worker", "worker_id", w.id, "err", err)
-				w.send(protocol.Message{Type: protocol.TypeError, Error: err.Error()})
+				why := clip(err.Error())
+				o.log.Warn("bad message from worker", "worker_id", w.id, "err", why)
+				w.send(protocol.Message{Type: protocol.TypeError, Error: why})
 				continue
 			}
 			if errors.Is(err, protocol.ErrIdle) {
@@ -443,9 +444,9 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			o.mu.Unlock()
 			o.launch(starts)
 		case protocol.TypeError:
-			o.log.Warn("worker reported an error", "worker_id", w.id, "err", m.Error)
+			o.log.Warn("worker reported an error", "worker_id", w.id, "err", clip(m.Error))
 		default:
-			w.send(protocol.Message{Type: protocol.TypeError, Error: fmt.Sprintf("unexpected message %q", m.Type)})
+			w.send(protocol.Message{Type: protocol.TypeError, Error: clip(fmt.Sprintf("unexpected message %q", m.Type))})
 		}
 	}
 }
@@ -528,7 +529,7 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 			return
 		}
 		o.metrics.staleResults.Inc()
-		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", m.JobID, "lease_id", m.LeaseID, "held", held)
+		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", clip(m.JobID), "lease_id", clip(m.LeaseID), "held", held)
 	}
 }
 
@@ -555,6 +556,11 @@ func resultBytes(r *job.Result) int {
 	return n
 }
 
+// clip cuts what a worker wrote (an error, an id that matched nothing) to
+// job.SummaryTextBytes before it is logged, stored as a job's reason or
+// echoed: a worker may send megabytes of it in every message.
+func clip(s string) string { return job.CutText(s, job.SummaryTextBytes) }
+
 // handleReject puts back a job the worker could not start, without
 // counting an attempt; for an anonymous volunteer the lease given back
 // counts in its record as a lost one does (rejectedLocked).
@@ -568,14 +574,14 @@ func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 		o.mu.Unlock()
 		return
 	}
-	o.log.Warn("worker rejected a job", "worker_id", w.id, "job_id", m.JobID, "err", m.Error)
+	o.log.Warn("worker rejected a job", "worker_id", w.id, "job_id", m.JobID, "err", clip(m.Error))
 	if e.parent != nil {
 		// It never ran there: the worker may take a replica of the job
 		// again.
 		delete(e.parent.rep.workers, w.id)
 	}
 	o.requeueLocked(e, false, "")
-	e.job.Reason = "worker " + w.id + " could not run it: " + m.Error
+	e.job.Reason = "worker " + w.id + " could not run it: " + clip(m.Error)
 	o.rejectedLocked(e, w)
 	starts := o.dispatchExceptLocked(w)
 	o.mu.Unlock()
