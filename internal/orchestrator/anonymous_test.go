@@ -326,3 +326,25 @@ func TestWorkerTextIsClipped(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCanceledLeaseFreesItsSlot: a worker that does not answer for a job it
+// was told to stop gets its slot back LeaseGrace later, not at the end of
+// the job's timeout (an hour at most): an anonymous volunteer's leases
+// count against its identity's credit, so until then it would be sent
+// nothing.
+func TestCanceledLeaseFreesItsSlot(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	w := protocoltest.Register(t, h.url(), "", luaCaps(1))
+	w.KeepAlive()
+	a := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", TimeoutSeconds: ptr(600.0)})
+	if task := w.Next(5 * time.Second); task.JobID != a.ID {
+		t.Fatalf("got %s", task.JobID)
+	}
+	if _, err := h.o.Cancel(tenantCtx(), a.ID); err != nil {
+		t.Fatal(err)
+	}
+	b := h.submit(job.Request{Type: job.TypeLua, Code: "return 2"})
+	if task := w.Next(10 * time.Second); task.JobID != b.ID {
+		t.Fatalf("got %s", task.JobID)
+	}
+}

@@ -612,7 +612,7 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 	var lease string
 	if e.worker != nil {
 		notify, lease = e.worker, e.job.LeaseID
-		e.worker.abandon(lease)
+		e.worker.abandon(lease, o.now(), o.cfg.LeaseGrace)
 	}
 	o.finishLocked(e, &job.Result{Status: job.StatusCanceled, Error: "canceled by request", Attempt: e.job.Attempt, WorkerID: e.job.WorkerID})
 	o.mu.Unlock()

@@ -227,7 +227,7 @@ func (o *Orchestrator) stopReplicaLocked(c *entry) {
 	}
 	if w := c.worker; w != nil {
 		lease := c.job.LeaseID
-		w.abandon(lease)
+		w.abandon(lease, o.now(), o.cfg.LeaseGrace)
 		w.send(cancelMessage(c.job.ID, lease))
 	}
 	o.finishLocked(c, &job.Result{Status: job.StatusCanceled, Error: "not needed: the job was decided or canceled"})

@@ -51,11 +51,14 @@ type lease struct {
 	deadline  time.Time
 }
 
-// abandon marks a lease as no longer the job's current one; the worker's
-// slot stays taken until it answers, at most LeaseGrace.
-func (w *worker) abandon(leaseID string) {
+// abandon marks a lease as no longer the job's current one at now; the
+// worker's slot stays taken until it answers, at most grace.
+func (w *worker) abandon(leaseID string, now time.Time, grace time.Duration) {
 	if l, ok := w.leases[leaseID]; ok {
 		l.abandoned = true
+		if d := now.Add(grace); d.Before(l.deadline) {
+			l.deadline = d
+		}
 	}
 }
 
