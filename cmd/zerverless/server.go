@@ -186,6 +186,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if err := s.startAuth(ctx, &cfg); err != nil {
 		return nil, err
 	}
+	if cfg.Orchestrator.MaxAnonymousSessions == 0 {
+		// Half the worker sessions at most go to anonymous volunteers,
+		// so that trusted workers always find room.
+		cfg.Orchestrator.MaxAnonymousSessions = max(cfg.Net.MaxSessions/2, 1)
+	}
 	s.orch, err = orchestrator.New(cfg.Orchestrator, s.store, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("create orchestrator: %w", err)

@@ -151,3 +151,22 @@ func TestFunctionsStayOffAnonymousWorkers(t *testing.T) {
 		t.Fatal("a function that allows anonymous workers was not sent to one")
 	}
 }
+
+// TestAnonymousSessionsLeaveRoom: serve lets anonymous volunteers hold at
+// most half of its worker sessions (from however many addresses), so a
+// trusted worker still connects when they have taken all they may.
+func TestAnonymousSessionsLeaveRoom(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.OpenVolunteering = true
+	cfg.Net.MaxSessions = 4
+	srv, _ := startServer(t, cfg)
+	caps := job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1}
+	protocoltest.RegisterFrom(t, srv.WorkerURL(), "127.0.0.2", "", caps).KeepAlive()
+	protocoltest.RegisterFrom(t, srv.WorkerURL(), "127.0.0.3", "", caps).KeepAlive()
+	if m := protocoltest.RefusedFrom(t, srv.WorkerURL(), "127.0.0.4", "", caps); !strings.Contains(m.Error, "anonymous sessions") {
+		t.Fatalf("a third anonymous session of four: %+v", m)
+	}
+	if w := dialRaw(t, srv.WorkerURL(), caps); !w.Trusted {
+		t.Fatal("the trusted worker is not trusted")
+	}
+}

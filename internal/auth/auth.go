@@ -82,6 +82,11 @@ type Service struct {
 	mu       sync.Mutex
 	tokens   map[string]cachedPrincipal // by hash of the secret
 	policies map[string]cachedPolicy    // by namespace
+	// revocations counts Revoke calls; an authentication whose store
+	// read may predate one caches nothing.
+	revocations uint64
+	// policyChanges counts PutPolicy calls, alike for policies.
+	policyChanges uint64
 }
 
 type cachedPrincipal struct {
@@ -227,6 +232,7 @@ func (s *Service) Revoke(ctx context.Context, id string) (job.Token, error) {
 		return job.Token{}, err
 	}
 	s.mu.Lock()
+	s.revocations++
 	for h, c := range s.tokens {
 		if c.p.TokenID == id {
 			delete(s.tokens, h)
@@ -251,6 +257,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (job.Principa
 	now := s.now()
 	s.mu.Lock()
 	c, ok := s.tokens[h]
+	revocations := s.revocations
 	s.mu.Unlock()
 	if ok && now.Before(c.expires) && subtle.ConstantTimeCompare([]byte(c.hash), []byte(h)) == 1 {
 		return c.p, nil
@@ -270,6 +277,12 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (job.Principa
 	}
 	p := job.Principal{TokenID: rec.ID, Kind: rec.Kind, Namespace: rec.Namespace, Name: rec.Name}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.revocations != revocations {
+		// A token was revoked while the store was read: the record may
+		// be older than the revocation, and caching it would undo it.
+		return p, nil
+	}
 	if len(s.tokens) >= s.cfg.CacheSize {
 		for k := range s.tokens { // drop one entry, chosen by map order
 			delete(s.tokens, k)
@@ -277,7 +290,6 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (job.Principa
 		}
 	}
 	s.tokens[h] = cachedPrincipal{p: p, hash: h, expires: now.Add(s.cfg.CacheTTL)}
-	s.mu.Unlock()
 	return p, nil
 }
 
@@ -294,6 +306,7 @@ func (s *Service) PutPolicy(ctx context.Context, p job.NamespacePolicy) error {
 		return err
 	}
 	s.mu.Lock()
+	s.policyChanges++
 	delete(s.policies, p.Namespace)
 	s.mu.Unlock()
 	return nil
@@ -306,6 +319,7 @@ func (s *Service) NamespacePolicy(ctx context.Context, ns string) (job.Namespace
 	now := s.now()
 	s.mu.Lock()
 	c, ok := s.policies[ns]
+	changes := s.policyChanges
 	s.mu.Unlock()
 	if ok && now.Before(c.expires) {
 		return c.p, nil
@@ -318,6 +332,12 @@ func (s *Service) NamespacePolicy(ctx context.Context, ns string) (job.Namespace
 		return job.NamespacePolicy{}, err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.policyChanges != changes {
+		// A policy was set while the store was read: caching what was
+		// read could keep the old one for CacheTTL.
+		return p, nil
+	}
 	if len(s.policies) >= s.cfg.CacheSize {
 		for k := range s.policies {
 			delete(s.policies, k)
@@ -325,7 +345,6 @@ func (s *Service) NamespacePolicy(ctx context.Context, ns string) (job.Namespace
 		}
 	}
 	s.policies[ns] = cachedPolicy{p: p, expires: now.Add(s.cfg.CacheTTL)}
-	s.mu.Unlock()
 	return p, nil
 }
 

@@ -68,9 +68,9 @@ func TestListWhileTheResultIsStored(t *testing.T) {
 		slow.Store = st
 		return slow
 	})
-	w := h.dial(luaCaps(1))
+	w := h.dial(job.Capabilities{Runtimes: []job.Type{job.TypeDocker}, Concurrency: 1, Docker: &job.DockerCapabilities{}})
 	w.keepAlive()
-	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	j := h.submit(job.Request{Type: job.TypeDocker, DockerImage: "alpine:3"})
 	task := w.next(5 * time.Second)
 	m := resultMessage(task, job.StatusCompleted)
 	m.Result.Files = map[string][]byte{"out.bin": make([]byte, 1<<20)}

@@ -78,7 +78,7 @@ func (o *Orchestrator) expireLeases() {
 			if l.abandoned {
 				// The worker never answered for a job it was told
 				// to stop; give the slot back.
-				delete(w.leases, leaseID)
+				o.endLeaseLocked(w, leaseID)
 				continue
 			}
 			l.abandoned = true

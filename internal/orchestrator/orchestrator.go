@@ -103,6 +103,36 @@ type Config struct {
 	// worker is checked again; a session whose token was revoked ends
 	// within this interval and its jobs go back to the queue (default 2 s).
 	TokenRecheckInterval time.Duration
+	// MaxAnonymousSessionsPerAddr is how many sessions anonymous
+	// volunteers may hold at once from one address (an IPv6 address by
+	// its /56, as their records are kept); more are refused until one
+	// ends (default 64; at least 1). Without it one address could take
+	// every worker session the server allows, locking trusted workers
+	// out, and hold a job per session. Volunteers behind one NAT share it.
+	MaxAnonymousSessionsPerAddr int
+	// MaxAnonymousSessions is how many anonymous sessions may be open at
+	// once in all (0, the default: no cap of their own). serve sets it to
+	// half of its worker-session limit (--max-worker-sessions), so that
+	// volunteers from many addresses cannot take every session and trusted
+	// workers always find room.
+	MaxAnonymousSessions int
+	// MaxAnonymousResultBytes bounds the result an anonymous volunteer
+	// may return (output, stderr, returned value and error together;
+	// default 4 MiB, above what the sandboxed runtimes' default caps of
+	// 1 MiB each produce). A larger one is not stored: the job goes back
+	// to the queue without losing an attempt and the volunteer's record
+	// counts a lost lease. It keeps a volunteer from spending another
+	// namespace's storage quota (JobStorageMB) with results of the
+	// message size limit.
+	MaxAnonymousResultBytes int
+	// MaxAnonymousMessageBytes is the largest message an anonymous
+	// volunteer's session may send (default 8 MiB: a result within
+	// MaxAnonymousResultBytes, JSON-escaped); a larger one ends the
+	// session. Trusted sessions may send up to the connection's read
+	// limit (protocol.DefaultReadLimit, 64 MiB). Anyone may volunteer
+	// anonymously, so this bounds what anyone can make the orchestrator
+	// hold in memory per session.
+	MaxAnonymousMessageBytes int64
 }
 
 // DefaultConfig returns the documented defaults.
@@ -122,6 +152,10 @@ func DefaultConfig() Config {
 		MaxDrops:          3,
 
 		TokenRecheckInterval: 2 * time.Second,
+
+		MaxAnonymousSessionsPerAddr: 64,
+		MaxAnonymousResultBytes:     4 << 20,
+		MaxAnonymousMessageBytes:    8 << 20,
 	}
 }
 
@@ -150,6 +184,12 @@ func (c Config) Validate() error {
 	atLeast("MaxReplicas", c.MaxReplicas, 1)
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
 	atLeast("MaxDrops", c.MaxDrops, 1)
+	atLeast("MaxAnonymousSessionsPerAddr", c.MaxAnonymousSessionsPerAddr, 1)
+	atLeast("MaxAnonymousSessions", c.MaxAnonymousSessions, 0)
+	atLeast("MaxAnonymousResultBytes", c.MaxAnonymousResultBytes, 1)
+	if c.MaxAnonymousMessageBytes < 1 {
+		errs = append(errs, job.Invalid("MaxAnonymousMessageBytes", "must be at least 1 (got %d)", c.MaxAnonymousMessageBytes))
+	}
 
 	l := c.RequestLimits
 	atLeast("RequestLimits.MaxCodeBytes", l.MaxCodeBytes, 1)
@@ -214,6 +254,15 @@ type Orchestrator struct {
 	strikes map[string]int
 	// standings are what each reputation key did with its leases.
 	standings map[string]*standing
+	// anonSessions counts anonymous sessions per address (remoteIdentity)
+	// while they last; an address with none has no entry.
+	anonSessions map[string]int
+	// anonTotal is the sum of anonSessions.
+	anonTotal int
+	// anonLeases counts the leases untrusted workers hold (abandoned ones
+	// too: they hold a slot) per reputation key; a key with none has no
+	// entry.
+	anonLeases map[string]int
 
 	policies policyCache
 	buckets  rateLimiter
@@ -292,6 +341,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		nsPending: make(map[string]int),
 		strikes:   make(map[string]int),
 		standings: make(map[string]*standing),
+
+		anonSessions: make(map[string]int),
+		anonLeases:   make(map[string]int),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {
@@ -563,7 +615,7 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 	var lease string
 	if e.worker != nil {
 		notify, lease = e.worker, e.job.LeaseID
-		e.worker.abandon(lease)
+		e.worker.abandon(lease, o.now(), o.cfg.LeaseGrace)
 	}
 	o.finishLocked(e, &job.Result{Status: job.StatusCanceled, Error: "canceled by request", Attempt: e.job.Attempt, WorkerID: e.job.WorkerID})
 	o.mu.Unlock()

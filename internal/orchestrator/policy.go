@@ -50,6 +50,21 @@ func (o *Orchestrator) policy(ctx context.Context, ns string) job.NamespacePolic
 	return p
 }
 
+// policyKnownLocked reports whether ns's policy was ever read (or there is
+// no PolicySource, and every namespace has the zero policy). Until it is,
+// the namespace's jobs stay off untrusted workers: a policy that could not
+// be read may require trusted workers.
+func (o *Orchestrator) policyKnownLocked(ns string) bool {
+	if o.cfg.Policies == nil {
+		return true
+	}
+	c := &o.policies
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[ns]
+	return ok
+}
+
 // cachedPolicyLocked returns the last policy read for ns, without I/O.
 func (o *Orchestrator) cachedPolicyLocked(ns string) job.NamespacePolicy {
 	c := &o.policies
@@ -106,7 +121,7 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 		return reason
 	}
 	if e.excluded(w) {
-		return "already ran a replica of this job"
+		return "already ran a replica of this job, or its owner or address did (replicas go to distinct identities)"
 	}
 	return ""
 }
@@ -127,6 +142,9 @@ func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
 		}
 		if o.cachedPolicyLocked(e.job.Namespace).RequireTrustedWorkers {
 			return fmt.Sprintf("is not trusted; namespace %s requires trusted workers", e.job.Namespace)
+		}
+		if !o.policyKnownLocked(e.job.Namespace) {
+			return fmt.Sprintf("is not trusted, and namespace %s's policy could not be read yet (it may require trusted workers)", e.job.Namespace)
 		}
 	}
 	if why := o.banLocked(w); why != "" {

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -12,8 +14,8 @@ import (
 
 // A replicated job (Spec.Replicas > 1) never goes to a worker itself: it is
 // the parent of replica entries, ephemeral copies of it that go through the
-// queues like any job, each to a distinct worker (and a distinct owner
-// where owners are known). Each replica's answer is hashed; when Quorum
+// queues like any job, each to a distinct worker of a distinct identity
+// (reputationKey: an owner, or an anonymous volunteer's address). Each replica's answer is hashed; when Quorum
 // answers agree, the parent completes with that answer and the workers
 // whose answers differ get a strike. When the replicas running have all
 // answered without a quorum, more are run, up to MaxReplicas in all; then
@@ -52,10 +54,12 @@ func (o *Orchestrator) countLocked(e *entry, s job.Status, d int) {
 }
 
 // excluded reports whether w already holds or held a replica of e's
-// parent, or w's owner holds one or answered for one. An owner whose
-// replica was lost without an answer may run it again on another worker:
-// it has no say yet, and the job could otherwise wait for an owner that
-// never comes.
+// parent, or w's identity (reputationKey: its join token's owner, or an
+// anonymous volunteer's address) holds one or answered for one: sessions
+// of one identity are one voice, or one volunteer could open a session per
+// replica and answer them all alike. An identity whose replica was lost
+// without an answer may run it again on another worker: it has no say
+// yet, and the job could otherwise wait for an owner that never comes.
 func (e *entry) excluded(w *worker) bool {
 	if e.parent == nil {
 		return false
@@ -64,16 +68,14 @@ func (e *entry) excluded(w *worker) bool {
 	if r.workers[w.id] {
 		return true
 	}
-	if w.owner == "" {
-		return false
-	}
+	k := w.reputationKey()
 	for c := range r.live {
-		if c.worker != nil && c.worker.owner == w.owner {
+		if c.worker != nil && c.worker.reputationKey() == k {
 			return true
 		}
 	}
 	for _, a := range r.answers {
-		if a.Owner == w.owner {
+		if a.key == k {
 			return true
 		}
 	}
@@ -225,7 +227,7 @@ func (o *Orchestrator) stopReplicaLocked(c *entry) {
 	}
 	if w := c.worker; w != nil {
 		lease := c.job.LeaseID
-		w.abandon(lease)
+		w.abandon(lease, o.now(), o.cfg.LeaseGrace)
 		w.send(cancelMessage(c.job.ID, lease))
 	}
 	o.finishLocked(c, &job.Result{Status: job.StatusCanceled, Error: "not needed: the job was decided or canceled"})
@@ -283,12 +285,18 @@ func (o *Orchestrator) replicaReasonLocked(p *entry) string {
 }
 
 // answerHash identifies an answer by what a client sees of it: status,
-// exit code, output and returned value (compacted, so that formatting does
-// not count).
+// exit code, output, a container's output files and the returned value
+// (compacted, so that formatting does not count).
 func answerHash(r *job.Result) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", r.Status, r.ExitCode, len(r.Output))
 	h.Write([]byte(r.Output))
+	names := slices.Sorted(maps.Keys(r.Files))
+	fmt.Fprintf(h, "%d\x00", len(names))
+	for _, name := range names {
+		fmt.Fprintf(h, "%d\x00%s%d\x00", len(name), name, len(r.Files[name]))
+		h.Write(r.Files[name])
+	}
 	var v any
 	if len(r.Result) > 0 && json.Unmarshal(r.Result, &v) == nil {
 		b, _ := json.Marshal(v)

@@ -26,8 +26,8 @@ type PolicySource interface {
 type identity struct {
 	trusted bool
 	// owner names the join token; "" for anonymous volunteers and the
-	// embedded workers. Replicas of one job go to distinct owners where
-	// known, and always to distinct workers.
+	// embedded workers. Replicas of one job go to distinct identities
+	// (reputationKey), and always to distinct workers.
 	owner string
 	// secret is the join token presented, kept to check it again while
 	// the session lasts (recheckTokens); "" for anonymous volunteers and
@@ -64,9 +64,16 @@ func (o *Orchestrator) identify(ctx context.Context, token string) (identity, er
 	return identity{trusted: true, owner: owner, secret: token}, nil
 }
 
+// anonymousIPv6Prefix is the IPv6 prefix an anonymous volunteer is known
+// by: a /56, the smallest block one subscriber is usually delegated (a
+// household gets a /56 or a /48, a LAN within it a /64). By its /64 one
+// subscriber would be 256 identities or more: 256 fresh records, 256
+// replicas' votes.
+const anonymousIPv6Prefix = 56
+
 // remoteIdentity is what an anonymous volunteer is known by: the address it
-// connects from, an IPv6 address by its /64 (what one subscriber is
-// usually given), so that a new session does not start with a clean slate.
+// connects from, an IPv6 address by its /56 (anonymousIPv6Prefix), so that
+// a new session does not start with a clean slate.
 func remoteIdentity(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
@@ -78,7 +85,7 @@ func remoteIdentity(remote string) string {
 	}
 	ip = ip.Unmap()
 	if ip.Is6() {
-		p, _ := ip.Prefix(64)
+		p, _ := ip.Prefix(anonymousIPv6Prefix)
 		return p.String()
 	}
 	return ip.String()
@@ -226,6 +233,29 @@ func (o *Orchestrator) loseLeaseLocked(e *entry, w *worker, why string) {
 	o.log.Warn("lease lost by a worker not in good standing; the job keeps its attempts",
 		"job_id", e.job.ID, "worker_id", w.id, "identity", k, "drops", s.drops, "banned", s.drops >= o.cfg.MaxDrops)
 	e.job.Reason = fmt.Sprintf("re-queued without losing an attempt: %s, which has lost more leases than it returned results", why)
+}
+
+// rejectedLocked records that the untrusted worker w gave e back unrun. It
+// never costs the job anything, but it counts in w's identity's record as a
+// lost lease does, toward a ban when the identity is not in good standing:
+// otherwise a volunteer could take a job, sit on it until just before its
+// lease expires, give it back and take it again, holding another tenant's
+// job forever at no cost. Trusted workers reject for their own reasons (a
+// full slot, an engine down) and answer to the operator.
+func (o *Orchestrator) rejectedLocked(e *entry, w *worker) {
+	if w.trusted {
+		return
+	}
+	k := w.reputationKey()
+	s := o.standingLocked(k)
+	good := s.good()
+	s.lost++
+	if good {
+		return
+	}
+	s.drops++
+	o.log.Warn("job given back unrun by a worker not in good standing",
+		"job_id", e.job.ID, "worker_id", w.id, "identity", k, "drops", s.drops, "banned", s.drops >= o.cfg.MaxDrops)
 }
 
 // rootLocked is the job e stands for: its parent for a replica, else e.

@@ -217,15 +217,17 @@ func TestSilentVolunteerCannotFailJobs(t *testing.T) {
 }
 
 // TestRemoteIdentity: an anonymous volunteer is known by its address, an
-// IPv6 one by its /64, whatever the port.
+// IPv6 one by its /56 (what one subscriber is delegated), whatever the port.
 func TestRemoteIdentity(t *testing.T) {
 	for remote, want := range map[string]string{
 		"192.0.2.7:40000":             "192.0.2.7",
 		"192.0.2.7:1":                 "192.0.2.7",
 		"[::ffff:192.0.2.7]:5":        "192.0.2.7",
-		"[2001:db8:1:2:aaaa::1]:443":  "2001:db8:1:2::/64",
-		"[2001:db8:1:2:bbbb::9]:8000": "2001:db8:1:2::/64",
-		"[2001:db8:1:3::1]:8000":      "2001:db8:1:3::/64",
+		"[2001:db8:1:2:aaaa::1]:443":  "2001:db8:1::/56",
+		"[2001:db8:1:2:bbbb::9]:8000": "2001:db8:1::/56",
+		"[2001:db8:1:3::1]:8000":      "2001:db8:1::/56",
+		"[2001:db8:1:ff::1]:8000":     "2001:db8:1::/56",
+		"[2001:db8:1:100::1]:8000":    "2001:db8:1:100::/56",
 		"pipe":                        "pipe",
 	} {
 		if got := remoteIdentity(remote); got != want {
@@ -236,10 +238,11 @@ func TestRemoteIdentity(t *testing.T) {
 
 // TestNewVolunteerHoldsOneLease: an anonymous volunteer without a record
 // holds one lease, whatever concurrency it claims, until it returns a
-// result; then it gets its full concurrency.
+// result; then one more for each result it returns (see
+// TestAnonymousLeasesFollowResults).
 func TestNewVolunteerHoldsOneLease(t *testing.T) {
 	h := newHarness(t, t.TempDir(), testConfig())
-	for i := range 3 {
+	for i := range 4 {
 		h.submit(job.Request{Type: job.TypeLua, Code: fmt.Sprintf("return %d", i)})
 	}
 	anon := protocoltest.Register(t, h.url(), "", luaCaps(8))
@@ -249,6 +252,7 @@ func TestNewVolunteerHoldsOneLease(t *testing.T) {
 		t.Fatalf("a new volunteer holds %d leases", s.SlotsBusy)
 	}
 	anon.Answer(first, job.Result{Status: job.StatusCompleted})
+	anon.Answer(anon.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
 	anon.Next(5 * time.Second)
 	anon.Next(5 * time.Second)
 }

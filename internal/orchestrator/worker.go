@@ -51,11 +51,14 @@ type lease struct {
 	deadline  time.Time
 }
 
-// abandon marks a lease as no longer the job's current one; the worker's
-// slot stays taken until it answers, at most LeaseGrace.
-func (w *worker) abandon(leaseID string) {
+// abandon marks a lease as no longer the job's current one at now; the
+// worker's slot stays taken until it answers, at most grace.
+func (w *worker) abandon(leaseID string, now time.Time, grace time.Duration) {
 	if l, ok := w.leases[leaseID]; ok {
 		l.abandoned = true
+		if d := now.Add(grace); d.Before(l.deadline) {
+			l.deadline = d
+		}
 	}
 }
 
@@ -130,20 +133,46 @@ func (o *Orchestrator) acceptsWorkLocked(w *worker) bool {
 	return !o.closed && !w.gone && o.freeLocked(w) > 0 && !o.bannedLocked(w)
 }
 
-// freeLocked returns w's free slots. An untrusted identity not in good
-// standing (an anonymous volunteer that has not yet returned more results
-// than it lost leases) holds one lease per session, whatever concurrency
-// it claims, so that a worker that takes leases and sits on them holds
-// few jobs back; it gets its full concurrency once it has returned
-// results.
+// freeLocked returns w's free slots. An untrusted identity (an anonymous
+// volunteer's address) holds, across all its sessions, at most as many
+// leases as it has returned results more than it has lost leases, and at
+// least one, whatever concurrency its sessions claim: a volunteer that
+// takes leases and sits on them holds back only as many jobs as it has
+// finished, and an honest one grows to its full concurrency one result at
+// a time.
 func (o *Orchestrator) freeLocked(w *worker) int {
-	n := w.caps.Concurrency
+	n := w.caps.Concurrency - len(w.leases)
 	if !w.trusted {
-		if s := o.standings[w.reputationKey()]; s == nil || !s.good() {
-			n = min(n, 1)
+		k := w.reputationKey()
+		credit := 1
+		if s := o.standings[k]; s != nil {
+			credit = max(credit, s.results-s.lost)
+		}
+		n = min(n, credit-o.anonLeases[k])
+	}
+	return n
+}
+
+// addLeaseLocked gives w the lease id for l.
+func (o *Orchestrator) addLeaseLocked(w *worker, id string, l *lease) {
+	w.leases[id] = l
+	if !w.trusted {
+		o.anonLeases[w.reputationKey()]++
+	}
+}
+
+// endLeaseLocked takes the lease id off w, if it holds it.
+func (o *Orchestrator) endLeaseLocked(w *worker, id string) {
+	if _, ok := w.leases[id]; !ok {
+		return
+	}
+	delete(w.leases, id)
+	if !w.trusted {
+		k := w.reputationKey()
+		if o.anonLeases[k]--; o.anonLeases[k] <= 0 {
+			delete(o.anonLeases, k)
 		}
 	}
-	return n - len(w.leases)
 }
 
 // canTakeLocked reports whether w may be given e now. It is the one test
@@ -178,7 +207,7 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	}
 	e.deadline = now.Add(j.Spec.TaskTimeout() + o.cfg.LeaseGrace)
 	e.version++
-	w.leases[j.LeaseID] = &lease{jobID: j.ID, assigned: now, deadline: e.deadline}
+	o.addLeaseLocked(w, j.LeaseID, &lease{jobID: j.ID, assigned: now, deadline: e.deadline})
 	o.launches.Add(1) // done when launch has stored the running state
 	task := &job.Task{
 		JobID:     j.ID,
@@ -248,7 +277,20 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		o.refuse(ctx, conn, err.Error(), true)
 		return err
 	}
-	if err := conn.Authenticated(); err != nil {
+	if !who.trusted {
+		addr := remoteIdentity(remote)
+		if why := o.holdAnonymousSession(addr); why != "" {
+			o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", why)
+			o.refuse(ctx, conn, why, false)
+			return errors.New(why)
+		}
+		defer o.releaseAnonymousSession(addr)
+	}
+	authenticated := conn.Authenticated
+	if !who.trusted {
+		authenticated = func() error { return conn.AuthenticatedUpTo(o.cfg.MaxAnonymousMessageBytes) }
+	}
+	if err := authenticated(); err != nil {
 		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
 		o.refuse(ctx, conn, err.Error(), false)
 		return err
@@ -327,6 +369,33 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	return err
 }
 
+// holdAnonymousSession counts a new anonymous session from addr, or says
+// why it may not be opened (counting nothing): addr already holds
+// MaxAnonymousSessionsPerAddr, or MaxAnonymousSessions are open.
+func (o *Orchestrator) holdAnonymousSession(addr string) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.anonSessions[addr] >= o.cfg.MaxAnonymousSessionsPerAddr {
+		return fmt.Sprintf("address %s holds %d anonymous sessions, the most one address may; try again when one ends", addr, o.cfg.MaxAnonymousSessionsPerAddr)
+	}
+	if m := o.cfg.MaxAnonymousSessions; m > 0 && o.anonTotal >= m {
+		return fmt.Sprintf("%d anonymous sessions are open, the most this orchestrator takes; try again later", m)
+	}
+	o.anonSessions[addr]++
+	o.anonTotal++
+	return ""
+}
+
+// releaseAnonymousSession counts out an anonymous session from addr.
+func (o *Orchestrator) releaseAnonymousSession(addr string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.anonTotal--
+	if o.anonSessions[addr]--; o.anonSessions[addr] <= 0 {
+		delete(o.anonSessions, addr)
+	}
+}
+
 // refuse answers a registration with an error and closes. A permanent
 // refusal (a bad join token, an unknown protocol version) tells the worker
 // that trying again will not help.
@@ -347,8 +416,9 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 		if err != nil {
 			var de *protocol.DecodeError
 			if errors.As(err, &de) {
-				o.log.Warn("bad message from worker", "worker_id", w.id, "err", err)
-				w.send(protocol.Message{Type: protocol.TypeError, Error: err.Error()})
+				why := clip(err.Error())
+				o.log.Warn("bad message from worker", "worker_id", w.id, "err", why)
+				w.send(protocol.Message{Type: protocol.TypeError, Error: why})
 				continue
 			}
 			if errors.Is(err, protocol.ErrIdle) {
@@ -377,9 +447,9 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			o.mu.Unlock()
 			o.launch(starts)
 		case protocol.TypeError:
-			o.log.Warn("worker reported an error", "worker_id", w.id, "err", m.Error)
+			o.log.Warn("worker reported an error", "worker_id", w.id, "err", clip(m.Error))
 		default:
-			w.send(protocol.Message{Type: protocol.TypeError, Error: fmt.Sprintf("unexpected message %q", m.Type)})
+			w.send(protocol.Message{Type: protocol.TypeError, Error: clip(fmt.Sprintf("unexpected message %q", m.Type))})
 		}
 	}
 }
@@ -416,10 +486,21 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 	held = held && l.jobID == m.JobID
 	abandoned := held && l.abandoned
 	if held {
-		delete(w.leases, m.LeaseID)
+		o.endLeaseLocked(w, m.LeaseID)
 	}
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
+	var oversize int
+	if current {
+		sanitizeResult(e.job, m.Result)
+		if n := resultBytes(m.Result); !w.trusted && n > o.cfg.MaxAnonymousResultBytes {
+			oversize, current = n, false
+			o.requeueLocked(e, false, "")
+			e.job.Reason = fmt.Sprintf("worker %s returned a result of %d bytes, more than an anonymous volunteer may (%d, MaxAnonymousResultBytes); it was not kept", w.id, n, o.cfg.MaxAnonymousResultBytes)
+			o.rejectedLocked(e, w)
+			o.persistAsyncLocked(e)
+		}
+	}
 	if current {
 		o.resultLocked(w)
 		r := m.Result
@@ -431,41 +512,82 @@ func (o *Orchestrator) handleResult(ctx context.Context, w *worker, m protocol.M
 		// memory until it is stored, and waiters wake once it is.
 		o.persistAsyncLocked(e)
 	}
-	starts := o.fillLocked(w, nil)
+	var starts []start
+	if oversize > 0 {
+		// Elsewhere first, as for a job given back unrun.
+		starts = o.dispatchExceptLocked(w)
+	} else {
+		starts = o.fillLocked(w, nil)
+	}
 	o.mu.Unlock()
 	o.launch(starts)
 
+	if oversize > 0 {
+		o.log.Warn("result refused: too large from an anonymous volunteer", "worker_id", w.id, "job_id", m.JobID, "bytes", oversize)
+		return
+	}
 	if !current {
 		if abandoned {
 			// The job was canceled or taken back; the worker has stopped.
 			return
 		}
 		o.metrics.staleResults.Inc()
-		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", m.JobID, "lease_id", m.LeaseID, "held", held)
+		o.log.Warn("result rejected: the lease is not current", "worker_id", w.id, "job_id", clip(m.JobID), "lease_id", clip(m.LeaseID), "held", held)
 	}
 }
 
+// sanitizeResult drops from a worker's result r for j what only the
+// orchestrator fills (replicas) and what j's type never produces (a
+// build's report, a container's output files), so that a worker cannot
+// make a job look verified or built.
+func sanitizeResult(j *job.Job, r *job.Result) {
+	r.Replicas = nil
+	if !j.IsBuild() {
+		r.Build = nil
+	}
+	if j.Type != job.TypeDocker {
+		r.Files = nil
+	}
+}
+
+// resultBytes is the size of what r carries for the client.
+func resultBytes(r *job.Result) int {
+	n := len(r.Output) + len(r.Stderr) + len(r.Result) + len(r.Error)
+	for name, b := range r.Files {
+		n += len(name) + len(b)
+	}
+	return n
+}
+
+// clip cuts what a worker wrote (an error, an id that matched nothing) to
+// job.SummaryTextBytes before it is logged, stored as a job's reason or
+// echoed: a worker may send megabytes of it in every message.
+func clip(s string) string { return job.CutText(s, job.SummaryTextBytes) }
+
 // handleReject puts back a job the worker could not start, without
 // counting an attempt; or, when the worker's runtime tried and could not
-// run it (m.Attempted), as a lost attempt that is tried on another worker.
+// run it (m.Attempted), as a lost lease that is tried on another worker
+// (loseLeaseLocked: it costs the job an attempt only when the worker's
+// identity is in good standing). For an anonymous volunteer a job given
+// back unrun counts in its record as a lost one does (rejectedLocked).
 func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 	o.mu.Lock()
 	if l, ok := w.leases[m.LeaseID]; ok && l.jobID == m.JobID {
-		delete(w.leases, m.LeaseID)
+		o.endLeaseLocked(w, m.LeaseID)
 	}
 	e, ok := o.active[m.JobID]
 	if !ok || e.final || e.worker != w || e.job.LeaseID != m.LeaseID {
 		o.mu.Unlock()
 		return
 	}
-	o.log.Warn("worker gave a job back", "worker_id", w.id, "job_id", m.JobID, "attempted", m.Attempted, "err", m.Error)
-	why := "worker " + w.id + " could not run it: " + m.Error
+	o.log.Warn("worker gave a job back", "worker_id", w.id, "job_id", m.JobID, "attempted", m.Attempted, "err", clip(m.Error))
+	why := "worker " + w.id + " could not run it: " + clip(m.Error)
 	if m.Attempted {
 		if e.avoid == nil {
 			e.avoid = make(map[string]bool)
 		}
 		e.avoid[w.id] = true
-		o.requeueLocked(e, true, why)
+		o.loseLeaseLocked(e, w, why)
 	} else {
 		if e.parent != nil {
 			// It never ran there: the worker may take a replica of the
@@ -474,6 +596,7 @@ func (o *Orchestrator) handleReject(w *worker, m protocol.Message) {
 		}
 		o.requeueLocked(e, false, "")
 		e.job.Reason = why
+		o.rejectedLocked(e, w)
 	}
 	starts := o.dispatchExceptLocked(w)
 	o.mu.Unlock()
@@ -545,6 +668,9 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 			o.loseLeaseLocked(e, w, why)
 		}
 		changed = append(changed, e)
+	}
+	for leaseID := range w.leases {
+		o.endLeaseLocked(w, leaseID)
 	}
 	w.leases = nil
 	starts := o.dispatchLocked()

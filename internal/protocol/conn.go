@@ -90,13 +90,18 @@ func Accept(w http.ResponseWriter, r *http.Request, originPatterns []string, opt
 // Options.OnAuthenticated, then raises the read limit from
 // RegisterReadLimit to ReadLimit for the messages that follow. On error
 // the limit stays low and the caller should refuse the session.
-func (c *Conn) Authenticated() error {
+func (c *Conn) Authenticated() error { return c.AuthenticatedUpTo(c.limit) }
+
+// AuthenticatedUpTo is Authenticated for a session that may send less
+// than ReadLimit (an anonymous volunteer): the read limit is raised to
+// limit, or ReadLimit when that is lower.
+func (c *Conn) AuthenticatedUpTo(limit int64) error {
 	if c.onAuth != nil {
 		if err := c.onAuth(); err != nil {
 			return err
 		}
 	}
-	c.ws.SetReadLimit(c.limit)
+	c.ws.SetReadLimit(min(limit, c.limit))
 	return nil
 }
 

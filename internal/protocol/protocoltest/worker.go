@@ -7,8 +7,12 @@ package protocoltest
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
@@ -28,13 +32,25 @@ const dialTimeout = 5 * time.Second
 
 // dial connects to url and sends register with token ("" for an anonymous
 // volunteer) and caps; it returns the connection and the first answer.
-func dial(t testing.TB, url, token string, caps job.Capabilities) (*protocol.Conn, protocol.Message, error) {
+func dial(t testing.TB, url, src, token string, caps job.Capabilities) (*protocol.Conn, protocol.Message, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	conn, err := protocol.Dial(ctx, url, nil, protocol.Options{})
-	if err != nil {
-		return nil, protocol.Message{}, err
+	var conn *protocol.Conn
+	if src == "" {
+		c, err := protocol.Dial(ctx, url, nil, protocol.Options{})
+		if err != nil {
+			return nil, protocol.Message{}, err
+		}
+		conn = c
+	} else {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			return nil, protocol.Message{}, err
+		}
+		conn = protocol.NewConn(ws, protocol.Options{})
 	}
 	t.Cleanup(func() { conn.CloseNow() })
 	reg := protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "fake", Capabilities: &caps, Token: token}
@@ -49,7 +65,15 @@ func dial(t testing.TB, url, token string, caps job.Capabilities) (*protocol.Con
 // anonymous volunteer); the test fails unless it is registered.
 func Register(t testing.TB, url, token string, caps job.Capabilities) *Worker {
 	t.Helper()
-	conn, m, err := dial(t, url, token, caps)
+	return RegisterFrom(t, url, "", token, caps)
+}
+
+// RegisterFrom is Register from local address src (such as "127.0.0.2",
+// so that one test can be volunteers at several addresses); "" lets the
+// system choose.
+func RegisterFrom(t testing.TB, url, src, token string, caps job.Capabilities) *Worker {
+	t.Helper()
+	conn, m, err := dial(t, url, src, token, caps)
 	if err != nil || m.Type != protocol.TypeRegistered {
 		t.Fatalf("register: %+v %v", m, err)
 	}
@@ -60,7 +84,21 @@ func Register(t testing.TB, url, token string, caps job.Capabilities) *Worker {
 // orchestrator's error answer; the test fails if the worker is registered.
 func Refused(t testing.TB, url, token string, caps job.Capabilities) protocol.Message {
 	t.Helper()
-	conn, m, err := dial(t, url, token, caps)
+	return RefusedFrom(t, url, "", token, caps)
+}
+
+// TryRegisterFrom connects and registers as RegisterFrom does and returns
+// the connection (nil when it failed) and the orchestrator's first answer,
+// whatever it is; the connection is closed when the test ends.
+func TryRegisterFrom(t testing.TB, url, src, token string, caps job.Capabilities) (*protocol.Conn, protocol.Message, error) {
+	t.Helper()
+	return dial(t, url, src, token, caps)
+}
+
+// RefusedFrom is Refused from local address src.
+func RefusedFrom(t testing.TB, url, src, token string, caps job.Capabilities) protocol.Message {
+	t.Helper()
+	conn, m, err := dial(t, url, src, token, caps)
 	if conn != nil {
 		defer conn.CloseNow()
 	}
