@@ -246,44 +246,54 @@ func (x *executor) copy(ctx context.Context, st *stageState, sd instructions.Sou
 			if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeDir && h.Typeflag != tar.TypeSymlink {
 				return nil
 			}
-			var buf []byte
+			type target struct {
+				name string
+				file bool // a file source, not a directory's content
+			}
+			var targets []target
 			for _, r := range roots {
-				var target string
 				switch {
 				case r.dir && r.name == "":
-					target = path.Join(dest, h.Name)
+					targets = append(targets, target{path.Join(dest, h.Name), false})
 				case r.dir && h.Name == r.name:
-					continue // its header was written
+					// its header was written
 				case r.dir && strings.HasPrefix(h.Name, r.name+"/"):
-					target = path.Join(dest, strings.TrimPrefix(h.Name, r.name+"/"))
+					targets = append(targets, target{path.Join(dest, strings.TrimPrefix(h.Name, r.name+"/")), false})
 				case !r.dir && h.Name == r.name:
-					target = dest
+					name := dest
 					if destDir {
-						target = path.Join(dest, path.Base(r.name))
+						name = path.Join(dest, path.Base(r.name))
 					}
-				default:
-					continue
+					targets = append(targets, target{name, true})
 				}
-				// An entry that several sources select is read once.
-				if buf == nil && h.Typeflag == tar.TypeReg {
-					b, err := io.ReadAll(body)
+			}
+			first := ""
+			for _, tg := range targets {
+				if add && tg.file && h.Typeflag == tar.TypeReg {
+					// A context file, within the context's size limit.
+					buf, err := io.ReadAll(body)
 					if err != nil {
 						return err
 					}
-					buf = b
-				}
-				if add && !r.dir && h.Typeflag == tar.TypeReg {
+					body = bytes.NewReader(buf)
 					if ok, err := unpackArchive(tw, buf, dest, uid, gid, chown != ""); ok || err != nil {
 						return err
 					}
 				}
-				if err := tw.WriteHeader(header(h, target)); err != nil {
+				out := header(h, tg.name)
+				if first != "" && h.Typeflag == tar.TypeReg {
+					// The same entry again: a link to its first copy, so
+					// that it is read once and never held in memory.
+					out.Typeflag, out.Linkname, out.Size = tar.TypeLink, first, 0
+				}
+				if err := tw.WriteHeader(out); err != nil {
 					return err
 				}
-				if h.Typeflag == tar.TypeReg {
-					if _, err := tw.Write(buf); err != nil {
+				if out.Typeflag == tar.TypeReg {
+					if _, err := io.Copy(tw, body); err != nil {
 						return err
 					}
+					first = out.Name
 				}
 			}
 			return nil
