@@ -38,22 +38,22 @@ import (
 //  3. The base images are made present under the same policy as a job's
 //     image, and each is verified by the image the engine resolved it to
 //     (checkBase): a name the policy allows, no ONBUILD triggers. The
-//     Dockerfile the engine receives is pinned (buildctx.Dockerfile.Pin):
-//     every FROM and COPY --from names the verified image id or a stage,
-//     so the builder substitutes nothing in them.
+//     Dockerfile that is built is pinned (buildctx.Dockerfile.Pin): every
+//     FROM and COPY --from names the verified image id or a stage, so
+//     nothing is substituted in them.
 //  4. The cache key hashes the namespace, the Dockerfile, the context's
 //     digest, the build arguments, the base image ids, the build network
 //     and the build limits. An image this worker built with that key
 //     (label LabelBuildKey) is tagged and used: no build.
-//  5. Otherwise the engine builds (the classic builder, API version 1)
-//     with network Config.BuildNetwork ("none" by default), memory and CPU
-//     limits, inside the cgroup of an anchor container that bounds the
-//     pids, memory and CPU of all RUN steps together, with their disk
-//     writes measured (buildlimits.go), intermediate containers removed
-//     even on failure, under the build timeout. The JSON stream is the
-//     build log; an errorDetail is the job's error. After a failed or
-//     stopped build, the containers and the untagged intermediate images
-//     that the log names are removed.
+//  5. Otherwise the runtime builds it step by step with the engine's
+//     container primitives (executor.go): every RUN in a container with
+//     only BuildCaps, no new privileges, network Config.BuildNetwork
+//     ("none" by default), memory and CPU limits, inside the cgroup of an
+//     anchor container that bounds the pids, memory and CPU of all steps
+//     together, with their disk writes measured (buildlimits.go), under
+//     the build timeout. The steps' output is the build log; a failed step
+//     is the job's error. Every step's container is removed, and after a
+//     failed or stopped build every image it committed.
 //  6. The image's size and layer count are checked (the image is removed
 //     when over), and it joins the images this runtime manages, within
 //     its namespace's share and the disk budget (images.go).
