@@ -90,6 +90,9 @@ type stageState struct {
 	args  map[string]string // the ARGs in scope that have a value
 	// argKeys are the names of every ARG given to a step of this stage.
 	argKeys map[string]bool
+	// cmdSet: a CMD of this stage, which a later ENTRYPOINT keeps (it
+	// clears one inherited from the base).
+	cmdSet bool
 }
 
 // executor runs one build.
@@ -362,12 +365,15 @@ func (x *executor) command(ctx context.Context, st *stageState, meta map[string]
 		st.cfg.User = c.User
 	case *instructions.CmdCommand:
 		st.cfg.Cmd = x.cmdLine(st, c.ShellDependantCmdLine)
+		st.cmdSet = true
 	case *instructions.EntrypointCommand:
 		st.cfg.Entrypoint = x.cmdLine(st, c.ShellDependantCmdLine)
 		if st.cfg.Entrypoint == nil {
 			st.cfg.Entrypoint = []string{}
 		}
-		st.cfg.Cmd = nil
+		if !st.cmdSet {
+			st.cfg.Cmd = nil
+		}
 	case *instructions.LabelCommand:
 		if st.cfg.Labels == nil {
 			st.cfg.Labels = map[string]string{}
