@@ -70,7 +70,7 @@ import (
 // each ARG that is not also an ENV without a value, which removes it from
 // the environment of every container of the image.
 
-// BuildCaps are the only capabilities a RUN step has (all others are
+// BuildCaps returns the only capabilities a RUN step has (all others are
 // dropped), for a root user; a step under another USER has none in
 // effect. They are what installing packages needs: changing owners and
 // modes of files it does not own (CHOWN, DAC_OVERRIDE, FOWNER, FSETID),
@@ -78,7 +78,9 @@ import (
 // stopping its own processes (KILL). Not granted, among others: NET_RAW
 // (raw sockets), MKNOD (device nodes), SYS_CHROOT, SETFCAP (file
 // capabilities), SETPCAP, AUDIT_WRITE and NET_BIND_SERVICE.
-var BuildCaps = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL"}
+func BuildCaps() []string {
+	return []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL"}
+}
 
 var defaultShell = []string{"/bin/sh", "-c"}
 
@@ -453,7 +455,7 @@ func (x *executor) stepHostConfig() *container.HostConfig {
 	return &container.HostConfig{
 		NetworkMode: container.NetworkMode(d.cfg.BuildNetwork),
 		CapDrop:     []string{"ALL"},
-		CapAdd:      BuildCaps,
+		CapAdd:      BuildCaps(),
 		SecurityOpt: []string{"no-new-privileges"},
 		ShmSize:     64 << 20,
 		LogConfig:   container.LogConfig{Type: "none"},
@@ -682,8 +684,9 @@ func (x *executor) isDirDest(ctx context.Context, st *stageState, dest string) b
 	return err == nil && stat.Mode.IsDir()
 }
 
-// failedBuildCleanup removes every image the build committed; success
-// keeps those that are layers of the result.
+// cleanup removes every image the build committed except keep and the
+// images that are its layers (the engine refuses to remove an image with
+// children), newest first; a failed build passes "" and keeps none.
 func (x *executor) cleanup(keep string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
