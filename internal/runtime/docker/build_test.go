@@ -129,3 +129,19 @@ func TestBuildSteps(t *testing.T) {
 		t.Fatalf("%d dangling images of the build are left", len(dangling))
 	}
 }
+
+// TestBuildFromScratch: a stage FROM scratch starts empty; COPY --from
+// fills it, and the image runs what was copied.
+func TestBuildFromScratch(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.Build = true })
+	removeBuiltImages(t, d)
+	df := "FROM " + testImage + " AS b\nRUN echo from-scratch > /hi\n" +
+		"FROM scratch\nCOPY --from=b /hi /hi\nCOPY --from=b /bin/busybox /bin/\n" +
+		`ENTRYPOINT ["/bin/busybox"]` + "\n" + `CMD ["cat", "/hi"]`
+	task := buildTask("alice"+randomHex(4), df, nil)
+	task.Spec.Docker.Build.Only = false
+	res, err := d.Run(context.Background(), task)
+	if err != nil || res.Status != job.StatusCompleted || res.Output != "from-scratch\n" {
+		t.Fatalf("%s %q %v %q %q %s", res.Status, res.Error, err, res.Output, res.Stderr, res.Build.Log)
+	}
+}
