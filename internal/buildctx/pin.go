@@ -11,16 +11,16 @@ import (
 
 // Pinning.
 //
-// The engine's builder substitutes variables in FROM and COPY --from on
-// its own terms: its predefined proxy arguments (HTTP_PROXY, no_proxy, …)
-// apply there without an ARG, where the validator resolves ${X:-default}
-// to the default. Whatever the two disagree on, a build must start from
-// the image the policy checked, so the worker sends the engine a pinned
-// Dockerfile: every FROM and COPY --from names its image by id (or its
-// stage, resolved, or scratch), with no variable left for the builder to
-// resolve. Every other instruction is sent as it was parsed.
+// A builder substitutes variables in FROM and COPY --from on its own
+// terms (the engine's: its predefined proxy arguments, HTTP_PROXY,
+// no_proxy, …, apply there without an ARG), where the validator resolves
+// ${X:-default} to the default. Whatever the two disagree on, a build
+// must start from the image the policy checked, so the worker builds a
+// pinned Dockerfile: every FROM and COPY --from names its image by id (or
+// its stage, resolved, or scratch), with no variable left for the builder
+// to resolve. Every other instruction is kept as it was parsed.
 
-// Pin returns the Dockerfile to give the engine: d's instructions, with
+// Pin returns the Dockerfile to build: d's instructions, with
 // every image that FROM and COPY --from resolved to (each of BaseImages)
 // replaced by ids[image], a full "sha256:<hex>" image id, and every stage
 // reference written resolved. It fails when an image has no id in ids,

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/errdefs"
-	"github.com/docker/go-units"
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 
 	"github.com/zerverless/zerverless/internal/buildctx"
 	"github.com/zerverless/zerverless/internal/job"
@@ -40,22 +38,22 @@ import (
 //  3. The base images are made present under the same policy as a job's
 //     image, and each is verified by the image the engine resolved it to
 //     (checkBase): a name the policy allows, no ONBUILD triggers. The
-//     Dockerfile the engine receives is pinned (buildctx.Dockerfile.Pin):
-//     every FROM and COPY --from names the verified image id or a stage,
-//     so the builder substitutes nothing in them.
+//     Dockerfile that is built is pinned (buildctx.Dockerfile.Pin): every
+//     FROM and COPY --from names the verified image id or a stage, so
+//     nothing is substituted in them.
 //  4. The cache key hashes the namespace, the Dockerfile, the context's
 //     digest, the build arguments, the base image ids, the build network
 //     and the build limits. An image this worker built with that key
 //     (label LabelBuildKey) is tagged and used: no build.
-//  5. Otherwise the engine builds (the classic builder, API version 1)
-//     with network Config.BuildNetwork ("none" by default), memory and CPU
-//     limits, inside the cgroup of an anchor container that bounds the
-//     pids, memory and CPU of all RUN steps together, with their disk
-//     writes measured (buildlimits.go), intermediate containers removed
-//     even on failure, under the build timeout. The JSON stream is the
-//     build log; an errorDetail is the job's error. After a failed or
-//     stopped build, the containers and the untagged intermediate images
-//     that the log names are removed.
+//  5. Otherwise the runtime builds it step by step with the engine's
+//     container primitives (executor.go): every RUN in a container with
+//     only BuildCaps, no new privileges, network Config.BuildNetwork
+//     ("none" by default), memory and CPU limits, inside the cgroup of an
+//     anchor container that bounds the pids, memory and CPU of all steps
+//     together, with their disk writes measured (buildlimits.go), under
+//     the build timeout. The steps' output is the build log; a failed step
+//     is the job's error. Every step's container is removed, and after a
+//     failed or stopped build every image it committed.
 //  6. The image's size and layer count are checked (the image is removed
 //     when over), and it joins the images this runtime manages, within
 //     its namespace's share and the disk budget (images.go).
@@ -76,10 +74,6 @@ const (
 type ContextFetcher interface {
 	FetchBuildContext(ctx context.Context, t *job.Task) (io.ReadCloser, error)
 }
-
-// dockerfileName is where the job's Dockerfile goes in the context sent to
-// the engine; a .dockerignore entry keeps it out of COPY.
-const dockerfileName = ".zerverless.Dockerfile"
 
 // Run runs t: for a build task, the build first (its own timeout), then,
 // unless build_only, the container under the strict profile with the run
@@ -204,7 +198,7 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 		}
 	}
 
-	res := d.engineBuild(bctx, t, key, pinned, ctxFile, br)
+	res := d.engineBuild(bctx, t, key, pinned, ctxFile, info.SHA256, br)
 	br.DurationMS = time.Since(began).Milliseconds()
 	if res != nil {
 		if runtime.Interrupted(bctx) != "" {
@@ -380,254 +374,88 @@ var (
 	layerRE     = regexp.MustCompile(`(?m)^ ---> ([0-9a-f]{12,64})\s*$`)
 )
 
-// engineBuild runs the engine's build and reads its log. It returns nil
-// when the image was built (br.ImageID set), else the failed result.
-func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile string, ctxFile io.Reader, br *job.BuildResult) *job.Result {
+// engineBuild runs the build's steps (executor.go) under the anchor's
+// limits and the disk watch, and writes its log. It returns nil when the
+// image was built (br.ImageID set, tagged b.Tag), else the failed result;
+// whatever failed, the steps' containers and the images they committed
+// are gone.
+func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile string, ctxFile *os.File, contextDigest string, br *job.BuildResult) *job.Result {
 	b := t.Spec.Docker.Build
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeEngineContext(pw, ctxFile, dockerfile)) }()
-	defer pr.Close()
-
-	args := make(map[string]*string, len(b.Args))
-	for k, v := range b.Args {
-		args[k] = &v
-	}
+	failed := func(msg string) *job.Result { return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: msg} }
 	cgroup, removeAnchor, err := d.startAnchor(ctx, t.JobID)
 	if err != nil {
 		var se *specError
 		if errors.As(err, &se) {
-			return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: se.msg}
+			return failed(se.msg)
 		}
-		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: fmt.Sprintf("build: %v", err)}
+		return failed(fmt.Sprintf("build: %v", err))
 	}
 	defer removeAnchor()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(d.cfg.MaxRunTime)
+	}
 	ctx, stopBuild := context.WithCancel(ctx)
 	defer stopBuild()
-	disk := d.newDiskWatch(ctx, stopBuild)
-
+	logBuf := &runtime.CappedBuffer{Limit: d.cfg.BuildLogBytes}
+	defer func() { br.Log = logBuf.String() }()
+	x := &executor{d: d, t: t, cgroup: cgroup, deadline: deadline, disk: d.newDiskWatch(ctx, stopBuild),
+		log: logBuf, ctxFile: ctxFile, contextDigest: contextDigest}
+	if x.ignore, err = contextIgnore(ctxFile); err != nil {
+		return failed(fmt.Sprintf("build context: .dockerignore: %v", err))
+	}
 	labels := d.labels("build", t.JobID)
 	labels[LabelBuildKey] = key
 	labels[LabelSourceKey] = b.SourceKey
 	labels[LabelNamespace] = t.Namespace
-	mem := int64(d.cfg.BuildMemoryMB) << 20
-	cacheFrom := d.cacheSources(ctx, t.Namespace)
-	opts := build.ImageBuildOptions{
-		CacheFrom:    cacheFrom,
-		NoCache:      len(cacheFrom) == 0,
-		Version:      build.BuilderV1,
-		Tags:         []string{b.Tag},
-		Dockerfile:   dockerfileName,
-		BuildArgs:    args,
-		Labels:       labels,
-		Remove:       true,
-		ForceRemove:  true,
-		PullParent:   false,
-		NetworkMode:  d.cfg.BuildNetwork,
-		Memory:       mem,
-		MemorySwap:   mem,
-		CPUPeriod:    100000,
-		CPUQuota:     int64(d.cfg.BuildCPUs * 100000),
-		CgroupParent: cgroup,
-		ShmSize:      64 << 20,
-		Ulimits:      []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
-	}
-	logBuf := &runtime.CappedBuffer{Limit: d.cfg.BuildLogBytes}
-	var full strings.Builder // what the cleanup needs from the log
-	defer func() { br.Log = logBuf.String() }()
-
-	resp, err := d.engine.ImageBuild(ctx, pr, opts)
-	if err != nil {
-		if ctx.Err() != nil {
-			return &job.Result{Status: job.StatusFailed}
-		}
-		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: fmt.Sprintf("build: %v", err)}
-	}
-	defer resp.Body.Close()
-	var buildErr string
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var m struct {
-			Stream string `json:"stream"`
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Detail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-			Aux *struct {
-				ID string `json:"ID"`
-			} `json:"aux"`
-		}
-		if err := dec.Decode(&m); err != nil {
-			if !errors.Is(err, io.EOF) && buildErr == "" {
-				buildErr = fmt.Sprintf("build stream: %v", err)
-			}
-			break
-		}
-		if m.Stream != "" {
-			if r := runningInRE.FindStringSubmatch(m.Stream); r != nil {
-				disk.watch(r[1])
-			}
-			logBuf.Write([]byte(m.Stream))
-			if strings.Contains(m.Stream, "--->") && full.Len() < 1<<20 {
-				full.WriteString(m.Stream)
-			}
-		}
-		if m.Status != "" {
-			logBuf.Write([]byte(m.Status + "\n"))
-		}
-		if m.Aux != nil && m.Aux.ID != "" {
-			br.ImageID = m.Aux.ID
-		}
-		switch {
-		case m.Detail != nil && m.Detail.Message != "":
-			buildErr = m.Detail.Message
-		case m.Error != "":
-			buildErr = m.Error
-		}
-		if buildErr != "" {
-			logBuf.Write([]byte(buildErr + "\n"))
-		}
-	}
-	if over := disk.result(); over != "" {
-		d.cleanupBuild(full.String())
-		if br.ImageID != "" {
-			d.removeImage(br.ImageID)
-			br.ImageID = ""
-		}
+	id, err := x.execute(ctx, dockerfile, labels)
+	if over := x.disk.result(); over != "" {
+		x.cleanup("")
 		logBuf.Write([]byte(over + "\n"))
-		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: over}
+		return failed(over)
 	}
-	if ctx.Err() != nil || buildErr != "" || br.ImageID == "" {
-		d.cleanupBuild(full.String())
+	if err == nil && ctx.Err() == nil {
+		err = d.engine.ImageTag(ctx, id, b.Tag)
+	}
+	if err != nil || ctx.Err() != nil {
+		x.cleanup("")
 		if ctx.Err() != nil {
 			return &job.Result{Status: job.StatusFailed}
 		}
-		if buildErr == "" {
-			buildErr = "the engine reported no image"
+		logBuf.Write([]byte(err.Error() + "\n"))
+		var se *stepError
+		if errors.As(err, &se) {
+			return failed("build failed: " + se.msg)
 		}
-		return &job.Result{Status: job.StatusFailed, ExitCode: -1, Error: "build failed: " + strings.TrimSpace(buildErr)}
+		return failed(fmt.Sprintf("build: %v", err))
 	}
+	x.cleanup(id)
+	fmt.Fprintf(logBuf, "Successfully built %s\nSuccessfully tagged %s\n", shortID(id), b.Tag)
+	br.ImageID = id
 	return nil
 }
 
-// maxCacheSources caps the images a build names as its cache.
-const maxCacheSources = 64
-
-// cacheSources returns the ids of the images this worker built for
-// namespace, newest first, at most maxCacheSources.
-//
-// The engine's layer cache is shared by everything on the engine: without
-// CacheFrom, a RUN step with the same parent and command as a step of
-// another namespace's build reuses that layer, whatever it produced (a
-// random key, a file fetched when the network was allowed). With CacheFrom,
-// the builder reuses only layers of the named images' history, so a build
-// reuses only its own namespace's layers, and with none it uses no cache.
-func (d *Docker) cacheSources(ctx context.Context, namespace string) []string {
-	f := d.ownFilter()
-	f.Add("label", LabelNamespace+"="+namespace)
-	imgs, err := d.engine.ImageList(ctx, image.ListOptions{Filters: f})
-	if err != nil {
-		return nil
+// contextIgnore reads the .dockerignore of a normalized context, if it
+// has one.
+func contextIgnore(ctxFile *os.File) (*patternmatcher.PatternMatcher, error) {
+	if _, err := ctxFile.Seek(0, io.SeekStart); err != nil {
+		return nil, err
 	}
-	slices.SortFunc(imgs, func(a, b image.Summary) int { return int(b.Created - a.Created) })
-	ids := make([]string, 0, min(len(imgs), maxCacheSources))
-	for _, img := range imgs {
-		if len(ids) == maxCacheSources {
-			break
-		}
-		ids = append(ids, img.ID)
-	}
-	return ids
-}
-
-// writeEngineContext writes the context sent to the engine: the
-// normalized context, the job's Dockerfile as dockerfileName, and a
-// .dockerignore that hides both from COPY and ADD (the builder drops the
-// files a .dockerignore names that are the Dockerfile or itself).
-func writeEngineContext(w io.Writer, normalized io.Reader, dockerfile string) error {
-	tw := tar.NewWriter(w)
-	tr := tar.NewReader(normalized)
-	ignore := ""
+	tr := tar.NewReader(ctxFile)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if h.Name == ".dockerignore" && h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+			patterns, err := ignorefile.ReadAll(io.LimitReader(tr, 1<<20))
 			if err != nil {
-				return err
+				return nil, err
 			}
-			ignore = string(b)
-			continue
-		}
-		if h.Name == dockerfileName {
-			continue
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return err
-		}
-	}
-	if ignore != "" && !strings.HasSuffix(ignore, "\n") {
-		ignore += "\n"
-	}
-	ignore += dockerfileName + "\n.dockerignore\n"
-	file := func(name, content string) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0)}); err != nil {
-			return err
-		}
-		_, err := io.WriteString(tw, content)
-		return err
-	}
-	if err := file(".dockerignore", ignore); err != nil {
-		return err
-	}
-	if err := file(dockerfileName, dockerfile); err != nil {
-		return err
-	}
-	return tw.Close()
-}
-
-// cleanupBuild removes what a failed or stopped build left: the
-// containers its log says it ran, and the untagged images it committed.
-func (d *Docker) cleanupBuild(log string) {
-	var containers, images []string
-	for _, m := range runningInRE.FindAllStringSubmatch(log, -1) {
-		containers = append(containers, m[1])
-	}
-	for _, m := range layerRE.FindAllStringSubmatch(log, -1) {
-		images = append(images, m[1])
-	}
-	slices.Reverse(images)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, id := range containers {
-		// The builder removes its container when the build is canceled;
-		// wait for that, and force it when it does not come.
-		for range 20 {
-			if _, err := d.engine.ContainerInspect(ctx, id); errdefs.IsNotFound(err) {
-				break
-			}
-			err := d.engine.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
-			if err == nil || errdefs.IsNotFound(err) {
-				break
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
-	for _, id := range images {
-		info, err := d.engine.ImageInspect(ctx, id)
-		if err != nil || len(info.RepoTags) > 0 {
-			continue // gone, or a base image or someone's tagged image
-		}
-		if _, err := d.engine.ImageRemove(ctx, id, image.RemoveOptions{PruneChildren: true}); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
-			d.cfg.Logger.Warn("docker build cleanup failed", "worker_id", d.cfg.WorkerID, "image", id, "err", err)
+			return patternmatcher.New(patterns)
 		}
 	}
 }

@@ -366,3 +366,108 @@ func TestBuildLimitsConfig(t *testing.T) {
 		t.Fatal("no anchor program for this architecture")
 	}
 }
+
+// TestBuildStepCapabilities: a RUN step as root has exactly BuildCaps,
+// bounded as well as effective, nothing inherited or ambient, no new
+// privileges; it cannot make a device node or open a raw socket. The step
+// writes what it saw into the image, and a job of that image reads it.
+func TestBuildStepCapabilities(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.Build = true })
+	removeBuiltImages(t, d)
+	ns := "alice" + randomHex(4)
+	task := buildTask(ns, "FROM "+testImage+"\n"+
+		"RUN grep -E '^(Cap|NoNewPrivs)' /proc/self/status > /caps\n"+
+		"RUN (mknod /dev/zv-null c 1 3 && echo mknod=yes || echo mknod=no) > /mknod 2>/dev/null\n"+
+		"RUN (ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1 && echo raw=yes || echo raw=no) > /raw\n", nil)
+	task.Spec.Docker.Build.Only = false
+	task.Spec.Docker.Command = []string{"cat", "/caps", "/mknod", "/raw"}
+	res, err := d.Run(context.Background(), task)
+	if err != nil || res.Status != job.StatusCompleted {
+		t.Fatalf("%s %q %v %q %q %s", res.Status, res.Error, err, res.Output, res.Stderr, res.Build.Log)
+	}
+	var mask uint64
+	for _, c := range BuildCaps() {
+		bit, ok := capBits[c]
+		if !ok {
+			t.Fatalf("unknown capability %s", c)
+		}
+		mask |= 1 << bit
+	}
+	want := fmt.Sprintf("CapInh:\t%016x\nCapPrm:\t%016x\nCapEff:\t%016x\nCapBnd:\t%016x\nCapAmb:\t%016x\nNoNewPrivs:\t1\nmknod=no\nraw=no\n",
+		0, mask, mask, mask, 0)
+	if res.Output != want {
+		t.Fatalf("a RUN step saw\n%s\nwant\n%s", res.Output, want)
+	}
+	if want := []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL"}; !slices.Equal(BuildCaps(), want) {
+		t.Fatalf("BuildCaps is %v; update docs/docker.md and this test", BuildCaps())
+	}
+}
+
+// capBits are the bits of the capabilities in /proc/<pid>/status.
+var capBits = map[string]int{
+	"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
+	"SETGID": 6, "SETUID": 7, "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13,
+	"SYS_CHROOT": 18, "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31,
+}
+
+// TestBuildStepProfile: a running RUN step's container, as the engine
+// has it: all capabilities dropped but BuildCaps, no new privileges, the
+// build's limits, inside the anchor's cgroup, with the build's deadline.
+// Canceled, the build leaves neither it nor the anchor.
+func TestBuildStepProfile(t *testing.T) {
+	d := newTestRuntime(t, func(c *Config) { c.Build = true })
+	removeBuiltImages(t, d)
+	ns := "alice" + randomHex(4)
+	task := buildTask(ns, "FROM "+testImage+"\nRUN sleep 600\n", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan job.Result, 1)
+	go func() { res, _ := d.Run(ctx, task); done <- res }()
+	byJob := func(role string) filters.Args {
+		return filters.NewArgs(filters.Arg("label", LabelJobID+"="+task.JobID), filters.Arg("label", LabelRole+"="+role))
+	}
+	var step container.InspectResponse
+	eventually(t, time.Minute, func() error {
+		cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{Filters: byJob("build")})
+		if err != nil || len(cs) == 0 {
+			return fmt.Errorf("no running step yet (%v)", err)
+		}
+		step, err = testEngine.ContainerInspect(context.Background(), cs[0].ID)
+		return err
+	})
+	anchors, _ := testEngine.ContainerList(context.Background(), container.ListOptions{Filters: byJob("build-anchor")})
+	if len(anchors) != 1 {
+		t.Fatalf("%d anchors", len(anchors))
+	}
+	h := step.HostConfig
+	var want []string
+	for _, c := range BuildCaps() {
+		want = append(want, "CAP_"+c)
+	}
+	slices.Sort(want)
+	var added []string // the engine may or may not spell the prefix
+	for _, c := range h.CapAdd {
+		added = append(added, "CAP_"+strings.TrimPrefix(c, "CAP_"))
+	}
+	slices.Sort(added)
+	if !slices.Equal(h.CapDrop, []string{"ALL"}) || !slices.Equal(added, want) || !slices.Contains(h.SecurityOpt, "no-new-privileges") {
+		t.Errorf("capabilities: drop %v add %v security %v", h.CapDrop, h.CapAdd, h.SecurityOpt)
+	}
+	if h.PidsLimit == nil || *h.PidsLimit != d.cfg.BuildPids || h.Memory != int64(d.cfg.BuildMemoryMB)<<20 || h.MemorySwap != h.Memory || h.CPUQuota == 0 {
+		t.Errorf("limits: pids %v memory %d swap %d cpu quota %d", h.PidsLimit, h.Memory, h.MemorySwap, h.CPUQuota)
+	}
+	if h.CgroupParent != anchorCgroupParent+"/"+anchors[0].ID || string(h.NetworkMode) != "none" {
+		t.Errorf("cgroup parent %q network %q", h.CgroupParent, h.NetworkMode)
+	}
+	if step.Config.Labels[LabelDeadline] == "" {
+		t.Errorf("the step carries no deadline: %v", step.Config.Labels)
+	}
+	cancel()
+	if res := <-done; res.Status == job.StatusCompleted {
+		t.Fatalf("a canceled build completed")
+	}
+	cs, _ := testEngine.ContainerList(context.Background(), container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelJobID+"="+task.JobID))})
+	if len(cs) != 0 {
+		t.Fatalf("%d containers of the canceled build are left", len(cs))
+	}
+}

@@ -18,10 +18,9 @@ import (
 
 // Confining build steps.
 //
-// The engine's classic builder runs each RUN step in a container of its
-// own, with the memory and CPU limits and the network of the build's
-// options, and nothing else: no pids limit, no capability set of ours.
-// What it does take is a cgroup parent. So each build first starts an
+// Each RUN step runs in a container of its own (executor.go), with the
+// build's memory and CPU limits, network and capability set; so that the
+// limits hold for all steps of a build together, each build first starts an
 // anchor: a container of the runtime's own tiny image (anchorImage, one
 // static program that waits forever) under the strict profile, with the
 // build's pids, memory and CPU limits (Config.BuildPids, BuildMemoryMB,
