@@ -168,3 +168,46 @@ func TestServeRefusesNonsense(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersShowNothingOfTheirOwners: what identifies a volunteer — the
+// address its worker connects from and the join token it presented — is
+// the admin's to see, never a namespace token's; nor are the other
+// namespaces a worker serves. A worker that serves bob and alice shows
+// alice only herself in its namespaces, and a worker that serves bob
+// alone is not in alice's list at all.
+func TestWorkersShowNothingOfTheirOwners(t *testing.T) {
+	srv, admin := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	alice := newToken(t, admin, api.TokenRequest{Namespace: "alice"}).Token
+	both := dialRaw(t, srv.WorkerURL(), job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1,
+		Namespaces: []string{"bob", "alice"}})
+	both.keepAlive()
+	bobs := dialRaw(t, srv.WorkerURL(), job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1,
+		Namespaces: []string{"bob"}})
+	bobs.keepAlive()
+
+	all, err := admin.Workers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].Remote == "" {
+		t.Fatalf("the admin's /api/workers should show both workers with their remote address: %+v", all)
+	}
+	a := send(t, "GET", srv.URL()+"/api/workers", alice, "", nil)
+	if a.status != 200 {
+		t.Fatalf("workers as alice: %v", a)
+	}
+	for _, w := range all {
+		host, _, _ := strings.Cut(w.Remote, ":")
+		for _, secret := range []string{host, w.Owner, "bob"} {
+			if secret != "" && strings.Contains(string(a.body), secret) {
+				t.Errorf("alice's /api/workers holds %q: %s", secret, a.body)
+			}
+		}
+	}
+	if !strings.Contains(string(a.body), both.id) || strings.Contains(string(a.body), bobs.id) {
+		t.Errorf("alice's /api/workers should list the worker that serves her (%s) and not bob's own (%s): %s", both.id, bobs.id, a.body)
+	}
+	if !strings.Contains(string(a.body), `"namespaces":["alice"]`) {
+		t.Errorf("alice's /api/workers should show the worker serving her namespace: %s", a.body)
+	}
+}
