@@ -377,6 +377,93 @@ func TestServeRegisterFlood(t *testing.T) {
 	}
 }
 
+// TestServeAnonymousMessageFlood: with --open-volunteering, 40 anonymous
+// volunteers register (each within its read limit) and then each start a
+// 60 MiB message and send all of it but the last byte. What the server
+// holds of them together stays within --anonymous-read-bytes: its
+// resident memory grows by far less than the 2.3 GiB they sent, the
+// sessions that pass the bound are ended, and a Lua job submitted
+// meanwhile completes on a trusted worker.
+func TestServeAnonymousMessageFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "1", "--open-volunteering",
+		"--anonymous-read-bytes", strconv.Itoa(64<<20), "--runtimes", "lua")
+	c := waitServing(t, p, "http://"+addr, dir)
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+
+	const conns, frame = 40, 60 << 20
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	var wg, sending sync.WaitGroup
+	var sent, cut atomic.Int64
+	release := make(chan struct{})
+	for range conns {
+		wg.Add(1)
+		sending.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, err := protocoltest.DialRawWS(addr, "", "/ws/volunteer")
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				sending.Done()
+				return
+			}
+			defer ws.Conn.Close()
+			reg := []byte(`{"type":"register","version":1,"name":"anon","capabilities":{"runtimes":["js"],"concurrency":1}}`)
+			ws.StartText(int64(len(reg)))
+			ws.Write(reg)
+			ws.StartText(frame)
+			ws.Write([]byte(`{"type":"heartbeat","leases":["`))
+			chunk := bytes.Repeat([]byte("A"), 1<<20)
+			ws.Conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+			for n := 0; n < frame-(2<<20); n += len(chunk) {
+				if _, err := ws.Write(chunk); err != nil {
+					cut.Add(1)
+					break
+				}
+				sent.Add(int64(len(chunk)))
+			}
+			sending.Done()
+			<-release // hold what was sent until every session has sent
+		}()
+	}
+	sending.Wait()
+	j, err := c.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Job(context.Background(), j.ID, 30*time.Second)
+	if err != nil || got.Status != job.StatusCompleted {
+		t.Errorf("a Lua job during the flood: %+v %v", got, err)
+	}
+	close(release)
+	wg.Wait()
+	close(done)
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent, %d of %d sessions cut", before>>20, peak.Load()>>20, sent.Load()>>20, cut.Load(), conns)
+	if cut.Load() == 0 {
+		t.Errorf("no anonymous session was ended, though their messages pass the read budget many times")
+	}
+	if grown >= 400<<20 {
+		t.Errorf("the server's RSS grew by %d MiB under %d anonymous 60 MiB messages with a 64 MiB budget, want less than 400 MiB", grown>>20, conns)
+	}
+}
+
 // TestServeRefusesNonsenseNetSettings starts serve with each connection
 // setting out of its range: each is refused at start, naming the flag.
 func TestServeRefusesNonsenseNetSettings(t *testing.T) {

@@ -234,6 +234,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.Int64Var(&cfg.API.WorkerRegisterLimit, "max-register-bytes", cfg.API.WorkerRegisterLimit, "largest message read from a worker before it is authenticated")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
 	fs.BoolVar(&cfg.Orchestrator.OpenVolunteering, "open-volunteering", false, "let workers without a join token (browser tabs, anonymous volunteers) connect; they run sandboxed runtimes only")
+	fs.Int64Var(&cfg.Orchestrator.AnonymousReadBytes, "anonymous-read-bytes", cfg.Orchestrator.AnonymousReadBytes, "bytes that all anonymous volunteers' messages may hold at once while they are read; a message beyond it ends its session")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var wf workerFlags

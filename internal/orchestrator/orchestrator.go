@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/store"
 )
 
@@ -103,6 +104,15 @@ type Config struct {
 	// worker is checked again; a session whose token was revoked ends
 	// within this interval and its jobs go back to the queue (default 2 s).
 	TokenRecheckInterval time.Duration
+	// AnonymousReadBytes bounds the bytes that all anonymous volunteers'
+	// sessions together make the orchestrator hold in messages it is
+	// still reading (default 256 MiB). Each message may be as large as the
+	// read limit (64 MiB), so without it a few hundred anonymous sessions
+	// that each start a large message and never finish it hold the
+	// orchestrator's memory. A message that would take the total past
+	// the bound ends its session (its jobs go back to the queue). Trusted
+	// workers' messages are not counted.
+	AnonymousReadBytes int64
 }
 
 // DefaultConfig returns the documented defaults.
@@ -122,6 +132,7 @@ func DefaultConfig() Config {
 		MaxDrops:          3,
 
 		TokenRecheckInterval: 2 * time.Second,
+		AnonymousReadBytes:   256 << 20,
 	}
 }
 
@@ -149,6 +160,9 @@ func (c *Config) validate() error {
 	atLeast("MaxReplicas", c.MaxReplicas, 1)
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
 	atLeast("MaxDrops", c.MaxDrops, 1)
+	if c.AnonymousReadBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("AnonymousReadBytes must be at least 1 MiB (got %d)", c.AnonymousReadBytes))
+	}
 
 	l := c.RequestLimits
 	atLeast("RequestLimits.MaxCodeBytes", l.MaxCodeBytes, 1)
@@ -191,6 +205,10 @@ type Orchestrator struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+
+	// anonymousReads bounds what anonymous sessions' messages being
+	// read hold together (Config.AnonymousReadBytes).
+	anonymousReads *protocol.ReadBudget
 
 	mu      sync.Mutex
 	active  map[string]*entry // pending and running jobs by id
@@ -289,6 +307,8 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		nsPending: make(map[string]int),
 		strikes:   make(map[string]int),
 		standings: make(map[string]*standing),
+
+		anonymousReads: protocol.NewReadBudget(cfg.AnonymousReadBytes),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {

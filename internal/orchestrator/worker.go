@@ -240,6 +240,9 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		return err
 	}
 	if !who.trusted {
+		// What all anonymous sessions' messages hold while they are
+		// read is bounded together.
+		conn.ShareReadBudget(o.anonymousReads)
 		// Anonymous volunteers run sandboxed runtimes only.
 		m.Capabilities.Docker = nil
 		m.Capabilities.Runtimes = slices.DeleteFunc(m.Capabilities.Runtimes, job.NeedsTrust)
