@@ -112,7 +112,7 @@ func (o *Orchestrator) dispatchLocked() []start {
 // time.
 func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 	for o.acceptsWorkLocked(w) {
-		e := o.queue.next(&w.caps, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
+		e := o.queue.next(&w.caps, o.runningLocked, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
 		if e == nil {
 			break
 		}
@@ -159,6 +159,7 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	j.Reason = ""
 	e.worker = w
 	o.nsRunning[j.Namespace]++
+	o.queue.started(j.Namespace)
 	if e.parent != nil {
 		o.replicaAssignedLocked(e, w)
 	}
