@@ -23,6 +23,13 @@ type FunctionsConfig struct {
 	// Limits bound what a deployment may ask for (default
 	// job.DefaultDeployLimits).
 	Limits job.DeployLimits
+	// MaxListCodeBytes caps the code (sources and Wasm modules) that one
+	// GET /api/deploy?include=code answers with (default 16 MiB): a list
+	// whose functions hold more is refused (400, field include), and each
+	// function's code is read with GET /api/deploy/{namespace}/{path}.
+	// Without it one listing of a namespace's functions (100 Wasm modules
+	// of 32 MiB) would hold gigabytes.
+	MaxListCodeBytes int64
 	// Domain, when set (for example "fn.example.com"), gives each
 	// namespace its own origin: namespace alice's function alice/hello
 	// answers at http(s)://alice.fn.example.com/hello, where it may set
@@ -45,6 +52,9 @@ func (c FunctionsConfig) Validate() error {
 	if c.MaxRequestBytes < 0 {
 		return fmt.Errorf("api: functions MaxRequestBytes is %d; it must be positive", c.MaxRequestBytes)
 	}
+	if c.MaxListCodeBytes < 0 {
+		return fmt.Errorf("api: functions MaxListCodeBytes is %d; it must be positive", c.MaxListCodeBytes)
+	}
 	if c.Domain != "" {
 		if err := validDomain(c.Domain); err != nil {
 			return fmt.Errorf("functions domain: %w", err)
@@ -55,7 +65,7 @@ func (c FunctionsConfig) Validate() error {
 
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
-	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits()}
+	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20}
 }
 
 // functions serves the deploy API and function invocations in front of
@@ -102,6 +112,9 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log 
 	}
 	if fcfg.Limits == (job.DeployLimits{}) {
 		fcfg.Limits = def.Limits
+	}
+	if fcfg.MaxListCodeBytes == 0 {
+		fcfg.MaxListCodeBytes = def.MaxListCodeBytes
 	}
 	if platform == nil {
 		return nil, errors.New("api: NewFunctions needs the platform's handler")
@@ -211,7 +224,17 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, job.Invalid("include", "unknown value %q (only code)", v))
 		return
 	}
-	list, err := f.adm.Deployments(r.Context(), ns, withCode)
+	list, err := f.adm.Deployments(r.Context(), ns, false)
+	if err == nil && withCode {
+		// The code is read only when it fits, and counted again once
+		// read: functions may have been redeployed meanwhile.
+		if err = f.checkListCode(list); err == nil {
+			list, err = f.adm.Deployments(r.Context(), ns, true)
+		}
+		if err == nil {
+			err = f.checkListCode(list)
+		}
+	}
 	if err != nil {
 		f.writeError(w, r, err)
 		return
@@ -221,6 +244,19 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 		out.Deployments[i] = f.deploymentView(r, d)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// checkListCode refuses include=code for a list whose code is over
+// MaxListCodeBytes.
+func (f *functions) checkListCode(list []*job.Deployment) error {
+	var total int64
+	for _, d := range list {
+		total += int64(d.CodeBytes)
+	}
+	if total > f.fcfg.MaxListCodeBytes {
+		return job.Invalid("include", "these %d functions hold %d bytes of code, more than a list shows (%d); list them without include=code and read each with GET /api/deploy/{namespace}/{path}", len(list), total, f.fcfg.MaxListCodeBytes)
+	}
+	return nil
 }
 
 // getDeployment is GET /api/deploy/{namespace}/{path...}.
