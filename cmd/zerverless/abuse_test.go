@@ -514,6 +514,80 @@ func TestServeAnonymousSessionsLeaveRoom(t *testing.T) {
 	}
 }
 
+// TestServeFunctionBodyFlood: 60 callers without a token each send an
+// 8 MB binary body (the largest allowed) to a public function at once,
+// on a server whose one worker is busy. The calls that do not fit
+// --functions-inflight-bytes are answered 503 before their body is read,
+// the server's resident memory grows by far less than the 60 bodies and
+// their copies would take, and /health answers throughout.
+func TestServeFunctionBodyFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "1", "--concurrency", "1",
+		"--functions-inflight-bytes", strconv.Itoa(48<<20))
+	c := waitServing(t, p, "http://"+addr, dir)
+	if _, err := c.Deploy(context.Background(), "flood", "slow", job.DeployRequest{Runtime: job.TypeLua,
+		Code: "function handle(req) local s = 0 for i = 1, 3e7 do s = s + i end return 'ok' end"}); err != nil {
+		t.Fatal(err)
+	}
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	body := make([]byte, 8_000_000)
+	for i := range body {
+		body[i] = byte(i*7 + i>>8) | 0x80 // not UTF-8: the function gets it in base64
+	}
+	const callers = 60
+	statuses := make(chan int, callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post("http://"+addr+"/flood/slow", "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	if err := c.Health(context.Background()); err != nil {
+		t.Errorf("/health during the flood: %v", err)
+	}
+	wg.Wait()
+	close(done)
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak.Load()>>20, count)
+	if count[503] == 0 {
+		t.Errorf("no call was refused with 503: %v", count)
+	}
+	if grown >= 400<<20 {
+		t.Errorf("the server's RSS grew by %d MiB under %d calls with 8 MB bodies, want less than 400 MiB", grown>>20, callers)
+	}
+}
+
 // TestServeRefusesNonsenseNetSettings starts serve with each connection
 // setting out of its range: each is refused at start, naming the flag.
 func TestServeRefusesNonsenseNetSettings(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/zerverless/zerverless/internal/admission"
 	"github.com/zerverless/zerverless/internal/job"
@@ -30,6 +31,14 @@ type FunctionsConfig struct {
 	// Without it one listing of a namespace's functions (100 Wasm modules
 	// of 32 MiB) would hold gigabytes.
 	MaxListCodeBytes int64
+	// MaxInFlightBytes bounds what all function calls being served hold
+	// at once, counted as each call's request body (its Content-Length,
+	// or MaxRequestBytes when it is not known) and ResponseAllowance for
+	// its answer (default 256 MiB). A call that does not fit is answered
+	// 503 with Retry-After at once, before its body is read: without it,
+	// anyone could make the orchestrator hold MaxRequestBytes (and the
+	// copies made of it) per connection by calling a public function.
+	MaxInFlightBytes int64
 	// Domain, when set (for example "fn.example.com"), gives each
 	// namespace its own origin: namespace alice's function alice/hello
 	// answers at http(s)://alice.fn.example.com/hello, where it may set
@@ -52,6 +61,9 @@ func (c FunctionsConfig) Validate() error {
 	if c.MaxRequestBytes < 0 {
 		return fmt.Errorf("api: functions MaxRequestBytes is %d; it must be positive", c.MaxRequestBytes)
 	}
+	if c.MaxInFlightBytes < 0 {
+		return fmt.Errorf("api: functions MaxInFlightBytes is %d; it must be positive", c.MaxInFlightBytes)
+	}
 	if c.MaxListCodeBytes < 0 {
 		return fmt.Errorf("api: functions MaxListCodeBytes is %d; it must be positive", c.MaxListCodeBytes)
 	}
@@ -63,9 +75,14 @@ func (c FunctionsConfig) Validate() error {
 	return nil
 }
 
+// ResponseAllowance is what each function call counts against
+// FunctionsConfig.MaxInFlightBytes for its answer: the workers' default
+// output limit.
+const ResponseAllowance = 1 << 20
+
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
-	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20}
+	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20, MaxInFlightBytes: 256 << 20}
 }
 
 // functions serves the deploy API and function invocations in front of
@@ -74,6 +91,9 @@ type functions struct {
 	*server
 	fcfg     FunctionsConfig
 	platform http.Handler
+	// inFlight is what the calls being served count against
+	// fcfg.MaxInFlightBytes.
+	inFlight atomic.Int64
 }
 
 // NewFunctions returns a handler that serves
@@ -115,6 +135,12 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log 
 	}
 	if fcfg.MaxListCodeBytes == 0 {
 		fcfg.MaxListCodeBytes = def.MaxListCodeBytes
+	}
+	if fcfg.MaxInFlightBytes == 0 {
+		fcfg.MaxInFlightBytes = def.MaxInFlightBytes
+	}
+	if fcfg.MaxInFlightBytes < fcfg.MaxRequestBytes+ResponseAllowance {
+		return nil, fmt.Errorf("api: functions MaxInFlightBytes (%d) must hold at least one call of the largest body, MaxRequestBytes (%d) + %d", fcfg.MaxInFlightBytes, fcfg.MaxRequestBytes, ResponseAllowance)
 	}
 	if platform == nil {
 		return nil, errors.New("api: NewFunctions needs the platform's handler")
@@ -311,6 +337,13 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOri
 		defer f.logUse(r, p, sw)
 		w = sw
 	}
+	release, ok := f.admitCall(r)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		f.writeError(w, r, job.Errorf(job.CodeUnavailable, "the function calls being served hold as much memory as they may (%d bytes); try again shortly", f.fcfg.MaxInFlightBytes))
+		return
+	}
+	defer release()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -345,6 +378,22 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOri
 	if bodyAllowed {
 		w.Write(resp.Body)
 	}
+}
+
+// admitCall counts r against MaxInFlightBytes: its body (as declared, or
+// the most it may be) and ResponseAllowance. It reports false, counting
+// nothing, when r does not fit; otherwise release gives it back.
+func (f *functions) admitCall(r *http.Request) (release func(), ok bool) {
+	n := f.fcfg.MaxRequestBytes
+	if r.ContentLength >= 0 && r.ContentLength < n {
+		n = r.ContentLength
+	}
+	n += ResponseAllowance
+	if f.inFlight.Add(n) > f.fcfg.MaxInFlightBytes {
+		f.inFlight.Add(-n)
+		return nil, false
+	}
+	return func() { f.inFlight.Add(-n) }, true
 }
 
 // functionRequest builds req from r, without its body and path.
