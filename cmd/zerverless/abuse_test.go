@@ -588,6 +588,63 @@ func TestServeFunctionBodyFlood(t *testing.T) {
 	}
 }
 
+// TestServeSubmissionBodyFlood: a namespace token sends 20 submissions
+// of 60 MB at once (refused or not, each is read whole). Those that do not
+// fit --max-bodies-in-flight are answered 503 before their body is read,
+// and the server's resident memory grows by far less than the 20 bodies
+// and their decoding would take.
+func TestServeSubmissionBodyFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "0",
+		"--max-bodies-in-flight", strconv.Itoa(128<<20))
+	admin := waitServing(t, p, "http://"+addr, dir)
+	tok := newToken(t, admin, api.TokenRequest{Namespace: "flood"}).Token
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	body := []byte(`{"job_type":"lua","code":"return 1","input_data":"` + strings.Repeat("x", 60_000_000) + `"}`)
+	const callers = 20
+	statuses := make(chan int, callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- send(t, "POST", "http://"+addr+"/api/jobs", tok, "application/json", body).status
+		}()
+	}
+	wg.Wait()
+	close(done)
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak.Load()>>20, count)
+	if count[503] == 0 || count[400] == 0 {
+		t.Errorf("want some submissions read (400: input_data over its limit) and some refused unread (503): %v", count)
+	}
+	if grown >= 1<<30 {
+		t.Errorf("the server's RSS grew by %d MiB under %d submissions of 60 MB, want less than 1 GiB", grown>>20, callers)
+	}
+}
+
 // TestServeRefusesNonsenseNetSettings starts serve with each connection
 // setting out of its range: each is refused at start, naming the flag.
 func TestServeRefusesNonsenseNetSettings(t *testing.T) {

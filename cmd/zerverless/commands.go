@@ -219,6 +219,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
 	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
+	fs.Int64Var(&cfg.API.MaxBodiesInFlight, "max-bodies-in-flight", cfg.API.MaxBodiesInFlight, "request bodies the job API (and, apart, the deploy API) may hold at once while serving them; beyond it 503 (at least --max-body-bytes)")
 	fs.DurationVar(&cfg.Contexts.TTL, "build-context-ttl", cfg.Contexts.TTL, "how long an uploaded build context stays after its last use")
 	fs.StringVar(&cfg.Functions.Domain, "functions-domain", "", "give each namespace its own origin: functions of namespace NS answer at NS.<domain>/PATH (a wildcard DNS name pointing here)")
 	fs.BoolVar(&cfg.Functions.SharedOrigin, "functions-shared-origin", false, "with --functions-domain, keep answering functions at /NS/PATH on the platform's host too (sandboxed)")
