@@ -549,7 +549,7 @@ func TestServeFunctionBodyFlood(t *testing.T) {
 	}()
 	body := make([]byte, 8_000_000)
 	for i := range body {
-		body[i] = byte(i*7 + i>>8) | 0x80 // not UTF-8: the function gets it in base64
+		body[i] = byte(i*7+i>>8) | 0x80 // not UTF-8: the function gets it in base64
 	}
 	const callers = 60
 	statuses := make(chan int, callers)
