@@ -56,7 +56,12 @@ func (s *Service) UploadContext(ctx context.Context, ns string, r io.Reader, for
 			unlock()
 		}
 	}()
-	rec, err := s.d.Contexts.Put(ctx, r, form, func(rec *store.BuildContext) error {
+	grow, done, err := s.uploadBudget(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	rec, err := s.d.Contexts.Put(ctx, r, form, grow, func(rec *store.BuildContext) error {
 		// Held from the check until the owner is recorded: concurrent
 		// uploads of a namespace are counted one after the other.
 		unlock = s.uploads.lock(owner)
@@ -69,6 +74,42 @@ func (s *Service) UploadContext(ctx context.Context, ns string, r io.Reader, for
 		return nil, err
 	}
 	return rec, nil
+}
+
+// uploadBudget bounds what an upload of namespace ns writes to disk
+// before it is admitted: its temporary file, with those of the
+// namespace's other uploads in progress and the contexts it stores,
+// stays within its build_context_mb quota, so that uploads that will be
+// refused cannot fill the disk meanwhile. grow is Contexts.Put's; done
+// gives back what the upload counted.
+func (s *Service) uploadBudget(ctx context.Context, ns string) (grow func(int64) error, done func(), err error) {
+	limit := int64(s.d.Quotas.Quotas(ctx, ns).BuildContextMB) << 20
+	if limit <= 0 {
+		return nil, func() {}, nil
+	}
+	used, err := s.d.Owners.BuildContextBytes(ctx, ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	var mine int64
+	grow = func(n int64) error {
+		s.upMu.Lock()
+		defer s.upMu.Unlock()
+		if total := used + s.uploading[ns] + n; total > limit {
+			return job.Errorf(job.CodeTooMany, "namespace %s stores %d bytes of build contexts and uploads %d more; this upload would pass its quota of %d MiB", ns, used, s.uploading[ns]+n, limit>>20)
+		}
+		s.uploading[ns] += n
+		mine += n
+		return nil
+	}
+	done = func() {
+		s.upMu.Lock()
+		defer s.upMu.Unlock()
+		if s.uploading[ns] -= mine; s.uploading[ns] <= 0 {
+			delete(s.uploading, ns)
+		}
+	}
+	return grow, done, nil
 }
 
 // checkContextQuota refuses a context that would take namespace ns over
