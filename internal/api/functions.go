@@ -34,7 +34,9 @@ type FunctionsConfig struct {
 	// MaxInFlightBytes bounds what all function calls being served hold
 	// at once, counted as each call's request body (its Content-Length,
 	// or MaxRequestBytes when it is not known) and ResponseAllowance for
-	// its answer (default 256 MiB). A call that does not fit is answered
+	// its answer (default 128 MiB; what the calls hold is a few times
+	// that: the body is copied into the task and, in base64, to the
+	// worker). A call that does not fit is answered
 	// 503 with Retry-After at once, before its body is read: without it,
 	// anyone could make the orchestrator hold MaxRequestBytes (and the
 	// copies made of it) per connection by calling a public function.
@@ -82,7 +84,7 @@ const ResponseAllowance = 1 << 20
 
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
-	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20, MaxInFlightBytes: 256 << 20}
+	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20, MaxInFlightBytes: 128 << 20}
 }
 
 // functions serves the deploy API and function invocations in front of
