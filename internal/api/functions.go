@@ -78,9 +78,10 @@ func (c FunctionsConfig) Validate() error {
 }
 
 // ResponseAllowance is what each function call counts against
-// FunctionsConfig.MaxInFlightBytes for its answer: the workers' default
-// output limit.
-const ResponseAllowance = 1 << 20
+// FunctionsConfig.MaxInFlightBytes beside its body, for its request and
+// answer: enough for the usual small call, so that thousands of them may
+// run at once.
+const ResponseAllowance = 64 << 10
 
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
