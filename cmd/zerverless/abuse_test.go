@@ -651,7 +651,10 @@ func TestServeRefusesNonsenseNetSettings(t *testing.T) {
 	for _, args := range [][]string{
 		{"--max-conns", "-1"},
 		{"--max-conns", "100000000"},
-		{"--max-conns-per-addr", "0"},
+		{"--max-conns-per-addr", "-1"},
+		{"--max-anonymous-sessions", "-1"},
+		{"--max-worker-sessions", "20", "--max-anonymous-sessions", "21"},
+		{"--max-anonymous-sessions", "8", "--max-anonymous-sessions-per-addr", "9"},
 		{"--max-conns", "100", "--max-conns-per-addr", "101"},
 		{"--max-worker-sessions", "-3"},
 		{"--read-header-timeout", "0s"},
@@ -665,8 +668,12 @@ func TestServeRefusesNonsenseNetSettings(t *testing.T) {
 		{"--workers", "-1"},
 	} {
 		var out, errOut lockedBuffer
-		full := append([]string{"serve", "--data", t.TempDir(), "--workers", "0"}, args...)
-		code := run(context.Background(), full, &out, &errOut, func(string) string { return "" })
+		// A setting accepted by mistake would serve: on a port of its own,
+		// and only for a while.
+		full := append([]string{"serve", "--data", t.TempDir(), "--workers", "0", "--addr", "127.0.0.1:0"}, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		code := run(ctx, full, &out, &errOut, func(string) string { return "" })
+		cancel()
 		flag := args[len(args)-2]
 		if code != 2 || !strings.Contains(errOut.String(), flag) {
 			t.Errorf("serve %v: status %d, stderr %q; want 2 and a message naming %s", args, code, errOut.String(), flag)
