@@ -222,8 +222,8 @@ func TestWorkersShowNothingOfTheirOwners(t *testing.T) {
 // all but the end of their archive and hold it there. What their
 // temporary files take on disk meanwhile stays within the quota (each
 // would be refused at the end anyway), rather than ten times the
-// context: each upload is answered 429 as it passes the quota, before
-// its end arrives.
+// context: the uploads are answered 429 as they pass it together, before
+// their end arrives.
 func TestContextUploadsInProgressKeepToTheQuota(t *testing.T) {
 	cfg := testServerConfig(t, t.TempDir(), 0)
 	cfg.Orchestrator.DefaultQuotas.BuildContextMB = 1

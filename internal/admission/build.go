@@ -56,10 +56,7 @@ func (s *Service) UploadContext(ctx context.Context, ns string, r io.Reader, for
 			unlock()
 		}
 	}()
-	grow, done, err := s.uploadBudget(ctx, owner)
-	if err != nil {
-		return nil, err
-	}
+	grow, done := s.uploadBudget(ctx, owner)
 	defer done()
 	rec, err := s.d.Contexts.Put(ctx, r, form, grow, func(rec *store.BuildContext) error {
 		// Held from the check until the owner is recorded: concurrent
@@ -76,27 +73,23 @@ func (s *Service) UploadContext(ctx context.Context, ns string, r io.Reader, for
 	return rec, nil
 }
 
-// uploadBudget bounds what an upload of namespace ns writes to disk
-// before it is admitted: its temporary file, with those of the
-// namespace's other uploads in progress and the contexts it stores,
-// stays within its build_context_mb quota, so that uploads that will be
-// refused cannot fill the disk meanwhile. grow is Contexts.Put's; done
-// gives back what the upload counted.
-func (s *Service) uploadBudget(ctx context.Context, ns string) (grow func(int64) error, done func(), err error) {
+// uploadBudget bounds what the uploads of namespace ns in progress write
+// to disk before they are admitted: their temporary files together stay
+// within its build_context_mb quota, so that uploads that will be refused
+// cannot fill the disk meanwhile (what the namespace stores is checked
+// when an upload is whole, where a context it already owns costs nothing
+// more). grow is Contexts.Put's; done gives back what the upload counted.
+func (s *Service) uploadBudget(ctx context.Context, ns string) (grow func(int64) error, done func()) {
 	limit := int64(s.d.Quotas.Quotas(ctx, ns).BuildContextMB) << 20
 	if limit <= 0 {
-		return nil, func() {}, nil
-	}
-	used, err := s.d.Owners.BuildContextBytes(ctx, ns)
-	if err != nil {
-		return nil, nil, err
+		return nil, func() {}
 	}
 	var mine int64
 	grow = func(n int64) error {
 		s.upMu.Lock()
 		defer s.upMu.Unlock()
-		if total := used + s.uploading[ns] + n; total > limit {
-			return job.Errorf(job.CodeTooMany, "namespace %s stores %d bytes of build contexts and uploads %d more; this upload would pass its quota of %d MiB", ns, used, s.uploading[ns]+n, limit>>20)
+		if total := s.uploading[ns] + n; total > limit {
+			return job.Errorf(job.CodeTooMany, "namespace %s's uploads in progress would hold %d bytes, more than its build context quota of %d MiB", ns, total, limit>>20)
 		}
 		s.uploading[ns] += n
 		mine += n
@@ -109,7 +102,7 @@ func (s *Service) uploadBudget(ctx context.Context, ns string) (grow func(int64)
 			delete(s.uploading, ns)
 		}
 	}
-	return grow, done, nil
+	return grow, done
 }
 
 // checkContextQuota refuses a context that would take namespace ns over
