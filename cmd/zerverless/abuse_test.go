@@ -465,55 +465,6 @@ func TestServeAnonymousMessageFlood(t *testing.T) {
 	}
 }
 
-// TestServeAnonymousSessionsLeaveRoom: with --open-volunteering, one
-// address registers anonymous volunteers until it is refused. It holds no
-// more than its per-address share, another address still gets its own,
-// together they hold no more than the anonymous share of the sessions,
-// and a worker with a join token still registers.
-func TestServeAnonymousSessionsLeaveRoom(t *testing.T) {
-	dir := t.TempDir()
-	addr := freePort(t)
-	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "0", "--open-volunteering",
-		"--max-worker-sessions", "16", "--max-anonymous-sessions", "8", "--max-anonymous-sessions-per-addr", "5")
-	admin := waitServing(t, p, "http://"+addr, dir)
-	// register opens an anonymous session from src and reports whether
-	// it was accepted; an accepted one stays open until the test ends.
-	register := func(src string) bool {
-		ws, err := protocoltest.DialRawWS(addr, src, "/ws/volunteer")
-		if err != nil {
-			t.Fatalf("dial from %s: %v", src, err)
-		}
-		ws.SendText([]byte(`{"type":"register","version":1,"name":"anon","capabilities":{"runtimes":["lua"],"concurrency":1}}`))
-		answer, err := ws.ReadText(10 * time.Second)
-		if err != nil {
-			t.Fatalf("register from %s: %v", src, err)
-		}
-		if strings.Contains(string(answer), `"registered"`) {
-			t.Cleanup(func() { ws.Conn.Close() })
-			return true
-		}
-		ws.Conn.Close()
-		return false
-	}
-	held := map[string]int{}
-	for _, src := range []string{"127.0.0.2", "127.0.0.3"} {
-		for range 20 {
-			if !register(src) {
-				break
-			}
-			held[src]++
-		}
-	}
-	if held["127.0.0.2"] != 5 || held["127.0.0.3"] != 3 {
-		t.Errorf("anonymous sessions held by two addresses: %v, want 5 (the per-address share) and 3 (the rest of the anonymous share of 8)", held)
-	}
-	tok := newToken(t, admin, api.TokenRequest{Kind: job.TokenWorker, Name: "trusted"}).Token
-	w := protocoltest.Register(t, "ws://"+addr+"/ws/volunteer", tok, job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1})
-	if !w.Trusted {
-		t.Errorf("the worker with a join token registered untrusted")
-	}
-}
-
 // TestServeFunctionBodyFlood: 60 callers without a token each send an
 // 8 MB binary body (the largest allowed) to a public function at once,
 // on a server whose one worker is busy. The calls that do not fit
@@ -652,9 +603,6 @@ func TestServeRefusesNonsenseNetSettings(t *testing.T) {
 		{"--max-conns", "-1"},
 		{"--max-conns", "100000000"},
 		{"--max-conns-per-addr", "-1"},
-		{"--max-anonymous-sessions", "-1"},
-		{"--max-worker-sessions", "20", "--max-anonymous-sessions", "21"},
-		{"--max-anonymous-sessions", "8", "--max-anonymous-sessions-per-addr", "9"},
 		{"--max-conns", "100", "--max-conns-per-addr", "101"},
 		{"--max-worker-sessions", "-3"},
 		{"--read-header-timeout", "0s"},

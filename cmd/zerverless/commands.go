@@ -229,8 +229,6 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.IntVar(&cfg.Net.MaxConns, "max-conns", cfg.Net.MaxConns, "most HTTP connections at once, worker sessions not counted (0: four fifths of the open-file limit left after a reserve)")
 	fs.IntVar(&cfg.Net.MaxConnsPerAddr, "max-conns-per-addr", cfg.Net.MaxConnsPerAddr, "most HTTP connections one IPv4 address or IPv6 /64 holds at once (0: 512, or --max-conns when fewer)")
 	fs.IntVar(&cfg.Net.MaxSessions, "max-worker-sessions", cfg.Net.MaxSessions, "most registered worker WebSockets at once (0: one fifth of the open-file limit left after a reserve)")
-	fs.IntVar(&cfg.Net.MaxAnonymousSessions, "max-anonymous-sessions", cfg.Net.MaxAnonymousSessions, "most of the worker sessions anonymous volunteers hold at once (0: half of --max-worker-sessions)")
-	fs.IntVar(&cfg.Net.MaxAnonymousSessionsPerAddr, "max-anonymous-sessions-per-addr", cfg.Net.MaxAnonymousSessionsPerAddr, "most anonymous volunteers' sessions one IPv4 address or IPv6 /64 holds at once (0: 64, or --max-anonymous-sessions when fewer)")
 	fs.DurationVar(&cfg.Net.ReadHeaderTimeout, "read-header-timeout", cfg.Net.ReadHeaderTimeout, "longest read of a request's headers")
 	fs.DurationVar(&cfg.Net.IdleTimeout, "idle-timeout", cfg.Net.IdleTimeout, "longest wait of a keep-alive connection for its next request")
 	fs.Int64Var(&cfg.Net.MinBodyRate, "min-body-rate", cfg.Net.MinBodyRate, "slowest average rate of a request body, in bytes per second, once --body-grace has passed")

@@ -294,14 +294,8 @@ func (s *server) volunteer(w http.ResponseWriter, r *http.Request) {
 		RegisterReadLimit: s.cfg.WorkerRegisterLimit,
 		Declarations:      s.cfg.WorkerDeclarations,
 		// A registered session leaves the HTTP connection limits for
-		// the worker sessions' own; anonymous volunteers hold only their
-		// share of those.
-		OnAuthenticated: func(trusted bool) error {
-			if trusted {
-				return netlimit.Promote(r.Context())
-			}
-			return netlimit.PromoteAnonymous(r.Context())
-		},
+		// the worker sessions' own.
+		OnAuthenticated: func() error { return netlimit.Promote(r.Context()) },
 	})
 	if err != nil {
 		// Accept has answered the client already.

@@ -47,17 +47,6 @@ type Config struct {
 	// WebSockets) at once. 0 (the default) derives it: of the descriptors
 	// not reserved, one fifth, at least 16.
 	MaxSessions int
-	// MaxAnonymousSessions is the most of the sessions that anonymous
-	// volunteers (workers without a join token) may hold at once, so that
-	// they can never keep trusted workers out. 0 (the default) derives it:
-	// half of MaxSessions, at least 1.
-	MaxAnonymousSessions int
-	// MaxAnonymousSessionsPerAddr is the most anonymous sessions one
-	// remote address (as for MaxConnsPerAddr) holds at once, so that one
-	// peer cannot keep other volunteers out. 0 (the default) derives it:
-	// DefaultAnonymousSessionsPerAddr, or MaxAnonymousSessions when that
-	// is fewer.
-	MaxAnonymousSessionsPerAddr int
 	// ReadHeaderTimeout bounds the read of a request's headers (default
 	// 10 s).
 	ReadHeaderTimeout time.Duration
@@ -82,10 +71,6 @@ const ReservedDescriptors = 512
 // DefaultConnsPerAddr is the connections one address may hold when
 // Config.MaxConnsPerAddr is left to derive.
 const DefaultConnsPerAddr = 512
-
-// DefaultAnonymousSessionsPerAddr is the anonymous sessions one address
-// may hold when Config.MaxAnonymousSessionsPerAddr is left to derive.
-const DefaultAnonymousSessionsPerAddr = 64
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
@@ -120,18 +105,6 @@ func (c Config) Resolve() (Config, error) {
 	if c.MaxConnsPerAddr == 0 {
 		c.MaxConnsPerAddr = min(DefaultConnsPerAddr, c.MaxConns)
 	}
-	if c.MaxAnonymousSessions == 0 {
-		c.MaxAnonymousSessions = max(c.MaxSessions/2, 1)
-	}
-	if c.MaxAnonymousSessionsPerAddr == 0 {
-		c.MaxAnonymousSessionsPerAddr = min(DefaultAnonymousSessionsPerAddr, c.MaxAnonymousSessions)
-	}
-	switch {
-	case c.MaxAnonymousSessions < 0 || c.MaxAnonymousSessions > c.MaxSessions:
-		return c, fmt.Errorf("--max-anonymous-sessions: %d must be between 1 and max-worker-sessions (%d); 0 derives it", c.MaxAnonymousSessions, c.MaxSessions)
-	case c.MaxAnonymousSessionsPerAddr < 0 || c.MaxAnonymousSessionsPerAddr > c.MaxAnonymousSessions:
-		return c, fmt.Errorf("--max-anonymous-sessions-per-addr: %d must be between 1 and max-anonymous-sessions (%d); 0 derives it", c.MaxAnonymousSessionsPerAddr, c.MaxAnonymousSessions)
-	}
 	switch {
 	case c.MaxConns+c.MaxSessions > c.Descriptors-ReservedDescriptors:
 		return c, fmt.Errorf("--max-conns: %d connections and %d worker sessions leave fewer than %d of the %d open files for the rest of the process", c.MaxConns, c.MaxSessions, ReservedDescriptors, c.Descriptors)
@@ -153,9 +126,8 @@ func (c Config) Resolve() (Config, error) {
 
 // Stats counts what a Listener did.
 type Stats struct {
-	// Conns and Sessions are open now; Anonymous of the sessions are
-	// anonymous volunteers'.
-	Conns, Sessions, Anonymous int
+	// Conns and Sessions are open now.
+	Conns, Sessions int
 	// Refused were closed at accept; Evicted were closed to make room.
 	Refused, Evicted int64
 }
@@ -175,21 +147,18 @@ type Listener struct {
 	byAddr   map[netip.Prefix][]*conn
 	conns    int
 	sessions int
-	// anonymous counts the anonymous sessions, anonByAddr per address.
-	anonymous  int
-	anonByAddr map[netip.Prefix]int
 }
 
 // NewListener wraps ln. cfg must have been resolved (Config.Resolve).
 func NewListener(ln net.Listener, cfg Config) *Listener {
-	return &Listener{Listener: ln, cfg: cfg, byAddr: make(map[netip.Prefix][]*conn), anonByAddr: make(map[netip.Prefix]int)}
+	return &Listener{Listener: ln, cfg: cfg, byAddr: make(map[netip.Prefix][]*conn)}
 }
 
 // Stats reports the open connections and what was refused or evicted.
 func (l *Listener) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Stats{Conns: l.conns, Sessions: l.sessions, Anonymous: l.anonymous, Refused: l.refused.Load(), Evicted: l.evicted.Load()}
+	return Stats{Conns: l.conns, Sessions: l.sessions, Refused: l.refused.Load(), Evicted: l.evicted.Load()}
 }
 
 // Accept returns the next connection the limits admit. A connection they
@@ -282,26 +251,13 @@ func (l *Listener) ConnContext(ctx context.Context, nc net.Conn) context.Context
 // ErrTooManySessions is returned by Promote when MaxSessions are open.
 var ErrTooManySessions = errors.New("the orchestrator holds as many worker sessions as it may")
 
-// ErrTooManyAnonymous is returned by PromoteAnonymous when anonymous
-// volunteers hold their share of the sessions, in all or from this
-// address.
-var ErrTooManyAnonymous = errors.New("the orchestrator holds as many anonymous volunteers' sessions as it may")
-
 // Promote moves the connection of the request whose context is ctx from
 // the HTTP pool to the session pool: it no longer counts against the
 // connection limits and is never evicted, and counts against MaxSessions
 // until it is closed. It fails with ErrTooManySessions when the session
 // pool is full, and does nothing for a connection no Listener accepted
-// (an httptest server). Call it once the session is authenticated as a
-// trusted worker's.
-func Promote(ctx context.Context) error { return promote(ctx, false) }
-
-// PromoteAnonymous is Promote for the session of an anonymous volunteer:
-// it counts against MaxAnonymousSessions and MaxAnonymousSessionsPerAddr
-// too, and fails with ErrTooManyAnonymous beyond them.
-func PromoteAnonymous(ctx context.Context) error { return promote(ctx, true) }
-
-func promote(ctx context.Context, anonymous bool) error {
+// (an httptest server). Call it once the session is authenticated.
+func Promote(ctx context.Context) error {
 	c, ok := ctx.Value(connKey{}).(*conn)
 	if !ok {
 		return nil
@@ -318,23 +274,10 @@ func promote(ctx context.Context, anonymous bool) error {
 	if l.sessions >= l.cfg.MaxSessions {
 		return fmt.Errorf("%w (%d)", ErrTooManySessions, l.cfg.MaxSessions)
 	}
-	if anonymous {
-		if l.anonymous >= l.cfg.MaxAnonymousSessions {
-			return fmt.Errorf("%w (%d in all)", ErrTooManyAnonymous, l.cfg.MaxAnonymousSessions)
-		}
-		if l.anonByAddr[c.key] >= l.cfg.MaxAnonymousSessionsPerAddr {
-			return fmt.Errorf("%w (%d from one address)", ErrTooManyAnonymous, l.cfg.MaxAnonymousSessionsPerAddr)
-		}
-	}
 	l.removeLocked(c)
 	c.gone = false
 	c.session = true
 	l.sessions++
-	if anonymous {
-		c.anonymous = true
-		l.anonymous++
-		l.anonByAddr[c.key]++
-	}
 	return nil
 }
 
@@ -345,8 +288,8 @@ type conn struct {
 	net.Conn
 	l   *Listener
 	key netip.Prefix
-	// gone, session and anonymous are guarded by l.mu.
-	gone, session, anonymous bool
+	// gone and session are guarded by l.mu.
+	gone, session bool
 }
 
 func (c *conn) Close() error {
@@ -356,13 +299,6 @@ func (c *conn) Close() error {
 		c.session = false
 		c.gone = true
 		l.sessions--
-		if c.anonymous {
-			c.anonymous = false
-			l.anonymous--
-			if l.anonByAddr[c.key]--; l.anonByAddr[c.key] <= 0 {
-				delete(l.anonByAddr, c.key)
-			}
-		}
 	} else {
 		l.removeLocked(c)
 	}

@@ -235,7 +235,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		o.refuse(ctx, conn, err.Error(), true)
 		return err
 	}
-	if err := conn.Authenticated(who.trusted); err != nil {
+	if err := conn.Authenticated(); err != nil {
 		o.log.Warn("worker refused", "remote", remote, "name", m.Name, "err", err)
 		o.refuse(ctx, conn, err.Error(), false)
 		return err

@@ -32,10 +32,9 @@ type Options struct {
 	// (zero fields: DefaultDeclarationLimits).
 	Declarations DeclarationLimits
 	// OnAuthenticated, when set on the accepting side, is called by
-	// Authenticated, with whether the peer is trusted (it presented a
-	// join token) or an anonymous volunteer, before the read limit is
-	// raised; its error fails Authenticated.
-	OnAuthenticated func(trusted bool) error
+	// Authenticated before the read limit is raised; its error fails
+	// Authenticated.
+	OnAuthenticated func() error
 }
 
 // Conn is one end of a protocol session over a WebSocket. Write may be
@@ -46,7 +45,7 @@ type Conn struct {
 	// decl is set on the accepting side, which checks what the peer
 	// declares; onAuth runs when the session is authenticated.
 	decl   *DeclarationLimits
-	onAuth func(trusted bool) error
+	onAuth func() error
 	// budget, when set, is charged with every message ReadIdle holds
 	// while reading it.
 	budget *ReadBudget
@@ -139,14 +138,13 @@ func Accept(w http.ResponseWriter, r *http.Request, originPatterns []string, opt
 	return c, nil
 }
 
-// Authenticated marks the accepted session as authenticated, as a trusted
-// worker's or an anonymous volunteer's: it runs
+// Authenticated marks the accepted session as authenticated: it runs
 // Options.OnAuthenticated, then raises the read limit from
 // RegisterReadLimit to ReadLimit for the messages that follow. On error
 // the limit stays low and the caller should refuse the session.
-func (c *Conn) Authenticated(trusted bool) error {
+func (c *Conn) Authenticated() error {
 	if c.onAuth != nil {
-		if err := c.onAuth(trusted); err != nil {
+		if err := c.onAuth(); err != nil {
 			return err
 		}
 	}

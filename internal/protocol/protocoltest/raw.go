@@ -80,65 +80,6 @@ func (r *RawWS) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// SendText writes p as one whole masked text frame.
-func (r *RawWS) SendText(p []byte) error {
-	if err := r.StartText(int64(len(p))); err != nil {
-		return err
-	}
-	_, err := r.Write(p)
-	return err
-}
-
-// ReadText waits up to d for the peer's next text frame (unfragmented, at
-// most 1 MiB) and returns its payload; a close frame is an error.
-func (r *RawWS) ReadText(d time.Duration) ([]byte, error) {
-	r.Conn.SetReadDeadline(time.Now().Add(d))
-	defer r.Conn.SetReadDeadline(time.Time{})
-	for {
-		op, payload, err := r.readFrame(1 << 20)
-		if err != nil {
-			return nil, err
-		}
-		switch op {
-		case 0x1:
-			return payload, nil
-		case 0x8:
-			return nil, fmt.Errorf("the peer closed the connection: %q", payload)
-		}
-	}
-}
-
-// readFrame reads one frame of at most max payload bytes.
-func (r *RawWS) readFrame(max int64) (op byte, payload []byte, err error) {
-	var h [2]byte
-	if _, err := io.ReadFull(r.br, h[:]); err != nil {
-		return 0, nil, err
-	}
-	n := int64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err := io.ReadFull(r.br, b[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err := io.ReadFull(r.br, b[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int64(binary.BigEndian.Uint64(b[:]))
-	}
-	if n > max {
-		return 0, nil, fmt.Errorf("a frame of %d bytes, more than %d", n, max)
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(r.br, payload); err != nil {
-		return 0, nil, err
-	}
-	return h[0] & 0x0f, payload, nil
-}
-
 // CloseStatus waits up to d for the peer's close frame and returns its
 // status code, or 0 and the error when none arrives (the connection was
 // dropped or d passed).
