@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
@@ -386,6 +387,225 @@ func TestServeRegisterFlood(t *testing.T) {
 		t.Errorf("the server's RSS grew by %d MiB under 100 register frames of 60 MiB, want less than 100 MiB", grown>>20)
 	}
 }
+
+// TestServeAnonymousMessageFlood: with --open-volunteering, 40 anonymous
+// volunteers register (each within its read limit) and then each start a
+// 60 MiB message and send all of it but the last byte. What the server
+// holds of them together stays within --anonymous-read-bytes: its
+// resident memory grows by far less than the 2.3 GiB they sent, the
+// sessions that pass the bound are ended, and a Lua job submitted
+// meanwhile completes on a trusted worker.
+func TestServeAnonymousMessageFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "1", "--open-volunteering",
+		"--anonymous-read-bytes", strconv.Itoa(64<<20), "--runtimes", "lua")
+	c := waitServing(t, p, "http://"+addr, dir)
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+
+	const conns, frame = 40, 60 << 20
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	var wg, sending sync.WaitGroup
+	var sent, cut atomic.Int64
+	release := make(chan struct{})
+	for range conns {
+		wg.Add(1)
+		sending.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, err := protocoltest.DialRawWS(addr, "", "/ws/volunteer")
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				sending.Done()
+				return
+			}
+			defer ws.Conn.Close()
+			reg := []byte(`{"type":"register","version":1,"name":"anon","capabilities":{"runtimes":["js"],"concurrency":1}}`)
+			ws.StartText(int64(len(reg)))
+			ws.Write(reg)
+			ws.StartText(frame)
+			ws.Write([]byte(`{"type":"heartbeat","leases":["`))
+			chunk := bytes.Repeat([]byte("A"), 1<<20)
+			ws.Conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+			for n := 0; n < frame-(2<<20); n += len(chunk) {
+				if _, err := ws.Write(chunk); err != nil {
+					cut.Add(1)
+					break
+				}
+				sent.Add(int64(len(chunk)))
+			}
+			sending.Done()
+			<-release // hold what was sent until every session has sent
+		}()
+	}
+	sending.Wait()
+	j, err := c.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Job(context.Background(), j.ID, 30*time.Second)
+	if err != nil || got.Status != job.StatusCompleted {
+		t.Errorf("a Lua job during the flood: %+v %v", got, err)
+	}
+	close(release)
+	wg.Wait()
+	close(done)
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent, %d of %d sessions cut", before>>20, peak.Load()>>20, sent.Load()>>20, cut.Load(), conns)
+	if cut.Load() == 0 {
+		t.Errorf("no anonymous session was ended, though their messages pass the read budget many times")
+	}
+	if grown >= 400<<20 {
+		t.Errorf("the server's RSS grew by %d MiB under %d anonymous 60 MiB messages with a 64 MiB budget, want less than 400 MiB", grown>>20, conns)
+	}
+}
+
+// TestServeFunctionBodyFlood: 60 callers without a token each send an
+// 8 MB binary body (the largest allowed) to a public function at once,
+// on a server whose one worker is busy. The calls that do not fit
+// --functions-inflight-bytes are answered 503 before their body is read,
+// the server's resident memory grows by far less than the 60 bodies and
+// their copies would take, and /health answers throughout.
+func TestServeFunctionBodyFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "1", "--concurrency", "1",
+		"--functions-inflight-bytes", strconv.Itoa(48<<20))
+	c := waitServing(t, p, "http://"+addr, dir)
+	if _, err := c.Deploy(context.Background(), "flood", "slow", job.DeployRequest{Runtime: job.TypeLua,
+		Code: "function handle(req) local s = 0 for i = 1, 3e7 do s = s + i end return 'ok' end"}); err != nil {
+		t.Fatal(err)
+	}
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	body := make([]byte, 8_000_000)
+	for i := range body {
+		body[i] = byte(i*7+i>>8) | 0x80 // not UTF-8: the function gets it in base64
+	}
+	const callers = 60
+	statuses := make(chan int, callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post("http://"+addr+"/flood/slow", "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	if err := c.Health(context.Background()); err != nil {
+		t.Errorf("/health during the flood: %v", err)
+	}
+	wg.Wait()
+	close(done)
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak.Load()>>20, count)
+	if count[503] == 0 {
+		t.Errorf("no call was refused with 503: %v", count)
+	}
+	if grown >= 400<<20 {
+		t.Errorf("the server's RSS grew by %d MiB under %d calls with 8 MB bodies, want less than 400 MiB", grown>>20, callers)
+	}
+}
+
+// TestServeSubmissionBodyFlood: a namespace token sends 20 submissions
+// of 60 MB at once (refused or not, each is read whole). Those that do not
+// fit --max-bodies-in-flight are answered 503 before their body is read,
+// and the server's resident memory grows by far less than the 20 bodies
+// and their decoding would take.
+func TestServeSubmissionBodyFlood(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	p, _ := startServeLimited(t, 4096, addr, dir, "--workers", "0",
+		"--max-bodies-in-flight", strconv.Itoa(128<<20))
+	admin := waitServing(t, p, "http://"+addr, dir)
+	tok := newToken(t, admin, api.TokenRequest{Namespace: "flood"}).Token
+	pid := p.cmd.Process.Pid
+	before := rssBytes(t, pid)
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	body := []byte(`{"job_type":"lua","code":"return 1","input_data":"` + strings.Repeat("x", 60_000_000) + `"}`)
+	const callers = 20
+	statuses := make(chan int, callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- send(t, "POST", "http://"+addr+"/api/jobs", tok, "application/json", body).status
+		}()
+	}
+	wg.Wait()
+	close(done)
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	grown := peak.Load() - before
+	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak.Load()>>20, count)
+	if count[503] == 0 || count[400] == 0 {
+		t.Errorf("want some submissions read (400: input_data over its limit) and some refused unread (503): %v", count)
+	}
+	if grown >= 1<<30 {
+		t.Errorf("the server's RSS grew by %d MiB under %d submissions of 60 MB, want less than 1 GiB", grown>>20, callers)
+	}
+}
+
 
 func TestDescribeListen(t *testing.T) {
 	ifaddrs := []net.Addr{

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"archive/tar"
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -166,5 +171,124 @@ func TestServeRefusesNonsense(t *testing.T) {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: %v, want the setting named", name, err)
 		}
+	}
+}
+
+// TestWorkersShowNothingOfTheirOwners: what identifies a volunteer — the
+// address its worker connects from and the join token it presented — is
+// the admin's to see, never a namespace token's; nor are the other
+// namespaces a worker serves. A worker that serves bob and alice shows
+// alice only herself in its namespaces, and a worker that serves bob
+// alone is not in alice's list at all.
+func TestWorkersShowNothingOfTheirOwners(t *testing.T) {
+	srv, admin := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	alice := newToken(t, admin, api.TokenRequest{Namespace: "alice"}).Token
+	both := dialRaw(t, srv.WorkerURL(), job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1,
+		Namespaces: []string{"bob", "alice"}})
+	both.keepAlive()
+	bobs := dialRaw(t, srv.WorkerURL(), job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1,
+		Namespaces: []string{"bob"}})
+	bobs.keepAlive()
+
+	all, err := admin.Workers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].Remote == "" {
+		t.Fatalf("the admin's /api/workers should show both workers with their remote address: %+v", all)
+	}
+	a := send(t, "GET", srv.URL()+"/api/workers", alice, "", nil)
+	if a.status != 200 {
+		t.Fatalf("workers as alice: %v", a)
+	}
+	for _, w := range all {
+		host, _, _ := strings.Cut(w.Remote, ":")
+		for _, secret := range []string{host, w.Owner, "bob"} {
+			if secret != "" && strings.Contains(string(a.body), secret) {
+				t.Errorf("alice's /api/workers holds %q: %s", secret, a.body)
+			}
+		}
+	}
+	if !strings.Contains(string(a.body), both.id) || strings.Contains(string(a.body), bobs.id) {
+		t.Errorf("alice's /api/workers should list the worker that serves her (%s) and not bob's own (%s): %s", both.id, bobs.id, a.body)
+	}
+	if !strings.Contains(string(a.body), `"namespaces":["alice"]`) {
+		t.Errorf("alice's /api/workers should show the worker serving her namespace: %s", a.body)
+	}
+}
+
+// TestContextUploadsInProgressKeepToTheQuota: ten uploads of a 3 MiB
+// context into a namespace whose build_context_mb quota is 1 each send
+// all but the end of their archive and hold it there. What their
+// temporary files take on disk meanwhile stays within the quota (each
+// would be refused at the end anyway), rather than ten times the
+// context: the uploads are answered 429 as they pass it together, before
+// their end arrives.
+func TestContextUploadsInProgressKeepToTheQuota(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Orchestrator.DefaultQuotas.BuildContextMB = 1
+	srv, admin := startServer(t, cfg)
+	tok := newToken(t, admin, api.TokenRequest{Namespace: "slow"}).Token
+	dir := filepath.Join(cfg.DataDir, "build-contexts")
+
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	for i, size := range []int{3 << 20, 1 << 20} {
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("blob%d", i), Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg})
+		tw.Write(bytes.Repeat([]byte{'a' + byte(i)}, size))
+	}
+	tw.Close()
+	data := archive.Bytes()
+	held := len(data) - (512 << 10) // inside the second file
+
+	const uploads = 10
+	host := strings.TrimPrefix(srv.URL(), "http://")
+	answers := make(chan string, uploads)
+	conns := make([]net.Conn, 0, uploads)
+	for range uploads {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		fmt.Fprintf(c, "POST /api/build-contexts HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n", host, tok, len(data))
+		go func() {
+			c.Write(data[:held])
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				answers <- "no answer"
+				return
+			}
+			resp.Body.Close()
+			answers <- resp.Status
+		}()
+	}
+	// Every upload has sent what it will until it is answered: each goes
+	// over the quota while it is held, and is answered then.
+	refused := 0
+	eventually(t, 30*time.Second, func() error {
+		for {
+			select {
+			case a := <-answers:
+				if !strings.HasPrefix(a, "429") {
+					t.Fatalf("an upload in progress was answered %s, want 429", a)
+				}
+				refused++
+				continue
+			default:
+			}
+			break
+		}
+		if refused < uploads {
+			return fmt.Errorf("%d of %d uploads refused so far; %d bytes on disk", refused, uploads, dirBytes(t, dir))
+		}
+		return nil
+	})
+	if n := dirBytes(t, dir); n > 1<<20 {
+		t.Errorf("uploads in progress hold %d bytes on disk, more than the namespace's quota of 1 MiB", n)
+	}
+	for _, c := range conns {
+		c.Close()
 	}
 }

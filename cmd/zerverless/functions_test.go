@@ -566,3 +566,39 @@ func TestFunctionsCLI(t *testing.T) {
 		t.Fatalf("after undeploy: %d %s", r.status, r.body)
 	}
 }
+
+// TestDeploymentListBoundsCode: a namespace with 20 functions of 1 MiB of
+// code each (within every per-function limit) lists them with
+// include=code only while the code fits the list's bound (16 MiB): past
+// it the list is refused naming include, and without include=code it is
+// answered, small; each function's code is still read on its own.
+func TestDeploymentListBoundsCode(t *testing.T) {
+	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	admin := map[string]string{"Authorization": "Bearer " + srv.AdminToken()}
+	code := "function handle(req) return 'hi' end --" + strings.Repeat("x", (1<<20)-64)
+	body, _ := json.Marshal(map[string]string{"runtime": "lua", "code": code})
+	for i := range 20 {
+		if r := call(t, "POST", fmt.Sprintf("%s/api/deploy/big/f%d", srv.URL(), i), admin, body); r.status != 201 {
+			t.Fatalf("deploy %d: %d %s", i, r.status, r.body)
+		}
+	}
+	r := call(t, "GET", srv.URL()+"/api/deploy?namespace=big&include=code", admin, nil)
+	if r.status != 400 || !strings.Contains(string(r.body), `"field":"include"`) {
+		t.Fatalf("include=code over 20 MiB of code: %d, %d bytes %.300s; want 400 naming include", r.status, len(r.body), r.body)
+	}
+	r = call(t, "GET", srv.URL()+"/api/deploy?namespace=big", admin, nil)
+	if r.status != 200 || len(r.body) > 64<<10 {
+		t.Fatalf("the list without code: %d, %d bytes", r.status, len(r.body))
+	}
+	r = call(t, "GET", srv.URL()+"/api/deploy/big/f3", admin, nil)
+	if r.status != 200 || !strings.Contains(string(r.body), "xxxx") {
+		t.Fatalf("one function with its code: %d %.200s", r.status, r.body)
+	}
+	for i := 1; i < 20; i++ {
+		call(t, "DELETE", fmt.Sprintf("%s/api/deploy/big/f%d", srv.URL(), i), admin, nil)
+	}
+	r = call(t, "GET", srv.URL()+"/api/deploy?namespace=big&include=code", admin, nil)
+	if r.status != 200 || !strings.Contains(string(r.body), "xxxx") {
+		t.Fatalf("include=code of one function: %d %.200s", r.status, r.body)
+	}
+}

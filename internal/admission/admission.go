@@ -79,8 +79,9 @@ type Tokens interface {
 type Contexts interface {
 	// Put validates r as it streams in and calls admit with the record
 	// it would store before storing anything; when admit refuses, nothing
-	// is kept.
-	Put(ctx context.Context, r io.Reader, form contextstore.Form, admit func(*store.BuildContext) error) (*store.BuildContext, error)
+	// is kept. grow is asked before every write to the upload's
+	// temporary file; its error stops the upload and nothing is kept.
+	Put(ctx context.Context, r io.Reader, form contextstore.Form, grow func(n int64) error, admit func(*store.BuildContext) error) (*store.BuildContext, error)
 	Open(ctx context.Context, id string) (io.ReadCloser, *store.BuildContext, error)
 	Touch(ctx context.Context, id string) error
 }
@@ -168,6 +169,10 @@ type Service struct {
 	// of build contexts, so that concurrent uploads cannot together pass
 	// the quota.
 	uploads keyedMutex
+	// uploading counts, per namespace, the bytes that uploads in progress
+	// have written to their temporary files.
+	upMu      sync.Mutex
+	uploading map[string]int64
 }
 
 // New returns the admission service over d. Every dependency is
@@ -195,7 +200,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, d: d}, nil
+	return &Service{cfg: cfg, d: d, uploading: make(map[string]int64)}, nil
 }
 
 // Authenticate turns the secret of a bearer token ("" when the request

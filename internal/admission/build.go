@@ -56,7 +56,9 @@ func (s *Service) UploadContext(ctx context.Context, ns string, r io.Reader, for
 			unlock()
 		}
 	}()
-	rec, err := s.d.Contexts.Put(ctx, r, form, func(rec *store.BuildContext) error {
+	grow, done := s.uploadBudget(ctx, owner)
+	defer done()
+	rec, err := s.d.Contexts.Put(ctx, r, form, grow, func(rec *store.BuildContext) error {
 		// Held from the check until the owner is recorded: concurrent
 		// uploads of a namespace are counted one after the other.
 		unlock = s.uploads.lock(owner)
@@ -69,6 +71,38 @@ func (s *Service) UploadContext(ctx context.Context, ns string, r io.Reader, for
 		return nil, err
 	}
 	return rec, nil
+}
+
+// uploadBudget bounds what the uploads of namespace ns in progress write
+// to disk before they are admitted: their temporary files together stay
+// within its build_context_mb quota, so that uploads that will be refused
+// cannot fill the disk meanwhile (what the namespace stores is checked
+// when an upload is whole, where a context it already owns costs nothing
+// more). grow is Contexts.Put's; done gives back what the upload counted.
+func (s *Service) uploadBudget(ctx context.Context, ns string) (grow func(int64) error, done func()) {
+	limit := int64(s.d.Quotas.Quotas(ctx, ns).BuildContextMB) << 20
+	if limit <= 0 {
+		return nil, func() {}
+	}
+	var mine int64
+	grow = func(n int64) error {
+		s.upMu.Lock()
+		defer s.upMu.Unlock()
+		if total := s.uploading[ns] + n; total > limit {
+			return job.Errorf(job.CodeTooMany, "namespace %s's uploads in progress would hold %d bytes, more than its build context quota of %d MiB", ns, total, limit>>20)
+		}
+		s.uploading[ns] += n
+		mine += n
+		return nil
+	}
+	done = func() {
+		s.upMu.Lock()
+		defer s.upMu.Unlock()
+		if s.uploading[ns] -= mine; s.uploading[ns] <= 0 {
+			delete(s.uploading, ns)
+		}
+	}
+	return grow, done
 }
 
 // checkContextQuota refuses a context that would take namespace ns over

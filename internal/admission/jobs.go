@@ -102,9 +102,13 @@ func (s *Service) Stats(ctx context.Context) (job.Stats, error) {
 }
 
 // Workers lists the connected workers as the caller may see them. An
-// admin sees everything. A namespace token sees each worker's runtimes,
-// capacity and trust, how many jobs it runs, and of what a worker holds
-// only what belongs to its own namespace:
+// admin sees everything. A namespace token sees the workers that accept
+// its namespace's jobs (a worker restricted to other namespaces is not
+// listed), with their runtimes, capacity and trust and how many jobs they
+// run, and of what a worker holds only what belongs to its own namespace:
+//   - remote (the address a volunteer connects from) and owner (the join
+//     token it presented) identify the volunteer and are not shown;
+//   - namespaces, when the worker restricts them, shows only its own;
 //   - running_jobs lists only its own jobs;
 //   - built_images lists only images tagged under its namespace;
 //   - build_cache is empty: a source key does not say whose build it is
@@ -117,15 +121,18 @@ func (s *Service) Workers(ctx context.Context) ([]job.WorkerInfo, error) {
 		return nil, err
 	}
 	ws := s.d.Jobs.Workers()
-	out := make([]job.WorkerInfo, len(ws))
-	for i, w := range ws {
+	out := make([]job.WorkerInfo, 0, len(ws))
+	for _, w := range ws {
 		if !p.Admin() {
+			if len(w.Capabilities.Namespaces) > 0 && !slices.Contains(w.Capabilities.Namespaces, p.Namespace) {
+				continue
+			}
 			w = scopeWorker(p, w)
 		}
 		if w.RunningJobs == nil {
 			w.RunningJobs = []string{}
 		}
-		out[i] = w
+		out = append(out, w)
 	}
 	return out, nil
 }
@@ -138,6 +145,10 @@ func scopeWorker(p job.Principal, w job.WorkerInfo) job.WorkerInfo {
 	})
 	w.JobNamespaces = nil
 	w.Notes = nil
+	w.Remote, w.Owner = "", ""
+	if len(w.Capabilities.Namespaces) > 0 {
+		w.Capabilities.Namespaces = []string{p.Namespace}
+	}
 	if d := w.Capabilities.Docker; d != nil {
 		dc := *d
 		dc.BuildCache = nil

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/admission"
@@ -35,6 +36,9 @@ type server struct {
 	audit   *slog.Logger // records with "audit"=true
 	metrics http.Handler
 	mux     *http.ServeMux
+	// bodies is what the requests being served count against
+	// cfg.MaxBodiesInFlight.
+	bodies atomic.Int64
 	// routes are the routes registered, for tests that walk them all.
 	routes []route
 }
@@ -92,7 +96,41 @@ func newServer(cfg Config, adm *admission.Service, log *slog.Logger) (*server, e
 // route is registered this way unless it is listed with handleOpen.
 func (s *server) handle(pattern string, h http.HandlerFunc, params ...string) {
 	s.routes = append(s.routes, route{pattern: pattern, params: params})
+	s.mux.HandleFunc(pattern, s.queryCheck(params, s.guard(s.bodyBudget(h))))
+}
+
+// handleStreaming is handle for a route that streams its body rather
+// than hold it (a build context upload): it is not counted against
+// MaxBodiesInFlight.
+func (s *server) handleStreaming(pattern string, h http.HandlerFunc, params ...string) {
+	s.routes = append(s.routes, route{pattern: pattern, params: params})
 	s.mux.HandleFunc(pattern, s.queryCheck(params, s.guard(h)))
+}
+
+// bodyBudget counts the body of each request h serves against
+// cfg.MaxBodiesInFlight while h runs, and answers 503 with Retry-After,
+// before the body is read, when it does not fit. A body over
+// MaxBodyBytes by its Content-Length is let through: h refuses it
+// without reading it.
+func (s *server) bodyBudget(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		n := r.ContentLength
+		if r.Body == nil || r.Body == http.NoBody || n == 0 || n > s.cfg.MaxBodyBytes {
+			h(w, r)
+			return
+		}
+		if n < 0 {
+			n = s.cfg.MaxBodyBytes
+		}
+		if s.bodies.Add(n) > s.cfg.MaxBodiesInFlight {
+			s.bodies.Add(-n)
+			w.Header().Set("Retry-After", "1")
+			s.writeError(w, r, job.Errorf(job.CodeUnavailable, "the requests being served hold as many bodies as they may (%d bytes); try again shortly", s.cfg.MaxBodiesInFlight))
+			return
+		}
+		defer s.bodies.Add(-n)
+		h(w, r)
+	}
 }
 
 // handleOpen registers a route that needs no token because it acts for no

@@ -38,7 +38,7 @@ func newBuildContextView(c *store.BuildContext) BuildContextView {
 }
 
 func (s *server) buildRoutes() {
-	s.handle("POST /api/build-contexts", s.uploadContext, "namespace")
+	s.handleStreaming("POST /api/build-contexts", s.uploadContext, "namespace")
 	s.handle("GET /api/build-contexts/{id}", s.getContext)
 	// Workers fetch with the job and lease they hold, not a token.
 	s.handleOpen("GET /api/build-contexts/{id}/archive", http.HandlerFunc(s.fetchContext))

@@ -18,6 +18,17 @@ type Config struct {
 	// module is about 43 MiB of base64, plus input and the rest). A larger
 	// body is answered 413.
 	MaxBodyBytes int64
+	// MaxBodiesInFlight bounds the request bodies that the API's
+	// handlers hold at once while they serve them (default 256 MiB), each
+	// counted as its Content-Length (MaxBodyBytes when it is not known).
+	// A request that does not fit is answered 503 with Retry-After
+	// before its body is read: without it, a few dozen 64 MiB
+	// submissions at once, even refused ones, take gigabytes (a body is
+	// held several times over while it is decoded: a 60 MB submission
+	// takes about 300 MB until it is answered). Uploads of
+	// build contexts stream to disk and are not counted. It must be at
+	// least MaxBodyBytes.
+	MaxBodiesInFlight int64
 	// MaxWait caps ?wait= on GET /api/jobs/{id} (default 60 s). The
 	// http.Server's WriteTimeout, if any, must be longer than this.
 	MaxWait time.Duration
@@ -56,6 +67,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxBodyBytes:        64 << 20,
+		MaxBodiesInFlight:   256 << 20,
 		MaxWait:             60 * time.Second,
 		RequestLimits:       job.DefaultRequestLimits(),
 		WorkerReadLimit:     protocol.DefaultReadLimit,
@@ -71,6 +83,9 @@ func (c Config) withDefaults() Config {
 	def := DefaultConfig()
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = def.MaxBodyBytes
+	}
+	if c.MaxBodiesInFlight == 0 {
+		c.MaxBodiesInFlight = max(def.MaxBodiesInFlight, c.MaxBodyBytes)
 	}
 	if c.MaxWait == 0 {
 		c.MaxWait = def.MaxWait
@@ -93,6 +108,9 @@ func (c Config) validate() error {
 	bad := func(field, format string, args ...any) { errs = append(errs, job.Invalid(field, format, args...)) }
 	if c.MaxBodyBytes < 0 {
 		bad("MaxBodyBytes", "is %d; it must be positive (0: the default)", c.MaxBodyBytes)
+	}
+	if c.MaxBodiesInFlight < c.MaxBodyBytes {
+		bad("MaxBodiesInFlight", "is %d; it must be at least MaxBodyBytes (%d)", c.MaxBodiesInFlight, c.MaxBodyBytes)
 	}
 	if c.MaxWait < 0 {
 		bad("MaxWait", "is %s; it must be positive (0: the default)", c.MaxWait)

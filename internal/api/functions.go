@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/zerverless/zerverless/internal/admission"
 	"github.com/zerverless/zerverless/internal/job"
@@ -22,6 +24,23 @@ type FunctionsConfig struct {
 	// Limits bound what a deployment may ask for (default
 	// job.DefaultDeployLimits).
 	Limits job.DeployLimits
+	// MaxListCodeBytes caps the code (sources and Wasm modules) that one
+	// GET /api/deploy?include=code answers with (default 16 MiB): a list
+	// whose functions hold more is refused (400, field include), and each
+	// function's code is read with GET /api/deploy/{namespace}/{path}.
+	// Without it one listing of a namespace's functions (100 Wasm modules
+	// of 32 MiB) would hold gigabytes.
+	MaxListCodeBytes int64
+	// MaxInFlightBytes bounds what all function calls being served hold
+	// at once, counted as each call's request body (its Content-Length,
+	// or MaxRequestBytes when it is not known) and ResponseAllowance for
+	// its answer (default 128 MiB; what the calls hold is a few times
+	// that: the body is copied into the task and, in base64, to the
+	// worker). A call that does not fit is answered
+	// 503 with Retry-After at once, before its body is read: without it,
+	// anyone could make the orchestrator hold MaxRequestBytes (and the
+	// copies made of it) per connection by calling a public function.
+	MaxInFlightBytes int64
 	// Domain, when set (for example "fn.example.com"), gives each
 	// namespace its own origin: namespace alice's function alice/hello
 	// answers at http(s)://alice.fn.example.com/hello, where it may set
@@ -44,6 +63,12 @@ func (c FunctionsConfig) Validate() error {
 	if c.MaxRequestBytes < 0 {
 		return job.Invalid("MaxRequestBytes", "is %d; it must be positive (0: the default)", c.MaxRequestBytes)
 	}
+	if c.MaxInFlightBytes < 0 {
+		return job.Invalid("MaxInFlightBytes", "is %d; it must be positive (0: the default)", c.MaxInFlightBytes)
+	}
+	if c.MaxListCodeBytes < 0 {
+		return job.Invalid("MaxListCodeBytes", "is %d; it must be positive (0: the default)", c.MaxListCodeBytes)
+	}
 	if c.Domain != "" {
 		if err := validDomain(c.Domain); err != nil {
 			return job.Invalid("Domain", "%v", err)
@@ -52,9 +77,15 @@ func (c FunctionsConfig) Validate() error {
 	return nil
 }
 
+// ResponseAllowance is what each function call counts against
+// FunctionsConfig.MaxInFlightBytes beside its body, for its request and
+// answer: enough for the usual small call, so that thousands of them may
+// run at once.
+const ResponseAllowance = 64 << 10
+
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
-	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits()}
+	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20, MaxInFlightBytes: 128 << 20}
 }
 
 // functions serves the deploy API and function invocations in front of
@@ -63,6 +94,9 @@ type functions struct {
 	*server
 	fcfg     FunctionsConfig
 	platform http.Handler
+	// inFlight is what the calls being served count against
+	// fcfg.MaxInFlightBytes.
+	inFlight atomic.Int64
 }
 
 // NewFunctions returns a handler that serves
@@ -101,6 +135,15 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log 
 	}
 	if fcfg.Limits == (job.DeployLimits{}) {
 		fcfg.Limits = def.Limits
+	}
+	if fcfg.MaxListCodeBytes == 0 {
+		fcfg.MaxListCodeBytes = def.MaxListCodeBytes
+	}
+	if fcfg.MaxInFlightBytes == 0 {
+		fcfg.MaxInFlightBytes = def.MaxInFlightBytes
+	}
+	if fcfg.MaxInFlightBytes < fcfg.MaxRequestBytes+ResponseAllowance {
+		return nil, fmt.Errorf("api: functions MaxInFlightBytes (%d) must hold at least one call of the largest body, MaxRequestBytes (%d) + %d", fcfg.MaxInFlightBytes, fcfg.MaxRequestBytes, ResponseAllowance)
 	}
 	if platform == nil {
 		return nil, errors.New("api: NewFunctions needs the platform's handler")
@@ -210,7 +253,17 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, r, job.Invalid("include", "unknown value %q (only code)", v))
 		return
 	}
-	list, err := f.adm.Deployments(r.Context(), ns, withCode)
+	list, err := f.adm.Deployments(r.Context(), ns, false)
+	if err == nil && withCode {
+		// The code is read only when it fits, and counted again once
+		// read: functions may have been redeployed meanwhile.
+		if err = f.checkListCode(list); err == nil {
+			list, err = f.adm.Deployments(r.Context(), ns, true)
+		}
+		if err == nil {
+			err = f.checkListCode(list)
+		}
+	}
 	if err != nil {
 		f.writeError(w, r, err)
 		return
@@ -220,6 +273,19 @@ func (f *functions) listDeployments(w http.ResponseWriter, r *http.Request) {
 		out.Deployments[i] = f.deploymentView(r, d)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// checkListCode refuses include=code for a list whose code is over
+// MaxListCodeBytes.
+func (f *functions) checkListCode(list []*job.Deployment) error {
+	var total int64
+	for _, d := range list {
+		total += int64(d.CodeBytes)
+	}
+	if total > f.fcfg.MaxListCodeBytes {
+		return job.Invalid("include", "these %d functions hold %d bytes of code, more than a list shows (%d); list them without include=code and read each with GET /api/deploy/{namespace}/{path}", len(list), total, f.fcfg.MaxListCodeBytes)
+	}
+	return nil
 }
 
 // getDeployment is GET /api/deploy/{namespace}/{path...}.
@@ -274,6 +340,13 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOri
 		defer f.logUse(r, p, sw)
 		w = sw
 	}
+	release, ok := f.admitCall(r)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		f.writeError(w, r, job.Errorf(job.CodeUnavailable, "the function calls being served hold as much memory as they may (%d bytes); try again shortly", f.fcfg.MaxInFlightBytes))
+		return
+	}
+	defer release()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -308,6 +381,22 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOri
 	if bodyAllowed {
 		w.Write(resp.Body)
 	}
+}
+
+// admitCall counts r against MaxInFlightBytes: its body (as declared, or
+// the most it may be) and ResponseAllowance. It reports false, counting
+// nothing, when r does not fit; otherwise release gives it back.
+func (f *functions) admitCall(r *http.Request) (release func(), ok bool) {
+	n := f.fcfg.MaxRequestBytes
+	if r.ContentLength >= 0 && r.ContentLength < n {
+		n = r.ContentLength
+	}
+	n += ResponseAllowance
+	if f.inFlight.Add(n) > f.fcfg.MaxInFlightBytes {
+		f.inFlight.Add(-n)
+		return nil, false
+	}
+	return func() { f.inFlight.Add(-n) }, true
 }
 
 // functionRequest builds req from r, without its body and path.

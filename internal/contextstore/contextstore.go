@@ -86,20 +86,26 @@ func New(cfg Config, meta store.BuildContexts) (*Store, error) {
 // context is written to a temporary file first; admit, when not nil, is
 // then given the record that would be stored, and when it returns an
 // error Put returns it and keeps nothing (a context stored before, by
-// anyone, is left as it was).
-func (s *Store) Put(ctx context.Context, r io.Reader, form Form, admit func(*store.BuildContext) error) (*store.BuildContext, error) {
+// anyone, is left as it was). grow, when not nil, is told of every write
+// to the temporary file before it is made, with its size; its error stops
+// the upload, which Put returns, keeping nothing.
+func (s *Store) Put(ctx context.Context, r io.Reader, form Form, grow func(n int64) error, admit func(*store.BuildContext) error) (*store.BuildContext, error) {
 	tmp, err := os.CreateTemp(s.cfg.Dir, "upload-*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("store build context: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	var out io.Writer = tmp
+	if grow != nil {
+		out = &growWriter{w: tmp, grow: grow}
+	}
 	var info buildctx.Info
 	switch form {
 	case FormJSON:
-		info, err = buildctx.FromJSON(r, s.cfg.Limits, tmp)
+		info, err = buildctx.FromJSON(r, s.cfg.Limits, out)
 	default:
-		info, err = buildctx.FromTar(r, s.cfg.Limits, tmp)
+		info, err = buildctx.FromTar(r, s.cfg.Limits, out)
 	}
 	if err != nil {
 		return nil, err
@@ -122,6 +128,19 @@ func (s *Store) Put(ctx context.Context, r io.Reader, form Form, admit func(*sto
 		return nil, err
 	}
 	return rec, nil
+}
+
+// growWriter asks grow before each write.
+type growWriter struct {
+	w    io.Writer
+	grow func(n int64) error
+}
+
+func (g *growWriter) Write(p []byte) (int, error) {
+	if err := g.grow(int64(len(p))); err != nil {
+		return 0, err
+	}
+	return g.w.Write(p)
 }
 
 // Open returns the normalized tar of context id and marks it used. The

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/store"
 )
 
@@ -133,6 +134,15 @@ type Config struct {
 	// anonymously, so this bounds what anyone can make the orchestrator
 	// hold in memory per session.
 	MaxAnonymousMessageBytes int64
+	// AnonymousReadBytes bounds the bytes that all anonymous volunteers'
+	// sessions together make the orchestrator hold in messages it is
+	// still reading (default 256 MiB). Each message may be as large as the
+	// read limit (64 MiB), so without it a few hundred anonymous sessions
+	// that each start a large message and never finish it hold the
+	// orchestrator's memory. A message that would take the total past
+	// the bound ends its session (its jobs go back to the queue). Trusted
+	// workers' messages are not counted.
+	AnonymousReadBytes int64
 }
 
 // DefaultConfig returns the documented defaults.
@@ -156,6 +166,7 @@ func DefaultConfig() Config {
 		MaxAnonymousSessionsPerAddr: 64,
 		MaxAnonymousResultBytes:     4 << 20,
 		MaxAnonymousMessageBytes:    8 << 20,
+		AnonymousReadBytes:          256 << 20,
 	}
 }
 
@@ -189,6 +200,9 @@ func (c Config) Validate() error {
 	atLeast("MaxAnonymousResultBytes", c.MaxAnonymousResultBytes, 1)
 	if c.MaxAnonymousMessageBytes < 1 {
 		errs = append(errs, job.Invalid("MaxAnonymousMessageBytes", "must be at least 1 (got %d)", c.MaxAnonymousMessageBytes))
+	}
+	if c.AnonymousReadBytes < 1<<20 {
+		errs = append(errs, job.Invalid("AnonymousReadBytes", "must be at least 1 MiB (got %d)", c.AnonymousReadBytes))
 	}
 
 	l := c.RequestLimits
@@ -237,6 +251,10 @@ type Orchestrator struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+
+	// anonymousReads bounds what anonymous sessions' messages being
+	// read hold together (Config.AnonymousReadBytes).
+	anonymousReads *protocol.ReadBudget
 
 	mu      sync.Mutex
 	active  map[string]*entry // pending and running jobs by id
@@ -342,8 +360,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		strikes:   make(map[string]int),
 		standings: make(map[string]*standing),
 
-		anonSessions: make(map[string]int),
-		anonLeases:   make(map[string]int),
+		anonSessions:   make(map[string]int),
+		anonLeases:     make(map[string]int),
+		anonymousReads: protocol.NewReadBudget(cfg.AnonymousReadBytes),
 	}
 	m, err := newMetrics(reg, o)
 	if err != nil {

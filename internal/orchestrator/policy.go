@@ -78,6 +78,9 @@ func (o *Orchestrator) quotasLocked(ns string) job.Quotas {
 	return o.cachedPolicyLocked(ns).Quotas.Merge(o.cfg.DefaultQuotas)
 }
 
+// runningLocked is how many jobs of namespace ns run now.
+func (o *Orchestrator) runningLocked(ns string) int { return o.nsRunning[ns] }
+
 // releaseLocked takes e off its worker, if it has one.
 func (o *Orchestrator) releaseLocked(e *entry) {
 	if e.worker != nil {

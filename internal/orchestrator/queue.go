@@ -13,11 +13,16 @@ import (
 // and resources, a build). Every job of a lane is accepted or refused by a
 // worker's capabilities alike, so a job nobody can run never blocks the
 // jobs behind it, and finding work for a worker looks only at the heads of
-// the lanes of the runtimes and namespaces it accepts. Callers hold the
-// orchestrator's lock.
+// the lanes of the runtimes and namespaces it accepts. Between
+// namespaces it is fair (see next): one namespace's backlog never makes
+// another's jobs wait behind it. Callers hold the orchestrator's lock.
 type queues struct {
 	byType map[job.Type]map[lane]*list.List
 	n      map[job.Type]int
+	// served records, per namespace, the dispatch (a count that grows by
+	// one per job started) at which it last had a job started.
+	served     map[string]uint64
+	dispatches uint64
 }
 
 // lane identifies one FIFO within a job type.
@@ -27,7 +32,7 @@ type lane struct {
 }
 
 func newQueues() *queues {
-	return &queues{byType: make(map[job.Type]map[lane]*list.List), n: make(map[job.Type]int)}
+	return &queues{byType: make(map[job.Type]map[lane]*list.List), n: make(map[job.Type]int), served: make(map[string]uint64)}
 }
 
 // requirementClass sums up what j asks of a worker beyond its runtime and
@@ -104,22 +109,49 @@ func (q *queues) remove(e *entry) {
 // such as a worker that already ran a replica of the job).
 const scanDepth = 64
 
-// next returns the oldest queued job of the runtimes and namespaces caps
-// serve that accept takes, or nil. accept also says when its refusal holds
-// for the whole lane; otherwise next looks up to scanDepth entries into
-// the lane.
-func (q *queues) next(caps *job.Capabilities, accept func(*entry) (ok, lane bool)) *entry {
+// started records that a job of namespace ns was started, for next's
+// fairness.
+func (q *queues) started(ns string) {
+	q.dispatches++
+	q.served[ns] = q.dispatches
+}
+
+// next returns a queued job of the runtimes and namespaces caps serve
+// that accept takes, or nil. Of the namespaces that have such a job, it
+// serves first the one with the fewest jobs running (running gives the
+// count), then the one served least recently; of that namespace's jobs,
+// the oldest. So a namespace that queues thousands of jobs gets its turn
+// like any other, and never makes another namespace's jobs wait for its
+// backlog. accept also says when its refusal holds for the whole lane;
+// otherwise next looks up to scanDepth entries into the lane.
+func (q *queues) next(caps *job.Capabilities, running func(ns string) int, accept func(*entry) (ok, lane bool)) *entry {
 	var best *entry
-	consider := func(l *list.List) {
+	var bestRun int
+	var bestServed uint64
+	// before reports whether a job of a namespace with r running, served
+	// at s, with sequence seq, comes before best.
+	before := func(r int, s, seq uint64) bool {
+		switch {
+		case best == nil:
+			return true
+		case r != bestRun:
+			return r < bestRun
+		case s != bestServed:
+			return s < bestServed
+		}
+		return seq < best.seq
+	}
+	consider := func(ns string, l *list.List) {
+		r, s := running(ns), q.served[ns]
 		i := 0
 		for el := l.Front(); el != nil && i < scanDepth; el, i = el.Next(), i+1 {
 			e := el.Value.(*entry)
-			if best != nil && e.seq > best.seq {
+			if !before(r, s, e.seq) {
 				return
 			}
 			ok, wholeLane := accept(e)
 			if ok {
-				best = e
+				best, bestRun, bestServed = e, r, s
 				return
 			}
 			if wholeLane {
@@ -132,7 +164,7 @@ func (q *queues) next(caps *job.Capabilities, accept func(*entry) (ok, lane bool
 			if len(caps.Namespaces) > 0 && !slices.Contains(caps.Namespaces, k.namespace) {
 				continue
 			}
-			consider(l)
+			consider(k.namespace, l)
 		}
 	}
 	return best

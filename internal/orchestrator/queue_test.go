@@ -68,3 +68,30 @@ func TestRequeuedJobsKeepTheirOrder(t *testing.T) {
 		w2.send(resultMessage(task, job.StatusCompleted))
 	}
 }
+
+// TestNamespacesTakeTurns: bob queues a backlog, then alice and carol
+// queue a few jobs each. A worker that runs one job at a time is given
+// them in turns — bob, alice, carol, bob, alice — rather than all of
+// bob's backlog first.
+func TestNamespacesTakeTurns(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	defer h.close()
+	for range 20 {
+		h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "bob"})
+	}
+	for range 2 {
+		h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "alice"})
+	}
+	h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "carol"})
+	w := h.dial(luaCaps(1))
+	w.keepAlive()
+	var got []string
+	for range 6 {
+		task := w.next(5 * time.Second)
+		got = append(got, task.Namespace)
+		w.send(resultMessage(task, job.StatusCompleted))
+	}
+	if want := "bob alice carol bob alice bob"; strings.Join(got, " ") != want {
+		t.Fatalf("a one-slot worker ran namespaces %v, want %s", got, want)
+	}
+}

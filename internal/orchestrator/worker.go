@@ -113,7 +113,7 @@ func (o *Orchestrator) dispatchLocked() []start {
 // time.
 func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 	for o.acceptsWorkLocked(w) {
-		e := o.queue.next(&w.caps, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
+		e := o.queue.next(&w.caps, o.runningLocked, func(e *entry) (bool, bool) { return o.eligibleLocked(w, e) })
 		if e == nil {
 			break
 		}
@@ -202,6 +202,7 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	j.Reason = ""
 	e.worker = w
 	o.nsRunning[j.Namespace]++
+	o.queue.started(j.Namespace)
 	if e.parent != nil {
 		o.replicaAssignedLocked(e, w)
 	}
@@ -296,6 +297,9 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		return err
 	}
 	if !who.trusted {
+		// What all anonymous sessions' messages hold while they are
+		// read is bounded together.
+		conn.ShareReadBudget(o.anonymousReads)
 		// Anonymous volunteers run sandboxed runtimes only.
 		m.Capabilities.Docker = nil
 		m.Capabilities.Runtimes = slices.DeleteFunc(m.Capabilities.Runtimes, job.NeedsTrust)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -45,7 +46,58 @@ type Conn struct {
 	// declares; onAuth runs when the session is authenticated.
 	decl   *DeclarationLimits
 	onAuth func() error
+	// budget, when set, is charged with every message ReadIdle holds
+	// while reading it.
+	budget *ReadBudget
 }
+
+// ReadBudget bounds the bytes that the connections sharing it hold at
+// once in messages they are still reading: a message that would take the
+// total past the budget fails its read with ErrReadBudget, and its bytes
+// are given back. It bounds the memory that many peers, each within its
+// own read limit, can make the reading side hold together. Safe for
+// concurrent use.
+type ReadBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// NewReadBudget returns a budget of bytes (at least 1).
+func NewReadBudget(bytes int64) *ReadBudget {
+	return &ReadBudget{max: max(bytes, 1)}
+}
+
+// Used is the bytes held now by messages being read.
+func (b *ReadBudget) Used() int64 { return b.used.Load() }
+
+// ErrReadBudget fails a read that would take its ReadBudget over.
+var ErrReadBudget = errors.New("the messages being read from peers like this one are over their memory budget")
+
+// budgetReader charges what it reads to a budget; release gives it back.
+type budgetReader struct {
+	r    io.Reader
+	b    *ReadBudget
+	held int64
+}
+
+func (r *budgetReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.held += int64(n)
+		if r.b.used.Add(int64(n)) > r.b.max {
+			return n, fmt.Errorf("%w (%d bytes)", ErrReadBudget, r.b.max)
+		}
+	}
+	return n, err
+}
+
+func (r *budgetReader) release() { r.b.used.Add(-r.held) }
+
+// ShareReadBudget makes ReadIdle charge every message it reads from now
+// on to b, until the message has been read whole and decoded. A message
+// that would take b over fails ReadIdle with ErrReadBudget; the caller
+// should end the session.
+func (c *Conn) ShareReadBudget(b *ReadBudget) { c.budget = b }
 
 // NewConn wraps an established WebSocket, reading messages up to
 // opts.ReadLimit at once. It is the dialing side's constructor; Accept
@@ -160,7 +212,13 @@ func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error
 	var data []byte
 	if err == nil {
 		t.Reset(idle)
-		data, err = io.ReadAll(&idleReader{r: r, t: t, idle: idle})
+		var src io.Reader = &idleReader{r: r, t: t, idle: idle}
+		if c.budget != nil {
+			br := &budgetReader{r: src, b: c.budget}
+			defer br.release()
+			src = br
+		}
+		data, err = io.ReadAll(src)
 	}
 	if err != nil {
 		if errors.Is(context.Cause(ctx), ErrIdle) {
