@@ -606,7 +606,6 @@ func TestServeSubmissionBodyFlood(t *testing.T) {
 	}
 }
 
-
 func TestDescribeListen(t *testing.T) {
 	ifaddrs := []net.Addr{
 		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
