@@ -362,9 +362,6 @@ func TestBuildLimitsConfig(t *testing.T) {
 	if d := DefaultConfig(); d.BuildPids != 256 || d.BuildDiskMB != 1024 || d.NamespaceImageMB != 2048 {
 		t.Fatalf("defaults changed: %d %d %d (update the docs)", d.BuildPids, d.BuildDiskMB, d.NamespaceImageMB)
 	}
-	if len(waitProgram()) == 0 {
-		t.Fatal("no anchor program for this architecture")
-	}
 }
 
 // TestBuildStepCapabilities: a RUN step as root has exactly BuildCaps,

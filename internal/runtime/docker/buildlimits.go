@@ -1,18 +1,14 @@
 package docker
 
 import (
-	"archive/tar"
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"fmt"
-	goruntime "runtime"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/errdefs"
 )
 
@@ -21,8 +17,8 @@ import (
 // Each RUN step runs in a container of its own (executor.go), with the
 // build's memory and CPU limits, network and capability set; so that the
 // limits hold for all steps of a build together, each build first starts an
-// anchor: a container of the runtime's own tiny image (anchorImage, one
-// static program that waits forever) under the strict profile, with the
+// anchor: a container of the runtime's own tiny image (provisionImage, whose
+// program waits forever, as the volume holders do: volumes.go) under the strict profile, with the
 // build's pids, memory and CPU limits (Config.BuildPids, BuildMemoryMB,
 // BuildCPUs), no capabilities and no network. Its cgroup is the build's
 // cgroup parent, so every RUN container is created inside it and the
@@ -45,103 +41,9 @@ import (
 // removed.
 
 const (
-	anchorImage  = "zerverless/anchor:1"
-	anchorBinary = "/wait"
 	// diskPollEvery is how often a running build step's size is read.
 	diskPollEvery = 200 * time.Millisecond
 )
-
-// waitProgram returns a static Linux executable for this machine that
-// blocks forever (pause(2) on amd64, ppoll(2) with nothing to wait for on
-// arm64), or nil on other architectures.
-func waitProgram() []byte {
-	var machine uint16
-	var code []byte
-	switch goruntime.GOARCH {
-	case "amd64":
-		machine = 62 // EM_X86_64
-		code = []byte{
-			0xb8, 0x22, 0x00, 0x00, 0x00, // mov eax, 34 (pause)
-			0x0f, 0x05, // syscall
-			0xeb, 0xf7, // jmp back to the mov
-		}
-	case "arm64":
-		machine = 183 // EM_AARCH64
-		for _, insn := range []uint32{
-			0xd2800000, // mov x0, #0
-			0xd2800001, // mov x1, #0
-			0xd2800002, // mov x2, #0
-			0xd2800003, // mov x3, #0
-			0xd2800928, // mov x8, #73 (ppoll)
-			0xd4000001, // svc #0
-			0x17fffffa, // b back to the first mov
-		} {
-			code = binary.LittleEndian.AppendUint32(code, insn)
-		}
-	default:
-		return nil
-	}
-	const base, ehsize, phsize = 0x400000, 64, 56
-	size := uint64(ehsize + phsize + len(code))
-	var b bytes.Buffer
-	le := binary.LittleEndian
-	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	binary.Write(&b, le, struct {
-		Type, Machine                          uint16
-		Version                                uint32
-		Entry, Phoff, Shoff                    uint64
-		Flags                                  uint32
-		Ehsize, Phentsize, Phnum, Shentsize    uint16
-		Shnum, Shstrndx                        uint16
-		PType, PFlags                          uint32
-		POffset, PVaddr, PPaddr, PFilesz, PMem uint64
-		PAlign                                 uint64
-	}{
-		Type: 2, Machine: machine, Version: 1, Entry: base + ehsize + phsize, Phoff: ehsize,
-		Ehsize: ehsize, Phentsize: phsize, Phnum: 1,
-		PType: 1, PFlags: 5, PVaddr: base, PPaddr: base, PFilesz: size, PMem: size, PAlign: 0x1000,
-	})
-	b.Write(code)
-	return b.Bytes()
-}
-
-// ensureAnchorImage imports anchorImage once.
-func (d *Docker) ensureAnchorImage(ctx context.Context) error {
-	d.anchorMu.Lock()
-	defer d.anchorMu.Unlock()
-	if d.anchorReady {
-		return nil
-	}
-	if _, err := d.engine.ImageInspect(ctx, anchorImage); err == nil {
-		d.anchorReady = true
-		return nil
-	} else if !errdefs.IsNotFound(err) {
-		return fmt.Errorf("inspect %s: %w", anchorImage, err)
-	}
-	prog := waitProgram()
-	if prog == nil {
-		return fmt.Errorf("builds are not supported on %s", goruntime.GOARCH)
-	}
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	if err := tw.WriteHeader(&tar.Header{Name: anchorBinary[1:], Typeflag: tar.TypeReg, Mode: 0o555, Size: int64(len(prog)), ModTime: time.Unix(0, 0)}); err != nil {
-		return err
-	}
-	tw.Write(prog)
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	rc, err := d.engine.ImageImport(ctx, image.ImportSource{Source: &layer, SourceName: "-"}, anchorImage,
-		image.ImportOptions{Changes: []string{`CMD ["` + anchorBinary + `"]`, "LABEL " + LabelManagedBy + "=" + managedBy}})
-	if err != nil {
-		return fmt.Errorf("import %s: %w", anchorImage, err)
-	}
-	if err := drainJSON(rc); err != nil {
-		return fmt.Errorf("import %s: %w", anchorImage, err)
-	}
-	d.anchorReady = true
-	return nil
-}
 
 // anchorCgroupParent is the cgroup parent of the anchors; an anchor's own
 // cgroup, the parent of its build's steps, is anchorCgroupParent/<id>.
@@ -158,7 +60,7 @@ func (d *Docker) startAnchor(ctx context.Context, jobID string) (cgroup string, 
 		return "", nil, refuse("this worker's engine uses the %s cgroup driver with cgroup v%s; build steps can be confined only with cgroupfs on cgroup v1, so this worker does not build",
 			info.CgroupDriver, cmp.Or(info.CgroupVersion, "1"))
 	}
-	if err := d.ensureAnchorImage(ctx); err != nil {
+	if err := d.ensureProvisionImage(ctx); err != nil {
 		return "", nil, err
 	}
 	mem := int64(d.cfg.BuildMemoryMB) << 20
@@ -173,7 +75,7 @@ func (d *Docker) startAnchor(ctx context.Context, jobID string) (cgroup string, 
 		deadline = time.Now().Add(d.cfg.MaxRunTime)
 	}
 	c, err := d.engine.ContainerCreate(cctx,
-		&container.Config{Image: anchorImage, Labels: d.labelsUntil("build-anchor", jobID, deadline), NetworkDisabled: true},
+		&container.Config{Image: provisionImage, User: strconv.Itoa(nobody), Labels: d.labelsUntil("build-anchor", jobID, deadline), NetworkDisabled: true},
 		&container.HostConfig{
 			NetworkMode: "none", CapDrop: []string{"ALL"}, ReadonlyRootfs: true,
 			SecurityOpt: []string{"no-new-privileges"},

@@ -24,8 +24,6 @@ type Docker struct {
 	provMu    sync.Mutex
 	provReady bool
 
-	anchorMu    sync.Mutex // guards anchorReady (buildlimits.go)
-	anchorReady bool
 
 	pool   kitPool
 	images imageCache
