@@ -24,7 +24,6 @@ type Docker struct {
 	provMu    sync.Mutex
 	provReady bool
 
-
 	pool   kitPool
 	images imageCache
 
