@@ -391,7 +391,7 @@ func TestHolderProfile(t *testing.T) {
 	<-done
 	h, c := info.HostConfig, info.Config
 	if c.User != "65534:65534" || !h.ReadonlyRootfs || len(h.CapDrop) != 1 || h.CapDrop[0] != "ALL" ||
-		h.NetworkMode != "none" || h.Memory != holderMemory || h.PidsLimit == nil || *h.PidsLimit > 4 || h.Privileged {
+		h.NetworkMode != "none" || h.Memory != holderMemory || h.PidsLimit == nil || *h.PidsLimit != holderPids || h.Privileged {
 		t.Errorf("holder profile: user %q ro %v capdrop %v network %s memory %d pids %v", c.User, h.ReadonlyRootfs, h.CapDrop, h.NetworkMode, h.Memory, h.PidsLimit)
 	}
 	if len(h.Mounts) != 3 {

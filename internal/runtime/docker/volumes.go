@@ -64,6 +64,11 @@ const (
 	// holderMemory bounds a holder; the engine's container set-up (runc's
 	// init) runs in its cgroup before the pause, and needs tens of MiB.
 	holderMemory = 64 << 20
+	// holderPids bounds a holder's tasks. The pause program is one thread,
+	// but the engine's set-up (runc's init, a Go program with threads of
+	// its own) runs in the holder's cgroup before it: a tighter limit makes
+	// that set-up fail at random ("cannot start a stopped process").
+	holderPids = 32
 )
 
 // provisionTar is the layer of provisionImage for the engine's
@@ -245,7 +250,7 @@ func (d *Docker) makeKit(ctx context.Context, jobID string, scratchPaths []strin
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	user := strconv.Itoa(nobody) + ":" + strconv.Itoa(nobody)
-	pids := int64(4)
+	pids := int64(holderPids)
 	create := func() (container.CreateResponse, error) {
 		return d.engine.ContainerCreate(ctx,
 			&container.Config{Image: provisionImage, User: user, Labels: d.labelsUntil("holder", jobID, deadline), NetworkDisabled: true},
