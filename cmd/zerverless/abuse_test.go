@@ -329,21 +329,7 @@ func TestServeRegisterFlood(t *testing.T) {
 	before := rssBytes(t, pid)
 
 	const conns, frame = 100, 60 << 20
-	var peak atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if r := rssBytes(t, pid); r > peak.Load() {
-				peak.Store(r)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	stopSampling := samplePeakRSS(t, pid)
 	var wg sync.WaitGroup
 	var sent atomic.Int64
 	statuses := make(chan int, conns)
@@ -373,7 +359,7 @@ func TestServeRegisterFlood(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(done)
+	peak := stopSampling()
 	close(statuses)
 	for code := range statuses {
 		if code != 1009 {
@@ -381,8 +367,8 @@ func TestServeRegisterFlood(t *testing.T) {
 			break
 		}
 	}
-	grown := peak.Load() - before
-	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent by the clients before the server closed them", before>>20, peak.Load()>>20, sent.Load()>>20)
+	grown := peak - before
+	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent by the clients before the server closed them", before>>20, peak>>20, sent.Load()>>20)
 	if grown >= 100<<20 {
 		t.Errorf("the server's RSS grew by %d MiB under 100 register frames of 60 MiB, want less than 100 MiB", grown>>20)
 	}
@@ -405,21 +391,7 @@ func TestServeAnonymousMessageFlood(t *testing.T) {
 	before := rssBytes(t, pid)
 
 	const conns, frame = 40, 60 << 20
-	var peak atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if r := rssBytes(t, pid); r > peak.Load() {
-				peak.Store(r)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	stopSampling := samplePeakRSS(t, pid)
 	var wg, sending sync.WaitGroup
 	var sent, cut atomic.Int64
 	release := make(chan struct{})
@@ -464,9 +436,9 @@ func TestServeAnonymousMessageFlood(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	close(done)
-	grown := peak.Load() - before
-	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent, %d of %d sessions cut", before>>20, peak.Load()>>20, sent.Load()>>20, cut.Load(), conns)
+	peak := stopSampling()
+	grown := peak - before
+	t.Logf("RSS %d MiB before, peak %d MiB; %d MiB sent, %d of %d sessions cut", before>>20, peak>>20, sent.Load()>>20, cut.Load(), conns)
 	if cut.Load() == 0 {
 		t.Errorf("no anonymous session was ended, though their messages pass the read budget many times")
 	}
@@ -493,21 +465,7 @@ func TestServeFunctionBodyFlood(t *testing.T) {
 	}
 	pid := p.cmd.Process.Pid
 	before := rssBytes(t, pid)
-	var peak atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if r := rssBytes(t, pid); r > peak.Load() {
-				peak.Store(r)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	stopSampling := samplePeakRSS(t, pid)
 	body := make([]byte, 8_000_000)
 	for i := range body {
 		body[i] = byte(i*7+i>>8) | 0x80 // not UTF-8: the function gets it in base64
@@ -533,14 +491,14 @@ func TestServeFunctionBodyFlood(t *testing.T) {
 		t.Errorf("/health during the flood: %v", err)
 	}
 	wg.Wait()
-	close(done)
+	peak := stopSampling()
 	close(statuses)
 	count := map[int]int{}
 	for s := range statuses {
 		count[s]++
 	}
-	grown := peak.Load() - before
-	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak.Load()>>20, count)
+	grown := peak - before
+	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak>>20, count)
 	if count[503] == 0 {
 		t.Errorf("no call was refused with 503: %v", count)
 	}
@@ -563,21 +521,7 @@ func TestServeSubmissionBodyFlood(t *testing.T) {
 	tok := newToken(t, admin, api.TokenRequest{Namespace: "flood"}).Token
 	pid := p.cmd.Process.Pid
 	before := rssBytes(t, pid)
-	var peak atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if r := rssBytes(t, pid); r > peak.Load() {
-				peak.Store(r)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	stopSampling := samplePeakRSS(t, pid)
 	body := []byte(`{"job_type":"lua","code":"return 1","input_data":"` + strings.Repeat("x", 60_000_000) + `"}`)
 	const callers = 20
 	statuses := make(chan int, callers)
@@ -590,14 +534,14 @@ func TestServeSubmissionBodyFlood(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(done)
+	peak := stopSampling()
 	close(statuses)
 	count := map[int]int{}
 	for s := range statuses {
 		count[s]++
 	}
-	grown := peak.Load() - before
-	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak.Load()>>20, count)
+	grown := peak - before
+	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak>>20, count)
 	if count[503] == 0 || count[400] == 0 {
 		t.Errorf("want some submissions read (400: input_data over its limit) and some refused unread (503): %v", count)
 	}
@@ -694,5 +638,31 @@ func TestCleanCloseLogged(t *testing.T) {
 		if strings.Contains(l, "frame header") || strings.Contains(l, "EOF") {
 			t.Errorf("%s logged a clean close as a dropped connection:\n%s", name, l)
 		}
+	}
+}
+
+// samplePeakRSS reads the resident memory of process pid every 20 ms until
+// the returned stop is called; stop returns the highest figure read.
+func samplePeakRSS(t *testing.T, pid int) (stop func() int64) {
+	var peak atomic.Int64
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if r := rssBytes(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-finished
+		return peak.Load()
 	}
 }
