@@ -63,21 +63,7 @@ func TestRejectingVolunteerIsBanned(t *testing.T) {
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "victim"})
 	w := protocoltest.Register(t, h.url(), "", luaCaps(1))
 	w.KeepAlive()
-	for round := 0; ; round++ {
-		if round > 20 {
-			t.Fatalf("the rejecting volunteer still gets the job after %d rejects", round)
-		}
-		// Asking for work again makes the orchestrator fill the slot.
-		w.Send(protocol.Message{Type: protocol.TypeCapabilities, Capabilities: ptr(luaCaps(1))})
-		task, err := w.TryNext(time.Second)
-		if errors.Is(err, context.DeadlineExceeded) {
-			break // banned
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Send(protocol.Message{Type: protocol.TypeReject, JobID: task.JobID, LeaseID: task.LeaseID, Error: "busy"})
-	}
+	rejectUntilBanned(t, w, false)
 	trusted := protocoltest.Register(t, h.url(), harnessSecret, luaCaps(1))
 	trusted.KeepAlive()
 	trusted.Answer(trusted.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
@@ -96,20 +82,7 @@ func TestAttemptedRejectsCannotFailJobs(t *testing.T) {
 	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "victim", MaxAttempts: 2})
 	w := protocoltest.Register(t, h.url(), "", luaCaps(1))
 	w.KeepAlive()
-	for round := 0; ; round++ {
-		if round > 20 {
-			t.Fatalf("the volunteer still gets the job after %d attempted rejects", round)
-		}
-		w.Send(protocol.Message{Type: protocol.TypeCapabilities, Capabilities: ptr(luaCaps(1))})
-		task, err := w.TryNext(time.Second)
-		if errors.Is(err, context.DeadlineExceeded) {
-			break // banned
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Send(protocol.Message{Type: protocol.TypeReject, JobID: task.JobID, LeaseID: task.LeaseID, Error: "runtime broke", Attempted: true})
-	}
+	rejectUntilBanned(t, w, true)
 	if v := h.job(j.ID); v.Status != job.StatusPending || v.Attempt != 1 {
 		t.Fatalf("after the volunteer's attempted rejects the job is %s at attempt %d, want pending at 1", v.Status, v.Attempt)
 	}
@@ -381,5 +354,27 @@ func TestCanceledLeaseFreesItsSlot(t *testing.T) {
 	b := h.submit(job.Request{Type: job.TypeLua, Code: "return 2"})
 	if task := w.Next(10 * time.Second); task.JobID != b.ID {
 		t.Fatalf("got %s", task.JobID)
+	}
+}
+
+// rejectUntilBanned makes w take the job it is offered and give it back
+// (with attempted: its runtime claims to have tried), asking for work
+// again each time, until it is offered nothing: banned.
+func rejectUntilBanned(t *testing.T, w *protocoltest.Worker, attempted bool) {
+	t.Helper()
+	for round := 0; ; round++ {
+		if round > 20 {
+			t.Fatalf("the rejecting volunteer still gets the job after %d rejects", round)
+		}
+		// Asking for work again makes the orchestrator fill the slot.
+		w.Send(protocol.Message{Type: protocol.TypeCapabilities, Capabilities: ptr(luaCaps(1))})
+		task, err := w.TryNext(time.Second)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return // banned
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Send(protocol.Message{Type: protocol.TypeReject, JobID: task.JobID, LeaseID: task.LeaseID, Error: "runtime broke", Attempted: attempted})
 	}
 }
