@@ -129,10 +129,12 @@ func startCrashChild(t *testing.T, workerID string, timeout time.Duration) *exec
 func TestKilledWorkersContainerIsReaped(t *testing.T) {
 	dead := testWorkerPrefix + "dead-" + randomHex(3)
 	cmd := startCrashChild(t, dead, 5*time.Second)
+	// The job's container: the child's warm holders carry deadlines of
+	// their own, minutes away.
 	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead))})
-	if err != nil || len(cs) == 0 {
-		t.Fatalf("containers of the child: %v %v", cs, err)
+		Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead), filters.Arg("label", LabelRole+"=job"))})
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("job containers of the child: %v %v", cs, err)
 	}
 	secs, err := strconv.ParseInt(cs[0].Labels[LabelDeadline], 10, 64)
 	if err != nil {
