@@ -23,7 +23,10 @@ import (
 
 // serve answers every assignment the raw worker gets with answer(task),
 // until the test ends.
-func (r *rawWorker) serve(answer func(*job.Task) job.Result) {
+func (r *rawWorker) serve(answer func(*job.Task) job.Result) { r.serveThen(answer, nil) }
+
+// serveThen is serve, calling sent(task) once the answer is written.
+func (r *rawWorker) serveThen(answer func(*job.Task) job.Result, sent func(*job.Task)) {
 	r.keepAlive()
 	done := make(chan struct{})
 	r.t.Cleanup(func() { close(done); r.conn.CloseNow() })
@@ -42,6 +45,9 @@ func (r *rawWorker) serve(answer func(*job.Task) job.Result) {
 			cancel()
 			if err != nil {
 				return
+			}
+			if sent != nil {
+				sent(m.Task)
 			}
 		}
 	}()
@@ -63,9 +69,39 @@ func TestReplicasOutvoteABadWorker(t *testing.T) {
 	honestA := dialRaw(t, srv.WorkerURL(), luaOnly)
 	honestB := dialRaw(t, srv.WorkerURL(), luaOnly)
 	liar := dialRaw(t, srv.WorkerURL(), luaOnly)
-	honestA.serve(says("honest"))
-	honestB.serve(says("honest"))
-	liar.serve(says("forged"))
+	// The honest replicas answer only after the liar's answer is on its
+	// way, so that the liar's vote is counted (a third answer that comes
+	// after two agree is not needed and not recorded).
+	var mu sync.Mutex
+	liarSent := map[string]chan struct{}{}
+	sentFor := func(id string) chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if liarSent[id] == nil {
+			liarSent[id] = make(chan struct{})
+		}
+		return liarSent[id]
+	}
+	afterLiar := func(task *job.Task) job.Result {
+		select {
+		case <-sentFor(task.JobID):
+			time.Sleep(20 * time.Millisecond) // let the orchestrator read it first
+		case <-time.After(2 * time.Second): // the liar did not get this one
+		}
+		return says("honest")(task)
+	}
+	honestA.serve(afterLiar)
+	honestB.serve(afterLiar)
+	liar.serveThen(says("forged"), func(task *job.Task) {
+		ch := sentFor(task.JobID)
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
+	})
 	ctx := context.Background()
 	banned := func() bool {
 		ws, err := c.Workers(ctx)
@@ -84,8 +120,8 @@ func TestReplicasOutvoteABadWorker(t *testing.T) {
 	}
 	lost := 0
 	for i := 0; !banned(); i++ {
-		if i == 30 {
-			t.Fatalf("the liar lost %d votes in 30 jobs and is still not banned", lost)
+		if i == 100 {
+			t.Fatalf("the liar lost %d votes in 100 jobs and is still not banned", lost)
 		}
 		v := submitWait(t, c, job.Request{Type: job.TypeLua, Code: "return 1", Replicas: 3, Quorum: 2})
 		if v.Status != job.StatusCompleted || v.Output != "honest" || v.Replicas != 3 || v.Quorum != 2 {
