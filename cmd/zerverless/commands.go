@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -51,6 +52,7 @@ type workerFlags struct {
 
 	dockerBuild         bool
 	dockerBuildNetwork  string
+	dockerAgent         string
 	dockerBuildTimeout  time.Duration
 	dockerBuildMemoryMB int
 	dockerBuildCPUs     float64
@@ -89,6 +91,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.dockerBuildCPUs, "docker-build-cpus", dd.BuildCPUs, "CPUs of each RUN step of a build")
 	fs.Int64Var(&f.dockerBuildPids, "docker-build-pids", dd.BuildPids, "processes of all of a build's RUN steps together")
 	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
+	fs.StringVar(&f.dockerAgent, "docker-agent", "", "static executable whose 'relay' mode carries the network of containers that have none (services, egress); default: this program when it was built with CGO_ENABLED=0, else none and this worker runs nothing that needs it")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -145,6 +148,12 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	dc.Build = f.dockerBuild
 	dc.BuildNetwork = f.dockerBuildNetwork
+	dc.AgentBinary = f.dockerAgent
+	if dc.AgentBinary == "" {
+		if exe, err := os.Executable(); err == nil && docker.CheckAgentBinary(exe) == nil {
+			dc.AgentBinary = exe
+		}
+	}
 	dc.BuildTimeout = f.dockerBuildTimeout
 	dc.BuildMemoryMB = f.dockerBuildMemoryMB
 	dc.BuildCPUs = f.dockerBuildCPUs

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/zerverless/zerverless/internal/agent"
 	"io"
 	"os"
 	"os/signal"
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cli.Run(ctx, args, stdout, stderr, getenv)
 	case childCommand:
 		return runtimeChild(os.Stdin, os.Stdout, stderr)
+	case agent.Command:
+		return agent.Main(args[1:], os.Stdin, os.Stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "zerverless", version)
 		return 0

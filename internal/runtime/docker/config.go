@@ -144,6 +144,13 @@ type Config struct {
 	// (default 1 hour, the longest job timeout).
 	MaxRunTime time.Duration
 
+	// AgentBinary is a static executable whose "relay" mode runs the
+	// relay of package agent (the zerverless program itself when it was
+	// built with CGO_ENABLED=0; cmd gives it then). The runtime imports it
+	// as its agent image. Empty: this worker starts no relay, so it runs
+	// nothing that needs one (services, egress).
+	AgentBinary string
+
 	// Logger receives cleanup failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -228,6 +235,11 @@ func (c *Config) validate() error {
 		}
 		if c.BuildMemoryMB < 6 || c.BuildCPUs <= 0 || c.BuildPids <= 0 || c.BuildTimeout <= 0 || c.BuildLogBytes <= 0 || c.BuildDiskMB < 0 {
 			errs = append(errs, errors.New("build memory, CPUs, pids, timeout and log size must be positive, and the build disk limit not negative"))
+		}
+	}
+	if c.AgentBinary != "" {
+		if err := checkAgentBinary(c.AgentBinary, ""); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.BuildNetwork == "" {

@@ -24,6 +24,9 @@ type Docker struct {
 	provMu    sync.Mutex
 	provReady bool
 
+	agentMu  sync.Mutex
+	agentRef string // the agent image, once imported
+
 	pool   kitPool
 	images imageCache
 

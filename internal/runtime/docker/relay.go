@@ -1,0 +1,334 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+	units "github.com/docker/go-units"
+	"github.com/hashicorp/yamux"
+
+	"github.com/zerverless/zerverless/internal/agent"
+)
+
+// A relay is the network of a container that has none (see package
+// agent): a container of the runtime's agent image, running the agent's
+// relay, whose network namespace (loopback only) the container joins
+// with NetworkMode "container:ID". The worker speaks to the relay over
+// the relay container's attach stream, so the container's traffic
+// reaches nothing but what the worker decides to carry: the worker dials
+// ports on the namespace's loopback through it (a service instance), and
+// the relay hands the worker each connection the container opens to a
+// port it listens on (an egress proxy).
+//
+// The relay container runs as 65534 with no capability, a read-only
+// root, no new privileges and no network, and is bounded by relayMemory,
+// relayPids and relayNoFile; it carries the deadline label of what it
+// serves, so the reaper removes it with that.
+const (
+	agentImageRepo = "zerverless/agent"
+	// relayMemory bounds a relay container: the agent and its streams'
+	// buffers (agent.YamuxConfig's windows).
+	relayMemory = 128 << 20
+	relayPids   = 64
+	relayNoFile = 2048
+)
+
+// agentImageTag names the agent image of binary: its content's digest,
+// so a new binary gets a new image and a stale one is never used.
+func agentImageTag(binary []byte) string {
+	sum := sha256.Sum256(binary)
+	return agentImageRepo + ":" + hex.EncodeToString(sum[:8])
+}
+
+// CheckAgentBinary reports whether path is a static executable, as an
+// agent (Config.AgentBinary) must be.
+func CheckAgentBinary(path string) error { return checkAgentBinary(path, "") }
+
+// checkAgentBinary reports whether path is a static executable for the
+// engine's architecture (arch as the engine names it); an empty arch
+// checks only that it is static.
+func checkAgentBinary(path, arch string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("agent %s is not a static executable (build it with CGO_ENABLED=0)", path)
+		}
+	}
+	want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "x86_64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "aarch64": elf.EM_AARCH64}
+	if m, ok := want[arch]; arch != "" && (!ok || f.Machine != m) {
+		return fmt.Errorf("agent %s is for %s, the engine runs %s", path, f.Machine, arch)
+	}
+	return nil
+}
+
+// agentImage returns the agent image, importing it once.
+func (d *Docker) agentImage(ctx context.Context) (string, error) {
+	if d.cfg.AgentBinary == "" {
+		return "", refuse("this worker has no agent (--docker-agent): it runs no containers that need a relay")
+	}
+	d.agentMu.Lock()
+	defer d.agentMu.Unlock()
+	if d.agentRef != "" {
+		return d.agentRef, nil
+	}
+	bin, err := os.ReadFile(d.cfg.AgentBinary)
+	if err != nil {
+		return "", fmt.Errorf("read agent: %w", err)
+	}
+	ref := agentImageTag(bin)
+	if _, err := d.engine.ImageInspect(ctx, ref); err == nil {
+		d.agentRef = ref
+		return ref, nil
+	} else if !errdefs.IsNotFound(err) {
+		return "", fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	v, err := d.engine.ServerVersion(ctx)
+	if err != nil {
+		return "", fmt.Errorf("docker engine version: %w", err)
+	}
+	if err := checkAgentBinary(d.cfg.AgentBinary, v.Arch); err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	epoch := time.Unix(0, 0)
+	_ = tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777, ModTime: epoch})
+	_ = tw.WriteHeader(&tar.Header{Name: "agent", Typeflag: tar.TypeReg, Mode: 0o555, Size: int64(len(bin)), ModTime: epoch})
+	_, _ = tw.Write(bin)
+	_ = tw.Close()
+	rc, err := d.engine.ImageImport(ctx,
+		image.ImportSource{Source: &b, SourceName: "-"}, ref,
+		image.ImportOptions{Changes: []string{`ENTRYPOINT ["/agent"]`, "LABEL " + LabelManagedBy + "=" + managedBy}})
+	if err != nil {
+		return "", fmt.Errorf("import %s: %w", ref, err)
+	}
+	if err := drainJSON(rc); err != nil {
+		return "", fmt.Errorf("import %s: %w", ref, err)
+	}
+	d.agentRef = ref
+	return ref, nil
+}
+
+// relayConfig is what a relay is started with.
+type relayConfig struct {
+	role     string    // its label role ("job-relay", "service-relay", …)
+	jobID    string    // the job or instance it serves, for its labels
+	deadline time.Time // its deadline label; zero: none
+	listen   []string  // loopback addresses to accept on and hand over
+	maxConns int       // connections at once; 0: agent.DefaultMaxConns
+}
+
+// netRelay is a running relay and the worker's session with it.
+type netRelay struct {
+	d    *Docker
+	id   string
+	sess *yamux.Session
+	hj   types.HijackedResponse
+	once sync.Once
+	// stderr keeps the agent's last words, for errors.
+	stderr *lockedTail
+}
+
+// startRelay creates and starts a relay; the container that is to use
+// it joins its namespace with NetworkMode r.networkMode(). On error
+// nothing is left.
+func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, error) {
+	ref, err := d.agentImage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{agent.Command}
+	for _, l := range rc.listen {
+		args = append(args, "-listen", l)
+	}
+	if rc.maxConns > 0 {
+		args = append(args, "-max-conns", strconv.Itoa(rc.maxConns))
+	}
+	pids := int64(relayPids)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	created, err := d.engine.ContainerCreate(cctx,
+		&container.Config{
+			Image: ref, Cmd: args, User: strconv.Itoa(nobody) + ":" + strconv.Itoa(nobody),
+			OpenStdin: true, AttachStdin: true, AttachStdout: true, AttachStderr: true,
+			NetworkDisabled: false, Labels: d.labelsUntil(rc.role, rc.jobID, rc.deadline),
+		},
+		&container.HostConfig{
+			NetworkMode: "none", ReadonlyRootfs: true, CapDrop: []string{"ALL"},
+			SecurityOpt: []string{"no-new-privileges"}, LogConfig: container.LogConfig{Type: "none"},
+			Resources: container.Resources{
+				Memory: relayMemory, MemorySwap: relayMemory, PidsLimit: &pids,
+				Ulimits: []*units.Ulimit{{Name: "nofile", Soft: relayNoFile, Hard: relayNoFile}},
+			},
+		}, nil, nil, "")
+	if err != nil {
+		return nil, fmt.Errorf("create relay: %w", err)
+	}
+	r := &netRelay{d: d, id: created.ID, stderr: &lockedTail{max: 4096}}
+	fail := func(err error) (*netRelay, error) {
+		r.close()
+		return nil, err
+	}
+	r.hj, err = d.engine.ContainerAttach(cctx, r.id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return fail(fmt.Errorf("attach relay: %w", err))
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, r.stderr, r.hj.Reader)
+		pw.CloseWithError(cmpErr(err, io.EOF))
+	}()
+	if err := d.engine.ContainerStart(cctx, r.id, container.StartOptions{}); err != nil {
+		return fail(fmt.Errorf("start relay: %w", err))
+	}
+	r.sess, err = yamux.Client(attachConn{Reader: pr, w: r.hj.Conn, closeR: pr}, agent.YamuxConfig())
+	if err != nil {
+		return fail(fmt.Errorf("relay session: %w", err))
+	}
+	return r, nil
+}
+
+func cmpErr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}
+
+// networkMode is the NetworkMode of a container that uses the relay.
+func (r *netRelay) networkMode() container.NetworkMode {
+	return container.NetworkMode("container:" + r.id)
+}
+
+// dial opens a connection to port on the namespace's loopback.
+func (r *netRelay) dial(ctx context.Context, port int) (net.Conn, error) {
+	st, err := r.sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	defer stop()
+	if _, err := io.WriteString(st, "dial "+strconv.Itoa(port)+"\n"); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	line, br, err := agent.ReadHeader(st)
+	if err != nil {
+		st.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if line != "ok" {
+		st.Close()
+		return nil, fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(line, "error "))
+	}
+	return &bufferedConn{Conn: st, r: br}, nil
+}
+
+// accept returns the next connection the container opened to an address
+// the relay listens on, and that address.
+func (r *netRelay) accept() (net.Conn, string, error) {
+	for {
+		st, err := r.sess.AcceptStream()
+		if err != nil {
+			return nil, "", err
+		}
+		_ = st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, br, err := agent.ReadHeader(st)
+		_ = st.SetReadDeadline(time.Time{})
+		addr, ok := strings.CutPrefix(line, "accept ")
+		if err != nil || !ok {
+			st.Close()
+			continue
+		}
+		return &bufferedConn{Conn: st, r: br}, addr, nil
+	}
+}
+
+// done is closed when the relay's session ends (its container stopped).
+func (r *netRelay) done() <-chan struct{} { return r.sess.CloseChan() }
+
+// close ends the session and removes the relay's container.
+func (r *netRelay) close() {
+	r.once.Do(func() {
+		if r.sess != nil {
+			r.sess.Close()
+		}
+		if r.hj.Conn != nil {
+			r.hj.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := r.d.engine.ContainerRemove(ctx, r.id, container.RemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
+			r.d.cfg.Logger.Warn("docker relay removal failed", "worker_id", r.d.cfg.WorkerID, "container", r.id, "err", err)
+		}
+	})
+}
+
+// attachConn is the worker's end of a relay's attach stream: reads come
+// demultiplexed from its stdout, writes go to its stdin.
+type attachConn struct {
+	io.Reader
+	w      net.Conn
+	closeR *io.PipeReader
+}
+
+func (c attachConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c attachConn) Close() error {
+	c.closeR.Close()
+	return c.w.Close()
+}
+
+// bufferedConn is a stream whose first bytes were read into r.
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// lockedTail keeps the last max bytes written to it.
+type lockedTail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *lockedTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *lockedTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
