@@ -43,6 +43,9 @@ type DockerCapabilities struct {
 	// holds. A docker job that runs a built image goes only to a worker
 	// that holds it.
 	BuiltImages []string `json:"built_images,omitempty"`
+	// Services is how many service instances the worker runs at once
+	// (its owner opted in with --docker-services); 0: none.
+	Services int `json:"services,omitempty"`
 }
 
 // acceptsImage says whether dc lets a job run or build from its images.

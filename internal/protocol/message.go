@@ -44,6 +44,15 @@ const (
 	// TypeCapabilities replaces the worker's capabilities, for example
 	// when its Docker Engine goes away or comes back (worker → orchestrator).
 	TypeCapabilities Type = "capabilities"
+	// TypeServiceStart asks the worker to start a service instance
+	// (orchestrator → worker; Instance).
+	TypeServiceStart Type = "service_start"
+	// TypeServiceStop asks the worker to stop one (orchestrator → worker;
+	// InstanceID).
+	TypeServiceStop Type = "service_stop"
+	// TypeServiceState reports an instance's state (worker →
+	// orchestrator; Report).
+	TypeServiceState Type = "service_state"
 	// TypeError reports a protocol error; the sender closes after it.
 	TypeError Type = "error"
 )
@@ -70,8 +79,18 @@ type Message struct {
 	// with a valid join token).
 	Trusted bool `json:"trusted,omitempty"`
 
+	// StreamKey, on registered, is given to a worker that offers
+	// services: it opens its stream connection with it (see
+	// docs/protocol.md, "Services").
+	StreamKey string `json:"stream_key,omitempty"`
+
 	// assign
 	Task *job.Task `json:"task,omitempty"`
+
+	// service_start, service_stop, service_state
+	Instance   *job.ServiceInstance `json:"instance,omitempty"`
+	InstanceID string               `json:"instance_id,omitempty"`
+	Report     *job.InstanceReport  `json:"report,omitempty"`
 
 	// result, reject, cancel
 	JobID   string      `json:"job_id,omitempty"`
@@ -142,6 +161,26 @@ func (m *Message) Check() error {
 	case TypeReject, TypeCancel:
 		if m.JobID == "" || m.LeaseID == "" {
 			return fmt.Errorf("%s: job_id and lease_id are required", m.Type)
+		}
+	case TypeServiceStart:
+		if m.Instance == nil || m.Instance.ID == "" || m.Instance.Spec.Image == "" || m.Instance.Spec.Port < 1 || m.Instance.Spec.Port > 65535 {
+			return fmt.Errorf("service_start: instance with id, docker_image and a port is required")
+		}
+	case TypeServiceStop:
+		if m.InstanceID == "" {
+			return fmt.Errorf("service_stop: instance_id is required")
+		}
+	case TypeServiceState:
+		if m.Report == nil || m.Report.ID == "" {
+			return fmt.Errorf("service_state: report with id is required")
+		}
+		switch m.Report.State {
+		case job.InstanceStarting, job.InstanceReady, job.InstanceExited:
+		default:
+			return fmt.Errorf("service_state: unknown state %q", m.Report.State)
+		}
+		if len(m.Report.Output) > job.MaxInstanceOutput || len(m.Report.Error) > job.MaxInstanceOutput {
+			return fmt.Errorf("service_state: output and error are at most %d bytes", job.MaxInstanceOutput)
 		}
 	case TypeHeartbeat, TypeError:
 	default:
