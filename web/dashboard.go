@@ -3,8 +3,8 @@ package web
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base64"
 	"embed"
+	"encoding/base64"
 	"io/fs"
 	"net/http"
 	"strings"
