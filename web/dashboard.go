@@ -101,13 +101,8 @@ func (d *dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Set("Content-Security-Policy", assetCSP)
 	}
-	h.Set("Content-Type", contentType(name))
-	h.Set("X-Content-Type-Options", "nosniff")
+	pageHeaders(h, name, "no-store")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Cross-Origin-Opener-Policy", "same-origin")
-	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()")
 	if r.Method == http.MethodHead {
 		return

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/web"
 )
 
 // dashboardTitle is the title of the dashboard page.
@@ -325,4 +328,99 @@ function handle(req) { return {status: 200, headers: {"Content-Type": "text/html
 
 	tb.navigate(srv.URL()+"/dashboard/", dashboardTitle)
 	waitText(tb, "who", "admin")
+}
+
+// TestDashboardFollowsLiveLog runs the dashboard against an API that
+// streams a job's log as the logs route does (GET
+// /api/jobs/{id}/logs?follow=true, Server-Sent Events stdout, stderr and
+// status): each chunk shows in the job's live log as it is sent, while
+// the job still runs, and the end of the stream shows the job ended. The
+// token goes only in the Authorization header, never in a URL.
+func TestDashboardFollowsLiveLog(t *testing.T) {
+	const token = "zv_dashboard-test-token"
+	next := make(chan struct{})
+	var mu sync.Mutex
+	status := "running"
+	var urls []string
+	mux := http.NewServeMux()
+	mux.Handle("GET /dashboard/", web.Dashboard())
+	authed := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			urls = append(urls, r.URL.String())
+			mu.Unlock()
+			if r.Header.Get("Authorization") != "Bearer "+token {
+				w.WriteHeader(401)
+				fmt.Fprint(w, `{"error":"no token"}`)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("GET /info", authed(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{"version":"test"}`) }))
+	mux.HandleFunc("GET /api/tokens", authed(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{"tokens":[]}`) }))
+	mux.HandleFunc("GET /api/jobs/j1", authed(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		st := status
+		mu.Unlock()
+		v := map[string]any{"id": "j1", "namespace": "default", "job_type": "python", "status": st, "attempt": 1, "max_attempts": 3,
+			"created_at": "2026-12-01T12:00:00Z", "timeout_seconds": 30}
+		if st == "completed" {
+			v["output"], v["stderr"], v["exit_code"], v["duration_ms"] = "line 1\nline 2\n", "warning\n", 0, 5000
+		}
+		json.NewEncoder(w).Encode(v)
+	}))
+	mux.HandleFunc("GET /api/jobs/j1/logs", authed(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("follow") != "true" {
+			w.WriteHeader(400)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		flush := func(s string) {
+			fmt.Fprint(w, s)
+			w.(http.Flusher).Flush()
+		}
+		flush("event: status\nid: 1\ndata: {\"status\":\"running\",\"attempt\":1}\n\n")
+		flush("event: stdout\nid: 2\ndata: line 1\ndata: \n\n")
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		flush("event: stdout\nid: 3\ndata: line 2\ndata: \n\n")
+		flush("event: stderr\nid: 4\ndata: warning\ndata: \n\n")
+		mu.Lock()
+		status = "completed"
+		mu.Unlock()
+		flush("event: status\nid: 5\ndata: {\"status\":\"completed\"}\n\n")
+	}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	browser := startBrowser(t)
+	tb := openPage(t, browser, srv.URL+"/dashboard/#token="+token, dashboardTitle)
+	waitText(tb, "who", "admin")
+	tb.goTo("#/job/j1")
+	waitText(tb, "job-log", "line 1")
+	waitText(tb, "job-status", "running")
+	if log := tb.text("job-log"); strings.Contains(log, "line 2") {
+		t.Fatalf("the log shows what was not sent yet: %q", log)
+	}
+	screenshot(t, tb, "live-log")
+	close(next)
+	waitText(tb, "job-log", "line 2")
+	waitText(tb, "job-log", "warning")
+	waitText(tb, "job-status", "completed")
+	waitText(tb, "job-output", "line 2")
+	if n := eval[int](tb, `document.querySelectorAll("#job-log .stderr").length`); n != 1 {
+		t.Errorf("%d stderr chunks in the log, want 1", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, u := range urls {
+		if strings.Contains(u, token) {
+			t.Errorf("the token is in a URL: %s", u)
+		}
+	}
 }

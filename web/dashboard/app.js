@@ -112,12 +112,15 @@
     ctx.every = function (ms, f) {
       var run = function () {
         if (!ctx.alive) return;
-        Promise.resolve().then(f).catch(function (e) { showError(e); }).then(function () {
+        Promise.resolve().then(f).catch(ctx.error).then(function () {
           if (ctx.alive) ctx.timers.push(setTimeout(run, ms));
         });
       };
       run();
     };
+    // error shows e while the view is open; an answer that comes after
+    // another view opened is dropped.
+    ctx.error = function (e) { if (ctx.alive) showError(e); };
     ctx.stop = function () {
       ctx.alive = false;
       ctx.timers.forEach(clearTimeout);
@@ -274,7 +277,7 @@
         clear(list).appendChild(jobTable(jobs));
         clear(more);
         if (cursor) more.appendChild(el("button", { class: "secondary", type: "button", text: "Show " + limit + " more",
-          onclick: function () { limit += 100; load().catch(showError); } }));
+          onclick: function () { limit += 100; load().catch(ctx.error); } }));
       });
     }
     ctx.every(2000, function () { return Promise.all([load(), loadStats(stats)]); });
@@ -330,11 +333,11 @@
     function ended() { return last && ENDED.indexOf(last.status) >= 0; }
     function poll() {
       if (!ctx.alive || ended()) return;
-      ctx.timers.push(setTimeout(function () { refresh().then(poll, function (e) { showError(e); poll(); }); }, 1000));
+      ctx.timers.push(setTimeout(function () { refresh().then(poll, function (e) { ctx.error(e); poll(); }); }, 1000));
     }
-    refresh().catch(showError).then(function () {
+    refresh().catch(ctx.error).then(function () {
       logNote.textContent = "connecting…";
-      return followLog(ctx, id, logBox, function () { refresh().catch(showError); }, function () {
+      return followLog(ctx, id, logBox, function () { refresh().catch(ctx.error); }, function () {
         mode = "stream";
         logNote.textContent = "following";
       });
@@ -351,7 +354,7 @@
       if (!ctx.alive) return;
       mode = "poll";
       logNote.textContent = "log stream lost: " + (e && e.message ? e.message : e);
-      refresh().then(poll, showError);
+      refresh().then(poll, ctx.error);
     });
   };
 
@@ -662,7 +665,7 @@
       }
       if (d.code) append(box, [el("h2", { text: "Code" }), el("pre", { class: "out", id: "deployment-code", text: d.code })]);
       else if (d.wasm) append(box, [el("h2", { text: "Code" }), el("p", { class: "muted", text: "a WebAssembly module of " + bytes(d.code_bytes) })]);
-    }, function (e) { showError(e); });
+    }, function (e) { ctx.error(e); });
   };
 
   // ---- admin: namespaces and tokens ----
@@ -677,7 +680,7 @@
         return [link("#/jobs?namespace=" + enc(p.namespace), p.namespace), yesno(p.require_trusted_workers),
           tags(Object.keys(q).sort().map(function (k) { return k + "=" + q[k]; }))];
       }), "No namespace has a policy of its own."));
-    }, showError);
+    }, ctx.error);
   };
 
   views.tokens = function (ctx, root) {
@@ -694,7 +697,7 @@
         clear(created).appendChild(el("div", null, el("p", { text: "The secret of token " + t.id + ", shown this once:" }),
           el("div", { class: "secret", id: "token-secret", text: t.token })));
         refresh();
-      }, showError);
+      }, ctx.error);
     } }, el("label", null, "Kind", kind), el("label", null, "Namespace", ns), el("label", null, "Name", name),
       el("button", { type: "submit", text: "Create token" }));
     root.appendChild(el("div", { class: "card" }, el("h1", { text: "Tokens" }), form, created, list));
@@ -704,12 +707,12 @@
           return [el("span", { class: "mono", text: short(t.id) }), t.kind, t.namespace || "—", t.name || "—", when(t.created_at),
             el("button", { class: "secondary", type: "button", text: "Revoke", onclick: function () {
               if (!window.confirm("Revoke token " + (t.name || t.id) + "? Whatever uses it is refused at once.")) return;
-              api("DELETE", "/api/tokens/" + enc(t.id)).then(refresh, showError);
+              api("DELETE", "/api/tokens/" + enc(t.id)).then(refresh, ctx.error);
             } })];
         })));
       });
     }
-    refresh().catch(showError);
+    refresh().catch(ctx.error);
   };
 
   // ---- start ----
