@@ -307,9 +307,19 @@ var required = map[string][]string{
 // reflectSchemas reflects the schemas of every type the operations name,
 // and of the types those hold, keyed by type name.
 func reflectSchemas() map[string]any {
+	// Schemas are named by their type's name: two types of one name
+	// would be one schema, so that is refused.
+	seen := map[string]reflect.Type{}
 	r := &jsonschema.Reflector{
 		RequiredFromJSONSchemaTags: true, // none: see required
 		Mapper:                     mapSchema,
+		Namer: func(t reflect.Type) string {
+			if o, ok := seen[t.Name()]; ok && o != t && t.Name() != "" {
+				panic(fmt.Sprintf("openapi: %s and %s would both be schema %s", o, t, t.Name()))
+			}
+			seen[t.Name()] = t
+			return t.Name()
+		},
 	}
 	defs := map[string]any{}
 	var types []reflect.Type
