@@ -80,13 +80,8 @@ func (v *volunteer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", contentType(name))
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	pageHeaders(h, name, "no-cache")
 	h.Set("Cross-Origin-Embedder-Policy", "require-corp")
-	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	if csp, ok := workerCSP[name]; ok {
 		h.Set("Content-Security-Policy", csp)
 	} else {
@@ -96,6 +91,18 @@ func (v *volunteer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write(data)
+}
+
+// pageHeaders sets the headers every answer of a page carries: its type,
+// no sniffing, no referrer, cache, and an origin of its own for its
+// window and resources.
+func pageHeaders(h http.Header, name, cache string) {
+	h.Set("Content-Type", contentType(name))
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", cache)
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 }
 
 func contentType(name string) string {

@@ -76,3 +76,34 @@ func TestVolunteerRefusesOtherPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardServesThePage: the page's script and style sheet carry the
+// nonce of its policy, a new one at every answer; the assets are served
+// with a policy that allows nothing, and nothing else is served.
+func TestDashboardServesThePage(t *testing.T) {
+	h := Dashboard()
+	a, b := get(t, h, "/dashboard/"), get(t, h, "/dashboard/")
+	csp := a.Header().Get("Content-Security-Policy")
+	_, nonce, ok := strings.Cut(csp, "script-src 'nonce-")
+	nonce, _, _ = strings.Cut(nonce, "'")
+	if a.Code != 200 || !ok || nonce == "" {
+		t.Fatalf("/dashboard/: %d, policy %q", a.Code, csp)
+	}
+	if body := a.Body.String(); strings.Count(body, `nonce="`+nonce+`"`) != 2 || strings.Contains(body, nonceMark) {
+		t.Errorf("the page does not carry its nonce on its script and style sheet:\n%s", body)
+	}
+	if b.Header().Get("Content-Security-Policy") == csp {
+		t.Error("two answers share a nonce")
+	}
+	for _, p := range []string{"/dashboard/app.js", "/dashboard/style.css"} {
+		rec := get(t, h, p)
+		if rec.Code != 200 || rec.Header().Get("Content-Security-Policy") != assetCSP || rec.Header().Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s: %d %v", p, rec.Code, rec.Header())
+		}
+	}
+	for _, p := range []string{"/dashboard/nope.js", "/dashboard/a/app.js", "/volunteer/app.js"} {
+		if rec := get(t, h, p); rec.Code != 404 {
+			t.Errorf("%s: %d, want 404", p, rec.Code)
+		}
+	}
+}

@@ -209,6 +209,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	if cfg.API.Volunteer == nil {
 		cfg.API.Volunteer = web.Volunteer()
 	}
+	if cfg.API.Dashboard == nil {
+		cfg.API.Dashboard = web.Dashboard()
+	}
 	contexts, err := s.startContexts(baseCtx, &cfg)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,8 @@ var openRoutes = []string{
 	"GET /ws/volunteer",
 	"GET /api/build-contexts/{id}/archive",
 	"GET /volunteer/",
+	"GET /dashboard/",
+	"GET /api/openapi.json",
 }
 
 // closedAPI is the API with the real token service: no open policy.
@@ -30,6 +32,7 @@ func closedAPI(t *testing.T) (platform *server, fns *functions, svc *apitest.Ser
 	adm := apitest.Admission(t, svc, d, d.Auth)
 	cfg := DefaultConfig()
 	cfg.Volunteer = http.NotFoundHandler()
+	cfg.Dashboard = http.NotFoundHandler()
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("zerverless_up 1\n")) })
 	h, err := New(cfg, adm, svc, nil, metrics)
 	if err != nil {

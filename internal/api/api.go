@@ -164,6 +164,7 @@ func (s *server) queryCheck(params []string, h http.HandlerFunc) http.HandlerFun
 func (s *server) register() {
 	s.handleOpen("GET /health", http.HandlerFunc(s.health))
 	s.handleOpen("GET /ws/volunteer", http.HandlerFunc(s.volunteer))
+	s.handleOpen("GET /api/openapi.json", http.HandlerFunc(s.openAPIDoc))
 
 	s.handle("POST /api/jobs", s.submitJob)
 	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor")
@@ -179,6 +180,9 @@ func (s *server) register() {
 	}
 	if s.cfg.Volunteer != nil {
 		s.handleOpen("GET /volunteer/", s.cfg.Volunteer)
+	}
+	if s.cfg.Dashboard != nil {
+		s.handleOpen("GET /dashboard/", s.cfg.Dashboard)
 	}
 }
 

@@ -58,6 +58,10 @@ type Config struct {
 	// Volunteer, when set, serves GET /volunteer/ and the paths under it:
 	// the browser volunteer page (web.Volunteer). Default none.
 	Volunteer http.Handler
+	// Dashboard, when set, serves GET /dashboard/ and the paths under
+	// it: the dashboard for people (web.Dashboard), which calls this API
+	// with a token of its user's. Default none.
+	Dashboard http.Handler
 	// MaxContextBytes caps a build context upload as sent, compressed or
 	// not (default 160 MiB: 100 MiB of files and room for tar headers).
 	MaxContextBytes int64
