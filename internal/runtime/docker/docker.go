@@ -29,6 +29,8 @@ type Docker struct {
 
 	pool   kitPool
 	images imageCache
+	// services are the service instances running (service.go).
+	services serviceSet
 
 	upkeep upkeep
 
@@ -96,13 +98,16 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 }
 
 // Close stops the upkeep and preparing warm holders, removes the warm ones
-// and waits, up to ctx, for every background removal to end. Runs still in progress are
+// and the service instances, and waits, up to ctx, for every background removal to end. Runs still in progress are
 // not stopped: cancel their contexts first.
 func (d *Docker) Close(ctx context.Context) error {
 	d.closed.Do(func() {
 		d.stopUpkeep()
 		d.drainPool()
 	})
+	if err := d.stopInstances(ctx); err != nil {
+		return fmt.Errorf("docker: close: stop service instances: %w", err)
+	}
 	if err := d.Idle(ctx); err != nil {
 		return fmt.Errorf("docker: close: %w", err)
 	}
