@@ -86,7 +86,8 @@ func (d *Docker) probe(ctx context.Context) error {
 }
 
 // Capabilities returns what the worker advertises for docker: the maximum
-// resources of one container and the allowed images.
+// resources of one container, the allowed images, whether it builds and
+// how many service instances it runs.
 func (d *Docker) Capabilities() job.DockerCapabilities {
 	return job.DockerCapabilities{
 		MaxMemoryMB: d.cfg.MaxMemoryMB,
@@ -94,6 +95,7 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 		MaxPids:     d.cfg.MaxPids,
 		AllowImages: append([]string(nil), d.cfg.AllowImages...),
 		Build:       d.cfg.Build,
+		Services:    d.cfg.Services,
 	}
 }
 

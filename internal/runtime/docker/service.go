@@ -466,14 +466,23 @@ func (d *Docker) removeInstance(cid string, r *netRelay) {
 // "stopped"). It waits for that, or for ctx. It returns ErrNoInstance
 // when id is not running here.
 func (d *Docker) StopInstance(ctx context.Context, id, reason string) error {
-	d.services.mu.Lock()
-	in, ok := d.services.byID[id]
-	d.services.mu.Unlock()
-	if !ok {
-		return ErrNoInstance
-	}
-	if in == nil {
-		return ErrInstanceNotReady // still being created: stopped when it is
+	var in *instance
+	for {
+		d.services.mu.Lock()
+		got, ok := d.services.byID[id]
+		d.services.mu.Unlock()
+		if !ok {
+			return ErrNoInstance
+		}
+		if in = got; in != nil {
+			break
+		}
+		// Its containers are being created: it is stopped once they are.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(readinessEvery):
+		}
 	}
 	in.stopWith(cmpString(reason, "stopped"))
 	select {
