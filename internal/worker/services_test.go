@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +31,14 @@ import (
 	"github.com/zerverless/zerverless/internal/testutil"
 	"github.com/zerverless/zerverless/internal/worker"
 )
+
+// testLog writes a worker's log to the test's.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -211,7 +220,7 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 	wcfg.URL = f.url()
 	wcfg.Docker = &caps
 	wcfg.ReconnectMax = time.Second
-	w, err := worker.New(wcfg, runtime.Set{job.TypeDocker: d}, nil)
+	w, err := worker.New(wcfg, runtime.Set{job.TypeDocker: d}, slog.New(slog.NewTextHandler(testLog{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,17 +275,28 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 
 	// A streamed response: the first event arrives though the next is
 	// ten minutes away.
+	st, br, line := openStream(t, sess, inst.ID)
+	if line != "ok" {
+		t.Fatalf("stream: %q", line)
+	}
 	sse, _ := http.NewRequest("GET", "http://svc/sse?n=2&ms=600000", nil)
-	resp = request(t, sess, inst.ID, sse)
+	if err := sse.Write(st); err != nil {
+		t.Fatal(err)
+	}
 	first := make(chan string, 1)
 	go func() {
+		resp, err := http.ReadResponse(br, sse)
+		if err != nil {
+			first <- err.Error()
+			return
+		}
 		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
-		first <- line
+		first <- resp.Header.Get("Content-Type") + " " + line
 	}()
-	if line := recv(t, first, "first event"); line != "data: 0\n" {
+	if line := recv(t, first, "first event"); line != "text/event-stream data: 0\n" {
 		t.Fatalf("first event %q", line)
 	}
-	resp.Body.Close()
+	st.Close() // the caller goes away mid-stream
 
 	// The stream connection drops: the worker dials it again.
 	sess.Close()
