@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -136,9 +137,32 @@ func nextState(t *testing.T, c *protocol.Conn, id string) job.InstanceReport {
 	}
 }
 
+const busy = "error too many streams on this worker"
+
 // openStream opens a stream to instance id and returns it with the
-// worker's answer line.
+// worker's answer line, trying again while the worker's streams are all
+// taken (a stream closed here frees its slot there a little later).
 func openStream(t *testing.T, sess *yamux.Session, id string) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	var (
+		st   net.Conn
+		br   *bufio.Reader
+		line string
+	)
+	testutil.Eventually(t, time.Minute, func() error {
+		st, br, line = openStreamOnce(t, sess, id)
+		if line == busy {
+			st.Close()
+			return errors.New(line)
+		}
+		return nil
+	})
+	return st, br, line
+}
+
+// openStreamOnce opens a stream to instance id and returns it with the
+// worker's answer line.
+func openStreamOnce(t *testing.T, sess *yamux.Session, id string) (net.Conn, *bufio.Reader, string) {
 	t.Helper()
 	st, err := sess.OpenStream()
 	if err != nil {
@@ -220,6 +244,7 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 	wcfg.URL = f.url()
 	wcfg.Docker = &caps
 	wcfg.ReconnectMax = time.Second
+	wcfg.MaxStreams = 2
 	w, err := worker.New(wcfg, runtime.Set{job.TypeDocker: d}, slog.New(slog.NewTextHandler(testLog{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -249,6 +274,24 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 	}
 	if rep := nextState(t, conn, inst.ID); rep.State != job.InstanceReady {
 		t.Fatalf("second report %+v", rep)
+	}
+
+	// Streams are bounded (MaxStreams 2): a third one at once is refused,
+	// and a slot is free again once a stream ends.
+	a, _, la := openStream(t, sess, inst.ID)
+	b, _, lb := openStream(t, sess, inst.ID)
+	if la != "ok" || lb != "ok" {
+		t.Fatalf("two streams: %q %q", la, lb)
+	}
+	if _, _, line := openStreamOnce(t, sess, inst.ID); line != busy {
+		t.Fatalf("a third stream: %q", line)
+	}
+	a.Close()
+	b.Close()
+	if st, _, line := openStream(t, sess, inst.ID); line != "ok" {
+		t.Fatalf("after two streams ended: %q", line)
+	} else {
+		st.Close()
 	}
 
 	// An unknown instance, a bad header: an error line.
