@@ -368,6 +368,9 @@ func (d *Docker) superviseInstance(ctx context.Context, in *instance, sp job.Ser
 	if exit != nil && exit.StatusCode >= 0 {
 		rep.ExitCode = int(exit.StatusCode)
 	}
+	if why == "" && exit != nil && exit.Error != nil && exit.Error.Message != "" {
+		why = "wait for the instance's exit: " + exit.Error.Message
+	}
 	if why == "" {
 		why = fmt.Sprintf("exited with code %d", rep.ExitCode)
 		ictx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
