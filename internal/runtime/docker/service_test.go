@@ -457,13 +457,50 @@ func serviceChild() {
 
 // A worker killed (kill -9 of a real process) with an instance running:
 // another worker on the engine, with its own id, removes the instance and
-// its relay though no worker with the dead one's id starts again.
+// its relay though no worker with the dead one's id starts again; and a
+// successor with the dead one's id sweeps them.
 func TestKilledWorkersInstanceIsReaped(t *testing.T) {
+	dead := testWorkerPrefix + "dead-" + randomHex(3)
+	killServiceChild(t, dead)
+
+	other := serviceRuntime(t, nil)
+	// A live instance of the other worker is never touched.
+	inst := testInstance(t, nil)
+	startInstance(t, other, inst)
+	eventually(t, time.Minute, func() error {
+		if _, err := other.Reap(context.Background()); err != nil {
+			return err
+		}
+		if cs := instanceContainers(t, dead); len(cs) > 0 {
+			return fmt.Errorf("%d containers of the killed worker remain (%s)", len(cs), cs[0].State)
+		}
+		return nil
+	})
+	if resp := get(t, other, inst.ID, "/", nil); resp.StatusCode != 200 {
+		t.Fatalf("the live instance after the reap: %d", resp.StatusCode)
+	}
+
+	// A killed worker restarted with its id sweeps its instances at once.
+	again := testWorkerPrefix + "dead-" + randomHex(3)
+	killServiceChild(t, again)
+	successor := serviceRuntime(t, func(c *Config) { c.WorkerID = again })
+	if _, err := successor.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cs := instanceContainers(t, again); len(cs) > 0 {
+		t.Fatalf("%d containers of the killed worker remain after its successor's sweep", len(cs))
+	}
+}
+
+// killServiceChild starts a worker process with workerID that runs one
+// instance, and kills it (SIGKILL) once the instance is ready.
+func killServiceChild(t *testing.T, workerID string) {
+	t.Helper()
 	bin, err := dockertest.AgentBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := testWorkerPrefix + "dead-" + randomHex(3)
+	dead := workerID
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), serviceChildEnv+"="+dead, "ZERVERLESS_DOCKER_TEST_IMAGE="+goServerImage(t),
 		"ZERVERLESS_DOCKER_TEST_AGENT="+bin)
@@ -486,21 +523,4 @@ func TestKilledWorkersInstanceIsReaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-
-	other := serviceRuntime(t, nil)
-	// A live instance of the other worker is never touched.
-	inst := testInstance(t, nil)
-	startInstance(t, other, inst)
-	eventually(t, time.Minute, func() error {
-		if _, err := other.Reap(context.Background()); err != nil {
-			return err
-		}
-		if cs := instanceContainers(t, dead); len(cs) > 0 {
-			return fmt.Errorf("%d containers of the killed worker remain (%s)", len(cs), cs[0].State)
-		}
-		return nil
-	})
-	if resp := get(t, other, inst.ID, "/", nil); resp.StatusCode != 200 {
-		t.Fatalf("the live instance after the reap: %d", resp.StatusCode)
-	}
 }
