@@ -166,8 +166,22 @@ func (v *services) stop(ctx context.Context, id string) {
 		defer v.s.wg.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), instanceStopTimeout)
 		defer cancel()
-		if err := v.rt.StopInstance(sctx, id, "stopped by the orchestrator"); err != nil {
-			v.s.log.Warn("stop of a service instance failed", "instance_id", id, "err", err)
+		for {
+			err := v.rt.StopInstance(sctx, id, "stopped by the orchestrator")
+			v.mu.Lock()
+			still := v.running[id]
+			v.mu.Unlock()
+			if err == nil || !still {
+				return
+			}
+			// Started here but not yet known to the runtime (its start
+			// is only beginning): try again shortly.
+			select {
+			case <-sctx.Done():
+				v.s.log.Warn("stop of a service instance failed", "instance_id", id, "err", err)
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}()
 }
