@@ -59,6 +59,8 @@ type workerFlags struct {
 	dockerBuildPids     int64
 	dockerBuildDiskMB   int
 	dockerServices      int
+	serviceStreams      int
+	serviceStart        time.Duration
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -94,6 +96,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
 	fs.StringVar(&f.dockerAgent, "docker-agent", "", "static executable whose 'relay' mode carries the network of containers that have none (services, egress); default: this program when it was built with CGO_ENABLED=0, else none and this worker runs nothing that needs it")
 	fs.IntVar(&f.dockerServices, "docker-services", 0, "service instances (docker images deployed as HTTP services) this worker runs at once; each runs with no network, reached through this worker's connection to the orchestrator (needs --docker and an agent, see --docker-agent; 0: none)")
+	fs.IntVar(&f.serviceStreams, "docker-service-streams", d.MaxStreams, "request streams this worker carries to its service instances at once; past it a request is refused")
+	fs.DurationVar(&f.serviceStart, "docker-service-start-timeout", dd.ServiceStartTimeout, "longest start of a service instance to ready, whatever its start_timeout_seconds")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -170,6 +174,14 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 		return fmt.Errorf("--docker-services needs an agent: this program was not built static (CGO_ENABLED=0); give one with --docker-agent")
 	}
 	dc.Services = f.dockerServices
+	if f.serviceStreams < 1 {
+		return fmt.Errorf("--docker-service-streams must be at least 1")
+	}
+	wc.MaxStreams = f.serviceStreams
+	if f.serviceStart <= 0 {
+		return fmt.Errorf("--docker-service-start-timeout must be positive")
+	}
+	dc.ServiceStartTimeout = f.serviceStart
 	return nil
 }
 
