@@ -27,6 +27,7 @@ import (
 //   - /upload: reads the body and answers {"bytes": N, "sha256": HEX};
 //   - /bytes?n=N: answers N bytes (byte i is i mod 251), streamed;
 //   - /status/CODE: answers that status with an empty body;
+//   - /print?n=N: prints N bytes (lines of "x") to standard output;
 //   - /healthz: 200, or 503 while READY_AFTER_MS has not passed since the
 //     start, and always 503 with NEVER_READY set;
 //   - anything else: 200 with a JSON echo {"method", "path", "query",
@@ -145,6 +146,13 @@ func main() {
 				return
 			}
 			n -= k
+		}
+	})
+	mux.HandleFunc("/print", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		line := strings.Repeat("x", 99) + "\n"
+		for ; n > 0; n -= len(line) {
+			os.Stdout.WriteString(line[:min(n, len(line))])
 		}
 	})
 	mux.HandleFunc("/status/", func(w http.ResponseWriter, r *http.Request) {

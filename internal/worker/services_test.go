@@ -245,6 +245,7 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 	wcfg.Docker = &caps
 	wcfg.ReconnectMax = time.Second
 	wcfg.MaxStreams = 2
+	wcfg.Namespaces = []string{"user"}
 	w, err := worker.New(wcfg, runtime.Set{job.TypeDocker: d}, slog.New(slog.NewTextHandler(testLog{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +295,17 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 		st.Close()
 	}
 
-	// An unknown instance, a bad header: an error line.
+	// A namespace the worker does not take is refused.
+	foreign := *inst
+	foreign.ID, foreign.Namespace = "i-"+randomHex(4), "other"
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeServiceStart, Instance: &foreign}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := nextState(t, conn, foreign.ID); rep.State != job.InstanceExited || !strings.Contains(rep.Error, "namespace") {
+		t.Fatalf("another namespace: %+v", rep)
+	}
+
+	// An unknown instance: an error line.
 	if _, _, line := openStream(t, sess, "nope"); !strings.HasPrefix(line, "error ") {
 		t.Fatalf("unknown instance: %q", line)
 	}
