@@ -381,7 +381,7 @@ func (d *Docker) superviseInstance(ctx context.Context, in *instance, sp job.Ser
 	}
 	rep.Error = limitOutput(why)
 	d.removeInstance(in.cid, in.relay)
-	rep.Output = tailString(in.output.String(), job.MaxInstanceOutput)
+	rep.Output = limitOutput(in.output.String())
 	report(rep)
 	if readyErr != nil {
 		started <- readyErr
@@ -602,7 +602,12 @@ func managedFilter() filters.Args {
 	return filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+managedBy))
 }
 
-func limitOutput(s string) string { return tailString(s, job.MaxInstanceOutput) }
+// limitOutput is the end of s as valid UTF-8 within job.MaxInstanceOutput
+// bytes: a report's text must be valid UTF-8 to cross JSON unchanged in
+// size (an invalid byte would grow into a 3-byte replacement).
+func limitOutput(s string) string {
+	return tailString(strings.ToValidUTF8(tailString(s, job.MaxInstanceOutput), "\uFFFD"), job.MaxInstanceOutput)
+}
 
 // tailString is the last n bytes of s, cut at a UTF-8 boundary.
 func tailString(s string, n int) string {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -527,4 +528,31 @@ func killServiceChild(t *testing.T, workerID string) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
+}
+
+// A report's output is valid UTF-8 within its bound, whatever the
+// instance printed.
+func TestLimitOutput(t *testing.T) {
+	max := job.MaxInstanceOutput
+	for name, in := range map[string]string{
+		"short":           "hello\n",
+		"long":            strings.Repeat("x", 3*max),
+		"invalid bytes":   strings.Repeat("\xff\xfe", max),
+		"cut mid-rune":    "a" + strings.Repeat("é", max),
+		"invalid and ok":  strings.Repeat("ok\x80", max),
+		"exactly the max": strings.Repeat("y", max),
+	} {
+		out := limitOutput(in)
+		if len(out) > max || !utf8.ValidString(out) {
+			t.Errorf("%s: %d bytes, valid %v", name, len(out), utf8.ValidString(out))
+		}
+		// What the orchestrator decodes is what was bounded.
+		var back string
+		if b, _ := json.Marshal(out); json.Unmarshal(b, &back) != nil || back != out {
+			t.Errorf("%s: changed through JSON", name)
+		}
+		if utf8.ValidString(in) && !strings.HasSuffix(in, out) {
+			t.Errorf("%s: not the end of the output", name)
+		}
+	}
 }
