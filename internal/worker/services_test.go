@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -180,13 +182,14 @@ func openStreamOnce(t *testing.T, sess *yamux.Session, id string) (net.Conn, *bu
 	return st, br, strings.TrimSuffix(line, "\n")
 }
 
-// request sends one HTTP request over a stream to instance id.
+// request sends one HTTP request over a stream of its own to instance id.
 func request(t *testing.T, sess *yamux.Session, id string, req *http.Request) *http.Response {
 	t.Helper()
 	st, br, line := openStream(t, sess, id)
 	if line != "ok" {
 		t.Fatalf("stream to %s: %q", id, line)
 	}
+	req.Close = true // the instance ends the connection, and so the stream, after it
 	if err := req.Write(st); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +197,20 @@ func request(t *testing.T, sess *yamux.Session, id string, req *http.Request) *h
 	if err != nil {
 		t.Fatal(err)
 	}
+	resp.Body = streamBody{resp.Body, st}
 	return resp
+}
+
+// streamBody is a response body whose Close ends its stream too, freeing
+// the worker's slot.
+type streamBody struct {
+	io.ReadCloser
+	st net.Conn
+}
+
+func (b streamBody) Close() error {
+	b.st.Close()
+	return b.ReadCloser.Close()
 }
 
 // A worker with services, against a fake orchestrator speaking the real
@@ -322,9 +338,41 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&echo); err != nil {
 		t.Fatal(err)
 	}
+	resp.Body.Close()
 	if echo.Method != "POST" || echo.Path != "/hello/world" || echo.Query != "q=1&q=2" || string(echo.Body) != "payload" ||
 		strings.Join(echo.Headers["X-Multi"], ",") != "a,b" {
 		t.Fatalf("echo %+v", echo)
+	}
+
+	// 100 MiB up and 100 MiB down stream through with the memory of the
+	// whole process (worker, and the fake orchestrator's end) bounded.
+	const big = 100 << 20
+	peak := watchHeap(t)
+	h := sha256.New()
+	up, _ := http.NewRequest("POST", "http://svc/upload", io.TeeReader(io.LimitReader(pattern{}, big), h))
+	up.ContentLength = big
+	resp = request(t, sess, inst.ID, up)
+	var sum struct {
+		Bytes  int64
+		SHA256 string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if sum.Bytes != big || sum.SHA256 != hex.EncodeToString(h.Sum(nil)) {
+		t.Fatalf("upload: %+v", sum)
+	}
+	down, _ := http.NewRequest("GET", fmt.Sprintf("http://svc/bytes?n=%d", big), nil)
+	resp = request(t, sess, inst.ID, down)
+	if n, err := io.Copy(io.Discard, resp.Body); err != nil || n != big {
+		t.Fatalf("download: %d bytes, %v", n, err)
+	}
+	resp.Body.Close()
+	if p := peak(); p > 64<<20 {
+		t.Fatalf("the heap grew to %d MiB moving 100 MiB each way", p>>20)
+	} else {
+		t.Logf("peak heap %d MiB moving 100 MiB each way", p>>20)
 	}
 
 	// A streamed response: the first event arrives though the next is
@@ -398,4 +446,38 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 		t.Fatalf("the worker presented %q", a)
 	default:
 	}
+}
+
+// pattern reads as an endless run of bytes.
+type pattern struct{}
+
+func (pattern) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	return len(p), nil
+}
+
+// watchHeap samples the heap in use until the returned function is
+// called, which returns the most seen.
+func watchHeap(t *testing.T) func() uint64 {
+	t.Helper()
+	goruntime.GC()
+	stop := make(chan struct{})
+	done := make(chan uint64)
+	go func() {
+		var most uint64
+		var ms goruntime.MemStats
+		for {
+			goruntime.ReadMemStats(&ms)
+			most = max(most, ms.HeapInuse)
+			select {
+			case <-stop:
+				done <- most
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() uint64 { close(stop); return <-done }
 }
