@@ -58,6 +58,9 @@ type workerFlags struct {
 	dockerBuildCPUs     float64
 	dockerBuildPids     int64
 	dockerBuildDiskMB   int
+	dockerServices      int
+	serviceStreams      int
+	serviceStart        time.Duration
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -92,6 +95,9 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.dockerBuildPids, "docker-build-pids", dd.BuildPids, "processes of all of a build's RUN steps together")
 	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
 	fs.StringVar(&f.dockerAgent, "docker-agent", "", "static executable whose 'relay' mode carries the network of containers that have none (services, egress); default: this program when it was built with CGO_ENABLED=0, else none and this worker runs nothing that needs it")
+	fs.IntVar(&f.dockerServices, "docker-services", 0, "service instances (docker images deployed as HTTP services) this worker runs at once; each runs with no network, reached through this worker's connection to the orchestrator (needs --docker and an agent, see --docker-agent; 0: none)")
+	fs.IntVar(&f.serviceStreams, "docker-service-streams", d.MaxStreams, "request streams this worker carries to its service instances at once; past it a request is refused")
+	fs.DurationVar(&f.serviceStart, "docker-service-start-timeout", dd.ServiceStartTimeout, "longest start of a service instance to ready, whatever its start_timeout_seconds")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -159,6 +165,23 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.BuildCPUs = f.dockerBuildCPUs
 	dc.BuildPids = f.dockerBuildPids
 	dc.BuildDiskMB = f.dockerBuildDiskMB
+	switch {
+	case f.dockerServices < 0:
+		return fmt.Errorf("--docker-services must be at least 0")
+	case f.dockerServices > 0 && !f.docker:
+		return fmt.Errorf("--docker-services needs --docker")
+	case f.dockerServices > 0 && dc.AgentBinary == "":
+		return fmt.Errorf("--docker-services needs an agent: this program was not built static (CGO_ENABLED=0); give one with --docker-agent")
+	}
+	dc.Services = f.dockerServices
+	if f.serviceStreams < 1 {
+		return fmt.Errorf("--docker-service-streams must be at least 1")
+	}
+	wc.MaxStreams = f.serviceStreams
+	if f.serviceStart <= 0 {
+		return fmt.Errorf("--docker-service-start-timeout must be positive")
+	}
+	dc.ServiceStartTimeout = f.serviceStart
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/zerverless/zerverless/internal/runtime/lua"
 	"github.com/zerverless/zerverless/internal/runtime/python"
 	"github.com/zerverless/zerverless/internal/runtime/wasm"
+	"github.com/zerverless/zerverless/internal/worker"
 )
 
 // RuntimeOptions say which runtimes a worker offers and how they are set up.
@@ -181,6 +182,9 @@ func parseTypes(s string) ([]job.Type, error) {
 	}
 	return out, nil
 }
+
+// The docker runtime runs the worker's service instances.
+var _ worker.ServiceRuntime = (*docker.Docker)(nil)
 
 // buildDocker adds the docker runtime and starts its upkeep: the runtime
 // itself sweeps, loads its built images and pre-pulls whenever its engine

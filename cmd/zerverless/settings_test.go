@@ -80,6 +80,10 @@ func TestWorkerFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--memory-mb", "0"}, "--memory-mb"},
 		{[]string{"--runtimes", "nope"}, "--runtimes"},
 		{[]string{"--docker", "--docker-volume-mb", "0"}, "--docker-volume-mb"},
+		{[]string{"--docker-services", "2"}, "--docker-services"},
+		{[]string{"--docker", "--docker-services", "-1"}, "--docker-services"},
+		{[]string{"--docker", "--docker-service-streams", "0"}, "--docker-service-streams"},
+		{[]string{"--docker", "--docker-service-start-timeout", "0"}, "--docker-service-start-timeout"},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")

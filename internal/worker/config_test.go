@@ -18,6 +18,7 @@ func TestConfigValidate(t *testing.T) {
 		"negative concurrency":    func(c *Config) { c.Concurrency = -1 },
 		"huge concurrency":        func(c *Config) { c.Concurrency = 1 << 20 },
 		"negative max memory":     func(c *Config) { c.MaxMemoryMB = -5 },
+		"negative max streams":    func(c *Config) { c.MaxStreams = -1 },
 		"negative output":         func(c *Config) { c.OutputBytes = -1 },
 		"negative memory":         func(c *Config) { c.MemoryBytes = -1 },
 		"default over the max":    func(c *Config) { c.MaxMemoryMB = 64; c.MemoryBytes = 256 << 20 },

@@ -64,6 +64,9 @@ type Config struct {
 	// ReadLimit is the largest message accepted (default
 	// protocol.DefaultReadLimit).
 	ReadLimit int64
+	// MaxStreams bounds the request streams carried to service instances
+	// at once (default DefaultMaxStreams); see services.go.
+	MaxStreams int
 }
 
 // DefaultConfig returns the documented defaults; URL is left empty.
@@ -77,6 +80,7 @@ func DefaultConfig() Config {
 		ReconnectMin:  100 * time.Millisecond,
 		ReconnectMax:  30 * time.Second,
 		ReadLimit:     protocol.DefaultReadLimit,
+		MaxStreams:    DefaultMaxStreams,
 	}
 }
 
@@ -125,6 +129,12 @@ func (c Config) Validate() error {
 	}
 	if c.ReadLimit != 0 && c.ReadLimit < minReadLimit {
 		bad("ReadLimit", "is %d, want at least %d", c.ReadLimit, minReadLimit)
+	}
+	if c.MaxStreams < 0 {
+		bad("MaxStreams", "is %d, want at least 1", c.MaxStreams)
+	}
+	if c.Docker != nil && c.Docker.Services < 0 {
+		bad("Docker.Services", "is %d, want at least 0", c.Docker.Services)
 	}
 	for _, ns := range c.Namespaces {
 		if !job.ValidNamespace(ns) {
@@ -182,6 +192,9 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
 	}
 	if cfg.ReadLimit == 0 {
 		cfg.ReadLimit = d.ReadLimit
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = d.MaxStreams
 	}
 	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}, nil
 }
@@ -296,6 +309,9 @@ func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
 		if bc, ok := w.runtimes[job.TypeDocker].(buildCacheReporter); ok && d.Build {
 			d.BuildCache, d.BuiltImages = bc.BuildCache(maxReportedBuilds)
 		}
+		if rt, _ := w.serviceRuntime(); rt == nil {
+			d.Services = 0
+		}
 		c.Docker = &d
 	}
 	return c, protocol.FitNotes(w.notes)
@@ -355,6 +371,7 @@ func (w *Worker) session(ctx context.Context) error {
 	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency, "trusted", m.Trusted)
 
 	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]context.CancelCauseFunc)}
+	s.svc = newServices(s)
 	// The session outlives ctx by the close handshake (stopClose below):
 	// what it writes meanwhile must not cut the connection short.
 	sctx, end := context.WithCancel(context.WithoutCancel(ctx))
@@ -368,6 +385,10 @@ func (w *Worker) session(ctx context.Context) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
 	s.reportBuilds(sctx)
+	if m.StreamKey != "" && s.svc.rt != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.svc.streams(sctx, m.StreamKey) }()
+	}
 	// A worker that stops says so (close status 1001) rather than drop
 	// the connection; the read loop ends when the close completes.
 	stopClose := context.AfterFunc(ctx, func() { conn.CloseGoingAway("worker stopping") })
@@ -375,6 +396,7 @@ func (w *Worker) session(ctx context.Context) error {
 	err = s.readLoop(sctx)
 	end()
 	s.stopAll()
+	s.svc.stopAll()
 	s.wg.Wait()
 	return err
 }
@@ -385,6 +407,7 @@ type session struct {
 	conn *protocol.Conn
 	log  *slog.Logger
 	wg   sync.WaitGroup
+	svc  *services // service instances (services.go)
 
 	mu    sync.Mutex
 	tasks map[string]context.CancelCauseFunc // by lease id
@@ -415,6 +438,10 @@ func (s *session) readLoop(ctx context.Context) error {
 				cancel(errCanceled)
 			}
 			s.mu.Unlock()
+		case protocol.TypeServiceStart:
+			s.svc.start(ctx, m.Instance)
+		case protocol.TypeServiceStop:
+			s.svc.stop(ctx, m.InstanceID)
 		case protocol.TypeError:
 			s.log.Warn("orchestrator reported an error", "err", m.Error)
 		}

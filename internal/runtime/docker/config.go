@@ -151,6 +151,15 @@ type Config struct {
 	// nothing that needs one (services, egress).
 	AgentBinary string
 
+	// Services is how many service instances the worker runs at once
+	// (default 0: none; the owner opts in with --docker-services). Each
+	// needs a relay, so AgentBinary is required. See service.go.
+	Services int
+	// ServiceStartTimeout bounds an instance's start to ready when its
+	// spec gives no start_timeout_seconds, and caps the one it gives
+	// (default 5 minutes).
+	ServiceStartTimeout time.Duration
+
 	// Logger receives cleanup failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -194,6 +203,8 @@ func DefaultConfig() Config {
 		UpkeepInterval:   10 * time.Second,
 		ReapGrace:        30 * time.Second,
 		MaxRunTime:       time.Hour,
+
+		ServiceStartTimeout: 5 * time.Minute,
 	}
 }
 
@@ -241,6 +252,15 @@ func (c *Config) validate() error {
 		if err := checkAgentBinary(c.AgentBinary, ""); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.Services < 0 || c.ServiceStartTimeout < 0 {
+		errs = append(errs, errors.New("services and the service start timeout must not be negative"))
+	}
+	if c.Services > 0 && c.AgentBinary == "" {
+		errs = append(errs, errors.New("services need an agent (AgentBinary, --docker-agent): each instance's network is a relay"))
+	}
+	if c.ServiceStartTimeout == 0 {
+		c.ServiceStartTimeout = 5 * time.Minute
 	}
 	if c.BuildNetwork == "" {
 		c.BuildNetwork = "none"

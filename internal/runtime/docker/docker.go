@@ -29,6 +29,8 @@ type Docker struct {
 
 	pool   kitPool
 	images imageCache
+	// services are the service instances running (service.go).
+	services serviceSet
 
 	upkeep upkeep
 
@@ -84,7 +86,8 @@ func (d *Docker) probe(ctx context.Context) error {
 }
 
 // Capabilities returns what the worker advertises for docker: the maximum
-// resources of one container and the allowed images.
+// resources of one container, the allowed images, whether it builds and
+// how many service instances it runs.
 func (d *Docker) Capabilities() job.DockerCapabilities {
 	return job.DockerCapabilities{
 		MaxMemoryMB: d.cfg.MaxMemoryMB,
@@ -92,17 +95,21 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 		MaxPids:     d.cfg.MaxPids,
 		AllowImages: append([]string(nil), d.cfg.AllowImages...),
 		Build:       d.cfg.Build,
+		Services:    d.cfg.Services,
 	}
 }
 
 // Close stops the upkeep and preparing warm holders, removes the warm ones
-// and waits, up to ctx, for every background removal to end. Runs still in progress are
+// and the service instances, and waits, up to ctx, for every background removal to end. Runs still in progress are
 // not stopped: cancel their contexts first.
 func (d *Docker) Close(ctx context.Context) error {
 	d.closed.Do(func() {
 		d.stopUpkeep()
 		d.drainPool()
 	})
+	if err := d.stopInstances(ctx); err != nil {
+		return fmt.Errorf("docker: close: stop service instances: %w", err)
+	}
 	if err := d.Idle(ctx); err != nil {
 		return fmt.Errorf("docker: close: %w", err)
 	}

@@ -34,6 +34,10 @@ func TestMain(m *testing.M) {
 		crashChild()
 		return
 	}
+	if os.Getenv(serviceChildEnv) != "" {
+		serviceChild()
+		return
+	}
 	os.Exit(mainWithEngine(m))
 }
 
@@ -86,6 +90,7 @@ func cleanupEngine(c *client.Client) {
 		}
 	}
 	_, _ = c.ImageRemove(ctx, testImage, image.RemoveOptions{PruneChildren: true})
+	cleanupServiceImage(ctx)
 	if others, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("ancestor", provisionImage))}); err == nil && len(others) == 0 {
 		_, _ = c.ImageRemove(ctx, provisionImage, image.RemoveOptions{PruneChildren: true})
 	}

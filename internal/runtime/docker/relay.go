@@ -171,7 +171,9 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 	created, err := d.engine.ContainerCreate(cctx,
 		&container.Config{
 			Image: ref, Cmd: args, User: strconv.Itoa(nobody) + ":" + strconv.Itoa(nobody),
-			OpenStdin: true, AttachStdin: true, AttachStdout: true, AttachStderr: true,
+			// StdinOnce: the relay's input ends with the worker's attach
+			// stream, so a relay whose worker died (kill -9) ends too.
+			OpenStdin: true, StdinOnce: true, AttachStdin: true, AttachStdout: true, AttachStderr: true,
 			NetworkDisabled: false, Labels: d.labelsUntil(rc.role, rc.jobID, rc.deadline),
 		},
 		&container.HostConfig{

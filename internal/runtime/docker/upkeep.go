@@ -192,7 +192,8 @@ func (d *Docker) startUp(ctx context.Context) {
 // A container is kept while a job container before its deadline uses a
 // volume of its (a warm holder that a job took), and a holder goes with
 // the expired job that uses its volumes, whatever its own deadline.
-// Objects without a deadline label are left alone. It returns the number
+// Objects without a deadline label are left alone, but for the service
+// instances of dead workers (reapServices). It returns the number
 // of objects removed and the errors of those it could not remove.
 func (d *Docker) Reap(ctx context.Context) (int, error) {
 	f := filters.NewArgs(
@@ -266,6 +267,13 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 				errs = append(errs, fmt.Errorf("remove volume %s: %w", v, err))
 			}
 		}
+	}
+	// Service instances carry no deadline: those of dead workers go by
+	// their relays (service.go).
+	if m, err := d.reapServices(ctx); err != nil {
+		errs = append(errs, err)
+	} else {
+		n += m
 	}
 	vs, err := d.engine.VolumeList(ctx, volume.ListOptions{Filters: f})
 	if err != nil {
