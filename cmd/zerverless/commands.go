@@ -53,6 +53,9 @@ type workerFlags struct {
 	dockerBuild         bool
 	dockerBuildNetwork  string
 	dockerAgent         string
+	dockerEgress        string
+	dockerEgressBytes   int64
+	dockerEgressConns   int
 	dockerBuildTimeout  time.Duration
 	dockerBuildMemoryMB int
 	dockerBuildCPUs     float64
@@ -92,6 +95,9 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.dockerBuildPids, "docker-build-pids", dd.BuildPids, "processes of all of a build's RUN steps together")
 	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
 	fs.StringVar(&f.dockerAgent, "docker-agent", "", "static executable whose 'relay' mode carries the network of containers that have none (services, egress); default: this program when it was built with CGO_ENABLED=0, else none and this worker runs nothing that needs it")
+	fs.StringVar(&f.dockerEgress, "docker-egress", "", "comma-separated host:port patterns containers and RUN steps may reach through this worker's egress proxy, e.g. 'pypi.org:443,*.pythonhosted.org:443'; names resolving to this machine's or its networks' addresses stay refused unless an address is named, e.g. '127.0.0.1:8081' (default: none)")
+	fs.Int64Var(&f.dockerEgressBytes, "docker-egress-bytes", dd.EgressBytes, "bytes one job or build may send and receive through the egress proxy, together; past it its connections are cut (0: no limit)")
+	fs.IntVar(&f.dockerEgressConns, "docker-egress-conns", dd.EgressConns, "connections one job or build may open through the egress proxy (0: no limit)")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -149,6 +155,9 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.Build = f.dockerBuild
 	dc.BuildNetwork = f.dockerBuildNetwork
 	dc.AgentBinary = f.dockerAgent
+	dc.Egress = splitList(f.dockerEgress)
+	dc.EgressBytes = f.dockerEgressBytes
+	dc.EgressConns = f.dockerEgressConns
 	if dc.AgentBinary == "" {
 		if exe, err := os.Executable(); err == nil && docker.CheckAgentBinary(exe) == nil {
 			dc.AgentBinary = exe

@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,7 +47,7 @@ func (s *Service) checkEgress(ctx context.Context, r job.Request) error {
 	if r.Network == nil || len(r.Network.Egress) == 0 {
 		return nil
 	}
-	p, err := s.d.Tokens.NamespacePolicy(ctx, r.Namespace)
+	p, err := s.d.Tokens.NamespacePolicy(ctx, cmp.Or(r.Namespace, job.DefaultNamespace))
 	if err != nil {
 		return fmt.Errorf("namespace policy: %w", err)
 	}

@@ -179,7 +179,7 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 	if err != nil {
 		return nil, fail("dockerfile: %v", err)
 	}
-	key := d.buildKey(t.Namespace, b, info.SHA256, baseIDs)
+	key := d.buildKey(t.Namespace, b, info.SHA256, baseIDs, t.Spec.EgressOf())
 	br := &job.BuildResult{Image: b.Tag, CacheKey: key}
 	began := time.Now()
 
@@ -330,7 +330,7 @@ func (d *Docker) checkBase(info image.InspectResponse, namespace, ref string) er
 var imageIDFullRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // buildKey hashes everything that decides what a build produces.
-func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest string, baseIDs []string) string {
+func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest string, baseIDs, egress []string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "zerverless build v2\nns %q\nnetwork %q\nlimits %d %g %d %d\ncontext %s\ndockerfile %q\n",
 		namespace, d.cfg.BuildNetwork, d.cfg.BuildMemoryMB, d.cfg.BuildCPUs, d.cfg.BuildPids, d.cfg.BuildDiskMB, contextDigest, b.Dockerfile)
@@ -339,6 +339,9 @@ func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest stri
 	}
 	for _, id := range baseIDs {
 		fmt.Fprintf(h, "base %s\n", id)
+	}
+	for _, e := range egress {
+		fmt.Fprintf(h, "egress %q\n", e)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -401,6 +404,14 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 	defer func() { br.Log = logBuf.String() }()
 	x := &executor{d: d, t: t, cgroup: cgroup, deadline: deadline, disk: d.newDiskWatch(ctx, stopBuild),
 		log: logBuf, ctxFile: ctxFile, contextDigest: contextDigest}
+	if x.egress, err = d.startEgress(ctx, t, "build-relay", deadline); err != nil {
+		var se *specError
+		if errors.As(err, &se) {
+			return failed(se.msg)
+		}
+		return failed(fmt.Sprintf("build: %v", err))
+	}
+	defer x.endEgress(br)
 	if x.ignore, err = contextIgnore(ctxFile); err != nil {
 		return failed(fmt.Sprintf("build context: .dockerignore: %v", err))
 	}

@@ -92,6 +92,7 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 		MaxPids:     d.cfg.MaxPids,
 		AllowImages: append([]string(nil), d.cfg.AllowImages...),
 		Build:       d.cfg.Build,
+		Egress:      d.egressAllowed(),
 	}
 }
 

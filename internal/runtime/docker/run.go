@@ -101,7 +101,14 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 
+	eg, err := d.startEgress(ctx, t, "job-relay", deadline)
+	if err != nil {
+		d.removeLater("", k)
+		return job.Result{}, err
+	}
+	defer eg.end()
 	cfg, host := d.containerConfig(t, lim, k, imageVolumes, deadline)
+	eg.join(cfg, host)
 	// Create is not interrupted half-way: the engine could finish creating a
 	// container whose id this run would never learn. It is short.
 	createCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -139,6 +146,9 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	}
 	res, err := r.start(ctx)
 	interrupted = runtime.Interrupted(ctx) != ""
+	if err == nil {
+		eg.report(&res)
+	}
 	return res, err
 }
 
