@@ -185,3 +185,18 @@ func (x *executor) endEgress(br *job.BuildResult) {
 	br.Egress = x.egress.proxy.Records()
 	_, _ = x.log.Write([]byte(x.egress.notes()))
 }
+
+// unsetProxyEnv adds to a commit's env the bare names of the proxy
+// variables its steps had and the image does not set (have), so that the
+// image does not keep them.
+func (x *executor) unsetProxyEnv(env []string, have map[string]bool) []string {
+	if x.egress == nil {
+		return env
+	}
+	for _, e := range proxyEnv() {
+		if k, _, _ := strings.Cut(e, "="); !have[k] {
+			env = append(env, k)
+		}
+	}
+	return env
+}

@@ -590,6 +590,7 @@ func (x *executor) commit(ctx context.Context, st *stageState, id string) error 
 			cfg.Env = append(cfg.Env, k)
 		}
 	}
+	cfg.Env = x.unsetProxyEnv(cfg.Env, have)
 	cfg.Labels = maps.Clone(cfg.Labels)
 	if cfg.Labels == nil {
 		cfg.Labels = map[string]string{}
@@ -629,6 +630,7 @@ func (x *executor) commitConfig(ctx context.Context, st *stageState, cfg contain
 			cfg.Env = append(cfg.Env, k)
 		}
 	}
+	cfg.Env = x.unsetProxyEnv(cfg.Env, have)
 	if cfg.Entrypoint == nil {
 		cfg.Entrypoint = strslice.StrSlice{} // else the container's stays
 	}
