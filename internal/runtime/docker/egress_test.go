@@ -75,7 +75,7 @@ func hostAddress(t *testing.T) string {
 // is a line of the job's stderr.
 func TestEgressThroughTheProxy(t *testing.T) {
 	p := mirror(t)
-	other := mirror(t) // listening here too, but on no list
+	other := mirror(t)                              // listening here too, but on no list
 	worker, err := net.Listen("tcp", "127.0.0.1:0") // a port of the worker's own
 	if err != nil {
 		t.Fatal(err)
