@@ -149,7 +149,7 @@ func (p *Proxy) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 	defer p.untrack(up)
-	cu := &countedConn{Conn: up, p: p, d: d}
+	cu := &countedConn{c: up, p: p, d: d}
 	if req.Method == http.MethodConnect {
 		if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 			return
@@ -353,31 +353,40 @@ func reply(c net.Conn, status int, body string) {
 		status, http.StatusText(status), len(body), body)
 }
 
-// countedConn counts what crosses an upstream connection.
+// countedConn counts what crosses an upstream connection. It has only
+// the methods of a net.Conn (and CloseWrite), so that io.Copy cannot go
+// around its Read and Write.
 type countedConn struct {
-	net.Conn
+	c net.Conn
 	p *Proxy
 	d *dest
 }
 
 func (c *countedConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
+	n, err := c.c.Read(b)
 	c.d.recv.Add(int64(n))
 	c.p.count(n)
 	return n, err
 }
 
 func (c *countedConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
+	n, err := c.c.Write(b)
 	c.d.sent.Add(int64(n))
 	c.p.count(n)
 	return n, err
 }
 
+func (c *countedConn) Close() error                       { return c.c.Close() }
+func (c *countedConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
+func (c *countedConn) RemoteAddr() net.Addr               { return c.c.RemoteAddr() }
+func (c *countedConn) SetDeadline(t time.Time) error      { return c.c.SetDeadline(t) }
+func (c *countedConn) SetReadDeadline(t time.Time) error  { return c.c.SetReadDeadline(t) }
+func (c *countedConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+
 // CloseWrite passes a half close on.
 func (c *countedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.c.Close()
 }
