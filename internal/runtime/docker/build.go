@@ -404,7 +404,7 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 	defer func() { br.Log = logBuf.String() }()
 	x := &executor{d: d, t: t, cgroup: cgroup, deadline: deadline, disk: d.newDiskWatch(ctx, stopBuild),
 		log: logBuf, ctxFile: ctxFile, contextDigest: contextDigest}
-	if x.egress, err = d.startEgress(ctx, t, "build-relay", deadline); err != nil {
+	if x.egress, err = d.startEgress(ctx, t.JobID, t.Spec.EgressOf(), "build-relay", deadline); err != nil {
 		var se *specError
 		if errors.As(err, &se) {
 			return failed(se.msg)

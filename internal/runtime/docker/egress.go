@@ -61,11 +61,12 @@ type egressRun struct {
 	once  sync.Once
 }
 
-// startEgress starts the relay and proxy of t's egress; nil when t asks
-// for none. A job asking for egress this worker does not allow is
-// refused (*specError). On error nothing is left.
-func (d *Docker) startEgress(ctx context.Context, t *job.Task, role string, deadline time.Time) (*egressRun, error) {
-	want := t.Spec.EgressOf()
+// startEgress starts the relay and proxy of the egress want of the job
+// (or service instance) id, labeled with role and deadline; nil when want
+// is empty. Egress this worker does not allow is refused (*specError).
+// The proxy serves until end, or until ctx ends. On error nothing is
+// left.
+func (d *Docker) startEgress(ctx context.Context, id string, want []string, role string, deadline time.Time) (*egressRun, error) {
 	if len(want) == 0 {
 		return nil, nil
 	}
@@ -84,7 +85,7 @@ func (d *Docker) startEgress(ctx context.Context, t *job.Task, role string, dead
 	if err != nil {
 		return nil, err
 	}
-	r, err := d.startRelay(ctx, relayConfig{role: role, jobID: t.JobID, deadline: deadline,
+	r, err := d.startRelay(ctx, relayConfig{role: role, jobID: id, deadline: deadline,
 		listen: []string{egressListen}, maxConns: egressConnsAtOnce})
 	if err != nil {
 		return nil, fmt.Errorf("egress relay: %w", err)

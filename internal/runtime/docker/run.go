@@ -101,7 +101,7 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 
-	eg, err := d.startEgress(ctx, t, "job-relay", deadline)
+	eg, err := d.startEgress(ctx, t.JobID, t.Spec.EgressOf(), "job-relay", deadline)
 	if err != nil {
 		d.removeLater("", k)
 		return job.Result{}, err
