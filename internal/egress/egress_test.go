@@ -53,7 +53,7 @@ func (r *scriptedResolver) LookupNetIP(context.Context, string, string) ([]netip
 	return a, nil
 }
 
-func patterns(t *testing.T, s ...string) []job.EgressPattern {
+func patterns(t testing.TB, s ...string) []job.EgressPattern {
 	t.Helper()
 	p, err := job.ParseEgress(s)
 	if err != nil {
@@ -192,4 +192,41 @@ func TestProxyHeaderLimit(t *testing.T) {
 		t.Fatalf("%v %v", resp, err)
 	}
 	c.Close()
+}
+
+// FuzzProxyRequest: whatever a container sends, the proxy answers or
+// closes, and dials only the one address its allow-lists name.
+func FuzzProxyRequest(f *testing.F) {
+	for _, s := range []string{
+		"CONNECT a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET http://a.example:443/x HTTP/1.1\r\nHost: b\r\n\r\n",
+		"CONNECT [::1]:443 HTTP/1.1\r\n\r\n",
+		"GET http://127.0.0.1:443/ HTTP/1.0\r\n\r\n",
+		"CONNECT A.EXAMPLE.:443 HTTP/1.1\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, req string) {
+		var dialed []string
+		dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed = append(dialed, addr)
+			return nil, fmt.Errorf("no network here")
+		}
+		res := &scriptedResolver{answers: [][]netip.Addr{{netip.MustParseAddr("93.184.216.34")}}}
+		p := New(Config{Allow: patterns(t, "a.example:443"), Owner: patterns(t, "*.example:443"), Resolver: res, Dial: dial})
+		c, served := proxyClientDone(p)
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+		go func() {
+			// The end of the request is the end of the connection.
+			_, _ = io.WriteString(c, req)
+			c.Close()
+		}()
+		<-served
+		c.Close()
+		for _, a := range dialed {
+			if a != "93.184.216.34:443" {
+				t.Fatalf("%q dialed %s", req, a)
+			}
+		}
+	})
 }
