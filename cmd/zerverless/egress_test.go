@@ -1,9 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/dockertest"
+	"github.com/zerverless/zerverless/internal/job"
 )
 
 // TestNamespaceEgressPolicy: a namespace's jobs get no egress until an
@@ -49,5 +58,68 @@ func TestNamespaceEgressPolicy(t *testing.T) {
 		[]byte(`{"job_type":"docker","docker_image":"busybox","network":{"egress":["deb.debian.org:80"]}}`))
 	if a.status != 403 || field(a) != "network.egress" {
 		t.Fatalf("another namespace: %v", a)
+	}
+}
+
+// TestEgressEndToEnd: with the namespace allowing egress, a job that
+// asks for it waits for the worker whose owner allows it, passing by a
+// docker worker that allows none, and fetches from a server of this
+// machine through that worker's proxy; the result lists the destination.
+func TestEgressEndToEnd(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirror := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "from the mirror\n") })}
+	go mirror.Serve(l)
+	defer mirror.Close()
+	dest := l.Addr().String()
+
+	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	if a := send(t, "PUT", srv.URL()+"/api/namespaces/default", srv.AdminToken(), "application/json", []byte(`{"allow_egress":true}`)); a.status != 200 {
+		t.Fatalf("policy: %v", a)
+	}
+	agent, err := dockertest.AgentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := func(name string, egress ...string) {
+		ro := DefaultRuntimeOptions()
+		ro.Only = []job.Type{job.TypeDocker}
+		ro.Docker = true
+		ro.DockerConfig.WorkerID = fmt.Sprintf("zvtest-%s-%d", name, time.Now().UnixNano())
+		ro.DockerConfig.Pull = false
+		ro.DockerConfig.AgentBinary = agent
+		ro.DockerConfig.Egress = egress
+		startWorkerWith(t, srv.WorkerURL(), name, ro)
+	}
+	worker("closed")
+	ctx := context.Background()
+	v, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img,
+		DockerCommand: []string{"wget", "-q", "-O", "-", "http://" + dest + "/file"}, Network: &job.Network{Egress: []string{dest}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		got, _ := c.Job(ctx, v.ID, 0)
+		if got.Status != job.StatusPending || !strings.Contains(got.Reason, "allows no egress") {
+			return fmt.Errorf("%s %q", got.Status, got.Reason)
+		}
+		return nil
+	})
+	worker("open", dest)
+	done := waitDone(t, c, v.ID, 60*time.Second)
+	if done.Status != job.StatusCompleted || done.Output != "from the mirror\n" {
+		t.Fatalf("%s %q %q %q", done.Status, done.Output, done.Error, done.Stderr)
+	}
+	ws, _ := c.Workers(ctx)
+	for _, w := range ws {
+		if w.ID == done.WorkerID && w.Name != "open" {
+			t.Fatalf("the job ran on %s", w.Name)
+		}
+	}
+	if len(done.Egress) != 1 || net.JoinHostPort(done.Egress[0].Host, strconv.Itoa(done.Egress[0].Port)) != dest || done.Egress[0].BytesReceived == 0 {
+		t.Fatalf("egress records %+v", done.Egress)
 	}
 }
