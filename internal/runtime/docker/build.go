@@ -436,7 +436,7 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 		logBuf.Write([]byte(err.Error() + "\n"))
 		var se *stepError
 		if errors.As(err, &se) {
-			return failed("build failed: " + se.msg)
+			return failed("build failed: " + se.msg + x.egressCut())
 		}
 		return failed(fmt.Sprintf("build: %v", err))
 	}

@@ -55,10 +55,11 @@ func (d *Docker) egressAllowed() []string {
 
 // egressRun is the relay and proxy of one job's or build's egress.
 type egressRun struct {
-	relay *netRelay
-	proxy *egress.Proxy
-	wg    sync.WaitGroup
-	once  sync.Once
+	relay  *netRelay
+	proxy  *egress.Proxy
+	cancel context.CancelFunc // ends the proxy's lookups and dials
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 // startEgress starts the relay and proxy of the egress want of the job
@@ -90,7 +91,8 @@ func (d *Docker) startEgress(ctx context.Context, id string, want []string, role
 	if err != nil {
 		return nil, fmt.Errorf("egress relay: %w", err)
 	}
-	e := &egressRun{relay: r, proxy: egress.New(egress.Config{
+	ctx, cancel := context.WithCancel(ctx)
+	e := &egressRun{relay: r, cancel: cancel, proxy: egress.New(egress.Config{
 		Allow: allow, Owner: owner, Local: egress.LocalPrefixes(), Resolver: d.cfg.EgressResolver,
 		MaxBytes: d.cfg.EgressBytes, MaxConns: d.cfg.EgressConns,
 	})}
@@ -137,6 +139,7 @@ func (e *egressRun) end() {
 		return
 	}
 	e.once.Do(func() {
+		e.cancel()
 		e.proxy.Close()
 		e.relay.close()
 		e.wg.Wait()
@@ -185,6 +188,18 @@ func (x *executor) endEgress(br *job.BuildResult) {
 	x.egress.end()
 	br.Egress = x.egress.proxy.Records()
 	_, _ = x.log.Write([]byte(x.egress.notes()))
+}
+
+// egressCut says, for a build's error, that its egress byte limit cut
+// its connections ("" when it did not).
+func (x *executor) egressCut() string {
+	if x.egress == nil {
+		return ""
+	}
+	if cut := x.egress.proxy.Cut(); cut != "" {
+		return "; egress limit: " + cut
+	}
+	return ""
 }
 
 // unsetProxyEnv adds to a commit's env the bare names of the proxy

@@ -184,6 +184,18 @@ func TestEgressRefusedByTheWorker(t *testing.T) {
 	if got := none.Capabilities().Egress; got != nil {
 		t.Errorf("capabilities of a worker without egress: %v", got)
 	}
+	for _, tweak := range []func(*Config){
+		func(c *Config) { c.Egress = []string{"pypi.org"} },
+		func(c *Config) { c.Egress = []string{"*:443"} },
+		func(c *Config) { c.EgressBytes = -1 },
+		func(c *Config) { c.EgressConns = -1 },
+	} {
+		cfg := DefaultConfig()
+		tweak(&cfg)
+		if _, err := New(cfg, testEngine); err == nil || !strings.Contains(err.Error(), "egress") {
+			t.Errorf("a bad egress setting: %v", err)
+		}
+	}
 }
 
 // TestEgressByteLimit: a download past the job's egress byte limit is cut
@@ -194,6 +206,7 @@ func TestEgressByteLimit(t *testing.T) {
 		agentConfig(t)(c)
 		c.Egress = []string{"127.0.0.1:" + p}
 		c.EgressBytes = 256 << 10
+		c.Build = true
 	})
 	out := run(t, d, egressTask("wget -q -O /tmp/big http://127.0.0.1:"+p+"/big; ls -l /tmp/big", "127.0.0.1:"+p))
 	if out.Status != job.StatusFailed || !strings.Contains(out.Error, "egress limit") || !strings.Contains(out.Error, "262144 bytes") {
@@ -204,6 +217,13 @@ func TestEgressByteLimit(t *testing.T) {
 	}
 	if len(out.Egress) != 1 || out.Egress[0].BytesReceived >= 4<<20 {
 		t.Errorf("records: %+v", out.Egress)
+	}
+	// A build's RUN step too.
+	b := buildTask("alice", "FROM "+testImage+"\nRUN wget -q -O /big http://127.0.0.1:"+p+"/big", nil)
+	b.Spec.Docker.Network = &job.Network{Egress: []string{"127.0.0.1:" + p}}
+	out = run(t, d, b)
+	if out.Status != job.StatusFailed || !strings.Contains(out.Error, "egress limit") || !strings.Contains(out.Build.Log, "passed its limit of 262144 bytes") {
+		t.Fatalf("build past the byte limit: %s %q\n%s", out.Status, out.Error, out.Build.Log)
 	}
 }
 
