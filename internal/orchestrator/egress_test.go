@@ -19,7 +19,10 @@ func egressCaps(egress ...string) job.Capabilities {
 // this egress) are connected, and goes to the one whose list covers it;
 // the other never receives it.
 func TestEgressGoesOnlyToAllowingWorkers(t *testing.T) {
-	h := newHarness(t, t.TempDir(), testConfig())
+	cfg := testConfig()
+	pol := &policies{m: map[string]job.NamespacePolicy{job.DefaultNamespace: {Namespace: job.DefaultNamespace, AllowEgress: true}}}
+	cfg.Policies = pol
+	h := newHarness(t, t.TempDir(), cfg)
 	plain := h.dial(egressCaps())
 	plain.keepAlive()
 	narrow := h.dial(egressCaps("pypi.org:443"))
@@ -60,5 +63,38 @@ func TestEgressGoesOnlyToAllowingWorkers(t *testing.T) {
 		if w.ID != wide.id && len(w.RunningJobs) > 0 {
 			t.Fatalf("worker %s was given %v", w.ID, w.RunningJobs)
 		}
+	}
+
+	// The namespace's policy turns egress off: a pending egress job
+	// stays pending, saying why, even once an allowing worker is there.
+	wide.conn.CloseNow()
+	eventually(t, 5*time.Second, func() error {
+		if n := len(h.o.Workers()); n != 2 {
+			return fmt.Errorf("%d workers registered", n)
+		}
+		return nil
+	})
+	waiting := h.submit(req)
+	pol.mu.Lock()
+	pol.m[job.DefaultNamespace] = job.NamespacePolicy{Namespace: job.DefaultNamespace}
+	pol.mu.Unlock()
+	offReason := func() error {
+		got := h.job(waiting.ID)
+		if got.Status != job.StatusPending || !strings.Contains(got.Reason, "allow_egress is off") {
+			return fmt.Errorf("job is %s: %q", got.Status, got.Reason)
+		}
+		return nil
+	}
+	eventually(t, 20*time.Second, offReason)
+	again := h.dial(egressCaps("*.pythonhosted.org:443"))
+	again.keepAlive()
+	eventually(t, 5*time.Second, func() error {
+		if n := len(h.o.Workers()); n != 3 {
+			return fmt.Errorf("%d workers registered", n)
+		}
+		return nil
+	})
+	if err := offReason(); err != nil {
+		t.Fatal(err)
 	}
 }
