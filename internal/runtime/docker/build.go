@@ -134,6 +134,9 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 		return &job.Result{Status: st, Error: msg, ExitCode: -1}
 	}
 
+	if err := d.checkEgress(t.Spec.EgressOf()); err != nil {
+		return nil, fail("%v", err)
+	}
 	df, err := buildctx.CheckDockerfile(b.Dockerfile, buildctx.Policy{
 		AllowImages: d.cfg.AllowImages, Namespace: t.Namespace, BuildArgs: b.Args,
 		MaxInstructions: d.cfg.MaxInstructions,

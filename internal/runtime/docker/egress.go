@@ -62,6 +62,25 @@ type egressRun struct {
 	once   sync.Once
 }
 
+// checkEgress refuses (*specError) egress want that this worker's owner
+// does not allow. It touches nothing.
+func (d *Docker) checkEgress(want []string) error {
+	if len(want) == 0 {
+		return nil
+	}
+	if _, err := job.ParseEgress(want); err != nil {
+		return refuse("network.egress: %v", err)
+	}
+	switch allowed := d.egressAllowed(); {
+	case len(allowed) == 0:
+		return refuse("network.egress: this worker allows no egress (its owner did not set --docker-egress, or it has no agent)")
+	case job.EgressUncovered(allowed, want) != "":
+		return refuse("network.egress: %s is not allowed by this worker's owner (allowed: %s)",
+			job.EgressUncovered(allowed, want), strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
 // startEgress starts the relay and proxy of the egress want of the job
 // (or service instance) id, labeled with role and deadline; nil when want
 // is empty. Egress this worker does not allow is refused (*specError).
@@ -71,16 +90,12 @@ func (d *Docker) startEgress(ctx context.Context, id string, want []string, role
 	if len(want) == 0 {
 		return nil, nil
 	}
+	if err := d.checkEgress(want); err != nil {
+		return nil, err
+	}
 	allow, err := job.ParseEgress(want)
 	if err != nil {
 		return nil, refuse("network.egress: %v", err)
-	}
-	switch allowed := d.egressAllowed(); {
-	case len(allowed) == 0:
-		return nil, refuse("network.egress: this worker allows no egress (its owner did not set --docker-egress, or it has no agent)")
-	case job.EgressUncovered(allowed, want) != "":
-		return nil, refuse("network.egress: %s is not allowed by this worker's owner (allowed: %s)",
-			job.EgressUncovered(allowed, want), strings.Join(allowed, ", "))
 	}
 	owner, err := job.ParseEgress(d.cfg.Egress)
 	if err != nil {

@@ -164,6 +164,9 @@ func TestEgressThroughTheProxy(t *testing.T) {
 func TestEgressRefusedByTheWorker(t *testing.T) {
 	d := newTestRuntime(t, func(c *Config) { agentConfig(t)(c); c.Egress = []string{"*.example.org:443"} })
 	none := newTestRuntime(t, agentConfig(t))
+	// Refused before the image is looked for.
+	absent := egressTask("true", "pypi.org:443")
+	absent.Spec.Docker.Image = "127.0.0.1:9/zerverless-test/absent:" + randomHex(4)
 	for _, c := range []struct {
 		d     *Docker
 		tk    job.Task
@@ -172,6 +175,7 @@ func TestEgressRefusedByTheWorker(t *testing.T) {
 		{d, egressTask("true", "pypi.org:443"), "pypi.org:443 is not allowed by this worker's owner"},
 		{d, egressTask("true", "a.example.org:80"), "a.example.org:80 is not allowed"},
 		{none, egressTask("true", "a.example.org:443"), "this worker allows no egress"},
+		{d, absent, "pypi.org:443 is not allowed by this worker's owner"},
 	} {
 		res := run(t, c.d, c.tk)
 		if res.Status != job.StatusFailed || !strings.Contains(res.Error, c.words) {

@@ -76,6 +76,9 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	if err != nil {
 		return job.Result{}, err
 	}
+	if err := d.checkEgress(t.Spec.EgressOf()); err != nil {
+		return job.Result{}, err
+	}
 	ds := t.Spec.Docker
 	if err := d.checkImageNamespace(ctx, "docker_image", ds.Image, t.Namespace); err != nil {
 		return job.Result{}, err
