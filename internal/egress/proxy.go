@@ -157,6 +157,11 @@ func (p *Proxy) Serve(ctx context.Context, c net.Conn) {
 		agent.Splice(cu, cu, c, br)
 		return
 	}
+	for _, v := range req.Header.Values("Connection") {
+		for _, h := range strings.Split(v, ",") {
+			req.Header.Del(strings.TrimSpace(h))
+		}
+	}
 	for _, h := range []string{"Proxy-Connection", "Proxy-Authorization", "Connection", "Keep-Alive", "Te", "Trailer", "Upgrade"} {
 		req.Header.Del(h)
 	}
