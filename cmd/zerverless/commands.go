@@ -156,6 +156,12 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.BuildNetwork = f.dockerBuildNetwork
 	dc.AgentBinary = f.dockerAgent
 	dc.Egress = splitList(f.dockerEgress)
+	if _, err := job.ParseEgress(dc.Egress); err != nil {
+		return fmt.Errorf("--docker-egress: %w", err)
+	}
+	if f.dockerEgressBytes < 0 || f.dockerEgressConns < 0 {
+		return fmt.Errorf("--docker-egress-bytes and --docker-egress-conns must not be negative")
+	}
 	dc.EgressBytes = f.dockerEgressBytes
 	dc.EgressConns = f.dockerEgressConns
 	if dc.AgentBinary == "" {

@@ -80,6 +80,9 @@ func TestWorkerFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--memory-mb", "0"}, "--memory-mb"},
 		{[]string{"--runtimes", "nope"}, "--runtimes"},
 		{[]string{"--docker", "--docker-volume-mb", "0"}, "--docker-volume-mb"},
+		{[]string{"--docker", "--docker-egress", "pypi.org"}, "--docker-egress"},
+		{[]string{"--docker", "--docker-egress", "*:443"}, "--docker-egress"},
+		{[]string{"--docker", "--docker-egress-bytes", "-1"}, "--docker-egress-bytes"},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")
