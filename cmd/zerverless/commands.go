@@ -53,6 +53,9 @@ type workerFlags struct {
 	dockerBuild         bool
 	dockerBuildNetwork  string
 	dockerAgent         string
+	dockerEgress        string
+	dockerEgressBytes   int64
+	dockerEgressConns   int
 	dockerBuildTimeout  time.Duration
 	dockerBuildMemoryMB int
 	dockerBuildCPUs     float64
@@ -98,6 +101,9 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.dockerServices, "docker-services", 0, "service instances (docker images deployed as HTTP services) this worker runs at once; each runs with no network, reached through this worker's connection to the orchestrator (needs --docker and an agent, see --docker-agent; 0: none)")
 	fs.IntVar(&f.serviceStreams, "docker-service-streams", d.MaxStreams, "request streams this worker carries to its service instances at once; past it a request is refused")
 	fs.DurationVar(&f.serviceStart, "docker-service-start-timeout", dd.ServiceStartTimeout, "longest start of a service instance to ready, whatever its start_timeout_seconds")
+	fs.StringVar(&f.dockerEgress, "docker-egress", "", "comma-separated host:port patterns containers and RUN steps may reach through this worker's egress proxy, e.g. 'pypi.org:443,*.pythonhosted.org:443'; names resolving to this machine's or its networks' addresses stay refused unless an address is named, e.g. '127.0.0.1:8081' (default: none)")
+	fs.Int64Var(&f.dockerEgressBytes, "docker-egress-bytes", dd.EgressBytes, "bytes one job or build may send and receive through the egress proxy, together; past it its connections are cut (0: no limit)")
+	fs.IntVar(&f.dockerEgressConns, "docker-egress-conns", dd.EgressConns, "connections one job or build may open through the egress proxy (0: no limit)")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -155,6 +161,15 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.Build = f.dockerBuild
 	dc.BuildNetwork = f.dockerBuildNetwork
 	dc.AgentBinary = f.dockerAgent
+	dc.Egress = splitList(f.dockerEgress)
+	if _, err := job.ParseEgress(dc.Egress); err != nil {
+		return fmt.Errorf("--docker-egress: %w", err)
+	}
+	if f.dockerEgressBytes < 0 || f.dockerEgressConns < 0 {
+		return fmt.Errorf("--docker-egress-bytes and --docker-egress-conns must not be negative")
+	}
+	dc.EgressBytes = f.dockerEgressBytes
+	dc.EgressConns = f.dockerEgressConns
 	if dc.AgentBinary == "" {
 		if exe, err := os.Executable(); err == nil && docker.CheckAgentBinary(exe) == nil {
 			dc.AgentBinary = exe

@@ -84,6 +84,9 @@ func TestWorkerFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--docker", "--docker-services", "-1"}, "--docker-services"},
 		{[]string{"--docker", "--docker-service-streams", "0"}, "--docker-service-streams"},
 		{[]string{"--docker", "--docker-service-start-timeout", "0"}, "--docker-service-start-timeout"},
+		{[]string{"--docker", "--docker-egress", "pypi.org"}, "--docker-egress"},
+		{[]string{"--docker", "--docker-egress", "*:443"}, "--docker-egress"},
+		{[]string{"--docker", "--docker-egress-bytes", "-1"}, "--docker-egress-bytes"},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")

@@ -1,8 +1,10 @@
 package admission
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -32,7 +34,27 @@ func (s *Service) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
 	if err := s.checkBuild(ctx, &r); err != nil {
 		return nil, err
 	}
+	if err := s.checkEgress(ctx, r); err != nil {
+		return nil, err
+	}
 	return s.d.Jobs.Submit(ctx, r)
+}
+
+// checkEgress refuses, as forbidden (field network.egress), a request for
+// egress that its namespace's policy does not allow: egress is off unless
+// an admin turned on allow_egress, and bounded by the policy's patterns.
+func (s *Service) checkEgress(ctx context.Context, r job.Request) error {
+	if r.Network == nil || len(r.Network.Egress) == 0 {
+		return nil
+	}
+	p, err := s.d.Tokens.NamespacePolicy(ctx, cmp.Or(r.Namespace, job.DefaultNamespace))
+	if err != nil {
+		return fmt.Errorf("namespace policy: %w", err)
+	}
+	if why := p.EgressRefusal(r.Network.Egress); why != "" {
+		return &job.Error{Code: job.CodeForbidden, Field: "network.egress", Message: why}
+	}
+	return nil
 }
 
 // seeJob returns the job with id when the caller may see it; to a

@@ -67,6 +67,9 @@ type ResultView struct {
 	// Build reports a build job's image: its tag and id, whether the
 	// build was a cache hit, its log.
 	Build *job.BuildResult `json:"build,omitempty"`
+	// Egress lists each destination the job's container reached through
+	// its worker's egress proxy, with the bytes each way.
+	Egress []job.EgressRecord `json:"egress,omitempty"`
 	// Replicas are the answers of a replicated job's runs.
 	ReplicaAnswers []job.ReplicaAnswer `json:"replica_answers,omitempty"`
 }
@@ -104,6 +107,7 @@ func NewView(j *job.Job, spec bool) View {
 			CPUTimeMS:       r.CPUTimeMS,
 			Files:           r.Files,
 			Build:           r.Build,
+			Egress:          r.Egress,
 			ReplicaAnswers:  r.Replicas,
 		}
 	}

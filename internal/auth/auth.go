@@ -302,6 +302,9 @@ func (s *Service) PutPolicy(ctx context.Context, p job.NamespacePolicy) error {
 	if r := p.Quotas.SubmitsPerSecond; math.IsNaN(r) || math.IsInf(r, 0) {
 		return job.Invalid("quotas.submits_per_second", "must be a number (negative: no limit)")
 	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
 	if err := s.st.PutNamespacePolicy(ctx, p); err != nil {
 		return err
 	}

@@ -243,7 +243,7 @@ func TestPolicies(t *testing.T) {
 	s, _ := newService(t)
 	ctx := context.Background()
 	p, err := s.NamespacePolicy(ctx, "alice")
-	if err != nil || p != (job.NamespacePolicy{Namespace: "alice"}) {
+	if err != nil || !p.Equal(job.NamespacePolicy{Namespace: "alice"}) {
 		t.Fatalf("unset policy = %+v, %v; want the zero policy", p, err)
 	}
 	set := job.NamespacePolicy{Namespace: "alice", RequireTrustedWorkers: true, Quotas: job.Quotas{PendingJobs: 3}}
@@ -251,10 +251,10 @@ func TestPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The cached zero policy is replaced at once.
-	if p, err := s.NamespacePolicy(ctx, "alice"); err != nil || p != set {
+	if p, err := s.NamespacePolicy(ctx, "alice"); err != nil || !p.Equal(set) {
 		t.Fatalf("policy = %+v, %v; want %+v", p, err, set)
 	}
-	if list, err := s.Policies(ctx); err != nil || len(list) != 1 || list[0] != set {
+	if list, err := s.Policies(ctx); err != nil || len(list) != 1 || !list[0].Equal(set) {
 		t.Fatalf("Policies = %+v, %v", list, err)
 	}
 	if err := s.PutPolicy(ctx, job.NamespacePolicy{Namespace: "-x"}); job.ErrorCode(err) != job.CodeInvalid {

@@ -132,6 +132,9 @@ type BuildResult struct {
 	DurationMS int64  `json:"duration_ms"`
 	// Log is the build's output, capped.
 	Log string `json:"log,omitempty"`
+	// Egress lists each destination the build's RUN steps reached
+	// through the egress proxy.
+	Egress []EgressRecord `json:"egress,omitempty"`
 }
 
 // TaskTimeout is how long a worker may hold the job: the run timeout, plus
@@ -297,7 +300,11 @@ func (r *Request) newBuildSpec(ns string, secret []byte) *BuildSpec {
 			b.Context[p] = f
 		}
 	}
-	b.SourceKey = b.sourceKey(ns, secret)
+	egress := []string(nil)
+	if r.Network != nil {
+		egress, _ = CanonicalEgress(r.Network.Egress)
+	}
+	b.SourceKey = b.sourceKey(ns, secret, egress)
 	b.Tag = NamespacedTag(ns, r.ImageTag, b.SourceKey)
 	return b
 }
@@ -308,7 +315,7 @@ const MinBuildKeyBytes = 32
 // sourceKey is the HMAC-SHA-256, keyed with secret, of what the
 // orchestrator knows of a build's inputs. Without the secret neither the
 // key nor a default tag made from it can be tested against guessed inputs.
-func (b *BuildSpec) sourceKey(ns string, secret []byte) string {
+func (b *BuildSpec) sourceKey(ns string, secret []byte, egress []string) string {
 	h := hmac.New(sha256.New, secret)
 	fmt.Fprintf(h, "ns %q\ndockerfile %q\ncontext-id %q\n", ns, b.Dockerfile, b.ContextID)
 	for _, p := range sortedMapKeys(b.Context) {
@@ -319,6 +326,10 @@ func (b *BuildSpec) sourceKey(ns string, secret []byte) string {
 	}
 	for _, k := range sortedMapKeys(b.Args) {
 		fmt.Fprintf(h, "arg %q %q\n", k, b.Args[k])
+	}
+	// The same steps with other egress may fetch other things.
+	for _, e := range egress {
+		fmt.Fprintf(h, "egress %q\n", e)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -3,6 +3,7 @@ package job
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Capabilities are what a worker says it can run. The scheduler matches
@@ -43,6 +44,10 @@ type DockerCapabilities struct {
 	// holds. A docker job that runs a built image goes only to a worker
 	// that holds it.
 	BuiltImages []string `json:"built_images,omitempty"`
+	// Egress are the host:port patterns the worker's owner lets
+	// containers reach through its egress proxy (--docker-egress); a job
+	// that asks for egress goes only to a worker whose list covers it.
+	Egress []string `json:"egress,omitempty"`
 	// Services is how many service instances the worker runs at once
 	// (its owner opted in with --docker-services); 0: none.
 	Services int `json:"services,omitempty"`
@@ -116,6 +121,14 @@ func (c Capabilities) Accepts(j *Job) (bool, string) {
 		}
 		if ok, why := dc.acceptsImage(d); !ok {
 			return false, why
+		}
+		if want := j.Spec.EgressOf(); len(want) > 0 {
+			if len(dc.Egress) == 0 {
+				return false, "allows no egress (its owner did not set --docker-egress)"
+			}
+			if u := EgressUncovered(dc.Egress, want); u != "" {
+				return false, fmt.Sprintf("does not allow egress to %s (its owner allows %s)", u, strings.Join(dc.Egress, ", "))
+			}
 		}
 	}
 	return true, ""

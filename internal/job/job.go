@@ -141,6 +141,9 @@ type DockerSpec struct {
 	Resources Resources         `json:"resources,omitzero"`
 	// Build, when set, builds Image from a Dockerfile before running it.
 	Build *BuildSpec `json:"build,omitempty"`
+	// Network is the egress the job's containers (and its build's RUN
+	// steps) may have; nil: none.
+	Network *Network `json:"network,omitempty"`
 }
 
 // Resources a container job asks for. Zero means the worker's default.
@@ -172,6 +175,9 @@ type Result struct {
 	Files map[string][]byte `json:"files,omitempty"`
 	// Build reports the image build of a build job.
 	Build *BuildResult `json:"build,omitempty"`
+	// Egress lists each destination the job's container reached through
+	// the egress proxy, with the bytes each way.
+	Egress []EgressRecord `json:"egress,omitempty"`
 	// Attempt and WorkerID say which run produced the result.
 	Attempt  int    `json:"attempt"`
 	WorkerID string `json:"worker_id,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // TokenKind says what a token is for.
@@ -62,6 +63,43 @@ type NamespacePolicy struct {
 	// that joined with a join token.
 	RequireTrustedWorkers bool   `json:"require_trusted_workers,omitempty"`
 	Quotas                Quotas `json:"quotas,omitzero"`
+	// AllowEgress lets the namespace's jobs ask for egress (Network);
+	// off by default. Egress, when not empty, bounds what they may ask
+	// for: each pattern of a job must be covered by one of these. Empty
+	// leaves the bound to the workers' owners.
+	AllowEgress bool     `json:"allow_egress,omitempty"`
+	Egress      []string `json:"egress,omitempty"`
+}
+
+// Equal reports whether p and q are the same policy.
+func (p NamespacePolicy) Equal(q NamespacePolicy) bool {
+	return p.Namespace == q.Namespace && p.RequireTrustedWorkers == q.RequireTrustedWorkers &&
+		p.Quotas == q.Quotas && p.AllowEgress == q.AllowEgress && slices.Equal(p.Egress, q.Egress)
+}
+
+// Validate checks the policy's egress patterns; the error is invalid and
+// names the field.
+func (p NamespacePolicy) Validate() error {
+	if _, err := ParseEgress(p.Egress); err != nil {
+		return Invalid("egress", "%v", err)
+	}
+	return nil
+}
+
+// EgressRefusal says why the policy does not let a job ask for egress
+// ("" when it does, or the job asks for none).
+func (p NamespacePolicy) EgressRefusal(egress []string) string {
+	switch {
+	case len(egress) == 0:
+		return ""
+	case !p.AllowEgress:
+		return fmt.Sprintf("namespace %s does not allow egress (its policy's allow_egress is off)", p.Namespace)
+	case len(p.Egress) > 0:
+		if u := EgressUncovered(p.Egress, egress); u != "" {
+			return fmt.Sprintf("namespace %s does not allow egress to %s (its policy allows %s)", p.Namespace, u, strings.Join(p.Egress, ", "))
+		}
+	}
+	return ""
 }
 
 // Quotas bound what one namespace may hold at once. Zero fields take the

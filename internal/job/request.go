@@ -36,6 +36,8 @@ type Request struct {
 	DockerEnv      map[string]string `json:"docker_env,omitempty"`
 	DockerVolumes  map[string]string `json:"docker_volumes,omitempty"`
 	Resources      *Resources        `json:"resources,omitempty"`
+	// Network asks for egress: {"egress": ["pypi.org:443", ...]}.
+	Network *Network `json:"network,omitempty"`
 	// Replicas runs the job on this many distinct workers (default 1);
 	// the result is accepted when Quorum of them agree.
 	Replicas int `json:"replicas,omitempty"`
@@ -275,8 +277,8 @@ func unknownFieldPath(data []byte, key string) string {
 		return key
 	}
 	for k := range top {
-		if strings.EqualFold(k, "resources") {
-			return "resources." + key
+		if strings.EqualFold(k, "resources") || strings.EqualFold(k, "network") {
+			return strings.ToLower(k) + "." + key
 		}
 	}
 	return key
@@ -389,6 +391,8 @@ func (r *Request) onlyFields() error {
 		return Invalid("docker_volumes", "is only for docker jobs")
 	case r.Resources != nil:
 		return Invalid("resources", "is only for docker jobs; use memory_mb")
+	case r.Network != nil:
+		return Invalid("network", "is only for docker jobs")
 	case r.Dockerfile != "" || len(r.BuildContext) > 0 || r.BuildContextID != "" || len(r.BuildArgs) > 0 ||
 		r.ImageTag != "" || r.BuildOnly || r.BuildContextEncoding != "" || r.BuildTimeoutSeconds != nil || len(r.BuildFromGit) > 0:
 		return Invalid("dockerfile", "image builds are only for docker jobs")
@@ -464,6 +468,11 @@ func (r *Request) validateDocker(lim RequestLimits) error {
 		}
 		if ReservedMountPath(target) {
 			return Invalid("docker_volumes", "mount path %q is reserved", target)
+		}
+	}
+	if n := r.Network; n != nil {
+		if _, err := ParseEgress(n.Egress); err != nil {
+			return Invalid("network.egress", "%v", err)
 		}
 	}
 	if res := r.Resources; res != nil {
@@ -575,6 +584,10 @@ func (r *Request) NewJob(id string, now time.Time, lim RequestLimits, buildKey [
 		}
 		if r.Resources != nil {
 			d.Resources = *r.Resources
+		}
+		if r.Network != nil && len(r.Network.Egress) > 0 {
+			egress, _ := CanonicalEgress(r.Network.Egress)
+			d.Network = &Network{Egress: egress}
 		}
 		if r.Dockerfile != "" {
 			d.Build = r.newBuildSpec(ns, buildKey)

@@ -48,7 +48,7 @@ func (o *Orchestrator) refreshPolicies() {
 		o.mu.Lock()
 		old := o.cachedPolicyLocked(ns)
 		o.mu.Unlock()
-		if o.policy(context.Background(), ns) != old {
+		if !o.policy(context.Background(), ns).Equal(old) {
 			changed = true
 		}
 	}

@@ -133,6 +133,10 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 // shares: the runtime, namespace and requirements against w's
 // capabilities, trust and standing.
 func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
+	// Checked at submission too; here, a policy changed since holds.
+	if why := o.cachedPolicyLocked(e.job.Namespace).EgressRefusal(e.job.Spec.EgressOf()); why != "" {
+		return "may not be given it: " + why
+	}
 	if ok, reason := w.caps.Accepts(e.job); !ok {
 		return reason
 	}

@@ -95,6 +95,7 @@ func (l DeclarationLimits) Check(m *Message) error {
 			{"capabilities.docker.allow_images", d.AllowImages},
 			{"capabilities.docker.build_cache", d.BuildCache},
 			{"capabilities.docker.built_images", d.BuiltImages},
+			{"capabilities.docker.egress", d.Egress},
 		} {
 			if err := checkListOf(l, m.Type, f.name, f.list); err != nil {
 				return err

@@ -134,6 +134,9 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 		return &job.Result{Status: st, Error: msg, ExitCode: -1}
 	}
 
+	if err := d.checkEgress(t.Spec.EgressOf()); err != nil {
+		return nil, fail("%v", err)
+	}
 	df, err := buildctx.CheckDockerfile(b.Dockerfile, buildctx.Policy{
 		AllowImages: d.cfg.AllowImages, Namespace: t.Namespace, BuildArgs: b.Args,
 		MaxInstructions: d.cfg.MaxInstructions,
@@ -179,7 +182,7 @@ func (d *Docker) build(ctx context.Context, t *job.Task) (*job.BuildResult, *job
 	if err != nil {
 		return nil, fail("dockerfile: %v", err)
 	}
-	key := d.buildKey(t.Namespace, b, info.SHA256, baseIDs)
+	key := d.buildKey(t.Namespace, b, info.SHA256, baseIDs, t.Spec.EgressOf())
 	br := &job.BuildResult{Image: b.Tag, CacheKey: key}
 	began := time.Now()
 
@@ -330,7 +333,7 @@ func (d *Docker) checkBase(info image.InspectResponse, namespace, ref string) er
 var imageIDFullRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // buildKey hashes everything that decides what a build produces.
-func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest string, baseIDs []string) string {
+func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest string, baseIDs, egress []string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "zerverless build v2\nns %q\nnetwork %q\nlimits %d %g %d %d\ncontext %s\ndockerfile %q\n",
 		namespace, d.cfg.BuildNetwork, d.cfg.BuildMemoryMB, d.cfg.BuildCPUs, d.cfg.BuildPids, d.cfg.BuildDiskMB, contextDigest, b.Dockerfile)
@@ -339,6 +342,9 @@ func (d *Docker) buildKey(namespace string, b *job.BuildSpec, contextDigest stri
 	}
 	for _, id := range baseIDs {
 		fmt.Fprintf(h, "base %s\n", id)
+	}
+	for _, e := range egress {
+		fmt.Fprintf(h, "egress %q\n", e)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -401,6 +407,14 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 	defer func() { br.Log = logBuf.String() }()
 	x := &executor{d: d, t: t, cgroup: cgroup, deadline: deadline, disk: d.newDiskWatch(ctx, stopBuild),
 		log: logBuf, ctxFile: ctxFile, contextDigest: contextDigest}
+	if x.egress, err = d.startEgress(ctx, t.JobID, t.Spec.EgressOf(), "build-relay", deadline); err != nil {
+		var se *specError
+		if errors.As(err, &se) {
+			return failed(se.msg)
+		}
+		return failed(fmt.Sprintf("build: %v", err))
+	}
+	defer x.endEgress(br)
 	if x.ignore, err = contextIgnore(ctxFile); err != nil {
 		return failed(fmt.Sprintf("build context: .dockerignore: %v", err))
 	}
@@ -425,7 +439,7 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 		logBuf.Write([]byte(err.Error() + "\n"))
 		var se *stepError
 		if errors.As(err, &se) {
-			return failed("build failed: " + se.msg)
+			return failed("build failed: " + se.msg + x.egressCut())
 		}
 		return failed(fmt.Sprintf("build: %v", err))
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/buildctx"
+	"github.com/zerverless/zerverless/internal/egress"
 )
 
 // Config is what a worker's owner decides about containers on their
@@ -159,6 +160,23 @@ type Config struct {
 	// spec gives no start_timeout_seconds, and caps the one it gives
 	// (default 5 minutes).
 	ServiceStartTimeout time.Duration
+	// Egress are the host:port patterns (job.ParseEgressPattern) that
+	// the owner lets containers reach through the worker's egress proxy
+	// (--docker-egress; default none: no job gets egress here). Names
+	// that resolve to an address of the worker's machine or networks are
+	// still refused; an address pattern here ("127.0.0.1:8081") is the
+	// only way to allow such an address. See egress.go.
+	Egress []string
+	// EgressBytes bounds the bytes one job (or build) sends and receives
+	// through the proxy, together (default 256 MiB; 0: no bound); past
+	// it its connections are cut and it fails saying so.
+	EgressBytes int64
+	// EgressConns bounds the connections one job (or build) opens
+	// through the proxy in all (default 256; 0: no bound).
+	EgressConns int
+	// EgressResolver resolves the names of egress destinations; nil:
+	// the system's resolver.
+	EgressResolver egress.Resolver
 
 	// Logger receives cleanup failures; nil discards them.
 	Logger *slog.Logger
@@ -205,6 +223,8 @@ func DefaultConfig() Config {
 		MaxRunTime:       time.Hour,
 
 		ServiceStartTimeout: 5 * time.Minute,
+		EgressBytes:         256 << 20,
+		EgressConns:         256,
 	}
 }
 
@@ -247,6 +267,9 @@ func (c *Config) validate() error {
 		if c.BuildMemoryMB < 6 || c.BuildCPUs <= 0 || c.BuildPids <= 0 || c.BuildTimeout <= 0 || c.BuildLogBytes <= 0 || c.BuildDiskMB < 0 {
 			errs = append(errs, errors.New("build memory, CPUs, pids, timeout and log size must be positive, and the build disk limit not negative"))
 		}
+	}
+	if err := c.validateEgress(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.AgentBinary != "" {
 		if err := checkAgentBinary(c.AgentBinary, ""); err != nil {

@@ -96,6 +96,7 @@ func (d *Docker) Capabilities() job.DockerCapabilities {
 		AllowImages: append([]string(nil), d.cfg.AllowImages...),
 		Build:       d.cfg.Build,
 		Services:    d.cfg.Services,
+		Egress:      d.egressAllowed(),
 	}
 }
 

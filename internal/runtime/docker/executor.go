@@ -115,6 +115,9 @@ type executor struct {
 	// stepKey is the cache key of the running step; its image carries it.
 	stepKey string
 
+	// egress is the build's egress, which RUN steps join; nil: none.
+	egress *egressRun
+
 	stages  []*stageState // finished stages by index
 	images  []string      // committed by this build, in order
 	step    int
@@ -452,8 +455,12 @@ func (x *executor) stepHostConfig() *container.HostConfig {
 	d := x.d
 	mem := int64(d.cfg.BuildMemoryMB) << 20
 	pids := d.cfg.BuildPids
+	network := container.NetworkMode(d.cfg.BuildNetwork)
+	if x.egress != nil {
+		network = x.egress.relay.networkMode()
+	}
 	return &container.HostConfig{
-		NetworkMode: container.NetworkMode(d.cfg.BuildNetwork),
+		NetworkMode: network,
 		CapDrop:     []string{"ALL"},
 		CapAdd:      BuildCaps(),
 		SecurityOpt: []string{"no-new-privileges"},
@@ -487,6 +494,10 @@ func (x *executor) createWith(ctx context.Context, st *stageState, entrypoint, c
 		AttachStdout: true, AttachStderr: true,
 		NetworkDisabled: x.d.cfg.BuildNetwork == "none",
 		Labels:          x.d.labelsUntil("build", x.t.JobID, x.deadline),
+	}
+	if x.egress != nil {
+		cfg.NetworkDisabled = false
+		cfg.Env = append(slices.Clone(cfg.Env), proxyEnv()...)
 	}
 	// Not interrupted half-way, so that no container is left unseen.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -579,6 +590,7 @@ func (x *executor) commit(ctx context.Context, st *stageState, id string) error 
 			cfg.Env = append(cfg.Env, k)
 		}
 	}
+	cfg.Env = x.unsetProxyEnv(cfg.Env, have)
 	cfg.Labels = maps.Clone(cfg.Labels)
 	if cfg.Labels == nil {
 		cfg.Labels = map[string]string{}
@@ -618,6 +630,7 @@ func (x *executor) commitConfig(ctx context.Context, st *stageState, cfg contain
 			cfg.Env = append(cfg.Env, k)
 		}
 	}
+	cfg.Env = x.unsetProxyEnv(cfg.Env, have)
 	if cfg.Entrypoint == nil {
 		cfg.Entrypoint = strslice.StrSlice{} // else the container's stays
 	}
@@ -748,6 +761,9 @@ func (x *executor) cached(ctx context.Context, st *stageState, parts ...any) boo
 	what, _ := json.Marshal(parts)
 	fmt.Fprintf(h, "zerverless step v1\nns %q\nnetwork %q\nparent %s\nconfig %s\nargs %s %s\nstep %s\n",
 		x.t.Namespace, x.d.cfg.BuildNetwork, st.image, cfg, args, keys, what)
+	for _, e := range x.t.Spec.EgressOf() {
+		fmt.Fprintf(h, "egress %q\n", e)
+	}
 	x.stepKey = hex.EncodeToString(h.Sum(nil))
 	f := x.d.ownFilter()
 	f.Add("label", LabelStepKey+"="+x.stepKey)

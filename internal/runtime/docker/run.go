@@ -76,6 +76,9 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	if err != nil {
 		return job.Result{}, err
 	}
+	if err := d.checkEgress(t.Spec.EgressOf()); err != nil {
+		return job.Result{}, err
+	}
 	ds := t.Spec.Docker
 	if err := d.checkImageNamespace(ctx, "docker_image", ds.Image, t.Namespace); err != nil {
 		return job.Result{}, err
@@ -101,7 +104,14 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 
+	eg, err := d.startEgress(ctx, t.JobID, t.Spec.EgressOf(), "job-relay", deadline)
+	if err != nil {
+		d.removeLater("", k)
+		return job.Result{}, err
+	}
+	defer eg.end()
 	cfg, host := d.containerConfig(t, lim, k, imageVolumes, deadline)
+	eg.join(cfg, host)
 	// Create is not interrupted half-way: the engine could finish creating a
 	// container whose id this run would never learn. It is short.
 	createCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -139,6 +149,9 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 	}
 	res, err := r.start(ctx)
 	interrupted = runtime.Interrupted(ctx) != ""
+	if err == nil {
+		eg.report(&res)
+	}
 	return res, err
 }
 

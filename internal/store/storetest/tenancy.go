@@ -138,7 +138,7 @@ func testTokenPersistence(t *testing.T, h harness) {
 	}
 	equalToken(t, got, a)
 	gp, err := s.GetNamespacePolicy(ctx, "alice")
-	if err != nil || gp != p {
+	if err != nil || !gp.Equal(p) {
 		t.Fatalf("policy after reopening = %+v, %v; want %+v", gp, err, p)
 	}
 }
@@ -156,7 +156,7 @@ func testNamespacePolicies(t *testing.T, h harness) {
 		}
 	}
 	got, err := s.GetNamespacePolicy(ctx, "bob")
-	if err != nil || got != bob {
+	if err != nil || !got.Equal(bob) {
 		t.Fatalf("GetNamespacePolicy(bob) = %+v, %v; want %+v", got, err, bob)
 	}
 	alice.Quotas.Deployments = 3
@@ -168,7 +168,7 @@ func testNamespacePolicies(t *testing.T, h harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 2 || list[0] != alice || list[1] != bob {
+	if len(list) != 2 || !list[0].Equal(alice) || !list[1].Equal(bob) {
 		t.Fatalf("ListNamespacePolicies = %+v, want [%+v %+v]", list, alice, bob)
 	}
 	err = s.PutNamespacePolicy(ctx, job.NamespacePolicy{Namespace: "Not Valid"})

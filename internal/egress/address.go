@@ -1,0 +1,111 @@
+// Package egress is the worker's egress proxy: what a container that has
+// no network may reach, decided and carried on the worker. A container
+// opens connections only to a proxy address on its own loopback (its
+// relay hands each one to the worker); the proxy reads an HTTP CONNECT or
+// an absolute-URI HTTP request from it, allows exactly the destinations
+// the job's patterns and the worker owner's list both name, resolves
+// names itself, refuses every address of the worker's machine and
+// networks unless the owner named that address, dials the address it
+// checked (never resolving again), and counts and bounds what passes.
+package egress
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Special networks an egress connection never reaches unless the
+// worker's owner names the address (see Blocked).
+var blockedPrefixes = []struct {
+	prefix netip.Prefix
+	why    string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "a \"this network\" address"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "a carrier-grade NAT address"},
+	{netip.MustParsePrefix("192.0.0.0/24"), "an IETF protocol address"},
+	{netip.MustParsePrefix("198.18.0.0/15"), "a benchmarking address"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "a reserved address"},
+	{netip.MustParsePrefix("100::/64"), "a discard address"},
+	{netip.MustParsePrefix("2001:db8::/32"), "a documentation address"},
+}
+
+// Blocked says why addr may not be reached ("" when it may): loopback,
+// private (RFC 1918, unique-local), link-local (cloud metadata services
+// such as 169.254.169.254 are), carrier-grade NAT, unspecified,
+// multicast, broadcast and reserved addresses, an address embedded in a
+// NAT64 or 6to4 address that is one of those, and any address in local
+// (the worker's own interfaces' networks).
+func Blocked(addr netip.Addr, local []netip.Prefix) string {
+	addr = addr.Unmap()
+	switch {
+	case !addr.IsValid():
+		return "not an address"
+	case addr.IsLoopback():
+		return "a loopback address"
+	case addr.IsUnspecified():
+		return "an unspecified address"
+	case addr.IsPrivate():
+		return "a private address"
+	case addr.IsLinkLocalUnicast():
+		return "a link-local address (cloud metadata services live there)"
+	case addr.IsMulticast(), addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "a multicast or broadcast address"
+	}
+	for _, b := range blockedPrefixes {
+		if b.prefix.Contains(addr) {
+			return b.why
+		}
+	}
+	if addr.Is6() {
+		b := addr.As16()
+		var v4 [4]byte
+		switch {
+		case netip.MustParsePrefix("64:ff9b::/96").Contains(addr), netip.MustParsePrefix("64:ff9b:1::/48").Contains(addr):
+			copy(v4[:], b[12:])
+		case netip.MustParsePrefix("2002::/16").Contains(addr):
+			copy(v4[:], b[2:6])
+		default:
+			v4 = [4]byte{}
+		}
+		if v4 != [4]byte{} {
+			if why := Blocked(netip.AddrFrom4(v4), local); why != "" {
+				return why + ", embedded in an IPv6 address"
+			}
+		}
+	}
+	for _, p := range local {
+		if p.Contains(addr) {
+			return "an address of this worker's networks"
+		}
+	}
+	return ""
+}
+
+// LocalPrefixes returns the networks of the machine's interfaces (each
+// interface address with its mask, so the whole network it is on), the
+// engine's bridge among them when the engine runs here.
+func LocalPrefixes() []netip.Prefix {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := n.Mask.Size()
+		if ip.Unmap().Is4() && ones > 32 {
+			ones -= 96
+		}
+		if p, err := ip.Unmap().Prefix(ones); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}

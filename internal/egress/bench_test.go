@@ -1,0 +1,91 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkProxyCONNECT moves 32 MiB through a CONNECT tunnel of the
+// proxy and, as the baseline, over a direct connection to the same
+// server, and reports the ratio of their times (proxy/direct).
+func BenchmarkProxyCONNECT(b *testing.B) {
+	const size = 32 << 20
+	src, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	go func() {
+		buf := make([]byte, size)
+		for {
+			c, err := src.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = c.Write(buf); c.Close() }()
+		}
+	}()
+	port := src.Addr().(*net.TCPAddr).Port
+	pats := patterns(b, "127.0.0.1:"+strconv.Itoa(port))
+	p := New(Config{Allow: pats, Owner: pats})
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pl.Close()
+	go func() {
+		for {
+			c, err := pl.Accept()
+			if err != nil {
+				return
+			}
+			go p.Serve(context.Background(), c)
+		}
+	}()
+	direct := func() {
+		c, err := net.Dial("tcp", src.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if n, _ := io.Copy(io.Discard, c); n != size {
+			b.Fatalf("read %d", n)
+		}
+	}
+	proxied := func() {
+		c, err := net.Dial("tcp", pl.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n", port)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("%v %v", resp, err)
+		}
+		if n, _ := io.Copy(io.Discard, br); n != size {
+			b.Fatalf("read %d", n)
+		}
+	}
+	var td, tp time.Duration
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		direct()
+		t1 := time.Now()
+		proxied()
+		td += t1.Sub(t0)
+		tp += time.Since(t1)
+	}
+	b.ReportMetric(float64(tp)/float64(td), "proxy/direct")
+	b.ReportMetric(float64(size)*float64(b.N)/tp.Seconds()/(1<<20), "proxy-MiB/s")
+}
