@@ -15,12 +15,12 @@ import (
 // BenchmarkEndToEndLua drives the full path — HTTP submit, store,
 // WebSocket assignment, a Lua run on one of two embedded workers, the
 // result back, and a blocking GET of the finished job — for trivial Lua
-// jobs from 4, 8 and 32 concurrent clients, and reports jobs/s and the
+// jobs from 4, 8, 16 and 32 concurrent clients, and reports jobs/s and the
 // p50/p99 latency of submit-to-result.
 //
 //	go test ./cmd/zerverless -run '^$' -bench EndToEndLua -benchtime 20000x
 func BenchmarkEndToEndLua(b *testing.B) {
-	for _, clients := range []int{4, 8, 32} {
+	for _, clients := range []int{4, 8, 16, 32} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchEndToEnd(b, clients) })
 	}
 }

@@ -12,13 +12,13 @@ import (
 
 // BenchmarkFunctionLua invokes a trivial Lua function over HTTP — the
 // invocation route, an ephemeral job over the WebSocket to one of two
-// embedded workers, the cached compiled chunk, the answer back — from 1, 8
-// and 32 concurrent clients, and reports requests/s and the p50/p99
+// embedded workers, the cached compiled chunk, the answer back — from 1, 8,
+// 16 and 32 concurrent clients, and reports requests/s and the p50/p99
 // latency of one invocation.
 //
 //	go test ./cmd/zerverless -run '^$' -bench FunctionLua -benchtime 20000x
 func BenchmarkFunctionLua(b *testing.B) {
-	for _, clients := range []int{1, 8, 32} {
+	for _, clients := range []int{1, 8, 16, 32} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchFunction(b, clients) })
 	}
 }
