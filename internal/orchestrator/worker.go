@@ -1,13 +1,16 @@
 package orchestrator
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,13 +32,22 @@ type worker struct {
 	caps        job.Capabilities
 	notes       map[string]string
 	connectedAt time.Time
-	lastSeen    time.Time
+	// lastSeen is when the worker's last message came (Unix nanoseconds);
+	// written without the lock by the session's reader.
+	lastSeen atomic.Int64
 	// leases are the leases the worker holds, by lease id. A lease whose
 	// job was canceled or taken back stays until the worker answers for it
 	// or its deadline passes, so that the worker is not sent more than it
 	// can run.
 	leases map[string]*lease
 	gone   bool
+	// key is reputationKey's answer, fixed for the session.
+	key string
+	// pool, readyElem and banned are the worker's place in the
+	// Orchestrator's index (see workerIndex).
+	pool      *pool
+	readyElem *list.Element
+	banned    bool
 
 	outMu  sync.Mutex
 	out    []protocol.Message
@@ -43,7 +55,12 @@ type worker struct {
 }
 
 type lease struct {
-	jobID    string
+	jobID string
+	id    string
+	w     *worker
+	// index is the lease's place in the Orchestrator's deadline heap; -1
+	// when it is not there.
+	index    int
 	assigned time.Time
 	// abandoned is set when the job no longer belongs to this lease; the
 	// slot is held until the worker answers or until deadline.
@@ -51,13 +68,14 @@ type lease struct {
 	deadline  time.Time
 }
 
-// abandon marks a lease as no longer the job's current one at now; the
-// worker's slot stays taken until it answers, at most grace.
-func (w *worker) abandon(leaseID string, now time.Time, grace time.Duration) {
+// abandonLocked marks w's lease as no longer the job's current one at now;
+// the worker's slot stays taken until it answers, at most grace.
+func (o *Orchestrator) abandonLocked(w *worker, leaseID string, now time.Time, grace time.Duration) {
 	if l, ok := w.leases[leaseID]; ok {
 		l.abandoned = true
 		if d := now.Add(grace); d.Before(l.deadline) {
 			l.deadline = d
+			o.leaseHeap.fix(l)
 		}
 	}
 }
@@ -95,16 +113,6 @@ type start struct {
 	e *entry
 	w *worker
 	m protocol.Message
-}
-
-// dispatchLocked hands queued jobs to workers with free slots and returns
-// the assignments to launch.
-func (o *Orchestrator) dispatchLocked() []start {
-	var starts []start
-	for _, w := range o.workers {
-		starts = o.fillLocked(w, starts)
-	}
-	return starts
 }
 
 // fillLocked gives w queued jobs until it has no free slot or nothing fits.
@@ -155,24 +163,30 @@ func (o *Orchestrator) freeLocked(w *worker) int {
 
 // addLeaseLocked gives w the lease id for l.
 func (o *Orchestrator) addLeaseLocked(w *worker, id string, l *lease) {
+	l.id, l.w = id, w
 	w.leases[id] = l
+	o.leaseHeap.push(l)
 	if !w.trusted {
 		o.anonLeases[w.reputationKey()]++
 	}
+	o.leaseCountChangedLocked(w, 1)
 }
 
 // endLeaseLocked takes the lease id off w, if it holds it.
 func (o *Orchestrator) endLeaseLocked(w *worker, id string) {
-	if _, ok := w.leases[id]; !ok {
+	l, ok := w.leases[id]
+	if !ok {
 		return
 	}
 	delete(w.leases, id)
+	o.leaseHeap.remove(l)
 	if !w.trusted {
 		k := w.reputationKey()
 		if o.anonLeases[k]--; o.anonLeases[k] <= 0 {
 			delete(o.anonLeases, k)
 		}
 	}
+	o.leaseCountChangedLocked(w, -1)
 }
 
 // canTakeLocked reports whether w may be given e now. It is the one test
@@ -316,10 +330,11 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		caps:        *m.Capabilities,
 		notes:       m.Notes,
 		connectedAt: now,
-		lastSeen:    now,
 		leases:      make(map[string]*lease),
 		signal:      make(chan struct{}, 1),
 	}
+	w.key = w.reputationKey()
+	w.lastSeen.Store(now.UnixNano())
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
@@ -354,6 +369,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		return errClosed
 	}
 	o.workers[w.id] = w
+	o.joinIndexLocked(w)
 	o.metrics.workers.Inc()
 	starts := o.fillLocked(w, nil)
 	o.mu.Unlock()
@@ -430,9 +446,7 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			}
 			return err
 		}
-		o.mu.Lock()
-		w.lastSeen = o.now()
-		o.mu.Unlock()
+		w.lastSeen.Store(o.now().UnixNano())
 		switch m.Type {
 		case protocol.TypeResult:
 			o.handleResult(ctx, w, m)
@@ -445,7 +459,7 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 				m.Capabilities.Runtimes = slices.DeleteFunc(m.Capabilities.Runtimes, job.NeedsTrust)
 			}
 			o.mu.Lock()
-			w.caps = *m.Capabilities
+			o.recapLocked(w, *m.Capabilities)
 			w.notes = m.Notes
 			starts := o.fillLocked(w, nil)
 			o.mu.Unlock()
@@ -628,18 +642,6 @@ func (o *Orchestrator) requeueLocked(e *entry, lost bool, why string) {
 	o.queue.push(e, true)
 }
 
-// dispatchExceptLocked dispatches to every worker but skip, so that a job a
-// worker just gave back goes elsewhere first.
-func (o *Orchestrator) dispatchExceptLocked(skip *worker) []start {
-	var starts []start
-	for _, w := range o.workers {
-		if w != skip {
-			starts = o.fillLocked(w, starts)
-		}
-	}
-	return starts
-}
-
 // dropWorker ends w's session: its jobs go back to pending. With lost set
 // (the worker went away) each is a lost lease (loseLeaseLocked: attempt+1
 // when w is in good standing, or failed when out of attempts); otherwise
@@ -652,6 +654,7 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 	}
 	w.gone = true
 	delete(o.workers, w.id)
+	o.leaveIndexLocked(w)
 	o.metrics.workers.Dec()
 	var changed []*entry
 	for leaseID, l := range w.leases {
@@ -701,7 +704,7 @@ func (o *Orchestrator) Workers() []job.WorkerInfo {
 			Banned:        o.bannedLocked(w),
 			RunningJobs:   []string{},
 			ConnectedAt:   w.connectedAt.UTC(),
-			LastHeartbeat: w.lastSeen.UTC(),
+			LastHeartbeat: time.Unix(0, w.lastSeen.Load()).UTC(),
 			Notes:         maps.Clone(w.notes),
 		}
 		info.JobNamespaces = make(map[string]string)
@@ -721,45 +724,83 @@ func (o *Orchestrator) Workers() []job.WorkerInfo {
 	return out
 }
 
-// pendingReasonLocked says why a pending job waits.
+// pendingReasonLocked says why a pending job waits. It looks at pools, not
+// at workers: what the workers that run the job's type do with it is
+// summed up by reason ("of 9000 workers that run docker jobs: 8999 refuse
+// it: does not allow image x; 1 has no free slot"), at most
+// maxReasons of them.
 func (o *Orchestrator) pendingReasonLocked(e *entry) string {
-	var offer, why []string
-	for _, w := range o.workers {
-		if !w.caps.Has(e.job.Type) {
+	ns := e.job.Namespace
+	if q := o.quotasLocked(ns); q.RunningJobs > 0 && o.nsRunning[ns] >= q.RunningJobs {
+		return fmt.Sprintf("namespace %s has %d jobs running, its quota; this one waits its turn", ns, o.nsRunning[ns])
+	}
+	offer, refuse, full := 0, 0, 0
+	why := make(map[string]int)
+	for _, p := range o.index.pools {
+		if !p.caps.Has(e.job.Type) {
 			continue
 		}
-		offer = append(offer, w.id)
-		if reason := o.refusalLocked(w, e); reason != "" {
-			why = append(why, "worker "+w.id+" "+reason)
+		n := len(p.members)
+		offer += n
+		if r := o.poolRefusalLocked(&p.caps, p.trusted, e); r != "" {
+			why[r] += n
+			refuse += n
+			continue
 		}
+		if p.banned > 0 {
+			why["are banned (their results lost quorum, or they lost leases without returning results)"] += p.banned
+			refuse += p.banned
+		}
+		if p.nready > 0 && e.parent != nil && p.pick(e, nil, func(w *worker) bool { return !e.excluded(w) }) == nil {
+			why["already ran a replica of this job, or their owner or address did (replicas go to distinct identities)"] += p.nready
+			refuse += p.nready
+		}
+		full += n - p.banned - p.nready
 	}
-	if q := o.quotasLocked(e.job.Namespace); q.RunningJobs > 0 && o.nsRunning[e.job.Namespace] >= q.RunningJobs {
-		return fmt.Sprintf("namespace %s has %d jobs running, its quota; this one waits its turn", e.job.Namespace, o.nsRunning[e.job.Namespace])
-	}
-	switch {
-	case len(offer) == 0:
+	if offer == 0 {
 		return fmt.Sprintf("no connected worker runs %s jobs", e.job.Type)
-	case len(why) == len(offer):
-		slices.Sort(why)
-		return "no connected worker accepts this job: " + joinFirst(why, 3)
+	}
+	summary := fmt.Sprintf("of %d workers that run %s jobs: %s", offer, e.job.Type, summarizeRefusals(why, full))
+	if refuse == offer {
+		return "no connected worker accepts this job; " + summary
 	}
 	ahead := 0
 	if e.elem != nil {
 		ahead = o.queue.position(e, 10000)
 	}
-	return fmt.Sprintf("waiting for a free worker slot (%d jobs ahead)", ahead)
+	return fmt.Sprintf("waiting for a free worker slot (%d jobs ahead; %s)", ahead, summary)
 }
 
-func joinFirst(s []string, n int) string {
-	if len(s) > n {
-		return fmt.Sprintf("%s; and %d more", joinFirst(s[:n], n), len(s)-n)
-	}
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += "; "
+// maxReasons bounds the distinct refusals a pending job's reason names.
+const maxReasons = 3
+
+// summarizeRefusals says how many workers refuse a job for each reason in
+// why, most first, at most maxReasons of them, and how many are full.
+func summarizeRefusals(why map[string]int, full int) string {
+	reasons := slices.Collect(maps.Keys(why))
+	slices.SortFunc(reasons, func(a, b string) int {
+		if why[a] != why[b] {
+			return why[b] - why[a]
 		}
-		out += x
+		return strings.Compare(a, b)
+	})
+	var parts []string
+	for i, r := range reasons {
+		if i == maxReasons {
+			n := 0
+			for _, r := range reasons[i:] {
+				n += why[r]
+			}
+			parts = append(parts, fmt.Sprintf("%d refuse it for %d other reasons", n, len(reasons)-i))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d refuse it: %s", why[r], r))
 	}
-	return out
+	if full > 0 {
+		parts = append(parts, fmt.Sprintf("%d have no free slot", full))
+	}
+	if len(parts) == 0 {
+		return "all have room"
+	}
+	return strings.Join(parts, "; ")
 }
