@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/client"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+)
+
+// BenchmarkSimulatedWorkers connects simulated workers to one server over
+// real WebSockets, speaking the worker protocol (each answers its task at
+// once and sends heartbeats), and drives b.N trivial Lua jobs through them
+// from 16 clients, first with 200 workers and then, in the same server,
+// with 9,000. It prints, for each crowd, jobs/s and the p50/p95 latency of
+// submit-to-result, and at the end the ratio of the two throughputs, the
+// process's RSS (server and simulated workers together) and its open
+// descriptors. Every job must complete exactly once: answered by one
+// worker, on its first attempt.
+//
+// Each simulated worker takes two descriptors of this process (its end and
+// the server's); the soft open-file limit is raised to the hard one, and
+// the server's session limit is set to take the crowd.
+//
+//	go test ./cmd/zerverless -run '^$' -bench SimulatedWorkers -benchtime 20000x -timeout 30m
+func BenchmarkSimulatedWorkers(b *testing.B) {
+	if b.N == 1 {
+		// The first, sizing run of the benchmark: the crowd is built
+		// once, for the run of -benchtime's count.
+		return
+	}
+	crowds := []int{200, 9000}
+	const clients = 16
+	fds, err := raiseOpenFiles()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if need := 2*crowds[len(crowds)-1] + 512; fds < need {
+		b.Fatalf("the open-file limit is %d; %d simulated workers need %d", fds, crowds[len(crowds)-1], need)
+	}
+	cfg := testServerConfig(b, b.TempDir(), 0)
+	cfg.Log = nil
+	cfg.Orchestrator.HeartbeatInterval = 5 * time.Second
+	cfg.Net.Descriptors = fds
+	cfg.Net.MaxSessions = crowds[len(crowds)-1] + 100
+	cfg.Net.MaxConns = 1024
+	srv, admin := startServer(b, cfg)
+	c := client.New(srv.URL(), &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}).
+		WithToken(srv.AdminToken())
+
+	f := &simFleet{url: srv.WorkerURL(), stop: make(chan struct{})}
+	defer f.close()
+	go f.heartbeats(cfg.Orchestrator.HeartbeatInterval)
+
+	ctx := context.Background()
+	req := job.Request{Type: job.TypeLua, Code: `return INPUT.n + 1`, Input: []byte(`{"n":1}`)}
+	rates := make([]float64, len(crowds))
+	b.ResetTimer()
+	for i, n := range crowds {
+		b.StopTimer()
+		if err := f.grow(n); err != nil {
+			b.Fatal(err)
+		}
+		eventually(b, time.Minute, func() error {
+			st, err := admin.Stats(ctx)
+			if err != nil || st.WorkersConnected != n {
+				return fmt.Errorf("%d workers connected, want %d (%v)", st.WorkersConnected, n, err)
+			}
+			return nil
+		})
+		if i == 0 {
+			// Warm up the store, the connections and the runtime.
+			driveClients(b, clients, min(b.N, 1000), func() error {
+				v, err := c.Submit(ctx, req)
+				if err == nil {
+					_, err = c.Job(ctx, v.ID, 30*time.Second)
+				}
+				return err
+			})
+		}
+		stopProfile := func() {}
+		if i == len(crowds)-1 && *simCPUProfile != "" {
+			stopProfile = startCPUProfile(b, *simCPUProfile)
+		}
+		b.StartTimer()
+		var mu sync.Mutex
+		var ids []string
+		lat, elapsed := driveClients(b, clients, b.N, func() error {
+			v, err := c.Submit(ctx, req)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			ids = append(ids, v.ID)
+			mu.Unlock()
+			v, err = c.Job(ctx, v.ID, 30*time.Second)
+			if err != nil || v.Status != job.StatusCompleted || v.Attempt != 1 {
+				return fmt.Errorf("job %s: %v %s attempt %d", v.ID, err, v.Status, v.Attempt)
+			}
+			return nil
+		})
+		b.StopTimer()
+		stopProfile()
+		for _, id := range ids {
+			if got := f.answers(id); got != 1 {
+				b.Fatalf("job %s was answered %d times by the simulated workers, want once", id, got)
+			}
+		}
+		rates[i] = float64(len(lat)) / elapsed.Seconds()
+		b.ReportMetric(rates[i], fmt.Sprintf("jobs/s-%dw", n))
+		b.ReportMetric(ms(lat[len(lat)/2]), fmt.Sprintf("p50-ms-%dw", n))
+		b.ReportMetric(ms(lat[len(lat)*95/100]), fmt.Sprintf("p95-ms-%dw", n))
+		var mem runtime.MemStats
+		runtime.ReadMemStats(&mem)
+		b.Logf("%5d workers: %7.0f jobs/s, p50 %6.2f ms, p95 %6.2f ms, RSS %4d MiB (heap %d MiB, stacks %d MiB, %d goroutines), %5d descriptors",
+			n, rates[i], ms(lat[len(lat)/2]), ms(lat[len(lat)*95/100]), procStatus(b, "VmRSS")>>20,
+			mem.HeapInuse>>20, mem.StackInuse>>20, runtime.NumGoroutine(), openDescriptors(b))
+		if i == len(crowds)-1 && *simHeapProfile != "" {
+			writeHeapProfile(b, *simHeapProfile)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(rates[len(rates)-1]/rates[0], "ratio-9000w/200w")
+	b.ReportMetric(float64(procStatus(b, "VmHWM")>>20), "peak-RSS-MiB")
+	b.ReportMetric(float64(openDescriptors(b)), "fds")
+}
+
+// The profiles of the largest crowd's run, for go tool pprof:
+//
+//	go test ./cmd/zerverless -run '^$' -bench SimulatedWorkers -benchtime 20000x -sim.cpuprofile cpu.out
+var (
+	simCPUProfile  = flag.String("sim.cpuprofile", "", "write the CPU profile of BenchmarkSimulatedWorkers's largest crowd's jobs to this file")
+	simHeapProfile = flag.String("sim.heapprofile", "", "write the heap profile of BenchmarkSimulatedWorkers's largest crowd, once connected, to this file")
+)
+
+func startCPUProfile(b *testing.B, path string) (stop func()) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// driveClients runs n calls from clients concurrent loops and returns the
+// latency of each call, sorted, and the time they took together.
+func driveClients(b *testing.B, clients, n int, call func() error) ([]time.Duration, time.Duration) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				if err := call(); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if b.Failed() {
+		b.FailNow()
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	return all, elapsed
+}
+
+// openDescriptors counts this process's open descriptors.
+func openDescriptors(b *testing.B) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return len(ents)
+}
+
+// simFleet is a crowd of simulated workers: each a registered WebSocket
+// session whose reader answers every assignment at once.
+type simFleet struct {
+	url     string
+	mu      sync.Mutex
+	workers []*simWorker
+	// answered counts, per job id, the results the fleet sent.
+	answered sync.Map // string -> *atomic.Int32
+	stop     chan struct{}
+	once     sync.Once
+}
+
+type simWorker struct {
+	conn *protocol.Conn
+	// mu orders the writes of results and heartbeats.
+	mu sync.Mutex
+}
+
+func (s *simWorker) write(m protocol.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn.Write(ctx, m)
+}
+
+// grow connects workers until the fleet has n, 64 at a time.
+func (f *simFleet) grow(n int) error {
+	f.mu.Lock()
+	have := len(f.workers)
+	f.mu.Unlock()
+	todo := make(chan struct{}, n)
+	for range n - have {
+		todo <- struct{}{}
+	}
+	close(todo)
+	errs := make(chan error, 64)
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range todo {
+				if err := f.connect(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (f *simFleet) connect() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := protocol.Dial(ctx, f.url, nil, protocol.Options{})
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	caps := job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1}
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegister, Version: protocol.Version, Name: "sim",
+		Token: testWorkerSecret, Capabilities: &caps}); err != nil {
+		conn.CloseNow()
+		return fmt.Errorf("register: %w", err)
+	}
+	m, err := conn.Read(ctx)
+	if err != nil || m.Type != protocol.TypeRegistered {
+		conn.CloseNow()
+		return fmt.Errorf("register: %+v %v", m, err)
+	}
+	w := &simWorker{conn: conn}
+	f.mu.Lock()
+	f.workers = append(f.workers, w)
+	f.mu.Unlock()
+	go f.serve(w)
+	return nil
+}
+
+// serve answers w's assignments until its connection ends.
+func (f *simFleet) serve(w *simWorker) {
+	for {
+		m, err := w.conn.Read(context.Background())
+		if err != nil {
+			return
+		}
+		if m.Type != protocol.TypeAssign {
+			continue
+		}
+		t := m.Task
+		n, _ := f.answered.LoadOrStore(t.JobID, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		err = w.write(protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID,
+			Result: &job.Result{Status: job.StatusCompleted, Result: []byte("2")}})
+		if err != nil {
+			return
+		}
+	}
+}
+
+// answers returns how many results the fleet sent for job id.
+func (f *simFleet) answers(id string) int32 {
+	n, ok := f.answered.Load(id)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int32).Load()
+}
+
+// heartbeats sends every worker a heartbeat each interval, as the worker
+// does, spread over the interval, until the fleet is closed.
+func (f *simFleet) heartbeats(interval time.Duration) {
+	const tick = 20 * time.Millisecond
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	next := 0
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		ws := f.workers
+		f.mu.Unlock()
+		if len(ws) == 0 {
+			continue
+		}
+		per := max(1, len(ws)*int(tick)/int(interval))
+		for range per {
+			next = (next + 1) % len(ws)
+			ws[next].write(protocol.Message{Type: protocol.TypeHeartbeat})
+		}
+	}
+}
+
+func (f *simFleet) close() {
+	f.once.Do(func() { close(f.stop) })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.workers {
+		w.conn.CloseNow()
+	}
+}
