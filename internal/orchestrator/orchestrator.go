@@ -61,6 +61,13 @@ type Config struct {
 	// patterns) docker jobs may name; the operator's narrowing of what
 	// workers allow. Other images are refused at submission.
 	DockerAllowImages []string
+	// RunningWriteDelay is how long after a job is handed to a worker its
+	// running state is stored (default 100 ms; 0: at once). A job that
+	// ends sooner has only its end stored, one write fewer per job: its
+	// state in memory is what readers see meanwhile. A job whose running
+	// state was not stored yet is re-queued after a crash as any is, but
+	// keeps its attempt (see docs/rationale.md).
+	RunningWriteDelay time.Duration
 	// Version is reported to workers and in logs.
 	Version string
 
@@ -160,6 +167,7 @@ func DefaultConfig() Config {
 		MaxStrikes:        3,
 		Retention:         DefaultRetentionConfig(),
 		MaxDrops:          3,
+		RunningWriteDelay: 100 * time.Millisecond,
 
 		TokenRecheckInterval: 2 * time.Second,
 
@@ -191,6 +199,9 @@ func (c Config) Validate() error {
 	positive("RegisterTimeout", c.RegisterTimeout)
 	positive("WriteTimeout", c.WriteTimeout)
 	positive("TokenRecheckInterval", c.TokenRecheckInterval)
+	if c.RunningWriteDelay < 0 {
+		errs = append(errs, job.Invalid("RunningWriteDelay", "must not be negative (got %s)", c.RunningWriteDelay))
+	}
 	atLeast("MaxQueued", c.MaxQueued, 1)
 	atLeast("MaxReplicas", c.MaxReplicas, 1)
 	atLeast("MaxStrikes", c.MaxStrikes, 1)

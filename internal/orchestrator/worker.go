@@ -236,10 +236,6 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	return start{e: e, w: w, m: protocol.Message{Type: protocol.TypeAssign, Task: task}}
 }
 
-// launch sends each assignment and stores the job as running in the
-// background. The running state needs no wait: persist never replaces a
-// newer state with an older one, so a result stored first stays, and after
-// a crash a job stored as pending or running is re-queued all the same.
 // persistAsyncLocked stores e's state in the background; Close waits for
 // it.
 func (o *Orchestrator) persistAsyncLocked(e *entry) {
@@ -250,9 +246,23 @@ func (o *Orchestrator) persistAsyncLocked(e *entry) {
 	}()
 }
 
+// launch sends each assignment and stores the job as running in the
+// background, RunningWriteDelay later. The running state needs no wait:
+// persist never replaces a newer state with an older one, so a result
+// stored first stays (and the running state is then not written at all),
+// and after a crash a job stored as pending or running is re-queued all
+// the same.
 func (o *Orchestrator) launch(starts []start) {
 	for _, s := range starts {
 		s.w.send(s.m)
+		if d := o.cfg.RunningWriteDelay; d > 0 {
+			// A job that ends before it has its end stored alone.
+			time.AfterFunc(d, func() {
+				defer o.launches.Done()
+				o.persist(context.Background(), s.e)
+			})
+			continue
+		}
 		go func() {
 			defer o.launches.Done()
 			o.persist(context.Background(), s.e)
