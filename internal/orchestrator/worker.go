@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -700,38 +699,80 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 
 // Workers lists the connected workers, sorted by id.
 func (o *Orchestrator) Workers() []job.WorkerInfo {
+	var out []job.WorkerInfo
+	f := job.WorkerFilter{Limit: job.MaxWorkerListLimit}
+	for {
+		page, next := o.WorkerPage(f)
+		out = append(out, page...)
+		if next == "" {
+			return out
+		}
+		f.Cursor = next
+	}
+}
+
+// workerScanLimit bounds the workers one page looks at, so that a filter
+// that keeps few of many workers answers a short page (with a cursor)
+// rather than hold the lock for all of them.
+const workerScanLimit = 10_000
+
+// WorkerPage returns the connected workers f keeps, sorted by id, from
+// after f.Cursor, at most f.Limit (job.DefaultWorkerListLimit when 0) of
+// them, and the cursor of the next page ("" when there is none). It looks
+// at no more workers than the page needs, at most workerScanLimit.
+func (o *Orchestrator) WorkerPage(f job.WorkerFilter) ([]job.WorkerInfo, string) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = job.DefaultWorkerListLimit
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := make([]job.WorkerInfo, 0, len(o.workers))
-	for _, w := range o.workers {
-		info := job.WorkerInfo{
-			ID:            w.id,
-			Name:          w.name,
-			Remote:        w.remote,
-			Capabilities:  w.caps,
-			Trusted:       w.trusted,
-			Owner:         w.owner,
-			Banned:        o.bannedLocked(w),
-			RunningJobs:   []string{},
-			ConnectedAt:   w.connectedAt.UTC(),
-			LastHeartbeat: time.Unix(0, w.lastSeen.Load()).UTC(),
-			Notes:         maps.Clone(w.notes),
+	ids := o.index.ids
+	i, found := slices.BinarySearch(ids, f.Cursor)
+	if found {
+		i++
+	}
+	out := make([]job.WorkerInfo, 0, min(limit, len(ids)-i))
+	for scanned := 0; i < len(ids); i, scanned = i+1, scanned+1 {
+		if len(out) == limit || scanned == workerScanLimit {
+			return out, ids[i-1]
 		}
-		info.JobNamespaces = make(map[string]string)
-		for _, l := range w.leases {
-			if !l.abandoned {
-				info.RunningJobs = append(info.RunningJobs, l.jobID)
-				if e, ok := o.active[l.jobID]; ok {
-					info.JobNamespaces[l.jobID] = e.job.Namespace
-				}
+		w := o.workers[ids[i]]
+		if w == nil || !f.Matches(&w.caps, w.trusted) {
+			continue
+		}
+		out = append(out, o.workerInfoLocked(w))
+	}
+	return out, ""
+}
+
+// workerInfoLocked describes w.
+func (o *Orchestrator) workerInfoLocked(w *worker) job.WorkerInfo {
+	info := job.WorkerInfo{
+		ID:            w.id,
+		Name:          w.name,
+		Remote:        w.remote,
+		Capabilities:  w.caps,
+		Trusted:       w.trusted,
+		Owner:         w.owner,
+		Banned:        o.bannedLocked(w),
+		RunningJobs:   []string{},
+		ConnectedAt:   w.connectedAt.UTC(),
+		LastHeartbeat: time.Unix(0, w.lastSeen.Load()).UTC(),
+		Notes:         maps.Clone(w.notes),
+	}
+	info.JobNamespaces = make(map[string]string)
+	for _, l := range w.leases {
+		if !l.abandoned {
+			info.RunningJobs = append(info.RunningJobs, l.jobID)
+			if e, ok := o.active[l.jobID]; ok {
+				info.JobNamespaces[l.jobID] = e.job.Namespace
 			}
 		}
-		info.Running = len(info.RunningJobs)
-		slices.Sort(info.RunningJobs)
-		out = append(out, info)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	info.Running = len(info.RunningJobs)
+	slices.Sort(info.RunningJobs)
+	return info
 }
 
 // pendingReasonLocked says why a pending job waits. It looks at pools, not
