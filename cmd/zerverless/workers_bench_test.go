@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,14 +29,15 @@ import (
 // once and sends heartbeats), and drives b.N trivial Lua jobs through them
 // from 16 clients, first with 200 workers and then, in the same server,
 // with 9,000. It prints, for each crowd, jobs/s and the p50/p95 latency of
-// submit-to-result, and at the end the ratio of the two throughputs, the
-// process's RSS (server and simulated workers together) and its open
-// descriptors. Every job must complete exactly once: answered by one
-// worker, on its first attempt.
+// submit-to-result, the server's RSS and open descriptors, and at the end
+// the ratio of the two throughputs and the server's peak RSS. Every job
+// must complete exactly once: answered by one worker, on its first
+// attempt.
 //
-// Each simulated worker takes two descriptors of this process (its end and
-// the server's); the soft open-file limit is raised to the hard one, and
-// the server's session limit is set to take the crowd.
+// The simulated workers run in a child process (this test binary again),
+// as remote workers would: the server's RSS and descriptors are its own.
+// Both raise their soft open-file limit to the hard one, and the server's
+// session limit is set to take the crowd.
 //
 //	go test ./cmd/zerverless -run '^$' -bench SimulatedWorkers -benchtime 20000x -timeout 30m
 func BenchmarkSimulatedWorkers(b *testing.B) {
@@ -46,7 +52,7 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if need := 2*crowds[len(crowds)-1] + 512; fds < need {
+	if need := crowds[len(crowds)-1] + 512; fds < need {
 		b.Fatalf("the open-file limit is %d; %d simulated workers need %d", fds, crowds[len(crowds)-1], need)
 	}
 	cfg := testServerConfig(b, b.TempDir(), 0)
@@ -59,9 +65,7 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 	c := client.New(srv.URL(), &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}).
 		WithToken(srv.AdminToken())
 
-	f := &simFleet{url: srv.WorkerURL(), stop: make(chan struct{})}
-	defer f.close()
-	go f.heartbeats(cfg.Orchestrator.HeartbeatInterval)
+	f := startFleetProc(b, srv.WorkerURL(), cfg.Orchestrator.HeartbeatInterval)
 
 	ctx := context.Background()
 	req := job.Request{Type: job.TypeLua, Code: `return INPUT.n + 1`, Input: []byte(`{"n":1}`)}
@@ -69,9 +73,7 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 	b.ResetTimer()
 	for i, n := range crowds {
 		b.StopTimer()
-		if err := f.grow(n); err != nil {
-			b.Fatal(err)
-		}
+		f.grow(n)
 		eventually(b, time.Minute, func() error {
 			st, err := admin.Stats(ctx)
 			if err != nil || st.WorkersConnected != n {
@@ -88,6 +90,7 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 				}
 				return err
 			})
+			f.answers() // the warm-up's
 		}
 		stopProfile := func() {}
 		if i == len(crowds)-1 && *simCPUProfile != "" {
@@ -112,10 +115,8 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 		})
 		b.StopTimer()
 		stopProfile()
-		for _, id := range ids {
-			if got := f.answers(id); got != 1 {
-				b.Fatalf("job %s was answered %d times by the simulated workers, want once", id, got)
-			}
+		if got := f.answers(); got.total != len(ids) || got.repeated != 0 {
+			b.Fatalf("the simulated workers sent %d results for %d jobs, %d of them for a job answered before; want one per job", got.total, len(ids), got.repeated)
 		}
 		rates[i] = float64(len(lat)) / elapsed.Seconds()
 		b.ReportMetric(rates[i], fmt.Sprintf("jobs/s-%dw", n))
@@ -123,9 +124,9 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 		b.ReportMetric(ms(lat[len(lat)*95/100]), fmt.Sprintf("p95-ms-%dw", n))
 		var mem runtime.MemStats
 		runtime.ReadMemStats(&mem)
-		b.Logf("%5d workers: %7.0f jobs/s, p50 %6.2f ms, p95 %6.2f ms, RSS %4d MiB (heap %d MiB, stacks %d MiB, %d goroutines), %5d descriptors",
+		b.Logf("%5d workers: %7.0f jobs/s, p50 %6.2f ms, p95 %6.2f ms; server RSS %4d MiB (heap %d MiB, stacks %d MiB, %d goroutines), %5d descriptors; workers' process RSS %d MiB",
 			n, rates[i], ms(lat[len(lat)/2]), ms(lat[len(lat)*95/100]), procStatus(b, "VmRSS")>>20,
-			mem.HeapInuse>>20, mem.StackInuse>>20, runtime.NumGoroutine(), openDescriptors(b))
+			mem.HeapInuse>>20, mem.StackInuse>>20, runtime.NumGoroutine(), openDescriptors(b), f.rss()>>20)
 		if i == len(crowds)-1 && *simHeapProfile != "" {
 			writeHeapProfile(b, *simHeapProfile)
 		}
@@ -133,7 +134,7 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(rates[len(rates)-1]/rates[0], "ratio-9000w/200w")
-	b.ReportMetric(float64(procStatus(b, "VmHWM")>>20), "peak-RSS-MiB")
+	b.ReportMetric(float64(procStatus(b, "VmHWM")>>20), "server-peak-RSS-MiB")
 	b.ReportMetric(float64(openDescriptors(b)), "fds")
 }
 
@@ -213,16 +214,146 @@ func openDescriptors(b *testing.B) int {
 	return len(ents)
 }
 
+// simFleetEnv, set to a worker URL, makes this test binary a simulated
+// fleet's process (TestMain runs runSimFleet).
+const simFleetEnv = "ZERVERLESS_TEST_SIM_FLEET"
+
+// fleetProc is the child process that runs the simulated workers. It takes
+// commands on its stdin, one a line, and answers each with a line:
+//
+//	grow N     connect workers until there are N; "grown N"
+//	answers    "answers TOTAL REPEATED": the results sent since the last
+//	           answers, and how many of them were for a job already
+//	           answered
+//	rss        "rss BYTES": the process's RSS
+type fleetProc struct {
+	b   *testing.B
+	in  io.Writer
+	out *bufio.Scanner
+}
+
+func startFleetProc(b *testing.B, url string, heartbeat time.Duration) *fleetProc {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), simFleetEnv+"="+url, "ZERVERLESS_TEST_SIM_HEARTBEAT="+heartbeat.String())
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(out)
+	return &fleetProc{b: b, in: in, out: sc}
+}
+
+// ask sends cmd and returns the answer's fields after its first word.
+func (p *fleetProc) ask(cmd string) []string {
+	if _, err := fmt.Fprintln(p.in, cmd); err != nil {
+		p.b.Fatalf("fleet %s: %v", cmd, err)
+	}
+	if !p.out.Scan() {
+		p.b.Fatalf("fleet %s: no answer (%v)", cmd, p.out.Err())
+	}
+	f := strings.Fields(p.out.Text())
+	if len(f) == 0 || f[0] == "error" {
+		p.b.Fatalf("fleet %s: %s", cmd, p.out.Text())
+	}
+	return f[1:]
+}
+
+func (p *fleetProc) grow(n int) { p.ask(fmt.Sprintf("grow %d", n)) }
+
+type fleetAnswers struct{ total, repeated int }
+
+func (p *fleetProc) answers() fleetAnswers {
+	f := p.ask("answers")
+	var a fleetAnswers
+	a.total, _ = strconv.Atoi(f[0])
+	a.repeated, _ = strconv.Atoi(f[1])
+	return a
+}
+
+func (p *fleetProc) rss() int64 {
+	n, _ := strconv.ParseInt(p.ask("rss")[0], 10, 64)
+	return n
+}
+
+// runSimFleet is the simulated fleet's process: it serves fleetProc's
+// commands from in until in ends.
+func runSimFleet(url string, heartbeat time.Duration, in io.Reader, out io.Writer) int {
+	if _, err := raiseOpenFiles(); err != nil {
+		fmt.Fprintln(out, "error", err)
+		return 1
+	}
+	f := &simFleet{url: url, stop: make(chan struct{}), answered: make(map[string]int)}
+	defer f.close()
+	go f.heartbeats(heartbeat)
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		cmd := strings.Fields(sc.Text())
+		switch {
+		case len(cmd) == 2 && cmd[0] == "grow":
+			n, _ := strconv.Atoi(cmd[1])
+			if err := f.grow(n); err != nil {
+				fmt.Fprintln(out, "error", err)
+				continue
+			}
+			fmt.Fprintln(out, "grown", n)
+		case len(cmd) == 1 && cmd[0] == "answers":
+			f.mu.Lock()
+			fmt.Fprintln(out, "answers", f.total, f.repeated)
+			f.total, f.repeated = 0, 0
+			f.mu.Unlock()
+		case len(cmd) == 1 && cmd[0] == "rss":
+			fmt.Fprintln(out, "rss", selfRSS())
+		default:
+			fmt.Fprintln(out, "error unknown command", sc.Text())
+		}
+	}
+	return 0
+}
+
+// selfRSS is this process's VmRSS in bytes, 0 when it cannot be read.
+func selfRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // simFleet is a crowd of simulated workers: each a registered WebSocket
 // session whose reader answers every assignment at once.
 type simFleet struct {
 	url     string
 	mu      sync.Mutex
 	workers []*simWorker
-	// answered counts, per job id, the results the fleet sent.
-	answered sync.Map // string -> *atomic.Int32
-	stop     chan struct{}
-	once     sync.Once
+	// answered counts, per job id, the results the fleet sent; total and
+	// repeated count them since they were last reported.
+	answered        map[string]int
+	total, repeated int
+	stop            chan struct{}
+	once            sync.Once
 }
 
 type simWorker struct {
@@ -305,23 +436,19 @@ func (f *simFleet) serve(w *simWorker) {
 			continue
 		}
 		t := m.Task
-		n, _ := f.answered.LoadOrStore(t.JobID, new(atomic.Int32))
-		n.(*atomic.Int32).Add(1)
+		f.mu.Lock()
+		f.answered[t.JobID]++
+		f.total++
+		if f.answered[t.JobID] > 1 {
+			f.repeated++
+		}
+		f.mu.Unlock()
 		err = w.write(protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID,
 			Result: &job.Result{Status: job.StatusCompleted, Result: []byte("2")}})
 		if err != nil {
 			return
 		}
 	}
-}
-
-// answers returns how many results the fleet sent for job id.
-func (f *simFleet) answers(id string) int32 {
-	n, ok := f.answered.Load(id)
-	if !ok {
-		return 0
-	}
-	return n.(*atomic.Int32).Load()
 }
 
 // heartbeats sends every worker a heartbeat each interval, as the worker
