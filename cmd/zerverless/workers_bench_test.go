@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -74,9 +75,11 @@ func BenchmarkSimulatedWorkers(b *testing.B) {
 	for i, n := range crowds {
 		b.StopTimer()
 		f.grow(n)
-		eventually(b, time.Minute, func() error {
+		eventually(b, 2*time.Minute, func() error {
 			st, err := admin.Stats(ctx)
 			if err != nil || st.WorkersConnected != n {
+				// Replace the sessions that ended meanwhile.
+				f.grow(n)
 				return fmt.Errorf("%d workers connected, want %d (%v)", st.WorkersConnected, n, err)
 			}
 			return nil
@@ -299,9 +302,8 @@ func runSimFleet(url string, heartbeat time.Duration, in io.Reader, out io.Write
 		fmt.Fprintln(out, "error", err)
 		return 1
 	}
-	f := &simFleet{url: url, stop: make(chan struct{}), answered: make(map[string]int)}
+	f := &simFleet{url: url, heartbeat: heartbeat, stop: make(chan struct{}), answered: make(map[string]int), workers: make(map[*simWorker]struct{})}
 	defer f.close()
-	go f.heartbeats(heartbeat)
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		cmd := strings.Fields(sc.Text())
@@ -345,9 +347,11 @@ func selfRSS() int64 {
 // simFleet is a crowd of simulated workers: each a registered WebSocket
 // session whose reader answers every assignment at once.
 type simFleet struct {
-	url     string
-	mu      sync.Mutex
-	workers []*simWorker
+	url       string
+	heartbeat time.Duration
+	mu        sync.Mutex
+	// workers are the live workers, whose connection has not failed.
+	workers map[*simWorker]struct{}
 	// answered counts, per job id, the results the fleet sent; total and
 	// repeated count them since they were last reported.
 	answered        map[string]int
@@ -419,14 +423,21 @@ func (f *simFleet) connect() error {
 	}
 	w := &simWorker{conn: conn}
 	f.mu.Lock()
-	f.workers = append(f.workers, w)
+	f.workers[w] = struct{}{}
 	f.mu.Unlock()
 	go f.serve(w)
+	go f.heartbeats(w, f.heartbeat)
 	return nil
 }
 
 // serve answers w's assignments until its connection ends.
 func (f *simFleet) serve(w *simWorker) {
+	defer func() {
+		f.mu.Lock()
+		delete(f.workers, w)
+		f.mu.Unlock()
+		w.conn.CloseNow()
+	}()
 	for {
 		m, err := w.conn.Read(context.Background())
 		if err != nil {
@@ -451,29 +462,27 @@ func (f *simFleet) serve(w *simWorker) {
 	}
 }
 
-// heartbeats sends every worker a heartbeat each interval, as the worker
-// does, spread over the interval, until the fleet is closed.
-func (f *simFleet) heartbeats(interval time.Duration) {
-	const tick = 20 * time.Millisecond
-	t := time.NewTicker(tick)
+// heartbeats sends w a heartbeat each interval, as the worker does, the
+// first after a random part of it (so that the fleet's are spread), until
+// the fleet is closed or w's connection fails.
+func (f *simFleet) heartbeats(w *simWorker, interval time.Duration) {
+	first := time.NewTimer(rand.N(interval))
+	defer first.Stop()
+	select {
+	case <-f.stop:
+		return
+	case <-first.C:
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
-	next := 0
 	for {
+		if w.write(protocol.Message{Type: protocol.TypeHeartbeat}) != nil {
+			return
+		}
 		select {
 		case <-f.stop:
 			return
 		case <-t.C:
-		}
-		f.mu.Lock()
-		ws := f.workers
-		f.mu.Unlock()
-		if len(ws) == 0 {
-			continue
-		}
-		per := max(1, len(ws)*int(tick)/int(interval))
-		for range per {
-			next = (next + 1) % len(ws)
-			ws[next].write(protocol.Message{Type: protocol.TypeHeartbeat})
 		}
 	}
 }
@@ -482,7 +491,7 @@ func (f *simFleet) close() {
 	f.once.Do(func() { close(f.stop) })
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, w := range f.workers {
+	for w := range f.workers {
 		w.conn.CloseNow()
 	}
 }
