@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/orchestrator"
 )
 
 // BenchmarkEndToEndLua drives the full path — HTTP submit, store,
@@ -29,6 +30,10 @@ func benchEndToEnd(b *testing.B, clients int) {
 	cfg := testServerConfig(b, b.TempDir(), 2)
 	cfg.Log = nil
 	cfg.Worker.Concurrency = 16
+	// The platform's default heartbeat, not the tests' 200 ms: on a
+	// loaded machine a session starved for three of those is dropped, and
+	// its calls fail.
+	cfg.Orchestrator.HeartbeatInterval = orchestrator.DefaultConfig().HeartbeatInterval
 	cfg.Runtimes.Only = []job.Type{job.TypeLua}
 	_, c := startServer(b, cfg)
 	ctx := context.Background()
