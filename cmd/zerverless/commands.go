@@ -265,6 +265,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "embedded workers to start (0: none)")
 	fs.DurationVar(&cfg.Orchestrator.HeartbeatInterval, "heartbeat", cfg.Orchestrator.HeartbeatInterval, "how often workers must send a heartbeat")
 	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
+	fs.DurationVar(&cfg.Orchestrator.RunningWriteDelay, "running-write-delay", cfg.Orchestrator.RunningWriteDelay, "how long after a job is handed to a worker its running state is stored; a job that ends sooner has only its end stored (0: at once)")
 	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")
 	fs.Int64Var(&cfg.API.MaxBodiesInFlight, "max-bodies-in-flight", cfg.API.MaxBodiesInFlight, "request bodies the job API (and, apart, the deploy API) may hold at once while serving them; beyond it 503 (at least --max-body-bytes)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -58,6 +59,12 @@ func TestMain(m *testing.M) {
 		// A worker of these tests started this binary as its runtime
 		// process (os.Executable is the test binary).
 		os.Exit(runtimeChild(os.Stdin, os.Stdout, os.Stderr))
+	}
+	if url := os.Getenv(simFleetEnv); url != "" {
+		// BenchmarkSimulatedWorkers started this binary to run its
+		// simulated workers.
+		hb, _ := time.ParseDuration(os.Getenv("ZERVERLESS_TEST_SIM_HEARTBEAT"))
+		os.Exit(runSimFleet(url, cmp.Or(hb, 5*time.Second), os.Stdin, os.Stdout))
 	}
 	if os.Getenv(asMainEnv) != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -66,7 +66,7 @@ func submitAll(t *testing.T, c *client.Client, ns, code string, n int) []string 
 }
 
 // procStatus returns a field of /proc/self/status in bytes (VmRSS, VmHWM).
-func procStatus(t *testing.T, field string) int64 {
+func procStatus(t testing.TB, field string) int64 {
 	t.Helper()
 	f, err := os.Open("/proc/self/status")
 	if err != nil {

@@ -42,7 +42,9 @@ type Jobs interface {
 	Wait(ctx context.Context, id string, wait time.Duration) (*job.Job, error)
 	Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
-	Workers() []job.WorkerInfo
+	// WorkerPage returns a page of the connected workers f keeps, sorted
+	// by id, and the cursor of the next page ("" when there is none).
+	WorkerPage(f job.WorkerFilter) ([]job.WorkerInfo, string)
 	Stats(ctx context.Context) (job.Stats, error)
 	// HeldJob returns the job with jobID when leaseID is its current
 	// lease.

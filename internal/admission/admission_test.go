@@ -65,7 +65,7 @@ func TestNothingWithoutAPrincipal(t *testing.T) {
 		"Cancel": func(ctx context.Context) error { _, err := adm.Cancel(ctx, "job-1"); return err },
 		"Stats":  func(ctx context.Context) error { _, err := adm.Stats(ctx); return err },
 		"Workers": func(ctx context.Context) error {
-			_, err := adm.Workers(ctx)
+			_, _, err := adm.Workers(ctx, job.WorkerFilter{})
 			return err
 		},
 		"UploadContext": func(ctx context.Context) error {

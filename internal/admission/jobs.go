@@ -123,8 +123,9 @@ func (s *Service) Stats(ctx context.Context) (job.Stats, error) {
 	return s.d.Jobs.Stats(ctx)
 }
 
-// Workers lists the connected workers as the caller may see them. An
-// admin sees everything. A namespace token sees the workers that accept
+// Workers lists a page of the connected workers f keeps (see
+// job.WorkerFilter), as the caller may see them, and the cursor of the
+// next page. An admin sees everything. A namespace token sees the workers that accept
 // its namespace's jobs (a worker restricted to other namespaces is not
 // listed), with their runtimes, capacity and trust and how many jobs they
 // run, and of what a worker holds only what belongs to its own namespace:
@@ -137,12 +138,19 @@ func (s *Service) Stats(ctx context.Context) (job.Stats, error) {
 //     (it is keyed with the orchestrator's secret), so none is shown;
 //   - notes, which a worker writes freely (and which may name any
 //     namespace's images or errors), are not shown.
-func (s *Service) Workers(ctx context.Context) ([]job.WorkerInfo, error) {
+func (s *Service) Workers(ctx context.Context, f job.WorkerFilter) ([]job.WorkerInfo, string, error) {
 	p, err := Caller(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	ws := s.d.Jobs.Workers()
+	if !p.Admin() {
+		if f.Namespace != "" && f.Namespace != p.Namespace {
+			// Another namespace's workers are not the caller's to list.
+			return []job.WorkerInfo{}, "", nil
+		}
+		f.Namespace = p.Namespace
+	}
+	ws, next := s.d.Jobs.WorkerPage(f)
 	out := make([]job.WorkerInfo, 0, len(ws))
 	for _, w := range ws {
 		if !p.Admin() {
@@ -156,7 +164,7 @@ func (s *Service) Workers(ctx context.Context) ([]job.WorkerInfo, error) {
 		}
 		out = append(out, w)
 	}
-	return out, nil
+	return out, next, nil
 }
 
 // scopeWorker returns w as namespace token p may see it. It copies what it

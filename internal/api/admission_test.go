@@ -126,7 +126,7 @@ func TestUnknownQueryParameter(t *testing.T) {
 		{"GET", "/api/jobs?job_type=docker", "job_type"},
 		{"GET", "/api/jobs?status=pending&namespce=alice", "namespce"},
 		{"GET", "/api/jobs/x?wiat=5", "wiat"},
-		{"GET", "/api/workers?namespace=bob", "namespace"},
+		{"GET", "/api/workers?namespaces=bob", "namespaces"},
 		{"GET", "/health?verbose=1", "verbose"},
 		{"GET", "/stats?x", "x"},
 		{"POST", "/api/jobs?dry_run=1", "dry_run"},

@@ -170,7 +170,7 @@ func (s *server) register() {
 	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor")
 	s.handle("GET /api/jobs/{id}", s.getJob, "wait", "include")
 	s.handle("DELETE /api/jobs/{id}", s.cancelJob)
-	s.handle("GET /api/workers", s.listWorkers)
+	s.handle("GET /api/workers", s.listWorkers, "runtime", "trusted", "namespace", "limit", "cursor")
 	s.handle("GET /info", s.info)
 	s.handle("GET /stats", s.stats)
 	s.buildRoutes()
@@ -284,12 +284,17 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	ws, err := s.adm.Workers(r.Context())
+	f, err := parseWorkerFilter(r.URL.Query())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, WorkerList{Workers: ws})
+	ws, next, err := s.adm.Workers(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, WorkerList{Workers: ws, NextCursor: next})
 }
 
 // volunteer upgrades to the worker protocol and hands the connection to

@@ -178,6 +178,8 @@ type JobList struct {
 // WorkerList is the body of GET /api/workers.
 type WorkerList struct {
 	Workers []job.WorkerInfo `json:"workers"`
+	// NextCursor, when not empty, fetches the next page with ?cursor=.
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 // Info is the body of GET /info.

@@ -232,9 +232,23 @@ func (c *Client) Cancel(ctx context.Context, id string) (View, error) {
 
 // Workers lists the connected workers.
 func (c *Client) Workers(ctx context.Context) ([]job.WorkerInfo, error) {
-	var list api.WorkerList
-	err := c.do(ctx, http.MethodGet, "/api/workers", nil, &list)
-	return list.Workers, err
+	var all []job.WorkerInfo
+	cursor := ""
+	for {
+		var list api.WorkerList
+		path := "/api/workers"
+		if cursor != "" {
+			path += "?cursor=" + url.QueryEscape(cursor)
+		}
+		if err := c.do(ctx, http.MethodGet, path, nil, &list); err != nil {
+			return all, err
+		}
+		all = append(all, list.Workers...)
+		if list.NextCursor == "" || list.NextCursor == cursor {
+			return all, nil
+		}
+		cursor = list.NextCursor
+	}
 }
 
 // Stats returns a snapshot of workers and jobs.

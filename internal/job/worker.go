@@ -1,6 +1,9 @@
 package job
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // WorkerInfo describes a connected worker, as GET /api/workers shows it.
 type WorkerInfo struct {
@@ -38,4 +41,40 @@ type Stats struct {
 	SlotsBusy        int            `json:"slots_busy"`
 	Jobs             map[Status]int `json:"jobs"`
 	Queued           map[Type]int   `json:"queued"`
+}
+
+// WorkerFilter selects a page of connected workers, in order of id.
+type WorkerFilter struct {
+	// Runtime, when set, keeps the workers that run it.
+	Runtime Type
+	// Trusted, when set, keeps the trusted (true) or untrusted (false)
+	// workers.
+	Trusted *bool
+	// Namespace, when set, keeps the workers that accept its jobs (those
+	// that restrict none, or name it).
+	Namespace string
+	// Cursor continues a listing after the worker id it holds.
+	Cursor string
+	// Limit is the most workers in the page; 0 means DefaultWorkerListLimit.
+	Limit int
+}
+
+// DefaultWorkerListLimit and MaxWorkerListLimit bound a page of workers.
+const (
+	DefaultWorkerListLimit = 1000
+	MaxWorkerListLimit     = 1000
+)
+
+// Matches reports whether w is kept by f's runtime, trust and namespace.
+func (f WorkerFilter) Matches(w *Capabilities, trusted bool) bool {
+	if f.Runtime != "" && !w.Has(f.Runtime) {
+		return false
+	}
+	if f.Trusted != nil && *f.Trusted != trusted {
+		return false
+	}
+	if f.Namespace != "" && len(w.Namespaces) > 0 && !slices.Contains(w.Namespaces, f.Namespace) {
+		return false
+	}
+	return true
 }

@@ -65,9 +65,14 @@ func (o *Orchestrator) buildHolderLocked(e *entry, w *worker) *worker {
 	if key == "" || w.caps.HoldsBuild(key) {
 		return nil
 	}
-	for _, other := range o.workers {
-		if other != w && other.caps.HoldsBuild(key) && o.canTakeLocked(other, e) {
-			return other
+	for _, p := range o.index.pools {
+		if p.caps.Docker == nil {
+			continue
+		}
+		for other := range p.members {
+			if other != w && other.caps.HoldsBuild(key) && o.canTakeLocked(other, e) {
+				return other
+			}
 		}
 	}
 	return nil

@@ -204,6 +204,7 @@ func (h *harness) proven(w *rawWorker) *rawWorker {
 			return fmt.Errorf("worker %s is not registered yet", w.id)
 		}
 		h.o.standingLocked(ww.reputationKey()).results += 1000
+		h.o.standingChangedLocked(ww)
 		return nil
 	})
 	return w

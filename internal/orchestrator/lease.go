@@ -70,28 +70,25 @@ func (o *Orchestrator) expireLeases() {
 	var cancels []cancel
 	var changed []*entry
 	o.mu.Lock()
-	for _, w := range o.workers {
-		for leaseID, l := range w.leases {
-			if now.Before(l.deadline) {
-				continue
-			}
-			if l.abandoned {
-				// The worker never answered for a job it was told
-				// to stop; give the slot back.
-				o.endLeaseLocked(w, leaseID)
-				continue
-			}
-			l.abandoned = true
-			l.deadline = now.Add(o.cfg.LeaseGrace)
-			cancels = append(cancels, cancel{w, l.jobID, leaseID})
-			e, ok := o.active[l.jobID]
-			if !ok || e.final || e.worker != w || e.job.LeaseID != leaseID {
-				continue
-			}
-			o.log.Warn("lease expired", "job_id", l.jobID, "worker_id", w.id)
-			o.loseLeaseLocked(e, w, "lease expired on worker "+w.id)
-			changed = append(changed, e)
+	for l := o.leaseHeap.peek(); l != nil && !now.Before(l.deadline); l = o.leaseHeap.peek() {
+		w, leaseID := l.w, l.id
+		if l.abandoned {
+			// The worker never answered for a job it was told
+			// to stop; give the slot back.
+			o.endLeaseLocked(w, leaseID)
+			continue
 		}
+		l.abandoned = true
+		l.deadline = now.Add(o.cfg.LeaseGrace)
+		o.leaseHeap.fix(l)
+		cancels = append(cancels, cancel{w, l.jobID, leaseID})
+		e, ok := o.active[l.jobID]
+		if !ok || e.final || e.worker != w || e.job.LeaseID != leaseID {
+			continue
+		}
+		o.log.Warn("lease expired", "job_id", l.jobID, "worker_id", w.id)
+		o.loseLeaseLocked(e, w, "lease expired on worker "+w.id)
+		changed = append(changed, e)
 	}
 	starts := o.dispatchLocked()
 	o.mu.Unlock()

@@ -61,6 +61,13 @@ type Config struct {
 	// patterns) docker jobs may name; the operator's narrowing of what
 	// workers allow. Other images are refused at submission.
 	DockerAllowImages []string
+	// RunningWriteDelay is how long after a job is handed to a worker its
+	// running state is stored (default 100 ms; 0: at once). A job that
+	// ends sooner has only its end stored, one write fewer per job: its
+	// state in memory is what readers see meanwhile. A job whose running
+	// state was not stored yet is re-queued after a crash as any is, but
+	// keeps its attempt (see docs/rationale.md).
+	RunningWriteDelay time.Duration
 	// Version is reported to workers and in logs.
 	Version string
 
@@ -160,6 +167,7 @@ func DefaultConfig() Config {
 		MaxStrikes:        3,
 		Retention:         DefaultRetentionConfig(),
 		MaxDrops:          3,
+		RunningWriteDelay: 100 * time.Millisecond,
 
 		TokenRecheckInterval: 2 * time.Second,
 
@@ -191,6 +199,9 @@ func (c Config) Validate() error {
 	positive("RegisterTimeout", c.RegisterTimeout)
 	positive("WriteTimeout", c.WriteTimeout)
 	positive("TokenRecheckInterval", c.TokenRecheckInterval)
+	if c.RunningWriteDelay < 0 {
+		errs = append(errs, job.Invalid("RunningWriteDelay", "must not be negative (got %s)", c.RunningWriteDelay))
+	}
 	atLeast("MaxQueued", c.MaxQueued, 1)
 	atLeast("MaxReplicas", c.MaxReplicas, 1)
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
@@ -260,9 +271,13 @@ type Orchestrator struct {
 	active  map[string]*entry // pending and running jobs by id
 	queue   *queues
 	workers map[string]*worker
-	counts  map[job.Status]int
-	seq     uint64
-	closed  bool
+	// index finds workers for jobs (see workerIndex).
+	index *workerIndex
+	// leaseHeap orders the leases workers hold by deadline.
+	leaseHeap leaseHeap
+	counts    map[job.Status]int
+	seq       uint64
+	closed    bool
 	// nsRunning counts running jobs per namespace, for the running quota.
 	nsRunning map[string]int
 	// nsPending counts pending jobs per namespace as counts does (a
@@ -352,6 +367,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		active:  make(map[string]*entry),
 		queue:   newQueues(),
 		workers: make(map[string]*worker),
+		index:   newWorkerIndex(),
 		counts:  make(map[job.Status]int),
 		stop:    make(chan struct{}),
 
@@ -634,7 +650,7 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 	var lease string
 	if e.worker != nil {
 		notify, lease = e.worker, e.job.LeaseID
-		e.worker.abandon(lease, o.now(), o.cfg.LeaseGrace)
+		o.abandonLocked(e.worker, lease, o.now(), o.cfg.LeaseGrace)
 	}
 	o.finishLocked(e, &job.Result{Status: job.StatusCanceled, Error: "canceled by request", Attempt: e.job.Attempt, WorkerID: e.job.WorkerID})
 	o.mu.Unlock()
@@ -773,15 +789,9 @@ func (o *Orchestrator) Stats(ctx context.Context) (job.Stats, error) {
 	for _, st := range job.Statuses {
 		s.Jobs[st] = max(o.counts[st], 0)
 	}
-	for _, w := range o.workers {
-		s.WorkersConnected++
-		s.SlotsTotal += w.caps.Concurrency
-		busy := len(w.leases)
-		s.SlotsBusy += busy
-		if busy > 0 {
-			s.WorkersBusy++
-		}
-	}
+	x := o.index
+	s.WorkersConnected = len(x.ids)
+	s.SlotsTotal, s.SlotsBusy, s.WorkersBusy = x.slotsTotal, x.slotsBusy, x.workersBusy
 	return s, nil
 }
 

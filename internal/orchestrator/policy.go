@@ -104,9 +104,18 @@ func (o *Orchestrator) eligibleLocked(w *worker, e *entry) (ok, wholeLane bool) 
 // othersCanRunLocked reports whether a connected worker other than w, and
 // not avoided by e, may run e.
 func (o *Orchestrator) othersCanRunLocked(w *worker, e *entry) bool {
-	for _, other := range o.workers {
-		if other != w && !other.gone && !e.avoid[other.id] && o.refusalLocked(other, e) == "" {
-			return true
+	for _, p := range o.index.pools {
+		for other := range p.members {
+			if other == w || other.gone || e.avoid[other.id] {
+				continue
+			}
+			if o.refusalLocked(other, e) == "" {
+				return true
+			}
+			if !other.banned && !e.excluded(other) {
+				// The pool refuses e's lane: all its members alike.
+				break
+			}
 		}
 	}
 	return false
@@ -133,14 +142,26 @@ func (o *Orchestrator) refusalLocked(w *worker, e *entry) string {
 // shares: the runtime, namespace and requirements against w's
 // capabilities, trust and standing.
 func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
+	if reason := o.poolRefusalLocked(&w.caps, w.trusted, e); reason != "" {
+		return reason
+	}
+	if why := o.banLocked(w); why != "" {
+		return "is banned: " + why
+	}
+	return ""
+}
+
+// poolRefusalLocked is laneRefusalLocked for what a pool's workers share:
+// capabilities caps and trust, leaving aside bans.
+func (o *Orchestrator) poolRefusalLocked(caps *job.Capabilities, trusted bool, e *entry) string {
 	// Checked at submission too; here, a policy changed since holds.
 	if why := o.cachedPolicyLocked(e.job.Namespace).EgressRefusal(e.job.Spec.EgressOf()); why != "" {
 		return "may not be given it: " + why
 	}
-	if ok, reason := w.caps.Accepts(e.job); !ok {
+	if ok, reason := caps.Accepts(e.job); !ok {
 		return reason
 	}
-	if !w.trusted {
+	if !trusted {
 		if job.NeedsTrust(e.job.Type) {
 			return fmt.Sprintf("is not trusted; %s jobs run only on workers that joined with a join token", e.job.Type)
 		}
@@ -153,9 +174,6 @@ func (o *Orchestrator) laneRefusalLocked(w *worker, e *entry) string {
 		if !o.policyKnownLocked(e.job.Namespace) {
 			return fmt.Sprintf("is not trusted, and namespace %s's policy could not be read yet (it may require trusted workers)", e.job.Namespace)
 		}
-	}
-	if why := o.banLocked(w); why != "" {
-		return "is banned: " + why
 	}
 	return ""
 }

@@ -64,11 +64,16 @@ func (e *entry) excluded(w *worker) bool {
 	if e.parent == nil {
 		return false
 	}
-	r := e.parent.rep
-	if r.workers[w.id] {
-		return true
+	return e.parent.rep.workers[w.id] || e.keyExcluded(w.reputationKey())
+}
+
+// keyExcluded reports whether e is a replica whose parent has a replica
+// held by, or answered for by, a worker of identity k.
+func (e *entry) keyExcluded(k string) bool {
+	if e.parent == nil {
+		return false
 	}
-	k := w.reputationKey()
+	r := e.parent.rep
 	for c := range r.live {
 		if c.worker != nil && c.worker.reputationKey() == k {
 			return true
@@ -182,6 +187,7 @@ func (o *Orchestrator) acceptLocked(p *entry, a answer) {
 			o.log.Warn("replica disagreed with the quorum", "job_id", p.job.ID, "worker_id", other.WorkerID, "owner", other.Owner, "strikes", o.strikes[other.key])
 			if o.strikes[other.key] == o.cfg.MaxStrikes {
 				o.revokeReplicasLocked(other.key)
+				o.refreshKeyLocked(other.key)
 			}
 		}
 	}
@@ -201,10 +207,7 @@ func (o *Orchestrator) acceptLocked(p *entry, a answer) {
 // workers are told to stop; the replicas run again elsewhere (never on a
 // worker that held them), and the lease watcher's next dispatch sends them.
 func (o *Orchestrator) revokeReplicasLocked(key string) {
-	for _, w := range o.workers {
-		if w.reputationKey() != key {
-			continue
-		}
+	for w := range o.index.sessions[key] {
 		for leaseID, l := range w.leases {
 			e, ok := o.active[l.jobID]
 			if l.abandoned || !ok || e.final || e.parent == nil || e.worker != w || e.job.LeaseID != leaseID {
@@ -212,6 +215,7 @@ func (o *Orchestrator) revokeReplicasLocked(key string) {
 			}
 			l.abandoned = true
 			l.deadline = o.now().Add(o.cfg.LeaseGrace)
+			o.leaseHeap.fix(l)
 			w.send(cancelMessage(e.job.ID, leaseID))
 			o.requeueLocked(e, false, "")
 			o.log.Warn("replica taken back from a banned worker", "job_id", e.job.ID, "worker_id", w.id)
@@ -227,7 +231,7 @@ func (o *Orchestrator) stopReplicaLocked(c *entry) {
 	}
 	if w := c.worker; w != nil {
 		lease := c.job.LeaseID
-		w.abandon(lease, o.now(), o.cfg.LeaseGrace)
+		o.abandonLocked(w, lease, o.now(), o.cfg.LeaseGrace)
 		w.send(cancelMessage(c.job.ID, lease))
 	}
 	o.finishLocked(c, &job.Result{Status: job.StatusCanceled, Error: "not needed: the job was decided or canceled"})

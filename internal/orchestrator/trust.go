@@ -108,8 +108,20 @@ func (o *Orchestrator) recheckTokens(ctx context.Context) {
 		}
 	}
 	o.mu.Unlock()
+	// Sessions that presented the same token are checked with one
+	// look-up: thousands of workers may join with one token.
+	type check struct {
+		p   job.Principal
+		err error
+	}
+	checked := make(map[string]check)
 	for _, w := range ws {
-		p, err := o.cfg.Auth.Authenticate(ctx, w.secret)
+		c, ok := checked[w.secret]
+		if !ok {
+			c.p, c.err = o.cfg.Auth.Authenticate(ctx, w.secret)
+			checked[w.secret] = c
+		}
+		p, err := c.p, c.err
 		why := ""
 		switch {
 		case job.ErrorCode(err) == job.CodeUnauthorized:
@@ -134,6 +146,8 @@ func (o *Orchestrator) recheckTokens(ctx context.Context) {
 // for the orchestrator's own embedded workers the session.
 func (w *worker) reputationKey() string {
 	switch {
+	case w.key != "":
+		return w.key
 	case w.owner != "":
 		return "owner:" + w.owner
 	case !w.trusted:
@@ -189,6 +203,7 @@ func (o *Orchestrator) bannedLocked(w *worker) bool { return o.banLocked(w) != "
 // resultLocked records that w returned a result under a current lease.
 func (o *Orchestrator) resultLocked(w *worker) {
 	o.standingLocked(w.reputationKey()).results++
+	o.standingChangedLocked(w)
 }
 
 // loseLeaseLocked handles e, whose current lease on w was lost: w
@@ -210,6 +225,7 @@ func (o *Orchestrator) loseLeaseLocked(e *entry, w *worker, why string) {
 	}
 	k := w.reputationKey()
 	s := o.standingLocked(k)
+	defer o.standingChangedLocked(w)
 	root := e.rootLocked()
 	good := s.good()
 	again := !w.trusted && root.chargedBy[k]
@@ -248,6 +264,7 @@ func (o *Orchestrator) rejectedLocked(e *entry, w *worker) {
 	}
 	k := w.reputationKey()
 	s := o.standingLocked(k)
+	defer o.standingChangedLocked(w)
 	good := s.good()
 	s.lost++
 	if good {

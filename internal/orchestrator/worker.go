@@ -1,13 +1,15 @@
 package orchestrator
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,13 +31,22 @@ type worker struct {
 	caps        job.Capabilities
 	notes       map[string]string
 	connectedAt time.Time
-	lastSeen    time.Time
+	// lastSeen is when the worker's last message came (Unix nanoseconds);
+	// written without the lock by the session's reader.
+	lastSeen atomic.Int64
 	// leases are the leases the worker holds, by lease id. A lease whose
 	// job was canceled or taken back stays until the worker answers for it
 	// or its deadline passes, so that the worker is not sent more than it
 	// can run.
 	leases map[string]*lease
 	gone   bool
+	// key is reputationKey's answer, fixed for the session.
+	key string
+	// pool, readyElem and banned are the worker's place in the
+	// Orchestrator's index (see workerIndex).
+	pool      *pool
+	readyElem *list.Element
+	banned    bool
 
 	outMu  sync.Mutex
 	out    []protocol.Message
@@ -43,7 +54,12 @@ type worker struct {
 }
 
 type lease struct {
-	jobID    string
+	jobID string
+	id    string
+	w     *worker
+	// index is the lease's place in the Orchestrator's deadline heap; -1
+	// when it is not there.
+	index    int
 	assigned time.Time
 	// abandoned is set when the job no longer belongs to this lease; the
 	// slot is held until the worker answers or until deadline.
@@ -51,13 +67,14 @@ type lease struct {
 	deadline  time.Time
 }
 
-// abandon marks a lease as no longer the job's current one at now; the
-// worker's slot stays taken until it answers, at most grace.
-func (w *worker) abandon(leaseID string, now time.Time, grace time.Duration) {
+// abandonLocked marks w's lease as no longer the job's current one at now;
+// the worker's slot stays taken until it answers, at most grace.
+func (o *Orchestrator) abandonLocked(w *worker, leaseID string, now time.Time, grace time.Duration) {
 	if l, ok := w.leases[leaseID]; ok {
 		l.abandoned = true
 		if d := now.Add(grace); d.Before(l.deadline) {
 			l.deadline = d
+			o.leaseHeap.fix(l)
 		}
 	}
 }
@@ -95,16 +112,6 @@ type start struct {
 	e *entry
 	w *worker
 	m protocol.Message
-}
-
-// dispatchLocked hands queued jobs to workers with free slots and returns
-// the assignments to launch.
-func (o *Orchestrator) dispatchLocked() []start {
-	var starts []start
-	for _, w := range o.workers {
-		starts = o.fillLocked(w, starts)
-	}
-	return starts
 }
 
 // fillLocked gives w queued jobs until it has no free slot or nothing fits.
@@ -155,24 +162,30 @@ func (o *Orchestrator) freeLocked(w *worker) int {
 
 // addLeaseLocked gives w the lease id for l.
 func (o *Orchestrator) addLeaseLocked(w *worker, id string, l *lease) {
+	l.id, l.w = id, w
 	w.leases[id] = l
+	o.leaseHeap.push(l)
 	if !w.trusted {
 		o.anonLeases[w.reputationKey()]++
 	}
+	o.leaseCountChangedLocked(w, 1)
 }
 
 // endLeaseLocked takes the lease id off w, if it holds it.
 func (o *Orchestrator) endLeaseLocked(w *worker, id string) {
-	if _, ok := w.leases[id]; !ok {
+	l, ok := w.leases[id]
+	if !ok {
 		return
 	}
 	delete(w.leases, id)
+	o.leaseHeap.remove(l)
 	if !w.trusted {
 		k := w.reputationKey()
 		if o.anonLeases[k]--; o.anonLeases[k] <= 0 {
 			delete(o.anonLeases, k)
 		}
 	}
+	o.leaseCountChangedLocked(w, -1)
 }
 
 // canTakeLocked reports whether w may be given e now. It is the one test
@@ -222,10 +235,6 @@ func (o *Orchestrator) assignLocked(e *entry, w *worker) start {
 	return start{e: e, w: w, m: protocol.Message{Type: protocol.TypeAssign, Task: task}}
 }
 
-// launch sends each assignment and stores the job as running in the
-// background. The running state needs no wait: persist never replaces a
-// newer state with an older one, so a result stored first stays, and after
-// a crash a job stored as pending or running is re-queued all the same.
 // persistAsyncLocked stores e's state in the background; Close waits for
 // it.
 func (o *Orchestrator) persistAsyncLocked(e *entry) {
@@ -236,9 +245,23 @@ func (o *Orchestrator) persistAsyncLocked(e *entry) {
 	}()
 }
 
+// launch sends each assignment and stores the job as running in the
+// background, RunningWriteDelay later. The running state needs no wait:
+// persist never replaces a newer state with an older one, so a result
+// stored first stays (and the running state is then not written at all),
+// and after a crash a job stored as pending or running is re-queued all
+// the same.
 func (o *Orchestrator) launch(starts []start) {
 	for _, s := range starts {
 		s.w.send(s.m)
+		if d := o.cfg.RunningWriteDelay; d > 0 {
+			// A job that ends before it has its end stored alone.
+			time.AfterFunc(d, func() {
+				defer o.launches.Done()
+				o.persist(context.Background(), s.e)
+			})
+			continue
+		}
 		go func() {
 			defer o.launches.Done()
 			o.persist(context.Background(), s.e)
@@ -316,10 +339,11 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		caps:        *m.Capabilities,
 		notes:       m.Notes,
 		connectedAt: now,
-		lastSeen:    now,
 		leases:      make(map[string]*lease),
 		signal:      make(chan struct{}, 1),
 	}
+	w.key = w.reputationKey()
+	w.lastSeen.Store(now.UnixNano())
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
@@ -354,6 +378,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		return errClosed
 	}
 	o.workers[w.id] = w
+	o.joinIndexLocked(w)
 	o.metrics.workers.Inc()
 	starts := o.fillLocked(w, nil)
 	o.mu.Unlock()
@@ -430,9 +455,7 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			}
 			return err
 		}
-		o.mu.Lock()
-		w.lastSeen = o.now()
-		o.mu.Unlock()
+		w.lastSeen.Store(o.now().UnixNano())
 		switch m.Type {
 		case protocol.TypeResult:
 			o.handleResult(ctx, w, m)
@@ -445,7 +468,7 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 				m.Capabilities.Runtimes = slices.DeleteFunc(m.Capabilities.Runtimes, job.NeedsTrust)
 			}
 			o.mu.Lock()
-			w.caps = *m.Capabilities
+			o.recapLocked(w, *m.Capabilities)
 			w.notes = m.Notes
 			starts := o.fillLocked(w, nil)
 			o.mu.Unlock()
@@ -628,18 +651,6 @@ func (o *Orchestrator) requeueLocked(e *entry, lost bool, why string) {
 	o.queue.push(e, true)
 }
 
-// dispatchExceptLocked dispatches to every worker but skip, so that a job a
-// worker just gave back goes elsewhere first.
-func (o *Orchestrator) dispatchExceptLocked(skip *worker) []start {
-	var starts []start
-	for _, w := range o.workers {
-		if w != skip {
-			starts = o.fillLocked(w, starts)
-		}
-	}
-	return starts
-}
-
 // dropWorker ends w's session: its jobs go back to pending. With lost set
 // (the worker went away) each is a lost lease (loseLeaseLocked: attempt+1
 // when w is in good standing, or failed when out of attempts); otherwise
@@ -652,6 +663,7 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 	}
 	w.gone = true
 	delete(o.workers, w.id)
+	o.leaveIndexLocked(w)
 	o.metrics.workers.Dec()
 	var changed []*entry
 	for leaseID, l := range w.leases {
@@ -687,79 +699,159 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 
 // Workers lists the connected workers, sorted by id.
 func (o *Orchestrator) Workers() []job.WorkerInfo {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	out := make([]job.WorkerInfo, 0, len(o.workers))
-	for _, w := range o.workers {
-		info := job.WorkerInfo{
-			ID:            w.id,
-			Name:          w.name,
-			Remote:        w.remote,
-			Capabilities:  w.caps,
-			Trusted:       w.trusted,
-			Owner:         w.owner,
-			Banned:        o.bannedLocked(w),
-			RunningJobs:   []string{},
-			ConnectedAt:   w.connectedAt.UTC(),
-			LastHeartbeat: w.lastSeen.UTC(),
-			Notes:         maps.Clone(w.notes),
+	var out []job.WorkerInfo
+	f := job.WorkerFilter{Limit: job.MaxWorkerListLimit}
+	for {
+		page, next := o.WorkerPage(f)
+		out = append(out, page...)
+		if next == "" {
+			return out
 		}
-		info.JobNamespaces = make(map[string]string)
-		for _, l := range w.leases {
-			if !l.abandoned {
-				info.RunningJobs = append(info.RunningJobs, l.jobID)
-				if e, ok := o.active[l.jobID]; ok {
-					info.JobNamespaces[l.jobID] = e.job.Namespace
-				}
-			}
-		}
-		info.Running = len(info.RunningJobs)
-		slices.Sort(info.RunningJobs)
-		out = append(out, info)
+		f.Cursor = next
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
 }
 
-// pendingReasonLocked says why a pending job waits.
-func (o *Orchestrator) pendingReasonLocked(e *entry) string {
-	var offer, why []string
-	for _, w := range o.workers {
-		if !w.caps.Has(e.job.Type) {
+// workerScanLimit bounds the workers one page looks at, so that a filter
+// that keeps few of many workers answers a short page (with a cursor)
+// rather than hold the lock for all of them.
+const workerScanLimit = 10_000
+
+// WorkerPage returns the connected workers f keeps, sorted by id, from
+// after f.Cursor, at most f.Limit (job.DefaultWorkerListLimit when 0) of
+// them, and the cursor of the next page ("" when there is none). It looks
+// at no more workers than the page needs, at most workerScanLimit.
+func (o *Orchestrator) WorkerPage(f job.WorkerFilter) ([]job.WorkerInfo, string) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = job.DefaultWorkerListLimit
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ids := o.index.ids
+	i, found := slices.BinarySearch(ids, f.Cursor)
+	if found {
+		i++
+	}
+	out := make([]job.WorkerInfo, 0, min(limit, len(ids)-i))
+	for scanned := 0; i < len(ids); i, scanned = i+1, scanned+1 {
+		if len(out) == limit || scanned == workerScanLimit {
+			return out, ids[i-1]
+		}
+		w := o.workers[ids[i]]
+		if w == nil || !f.Matches(&w.caps, w.trusted) {
 			continue
 		}
-		offer = append(offer, w.id)
-		if reason := o.refusalLocked(w, e); reason != "" {
-			why = append(why, "worker "+w.id+" "+reason)
+		out = append(out, o.workerInfoLocked(w))
+	}
+	return out, ""
+}
+
+// workerInfoLocked describes w.
+func (o *Orchestrator) workerInfoLocked(w *worker) job.WorkerInfo {
+	info := job.WorkerInfo{
+		ID:            w.id,
+		Name:          w.name,
+		Remote:        w.remote,
+		Capabilities:  w.caps,
+		Trusted:       w.trusted,
+		Owner:         w.owner,
+		Banned:        o.bannedLocked(w),
+		RunningJobs:   []string{},
+		ConnectedAt:   w.connectedAt.UTC(),
+		LastHeartbeat: time.Unix(0, w.lastSeen.Load()).UTC(),
+		Notes:         maps.Clone(w.notes),
+	}
+	info.JobNamespaces = make(map[string]string)
+	for _, l := range w.leases {
+		if !l.abandoned {
+			info.RunningJobs = append(info.RunningJobs, l.jobID)
+			if e, ok := o.active[l.jobID]; ok {
+				info.JobNamespaces[l.jobID] = e.job.Namespace
+			}
 		}
 	}
-	if q := o.quotasLocked(e.job.Namespace); q.RunningJobs > 0 && o.nsRunning[e.job.Namespace] >= q.RunningJobs {
-		return fmt.Sprintf("namespace %s has %d jobs running, its quota; this one waits its turn", e.job.Namespace, o.nsRunning[e.job.Namespace])
+	info.Running = len(info.RunningJobs)
+	slices.Sort(info.RunningJobs)
+	return info
+}
+
+// pendingReasonLocked says why a pending job waits. It looks at pools, not
+// at workers: what the workers that run the job's type do with it is
+// summed up by reason ("of 9000 workers that run docker jobs: 8999 refuse
+// it: does not allow image x; 1 has no free slot"), at most
+// maxReasons of them.
+func (o *Orchestrator) pendingReasonLocked(e *entry) string {
+	ns := e.job.Namespace
+	if q := o.quotasLocked(ns); q.RunningJobs > 0 && o.nsRunning[ns] >= q.RunningJobs {
+		return fmt.Sprintf("namespace %s has %d jobs running, its quota; this one waits its turn", ns, o.nsRunning[ns])
 	}
-	switch {
-	case len(offer) == 0:
+	offer, refuse, full := 0, 0, 0
+	why := make(map[string]int)
+	for _, p := range o.index.pools {
+		if !p.caps.Has(e.job.Type) {
+			continue
+		}
+		n := len(p.members)
+		offer += n
+		if r := o.poolRefusalLocked(&p.caps, p.trusted, e); r != "" {
+			why[r] += n
+			refuse += n
+			continue
+		}
+		if p.banned > 0 {
+			why["are banned (their results lost quorum, or they lost leases without returning results)"] += p.banned
+			refuse += p.banned
+		}
+		if p.nready > 0 && e.parent != nil && p.pick(e, nil, func(w *worker) bool { return !e.excluded(w) }) == nil {
+			why["already ran a replica of this job, or their owner or address did (replicas go to distinct identities)"] += p.nready
+			refuse += p.nready
+		}
+		full += n - p.banned - p.nready
+	}
+	if offer == 0 {
 		return fmt.Sprintf("no connected worker runs %s jobs", e.job.Type)
-	case len(why) == len(offer):
-		slices.Sort(why)
-		return "no connected worker accepts this job: " + joinFirst(why, 3)
+	}
+	summary := fmt.Sprintf("of %d workers that run %s jobs: %s", offer, e.job.Type, summarizeRefusals(why, full))
+	if refuse == offer {
+		return "no connected worker accepts this job; " + summary
 	}
 	ahead := 0
 	if e.elem != nil {
 		ahead = o.queue.position(e, 10000)
 	}
-	return fmt.Sprintf("waiting for a free worker slot (%d jobs ahead)", ahead)
+	return fmt.Sprintf("waiting for a free worker slot (%d jobs ahead; %s)", ahead, summary)
 }
 
-func joinFirst(s []string, n int) string {
-	if len(s) > n {
-		return fmt.Sprintf("%s; and %d more", joinFirst(s[:n], n), len(s)-n)
-	}
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += "; "
+// maxReasons bounds the distinct refusals a pending job's reason names.
+const maxReasons = 3
+
+// summarizeRefusals says how many workers refuse a job for each reason in
+// why, most first, at most maxReasons of them, and how many are full.
+func summarizeRefusals(why map[string]int, full int) string {
+	reasons := slices.Collect(maps.Keys(why))
+	slices.SortFunc(reasons, func(a, b string) int {
+		if why[a] != why[b] {
+			return why[b] - why[a]
 		}
-		out += x
+		return strings.Compare(a, b)
+	})
+	var parts []string
+	for i, r := range reasons {
+		if i == maxReasons {
+			n := 0
+			for _, r := range reasons[i:] {
+				n += why[r]
+			}
+			parts = append(parts, fmt.Sprintf("%d refuse it for %d other reasons", n, len(reasons)-i))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d refuse it: %s", why[r], r))
 	}
-	return out
+	if full > 0 {
+		parts = append(parts, fmt.Sprintf("%d have no free slot", full))
+	}
+	if len(parts) == 0 {
+		return "all have room"
+	}
+	return strings.Join(parts, "; ")
 }

@@ -4,8 +4,10 @@
 package apitest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -178,6 +180,25 @@ func (s *Service) Workers() []job.WorkerInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.WorkerList
+}
+
+// WorkerPage pages WorkerList as the orchestrator does.
+func (s *Service) WorkerPage(f job.WorkerFilter) ([]job.WorkerInfo, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	limit := cmp.Or(f.Limit, job.DefaultWorkerListLimit)
+	ws := slices.SortedFunc(slices.Values(s.WorkerList), func(a, b job.WorkerInfo) int { return cmp.Compare(a.ID, b.ID) })
+	var out []job.WorkerInfo
+	for _, w := range ws {
+		if w.ID <= f.Cursor || !f.Matches(&w.Capabilities, w.Trusted) {
+			continue
+		}
+		if len(out) == limit {
+			return out, out[len(out)-1].ID
+		}
+		out = append(out, w)
+	}
+	return out, ""
 }
 
 // Stats counts jobs by status.
