@@ -24,13 +24,18 @@ const (
 	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
-	updateJobSQL  = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
+	// updateJobSQL is the update of a job that ends with a result (whose
+	// seq keys the job_results row written next); updateJobNoResultSQL of
+	// one that has none, where jobs_result_clear removes a stored result.
+	updateJobSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
 	WHERE id = ? RETURNING seq`
+	updateJobNoResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
+	WHERE id = ?`
 	putResultSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files) VALUES (?, ?, ?, ?)
 	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
 	result_value = excluded.result_value, result_files = excluded.result_files`
-	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
 
 	// summaryColumns are what ListJobs reads: jobs columns only, none of
 	// them large (the reason is cut, as the summary's error already is).
@@ -99,6 +104,9 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 			seq, spec.spec, spec.input, spec.wasm); err != nil {
 			return err
 		}
+		if !row.hasResult {
+			return nil // a new job has no result row to replace
+		}
 		return tx.putResult(ctx, seq, row)
 	})
 	if err != nil {
@@ -122,10 +130,24 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+		args := []any{row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
+			row.resultBytes, row.summary, id}
+		if !row.hasResult {
+			// One statement: result_bytes goes to 0, and the schema's
+			// jobs_result_clear removes a result stored before.
+			res, err := tx.stmt(ctx, &tx.updateJobNoResult, tx.st.updateJobNoResult).ExecContext(ctx, args...)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				return job.ErrNotFound
+			}
+			return nil
+		}
 		var seq int64
-		err := tx.stmt(ctx, &tx.updateJob, tx.st.updateJob).QueryRowContext(ctx,
-			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-			row.resultBytes, row.summary, id).Scan(&seq)
+		err := tx.stmt(ctx, &tx.updateJob, tx.st.updateJob).QueryRowContext(ctx, args...).Scan(&seq)
 		if errors.Is(err, sql.ErrNoRows) {
 			return job.ErrNotFound
 		}
@@ -335,15 +357,10 @@ func encodeJob(j *job.Job) (jobRow, error) {
 	return r, nil
 }
 
-// putResult writes row's result to job_results for the job with seq, or
-// removes the stored one when row has none.
+// putResult writes row's result, which it must have, to job_results for
+// the job with seq.
 func (w *writeTx) putResult(ctx context.Context, seq int64, row jobRow) error {
-	var err error
-	if row.hasResult {
-		_, err = w.stmt(ctx, &w.putRes, w.st.putResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
-	} else {
-		_, err = w.stmt(ctx, &w.deleteRes, w.st.deleteResult).ExecContext(ctx, seq)
-	}
+	_, err := w.stmt(ctx, &w.putRes, w.st.putResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
 	return err
 }
 

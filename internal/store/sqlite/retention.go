@@ -108,6 +108,18 @@ CREATE TABLE job_tombstones (
 CREATE INDEX job_tombstones_expired ON job_tombstones (expired_at);
 `
 
+// schemaResultClear removes a job's job_results row when an update leaves
+// the job no result. A job has a result row exactly when its result_bytes
+// is above 0 (the JSON of a result is never empty), so UpdateJob writes
+// job_results only for a job that ends with a result, and an update to
+// none is one statement on jobs.
+const schemaResultClear = `
+CREATE TRIGGER jobs_result_clear AFTER UPDATE OF result_bytes ON jobs
+WHEN NEW.result_bytes = 0 AND OLD.result_bytes <> 0 BEGIN
+	DELETE FROM job_results WHERE job_seq = NEW.seq;
+END;
+`
+
 const (
 	// expiredJobsSQL picks the next jobs ExpireJobs removes, oldest
 	// first, through jobs_expiry (its WHERE repeats the index's; without

@@ -18,11 +18,11 @@ type write struct {
 
 // writeStmts are prepared once on the writer's connection.
 type writeStmts struct {
-	insertJob    *sql.Stmt
-	insertSpec   *sql.Stmt
-	updateJob    *sql.Stmt
-	putResult    *sql.Stmt
-	deleteResult *sql.Stmt
+	insertJob         *sql.Stmt
+	insertSpec        *sql.Stmt
+	updateJob         *sql.Stmt
+	updateJobNoResult *sql.Stmt
+	putResult         *sql.Stmt
 }
 
 func prepareWriteStmts(ctx context.Context, db *sql.DB) (writeStmts, error) {
@@ -36,8 +36,8 @@ func prepareWriteStmts(ctx context.Context, db *sql.DB) (writeStmts, error) {
 	prep(&st.insertJob, insertJobSQL)
 	prep(&st.insertSpec, insertSpecSQL)
 	prep(&st.updateJob, updateJobSQL)
+	prep(&st.updateJobNoResult, updateJobNoResultSQL)
 	prep(&st.putResult, putResultSQL)
-	prep(&st.deleteResult, deleteResultSQL)
 	if err != nil {
 		return st, errors.Join(fmt.Errorf("prepare: %w", err), st.close())
 	}
@@ -46,7 +46,7 @@ func prepareWriteStmts(ctx context.Context, db *sql.DB) (writeStmts, error) {
 
 func (st writeStmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.insertJob, st.insertSpec, st.updateJob, st.putResult, st.deleteResult} {
+	for _, s := range []*sql.Stmt{st.insertJob, st.insertSpec, st.updateJob, st.updateJobNoResult, st.putResult} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -60,7 +60,7 @@ type writeTx struct {
 	tx                               *sql.Tx
 	st                               *writeStmts
 	insertJob, insertSpec, updateJob *sql.Stmt
-	putRes, deleteRes                *sql.Stmt
+	updateJobNoResult, putRes        *sql.Stmt
 }
 
 func (w *writeTx) stmt(ctx context.Context, bound **sql.Stmt, s *sql.Stmt) *sql.Stmt {
