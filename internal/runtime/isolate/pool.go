@@ -171,7 +171,7 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	c.seq++
 	seq := c.seq
 	deadline, _ := ctx.Deadline()
-	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
+	if err := c.tasks.write(&frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
 		c.kill()
 		return p.died(c), nil
 	}
@@ -301,8 +301,10 @@ type child struct {
 	pid     int
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser // tasks
+	tasks   frameWriter    // on stdin
 	cancels io.WriteCloser // cancel frames, the child's fd 3
 	stdout  *os.File
+	results *frameReader // on stdout
 	stderr  *tailBuffer
 	seq     uint64 // of the last task sent
 	once    sync.Once
@@ -313,7 +315,7 @@ type child struct {
 
 // read reads the child's next frame.
 func (c *child) read(limit int64) (*frame, error) {
-	f, err := readFrame(c.stdout, limit)
+	f, err := c.results.read(limit)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrClosed) {
 		c.kill() // a child that breaks the framing is not trusted further
 	}
@@ -346,7 +348,8 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 	}
 	cmd.Stdout = stdoutW
 	cmd.ExtraFiles = []*os.File{cancelR}
-	c := &child{cmd: cmd, stdin: stdin, cancels: cancelW, stdout: stdoutR, stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
+	c := &child{cmd: cmd, stdin: stdin, tasks: frameWriter{w: stdin}, cancels: cancelW, stdout: stdoutR, results: newFrameReader(stdoutR),
+		stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	err = cmd.Start()
 	stdoutW.Close()
@@ -361,7 +364,7 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 		c.waitErr = cmd.Wait()
 		close(c.exited)
 	}()
-	err = writeFrame(stdin, &frame{Hello: &hello{
+	err = c.tasks.write(&frame{Hello: &hello{
 		Init:                   p.cfg.Init,
 		HeapCheckInterval:      p.cfg.HeapCheckInterval,
 		AddressSpaceSlackBytes: p.cfg.AddressSpaceSlackBytes,
