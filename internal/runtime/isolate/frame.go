@@ -64,6 +64,8 @@ type hello struct {
 	MaxFrameBytes int64 `json:"max_frame_bytes"`
 	// GCPercent is the child's garbage collection target (0: Go's).
 	GCPercent int `json:"gc_percent,omitempty"`
+	// Procs is the child's GOMAXPROCS (0: Go's).
+	Procs int `json:"procs,omitempty"`
 }
 
 // Frame kinds, the first byte of a frame.

@@ -56,6 +56,12 @@ type Config struct {
 	// of 100 collects every few tasks; the task's memory bound, set as the
 	// Go memory limit, keeps the heap bounded whatever the target.
 	GCPercent int
+	// Procs is a child's GOMAXPROCS (default 1). A child runs one task at
+	// a time on one goroutine; more processors only add threads that wake
+	// one another for the task's helpers (its heap check, its runtime's
+	// next interpreter state), and the machine's cores are the worker's
+	// and its other children's.
+	Procs int
 	// Logger receives children's deaths (default: discard).
 	Logger *slog.Logger
 }
@@ -70,6 +76,7 @@ func DefaultConfig() Config {
 		AddressSpaceSlackBytes: 1 << 30,
 		MaxFrameBytes:          256 << 20,
 		GCPercent:              400,
+		Procs:                  1,
 	}
 }
 
@@ -96,6 +103,9 @@ func (c Config) withDefaults() Config {
 	if c.GCPercent == 0 {
 		c.GCPercent = d.GCPercent
 	}
+	if c.Procs == 0 {
+		c.Procs = d.Procs
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -118,6 +128,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("isolate: MaxFrameBytes is %d, want 1 MiB to 4 GiB", c.MaxFrameBytes)
 	case c.GCPercent < 10:
 		return fmt.Errorf("isolate: GCPercent is %d, want at least 10", c.GCPercent)
+	case c.Procs < 1:
+		return fmt.Errorf("isolate: Procs is %d, want at least 1", c.Procs)
 	}
 	return nil
 }
@@ -370,6 +382,7 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 		AddressSpaceSlackBytes: p.cfg.AddressSpaceSlackBytes,
 		MaxFrameBytes:          p.cfg.MaxFrameBytes,
 		GCPercent:              p.cfg.GCPercent,
+		Procs:                  p.cfg.Procs,
 	}})
 	if err == nil {
 		err = c.awaitReady(ctx, p.cfg.MaxFrameBytes, p.cfg.StartTimeout)

@@ -57,6 +57,9 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 		_ = c.write(&frame{Error: err.Error()})
 		return fmt.Errorf("build runtimes: %w", err)
 	}
+	if c.h.Procs > 0 {
+		goruntime.GOMAXPROCS(c.h.Procs)
+	}
 	if c.h.GCPercent > 0 {
 		debug.SetGCPercent(c.h.GCPercent)
 	}
