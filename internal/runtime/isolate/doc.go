@@ -11,10 +11,12 @@
 //
 // # Frames
 //
-// Parent and child speak length-prefixed JSON frames (see frame): a hello
-// and then tasks on the child's stdin, cancels on its file descriptor 3,
-// ready and results on its stdout. stderr is kept (its last 8 KiB) for the
-// report of a child that dies.
+// Parent and child speak length-prefixed binary frames (see frame): a
+// hello and then tasks on the child's stdin, cancels on its file
+// descriptor 3, ready and results on its stdout. stderr is kept (its last
+// 8 KiB) for the report of a child that dies. A child runs with
+// Config.Procs processors (default 1) and waits for its frames in the Go
+// runtime's poller.
 //
 // # Bounds
 //

@@ -56,6 +56,12 @@ type Config struct {
 	// of 100 collects every few tasks; the task's memory bound, set as the
 	// Go memory limit, keeps the heap bounded whatever the target.
 	GCPercent int
+	// Procs is a child's GOMAXPROCS (default 1). A child runs one task at
+	// a time on one goroutine; more processors only add threads that wake
+	// one another for the task's helpers (its heap check, its runtime's
+	// next interpreter state), and the machine's cores are the worker's
+	// and its other children's.
+	Procs int
 	// Logger receives children's deaths (default: discard).
 	Logger *slog.Logger
 }
@@ -70,6 +76,7 @@ func DefaultConfig() Config {
 		AddressSpaceSlackBytes: 1 << 30,
 		MaxFrameBytes:          256 << 20,
 		GCPercent:              400,
+		Procs:                  1,
 	}
 }
 
@@ -96,6 +103,9 @@ func (c Config) withDefaults() Config {
 	if c.GCPercent == 0 {
 		c.GCPercent = d.GCPercent
 	}
+	if c.Procs == 0 {
+		c.Procs = d.Procs
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -118,6 +128,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("isolate: MaxFrameBytes is %d, want 1 MiB to 4 GiB", c.MaxFrameBytes)
 	case c.GCPercent < 10:
 		return fmt.Errorf("isolate: GCPercent is %d, want at least 10", c.GCPercent)
+	case c.Procs < 1:
+		return fmt.Errorf("isolate: Procs is %d, want at least 1", c.Procs)
 	}
 	return nil
 }
@@ -171,7 +183,7 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	c.seq++
 	seq := c.seq
 	deadline, _ := ctx.Deadline()
-	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
+	if err := c.tasks.write(&frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
 		c.kill()
 		return p.died(c), nil
 	}
@@ -301,8 +313,10 @@ type child struct {
 	pid     int
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser // tasks
+	tasks   frameWriter    // on stdin
 	cancels io.WriteCloser // cancel frames, the child's fd 3
 	stdout  *os.File
+	results *frameReader // on stdout
 	stderr  *tailBuffer
 	seq     uint64 // of the last task sent
 	once    sync.Once
@@ -313,7 +327,7 @@ type child struct {
 
 // read reads the child's next frame.
 func (c *child) read(limit int64) (*frame, error) {
-	f, err := readFrame(c.stdout, limit)
+	f, err := c.results.read(limit)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrClosed) {
 		c.kill() // a child that breaks the framing is not trusted further
 	}
@@ -346,7 +360,8 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 	}
 	cmd.Stdout = stdoutW
 	cmd.ExtraFiles = []*os.File{cancelR}
-	c := &child{cmd: cmd, stdin: stdin, cancels: cancelW, stdout: stdoutR, stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
+	c := &child{cmd: cmd, stdin: stdin, tasks: frameWriter{w: stdin}, cancels: cancelW, stdout: stdoutR, results: newFrameReader(stdoutR),
+		stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	err = cmd.Start()
 	stdoutW.Close()
@@ -361,12 +376,13 @@ func (p *Pool) start(ctx context.Context) (*child, error) {
 		c.waitErr = cmd.Wait()
 		close(c.exited)
 	}()
-	err = writeFrame(stdin, &frame{Hello: &hello{
+	err = c.tasks.write(&frame{Hello: &hello{
 		Init:                   p.cfg.Init,
 		HeapCheckInterval:      p.cfg.HeapCheckInterval,
 		AddressSpaceSlackBytes: p.cfg.AddressSpaceSlackBytes,
 		MaxFrameBytes:          p.cfg.MaxFrameBytes,
 		GCPercent:              p.cfg.GCPercent,
+		Procs:                  p.cfg.Procs,
 	}})
 	if err == nil {
 		err = c.awaitReady(ctx, p.cfg.MaxFrameBytes, p.cfg.StartTimeout)

@@ -182,6 +182,7 @@ func TestConfigValidate(t *testing.T) {
 		"tiny heap interval": func(c *isolate.Config) { c.HeapCheckInterval = time.Microsecond },
 		"tiny frames":        func(c *isolate.Config) { c.MaxFrameBytes = 10 },
 		"tiny GC target":     func(c *isolate.Config) { c.GCPercent = 1 },
+		"negative procs":     func(c *isolate.Config) { c.Procs = -1 },
 	} {
 		cfg := isolate.DefaultConfig()
 		cfg.Command = []string{"zerverless", "runtime-child"}

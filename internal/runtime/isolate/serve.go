@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	goruntime "runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -36,18 +37,28 @@ const helloLimit = 16 << 20
 // ErrMemoryExceeded when a task went past its bound and another error when
 // the frames break; the caller ends the process when Serve returns.
 func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
-	f, err := readFrame(tasks, helloLimit)
+	if f, ok := tasks.(*os.File); ok {
+		tasks = pollable(f)
+	}
+	if f, ok := cancels.(*os.File); ok {
+		cancels = pollable(f)
+	}
+	in := newFrameReader(tasks)
+	f, err := in.read(helloLimit)
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
 	if f.Hello == nil {
 		return errors.New("the first frame is not hello")
 	}
-	c := &childServer{h: *f.Hello, w: w}
+	c := &childServer{h: *f.Hello, w: frameWriter{w: w}}
 	c.set, err = build(c.h.Init)
 	if err != nil {
 		_ = c.write(&frame{Error: err.Error()})
 		return fmt.Errorf("build runtimes: %w", err)
+	}
+	if c.h.Procs > 0 {
+		goruntime.GOMAXPROCS(c.h.Procs)
 	}
 	if c.h.GCPercent > 0 {
 		debug.SetGCPercent(c.h.GCPercent)
@@ -58,7 +69,7 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 	}
 	go c.readCancels(cancels)
 	for {
-		f, err := readFrame(tasks, c.h.MaxFrameBytes)
+		f, err := in.read(c.h.MaxFrameBytes)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -79,8 +90,8 @@ type childServer struct {
 	h   hello
 	set runtime.Set
 
-	wmu sync.Mutex // serializes frames written
-	w   io.Writer
+	wmu sync.Mutex  // serializes frames written
+	w   frameWriter // guarded by wmu
 	// exceeded is set once the memory guard has sent a task's result; no
 	// frame is written after it.
 	exceeded bool // guarded by wmu
@@ -103,14 +114,15 @@ func (c *childServer) write(f *frame) error {
 	if f.Exit {
 		c.exceeded = true
 	}
-	return writeFrame(c.w, f)
+	return c.w.write(f)
 }
 
 // readCancels stops the running task when its cancel frame arrives. It
 // returns when r ends.
 func (c *childServer) readCancels(r io.Reader) {
+	in := newFrameReader(r)
 	for {
-		f, err := readFrame(r, helloLimit)
+		f, err := in.read(helloLimit)
 		if err != nil {
 			return
 		}

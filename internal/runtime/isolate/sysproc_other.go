@@ -3,6 +3,7 @@
 package isolate
 
 import (
+	"io"
 	"os"
 	"syscall"
 )
@@ -12,3 +13,6 @@ func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 // blockingPipe is os.Pipe elsewhere.
 func blockingPipe() (r, w *os.File, err error) { return os.Pipe() }
+
+// pollable returns f elsewhere.
+func pollable(f *os.File) io.Reader { return f }

@@ -24,13 +24,34 @@ const (
 	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
-	updateJobSQL  = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
+	// An update is one or two statements on the common paths, and fires
+	// no trigger it does not need (each costs SQLite a sub-program run):
+	// a job with a result updates its row (updateJobSQL) and upserts its
+	// job_results row by id (putResultByIDSQL); a job with none updates
+	// only what changes when no result was stored either
+	// (updateJobNoResultSQL: result_bytes and summary stay 0 and NULL, so
+	// the usage trigger does not fire), and only a job whose stored result
+	// goes away clears it (clearResultSQL, deleteResultSQL). A job has a
+	// job_results row exactly when its result_bytes is above 0: the JSON
+	// of a result is never empty.
+	updateJobSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
+	WHERE id = ?`
+	putResultByIDSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files)
+	SELECT seq, ?, ?, ? FROM jobs WHERE id = ?
+	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
+	result_value = excluded.result_value, result_files = excluded.result_files`
+	updateJobNoResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
+	worker_id = ?, lease_id = ?, reason = ?
+	WHERE id = ? AND result_bytes = 0`
+	clearResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = 0, summary = NULL
 	WHERE id = ? RETURNING seq`
+	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
+	// putResultSQL writes the result of a job created with one.
 	putResultSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files) VALUES (?, ?, ?, ?)
 	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
 	result_value = excluded.result_value, result_files = excluded.result_files`
-	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
 
 	// summaryColumns are what ListJobs reads: jobs columns only, none of
 	// them large (the reason is cut, as the summary's error already is).
@@ -81,7 +102,7 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
-		res, err := tx.stmt(ctx, &tx.insertJob, tx.st.insertJob).ExecContext(ctx,
+		res, err := tx.stmt(ctx, stmtInsertJob).ExecContext(ctx,
 			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
 			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
 			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary)
@@ -95,11 +116,15 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		if err != nil {
 			return err
 		}
-		if _, err = tx.stmt(ctx, &tx.insertSpec, tx.st.insertSpec).ExecContext(ctx,
+		if _, err = tx.stmt(ctx, stmtInsertSpec).ExecContext(ctx,
 			seq, spec.spec, spec.input, spec.wasm); err != nil {
 			return err
 		}
-		return tx.putResult(ctx, seq, row)
+		if !row.hasResult {
+			return nil
+		}
+		_, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", id, err)
@@ -122,17 +147,33 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+		if row.hasResult {
+			res, err := tx.stmt(ctx, stmtUpdateJob).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
+				row.resultBytes, row.summary, id)
+			if err := oneRow(res, err); err != nil {
+				return err
+			}
+			_, err = tx.stmt(ctx, stmtPutResultByID).ExecContext(ctx, row.result, row.resultValue, row.resultFiles, id)
+			return err
+		}
+		res, err := tx.stmt(ctx, stmtUpdateJobNoResult).ExecContext(ctx,
+			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, id)
+		if err := oneRow(res, err); !errors.Is(err, job.ErrNotFound) {
+			return err
+		}
+		// Not found, or a result is stored, which goes.
 		var seq int64
-		err := tx.stmt(ctx, &tx.updateJob, tx.st.updateJob).QueryRowContext(ctx,
-			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-			row.resultBytes, row.summary, id).Scan(&seq)
+		err = tx.stmt(ctx, stmtClearResult).QueryRowContext(ctx,
+			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, id).Scan(&seq)
 		if errors.Is(err, sql.ErrNoRows) {
 			return job.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		return tx.putResult(ctx, seq, row)
+		_, err = tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", id, err)
@@ -335,16 +376,20 @@ func encodeJob(j *job.Job) (jobRow, error) {
 	return r, nil
 }
 
-// putResult writes row's result to job_results for the job with seq, or
-// removes the stored one when row has none.
-func (w *writeTx) putResult(ctx context.Context, seq int64, row jobRow) error {
-	var err error
-	if row.hasResult {
-		_, err = w.stmt(ctx, &w.putRes, w.st.putResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
-	} else {
-		_, err = w.stmt(ctx, &w.deleteRes, w.st.deleteResult).ExecContext(ctx, seq)
+// oneRow returns the error of an update by id that changed res's rows:
+// err, or job.ErrNotFound when it changed none.
+func oneRow(res sql.Result, err error) error {
+	if err != nil {
+		return err
 	}
-	return err
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return job.ErrNotFound
+	}
+	return nil
 }
 
 // specRow is the encoded form of a job's spec. Input and Wasm are kept as

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -326,5 +327,63 @@ func TestPathWithSpecialCharacters(t *testing.T) {
 	defer s.Close()
 	if _, err := s.GetJob(context.Background(), "x"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResultRows: a job_results row exists exactly while a job has a
+// result, through each path of UpdateJob (none before, a result, a result
+// replaced, the result removed, none again), and the namespace's bytes
+// follow it.
+func TestResultRows(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	ctx := context.Background()
+	rows := func() (n int) {
+		t.Helper()
+		if err := s.readDB.QueryRowContext(ctx, `SELECT count(*) FROM job_results`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	j := &job.Job{ID: "r", Namespace: "ns", Type: job.TypeLua, Status: job.StatusPending, Attempt: 1, MaxAttempts: 3,
+		Spec: job.Spec{Code: "return 1"}, CreatedAt: time.Now()}
+	if err := s.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	created, _ := s.JobBytes(ctx, "ns")
+	for i, step := range []struct {
+		result *job.Result
+		rows   int
+	}{
+		{nil, 0},
+		{&job.Result{Status: job.StatusCompleted, Result: []byte("1")}, 1},
+		{&job.Result{Status: job.StatusFailed, Error: "boom"}, 1},
+		{nil, 0},
+		{nil, 0},
+	} {
+		j.Result = step.result
+		j.Status = job.StatusRunning
+		if step.result != nil {
+			j.Status = step.result.Status
+		}
+		if err := s.UpdateJob(ctx, j); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if n := rows(); n != step.rows {
+			t.Errorf("step %d: %d result rows, want %d", i, n, step.rows)
+		}
+		got, err := s.GetJob(ctx, "r")
+		if err != nil || (got.Result == nil) != (step.result == nil) || got.Status != j.Status {
+			t.Fatalf("step %d: %+v %v", i, got, err)
+		}
+		n, _ := s.JobBytes(ctx, "ns")
+		if step.result == nil && n != created || step.result != nil && n <= created {
+			t.Errorf("step %d: JobBytes %d, created with %d", i, n, created)
+		}
+	}
+	for _, res := range []*job.Result{nil, {Status: job.StatusCompleted}} {
+		j := &job.Job{ID: "missing", Status: job.StatusRunning, CreatedAt: time.Now(), Result: res}
+		if err := s.UpdateJob(ctx, j); !errors.Is(err, job.ErrNotFound) {
+			t.Errorf("update of a missing job (result %v): %v", res != nil, err)
+		}
 	}
 }

@@ -16,37 +16,47 @@ type write struct {
 	done  chan error
 }
 
-// writeStmts are prepared once on the writer's connection.
-type writeStmts struct {
-	insertJob    *sql.Stmt
-	insertSpec   *sql.Stmt
-	updateJob    *sql.Stmt
-	putResult    *sql.Stmt
-	deleteResult *sql.Stmt
+// The writer's statements, prepared once on its connection.
+const (
+	stmtInsertJob = iota
+	stmtInsertSpec
+	stmtPutResult
+	stmtUpdateJob
+	stmtPutResultByID
+	stmtUpdateJobNoResult
+	stmtClearResult
+	stmtDeleteResult
+	numWriteStmts
+)
+
+var writeSQL = [numWriteStmts]string{
+	stmtInsertJob:         insertJobSQL,
+	stmtInsertSpec:        insertSpecSQL,
+	stmtPutResult:         putResultSQL,
+	stmtUpdateJob:         updateJobSQL,
+	stmtPutResultByID:     putResultByIDSQL,
+	stmtUpdateJobNoResult: updateJobNoResultSQL,
+	stmtClearResult:       clearResultSQL,
+	stmtDeleteResult:      deleteResultSQL,
 }
+
+// writeStmts are the writer's prepared statements, by the constants above.
+type writeStmts [numWriteStmts]*sql.Stmt
 
 func prepareWriteStmts(ctx context.Context, db *sql.DB) (writeStmts, error) {
 	var st writeStmts
-	var err error
-	prep := func(dst **sql.Stmt, query string) {
-		if err == nil {
-			*dst, err = db.PrepareContext(ctx, query)
+	for i, q := range writeSQL {
+		var err error
+		if st[i], err = db.PrepareContext(ctx, q); err != nil {
+			return st, errors.Join(fmt.Errorf("prepare: %w", err), st.close())
 		}
-	}
-	prep(&st.insertJob, insertJobSQL)
-	prep(&st.insertSpec, insertSpecSQL)
-	prep(&st.updateJob, updateJobSQL)
-	prep(&st.putResult, putResultSQL)
-	prep(&st.deleteResult, deleteResultSQL)
-	if err != nil {
-		return st, errors.Join(fmt.Errorf("prepare: %w", err), st.close())
 	}
 	return st, nil
 }
 
 func (st writeStmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.insertJob, st.insertSpec, st.updateJob, st.putResult, st.deleteResult} {
+	for _, s := range st {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -57,17 +67,17 @@ func (st writeStmts) close() error {
 // writeTx is the writer's transaction for one batch. Its statements are
 // bound to the transaction on first use and reused for the whole batch.
 type writeTx struct {
-	tx                               *sql.Tx
-	st                               *writeStmts
-	insertJob, insertSpec, updateJob *sql.Stmt
-	putRes, deleteRes                *sql.Stmt
+	tx    *sql.Tx
+	st    *writeStmts
+	bound writeStmts
 }
 
-func (w *writeTx) stmt(ctx context.Context, bound **sql.Stmt, s *sql.Stmt) *sql.Stmt {
-	if *bound == nil {
-		*bound = w.tx.StmtContext(ctx, s)
+// stmt returns the statement i bound to the transaction.
+func (w *writeTx) stmt(ctx context.Context, i int) *sql.Stmt {
+	if w.bound[i] == nil {
+		w.bound[i] = w.tx.StmtContext(ctx, w.st[i])
 	}
-	return *bound
+	return w.bound[i]
 }
 
 // enqueue hands apply to the writer and waits until the transaction that
