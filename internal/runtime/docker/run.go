@@ -167,8 +167,8 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	if outCap <= 0 {
 		outCap = d.cfg.OutputBytes
 	}
-	stdout := &runtime.CappedBuffer{Limit: outCap}
-	stderr := &runtime.CappedBuffer{Limit: outCap}
+	stdout := runtime.Output(ctx, job.LogStdout, outCap)
+	stderr := runtime.Output(ctx, job.LogStderr, outCap)
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)

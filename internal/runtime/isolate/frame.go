@@ -28,12 +28,17 @@ type frame struct {
 	Deadline time.Time `json:"deadline,omitzero"`
 	// Cancel stops the task in progress (its context is canceled).
 	Cancel bool `json:"cancel,omitempty"`
+	// Live, on a task frame, asks for its output as it is written
+	// (output frames before the result).
+	Live bool `json:"live,omitempty"`
 
 	// child → parent
 	Ready bool `json:"ready,omitempty"`
 	// Error is why the child could not set up its runtimes.
 	Error  string      `json:"error,omitempty"`
 	Result *job.Result `json:"result,omitempty"`
+	// Output is output the task of Seq wrote (see Live).
+	Output *outputFrame `json:"output,omitempty"`
 	// Exit says that the child ends after this frame: its job went past
 	// its memory bound.
 	Exit bool `json:"exit,omitempty"`

@@ -171,7 +171,8 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	c.seq++
 	seq := c.seq
 	deadline, _ := ctx.Deadline()
-	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
+	sink := runtime.SinkFrom(ctx)
+	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline, Live: sink != nil}); err != nil {
 		c.kill()
 		return p.died(c), nil
 	}
@@ -202,7 +203,7 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 			}
 		})
 	})
-	f, err := c.read(p.cfg.MaxFrameBytes)
+	f, err := c.readAnswer(p.cfg.MaxFrameBytes, seq, sink)
 	stop()
 	mu.Lock()
 	finished = true
