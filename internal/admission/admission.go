@@ -109,6 +109,7 @@ type Deps struct {
 	Contexts  Contexts
 	Owners    ContextOwners
 	Quotas    Quotas
+	Logs      Logs
 }
 
 // Config tunes build admission. Start from DefaultConfig; a zero field
@@ -192,6 +193,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 		missing = "Owners"
 	case d.Quotas == nil:
 		missing = "Quotas"
+	case d.Logs == nil:
+		missing = "Logs"
 	}
 	if missing != "" {
 		return nil, fmt.Errorf("admission: the %s dependency is required (there is no open mode)", missing)

@@ -19,7 +19,7 @@ import (
 func TestEveryDependencyIsRequired(t *testing.T) {
 	svc := apitest.NewService()
 	d := apitest.NewDeps(t, svc)
-	full := admission.Deps{Jobs: svc, Functions: d.Functions, Tokens: d.Auth, Contexts: d.Contexts, Owners: d.Store, Quotas: svc}
+	full := admission.Deps{Jobs: svc, Functions: d.Functions, Tokens: d.Auth, Contexts: d.Contexts, Owners: d.Store, Quotas: svc, Logs: svc}
 	if _, err := admission.New(admission.DefaultConfig(), full); err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +30,7 @@ func TestEveryDependencyIsRequired(t *testing.T) {
 		"Contexts":  func(x *admission.Deps) { x.Contexts = nil },
 		"Owners":    func(x *admission.Deps) { x.Owners = nil },
 		"Quotas":    func(x *admission.Deps) { x.Quotas = nil },
+		"Logs":      func(x *admission.Deps) { x.Logs = nil },
 	} {
 		deps := full
 		drop(&deps)

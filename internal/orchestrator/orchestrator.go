@@ -143,6 +143,10 @@ type Config struct {
 	// the bound ends its session (its jobs go back to the queue). Trusted
 	// workers' messages are not counted.
 	AnonymousReadBytes int64
+	// Logs bounds jobs' logs and their followers (DefaultLogConfig).
+	Logs LogConfig
+	// Metrics bounds the labels of the metrics (DefaultMetricsConfig).
+	Metrics MetricsConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -167,6 +171,9 @@ func DefaultConfig() Config {
 		MaxAnonymousResultBytes:     4 << 20,
 		MaxAnonymousMessageBytes:    8 << 20,
 		AnonymousReadBytes:          256 << 20,
+
+		Logs:    DefaultLogConfig(),
+		Metrics: DefaultMetricsConfig(),
 	}
 }
 
@@ -229,6 +236,8 @@ func (c Config) Validate() error {
 		errs = append(errs, job.Invalid("BuildKey", "is %d bytes, fewer than %d", n, job.MinBuildKeyBytes))
 	}
 	errs = append(errs, c.Retention.validate()...)
+	errs = append(errs, c.Logs.validate()...)
+	errs = append(errs, c.Metrics.validate()...)
 	if q.SubmitsPerSecond < 0 || math.IsNaN(q.SubmitsPerSecond) || math.IsInf(q.SubmitsPerSecond, 0) {
 		errs = append(errs, job.Invalid("DefaultQuotas.SubmitsPerSecond", "must be a finite number, at least 0 (got %g)", q.SubmitsPerSecond))
 	}
@@ -285,6 +294,11 @@ type Orchestrator struct {
 	policies policyCache
 	buckets  rateLimiter
 	usage    usageCache
+	// logs keeps jobs' logs; workerUsage what workers report of
+	// themselves.
+	logs         *logBook
+	workerUsage  *workerUsage
+	usageMetrics *usageMetrics
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -369,6 +383,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		return nil, err
 	}
 	o.metrics = m
+	if err := o.startObserving(reg, st); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -498,6 +515,7 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 		return nil, fmt.Errorf("store new job: %w", err)
 	}
 	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
+	o.usageMetrics.submitted(j)
 	view := *j
 
 	o.mu.Lock()
@@ -751,6 +769,7 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 	e.written = version
+	o.noteStatus(ctx, &snap, e)
 
 	if final {
 		o.mu.Lock()

@@ -64,6 +64,20 @@ type Config struct {
 	// ReadLimit is the largest message accepted (default
 	// protocol.DefaultReadLimit).
 	ReadLimit int64
+	// LiveOutputBytes bounds the output of one task sent while it runs,
+	// for its live log (default 1 MiB; negative: none is sent). The
+	// result carries the whole output (up to OutputBytes) all the same.
+	LiveOutputBytes int64
+	// LiveChunkBytes is the most output one message carries (default
+	// 16 KiB, at most protocol.MaxOutputTextBytes).
+	LiveChunkBytes int
+	// LiveFlushInterval is how long output waits to be sent (default
+	// 200 ms): a task's output messages are at most one per interval, but
+	// for full chunks.
+	LiveFlushInterval time.Duration
+	// MetricsInterval is how often the worker reports its usage (default
+	// 10 s).
+	MetricsInterval time.Duration
 }
 
 // DefaultConfig returns the documented defaults; URL is left empty.
@@ -77,6 +91,11 @@ func DefaultConfig() Config {
 		ReconnectMin:  100 * time.Millisecond,
 		ReconnectMax:  30 * time.Second,
 		ReadLimit:     protocol.DefaultReadLimit,
+
+		LiveOutputBytes:   1 << 20,
+		LiveChunkBytes:    16 << 10,
+		LiveFlushInterval: 200 * time.Millisecond,
+		MetricsInterval:   10 * time.Second,
 	}
 }
 
@@ -126,6 +145,15 @@ func (c Config) Validate() error {
 	if c.ReadLimit != 0 && c.ReadLimit < minReadLimit {
 		bad("ReadLimit", "is %d, want at least %d", c.ReadLimit, minReadLimit)
 	}
+	if c.LiveChunkBytes < 0 || c.LiveChunkBytes > protocol.MaxOutputTextBytes {
+		bad("LiveChunkBytes", "is %d, want 1 to %d", c.LiveChunkBytes, protocol.MaxOutputTextBytes)
+	}
+	if c.LiveFlushInterval < 0 {
+		bad("LiveFlushInterval", "must be more than 0")
+	}
+	if c.MetricsInterval < 0 {
+		bad("MetricsInterval", "must be more than 0")
+	}
 	for _, ns := range c.Namespaces {
 		if !job.ValidNamespace(ns) {
 			bad("Namespaces", "%q is not a valid namespace", ns)
@@ -147,6 +175,10 @@ type Worker struct {
 	available map[job.Type]bool
 	notes     map[string]string
 	id        string
+
+	// tasksRun and outputSent count, since New, the tasks run and the
+	// live output bytes sent.
+	tasksRun, outputSent atomic.Int64
 }
 
 // New returns a worker that offers runtimes. It does not connect until Run.
@@ -182,6 +214,18 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
 	}
 	if cfg.ReadLimit == 0 {
 		cfg.ReadLimit = d.ReadLimit
+	}
+	if cfg.LiveOutputBytes == 0 {
+		cfg.LiveOutputBytes = d.LiveOutputBytes
+	}
+	if cfg.LiveChunkBytes == 0 {
+		cfg.LiveChunkBytes = d.LiveChunkBytes
+	}
+	if cfg.LiveFlushInterval == 0 {
+		cfg.LiveFlushInterval = d.LiveFlushInterval
+	}
+	if cfg.MetricsInterval == 0 {
+		cfg.MetricsInterval = d.MetricsInterval
 	}
 	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}, nil
 }
@@ -454,7 +498,17 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 	go func() {
 		defer s.wg.Done()
 		defer cancel(nil)
-		res, err := s.w.runTask(tctx, rt, t)
+		runCtx := tctx
+		var live *liveOutput
+		if s.w.cfg.LiveOutputBytes > 0 {
+			live = s.startLive(ctx, t)
+			runCtx = runtime.WithSink(tctx, live)
+		}
+		res, err := s.w.runTask(runCtx, rt, t)
+		s.w.tasksRun.Add(1)
+		if live != nil {
+			live.close(ctx)
+		}
 		s.mu.Lock()
 		delete(s.tasks, t.LeaseID)
 		s.mu.Unlock()
@@ -505,7 +559,7 @@ func (s *session) stopAll() {
 func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	lastCheck := time.Now()
+	lastCheck, lastReport := time.Now(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -517,6 +571,11 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 		s.mu.Unlock()
 		if s.sending.Load() == 0 {
 			s.send(ctx, protocol.Message{Type: protocol.TypeHeartbeat, Leases: leases})
+		}
+		if time.Since(lastReport) >= s.w.cfg.MetricsInterval {
+			lastReport = time.Now()
+			u := s.usage()
+			s.send(ctx, protocol.Message{Type: protocol.TypeMetrics, Usage: &u})
 		}
 		if time.Since(lastCheck) >= s.w.cfg.CheckInterval {
 			lastCheck = time.Now()

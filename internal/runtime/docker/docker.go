@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/errdefs"
@@ -28,6 +29,8 @@ type Docker struct {
 	images imageCache
 
 	upkeep upkeep
+	// running counts the job containers started and not yet ended.
+	running atomic.Int64
 
 	wg     sync.WaitGroup
 	closed sync.Once

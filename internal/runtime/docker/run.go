@@ -187,6 +187,8 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		return job.Result{}, fmt.Errorf("start: %w", err)
 	}
 	startedAt := time.Now()
+	d.running.Add(1)
+	defer d.running.Add(-1)
 	sampler := d.startSampler(id, streamDone)
 
 	var (
