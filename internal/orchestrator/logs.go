@@ -180,9 +180,11 @@ func (b *logBook) appendLocked(ctx context.Context, l *jobLog, ev job.LogEvent) 
 	return nil
 }
 
-// output appends what a task of job id wrote, within the log's bounds.
-func (b *logBook) output(ctx context.Context, id string, ephemeral bool, stream job.LogStream, text string, dropped int64) error {
-	l := b.acquire(id)
+// output appends what a task of j wrote, within the log's bounds. The
+// run's status comes first when its log does not have it yet (the running
+// state is stored in the background, and output may come before).
+func (b *logBook) output(ctx context.Context, j *job.Job, ephemeral bool, stream job.LogStream, text string, dropped int64) error {
+	l := b.acquire(j.ID)
 	defer b.release(l)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -192,21 +194,27 @@ func (b *logBook) output(ctx context.Context, id string, ephemeral bool, stream 
 	if l.ended {
 		return nil
 	}
+	if _, err := b.statusLocked(ctx, l, j); err != nil {
+		return err
+	}
 	l.dropped += dropped
-	if room := b.cfg.JobBytes - l.bytes; int64(len(text)) > room || l.events >= b.cfg.JobEvents-1 {
-		// The last event is kept for the end.
-		if room < 0 || l.events >= b.cfg.JobEvents-1 {
-			room = 0
-		}
-		l.dropped += int64(len(text)) - room
-		text = job.CutText(text, int(room))
-		l.dropped += int64(int(room) - len(text))
-		if text == "" {
-			return nil
-		}
+	// The last event is kept for the end.
+	room := max(b.cfg.JobBytes-l.bytes, 0)
+	if l.events >= b.cfg.JobEvents-1 {
+		room = 0
+	}
+	var over int64
+	if int64(len(text)) > room {
+		cut := cutUTF8(text, int(room))
+		over = int64(len(text) - len(cut))
+		text = cut
+	}
+	if text == "" {
+		l.dropped += over
+		return nil
 	}
 	ev := job.LogEvent{Stream: stream, Text: text, Dropped: l.dropped}
-	l.dropped = 0
+	l.dropped = over
 	return b.appendLocked(ctx, l, ev)
 }
 
@@ -225,6 +233,11 @@ func (b *logBook) status(ctx context.Context, j *job.Job, ephemeral bool) (ended
 	if err := b.loadLocked(ctx, l, ephemeral); err != nil {
 		return j.Status.Terminal(), err
 	}
+	return b.statusLocked(ctx, l, j)
+}
+
+// statusLocked is status with l.mu held and l loaded.
+func (b *logBook) statusLocked(ctx context.Context, l *jobLog, j *job.Job) (ended bool, err error) {
 	if l.ended {
 		return false, nil
 	}
@@ -492,12 +505,16 @@ func (o *Orchestrator) handleOutput(ctx context.Context, w *worker, m protocol.M
 	o.mu.Lock()
 	e, ok := o.active[m.JobID]
 	current := ok && !e.final && e.worker == w && e.job.LeaseID == m.LeaseID
-	ephemeral := ok && e.ephemeral
+	var snap job.Job
+	var ephemeral bool
+	if current {
+		snap, ephemeral = *e.job, e.ephemeral
+	}
 	o.mu.Unlock()
 	if !current {
 		return
 	}
-	if err := o.logs.output(ctx, m.JobID, ephemeral, m.Stream, m.Text, m.Dropped); err != nil {
+	if err := o.logs.output(ctx, &snap, ephemeral, m.Stream, m.Text, m.Dropped); err != nil {
 		o.log.Warn("store job output", "job_id", m.JobID, "err", err)
 	}
 }
@@ -512,4 +529,15 @@ func (o *Orchestrator) noteStatus(ctx context.Context, j *job.Job, e *entry) {
 	if ended && e.parent == nil {
 		o.usageMetrics.ended(j)
 	}
+}
+
+// cutUTF8 cuts s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
 }
