@@ -64,7 +64,11 @@ func TestNothingWithoutAPrincipal(t *testing.T) {
 		"Wait":   func(ctx context.Context) error { _, err := adm.Wait(ctx, "job-1", 1); return err },
 		"Jobs":   func(ctx context.Context) error { _, _, err := adm.Jobs(ctx, store.JobFilter{}); return err },
 		"Cancel": func(ctx context.Context) error { _, err := adm.Cancel(ctx, "job-1"); return err },
-		"Stats":  func(ctx context.Context) error { _, err := adm.Stats(ctx); return err },
+		"JobLog": func(ctx context.Context) error { _, _, err := adm.JobLog(ctx, "job-1", 0, 10); return err },
+		"FollowJobLog": func(ctx context.Context) error {
+			return adm.FollowJobLog(ctx, "job-1", 0, func(job.LogEvent) error { return nil })
+		},
+		"Stats": func(ctx context.Context) error { _, err := adm.Stats(ctx); return err },
 		"Workers": func(ctx context.Context) error {
 			_, err := adm.Workers(ctx)
 			return err
