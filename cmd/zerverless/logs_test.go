@@ -286,7 +286,7 @@ func TestLiveLogsBuild(t *testing.T) {
 	evs := firstLineWhileRunning(t, srv, c, s, v.ID, "first step")
 	evs = append(evs, s.rest(t, 120*time.Second)...)
 	log, _ := stdoutOf(evs, job.LogStderr)
-	if !strings.Contains(log, "Step 1/3") || !strings.Contains(log, "Step 3/3") || !strings.Contains(log, "second step") {
+	if !strings.Contains(log, "Step 1/4") || !strings.Contains(log, "Step 4/4") || !strings.Contains(log, "second step") {
 		t.Errorf("the build's log streamed %q, want its steps", log)
 	}
 	if out, _ := stdoutOf(evs, job.LogStdout); out != "ran\n" {
