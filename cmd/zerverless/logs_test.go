@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -400,4 +401,77 @@ func (w *lineWatch) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// TestMetricsScrape: after docker, build and Lua jobs, /metrics holds the
+// per-runtime usage histograms, output bytes, build durations and cache
+// hits, per-namespace counts, and the embedded worker's own report with
+// its worker label.
+func TestMetricsScrape(t *testing.T) {
+	fakeImage(t, "zerverless-test/busybox:build", nil)
+	cfg := buildServerConfig(t)
+	cfg.Worker.MetricsInterval = 100 * time.Millisecond
+	srv, c := startServer(t, cfg)
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	burn := "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo burnt"
+	if v := submitWait(t, c, job.Request{Type: job.TypeDocker, Namespace: "alice", DockerImage: img, DockerCommand: []string{"sh", "-c", burn}}); v.Status != job.StatusCompleted {
+		t.Fatalf("docker job: %+v", v)
+	}
+	if v := submitWait(t, c, job.Request{Type: job.TypeLua, Code: "print('hi')"}); v.Status != job.StatusCompleted {
+		t.Fatalf("lua job: %+v", v)
+	}
+	body := `{"job_type": "docker", "dockerfile": "FROM zerverless-test/busybox:build\nRUN echo built > /b\nCMD [\"cat\", \"/b\"]"}`
+	for range 2 {
+		if v := postWait(t, srv, c, body); v.Status != job.StatusCompleted {
+			t.Fatalf("build: %+v", v)
+		}
+	}
+	url, token := srv.URL()+"/metrics", srv.AdminToken()
+	eventually(t, 10*time.Second, func() error {
+		for name, want := range map[string]map[string]float64{
+			"zerverless_job_cpu_seconds_count":          {`{runtime="docker"}`: 1},
+			"zerverless_job_peak_memory_bytes_count":    {`{runtime="docker"}`: 1},
+			"zerverless_build_seconds_count":            {"": 2},
+			"zerverless_builds_total":                   {`{cache_hit="false"}`: 1, `{cache_hit="true"}`: 1},
+			"zerverless_namespace_jobs_submitted_total": {`{namespace="alice"}`: 1, `{namespace="default"}`: 3},
+			"zerverless_namespace_jobs_finished_total":  {`{namespace="alice",status="completed"}`: 1},
+		} {
+			got := metricValues(t, url, token, name)
+			for k, v := range want {
+				if got[k] < v {
+					return fmt.Errorf("%s = %v, want at least %v", name, got, want)
+				}
+			}
+		}
+		for name, labels := range map[string][]string{
+			"zerverless_job_output_bytes_total": {`{runtime="docker",stream="stdout"}`, `{runtime="lua",stream="stdout"}`},
+			"zerverless_job_log_bytes_total":    {`{stream="stdout"}`, `{stream="stderr"}`},
+		} {
+			got := metricValues(t, url, token, name)
+			for _, l := range labels {
+				if got[l] <= 0 {
+					return fmt.Errorf("%s = %v, want %s above 0", name, got, l)
+				}
+			}
+		}
+		// The embedded worker's own report.
+		tasks := metricValues(t, url, token, "zerverless_worker_tasks_total")
+		if len(tasks) != 1 {
+			return fmt.Errorf("zerverless_worker_tasks_total = %v, want the embedded worker's", tasks)
+		}
+		for labels, n := range tasks {
+			if !strings.HasPrefix(labels, `{worker="`) || n < 4 {
+				return fmt.Errorf("zerverless_worker_tasks_total = %v, want 4 tasks or more", tasks)
+			}
+			for _, name := range []string{"zerverless_worker_images_cached", "zerverless_worker_containers_running", "zerverless_worker_idle_processes", "zerverless_worker_warm_holders"} {
+				if _, ok := metricValues(t, url, token, name)[labels]; !ok {
+					return fmt.Errorf("%s has no series %s", name, labels)
+				}
+			}
+			if n := metricValues(t, url, token, "zerverless_worker_images_cached")[labels]; n < 1 {
+				return fmt.Errorf("zerverless_worker_images_cached = %v, want the built image", n)
+			}
+		}
+		return nil
+	})
 }
