@@ -285,3 +285,77 @@ func TestLogBounds(t *testing.T) {
 		t.Errorf("the end counts %d bytes dropped, want 10", last.Dropped)
 	}
 }
+
+// TestLogOutputOfOthersDropped: a worker that does not hold a job's lease
+// — another session naming the job and its lease, or the holder naming a
+// lease it made up — cannot write to the job's log.
+func TestLogOutputOfOthersDropped(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	holder := h.dial(luaCaps(1))
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	task := holder.next(5 * time.Second)
+	liar := h.dial(luaCaps(1))
+	anon := h.dialAs(luaCaps(1), "")
+	liar.send(outputMessage(task, job.LogStdout, "forged by another worker\n"))
+	anon.send(outputMessage(task, job.LogStdout, "forged by a volunteer\n"))
+	made := *task
+	made.LeaseID = "made-up"
+	holder.send(outputMessage(&made, job.LogStdout, "forged lease\n"))
+	holder.send(outputMessage(task, job.LogStdout, "genuine\n"))
+	holder.send(resultMessage(task, job.StatusCompleted))
+	f := follow(t, h.o, tenantCtx(), j.ID, 0)
+	got := f.until(t, 10*time.Second, ends)
+	var text string
+	for _, ev := range got {
+		text += ev.Text
+	}
+	if text != "genuine\n" {
+		t.Errorf("the log holds %q, want only the holder's output", text)
+	}
+}
+
+// TestLogSlowFollowerMissesNothing: a follower slower than the log, which
+// may hold only Logs.FollowerEvents events, reads on from the store and
+// gets every event in order.
+func TestLogSlowFollowerMissesNothing(t *testing.T) {
+	cfg := testConfig()
+	cfg.Logs.FollowerEvents = 2
+	h := newHarness(t, t.TempDir(), cfg)
+	w := h.dial(luaCaps(1))
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	task := w.next(5 * time.Second)
+	release := make(chan struct{})
+	var got []job.LogEvent
+	done := make(chan error, 1)
+	go func() {
+		done <- h.o.FollowJobLog(tenantCtx(), j.ID, 0, func(ev job.LogEvent) error {
+			if ev.Seq == 1 {
+				<-release // hold the follower while the log grows
+			}
+			if ev.Seq != 0 {
+				got = append(got, ev)
+			}
+			return nil
+		})
+	}()
+	const n = 50
+	for i := range n {
+		w.send(outputMessage(task, job.LogStdout, string(rune('a'+i%26))))
+	}
+	w.send(resultMessage(task, job.StatusCompleted))
+	eventually(t, 10*time.Second, func() error {
+		evs, ended, err := h.o.JobLog(tenantCtx(), j.ID, 0, 100)
+		if err != nil || !ended || len(evs) < n+2 {
+			return errorf("stored %d events, ended %v, %v", len(evs), ended, err)
+		}
+		return nil
+	})
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, got, 1)
+	if len(got) != n+2 || !got[len(got)-1].Ends() {
+		t.Errorf("the slow follower got %d events, want %d ending with the end", len(got), n+2)
+	}
+}
