@@ -17,6 +17,7 @@ import (
 	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/store"
 )
 
@@ -474,4 +475,76 @@ func TestMetricsScrape(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLiveLogsAcrossRestart: a client following a job's log over HTTP sees
+// the stream end when the orchestrator shuts down (which does not wait on
+// it), reconnects to the restarted orchestrator with Last-Event-ID, and
+// gets every event stored after it — the output written after its last
+// event, the attempt restarting — then the rest, to the end.
+func TestLiveLogsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testServerConfig(t, dir, 0)
+	srv, err := StartServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.New(srv.URL(), nil).WithToken(srv.AdminToken())
+	lua := job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1}
+	holder := dialRaw(t, srv.WorkerURL(), lua)
+	holder.keepAlive()
+	v, err := c.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := holder.next(5 * time.Second)
+	output := func(text string) protocol.Message {
+		return protocol.Message{Type: protocol.TypeOutput, JobID: task.JobID, LeaseID: task.LeaseID, Stream: job.LogStdout, Text: text}
+	}
+	s := openLogStream(t, srv.URL(), srv.AdminToken(), v.ID, "")
+	holder.send(output("one\n"))
+	var last sseEvent
+	for last.ev.Text != "one\n" {
+		last = s.next(t, 10*time.Second)
+	}
+	holder.send(output("two\n"))
+	eventually(t, 10*time.Second, func() error {
+		page, err := c.JobLog(context.Background(), v.ID, last.ev.Seq)
+		if err != nil || len(page.Events) == 0 {
+			return fmt.Errorf("nothing stored after %d: %v", last.ev.Seq, err)
+		}
+		return nil
+	})
+	if err := srv.Close(); err != nil {
+		t.Fatalf("close with a follower connected: %v", err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived the server")
+	}
+
+	srv2, c2 := startServer(t, cfg)
+	s2 := openLogStream(t, srv2.URL(), srv2.AdminToken(), v.ID, last.id)
+	if s2.status != http.StatusOK {
+		t.Fatalf("resume: %d %s", s2.status, s2.body)
+	}
+	first := s2.next(t, 10*time.Second)
+	if first.ev.Seq != last.ev.Seq+1 || first.ev.Text != "two\n" {
+		t.Fatalf("after Last-Event-ID %s the first event is %+v, want two", last.id, first)
+	}
+	for e := first; !e.ev.Restarted; {
+		e = s2.next(t, 10*time.Second)
+	}
+	w2 := dialRaw(t, srv2.WorkerURL(), lua)
+	task2 := w2.next(10 * time.Second)
+	w2.send(protocol.Message{Type: protocol.TypeOutput, JobID: task2.JobID, LeaseID: task2.LeaseID, Stream: job.LogStdout, Text: "three\n"})
+	w2.send(protocol.Message{Type: protocol.TypeResult, JobID: task2.JobID, LeaseID: task2.LeaseID, Result: &job.Result{Status: job.StatusCompleted, Output: "three\n"}})
+	rest := s2.rest(t, 10*time.Second)
+	if out, _ := stdoutOf(rest, job.LogStdout); out != "three\n" || rest[len(rest)-1].ev.Status != job.StatusCompleted {
+		t.Errorf("after the restart: %+v", rest)
+	}
+	if v := waitDone(t, c2, v.ID, 10*time.Second); v.Attempt != 2 {
+		t.Errorf("attempt %d, want 2", v.Attempt)
+	}
 }

@@ -61,6 +61,7 @@ type logBook struct {
 	stored store.JobLogs // nil: memory only
 
 	mu       sync.Mutex
+	closed   bool               // EndLogFollowers was called
 	logs     map[string]*jobLog // jobs with a writer or a follower
 	byToken  map[string]int     // followers per token
 	observed func(job.LogStream, int)
@@ -342,6 +343,9 @@ func (o *Orchestrator) FollowJobLog(ctx context.Context, id string, after uint64
 	last := after
 	for {
 		f, ended, err := o.logs.subscribe(ctx, l, ephemeral)
+		if errors.Is(err, errEndedFollowers) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -423,6 +427,9 @@ func (o *Orchestrator) drainFollower(ctx context.Context, f *follower, last *uin
 func (b *logBook) holdFollower(l *jobLog, token string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return job.Errorf(job.CodeUnavailable, "the orchestrator is shutting down")
+	}
 	if b.byToken[token] >= b.cfg.FollowersPerToken {
 		return job.Errorf(job.CodeUnavailable, "this token follows %d logs already, as many as it may (Logs.FollowersPerToken)", b.byToken[token])
 	}
@@ -446,6 +453,12 @@ func (b *logBook) dropFollower(l *jobLog, token string) {
 // subscribe adds a follower to l, unless its log has ended (f nil, ended
 // true).
 func (b *logBook) subscribe(ctx context.Context, l *jobLog, ephemeral bool) (f *follower, ended bool, err error) {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return nil, false, errEndedFollowers
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := b.loadLocked(ctx, l, ephemeral); err != nil {
@@ -540,4 +553,33 @@ func cutUTF8(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// errEndedFollowers is why a follower stops once EndLogFollowers was
+// called.
+var errEndedFollowers = errors.New("log followers ended")
+
+// EndLogFollowers ends every follower of a job's log (FollowJobLog returns
+// nil, as for a client that goes away) and refuses new ones: an HTTP
+// server shutting down calls it, since event streams never go idle.
+// Clients resume elsewhere, or after a restart, with Last-Event-ID.
+func (o *Orchestrator) EndLogFollowers() {
+	b := o.logs
+	b.mu.Lock()
+	b.closed = true
+	logs := make([]*jobLog, 0, len(b.logs))
+	for _, l := range b.logs {
+		logs = append(logs, l)
+	}
+	b.mu.Unlock()
+	for _, l := range logs {
+		l.mu.Lock()
+		for f := range l.followers {
+			if !f.lagged {
+				f.lagged = true
+				close(f.ch)
+			}
+		}
+		l.mu.Unlock()
+	}
 }
