@@ -769,7 +769,9 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 	e.written = version
-	o.noteStatus(ctx, &snap, e)
+	// Recorded in the job's log once waiters are woken: their answer does
+	// not wait for the log's write.
+	defer o.noteStatus(ctx, &snap, e)
 
 	if final {
 		o.mu.Lock()
