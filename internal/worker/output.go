@@ -40,7 +40,7 @@ func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
 	cfg := s.w.cfg
 	l := &liveOutput{
 		s: s, jobID: t.JobID, leaseID: t.LeaseID,
-		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes), every: cfg.LiveFlushInterval,
+		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes/3), every: cfg.LiveFlushInterval,
 		room: cfg.LiveOutputBytes, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	go l.run(ctx)
@@ -102,6 +102,10 @@ func (l *liveOutput) flush(ctx context.Context) {
 	l.mu.Lock()
 	batch := l.pending
 	l.pending, l.size = nil, 0
+	if len(batch) == 0 && l.dropped > 0 {
+		// Past the bound nothing is sent but the count.
+		batch = []protocol.Message{{Type: protocol.TypeOutput, JobID: l.jobID, LeaseID: l.leaseID, Stream: job.LogStdout}}
+	}
 	if len(batch) > 0 {
 		batch[0].Dropped, l.dropped = l.dropped, 0
 	}

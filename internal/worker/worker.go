@@ -69,7 +69,8 @@ type Config struct {
 	// result carries the whole output (up to OutputBytes) all the same.
 	LiveOutputBytes int64
 	// LiveChunkBytes is the most output one message carries (default
-	// 16 KiB, at most protocol.MaxOutputTextBytes).
+	// 16 KiB, at most a third of protocol.MaxOutputTextBytes: output that
+	// is not UTF-8 grows up to three times in the message's JSON).
 	LiveChunkBytes int
 	// LiveFlushInterval is how long output waits to be sent (default
 	// 200 ms): a task's output messages are at most one per interval, but
@@ -145,8 +146,8 @@ func (c Config) Validate() error {
 	if c.ReadLimit != 0 && c.ReadLimit < minReadLimit {
 		bad("ReadLimit", "is %d, want at least %d", c.ReadLimit, minReadLimit)
 	}
-	if c.LiveChunkBytes < 0 || c.LiveChunkBytes > protocol.MaxOutputTextBytes {
-		bad("LiveChunkBytes", "is %d, want 1 to %d", c.LiveChunkBytes, protocol.MaxOutputTextBytes)
+	if c.LiveChunkBytes < 0 || c.LiveChunkBytes > protocol.MaxOutputTextBytes/3 {
+		bad("LiveChunkBytes", "is %d, want 1 to %d", c.LiveChunkBytes, protocol.MaxOutputTextBytes/3)
 	}
 	if c.LiveFlushInterval < 0 {
 		bad("LiveFlushInterval", "must be more than 0")
