@@ -145,8 +145,9 @@ func (p *logPrinter) printRest(v client.View) {
 }
 
 // followOutput prints job id's output as it is written, until the job
-// ends, and returns the job then. When the server has no log to follow
-// (an older one), it waits for the job as before, and printed is false.
+// ends, and returns the job then. When the log cannot be followed (an
+// older server has none, or it has as many followers as it takes), it
+// waits for the job as before, and p is nil.
 func (c *command) followOutput(ctx context.Context, cl *client.Client, id string) (v client.View, p *logPrinter, err error) {
 	p = &logPrinter{c: c, id: id}
 	// Why a job waits is not in its log until it has run: say it after a
@@ -166,7 +167,7 @@ func (c *command) followOutput(ctx context.Context, cl *client.Client, id string
 	err = cl.FollowJobLog(ctx, id, 0, p.print)
 	notice.Stop()
 	var apiErr *client.Error
-	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+	if errors.As(err, &apiErr) && (apiErr.StatusCode == http.StatusNotFound || apiErr.StatusCode == http.StatusServiceUnavailable) {
 		v, err = c.await(ctx, cl, id)
 		return v, nil, err
 	}

@@ -39,12 +39,14 @@ const maxLogLine = 1 << 20
 // final status), which it hands fn too, and returns nil. A stream that
 // breaks before the end (the connection, an orchestrator restart) is
 // opened again after the last event fn had, so nothing is missed; an
-// answer that is an error (*Error: not found, unauthorized) is returned.
+// answer that is an error (*Error: not found, unauthorized; unavailable,
+// too many followers, when it was the first) is returned.
 // It returns fn's error, and ctx's when ctx is done.
 func (c *Client) FollowJobLog(ctx context.Context, id string, after uint64, fn func(job.LogEvent) error) error {
 	backoff := 100 * time.Millisecond
+	opened := false
 	for {
-		ended, err := c.followOnce(ctx, id, &after, fn)
+		ended, err := c.followOnce(ctx, id, &after, fn, &opened)
 		if ended {
 			return nil
 		}
@@ -53,7 +55,7 @@ func (c *Client) FollowJobLog(ctx context.Context, id string, after uint64, fn f
 		switch {
 		case errors.As(err, &fnErr):
 			return fnErr.err
-		case errors.As(err, &apiErr) && apiErr.StatusCode != http.StatusServiceUnavailable && apiErr.StatusCode != http.StatusBadGateway:
+		case errors.As(err, &apiErr) && (!opened || apiErr.StatusCode != http.StatusServiceUnavailable && apiErr.StatusCode != http.StatusBadGateway):
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -72,7 +74,7 @@ type callbackError struct{ err error }
 func (e *callbackError) Error() string { return e.err.Error() }
 
 // followOnce reads one event stream; ended says that the log's end came.
-func (c *Client) followOnce(ctx context.Context, id string, after *uint64, fn func(job.LogEvent) error) (ended bool, err error) {
+func (c *Client) followOnce(ctx context.Context, id string, after *uint64, fn func(job.LogEvent) error, opened *bool) (ended bool, err error) {
 	path := "/api/jobs/" + url.PathEscape(id) + "/logs?follow=true"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
@@ -90,6 +92,7 @@ func (c *Client) followOnce(ctx context.Context, id string, after *uint64, fn fu
 	if resp.StatusCode != http.StatusOK {
 		return false, decodeError(resp)
 	}
+	*opened = true
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), maxLogLine)
 	var data strings.Builder
