@@ -548,3 +548,36 @@ func TestLiveLogsAcrossRestart(t *testing.T) {
 		t.Errorf("attempt %d, want 2", v.Attempt)
 	}
 }
+
+// TestLiveLogsAcrossWorkerLoss: a worker that goes away mid-run shows in
+// an HTTP follower's stream as the attempt restarting; the next worker's
+// output follows in the same stream, to the end.
+func TestLiveLogsAcrossWorkerLoss(t *testing.T) {
+	srv, c := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	lua := job.Capabilities{Runtimes: []job.Type{job.TypeLua}, Concurrency: 1}
+	first := dialRaw(t, srv.WorkerURL(), lua)
+	v, err := c.Submit(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1", MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := first.next(5 * time.Second)
+	s := openLogStream(t, srv.URL(), srv.AdminToken(), v.ID, "")
+	first.send(protocol.Message{Type: protocol.TypeOutput, JobID: task.JobID, LeaseID: task.LeaseID, Stream: job.LogStdout, Text: "first try\n"})
+	for e := s.next(t, 10*time.Second); e.ev.Text != "first try\n"; e = s.next(t, 10*time.Second) {
+	}
+	first.Close()
+	var restart sseEvent
+	for restart = s.next(t, 10*time.Second); !restart.ev.Restarted; restart = s.next(t, 10*time.Second) {
+	}
+	if restart.event != "status" || restart.ev.Status != job.StatusPending {
+		t.Errorf("the restart is %+v, want a pending status event", restart)
+	}
+	second := dialRaw(t, srv.WorkerURL(), lua)
+	task2 := second.next(10 * time.Second)
+	second.send(protocol.Message{Type: protocol.TypeOutput, JobID: task2.JobID, LeaseID: task2.LeaseID, Stream: job.LogStdout, Text: "second try\n"})
+	second.send(protocol.Message{Type: protocol.TypeResult, JobID: task2.JobID, LeaseID: task2.LeaseID, Result: &job.Result{Status: job.StatusCompleted, Output: "second try\n"}})
+	rest := s.rest(t, 10*time.Second)
+	if out, _ := stdoutOf(rest, job.LogStdout); out != "second try\n" || rest[len(rest)-1].ev.Status != job.StatusCompleted {
+		t.Errorf("after the restart: %+v", rest)
+	}
+}
