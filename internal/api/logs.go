@@ -89,9 +89,10 @@ func (s *server) jobLogs(w http.ResponseWriter, r *http.Request) {
 func (s *server) followLogs(w http.ResponseWriter, r *http.Request, id string, after uint64) {
 	rc := http.NewResponseController(w)
 	var (
-		mu      sync.Mutex // orders writes: events and keepalives
-		started bool
-		stop    = make(chan struct{})
+		mu       sync.Mutex // orders writes: events and keepalives
+		started  bool
+		finished bool // the handler returns: nothing more is written
+		stop     = make(chan struct{})
 	)
 	begin := func() {
 		if started {
@@ -117,7 +118,7 @@ func (s *server) followLogs(w http.ResponseWriter, r *http.Request, id string, a
 			case <-t.C:
 			}
 			mu.Lock()
-			if started {
+			if started && !finished {
 				_, _ = fmt.Fprint(w, ": keepalive\n\n")
 				_ = rc.Flush()
 			}
@@ -145,6 +146,7 @@ func (s *server) followLogs(w http.ResponseWriter, r *http.Request, id string, a
 	})
 	mu.Lock()
 	defer mu.Unlock()
+	defer func() { finished = true }()
 	if !started {
 		if err != nil {
 			s.writeJobError(w, r, id, err)
