@@ -15,6 +15,14 @@ type Sink interface {
 	WriteOutput(stream job.LogStream, p []byte)
 }
 
+// Bounded is implemented by sinks that keep at most some bytes more: a
+// runtime that hands output over from another process sends no more than
+// Room, and reports what it left out with Drop.
+type Bounded interface {
+	Room() int64
+	Drop(n int64)
+}
+
 type sinkKey struct{}
 
 // WithSink returns ctx carrying s: the runtimes that run a task under it

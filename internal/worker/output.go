@@ -33,7 +33,10 @@ type liveOutput struct {
 	done    chan struct{}
 }
 
-var _ runtime.Sink = (*liveOutput)(nil)
+var (
+	_ runtime.Sink    = (*liveOutput)(nil)
+	_ runtime.Bounded = (*liveOutput)(nil)
+)
 
 // startLive starts the sender of t's live output; stop it with close.
 func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
@@ -45,6 +48,20 @@ func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
 	}
 	go l.run(ctx)
 	return l
+}
+
+// Room is how many more bytes may be sent.
+func (l *liveOutput) Room() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.room, 0)
+}
+
+// Drop counts n bytes left out before reaching l.
+func (l *liveOutput) Drop(n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropped += n
 }
 
 // WriteOutput gathers p to be sent.

@@ -29,8 +29,10 @@ type frame struct {
 	// Cancel stops the task in progress (its context is canceled).
 	Cancel bool `json:"cancel,omitempty"`
 	// Live, on a task frame, asks for its output as it is written
-	// (output frames before the result).
-	Live bool `json:"live,omitempty"`
+	// (output frames before the result), at most LiveBytes of it when
+	// that is set.
+	Live      bool  `json:"live,omitempty"`
+	LiveBytes int64 `json:"live_bytes,omitempty"`
 
 	// child → parent
 	Ready bool `json:"ready,omitempty"`

@@ -13,6 +13,8 @@ import (
 type outputFrame struct {
 	Stream job.LogStream `json:"stream"`
 	Data   []byte        `json:"data"`
+	// Dropped counts output left out past the task frame's LiveBytes.
+	Dropped int64 `json:"dropped,omitempty"`
 }
 
 // Output a child holds before it sends it: at most outputFlushBytes, for
@@ -29,15 +31,20 @@ type frameSink struct {
 	c   *childServer
 	seq uint64
 
-	mu     sync.Mutex
-	stream job.LogStream
-	buf    []byte
-	timer  *time.Timer
-	closed bool
+	mu      sync.Mutex
+	room    int64 // bytes that may still be sent; <0: no bound
+	dropped int64
+	stream  job.LogStream
+	buf     []byte
+	timer   *time.Timer
+	closed  bool
 }
 
-func newFrameSink(c *childServer, seq uint64) *frameSink {
-	return &frameSink{c: c, seq: seq}
+func newFrameSink(c *childServer, seq uint64, room int64) *frameSink {
+	if room <= 0 {
+		room = -1
+	}
+	return &frameSink{c: c, seq: seq, room: room}
 }
 
 var _ runtime.Sink = (*frameSink)(nil)
@@ -49,6 +56,16 @@ func (s *frameSink) WriteOutput(stream job.LogStream, p []byte) {
 	defer s.mu.Unlock()
 	if s.closed {
 		return
+	}
+	if s.room >= 0 {
+		if int64(len(p)) > s.room {
+			s.dropped += int64(len(p)) - s.room
+			p = p[:s.room]
+		}
+		s.room -= int64(len(p))
+		if len(p) == 0 {
+			return
+		}
 	}
 	if stream != s.stream && len(s.buf) > 0 {
 		s.flushLocked()
@@ -90,6 +107,9 @@ func (s *frameSink) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.flushLocked()
+	if s.dropped > 0 {
+		_ = s.c.write(&frame{Seq: s.seq, Output: &outputFrame{Stream: job.LogStdout, Dropped: s.dropped}})
+	}
 	s.closed = true
 }
 
@@ -101,8 +121,14 @@ func (c *child) readAnswer(limit int64, seq uint64, sink runtime.Sink) (*frame, 
 		if err != nil || f.Output == nil {
 			return f, err
 		}
-		if sink != nil && f.Seq == seq && f.Output.Stream.Known() && f.Output.Stream != job.LogStatus {
+		if sink == nil || f.Seq != seq {
+			continue
+		}
+		if f.Output.Stream.Known() && f.Output.Stream != job.LogStatus && len(f.Output.Data) > 0 {
 			sink.WriteOutput(f.Output.Stream, f.Output.Data)
+		}
+		if b, ok := sink.(runtime.Bounded); ok && f.Output.Dropped > 0 {
+			b.Drop(f.Output.Dropped)
 		}
 	}
 }

@@ -172,7 +172,11 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	seq := c.seq
 	deadline, _ := ctx.Deadline()
 	sink := runtime.SinkFrom(ctx)
-	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline, Live: sink != nil}); err != nil {
+	var liveBytes int64
+	if b, ok := sink.(runtime.Bounded); ok {
+		liveBytes = max(b.Room(), 1)
+	}
+	if err := writeFrame(c.stdin, &frame{Task: &t, Seq: seq, Deadline: deadline, Live: sink != nil, LiveBytes: liveBytes}); err != nil {
 		c.kill()
 		return p.died(c), nil
 	}

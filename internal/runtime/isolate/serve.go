@@ -154,7 +154,7 @@ func (c *childServer) run(f *frame) error {
 	}
 	var sink *frameSink
 	if f.Live {
-		sink = newFrameSink(c, f.Seq)
+		sink = newFrameSink(c, f.Seq, f.LiveBytes)
 		ctx = runtime.WithSink(ctx, sink)
 	}
 	res, err := c.runGuest(ctx, rt, t)
