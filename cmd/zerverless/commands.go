@@ -64,6 +64,9 @@ type workerFlags struct {
 	dockerServices      int
 	serviceStreams      int
 	serviceStart        time.Duration
+
+	liveOutputBytes int64
+	metricsInterval time.Duration
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -73,6 +76,8 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.runtimes, "runtimes", "", "comma-separated runtimes to offer (default: all available)")
 	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose jobs are accepted (default: all)")
 	fs.BoolVar(&f.docker, "docker", false, "run docker container jobs (needs a Docker Engine)")
+	fs.Int64Var(&f.liveOutputBytes, "live-output-bytes", d.LiveOutputBytes, "output of one job sent while it runs, for its live log (negative: none)")
+	fs.DurationVar(&f.metricsInterval, "metrics-interval", d.MetricsInterval, "how often the worker reports its own usage to the orchestrator")
 	fs.Int64Var(&f.memoryMB, "memory-mb", d.MemoryBytes>>20, "memory bound of a job that asks for none, in MiB; Lua and JavaScript jobs past their bound fail as out of memory")
 
 	dd := docker.DefaultConfig()
@@ -117,6 +122,11 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 		return fmt.Errorf("--memory-mb must be at least 1")
 	}
 	wc.MemoryBytes = f.memoryMB << 20
+	wc.LiveOutputBytes = f.liveOutputBytes
+	if f.metricsInterval <= 0 {
+		return fmt.Errorf("--metrics-interval must be positive")
+	}
+	wc.MetricsInterval = f.metricsInterval
 	for _, ns := range strings.Split(f.namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			if !job.ValidNamespace(ns) {
@@ -285,6 +295,12 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.Int64Var(&cfg.API.WorkerRegisterLimit, "max-register-bytes", cfg.API.WorkerRegisterLimit, "largest message read from a worker before it is authenticated")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin hosts allowed to open /ws/volunteer")
 	fs.BoolVar(&cfg.Orchestrator.OpenVolunteering, "open-volunteering", false, "let workers without a join token (browser tabs, anonymous volunteers) connect; they run sandboxed runtimes only")
+	fs.Int64Var(&cfg.Orchestrator.Logs.JobBytes, "log-job-bytes", cfg.Orchestrator.Logs.JobBytes, "output a job's log keeps (GET /api/jobs/ID/logs), all attempts together; the result keeps the whole output all the same")
+	fs.IntVar(&cfg.Orchestrator.Logs.FollowersPerJob, "log-followers-per-job", cfg.Orchestrator.Logs.FollowersPerJob, "clients following one job's log at once")
+	fs.IntVar(&cfg.Orchestrator.Logs.FollowersPerToken, "log-followers-per-token", cfg.Orchestrator.Logs.FollowersPerToken, "logs one token follows at once")
+	fs.BoolVar(&cfg.Orchestrator.Metrics.NamespaceLabels, "metrics-namespace-labels", cfg.Orchestrator.Metrics.NamespaceLabels, "label job counts in /metrics with their namespace")
+	fs.IntVar(&cfg.Orchestrator.Metrics.MaxNamespaces, "metrics-max-namespaces", cfg.Orchestrator.Metrics.MaxNamespaces, "namespaces with a label of their own in /metrics; the others count as \"other\"")
+	fs.IntVar(&cfg.Orchestrator.Metrics.MaxWorkers, "metrics-max-workers", cfg.Orchestrator.Metrics.MaxWorkers, "trusted workers whose own reports /metrics shows at once, labeled worker")
 	fs.Int64Var(&cfg.Orchestrator.AnonymousReadBytes, "anonymous-read-bytes", cfg.Orchestrator.AnonymousReadBytes, "bytes that all anonymous volunteers' messages may hold at once while they are read; a message beyond it ends its session")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

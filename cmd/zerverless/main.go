@@ -34,6 +34,7 @@ Usage:
   zerverless build   [flags] DIR [-- CMD...]   build DIR into an image on a worker, run it
   zerverless jobs    [flags]    list jobs
   zerverless job     ID         show one job
+  zerverless logs    [-f] ID    print a job's output, or follow it as it is written
   zerverless cancel  ID         cancel a job
   zerverless deploy  NS/PATH -f FILE   deploy a function
   zerverless deployments        list functions
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return serveCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "worker":
 		return workerCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy", "token":
+	case "run", "build", "jobs", "job", "logs", "cancel", "deploy", "deployments", "undeploy", "token":
 		return cli.Run(ctx, args, stdout, stderr, getenv)
 	case childCommand:
 		return runtimeChild(os.Stdin, os.Stdout, stderr)

@@ -235,6 +235,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		ConnContext:       s.limits.ConnContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Log streams never go idle: they end when shutting down begins (their
+	// clients resume with Last-Event-ID).
+	s.http.RegisterOnShutdown(s.orch.EndLogFollowers)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -172,6 +172,8 @@ var matrix = []endpoint{
 		target: func(t *testing.T, tn *tenants) (string, []byte) {
 			return "/api/jobs/" + tn.aliceJob + "?wait=0.01", nil
 		}},
+	{name: "job log", method: "GET", right: "alice", ok: 200, wrong: 404,
+		target: func(t *testing.T, tn *tenants) (string, []byte) { return "/api/jobs/" + tn.aliceJob + "/logs", nil }},
 	{name: "cancel job", method: "DELETE", right: "alice", ok: 200, wrong: 404,
 		target: func(t *testing.T, tn *tenants) (string, []byte) { return "/api/jobs/" + tn.pendingAliceJob(t), nil }},
 	{name: "workers", method: "GET", right: "alice", ok: 200, target: fixed("/api/workers", "")},

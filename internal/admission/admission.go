@@ -111,6 +111,7 @@ type Deps struct {
 	Contexts  Contexts
 	Owners    ContextOwners
 	Quotas    Quotas
+	Logs      Logs
 }
 
 // Config tunes build admission. Start from DefaultConfig; a zero field
@@ -194,6 +195,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 		missing = "Owners"
 	case d.Quotas == nil:
 		missing = "Quotas"
+	case d.Logs == nil:
+		missing = "Logs"
 	}
 	if missing != "" {
 		return nil, fmt.Errorf("admission: the %s dependency is required (there is no open mode)", missing)

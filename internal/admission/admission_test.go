@@ -19,7 +19,7 @@ import (
 func TestEveryDependencyIsRequired(t *testing.T) {
 	svc := apitest.NewService()
 	d := apitest.NewDeps(t, svc)
-	full := admission.Deps{Jobs: svc, Functions: d.Functions, Tokens: d.Auth, Contexts: d.Contexts, Owners: d.Store, Quotas: svc}
+	full := admission.Deps{Jobs: svc, Functions: d.Functions, Tokens: d.Auth, Contexts: d.Contexts, Owners: d.Store, Quotas: svc, Logs: svc}
 	if _, err := admission.New(admission.DefaultConfig(), full); err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +30,7 @@ func TestEveryDependencyIsRequired(t *testing.T) {
 		"Contexts":  func(x *admission.Deps) { x.Contexts = nil },
 		"Owners":    func(x *admission.Deps) { x.Owners = nil },
 		"Quotas":    func(x *admission.Deps) { x.Quotas = nil },
+		"Logs":      func(x *admission.Deps) { x.Logs = nil },
 	} {
 		deps := full
 		drop(&deps)
@@ -63,7 +64,11 @@ func TestNothingWithoutAPrincipal(t *testing.T) {
 		"Wait":   func(ctx context.Context) error { _, err := adm.Wait(ctx, "job-1", 1); return err },
 		"Jobs":   func(ctx context.Context) error { _, _, err := adm.Jobs(ctx, store.JobFilter{}); return err },
 		"Cancel": func(ctx context.Context) error { _, err := adm.Cancel(ctx, "job-1"); return err },
-		"Stats":  func(ctx context.Context) error { _, err := adm.Stats(ctx); return err },
+		"JobLog": func(ctx context.Context) error { _, _, err := adm.JobLog(ctx, "job-1", 0, 10); return err },
+		"FollowJobLog": func(ctx context.Context) error {
+			return adm.FollowJobLog(ctx, "job-1", 0, func(job.LogEvent) error { return nil })
+		},
+		"Stats": func(ctx context.Context) error { _, err := adm.Stats(ctx); return err },
 		"Workers": func(ctx context.Context) error {
 			_, _, err := adm.Workers(ctx, job.WorkerFilter{})
 			return err

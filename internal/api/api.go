@@ -170,6 +170,7 @@ func (s *server) register() {
 	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor")
 	s.handle("GET /api/jobs/{id}", s.getJob, "wait", "include")
 	s.handle("DELETE /api/jobs/{id}", s.cancelJob)
+	s.handle("GET /api/jobs/{id}/logs", s.jobLogs, "follow", "after", "limit")
 	s.handle("GET /api/workers", s.listWorkers, "runtime", "trusted", "namespace", "limit", "cursor")
 	s.handle("GET /info", s.info)
 	s.handle("GET /stats", s.stats)

@@ -100,7 +100,12 @@ func (c *command) build(ctx context.Context, args []string) int {
 		return c.fail(ExitDockerError, "submit to %s: %v", cl.BaseURL(), describe(err))
 	}
 	id := v.ID
-	v, err = c.await(ctx, cl, id)
+	var live *logPrinter
+	if asJSON {
+		v, err = c.await(ctx, cl, id)
+	} else {
+		v, live, err = c.followOutput(ctx, cl, id)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return c.fail(ExitInterrupted, "stopped waiting; job %s goes on (zerverless cancel %s stops it)", id, id)
@@ -111,10 +116,13 @@ func (c *command) build(ctx context.Context, args []string) int {
 		c.printJSON(v)
 		return c.jobStatus(v)
 	}
-	c.printBuild(v, only)
-	if !only {
+	c.printBuild(v, only, live != nil)
+	switch {
+	case !only && live != nil:
+		live.printRest(v)
+	case !only:
 		c.printOutput(v)
-	} else if v.Status != job.StatusCompleted {
+	case v.Status != job.StatusCompleted:
 		c.printOutput(client.View{ID: v.ID, Status: v.Status, Reason: v.Reason, ResultView: v.ResultView})
 	}
 	return c.jobStatus(v)
@@ -122,13 +130,15 @@ func (c *command) build(ctx context.Context, args []string) int {
 
 // printBuild reports the build: its tag, image id, whether it was a cache
 // hit, and its log when it failed.
-func (c *command) printBuild(v client.View, only bool) {
+func (c *command) printBuild(v client.View, only, streamed bool) {
 	if v.ResultView == nil || v.Build == nil {
 		return
 	}
 	b := v.Build
 	if b.ImageID == "" {
-		fmt.Fprint(c.stderr, b.Log)
+		if !streamed { // a streamed log was printed as it came
+			fmt.Fprint(c.stderr, b.Log)
+		}
 		return
 	}
 	how := "built"

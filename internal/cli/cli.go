@@ -59,7 +59,7 @@ const (
 // IsCommand reports whether name is a command that Run implements.
 func IsCommand(name string) bool {
 	switch name {
-	case "run", "build", "jobs", "job", "cancel", "deploy", "deployments", "undeploy", "token":
+	case "run", "build", "jobs", "job", "logs", "cancel", "deploy", "deployments", "undeploy", "token":
 		return true
 	}
 	return false
@@ -71,6 +71,7 @@ func WriteSummary(w io.Writer) {
   build     build a directory into an image on a worker, and run it
   jobs      list jobs
   job       show one job as JSON
+  logs      print a job's output, or follow it with -f
   cancel    cancel jobs
   deploy    deploy a function
   deployments  list functions
@@ -88,7 +89,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		getenv = func(string) string { return "" }
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "zerverless: no command; one of run, build, jobs, job, cancel, deploy, deployments, undeploy, token")
+		fmt.Fprintln(stderr, "zerverless: no command; one of run, build, jobs, job, logs, cancel, deploy, deployments, undeploy, token")
 		return ExitUsage
 	}
 	c := &command{name: args[0], stdout: stdout, stderr: stderr, getenv: getenv}
@@ -101,6 +102,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return c.jobs(ctx, args[1:])
 	case "job":
 		return c.job(ctx, args[1:])
+	case "logs":
+		return c.logs(ctx, args[1:])
 	case "cancel":
 		return c.cancel(ctx, args[1:])
 	case "deploy":
@@ -112,7 +115,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "token":
 		return c.tokenCmd(ctx, args[1:])
 	}
-	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, build, jobs, job, cancel, deploy, deployments, undeploy, token\n", args[0])
+	fmt.Fprintf(stderr, "zerverless: unknown command %q; one of run, build, jobs, job, logs, cancel, deploy, deployments, undeploy, token\n", args[0])
 	return ExitUsage
 }
 

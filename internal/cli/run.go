@@ -116,16 +116,24 @@ func (c *command) run(ctx context.Context, args []string) int {
 		return ExitOK
 	}
 	id := v.ID
-	v, err = c.await(ctx, cl, id)
+	var live *logPrinter
+	if f.json {
+		v, err = c.await(ctx, cl, id)
+	} else {
+		v, live, err = c.followOutput(ctx, cl, id)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return c.fail(ExitInterrupted, "stopped waiting; job %s goes on (zerverless cancel %s stops it)", id, id)
 		}
 		return c.fail(errStatus, "wait for job %s at %s: %v", id, cl.BaseURL(), describe(err))
 	}
-	if f.json {
+	switch {
+	case f.json:
 		c.printJSON(v)
-	} else {
+	case live != nil:
+		live.printRest(v)
+	default:
 		c.printOutput(v)
 	}
 	return c.jobStatus(v)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
@@ -58,6 +60,13 @@ func newHarness(t *testing.T, dir string, cfg Config) *harness {
 // wrap (nil: not wrapped).
 func newHarnessWith(t *testing.T, dir string, cfg Config, wrap func(store.Store) store.Store) *harness {
 	t.Helper()
+	return newHarnessMetrics(t, dir, cfg, wrap, nil)
+}
+
+// newHarnessMetrics is newHarnessWith with the metrics registered with
+// reg (nil: none).
+func newHarnessMetrics(t *testing.T, dir string, cfg Config, wrap func(store.Store) store.Store, reg prometheus.Registerer) *harness {
+	t.Helper()
 	scfg := sqlite.DefaultConfig()
 	scfg.Path = filepath.Join(dir, "jobs.db")
 	st, err := sqlite.Open(context.Background(), scfg)
@@ -68,7 +77,7 @@ func newHarnessWith(t *testing.T, dir string, cfg Config, wrap func(store.Store)
 	if wrap != nil {
 		ost = wrap(st)
 	}
-	o, err := New(cfg, ost, testLog(), nil)
+	o, err := New(cfg, ost, testLog(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,6 +150,10 @@ type Config struct {
 	// the bound ends its session (its jobs go back to the queue). Trusted
 	// workers' messages are not counted.
 	AnonymousReadBytes int64
+	// Logs bounds jobs' logs and their followers (DefaultLogConfig).
+	Logs LogConfig
+	// Metrics bounds the labels of the metrics (DefaultMetricsConfig).
+	Metrics MetricsConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -175,6 +179,9 @@ func DefaultConfig() Config {
 		MaxAnonymousResultBytes:     4 << 20,
 		MaxAnonymousMessageBytes:    8 << 20,
 		AnonymousReadBytes:          256 << 20,
+
+		Logs:    DefaultLogConfig(),
+		Metrics: DefaultMetricsConfig(),
 	}
 }
 
@@ -240,6 +247,8 @@ func (c Config) Validate() error {
 		errs = append(errs, job.Invalid("BuildKey", "is %d bytes, fewer than %d", n, job.MinBuildKeyBytes))
 	}
 	errs = append(errs, c.Retention.validate()...)
+	errs = append(errs, c.Logs.validate()...)
+	errs = append(errs, c.Metrics.validate()...)
 	if q.SubmitsPerSecond < 0 || math.IsNaN(q.SubmitsPerSecond) || math.IsInf(q.SubmitsPerSecond, 0) {
 		errs = append(errs, job.Invalid("DefaultQuotas.SubmitsPerSecond", "must be a finite number, at least 0 (got %g)", q.SubmitsPerSecond))
 	}
@@ -300,6 +309,11 @@ type Orchestrator struct {
 	policies policyCache
 	buckets  rateLimiter
 	usage    usageCache
+	// logs keeps jobs' logs; workerUsage what workers report of
+	// themselves.
+	logs         *logBook
+	workerUsage  *workerUsage
+	usageMetrics *usageMetrics
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -385,6 +399,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		return nil, err
 	}
 	o.metrics = m
+	if err := o.startObserving(reg, st); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -514,6 +531,7 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 		return nil, fmt.Errorf("store new job: %w", err)
 	}
 	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
+	o.usageMetrics.submitted(j)
 	view := *j
 
 	o.mu.Lock()
@@ -767,6 +785,9 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 	e.written = version
+	// Recorded in the job's log once waiters are woken: their answer does
+	// not wait for the log's write.
+	defer o.noteStatus(ctx, &snap, e)
 
 	if final {
 		o.mu.Lock()

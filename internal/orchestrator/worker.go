@@ -473,6 +473,10 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			starts := o.fillLocked(w, nil)
 			o.mu.Unlock()
 			o.launch(starts)
+		case protocol.TypeOutput:
+			o.handleOutput(ctx, w, m)
+		case protocol.TypeMetrics:
+			o.workerUsage.report(w, *m.Usage)
 		case protocol.TypeError:
 			o.log.Warn("worker reported an error", "worker_id", w.id, "err", clip(m.Error))
 		default:
@@ -665,6 +669,7 @@ func (o *Orchestrator) dropWorker(w *worker, why string, lost bool) {
 	delete(o.workers, w.id)
 	o.leaveIndexLocked(w)
 	o.metrics.workers.Dec()
+	o.workerUsage.forget(w)
 	var changed []*entry
 	for leaseID, l := range w.leases {
 		e, ok := o.active[l.jobID]

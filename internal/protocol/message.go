@@ -5,7 +5,8 @@
 // Every frame is one JSON text message with a "type" field. A worker opens
 // with "register"; the orchestrator answers "registered" (or "error" and
 // closes). Then the orchestrator sends "assign" and "cancel"; the worker
-// sends "result", "reject", "heartbeat" and "capabilities".
+// sends "result", "reject", "heartbeat", "capabilities", "output" (a
+// running task's output) and "metrics" (its own usage).
 package protocol
 
 import (
@@ -55,6 +56,12 @@ const (
 	TypeServiceState Type = "service_state"
 	// TypeError reports a protocol error; the sender closes after it.
 	TypeError Type = "error"
+	// TypeOutput carries output a task wrote while it runs, for its live
+	// log (worker → orchestrator). The result still carries the whole
+	// output, as without it.
+	TypeOutput Type = "output"
+	// TypeMetrics reports the worker's own usage (worker → orchestrator).
+	TypeMetrics Type = "metrics"
 )
 
 // Message is every message of the protocol; Type says which fields are set.
@@ -96,6 +103,16 @@ type Message struct {
 	JobID   string      `json:"job_id,omitempty"`
 	LeaseID string      `json:"lease_id,omitempty"`
 	Result  *job.Result `json:"result,omitempty"`
+
+	// output: what the task of job_id and lease_id wrote to stream since
+	// the last output message, and how many bytes of it the worker left
+	// out before this text (its bounds on live output).
+	Stream  job.LogStream `json:"stream,omitempty"`
+	Text    string        `json:"text,omitempty"`
+	Dropped int64         `json:"dropped,omitempty"`
+
+	// metrics: the worker's usage.
+	Usage *job.WorkerUsage `json:"usage,omitempty"`
 
 	// heartbeat: the leases the worker holds.
 	Leases []string `json:"leases,omitempty"`
@@ -182,12 +199,33 @@ func (m *Message) Check() error {
 		if len(m.Report.Output) > job.MaxInstanceOutput || len(m.Report.Error) > job.MaxInstanceOutput {
 			return fmt.Errorf("service_state: output and error are at most %d bytes", job.MaxInstanceOutput)
 		}
+	case TypeOutput:
+		if m.JobID == "" || m.LeaseID == "" {
+			return fmt.Errorf("output: job_id and lease_id are required")
+		}
+		if m.Stream != job.LogStdout && m.Stream != job.LogStderr {
+			return fmt.Errorf("output: stream must be stdout or stderr, not %.40q", m.Stream)
+		}
+		if len(m.Text) > MaxOutputTextBytes {
+			return fmt.Errorf("output: text is %d bytes; at most %d are accepted", len(m.Text), MaxOutputTextBytes)
+		}
+		if m.Dropped < 0 {
+			return fmt.Errorf("output: dropped must not be negative")
+		}
+	case TypeMetrics:
+		if m.Usage == nil || !m.Usage.Valid() {
+			return fmt.Errorf("metrics: usage with no negative number is required")
+		}
 	case TypeHeartbeat, TypeError:
 	default:
 		return fmt.Errorf("unknown message type %q", m.Type)
 	}
 	return nil
 }
+
+// MaxOutputTextBytes bounds the text of one "output" message: a worker
+// sends its output in chunks of at most this.
+const MaxOutputTextBytes = 64 << 10
 
 // MaxConcurrency bounds what a worker may claim, so that a bad claim cannot
 // make the scheduler hold an unbounded number of leases for one connection.

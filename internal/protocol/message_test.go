@@ -24,6 +24,15 @@ func TestDecode(t *testing.T) {
 		{"result not final", `{"type":"result","job_id":"j","lease_id":"l","result":{"status":"running"}}`, false},
 		{"result without lease", `{"type":"result","job_id":"j","result":{"status":"completed"}}`, false},
 		{"heartbeat", `{"type":"heartbeat","leases":["a"]}`, true},
+		{"output", `{"type":"output","job_id":"j","lease_id":"l","stream":"stdout","text":"hi\n"}`, true},
+		{"output stderr dropped", `{"type":"output","job_id":"j","lease_id":"l","stream":"stderr","text":"","dropped":10}`, true},
+		{"output status stream", `{"type":"output","job_id":"j","lease_id":"l","stream":"status","text":"x"}`, false},
+		{"output without lease", `{"type":"output","job_id":"j","stream":"stdout","text":"x"}`, false},
+		{"output too large", `{"type":"output","job_id":"j","lease_id":"l","stream":"stdout","text":"` + strings.Repeat("x", MaxOutputTextBytes+1) + `"}`, false},
+		{"output negative dropped", `{"type":"output","job_id":"j","lease_id":"l","stream":"stdout","dropped":-1}`, false},
+		{"metrics", `{"type":"metrics","usage":{"tasks_running":1,"containers_running":2}}`, true},
+		{"metrics without usage", `{"type":"metrics"}`, false},
+		{"metrics negative", `{"type":"metrics","usage":{"images_cached":-1}}`, false},
 		{"unknown", `{"type":"nope"}`, false},
 		{"not json", `{"type":`, false},
 		{"trailing", `{"type":"heartbeat"} {}`, false},
@@ -59,6 +68,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"type":"register","version":1,"capabilities":{"runtimes":["lua"],"concurrency":2}}`))
 	f.Add([]byte(`{"type":"result","job_id":"j","lease_id":"l","result":{"status":"completed","output":"x"}}`))
 	f.Add([]byte(`{"type":"capabilities","capabilities":{"concurrency":1,"docker":{"build_cache":["a"]}},"notes":{"python":"no"}}`))
+	f.Add([]byte(`{"type":"output","job_id":"j","lease_id":"l","stream":"stdout","text":"x"}`))
+	f.Add([]byte(`{"type":"metrics","usage":{"tasks_running":1}}`))
 	f.Add([]byte(`{"type":"assign","task":{"job_id":"j","lease_id":"l","spec":{"wasm":"AGFzbQEAAAA="}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Decode(data)

@@ -33,3 +33,10 @@ type Checker interface {
 
 // Set is the runtimes a worker offers, by job type. cmd builds it.
 type Set map[job.Type]Runtime
+
+// UsageReporter is implemented by runtimes that hold something worth
+// watching (containers, image caches, warm processes): ReportUsage adds
+// what the runtime holds now to u. It must not block.
+type UsageReporter interface {
+	ReportUsage(u *job.WorkerUsage)
+}

@@ -67,6 +67,21 @@ type Config struct {
 	// MaxStreams bounds the request streams carried to service instances
 	// at once (default DefaultMaxStreams); see services.go.
 	MaxStreams int
+	// LiveOutputBytes bounds the output of one task sent while it runs,
+	// for its live log (default 1 MiB; negative: none is sent). The
+	// result carries the whole output (up to OutputBytes) all the same.
+	LiveOutputBytes int64
+	// LiveChunkBytes is the most output one message carries (default
+	// 16 KiB, at most a third of protocol.MaxOutputTextBytes: output that
+	// is not UTF-8 grows up to three times in the message's JSON).
+	LiveChunkBytes int
+	// LiveFlushInterval is how long output waits to be sent (default
+	// 200 ms): a task's output messages are at most one per interval, but
+	// for full chunks.
+	LiveFlushInterval time.Duration
+	// MetricsInterval is how often the worker reports its usage (default
+	// 10 s).
+	MetricsInterval time.Duration
 }
 
 // DefaultConfig returns the documented defaults; URL is left empty.
@@ -81,6 +96,11 @@ func DefaultConfig() Config {
 		ReconnectMax:  30 * time.Second,
 		ReadLimit:     protocol.DefaultReadLimit,
 		MaxStreams:    DefaultMaxStreams,
+
+		LiveOutputBytes:   1 << 20,
+		LiveChunkBytes:    16 << 10,
+		LiveFlushInterval: 200 * time.Millisecond,
+		MetricsInterval:   10 * time.Second,
 	}
 }
 
@@ -136,6 +156,15 @@ func (c Config) Validate() error {
 	if c.Docker != nil && c.Docker.Services < 0 {
 		bad("Docker.Services", "is %d, want at least 0", c.Docker.Services)
 	}
+	if c.LiveChunkBytes < 0 || c.LiveChunkBytes > protocol.MaxOutputTextBytes/3 {
+		bad("LiveChunkBytes", "is %d, want 1 to %d", c.LiveChunkBytes, protocol.MaxOutputTextBytes/3)
+	}
+	if c.LiveFlushInterval < 0 {
+		bad("LiveFlushInterval", "must be more than 0")
+	}
+	if c.MetricsInterval < 0 {
+		bad("MetricsInterval", "must be more than 0")
+	}
 	for _, ns := range c.Namespaces {
 		if !job.ValidNamespace(ns) {
 			bad("Namespaces", "%q is not a valid namespace", ns)
@@ -157,6 +186,10 @@ type Worker struct {
 	available map[job.Type]bool
 	notes     map[string]string
 	id        string
+
+	// tasksRun and outputSent count, since New, the tasks run and the
+	// live output bytes sent.
+	tasksRun, outputSent atomic.Int64
 }
 
 // New returns a worker that offers runtimes. It does not connect until Run.
@@ -195,6 +228,18 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = d.MaxStreams
+	}
+	if cfg.LiveOutputBytes == 0 {
+		cfg.LiveOutputBytes = d.LiveOutputBytes
+	}
+	if cfg.LiveChunkBytes == 0 {
+		cfg.LiveChunkBytes = d.LiveChunkBytes
+	}
+	if cfg.LiveFlushInterval == 0 {
+		cfg.LiveFlushInterval = d.LiveFlushInterval
+	}
+	if cfg.MetricsInterval == 0 {
+		cfg.MetricsInterval = d.MetricsInterval
 	}
 	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}, nil
 }
@@ -481,7 +526,17 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 	go func() {
 		defer s.wg.Done()
 		defer cancel(nil)
-		res, err := s.w.runTask(tctx, rt, t)
+		runCtx := tctx
+		var live *liveOutput
+		if s.w.cfg.LiveOutputBytes > 0 {
+			live = s.startLive(ctx, t)
+			runCtx = runtime.WithSink(tctx, live)
+		}
+		res, err := s.w.runTask(runCtx, rt, t)
+		s.w.tasksRun.Add(1)
+		if live != nil {
+			live.close(ctx)
+		}
 		s.mu.Lock()
 		delete(s.tasks, t.LeaseID)
 		s.mu.Unlock()
@@ -532,7 +587,7 @@ func (s *session) stopAll() {
 func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	lastCheck := time.Now()
+	lastCheck, lastReport := time.Now(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -544,6 +599,11 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 		s.mu.Unlock()
 		if s.sending.Load() == 0 {
 			s.send(ctx, protocol.Message{Type: protocol.TypeHeartbeat, Leases: leases})
+		}
+		if time.Since(lastReport) >= s.w.cfg.MetricsInterval {
+			lastReport = time.Now()
+			u := s.usage()
+			s.send(ctx, protocol.Message{Type: protocol.TypeMetrics, Usage: &u})
 		}
 		if time.Since(lastCheck) >= s.w.cfg.CheckInterval {
 			lastCheck = time.Now()

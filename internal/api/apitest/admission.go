@@ -78,7 +78,7 @@ func Admission(t testing.TB, svc *Service, d Deps, tokens admission.Tokens) *adm
 	t.Helper()
 	adm, err := admission.New(admission.DefaultConfig(), admission.Deps{
 		Jobs: svc, Functions: d.Functions, Tokens: tokens,
-		Contexts: d.Contexts, Owners: d.Store, Quotas: svc,
+		Contexts: d.Contexts, Owners: d.Store, Quotas: svc, Logs: svc,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -403,7 +403,7 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 	}
 	ctx, stopBuild := context.WithCancel(ctx)
 	defer stopBuild()
-	logBuf := &runtime.CappedBuffer{Limit: d.cfg.BuildLogBytes}
+	logBuf := runtime.Output(ctx, job.LogStderr, d.cfg.BuildLogBytes)
 	defer func() { br.Log = logBuf.String() }()
 	x := &executor{d: d, t: t, cgroup: cgroup, deadline: deadline, disk: d.newDiskWatch(ctx, stopBuild),
 		log: logBuf, ctxFile: ctxFile, contextDigest: contextDigest}

@@ -21,5 +21,6 @@ func TestConformance(t *testing.T) {
 		Flood:     spec("sh", "-c", `head -c 2000000 /dev/zero | tr '\0' x`),
 		MemoryHog: spec("sh", "-c", `x=aaaaaaaaaaaaaaaa; while :; do x="$x$x"; done`),
 		Invalid:   spec("/no/such/program"),
+		Live:      spec("sh", "-c", "echo first; while :; do sleep 1; done"),
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/errdefs"
@@ -33,6 +34,8 @@ type Docker struct {
 	services serviceSet
 
 	upkeep upkeep
+	// running counts the job containers started and not yet ended.
+	running atomic.Int64
 
 	wg     sync.WaitGroup
 	closed sync.Once

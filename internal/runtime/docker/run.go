@@ -180,8 +180,8 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	if outCap <= 0 {
 		outCap = d.cfg.OutputBytes
 	}
-	stdout := &runtime.CappedBuffer{Limit: outCap}
-	stderr := &runtime.CappedBuffer{Limit: outCap}
+	stdout := runtime.Output(ctx, job.LogStdout, outCap)
+	stderr := runtime.Output(ctx, job.LogStderr, outCap)
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
@@ -200,6 +200,8 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		return job.Result{}, fmt.Errorf("start: %w", err)
 	}
 	startedAt := time.Now()
+	d.running.Add(1)
+	defer d.running.Add(-1)
 	sampler := d.startSampler(id, streamDone)
 
 	var (

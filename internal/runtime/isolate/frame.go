@@ -38,12 +38,19 @@ type frame struct {
 	Deadline time.Time
 	// Cancel stops the task in progress (its context is canceled).
 	Cancel bool
+	// Live, on a task frame, asks for its output as it is written
+	// (output frames before the result), at most LiveBytes of it when
+	// that is set.
+	Live      bool
+	LiveBytes int64
 
 	// child → parent
 	Ready bool
 	// Error is why the child could not set up its runtimes or run a task.
 	Error  string
 	Result *job.Result
+	// Output is output the task of Seq wrote (see Live).
+	Output *outputFrame
 	// Exit says that the child ends after this frame: its job went past
 	// its memory bound.
 	Exit bool
@@ -77,6 +84,7 @@ const (
 	kindError
 	kindResult
 	kindResultExit // a result after which the child ends
+	kindOutput     // output of a running task (Live)
 )
 
 // frameWriter writes frames to one stream, reusing its buffer. It is not
@@ -126,7 +134,15 @@ func appendFrame(b []byte, f *frame) ([]byte, error) {
 		b = append(b, kindTask)
 		b = binary.AppendUvarint(b, f.Seq)
 		b = appendTime(b, f.Deadline)
+		b = append(b, boolByte(f.Live))
+		b = binary.AppendVarint(b, f.LiveBytes)
 		return appendTask(b, f.Task)
+	case f.Output != nil:
+		b = append(b, kindOutput)
+		b = binary.AppendUvarint(b, f.Seq)
+		b = appendString(b, string(f.Output.Stream))
+		b = appendBytes(b, f.Output.Data)
+		b = binary.AppendVarint(b, f.Output.Dropped)
 	case f.Cancel:
 		b = append(b, kindCancel)
 		b = binary.AppendUvarint(b, f.Seq)
@@ -292,7 +308,12 @@ func decodeFrame(b []byte) (*frame, error) {
 	case kindTask:
 		f.Seq = d.uvarint()
 		f.Deadline = d.time()
+		f.Live = d.byte() != 0
+		f.LiveBytes = d.varint()
 		f.Task = d.task()
+	case kindOutput:
+		f.Seq = d.uvarint()
+		f.Output = &outputFrame{Stream: job.LogStream(d.string()), Data: d.bytes(), Dropped: d.varint()}
 	case kindCancel:
 		f.Cancel = true
 		f.Seq = d.uvarint()

@@ -183,7 +183,12 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	c.seq++
 	seq := c.seq
 	deadline, _ := ctx.Deadline()
-	if err := c.tasks.write(&frame{Task: &t, Seq: seq, Deadline: deadline}); err != nil {
+	sink := runtime.SinkFrom(ctx)
+	var liveBytes int64
+	if b, ok := sink.(runtime.Bounded); ok {
+		liveBytes = max(b.Room(), 1)
+	}
+	if err := c.tasks.write(&frame{Task: &t, Seq: seq, Deadline: deadline, Live: sink != nil, LiveBytes: liveBytes}); err != nil {
 		c.kill()
 		return p.died(c), nil
 	}
@@ -214,7 +219,7 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 			}
 		})
 	})
-	f, err := c.read(p.cfg.MaxFrameBytes)
+	f, err := c.readAnswer(p.cfg.MaxFrameBytes, seq, sink)
 	stop()
 	mu.Lock()
 	finished = true

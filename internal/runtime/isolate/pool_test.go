@@ -94,6 +94,7 @@ func TestConformance(t *testing.T) {
 				for i = 1, 2048 do print(line) end`},
 			MemoryHog: job.Spec{Code: luaHog},
 			Invalid:   job.Spec{Code: `this is not lua (`},
+			Live:      job.Spec{Code: `print("first") while true do end`},
 		})
 	})
 	t.Run("js", func(t *testing.T) {
@@ -105,6 +106,7 @@ func TestConformance(t *testing.T) {
 			Flood:     job.Spec{Code: `const line = "x".repeat(1023); for (let i = 0; i < 2048; i++) console.log(line)`},
 			MemoryHog: job.Spec{Code: jsHog},
 			Invalid:   job.Spec{Code: `this is not javascript (`},
+			Live:      job.Spec{Code: `console.log("first"); for (;;) {}`},
 		})
 	})
 }

@@ -164,7 +164,15 @@ func (c *childServer) run(f *frame) error {
 		stop := c.guard(base, uint64(bound), cancel)
 		defer stop()
 	}
+	var sink *frameSink
+	if f.Live {
+		sink = newFrameSink(c, f.Seq, f.LiveBytes)
+		ctx = runtime.WithSink(ctx, sink)
+	}
 	res, err := c.runGuest(ctx, rt, t)
+	if sink != nil {
+		sink.close()
+	}
 	if heapBytes() > base+32<<20 {
 		debug.FreeOSMemory() // the next task starts from a small heap
 		c.asBound = 0        // and its address space is read again

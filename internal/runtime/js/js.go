@@ -131,8 +131,8 @@ func (r *JS) run(ctx context.Context, t job.Task) job.Result {
 	if limit <= 0 {
 		limit = r.cfg.OutputBytes
 	}
-	stdout := &runtime.CappedBuffer{Limit: limit}
-	stderr := &runtime.CappedBuffer{Limit: limit}
+	stdout := runtime.Output(ctx, job.LogStdout, limit)
+	stderr := runtime.Output(ctx, job.LogStderr, limit)
 
 	done := make(chan job.Result, 1)
 	go func() { done <- r.exec(ctx, prg, t.Spec.Input, stdout, stderr, limit) }()

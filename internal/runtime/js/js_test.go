@@ -24,6 +24,7 @@ func TestConformance(t *testing.T) {
 			const line = "x".repeat(1023);
 			for (let i = 0; i < 2048; i++) console.log(line);`},
 		Invalid: job.Spec{Code: `function (`},
+		Live:    job.Spec{Code: `console.log("first"); for (;;) {}`},
 	})
 }
 

@@ -181,7 +181,7 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	if limit <= 0 {
 		limit = r.cfg.OutputBytes
 	}
-	stdout := &runtime.CappedBuffer{Limit: limit}
+	stdout := runtime.Output(ctx, job.LogStdout, limit)
 
 	done := make(chan job.Result, 1)
 	go func() { done <- r.exec(ctx, t.Spec.Code, input, stdout, limit) }()

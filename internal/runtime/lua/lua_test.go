@@ -24,6 +24,7 @@ func TestConformance(t *testing.T) {
 			local line = string.rep("x", 1023)
 			for i = 1, 2048 do print(line) end`},
 		Invalid: job.Spec{Code: `this is not lua (`},
+		Live:    job.Spec{Code: `print("first") while true do end`},
 	})
 }
 

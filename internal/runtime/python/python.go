@@ -179,8 +179,8 @@ func (p *Python) runSandbox(ctx context.Context, bwrap string, args []string, re
 	defer repR.Close()
 	defer repW.Close()
 
-	stdout := &runtime.CappedBuffer{Limit: lim.outputBytes}
-	stderr := &runtime.CappedBuffer{Limit: lim.outputBytes}
+	stdout := runtime.Output(ctx, job.LogStdout, lim.outputBytes)
+	stderr := runtime.Output(ctx, job.LogStderr, lim.outputBytes)
 	cmd := exec.CommandContext(ctx, bwrap, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	cmd.Dir = "/"

@@ -49,6 +49,7 @@ while True:
     chunks.append(bytearray(1 << 20))
 `},
 		Invalid: job.Spec{Code: "this is not python ("},
+		Live:    job.Spec{Code: "print(\"first\")\nwhile True:\n    pass\n"},
 	})
 }
 

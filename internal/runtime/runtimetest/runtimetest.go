@@ -13,7 +13,9 @@
 //     Truncated set, and the run returns promptly;
 //   - a memory hog fails cleanly, where the runtime can bound memory;
 //   - invalid code or input yields a failed result or an error, never a
-//     panic.
+//     panic;
+//   - output reaches the sink of the task's context (runtime.WithSink)
+//     while the guest runs, and is the output the result holds.
 package runtimetest
 
 import (
@@ -49,6 +51,11 @@ type Programs struct {
 	MemoryHog job.Spec
 	// Invalid is code or a module that the runtime cannot load.
 	Invalid job.Spec
+	// Live writes a line containing "first" to stdout, then does not end
+	// on its own (it sleeps or loops). Leave it zero for a runtime that
+	// cannot hand output over while it runs; the suite then logs that the
+	// case is skipped.
+	Live job.Spec
 }
 
 // Timing bounds of the suite. They are generous for a loaded machine; the
@@ -79,6 +86,7 @@ func Run(t *testing.T, rt runtime.Runtime, p Programs) {
 	t.Run("OutputLimit", func(t *testing.T) { testOutputLimit(t, rt, p) })
 	t.Run("MemoryLimit", func(t *testing.T) { testMemoryLimit(t, rt, p) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, rt, p) })
+	t.Run("LiveOutput", func(t *testing.T) { testLive(t, rt, p) })
 }
 
 // Task returns a task for spec with input {"x":21} and a 1 MiB output cap.

@@ -173,8 +173,8 @@ func (r *Wasm) run(ctx context.Context, t job.Task) (res job.Result, err error) 
 		return runtime.Failed("the module does not export _start (a WASI command is expected)"), nil
 	}
 
-	stdout := &runtime.CappedBuffer{Limit: limit}
-	stderr := &runtime.CappedBuffer{Limit: limit}
+	stdout := runtime.Output(ctx, job.LogStdout, limit)
+	stderr := runtime.Output(ctx, job.LogStderr, limit)
 	sink := &resultSink{limit: limit}
 	budget := &memoryBudget{limit: uint64(memLimit)}
 	args := append([]string{"module.wasm"}, t.Spec.Args...)

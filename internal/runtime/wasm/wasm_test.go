@@ -104,6 +104,7 @@ func TestConformance(t *testing.T) {
 		Flood:     spec("flood"),
 		MemoryHog: spec("hog"),
 		Invalid:   job.Spec{Wasm: []byte("\x00asm but not really")},
+		Live:      spec("live"),
 	})
 }
 

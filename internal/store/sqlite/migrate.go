@@ -19,6 +19,7 @@ var migrations = []string{
 	schemaSummaries,                  // 6: results apart, job summaries, storage use, tombstones
 	schemaDeploymentAnonymousWorkers, // 7: deployments that anonymous workers may run
 	schemaExpiryIndex,                // 8: jobs_expiry's condition without an IN list
+	schemaJobLogs,                    // 9: jobs' logs (live output and status changes)
 }
 
 // migrate applies, in one transaction, every migration the database has not

@@ -58,6 +58,10 @@ func main() {
 		os.Exit(3)
 	case "panic":
 		panic("guest panic")
+	case "live":
+		fmt.Println("first")
+		for {
+		}
 	case "loop":
 		for {
 		}

@@ -1,0 +1,65 @@
+package sqlite
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/store"
+)
+
+// TestJobLogs: a job's log is read back in order from a point, summed up
+// for a writer after a reopen, and removed with the job when it expires.
+func TestJobLogs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	j := &job.Job{ID: "j1", Namespace: "default", Type: job.TypeLua, Status: job.StatusPending, MaxAttempts: 1, CreatedAt: time.Unix(0, 10)}
+	if err := s.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	evs := []job.LogEvent{
+		{Seq: 1, Stream: job.LogStatus, Status: job.StatusRunning, Attempt: 1},
+		{Seq: 2, Stream: job.LogStdout, Text: "hello\n"},
+		{Seq: 3, Stream: job.LogStderr, Text: "oops"},
+		{Seq: 4, Stream: job.LogStatus, Status: job.StatusCompleted, Attempt: 1, Dropped: 7},
+	}
+	for _, ev := range evs {
+		if err := s.AppendJobLog(ctx, j.ID, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AppendJobLog(ctx, j.ID, evs[0]); err == nil {
+		t.Error("an event appended twice was stored")
+	}
+	if err := s.AppendJobLog(ctx, j.ID, job.LogEvent{Seq: 9, Stream: "bogus"}); job.ErrorCode(err) != job.CodeInvalid {
+		t.Errorf("an unknown stream: %v", err)
+	}
+	s.Close()
+
+	s = openTest(t, dir)
+	defer s.Close()
+	got, err := s.JobLog(ctx, j.ID, 1, 2)
+	if err != nil || len(got) != 2 || got[0].Text != "hello\n" || got[1].Stream != job.LogStderr {
+		t.Fatalf("JobLog after 1, 2 events: %+v %v", got, err)
+	}
+	st, err := s.JobLogState(ctx, j.ID)
+	if err != nil || st.LastSeq != 4 || st.Events != 4 || st.OutputBytes != 10 || st.LastStatus == nil || st.LastStatus.Status != job.StatusCompleted || st.LastStatus.Dropped != 7 {
+		t.Fatalf("JobLogState: %+v %v", st, err)
+	}
+	if st, err := s.JobLogState(ctx, "unknown"); err != nil || st.LastSeq != 0 || st.LastStatus != nil {
+		t.Errorf("JobLogState of an unknown job: %+v %v", st, err)
+	}
+
+	j.Status, j.FinishedAt = job.StatusCompleted, time.Unix(0, 20)
+	if err := s.UpdateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ExpireJobs(ctx, store.Expiry{FinishedBefore: time.Unix(0, 21), Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.JobLog(ctx, j.ID, 0, 100); err != nil || len(got) != 0 {
+		t.Errorf("the log of an expired job: %+v %v", got, err)
+	}
+}

@@ -1,0 +1,169 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/runtime"
+)
+
+// liveOutput is the sink of one task: it gathers what the task writes and
+// sends it to the orchestrator in "output" messages, at most every
+// Config.LiveFlushInterval or when Config.LiveChunkBytes have gathered,
+// and at most Config.LiveOutputBytes in all; what passes that bound is
+// counted (Dropped) and not sent. WriteOutput never blocks on the network:
+// a sender goroutine writes. The result carries the whole output as
+// without it.
+type liveOutput struct {
+	s       *session
+	jobID   string
+	leaseID string
+	chunk   int
+	every   time.Duration
+
+	mu      sync.Mutex
+	pending []protocol.Message // by stream, in order; guarded by mu
+	size    int                // bytes pending
+	room    int64              // bytes that may still be sent
+	dropped int64              // bytes dropped since the last message
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+var (
+	_ runtime.Sink    = (*liveOutput)(nil)
+	_ runtime.Bounded = (*liveOutput)(nil)
+)
+
+// startLive starts the sender of t's live output; stop it with close.
+func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
+	cfg := s.w.cfg
+	l := &liveOutput{
+		s: s, jobID: t.JobID, leaseID: t.LeaseID,
+		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes/3), every: cfg.LiveFlushInterval,
+		room: cfg.LiveOutputBytes, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	go l.run(ctx)
+	return l
+}
+
+// Room is how many more bytes may be sent.
+func (l *liveOutput) Room() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.room, 0)
+}
+
+// Drop counts n bytes left out before reaching l.
+func (l *liveOutput) Drop(n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropped += n
+}
+
+// WriteOutput gathers p to be sent.
+func (l *liveOutput) WriteOutput(stream job.LogStream, p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.room <= 0 {
+		l.dropped += int64(len(p))
+		return
+	}
+	if int64(len(p)) > l.room {
+		l.dropped += int64(len(p)) - l.room
+		p = p[:l.room]
+	}
+	l.room -= int64(len(p))
+	for len(p) > 0 {
+		n := len(p)
+		last := len(l.pending) - 1
+		if last < 0 || l.pending[last].Stream != stream || len(l.pending[last].Text) >= l.chunk {
+			l.pending = append(l.pending, protocol.Message{Type: protocol.TypeOutput, JobID: l.jobID, LeaseID: l.leaseID, Stream: stream})
+			last++
+		}
+		n = min(n, l.chunk-len(l.pending[last].Text))
+		l.pending[last].Text += string(p[:n])
+		l.size += n
+		p = p[n:]
+	}
+	if l.size >= l.chunk {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run sends what gathered every l.every, or sooner when a chunk is full,
+// until close.
+func (l *liveOutput) run(ctx context.Context) {
+	t := time.NewTicker(l.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.done:
+			return
+		case <-t.C:
+		case <-l.wake:
+		}
+		l.flush(ctx)
+	}
+}
+
+func (l *liveOutput) flush(ctx context.Context) {
+	l.mu.Lock()
+	batch := l.pending
+	l.pending, l.size = nil, 0
+	if len(batch) == 0 && l.dropped > 0 {
+		// Past the bound nothing is sent but the count.
+		batch = []protocol.Message{{Type: protocol.TypeOutput, JobID: l.jobID, LeaseID: l.leaseID, Stream: job.LogStdout}}
+	}
+	if len(batch) > 0 {
+		batch[0].Dropped, l.dropped = l.dropped, 0
+	}
+	l.mu.Unlock()
+	for _, m := range batch {
+		l.s.w.outputSent.Add(int64(len(m.Text)))
+		l.s.send(ctx, m)
+	}
+}
+
+// close stops the sender and sends what is left, so that every output
+// message of the task precedes its result.
+func (l *liveOutput) close(ctx context.Context) {
+	close(l.done)
+	l.mu.Lock()
+	l.room = 0 // a guest that outlives its run sends nothing more
+	l.mu.Unlock()
+	l.flush(ctx)
+}
+
+// usage returns the worker's usage now.
+func (s *session) usage() job.WorkerUsage {
+	s.mu.Lock()
+	u := job.WorkerUsage{TasksRunning: len(s.tasks)}
+	s.mu.Unlock()
+	u.TasksTotal = s.w.tasksRun.Load()
+	u.OutputBytesTotal = s.w.outputSent.Load()
+	var seen []runtime.UsageReporter
+	for _, rt := range s.w.runtimes {
+		r, ok := rt.(runtime.UsageReporter)
+		if !ok {
+			continue
+		}
+		dup := false
+		for _, o := range seen {
+			dup = dup || o == r
+		}
+		if !dup {
+			seen = append(seen, r)
+			r.ReportUsage(&u)
+		}
+	}
+	return u
+}

@@ -1,0 +1,49 @@
+package worker
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+)
+
+// TestLiveOutputBounds: what a task writes is cut into messages of at
+// most the chunk size, by stream and in order, at most LiveOutputBytes in
+// all; the rest is counted as dropped on the next message, and nothing is
+// kept once the task is closed.
+func TestLiveOutputBounds(t *testing.T) {
+	l := &liveOutput{jobID: "j", leaseID: "l", chunk: 4, room: 10, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	l.WriteOutput(job.LogStdout, []byte("abcdef"))
+	l.WriteOutput(job.LogStderr, []byte("gh"))
+	l.WriteOutput(job.LogStdout, []byte("ijklmn"))
+	var texts []string
+	for _, m := range l.pending {
+		if m.Type != protocol.TypeOutput || m.JobID != "j" || m.LeaseID != "l" || len(m.Text) > 4 {
+			t.Errorf("message %+v", m)
+		}
+		texts = append(texts, string(m.Stream)+":"+m.Text)
+	}
+	if got := strings.Join(texts, " "); got != "stdout:abcd stdout:ef stderr:gh stdout:ij" {
+		t.Errorf("messages %q", got)
+	}
+	if l.dropped != 4 {
+		t.Errorf("dropped %d, want 4", l.dropped)
+	}
+	select {
+	case <-l.wake:
+	default:
+		t.Error("a full chunk did not wake the sender")
+	}
+}
+
+// TestLiveChunkBytesValidated: a chunk whose JSON could pass the
+// protocol's bound is refused.
+func TestLiveChunkBytesValidated(t *testing.T) {
+	c := DefaultConfig()
+	c.URL = "ws://localhost:1/ws/volunteer"
+	c.LiveChunkBytes = protocol.MaxOutputTextBytes
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "LiveChunkBytes") {
+		t.Errorf("Validate: %v", err)
+	}
+}
