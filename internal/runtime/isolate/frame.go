@@ -207,6 +207,9 @@ func appendResult(b []byte, r *job.Result) ([]byte, error) {
 	if b, err = appendJSON(b, r.Build != nil, r.Build); err != nil {
 		return nil, err
 	}
+	if b, err = appendJSON(b, r.Egress != nil, r.Egress); err != nil {
+		return nil, err
+	}
 	return appendJSON(b, r.Replicas != nil, r.Replicas)
 }
 
@@ -489,6 +492,7 @@ func (d *decoder) result() *job.Result {
 	r.WorkerID = d.string()
 	d.json(&r.Files)
 	d.json(&r.Build)
+	d.json(&r.Egress)
 	d.json(&r.Replicas)
 	return r
 }
