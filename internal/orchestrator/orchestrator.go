@@ -143,6 +143,9 @@ type Config struct {
 	// the bound ends its session (its jobs go back to the queue). Trusted
 	// workers' messages are not counted.
 	AnonymousReadBytes int64
+
+	// Services tunes docker services (see ServicesConfig).
+	Services ServicesConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -167,6 +170,8 @@ func DefaultConfig() Config {
 		MaxAnonymousResultBytes:     4 << 20,
 		MaxAnonymousMessageBytes:    8 << 20,
 		AnonymousReadBytes:          256 << 20,
+
+		Services: DefaultServicesConfig(),
 	}
 }
 
@@ -237,6 +242,7 @@ func (c Config) Validate() error {
 			errs = append(errs, job.Invalid("DockerAllowImages", "must not hold an empty pattern"))
 		}
 	}
+	errs = append(errs, c.Services.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("orchestrator config: %w", err)
 	}
@@ -281,6 +287,9 @@ type Orchestrator struct {
 	// too: they hold a slot) per reputation key; a key with none has no
 	// entry.
 	anonLeases map[string]int
+
+	// svc runs docker services' instances (services.go).
+	svc *services
 
 	policies policyCache
 	buckets  rateLimiter
@@ -369,6 +378,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		return nil, err
 	}
 	o.metrics = m
+	if o.svc, err = newServices(o, cfg.Services, reg); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -428,9 +440,10 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		o.persist(ctx, e)
 	}
 	o.log.Info("orchestrator started", "recovered_jobs", len(jobs))
-	o.wg.Add(2)
+	o.wg.Add(3)
 	go o.watchLeases()
 	go o.sweepExpired()
+	go func() { defer o.wg.Done(); o.svc.loop(o.stop) }()
 	return nil
 }
 

@@ -18,6 +18,7 @@ var migrations = []string{
 	schemaOwnerIndex,                 // 5: build context owners by namespace, for quotas
 	schemaSummaries,                  // 6: results apart, job summaries, storage use, tombstones
 	schemaDeploymentAnonymousWorkers, // 7: deployments that anonymous workers may run
+	schemaDeploymentService,          // 8: docker services' configuration
 }
 
 // migrate applies, in one transaction, every migration the database has not
