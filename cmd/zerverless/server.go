@@ -199,10 +199,13 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, fmt.Errorf("start orchestrator: %w", err)
 	}
 	cfg.Deploy.Quotas = s.orch
+	cfg.Deploy.OnChange = s.orch.ReconcileServices
 	s.fns = deploy.New(cfg.Deploy, s.store, s.orch, log)
 	if err := s.fns.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start functions: %w", err)
 	}
+	s.orch.SetServiceDeployments(s.fns.Services)
+	cfg.API.Streams = s.orch
 
 	baseCtx, baseCancel := context.WithCancel(context.Background())
 	s.baseCancel = baseCancel

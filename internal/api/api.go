@@ -180,6 +180,9 @@ func (s *server) register() {
 	if s.cfg.Volunteer != nil {
 		s.handleOpen("GET /volunteer/", s.cfg.Volunteer)
 	}
+	if s.cfg.Streams != nil {
+		s.handleOpen("GET /ws/streams", http.HandlerFunc(s.streams))
+	}
 }
 
 // ServeHTTP routes r, turning the mux's own 404 and 405 answers into JSON

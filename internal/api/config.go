@@ -58,6 +58,10 @@ type Config struct {
 	// Volunteer, when set, serves GET /volunteer/ and the paths under it:
 	// the browser volunteer page (web.Volunteer). Default none.
 	Volunteer http.Handler
+	// Streams, when set, serves GET /ws/streams: the stream connections
+	// of workers that run docker service instances (the orchestrator).
+	// Default none.
+	Streams StreamAcceptor
 	// MaxContextBytes caps a build context upload as sent, compressed or
 	// not (default 160 MiB: 100 MiB of files and room for tar headers).
 	MaxContextBytes int64

@@ -60,6 +60,9 @@ type ServiceRequest struct {
 	BuildContextEncoding string                 `json:"build_context_encoding,omitempty"`
 	BuildContextID       string                 `json:"build_context_id,omitempty"`
 	BuildArgs            map[string]string      `json:"build_args,omitempty"`
+
+	// buildJobID is the build job of the image (see Built).
+	buildJobID string
 }
 
 // Builds reports whether the request builds its image.
@@ -268,6 +271,7 @@ func (r *DeployRequest) newService(namespace, path, digest string, now time.Time
 		MaxInstances:       orDefault(s.MaxInstances, sl.DefaultMaxInstances),
 		Concurrency:        orDefault(s.Concurrency, sl.DefaultConcurrency),
 		IdleTimeoutSeconds: orDefault(s.IdleTimeout, sl.DefaultIdleTimeout.Seconds()),
+		BuildJobID:         s.buildJobID,
 	}
 	if s.Resources != nil {
 		cfg.Resources = *s.Resources
@@ -326,4 +330,13 @@ type InstanceView struct {
 	InFlight int           `json:"in_flight"`
 	Restarts int           `json:"restarts"`
 	LastExit *InstanceExit `json:"last_exit,omitempty"`
+}
+
+// Built returns s running image, made by build job jobID, in place of its
+// Dockerfile.
+func (s ServiceRequest) Built(image, jobID string) ServiceRequest {
+	s.DockerImage = image
+	s.Dockerfile, s.BuildContext, s.BuildContextEncoding, s.BuildContextID, s.BuildArgs = "", nil, "", "", nil
+	s.buildJobID = jobID
+	return s
 }

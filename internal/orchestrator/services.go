@@ -997,3 +997,27 @@ func newServiceMetrics(reg prometheus.Registerer, s *services) (*serviceMetrics,
 	}
 	return m, nil
 }
+
+// AcceptStreams checks a worker's stream connection before it is
+// upgraded: key must be the stream key of a live session that offers
+// services, presented from that session's address, with no stream
+// connection open. serve then runs the connection (a yamux client over
+// conn, the orchestrator opening the streams) until it or the session
+// ends.
+func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Conn), err error) {
+	h, err := o.svc.hostForKey(key, remote)
+	if err != nil {
+		return nil, err
+	}
+	return func(conn net.Conn) {
+		sess, err := yamux.Client(conn, agent.YamuxConfig())
+		if err != nil {
+			conn.Close()
+			return
+		}
+		defer sess.Close()
+		if !o.svc.attach(h, sess) {
+			return
+		}
+	}, nil
+}
