@@ -125,6 +125,9 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if o.shared() {
+				addSandbox(w.Header())
+			}
 			if ctx.Err() == context.DeadlineExceeded && r.Context().Err() == nil {
 				status = http.StatusGatewayTimeout
 				f.writeError(w, r, job.Errorf(job.CodeTimeout, "service %s did not answer within its timeout of %s", d.Name(), d.Timeout()))
@@ -135,6 +138,8 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		},
 		ErrorLog: slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
 	}
+	// The answer's headers bring the sandbox policy again (serviceHeaders).
+	w.Header().Del("Content-Security-Policy")
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, serviceConnKey{}, oc)))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
 }
