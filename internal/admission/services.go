@@ -94,9 +94,6 @@ func (s *Service) ServiceAt(urlPath string) (d *job.Deployment, rest string, ok 
 // runs for its own namespace); a private one needs a principal that acts
 // in its namespace: none is unauthorized, another forbidden.
 func (s *Service) ConnectService(ctx context.Context, d *job.Deployment) (net.Conn, error) {
-	if s.d.Services == nil {
-		return nil, job.Errorf(job.CodeUnavailable, "this orchestrator serves no docker services")
-	}
 	if d.Public {
 		ctx = job.WithPrincipal(ctx, FunctionPrincipal(d))
 	} else {
@@ -107,6 +104,9 @@ func (s *Service) ConnectService(ctx context.Context, d *job.Deployment) (net.Co
 		if !p.Sees(d.Namespace) {
 			return nil, job.Errorf(job.CodeForbidden, "service %s is private to its namespace", d.Name())
 		}
+	}
+	if s.d.Services == nil {
+		return nil, job.Errorf(job.CodeUnavailable, "this orchestrator serves no docker services")
 	}
 	return s.d.Services.ConnectService(ctx, d)
 }
