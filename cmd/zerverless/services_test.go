@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 )
 
@@ -661,6 +664,69 @@ func TestServiceStreamKeyRefused(t *testing.T) {
 	eventually(t, 5*time.Second, func() error {
 		if _, status, err := protocoltest.DialStreams(ctx, srv.URL(), "127.0.0.1", victim.StreamKey); err == nil || status != 401 {
 			return fmt.Errorf("the key of a closed session: %d %v", status, err)
+		}
+		return nil
+	})
+}
+
+func TestServiceCLIImageAndBuild(t *testing.T) {
+	srv := serviceServer(t, nil)
+	caps := serviceCaps(4)
+	caps.Docker.Build = true
+	w := protocoltest.RegisterFrom(t, srv.WorkerURL(), "", testWorkerSecret, caps)
+	sw := protocoltest.ServeServices(w, srv.URL(), echoService)
+	getenv := func(k string) string {
+		switch k {
+		case "ZERVERLESS_SERVER":
+			return srv.URL()
+		case "ZERVERLESS_TOKEN":
+			return srv.AdminToken()
+		}
+		return ""
+	}
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, &out, &errb, getenv)
+		return code, out.String(), errb.String()
+	}
+	if code, out, errs := cli("deploy", "cli/svc", "--image", "myapp:latest", "--concurrency", "5", "--", "/app/entrypoint.sh", "-v"); code != 0 || !strings.Contains(out, "docker service myapp:latest") {
+		t.Fatalf("deploy --image: %d %q %q", code, out, errs)
+	}
+	if _, status := getOK(t, srv.URL()+"/cli/svc/x"); status != 207 {
+		t.Fatalf("call: %d", status)
+	}
+	if in := <-sw.Starts(); strings.Join(in.Spec.Command, " ") != "/app/entrypoint.sh -v" || in.Spec.Image != "myapp:latest" {
+		t.Fatalf("started %+v", in.Spec)
+	}
+
+	// From a directory: the context is uploaded and built as a job of
+	// the namespace; the service runs the image once built, on the worker
+	// that holds it.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY server /server\nCMD [\"/server\"]\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "server"), []byte("binary"), 0o755)
+	code, out, errs := cli("deploy", "cli/built", dir, "--json")
+	if code != 0 {
+		t.Fatalf("deploy DIR: %d %q %q", code, out, errs)
+	}
+	var v api.DeploymentView
+	json.Unmarshal([]byte(out), &v)
+	if v.Service == nil || v.Service.BuildJobID == "" || !strings.HasPrefix(v.Service.Image, job.BuiltImagePrefix+"cli/") {
+		t.Fatalf("deployed %s", out)
+	}
+	if a := send(t, "GET", srv.URL()+"/cli/built/", "", "", nil); a.status != 503 {
+		t.Fatalf("before the build ended: %v", a)
+	}
+	task := <-sw.Tasks()
+	if task.JobID != v.Service.BuildJobID || task.Spec.Docker == nil || task.Spec.Docker.Build == nil {
+		t.Fatalf("assigned %+v", task)
+	}
+	sw.Answer(task, job.Result{Status: job.StatusCompleted, Build: &job.BuildResult{Image: v.Service.Image, ImageID: "sha256:1"}})
+	caps.Docker.BuiltImages = []string{v.Service.Image}
+	sw.Send(protocol.Message{Type: protocol.TypeCapabilities, Capabilities: &caps})
+	eventually(t, 10*time.Second, func() error {
+		if _, status := getOK(t, srv.URL()+"/cli/built/"); status != 207 {
+			return fmt.Errorf("status %d", status)
 		}
 		return nil
 	})

@@ -61,6 +61,7 @@ type ServiceWorker struct {
 	Hold    bool
 	starts  chan *job.ServiceInstance
 	stopped chan string
+	tasks   chan *job.Task
 }
 
 type fakeInstance struct {
@@ -88,7 +89,7 @@ func ServeServices(w *Worker, baseURL string, handler func(*job.ServiceInstance)
 		t.Fatal(err)
 	}
 	sw := &ServiceWorker{Worker: w, handler: handler, sess: sess, instances: map[string]*fakeInstance{},
-		starts: make(chan *job.ServiceInstance, 1000), stopped: make(chan string, 1000)}
+		starts: make(chan *job.ServiceInstance, 1000), stopped: make(chan string, 1000), tasks: make(chan *job.Task, 100)}
 	t.Cleanup(func() { sess.Close(); sw.closeAll() })
 	go sw.acceptStreams()
 	go sw.readControl()
@@ -98,6 +99,9 @@ func ServeServices(w *Worker, baseURL string, handler func(*job.ServiceInstance)
 
 // Starts delivers the instances the orchestrator started here.
 func (sw *ServiceWorker) Starts() <-chan *job.ServiceInstance { return sw.starts }
+
+// Tasks delivers the jobs it is assigned (answer them with Answer).
+func (sw *ServiceWorker) Tasks() <-chan *job.Task { return sw.tasks }
 
 // Stopped delivers the ids of the instances it asked to stop.
 func (sw *ServiceWorker) Stopped() <-chan string { return sw.stopped }
@@ -151,6 +155,8 @@ func (sw *ServiceWorker) readControl() {
 			return
 		}
 		switch m.Type {
+		case protocol.TypeAssign:
+			sw.tasks <- m.Task
 		case protocol.TypeServiceStart:
 			in := m.Instance
 			fi := &fakeInstance{inst: in, ln: newStreamListener()}
