@@ -167,6 +167,12 @@ func TestServiceSeedExampleExactRequest(t *testing.T) {
 	if len(v.Instances) != 1 || v.Instances[0].WorkerID != sw.ID || v.Instances[0].State != "ready" {
 		t.Fatalf("instances: %s", a.body)
 	}
+	m := send(t, "GET", srv.URL()+"/metrics", srv.AdminToken(), "", nil)
+	for _, name := range []string{`zerverless_service_cold_starts_total{service="user/my-service"} 1`, "zerverless_service_instances 1", `zerverless_service_request_seconds_count{code="2xx",service="user/my-service"} 1`} {
+		if !strings.Contains(string(m.body), name) {
+			t.Errorf("metrics lack %s", name)
+		}
+	}
 	// Undeploy stops it.
 	if a := send(t, "DELETE", srv.URL()+"/api/deploy/user/my-service", srv.AdminToken(), "", nil); a.status != 204 {
 		t.Fatalf("undeploy: %v", a)
