@@ -143,6 +143,12 @@ type service struct {
 	name      string
 	namespace string
 	d         *job.Deployment // the version deployed now
+	// gen counts the deployments seen: it grows at every redeploy, and
+	// at a new deployment under the same name (whose version starts at
+	// 1 again).
+	gen int
+	// removed: undeployed; requests get not_found and nothing starts.
+	removed   bool
 	instances []*instance
 	// changed is closed and replaced whenever an instance becomes ready
 	// or frees a slot.
@@ -161,6 +167,7 @@ type instance struct {
 	id        string
 	svc       *service
 	version   int64
+	gen       int // the service's gen when started
 	spec      job.ServiceSpec
 	host      *host
 	state     job.InstanceState
@@ -356,9 +363,11 @@ func (s *services) serviceLocked(d *job.Deployment) *service {
 		s.svcs[d.Name()] = sv
 		return sv
 	}
-	if d.Version > sv.d.Version {
+	if d.Version > sv.d.Version || !d.CreatedAt.Equal(sv.d.CreatedAt) && d.UpdatedAt.After(sv.d.UpdatedAt) {
 		sv.d = d
+		sv.gen++
 		sv.buildErr = ""
+		sv.removed = false
 	}
 	return sv
 }
@@ -375,7 +384,7 @@ func (sv *service) pickLocked() *instance {
 	var best *instance
 	current := false
 	for _, in := range sv.instances {
-		if in.state == job.InstanceReady && in.version == sv.d.Version && in.live() {
+		if in.state == job.InstanceReady && in.gen == sv.gen && in.live() {
 			current = true
 		}
 	}
@@ -383,7 +392,7 @@ func (sv *service) pickLocked() *instance {
 		if in.state != job.InstanceReady || !in.live() || in.host.sess == nil || in.host.sess.IsClosed() {
 			continue
 		}
-		if current && in.version != sv.d.Version {
+		if current && in.gen != sv.gen {
 			continue
 		}
 		if in.inflight >= sv.d.Service.Concurrency {
@@ -400,7 +409,7 @@ func (sv *service) pickLocked() *instance {
 // start, and how many of those are starting.
 func (sv *service) currentLocked() (running, starting int) {
 	for _, in := range sv.instances {
-		if in.version != sv.d.Version || in.stopping {
+		if in.gen != sv.gen || in.stopping {
 			continue
 		}
 		if in.host != nil || !in.retryAt.IsZero() {
@@ -444,7 +453,7 @@ func (s *services) growLocked(ctx context.Context, sv *service, now time.Time) e
 
 func (s *services) restartPendingLocked(sv *service) bool {
 	for _, in := range sv.instances {
-		if in.version == sv.d.Version && in.host == nil && !in.retryAt.IsZero() {
+		if in.gen == sv.gen && in.host == nil && !in.retryAt.IsZero() {
 			return true
 		}
 	}
@@ -513,6 +522,7 @@ func (s *services) startLocked(ctx context.Context, sv *service, in *instance, n
 	}
 	in.id = uuid.NewString()
 	in.version = sv.d.Version
+	in.gen = sv.gen
 	in.spec = cfg.ServiceSpec
 	in.host = h
 	in.state = job.InstanceStarting
@@ -665,10 +675,11 @@ func (s *services) reconcile() {
 			continue
 		}
 		deployed[d.Name()] = true
-		s.serviceLocked(d)
+		s.serviceLocked(d).removed = false
 	}
 	for name, sv := range s.svcs {
 		if !deployed[name] {
+			sv.removed = true
 			for _, in := range slices.Clone(sv.instances) {
 				s.stopLocked(in, "undeployed")
 			}
@@ -691,22 +702,22 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 	currentReady := false
 	oldLive := 0
 	for _, in := range sv.instances {
-		if in.version == sv.d.Version && in.state == job.InstanceReady && in.live() {
+		if in.gen == sv.gen && in.state == job.InstanceReady && in.live() {
 			currentReady = true
 		}
-		if in.version != sv.d.Version && in.live() {
+		if in.gen != sv.gen && in.live() {
 			oldLive++
 		}
 	}
 	for _, in := range slices.Clone(sv.instances) {
 		switch {
-		case in.version != sv.d.Version:
+		case in.gen != sv.gen:
 			// A redeploy: the old version drains once the new one is
 			// ready; its crashed instances are not restarted.
 			if in.host == nil {
 				s.removeLocked(in)
 			} else if currentReady && in.inflight == 0 {
-				s.stopLocked(in, "replaced by version "+fmt.Sprint(sv.d.Version))
+				s.stopLocked(in, fmt.Sprintf("replaced by version %d", sv.d.Version))
 			}
 		case in.host != nil && in.state == job.InstanceStarting && !in.stopping &&
 			now.Sub(in.startedAt) > time.Duration(in.spec.StartTimeoutSeconds*float64(time.Second))+s.cfg.StreamOpenTimeout:
@@ -719,7 +730,7 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 		if running <= cfg.MinInstances {
 			break
 		}
-		if in.version == sv.d.Version && in.live() && in.inflight == 0 && in.state == job.InstanceReady && now.Sub(in.lastUsed) >= idle && sv.waiting == 0 {
+		if in.gen == sv.gen && in.live() && in.inflight == 0 && in.state == job.InstanceReady && now.Sub(in.lastUsed) >= idle && sv.waiting == 0 {
 			s.stopLocked(in, "idle")
 			running--
 		}
@@ -727,7 +738,7 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 	// Crashed instances start again once their backoff passed, unless
 	// they would be idle.
 	for _, in := range slices.Clone(sv.instances) {
-		if in.version != sv.d.Version || in.host != nil || in.retryAt.IsZero() {
+		if in.gen != sv.gen || in.host != nil || in.retryAt.IsZero() {
 			continue
 		}
 		if now.Sub(in.lastUsed) >= idle && running > cfg.MinInstances && sv.waiting == 0 {
@@ -793,6 +804,10 @@ func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (n
 	sv := s.serviceLocked(d)
 	for {
 		now := time.Now()
+		if sv.removed {
+			s.mu.Unlock()
+			return nil, job.Errorf(job.CodeNotFound, "no service is deployed at %s", sv.name)
+		}
 		if in := sv.pickLocked(); in != nil {
 			in.inflight++
 			in.lastUsed = now
@@ -871,7 +886,7 @@ func (s *services) release(in *instance) {
 	defer s.mu.Unlock()
 	in.inflight--
 	in.lastUsed = time.Now()
-	if in.version != in.svc.d.Version && in.inflight == 0 && in.host != nil {
+	if in.gen != in.svc.gen && in.inflight == 0 && in.host != nil {
 		s.o.ReconcileServices()
 	}
 	in.svc.broadcast()
