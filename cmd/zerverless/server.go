@@ -107,6 +107,7 @@ func (c *ServerConfig) validate() error {
 	s.add("Orchestrator.", c.Orchestrator.Validate())
 	s.add("API.", c.API.Validate())
 	s.add("Functions.", c.Functions.Validate())
+	s.add("Deploy.Limits.Services.", c.Deploy.Limits.Services.Validate())
 	resolved, err := c.Net.Resolve()
 	s.add("Net.", err)
 	if err := s.err(); err != nil {

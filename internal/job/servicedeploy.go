@@ -136,6 +136,28 @@ func DefaultServiceLimits() ServiceLimits {
 	}
 }
 
+// Validate refuses limits that would refuse every service or contradict
+// each other, naming the field.
+func (l ServiceLimits) Validate() error {
+	switch {
+	case l == ServiceLimits{}:
+		return nil
+	case l.MaxInstances < 1:
+		return Invalid("MaxInstances", "must be at least 1")
+	case l.DefaultMaxInstances < 1 || l.DefaultMaxInstances > l.MaxInstances:
+		return Invalid("DefaultMaxInstances", "must be between 1 and MaxInstances (%d)", l.MaxInstances)
+	case l.MaxConcurrency < 1:
+		return Invalid("MaxConcurrency", "must be at least 1")
+	case l.DefaultConcurrency < 1 || l.DefaultConcurrency > l.MaxConcurrency:
+		return Invalid("DefaultConcurrency", "must be between 1 and MaxConcurrency (%d)", l.MaxConcurrency)
+	case l.DefaultIdleTimeout <= 0 || l.DefaultIdleTimeout > l.MaxIdleTimeout:
+		return Invalid("DefaultIdleTimeout", "must be positive and at most MaxIdleTimeout (%s)", l.MaxIdleTimeout)
+	case l.DefaultStartTimeout <= 0 || l.DefaultStartTimeout > l.MaxStartTimeout:
+		return Invalid("DefaultStartTimeout", "must be positive and at most MaxStartTimeout (%s)", l.MaxStartTimeout)
+	}
+	return nil
+}
+
 // withDefaults fills zero limits (a DeployLimits built without them).
 func (l ServiceLimits) withDefaults() ServiceLimits {
 	if l == (ServiceLimits{}) {
