@@ -737,3 +737,30 @@ func TestServiceCLIImageAndBuild(t *testing.T) {
 		return nil
 	})
 }
+
+// TestServiceWaitIsBounded: requests wait while an instance starts, at
+// most ServicesConfig.MaxWaiting of them (one more is 503 at once), and
+// are answered once it is ready.
+func TestServiceWaitIsBounded(t *testing.T) {
+	srv := serviceServer(t, func(c *ServerConfig) { c.Orchestrator.Services.MaxWaiting = 1 })
+	sw := serviceWorker(t, srv, "", 2, echoService)
+	sw.Hold(true)
+	mustDeployService(t, srv, "wait/svc", `{"runtime":"docker","docker_image":"w:1","max_instances":1}`)
+	code := make(chan int, 1)
+	go func() {
+		_, status := getOK(t, srv.URL()+"/wait/svc/")
+		code <- status
+	}()
+	// The instance is asked for by the first request, which then waits
+	// (under the same lock): a second one finds the queue full.
+	in := <-sw.Starts()
+	if a := send(t, "GET", srv.URL()+"/wait/svc/", "", "", nil); a.status != 503 || a.header.Get("Retry-After") == "" {
+		t.Fatalf("a second request while one waits: %v", a)
+	}
+	if err := sw.Ready(in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-code; c != 207 {
+		t.Fatalf("the waiting request: %d", c)
+	}
+}

@@ -56,9 +56,7 @@ type ServiceWorker struct {
 
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
-	// Hold, when set, keeps a started instance starting (no ready
-	// report) until Ready is called for it.
-	Hold    bool
+	hold      bool
 	starts  chan *job.ServiceInstance
 	stopped chan string
 	tasks   chan *job.Task
@@ -95,6 +93,14 @@ func ServeServices(w *Worker, baseURL string, handler func(*job.ServiceInstance)
 	go sw.readControl()
 	w.KeepAlive()
 	return sw
+}
+
+// Hold, when on, keeps the instances started from now on starting (no
+// ready report) until Ready is called for them.
+func (sw *ServiceWorker) Hold(on bool) {
+	sw.mu.Lock()
+	sw.hold = on
+	sw.mu.Unlock()
 }
 
 // Starts delivers the instances the orchestrator started here.
@@ -162,7 +168,7 @@ func (sw *ServiceWorker) readControl() {
 			fi := &fakeInstance{inst: in, ln: newStreamListener()}
 			sw.mu.Lock()
 			sw.instances[in.ID] = fi
-			hold := sw.Hold
+			hold := sw.hold
 			sw.mu.Unlock()
 			go http.Serve(fi.ln, sw.handler(in))
 			sw.starts <- in
