@@ -57,9 +57,9 @@ type ServiceWorker struct {
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
 	hold      bool
-	starts  chan *job.ServiceInstance
-	stopped chan string
-	tasks   chan *job.Task
+	starts    chan *job.ServiceInstance
+	stopped   chan string
+	tasks     chan *job.Task
 }
 
 type fakeInstance struct {
