@@ -147,6 +147,8 @@ type service struct {
 	// at a new deployment under the same name (whose version starts at
 	// 1 again).
 	gen int
+	// noHost says why the last instance asked for could not start.
+	noHost error
 	// removed: undeployed; requests get not_found and nothing starts.
 	removed   bool
 	instances []*instance
@@ -282,6 +284,7 @@ func (s *services) updateHost(w *worker, caps job.Capabilities) {
 	s.mu.Lock()
 	if h := s.hosts[w.id]; h != nil {
 		h.caps = caps
+		s.broadcastAllLocked()
 	}
 	s.mu.Unlock()
 	s.o.ReconcileServices()
@@ -339,6 +342,7 @@ func (s *services) attach(h *host, sess *yamux.Session) bool {
 		return false
 	}
 	h.sess = sess
+	s.broadcastAllLocked()
 	s.mu.Unlock()
 	s.o.ReconcileServices()
 	<-sess.CloseChan()
@@ -446,9 +450,24 @@ func (s *services) growLocked(ctx context.Context, sv *service, now time.Time) e
 		if starting > 0 {
 			return nil
 		}
+		if job.ErrorCode(err) == job.CodeUnavailable {
+			// No worker may run it now: the request waits for one to
+			// connect (or get a free slot), as for a start.
+			sv.noHost = err
+			return nil
+		}
 		return err
 	}
+	sv.noHost = nil
 	return nil
+}
+
+// broadcastAllLocked wakes every waiting request: a host came or
+// changed.
+func (s *services) broadcastAllLocked() {
+	for _, sv := range s.svcs {
+		sv.broadcast()
+	}
 }
 
 func (s *services) restartPendingLocked(sv *service) bool {
@@ -840,6 +859,11 @@ func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (n
 		case <-ch:
 		case <-timer.C:
 			err = job.Errorf(job.CodeUnavailable, "service %s: no instance was free within %s", sv.name, wait)
+			s.mu.Lock()
+			if sv.noHost != nil {
+				err = sv.noHost
+			}
+			s.mu.Unlock()
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
