@@ -122,6 +122,9 @@ type services struct {
 	svcs  map[string]*service // by "namespace/path"
 	hosts map[string]*host    // by worker id
 	keys  map[string]*host    // by stream key
+	// quotas holds each namespace's instance quota, read from its policy
+	// outside mu (the read may reach the store).
+	quotas map[string]int
 
 	kick chan struct{}
 }
@@ -147,6 +150,8 @@ type service struct {
 	// at a new deployment under the same name (whose version starts at
 	// 1 again).
 	gen int
+	// built is the gen whose image was seen built (builds only).
+	built int
 	// noHost says why the last instance asked for could not start.
 	noHost error
 	// removed: undeployed; requests get not_found and nothing starts.
@@ -198,6 +203,8 @@ func newServices(o *Orchestrator, cfg ServicesConfig, reg prometheus.Registerer)
 		hosts: make(map[string]*host),
 		keys:  make(map[string]*host),
 		kick:  make(chan struct{}, 1),
+
+		quotas: make(map[string]int),
 	}
 	m, err := newServiceMetrics(reg, s)
 	if err != nil {
@@ -359,7 +366,7 @@ func (s *services) attach(h *host, sess *yamux.Session) bool {
 func (s *services) serviceLocked(d *job.Deployment) *service {
 	sv := s.svcs[d.Name()]
 	if sv == nil {
-		sv = &service{name: d.Name(), namespace: d.Namespace, d: d, changed: make(chan struct{})}
+		sv = &service{name: d.Name(), namespace: d.Namespace, d: d, gen: 1, changed: make(chan struct{})}
 		sv.label = sv.name
 		if len(s.svcs) >= s.cfg.MaxMetricServices {
 			sv.label = "other"
@@ -483,7 +490,7 @@ func (s *services) restartPendingLocked(sv *service) bool {
 // Dockerfile is built; no instance starts before.
 func (s *services) buildReadyLocked(ctx context.Context, sv *service) error {
 	id := sv.d.Service.BuildJobID
-	if id == "" {
+	if id == "" || sv.built == sv.gen {
 		return nil
 	}
 	if sv.buildErr != "" {
@@ -495,6 +502,7 @@ func (s *services) buildReadyLocked(ctx context.Context, sv *service) error {
 	}
 	switch j.Status {
 	case job.StatusCompleted:
+		sv.built = sv.gen
 		return nil
 	case job.StatusPending, job.StatusRunning:
 		return job.Errorf(job.CodeUnavailable, "the image of %s is being built (job %s)", sv.name, id)
@@ -528,7 +536,7 @@ func (s *services) nsInstancesLocked(ns string) int {
 // started again. The namespace's max_instances quota applies.
 func (s *services) startLocked(ctx context.Context, sv *service, in *instance, now time.Time) (*instance, error) {
 	cfg := sv.d.Service
-	if q := s.o.Quotas(ctx, sv.namespace).MaxInstances; q > 0 && s.nsInstancesLocked(sv.namespace) >= q {
+	if q := s.quotas[sv.namespace]; q > 0 && s.nsInstancesLocked(sv.namespace) >= q {
 		return nil, job.Errorf(job.CodeTooMany, "namespace %s runs %d service instances, its quota", sv.namespace, q)
 	}
 	h := s.placeLocked(sv, cfg.Image)
@@ -682,14 +690,27 @@ func (sv *service) appendLog(id, out string, limit int) {
 // reconcile matches every service's instances to its deployment.
 func (s *services) reconcile() {
 	ctx := context.Background()
+	s.mu.Lock()
+	listFn := s.list
+	s.mu.Unlock()
+	if listFn == nil {
+		return
+	}
+	list := listFn()
+	quotas := make(map[string]int)
+	for _, d := range list {
+		if _, ok := quotas[d.Namespace]; !ok {
+			quotas[d.Namespace] = s.o.Quotas(ctx, d.Namespace).MaxInstances
+		}
+	}
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.list == nil {
-		return
+	for ns, q := range quotas {
+		s.quotas[ns] = q
 	}
 	deployed := make(map[string]bool)
-	for _, d := range s.list() {
+	for _, d := range list {
 		if d.Service == nil {
 			continue
 		}
@@ -815,7 +836,9 @@ func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (n
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	begin := time.Now()
+	quota := o.Quotas(ctx, d.Namespace).MaxInstances
 	s.mu.Lock()
+	s.quotas[d.Namespace] = quota
 	if s.list == nil {
 		s.mu.Unlock()
 		return nil, job.Errorf(job.CodeUnavailable, "docker services are not served here")
