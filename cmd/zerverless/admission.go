@@ -16,7 +16,7 @@ import (
 func (s *Server) newHandler(cfg ServerConfig, contexts *contextstore.Store, metrics http.Handler) (http.Handler, error) {
 	adm, err := admission.New(cfg.Admission, admission.Deps{
 		Jobs: s.orch, Functions: s.fns, Tokens: s.auth,
-		Contexts: contexts, Owners: s.store, Quotas: s.orch, Logs: s.orch,
+		Contexts: contexts, Owners: s.store, Quotas: s.orch, Logs: s.orch, Services: s.orch,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admission: %w", err)

@@ -304,11 +304,21 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.Int64Var(&cfg.Orchestrator.AnonymousReadBytes, "anonymous-read-bytes", cfg.Orchestrator.AnonymousReadBytes, "bytes that all anonymous volunteers' messages may hold at once while they are read; a message beyond it ends its session")
 	orchAllow := fs.String("docker-allow-images", "", "comma-separated image patterns this orchestrator accepts in docker jobs (default: any; each worker narrows further with --docker-allow)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	sc, sl := &cfg.Orchestrator.Services, &cfg.Deploy.Limits.Services
+	fs.IntVar(&sc.MaxWaiting, "service-max-waiting", sc.MaxWaiting, "requests that may wait at once for an instance of one docker service; one more is answered 503")
+	fs.DurationVar(&sc.MaxWait, "service-max-wait", sc.MaxWait, "longest wait of a request for a free service instance (0: the service's start_timeout_seconds)")
+	fs.DurationVar(&sc.RestartBackoff, "service-restart-backoff", sc.RestartBackoff, "wait before a crashed service instance starts again; doubles at each crash in a row")
+	fs.DurationVar(&sc.MaxRestartBackoff, "service-max-restart-backoff", sc.MaxRestartBackoff, "longest wait before a crashed service instance starts again")
+	fs.IntVar(&sl.MaxInstances, "service-max-instances", sl.MaxInstances, "most max_instances a docker service may ask for")
+	fs.IntVar(&sl.DefaultMaxInstances, "service-default-max-instances", sl.DefaultMaxInstances, "max_instances of a docker service that asks for none")
+	fs.IntVar(&sl.MaxConcurrency, "service-max-concurrency", sl.MaxConcurrency, "most concurrency (requests per instance) a docker service may ask for")
+	fs.IntVar(&cfg.Orchestrator.DefaultQuotas.MaxInstances, "namespace-max-instances", cfg.Orchestrator.DefaultQuotas.MaxInstances, "docker service instances a namespace runs at once (its policy's max_instances overrides it; -1: no limit)")
 	var wf workerFlags
 	wf.register(fs)
 	if status, ok := parseFlags(fs, args, serveUsage, stdout, stderr); !ok {
 		return status
 	}
+	cfg.Functions.Limits.Services = cfg.Deploy.Limits.Services
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "zerverless serve:", err)

@@ -311,7 +311,7 @@ func TestFunctionsRouting(t *testing.T) {
 		{"Upper/x", `{"runtime":"lua","code":"x"}`, "namespace"},
 		{"ok/a%2F..%2Fb", `{"runtime":"lua","code":"x"}`, "path"},
 		{"ok/a%20b", `{"runtime":"lua","code":"x"}`, "path"},
-		{"ok/x", `{"runtime":"docker","code":"x"}`, "runtime"},
+		{"ok/x", `{"runtime":"docker","code":"x"}`, "code"},
 		{"ok/x", `{"runtime":"lua"}`, "code"},
 		{"ok/x", `{"runtime":"wasm","wasm":"AAAA"}`, "wasm"},
 		{"ok/x", `{"runtime":"lua","code":"x","timeout_seconds":-1}`, "timeout_seconds"},

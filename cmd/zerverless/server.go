@@ -107,6 +107,7 @@ func (c *ServerConfig) validate() error {
 	s.add("Orchestrator.", c.Orchestrator.Validate())
 	s.add("API.", c.API.Validate())
 	s.add("Functions.", c.Functions.Validate())
+	s.add("Deploy.Limits.Services.", c.Deploy.Limits.Services.Validate())
 	resolved, err := c.Net.Resolve()
 	s.add("Net.", err)
 	if err := s.err(); err != nil {
@@ -199,10 +200,13 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 		return nil, fmt.Errorf("start orchestrator: %w", err)
 	}
 	cfg.Deploy.Quotas = s.orch
+	cfg.Deploy.OnChange = s.orch.ReconcileServices
 	s.fns = deploy.New(cfg.Deploy, s.store, s.orch, log)
 	if err := s.fns.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start functions: %w", err)
 	}
+	s.orch.SetServiceDeployments(s.fns.Services)
+	cfg.API.Streams = s.orch
 
 	baseCtx, baseCancel := context.WithCancel(context.Background())
 	s.baseCancel = baseCancel

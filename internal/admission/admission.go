@@ -112,6 +112,10 @@ type Deps struct {
 	Owners    ContextOwners
 	Quotas    Quotas
 	Logs      Logs
+	// Services runs docker services' instances (the orchestrator). It is
+	// the one optional dependency: without it, deploying a docker service
+	// is refused (unavailable) and none is served.
+	Services Services
 }
 
 // Config tunes build admission. Start from DefaultConfig; a zero field

@@ -20,6 +20,11 @@ func (s *Service) Deploy(ctx context.Context, namespace, path string, r job.Depl
 		return nil, &job.Error{Code: job.CodeForbidden, Field: "namespace",
 			Message: "this token cannot deploy under namespace " + namespace + "; it acts only in namespace " + p.Namespace}
 	}
+	if r.Runtime == job.TypeDocker {
+		if err := s.prepareService(ctx, namespace, &r); err != nil {
+			return nil, err
+		}
+	}
 	return s.d.Functions.Deploy(ctx, namespace, path, r)
 }
 

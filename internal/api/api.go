@@ -185,6 +185,9 @@ func (s *server) register() {
 	if s.cfg.Dashboard != nil {
 		s.handleOpen("GET /dashboard/", s.cfg.Dashboard)
 	}
+	if s.cfg.Streams != nil {
+		s.handleOpen("GET /ws/streams", http.HandlerFunc(s.streams))
+	}
 }
 
 // ServeHTTP routes r, turning the mux's own 404 and 405 answers into JSON

@@ -62,6 +62,10 @@ type Config struct {
 	// it: the dashboard for people (web.Dashboard), which calls this API
 	// with a token of its user's. Default none.
 	Dashboard http.Handler
+	// Streams, when set, serves GET /ws/streams: the stream connections
+	// of workers that run docker service instances (the orchestrator).
+	// Default none.
+	Streams StreamAcceptor
 	// MaxContextBytes caps a build context upload as sent, compressed or
 	// not (default 160 MiB: 100 MiB of files and room for tar headers).
 	MaxContextBytes int64

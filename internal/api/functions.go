@@ -199,6 +199,8 @@ func cleanPath(p string) string {
 type DeploymentView struct {
 	*job.Deployment
 	URL string `json:"url"`
+	// Instances are a docker service's instances (GET of one service).
+	Instances []job.InstanceView `json:"instances,omitempty"`
 }
 
 // DeploymentList is the body of GET /api/deploy.
@@ -291,11 +293,21 @@ func (f *functions) checkListCode(list []*job.Deployment) error {
 // getDeployment is GET /api/deploy/{namespace}/{path...}.
 func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
 	d, err := f.adm.Deployment(r.Context(), r.PathValue("namespace"), r.PathValue("path"))
+	if job.ErrorCode(err) == job.CodeNotFound && f.serviceLogs(w, r) {
+		return
+	}
 	if err != nil {
 		f.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, f.deploymentView(r, d))
+	v := f.deploymentView(r, d)
+	if d.Runtime == job.TypeDocker {
+		if v.Instances, err = f.adm.ServiceInstances(r.Context(), d.Namespace, d.Path); err != nil {
+			f.writeError(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 // undeploy is DELETE /api/deploy/{namespace}/{path...}.
@@ -339,6 +351,10 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOri
 		sw := &statusWriter{ResponseWriter: w}
 		defer f.logUse(r, p, sw)
 		w = sw
+	}
+	if d, rest, ok := f.adm.ServiceAt(urlPath); ok {
+		f.proxyService(w, r, o, p, authed, d, urlPath, rest)
+		return
 	}
 	release, ok := f.admitCall(r)
 	if !ok {

@@ -17,9 +17,17 @@ import (
 
 const deployUsage = `Usage:
   zerverless deploy NAMESPACE/PATH -f FILE [flags]
+  zerverless deploy NAMESPACE/PATH --image IMAGE [flags] [-- COMMAND...]
+  zerverless deploy NAMESPACE/PATH DIR [flags]
 
 Deploys FILE as the function at NAMESPACE/PATH, replacing any previous
 version. It answers every HTTP method at SERVER/NAMESPACE/PATH/...
+
+With --image, deploys a docker service instead: IMAGE (run with COMMAND
+when given) listens on --port (given as PORT) and runs as instances on
+trusted workers that offer services, started on demand. With DIR, the
+image is first built from DIR (its Dockerfile, or --dockerfile), whose
+files are uploaded as the build context.
 
 Flags:
   --server URL           orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
@@ -37,6 +45,22 @@ Flags:
   --anonymous-workers    let anonymous volunteers run it; they see its env and
                          callers' requests (default: trusted workers only)
   --json                 print the deployment as JSON
+
+Docker service flags (with --image or DIR):
+  --image IMAGE          the image to run
+  --dockerfile FILE      the Dockerfile in DIR (default Dockerfile)
+  --build-arg NAME=VALUE a build argument (repeatable)
+  --env NAME=VALUE       an environment variable of the container (repeatable)
+  --port N               where the server listens in the container (default 8080)
+  --min-instances N      instances kept running without requests (default 0)
+  --max-instances N      instances at most (default 10)
+  --concurrency N        requests one instance takes at once (default 80)
+  --idle-timeout SECONDS an instance without requests stops after (default 300)
+  --start-timeout SECONDS bound from start to ready (default 60)
+  --readiness-path PATH  an HTTP path that answers 2xx once ready (default: a
+                         TCP connection to the port)
+  --memory-mb N, --cpus N  resources of each instance
+  --timeout SECONDS      per request (default 30)
 `
 
 const deploymentsUsage = `Usage:
@@ -86,16 +110,26 @@ func (c *command) deploy(ctx context.Context, args []string) int {
 	fs.BoolVar(&asJSON, "json", false, "")
 	fs.BoolVar(&private, "private", false, "")
 	fs.BoolVar(&anonymous, "anonymous-workers", false, "")
+	sf := serviceFlags(fs)
 	rest, st, ok := c.parse(fs, args, deployUsage, true)
 	if !ok {
 		return st
 	}
-	if len(rest) != 1 {
+	if len(rest) == 0 {
 		return c.usageError("want one NAMESPACE/PATH")
 	}
 	ns, path, ok := strings.Cut(rest[0], "/")
 	if !ok || ns == "" || path == "" {
 		return c.usageError("%q is not NAMESPACE/PATH", rest[0])
+	}
+	if sf.image != "" || (file == "" && len(rest) == 2) {
+		if file != "" || runtime != "" || maxConc != 0 || anonymous {
+			return c.usageError("-f, --runtime, --max-concurrency and --anonymous-workers are for functions, not docker services")
+		}
+		return c.deployService(ctx, ns, path, rest[1:], sf, env.m, timeout, memory, private, asJSON)
+	}
+	if len(rest) != 1 {
+		return c.usageError("want one NAMESPACE/PATH")
 	}
 	if file == "" {
 		return c.usageError("-f FILE is required")

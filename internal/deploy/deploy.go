@@ -41,6 +41,10 @@ type Config struct {
 	// from the store, to see deployments made through another
 	// orchestrator on a shared store (default 10 s; negative: never).
 	RefreshInterval time.Duration
+	// OnChange, when set, is called (without blocking) after the table
+	// of deployments changed: the orchestrator's services then match
+	// their instances to the docker services deployed.
+	OnChange func()
 }
 
 // DefaultConfig returns the documented defaults.
@@ -210,6 +214,7 @@ func (s *Service) refresh(ctx context.Context) error {
 		table[d.Name()] = newEntry(d)
 	}
 	s.table, s.cached = table, cached
+	s.changed()
 	return nil
 }
 
@@ -239,10 +244,14 @@ func (s *Service) Deploy(ctx context.Context, namespace, path string, r job.Depl
 	if err := s.checkQuota(ctx, namespace, path); err != nil {
 		return nil, err
 	}
-	sum := sha256.New()
-	sum.Write([]byte(r.Code))
-	sum.Write(r.Wasm)
-	d := r.NewDeployment(namespace, path, hex.EncodeToString(sum.Sum(nil)), s.now().UTC(), s.cfg.Limits)
+	digest := ""
+	if r.Runtime != job.TypeDocker {
+		sum := sha256.New()
+		sum.Write([]byte(r.Code))
+		sum.Write(r.Wasm)
+		digest = hex.EncodeToString(sum.Sum(nil))
+	}
+	d := r.NewDeployment(namespace, path, digest, s.now().UTC(), s.cfg.Limits)
 	if err := s.store.PutDeployment(ctx, d); err != nil {
 		return nil, err
 	}
@@ -260,6 +269,7 @@ func (s *Service) Deploy(ctx context.Context, namespace, path string, r job.Depl
 	}
 	s.mu.Unlock()
 	s.log.Info("function deployed", "namespace", namespace, "path", path, "version", d.Version, "runtime", d.Runtime)
+	s.changed()
 	return d.WithoutCode(), nil
 }
 
@@ -302,6 +312,7 @@ func (s *Service) Undeploy(ctx context.Context, namespace, path string) error {
 	}
 	s.mu.Unlock()
 	s.log.Info("function removed", "namespace", namespace, "path", path)
+	s.changed()
 	return nil
 }
 

@@ -85,6 +85,9 @@ func (s *Service) Invoke(ctx context.Context, urlPath string, req job.FunctionRe
 		return job.FunctionResponse{}, job.Errorf(job.CodeNotFound, "no function is deployed at %s", urlPath)
 	}
 	d := e.d
+	if d.Runtime == job.TypeDocker {
+		return job.FunctionResponse{}, job.Errorf(job.CodeUnavailable, "%s is a docker service, answered through its instances", d.Name())
+	}
 	req.Path = rest
 	if e.sem != nil {
 		release, err := s.acquire(ctx, e)

@@ -46,6 +46,9 @@ type Deployment struct {
 	// could answer falsely. Off by default: invocations go only to trusted
 	// workers.
 	AnonymousWorkers bool `json:"anonymous_workers"`
+	// Service holds what a docker service (runtime "docker") runs and how
+	// it scales; nil for functions.
+	Service *ServiceConfig `json:"service,omitempty"`
 	// Version is 1 when first deployed, +1 at every redeploy.
 	Version   int64     `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
@@ -93,6 +96,9 @@ type DeployRequest struct {
 	// AnonymousWorkers (default false) lets anonymous volunteers run the
 	// function; see Deployment.AnonymousWorkers.
 	AnonymousWorkers bool `json:"anonymous_workers,omitempty"`
+	// ServiceRequest holds the fields of a docker service (runtime
+	// "docker"); see ServiceRequest.
+	ServiceRequest
 }
 
 // DeployLimits bound what a deployment may ask for. Every field has a
@@ -115,6 +121,8 @@ type DeployLimits struct {
 	MaxMemoryMB int
 	// MaxConcurrency caps `max_concurrency` (default 10000).
 	MaxConcurrency int
+	// Services bound docker services.
+	Services ServiceLimits
 }
 
 // DefaultDeployLimits returns the documented defaults.
@@ -127,6 +135,7 @@ func DefaultDeployLimits() DeployLimits {
 		MaxTimeout:     5 * time.Minute,
 		MaxMemoryMB:    16384,
 		MaxConcurrency: 10000,
+		Services:       DefaultServiceLimits(),
 	}
 }
 
@@ -209,10 +218,16 @@ func DecodeDeployRequest(data []byte, lim DeployLimits) (DeployRequest, error) {
 // Validate checks r against lim and the rules of its runtime.
 func (r *DeployRequest) Validate(lim DeployLimits) error {
 	if r.Runtime == "" {
-		return Invalid("runtime", "is required (one of lua, js, python, wasm)")
+		return Invalid("runtime", "is required (one of lua, js, python, wasm, docker)")
+	}
+	if r.Runtime == TypeDocker {
+		return r.validateService(lim)
+	}
+	if err := r.ServiceRequest.onlyForServices(); err != nil {
+		return err
 	}
 	if !slices.Contains(FunctionRuntimes, r.Runtime) {
-		return Invalid("runtime", "unknown function runtime %q (one of lua, js, python, wasm)", r.Runtime)
+		return Invalid("runtime", "unknown function runtime %q (one of lua, js, python, wasm, docker)", r.Runtime)
 	}
 	if t := r.TimeoutSeconds; t != nil {
 		if math.IsNaN(*t) || *t <= 0 {
@@ -269,6 +284,9 @@ func (r *DeployRequest) Validate(lim DeployLimits) error {
 // namespace/path, updated at now. The store sets Version and CreatedAt.
 // digest is the hex SHA-256 of the code or module.
 func (r *DeployRequest) NewDeployment(namespace, path, digest string, now time.Time, lim DeployLimits) *Deployment {
+	if r.Runtime == TypeDocker {
+		return r.newService(namespace, path, digest, now, lim)
+	}
 	timeout := lim.DefaultTimeout.Seconds()
 	if r.TimeoutSeconds != nil {
 		timeout = *r.TimeoutSeconds

@@ -116,7 +116,7 @@ func TestDecodeDeployRequest(t *testing.T) {
 		{`{"runtime":"wasm","wasm":"AGFzbQEAAAA="}`, ""},
 		{`{"runtime":"python","code":"x","env":{"A_1":"v"},"timeout_seconds":300,"memory_mb":64,"max_concurrency":5}`, ""},
 		{`{"code":"x"}`, "runtime"},
-		{`{"runtime":"docker","code":"x"}`, "runtime"},
+		{`{"runtime":"docker","code":"x"}`, "code"},
 		{`{"runtime":"lua"}`, "code"},
 		{`{"runtime":"lua","code":"x","wasm":"AGFzbQEAAAA="}`, "wasm"},
 		{`{"runtime":"wasm","code":"x"}`, "code"},

@@ -120,6 +120,9 @@ type Quotas struct {
 	// specs and results, until retention removes them. A namespace over
 	// it may submit again once enough of its jobs have expired.
 	JobStorageMB int `json:"job_storage_mb,omitempty"`
+	// MaxInstances caps the docker service instances the namespace runs
+	// at once, all its services together.
+	MaxInstances int `json:"max_instances,omitempty"`
 }
 
 // Merge returns q with its zero fields taken from def.
@@ -142,6 +145,9 @@ func (q Quotas) Merge(def Quotas) Quotas {
 	if q.JobStorageMB == 0 {
 		q.JobStorageMB = def.JobStorageMB
 	}
+	if q.MaxInstances == 0 {
+		q.MaxInstances = def.MaxInstances
+	}
 	return q
 }
 
@@ -154,6 +160,7 @@ func DefaultQuotas() Quotas {
 		Deployments:      100,
 		BuildContextMB:   1024,
 		JobStorageMB:     4096,
+		MaxInstances:     20,
 	}
 }
 

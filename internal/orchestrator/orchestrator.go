@@ -154,6 +154,9 @@ type Config struct {
 	Logs LogConfig
 	// Metrics bounds the labels of the metrics (DefaultMetricsConfig).
 	Metrics MetricsConfig
+
+	// Services tunes docker services (see ServicesConfig).
+	Services ServicesConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -180,8 +183,9 @@ func DefaultConfig() Config {
 		MaxAnonymousMessageBytes:    8 << 20,
 		AnonymousReadBytes:          256 << 20,
 
-		Logs:    DefaultLogConfig(),
-		Metrics: DefaultMetricsConfig(),
+		Logs:     DefaultLogConfig(),
+		Metrics:  DefaultMetricsConfig(),
+		Services: DefaultServicesConfig(),
 	}
 }
 
@@ -257,6 +261,7 @@ func (c Config) Validate() error {
 			errs = append(errs, job.Invalid("DockerAllowImages", "must not hold an empty pattern"))
 		}
 	}
+	errs = append(errs, c.Services.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("orchestrator config: %w", err)
 	}
@@ -305,6 +310,9 @@ type Orchestrator struct {
 	// too: they hold a slot) per reputation key; a key with none has no
 	// entry.
 	anonLeases map[string]int
+
+	// svc runs docker services' instances (services.go).
+	svc *services
 
 	policies policyCache
 	buckets  rateLimiter
@@ -402,6 +410,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 	if err := o.startObserving(reg, st); err != nil {
 		return nil, err
 	}
+	if o.svc, err = newServices(o, cfg.Services, reg); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -461,9 +472,10 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		o.persist(ctx, e)
 	}
 	o.log.Info("orchestrator started", "recovered_jobs", len(jobs))
-	o.wg.Add(2)
+	o.wg.Add(3)
 	go o.watchLeases()
 	go o.sweepExpired()
+	go func() { defer o.wg.Done(); o.svc.loop(o.stop) }()
 	return nil
 }
 

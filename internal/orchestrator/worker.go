@@ -353,12 +353,15 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	o.sessions.Add(1)
 	o.mu.Unlock()
 	defer o.sessions.Done()
+	streamKey := o.svc.addHost(w)
+	defer o.svc.dropHost(w)
 	err = conn.Write(ctx, protocol.Message{
 		Type:        protocol.TypeRegistered,
 		Version:     protocol.Version,
 		WorkerID:    w.id,
 		Trusted:     w.trusted,
 		HeartbeatMS: o.cfg.HeartbeatInterval.Milliseconds(),
+		StreamKey:   streamKey,
 	})
 	if err != nil {
 		return fmt.Errorf("write registered: %w", err)
@@ -390,6 +393,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		err = werr
 	}
 	o.dropWorker(w, fmt.Sprintf("worker %s disconnected", w.id), true)
+	o.svc.dropHost(w)
 	if reason, ok := protocol.ClosedCleanly(err); ok {
 		log.Info("worker disconnected", "closed_by_worker", reason)
 	} else {
@@ -473,10 +477,13 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			starts := o.fillLocked(w, nil)
 			o.mu.Unlock()
 			o.launch(starts)
+			o.svc.updateHost(w, *m.Capabilities)
 		case protocol.TypeOutput:
 			o.handleOutput(ctx, w, m)
 		case protocol.TypeMetrics:
 			o.workerUsage.report(w, *m.Usage)
+		case protocol.TypeServiceState:
+			o.svc.report(w, m.Report)
 		case protocol.TypeError:
 			o.log.Warn("worker reported an error", "worker_id", w.id, "err", clip(m.Error))
 		default:

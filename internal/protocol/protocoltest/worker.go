@@ -25,6 +25,11 @@ type Worker struct {
 	Conn    *protocol.Conn
 	ID      string
 	Trusted bool
+	// StreamKey is the key given in registered (services).
+	StreamKey string
+	// Src is the local address it connected from ("" when the system
+	// chose).
+	Src string
 }
 
 // dialTimeout bounds connecting and registering.
@@ -77,7 +82,7 @@ func RegisterFrom(t testing.TB, url, src, token string, caps job.Capabilities) *
 	if err != nil || m.Type != protocol.TypeRegistered {
 		t.Fatalf("register: %+v %v", m, err)
 	}
-	return &Worker{T: t, Conn: conn, ID: m.WorkerID, Trusted: m.Trusted}
+	return &Worker{T: t, Conn: conn, ID: m.WorkerID, Trusted: m.Trusted, StreamKey: m.StreamKey, Src: src}
 }
 
 // Refused tries to register as Register does and returns the

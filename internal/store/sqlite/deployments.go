@@ -18,6 +18,12 @@ const schemaDeploymentAnonymousWorkers = `
 ALTER TABLE deployments ADD COLUMN anonymous_workers INTEGER NOT NULL DEFAULT 0;
 `
 
+// schemaDeploymentService adds a docker service's configuration (JSON of
+// job.ServiceConfig; NULL for functions).
+const schemaDeploymentService = `
+ALTER TABLE deployments ADD COLUMN service TEXT;
+`
+
 // schemaDeployments creates the table of function deployments, one row per
 // (namespace, path). The code and module come last in the row, so that
 // listing without code never reads their overflow pages.
@@ -46,15 +52,15 @@ CREATE TABLE deployments (
 const (
 	deploymentColumns = `namespace, path, runtime, version, digest, code_bytes, env,
 	timeout_seconds, memory_mb, max_concurrency, public, created_at, updated_at,
-	anonymous_workers`
+	anonymous_workers, service`
 	putDeploymentSQL = `INSERT INTO deployments (` + deploymentColumns + `, code, wasm)
-	VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (namespace, path) DO UPDATE SET
 		runtime = excluded.runtime, version = deployments.version + 1,
 		digest = excluded.digest, code_bytes = excluded.code_bytes, env = excluded.env,
 		timeout_seconds = excluded.timeout_seconds, memory_mb = excluded.memory_mb,
 		max_concurrency = excluded.max_concurrency, public = excluded.public,
-		anonymous_workers = excluded.anonymous_workers, updated_at = excluded.updated_at, code = excluded.code, wasm = excluded.wasm
+		anonymous_workers = excluded.anonymous_workers, service = excluded.service, updated_at = excluded.updated_at, code = excluded.code, wasm = excluded.wasm
 	RETURNING version, created_at`
 	getDeploymentSQL = `SELECT ` + deploymentColumns + `, code, wasm FROM deployments
 	WHERE namespace = ? AND path = ?`
@@ -89,6 +95,14 @@ func (s *Store) PutDeployment(ctx context.Context, d *job.Deployment) error {
 		}
 		env = string(b)
 	}
+	var service any
+	if d.Service != nil {
+		b, err := json.Marshal(d.Service)
+		if err != nil {
+			return fmt.Errorf("encode service: %w", err)
+		}
+		service = string(b)
+	}
 	var wasm any
 	if d.Wasm != nil {
 		wasm = d.Wasm
@@ -99,7 +113,7 @@ func (s *Store) PutDeployment(ctx context.Context, d *job.Deployment) error {
 		return tx.tx.QueryRowContext(ctx, putDeploymentSQL,
 			c.Namespace, c.Path, string(c.Runtime), c.Digest, c.CodeBytes, env,
 			c.TimeoutSeconds, c.MemoryMB, c.MaxConcurrency, c.Public, created, updated,
-			c.AnonymousWorkers, c.Code, wasm).Scan(&version, &createdAt)
+			c.AnonymousWorkers, service, c.Code, wasm).Scan(&version, &createdAt)
 	})
 	if err != nil {
 		return fmt.Errorf("put deployment %s: %w", d.Name(), err)
@@ -189,13 +203,13 @@ func scanDeployment(sc scanner, withCode bool) (*job.Deployment, error) {
 	var (
 		d                job.Deployment
 		runtime          string
-		env              sql.NullString
+		env, service     sql.NullString
 		created, updated int64
 		wasm             []byte
 	)
 	dest := []any{&d.Namespace, &d.Path, &runtime, &d.Version, &d.Digest, &d.CodeBytes, &env,
 		&d.TimeoutSeconds, &d.MemoryMB, &d.MaxConcurrency, &d.Public, &created, &updated,
-		&d.AnonymousWorkers}
+		&d.AnonymousWorkers, &service}
 	if withCode {
 		dest = append(dest, &d.Code, &wasm)
 	}
@@ -206,6 +220,11 @@ func scanDeployment(sc scanner, withCode bool) (*job.Deployment, error) {
 	if env.Valid {
 		if err := json.Unmarshal([]byte(env.String), &d.Env); err != nil {
 			return nil, fmt.Errorf("decode env of %s/%s: %w", d.Namespace, d.Path, err)
+		}
+	}
+	if service.Valid {
+		if err := json.Unmarshal([]byte(service.String), &d.Service); err != nil {
+			return nil, fmt.Errorf("decode service of %s/%s: %w", d.Namespace, d.Path, err)
 		}
 	}
 	if len(wasm) > 0 {

@@ -20,6 +20,7 @@ var migrations = []string{
 	schemaDeploymentAnonymousWorkers, // 7: deployments that anonymous workers may run
 	schemaExpiryIndex,                // 8: jobs_expiry's condition without an IN list
 	schemaJobLogs,                    // 9: jobs' logs (live output and status changes)
+	schemaDeploymentService,          // 10: docker services' configuration
 }
 
 // migrate applies, in one transaction, every migration the database has not

@@ -1,0 +1,195 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/job"
+)
+
+// A docker service answers at its function URL like a function does: the
+// request goes, as one HTTP/1.1 exchange, over a stream to one of its
+// instances (see docs/protocol.md, "Services"), with its body and the
+// answer's streamed both ways as they come (an event stream reaches the
+// caller as it is written). What passes follows the function rules: the
+// rest of the path below the service, its query, the caller's headers
+// less the hop-by-hop ones, its Authorization (the platform's) and, on
+// the shared origin, its cookies; the deployment's prefix goes in
+// X-Forwarded-Prefix. The answer's headers are filtered as a function's
+// are on the origin it is served on.
+
+// serviceConnKey carries a request's instance connection to the proxy's
+// transport.
+type serviceConnKey struct{}
+
+// oneConn hands out its connection once.
+type oneConn struct {
+	mu sync.Mutex
+	c  net.Conn
+}
+
+func (o *oneConn) take() net.Conn {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	c := o.c
+	o.c = nil
+	return c
+}
+
+// serviceTransport dials nothing: each request carries its connection to
+// its instance, used for that request alone.
+var serviceTransport = &http.Transport{
+	DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		oc, _ := ctx.Value(serviceConnKey{}).(*oneConn)
+		if oc == nil {
+			return nil, errors.New("no instance connection")
+		}
+		if c := oc.take(); c != nil {
+			return c, nil
+		}
+		return nil, errors.New("the instance connection was used already")
+	},
+	DisableKeepAlives:   true,
+	DisableCompression:  true,
+	MaxIdleConns:        -1,
+	ForceAttemptHTTP2:   false,
+	WriteBufferSize:     32 << 10,
+	ReadBufferSize:      32 << 10,
+	TLSHandshakeTimeout: 0,
+}
+
+// proxyService answers r with an instance of the docker service d, which
+// answers urlPath; rest is the path below the service.
+func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o functionOrigin, p job.Principal, authed bool, d *job.Deployment, urlPath, rest string) {
+	begin := time.Now()
+	ctx := r.Context()
+	if authed {
+		ctx = job.WithPrincipal(ctx, p)
+	}
+	if d.TimeoutSeconds > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout())
+		defer cancel()
+	}
+	conn, err := f.adm.ConnectService(ctx, d)
+	if err != nil {
+		if job.ErrorCode(err) == job.CodeUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			err = job.Errorf(job.CodeTimeout, "service %s had no free instance within its timeout of %s", d.Name(), d.Timeout())
+		}
+		f.writeError(w, r, err)
+		return
+	}
+	oc := &oneConn{c: conn}
+	defer func() {
+		if c := oc.take(); c != nil {
+			c.Close()
+		}
+	}()
+	prefix := "/" + d.Name()
+	if !o.shared() {
+		prefix = "/" + d.Path
+	}
+	status := http.StatusBadGateway
+	rp := &httputil.ReverseProxy{
+		Transport:     serviceTransport,
+		FlushInterval: -1,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			out := pr.Out
+			out.URL.Scheme = "http"
+			out.URL.Host = "instance"
+			out.URL.Path = rest
+			out.URL.RawPath = ""
+			out.Host = r.Host
+			// The caller's token is the platform's, never the service's.
+			out.Header.Del("Authorization")
+			if o.shared() {
+				out.Header.Del("Cookie")
+			}
+			pr.SetXForwarded()
+			out.Header.Set("X-Forwarded-Prefix", prefix)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			status = resp.StatusCode
+			resp.Header = serviceHeaders(o, resp.Header)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if o.shared() {
+				addSandbox(w.Header())
+			}
+			if ctx.Err() == context.DeadlineExceeded && r.Context().Err() == nil {
+				status = http.StatusGatewayTimeout
+				f.writeError(w, r, job.Errorf(job.CodeTimeout, "service %s did not answer within its timeout of %s", d.Name(), d.Timeout()))
+				return
+			}
+			status = http.StatusBadGateway
+			f.writeError(w, r, job.Errorf(job.CodeBadGateway, "service %s: its instance did not answer: %v", d.Name(), err))
+		},
+		ErrorLog: slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
+	}
+	// The answer's headers bring the sandbox policy again (serviceHeaders).
+	w.Header().Del("Content-Security-Policy")
+	rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, serviceConnKey{}, oc)))
+	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
+}
+
+// serviceHeaders returns the headers of a service's answer that origin o
+// lets through, as a function's (Content-Length kept: the body streams
+// as the instance sent it).
+func serviceHeaders(o functionOrigin, h http.Header) http.Header {
+	in := make(map[string][]string, len(h))
+	for k, v := range h {
+		if slices.Contains(job.DroppedResponseHeaders, k) {
+			continue
+		}
+		in[k] = v
+	}
+	out := http.Header{}
+	o.writeHeaders(out, in)
+	if cl := h.Get("Content-Length"); cl != "" {
+		out.Set("Content-Length", cl)
+	}
+	return out
+}
+
+// serviceLogs answers GET /api/deploy/{namespace}/{path}/logs for a docker
+// service: its instances' recent output. It reports false, answering
+// nothing, when the path does not name one.
+func (f *functions) serviceLogs(w http.ResponseWriter, r *http.Request) bool {
+	svcPath, ok := strings.CutSuffix(r.PathValue("path"), "/logs")
+	if !ok {
+		return false
+	}
+	d, instances, logs, err := f.adm.ServiceLogs(r.Context(), r.PathValue("namespace"), svcPath)
+	if err != nil {
+		if job.ErrorCode(err) == job.CodeNotFound {
+			return false
+		}
+		f.writeError(w, r, err)
+		return true
+	}
+	writeJSON(w, http.StatusOK, ServiceLogs{Service: d.Name(), Version: d.Version, Instances: instances, Output: logs})
+	return true
+}
+
+// ServiceLogs is the body of GET /api/deploy/{namespace}/{path}/logs.
+type ServiceLogs struct {
+	Service string `json:"service"`
+	Version int64  `json:"version"`
+	// Instances are the service's instances, each with its last exit.
+	Instances []job.InstanceView `json:"instances"`
+	// Output is the recent output of its instances, oldest first, each
+	// report's lines after its instance's id.
+	Output string `json:"output"`
+}

@@ -1,0 +1,1085 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/yamux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zerverless/zerverless/internal/agent"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+)
+
+// ServicesConfig tunes docker services. Start from DefaultServicesConfig;
+// every field has a documented default.
+type ServicesConfig struct {
+	// MaxWaiting is how many requests may wait at once for an instance
+	// of one service, while instances start (default 1000); one more is
+	// answered 503 with Retry-After at once.
+	MaxWaiting int
+	// MaxWait bounds how long a request waits for a free instance
+	// (default 0: the service's start_timeout_seconds).
+	MaxWait time.Duration
+	// RestartBackoff is the wait before a crashed instance's first
+	// restart; it doubles at every crash in a row up to MaxRestartBackoff
+	// (defaults 1 s and 1 min).
+	RestartBackoff    time.Duration
+	MaxRestartBackoff time.Duration
+	// ReconcileInterval is how often instances are matched to the
+	// services deployed: minimum instances started, idle ones stopped,
+	// crashed ones restarted, old versions drained (default 1 s).
+	ReconcileInterval time.Duration
+	// StreamOpenTimeout bounds opening a stream to an instance and its
+	// worker's answer (default 10 s).
+	StreamOpenTimeout time.Duration
+	// MaxLogBytes bounds the recent output kept per service (default
+	// 256 KiB).
+	MaxLogBytes int
+	// MaxMetricServices bounds the services named in metrics' labels
+	// (default 100); the others are counted under "other".
+	MaxMetricServices int
+}
+
+// DefaultServicesConfig returns the documented defaults.
+func DefaultServicesConfig() ServicesConfig {
+	return ServicesConfig{
+		MaxWaiting:        1000,
+		RestartBackoff:    time.Second,
+		MaxRestartBackoff: time.Minute,
+		ReconcileInterval: time.Second,
+		StreamOpenTimeout: 10 * time.Second,
+		MaxLogBytes:       256 << 10,
+		MaxMetricServices: 100,
+	}
+}
+
+// validate checks c; a zero field takes its default.
+func (c ServicesConfig) withDefaults() ServicesConfig {
+	d := DefaultServicesConfig()
+	if c.MaxWaiting == 0 {
+		c.MaxWaiting = d.MaxWaiting
+	}
+	if c.RestartBackoff == 0 {
+		c.RestartBackoff = d.RestartBackoff
+	}
+	if c.MaxRestartBackoff == 0 {
+		c.MaxRestartBackoff = d.MaxRestartBackoff
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = d.ReconcileInterval
+	}
+	if c.StreamOpenTimeout == 0 {
+		c.StreamOpenTimeout = d.StreamOpenTimeout
+	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = d.MaxLogBytes
+	}
+	if c.MaxMetricServices == 0 {
+		c.MaxMetricServices = d.MaxMetricServices
+	}
+	return c
+}
+
+// Validate refuses negative settings.
+func (c ServicesConfig) Validate() error {
+	var errs []error
+	for name, v := range map[string]int64{
+		"Services.MaxWaiting": int64(c.MaxWaiting), "Services.MaxWait": int64(c.MaxWait),
+		"Services.RestartBackoff": int64(c.RestartBackoff), "Services.MaxRestartBackoff": int64(c.MaxRestartBackoff),
+		"Services.ReconcileInterval": int64(c.ReconcileInterval), "Services.StreamOpenTimeout": int64(c.StreamOpenTimeout),
+		"Services.MaxLogBytes": int64(c.MaxLogBytes), "Services.MaxMetricServices": int64(c.MaxMetricServices),
+	} {
+		if v < 0 {
+			errs = append(errs, job.Invalid(name, "must not be negative (0: the default)"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// services runs the instances of docker services on the workers that
+// offer them. Its fields are guarded by mu; it never takes
+// Orchestrator.mu while holding mu.
+type services struct {
+	o   *Orchestrator
+	cfg ServicesConfig
+	m   *serviceMetrics
+
+	mu    sync.Mutex
+	list  func() []*job.Deployment
+	svcs  map[string]*service // by "namespace/path"
+	hosts map[string]*host    // by worker id
+	keys  map[string]*host    // by stream key
+	// quotas holds each namespace's instance quota, read from its policy
+	// outside mu (the read may reach the store).
+	quotas map[string]int
+
+	kick chan struct{}
+}
+
+// host is a worker session that offers services.
+type host struct {
+	w         *worker
+	key       string
+	remote    string
+	caps      job.Capabilities
+	sess      *yamux.Session // nil until its stream connection is open
+	instances map[string]*instance
+	gone      bool
+}
+
+// service is one deployed docker service and its instances, of every
+// version still running.
+type service struct {
+	name      string
+	namespace string
+	d         *job.Deployment // the version deployed now
+	// gen counts the deployments seen: it grows at every redeploy, and
+	// at a new deployment under the same name (whose version starts at
+	// 1 again).
+	gen int
+	// built is the gen whose image was seen built (builds only).
+	built int
+	// noHost says why the last instance asked for could not start.
+	noHost error
+	// removed: undeployed; requests get not_found and nothing starts.
+	removed   bool
+	instances []*instance
+	// changed is closed and replaced whenever an instance becomes ready
+	// or frees a slot.
+	changed chan struct{}
+	waiting int
+	// buildErr says why the image could not be built.
+	buildErr string
+	logs     []byte
+	label    string
+}
+
+// instance is one instance of a service: one container on one worker at a
+// time. A crashed instance keeps its record (restarts, last exit) and runs
+// again under a new id.
+type instance struct {
+	id        string
+	svc       *service
+	version   int64
+	gen       int // the service's gen when started
+	spec      job.ServiceSpec
+	host      *host
+	state     job.InstanceState
+	created   time.Time
+	startedAt time.Time
+	readyAt   time.Time
+	lastUsed  time.Time
+	inflight  int
+	restarts  int
+	crashes   int // in a row, for the backoff
+	lastExit  *job.InstanceExit
+	// stopping: asked to stop; its exit is not a crash.
+	stopping bool
+	// retryAt, for a crashed instance (state exited, no host), is when
+	// it starts again.
+	retryAt time.Time
+}
+
+func (in *instance) live() bool { return in.host != nil && !in.stopping }
+
+func newServices(o *Orchestrator, cfg ServicesConfig, reg prometheus.Registerer) (*services, error) {
+	s := &services{
+		o:     o,
+		cfg:   cfg.withDefaults(),
+		svcs:  make(map[string]*service),
+		hosts: make(map[string]*host),
+		keys:  make(map[string]*host),
+		kick:  make(chan struct{}, 1),
+
+		quotas: make(map[string]int),
+	}
+	m, err := newServiceMetrics(reg, s)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	return s, nil
+}
+
+// SetServiceDeployments gives the orchestrator the docker services
+// deployed (internal/deploy's Services); without it no instance runs.
+func (o *Orchestrator) SetServiceDeployments(list func() []*job.Deployment) {
+	o.svc.mu.Lock()
+	o.svc.list = list
+	o.svc.mu.Unlock()
+	o.ReconcileServices()
+}
+
+// ReconcileServices asks for the services' instances to be matched to the
+// deployments soon; it never blocks.
+func (o *Orchestrator) ReconcileServices() {
+	select {
+	case o.svc.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop reconciles until stop is closed.
+func (s *services) loop(stop <-chan struct{}) {
+	t := time.NewTicker(s.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			s.closeAll()
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.reconcile()
+	}
+}
+
+func (s *services) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.hosts {
+		if h.sess != nil {
+			h.sess.Close()
+		}
+	}
+}
+
+// streamKey returns a new random stream key.
+func streamKey() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// offersServices says whether a worker session may run instances: trusted,
+// with docker and service slots.
+func offersServices(trusted bool, caps *job.Capabilities) bool {
+	return trusted && caps != nil && caps.Docker != nil && caps.Docker.Services > 0
+}
+
+// addHost registers w's session as a host when it offers services and
+// returns its stream key ("" when it does not).
+func (s *services) addHost(w *worker) string {
+	if !offersServices(w.trusted, &w.caps) {
+		return ""
+	}
+	h := &host{w: w, key: streamKey(), remote: remoteIdentity(w.remote), caps: w.caps, instances: make(map[string]*instance)}
+	s.mu.Lock()
+	s.hosts[w.id] = h
+	s.keys[h.key] = h
+	s.mu.Unlock()
+	return h.key
+}
+
+// updateHost applies w's new capabilities: a worker that stops offering
+// services keeps its running instances but gets no new one.
+func (s *services) updateHost(w *worker, caps job.Capabilities) {
+	s.mu.Lock()
+	if h := s.hosts[w.id]; h != nil {
+		h.caps = caps
+		s.broadcastAllLocked()
+	}
+	s.mu.Unlock()
+	s.o.ReconcileServices()
+}
+
+// dropHost ends w's hosting: its stream connection is closed at once (the
+// requests in flight on it end, answered 502) and its instances start
+// elsewhere.
+func (s *services) dropHost(w *worker) {
+	s.mu.Lock()
+	h := s.hosts[w.id]
+	if h == nil {
+		s.mu.Unlock()
+		return
+	}
+	h.gone = true
+	delete(s.hosts, w.id)
+	delete(s.keys, h.key)
+	sess := h.sess
+	h.sess = nil
+	now := time.Now()
+	for _, in := range h.instances {
+		s.exitedLocked(in, &job.InstanceReport{ID: in.id, State: job.InstanceExited, Error: "its worker went away"}, now, true)
+	}
+	s.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
+	s.o.ReconcileServices()
+}
+
+// hostForKey returns the host whose stream key is key, when the stream
+// connection comes from the worker session's own address.
+func (s *services) hostForKey(key, remote string) (*host, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.keys[key]
+	if h == nil || h.gone {
+		return nil, job.Errorf(job.CodeUnauthorized, "unknown stream key")
+	}
+	if remoteIdentity(remote) != h.remote {
+		return nil, job.Errorf(job.CodeUnauthorized, "this stream key belongs to a worker at another address")
+	}
+	if h.sess != nil && !h.sess.IsClosed() {
+		return nil, job.Errorf(job.CodeConflict, "this stream key's connection is open already")
+	}
+	return h, nil
+}
+
+// attach makes sess h's stream session until it closes.
+func (s *services) attach(h *host, sess *yamux.Session) bool {
+	s.mu.Lock()
+	if h.gone || (h.sess != nil && !h.sess.IsClosed()) {
+		s.mu.Unlock()
+		return false
+	}
+	h.sess = sess
+	s.broadcastAllLocked()
+	s.mu.Unlock()
+	s.o.ReconcileServices()
+	<-sess.CloseChan()
+	s.mu.Lock()
+	if h.sess == sess {
+		h.sess = nil
+	}
+	s.mu.Unlock()
+	return true
+}
+
+// serviceLocked returns the state of d's service, creating it, and moves
+// it to d's version when d is newer.
+func (s *services) serviceLocked(d *job.Deployment) *service {
+	sv := s.svcs[d.Name()]
+	if sv == nil {
+		sv = &service{name: d.Name(), namespace: d.Namespace, d: d, gen: 1, changed: make(chan struct{})}
+		sv.label = sv.name
+		if len(s.svcs) >= s.cfg.MaxMetricServices {
+			sv.label = "other"
+		}
+		s.svcs[d.Name()] = sv
+		return sv
+	}
+	if d.Version > sv.d.Version || !d.CreatedAt.Equal(sv.d.CreatedAt) && d.UpdatedAt.After(sv.d.UpdatedAt) {
+		sv.d = d
+		sv.gen++
+		sv.buildErr = ""
+		sv.removed = false
+	}
+	return sv
+}
+
+func (sv *service) broadcast() {
+	close(sv.changed)
+	sv.changed = make(chan struct{})
+}
+
+// pickLocked returns the ready instance of sv with the fewest requests in
+// flight and a free slot: of the version deployed now, or, while none of
+// it is ready, of an older one.
+func (sv *service) pickLocked() *instance {
+	var best *instance
+	current := false
+	for _, in := range sv.instances {
+		if in.state == job.InstanceReady && in.gen == sv.gen && in.live() {
+			current = true
+		}
+	}
+	for _, in := range sv.instances {
+		if in.state != job.InstanceReady || !in.live() || in.host.sess == nil || in.host.sess.IsClosed() {
+			continue
+		}
+		if current && in.gen != sv.gen {
+			continue
+		}
+		if in.inflight >= sv.d.Service.Concurrency {
+			continue
+		}
+		if best == nil || in.inflight < best.inflight {
+			best = in
+		}
+	}
+	return best
+}
+
+// currentLocked counts sv's instances of its current version that run or
+// start, and how many of those are starting.
+func (sv *service) currentLocked() (running, starting int) {
+	for _, in := range sv.instances {
+		if in.gen != sv.gen || in.stopping {
+			continue
+		}
+		if in.host != nil || !in.retryAt.IsZero() {
+			running++
+		}
+		if in.host != nil && in.state == job.InstanceStarting {
+			starting++
+		}
+	}
+	return running, starting
+}
+
+// errBusy: every instance is busy and no more may start.
+var errBusy = errors.New("busy")
+
+// growLocked starts an instance of sv when the requests waiting need one:
+// none is starting with room for them, and fewer than max_instances run.
+// It returns errBusy when none may start and none is starting.
+func (s *services) growLocked(ctx context.Context, sv *service, now time.Time) error {
+	if err := s.buildReadyLocked(ctx, sv); err != nil {
+		return err
+	}
+	running, starting := sv.currentLocked()
+	if starting*sv.d.Service.Concurrency > sv.waiting {
+		return nil
+	}
+	if running >= sv.d.Service.MaxInstances {
+		if starting > 0 || s.restartPendingLocked(sv) {
+			return nil
+		}
+		return errBusy
+	}
+	if _, err := s.startLocked(ctx, sv, nil, now); err != nil {
+		if starting > 0 {
+			return nil
+		}
+		if job.ErrorCode(err) == job.CodeUnavailable {
+			// No worker may run it now: the request waits for one to
+			// connect (or get a free slot), as for a start.
+			sv.noHost = err
+			return nil
+		}
+		return err
+	}
+	sv.noHost = nil
+	return nil
+}
+
+// broadcastAllLocked wakes every waiting request: a host came or
+// changed.
+func (s *services) broadcastAllLocked() {
+	for _, sv := range s.svcs {
+		sv.broadcast()
+	}
+}
+
+func (s *services) restartPendingLocked(sv *service) bool {
+	for _, in := range sv.instances {
+		if in.gen == sv.gen && in.host == nil && !in.retryAt.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// buildReadyLocked says whether the image of a service deployed from a
+// Dockerfile is built; no instance starts before.
+func (s *services) buildReadyLocked(ctx context.Context, sv *service) error {
+	id := sv.d.Service.BuildJobID
+	if id == "" || sv.built == sv.gen {
+		return nil
+	}
+	if sv.buildErr != "" {
+		return job.Errorf(job.CodeBadGateway, "the image of %s could not be built: %s", sv.name, sv.buildErr)
+	}
+	j, err := s.o.Job(ctx, id)
+	if err != nil {
+		return job.Errorf(job.CodeUnavailable, "the build of %s (job %s) cannot be read: %v", sv.name, id, err)
+	}
+	switch j.Status {
+	case job.StatusCompleted:
+		sv.built = sv.gen
+		return nil
+	case job.StatusPending, job.StatusRunning:
+		return job.Errorf(job.CodeUnavailable, "the image of %s is being built (job %s)", sv.name, id)
+	}
+	why := string(j.Status)
+	if j.Result != nil && j.Result.Error != "" {
+		why += ": " + job.CutText(j.Result.Error, 512)
+	}
+	sv.buildErr = why
+	return job.Errorf(job.CodeBadGateway, "the image of %s could not be built: %s", sv.name, why)
+}
+
+// nsInstancesLocked counts the instances namespace ns runs or starts.
+func (s *services) nsInstancesLocked(ns string) int {
+	n := 0
+	for _, sv := range s.svcs {
+		if sv.namespace != ns {
+			continue
+		}
+		for _, in := range sv.instances {
+			if in.host != nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// startLocked starts an instance of sv's current version on the least
+// loaded host that may run it: in, when given, is a crashed instance
+// started again. The namespace's max_instances quota applies.
+func (s *services) startLocked(ctx context.Context, sv *service, in *instance, now time.Time) (*instance, error) {
+	cfg := sv.d.Service
+	if q := s.quotas[sv.namespace]; q > 0 && s.nsInstancesLocked(sv.namespace) >= q {
+		return nil, job.Errorf(job.CodeTooMany, "namespace %s runs %d service instances, its quota", sv.namespace, q)
+	}
+	h := s.placeLocked(sv, cfg.Image)
+	if h == nil {
+		return nil, job.Errorf(job.CodeUnavailable, "no connected trusted worker offers docker services that may run %s", cfg.Image)
+	}
+	if in == nil {
+		in = &instance{svc: sv, created: now}
+		sv.instances = append(sv.instances, in)
+	}
+	in.id = uuid.NewString()
+	in.version = sv.d.Version
+	in.gen = sv.gen
+	in.spec = cfg.ServiceSpec
+	in.host = h
+	in.state = job.InstanceStarting
+	in.startedAt = now
+	in.readyAt = time.Time{}
+	in.lastUsed = now
+	in.retryAt = time.Time{}
+	in.stopping = false
+	h.instances[in.id] = in
+	h.w.send(protocol.Message{Type: protocol.TypeServiceStart, Instance: &job.ServiceInstance{
+		ID: in.id, Namespace: sv.namespace, Service: sv.name, Version: in.version, Spec: in.spec,
+	}})
+	s.m.coldStarts.WithLabelValues(sv.label).Inc()
+	return in, nil
+}
+
+// placeLocked returns the host for a new instance of sv: a trusted
+// worker's session with its stream connection open, a free service slot
+// and an image allow-list that admits image; of those, the one with the
+// fewest instances of sv, then the fewest in all.
+func (s *services) placeLocked(sv *service, image string) *host {
+	var best *host
+	var bestMine, bestAll int
+	for _, h := range s.hosts {
+		if h.gone || h.sess == nil || h.sess.IsClosed() || !h.w.trusted {
+			continue
+		}
+		if ok, _ := h.caps.RunsServiceImage(image); !ok || len(h.instances) >= h.caps.Docker.Services {
+			continue
+		}
+		mine := 0
+		for _, in := range h.instances {
+			if in.svc == sv {
+				mine++
+			}
+		}
+		all := len(h.instances)
+		if best == nil || mine < bestMine || (mine == bestMine && (all < bestAll || (all == bestAll && h.w.id < best.w.id))) {
+			best, bestMine, bestAll = h, mine, all
+		}
+	}
+	return best
+}
+
+// stopLocked asks in's worker to stop it; it stays counted on its host
+// until the worker reports it exited (or goes away).
+func (s *services) stopLocked(in *instance, why string) {
+	if in.host == nil {
+		s.removeLocked(in)
+		return
+	}
+	if in.stopping {
+		return
+	}
+	in.stopping = true
+	in.host.w.send(protocol.Message{Type: protocol.TypeServiceStop, InstanceID: in.id})
+	s.o.log.Info("service instance stopping", "service", in.svc.name, "instance", in.id, "worker_id", in.host.w.id, "why", why)
+}
+
+func (s *services) removeLocked(in *instance) {
+	sv := in.svc
+	sv.instances = slices.DeleteFunc(sv.instances, func(x *instance) bool { return x == in })
+}
+
+// report applies a worker's service_state.
+func (s *services) report(w *worker, r *job.InstanceReport) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hosts[w.id]
+	if h == nil {
+		return
+	}
+	in := h.instances[r.ID]
+	if in == nil {
+		return // an instance this session was never given, or one ended
+	}
+	sv := in.svc
+	switch r.State {
+	case job.InstanceStarting:
+	case job.InstanceReady:
+		if in.state == job.InstanceStarting {
+			in.state = job.InstanceReady
+			in.readyAt = now
+			in.crashes = 0
+			s.m.startSeconds.WithLabelValues(sv.label).Observe(now.Sub(in.startedAt).Seconds())
+			s.o.log.Info("service instance ready", "service", sv.name, "instance", in.id, "worker_id", w.id)
+			sv.broadcast()
+		}
+	case job.InstanceExited:
+		s.exitedLocked(in, r, now, false)
+	}
+	if r.Output != "" {
+		sv.appendLog(in.id, r.Output, s.cfg.MaxLogBytes)
+	}
+}
+
+// exitedLocked records that in ended. An instance asked to stop is
+// removed; one that crashed (or whose worker went away: lost) is started
+// again, a crash after a backoff.
+func (s *services) exitedLocked(in *instance, r *job.InstanceReport, now time.Time, lost bool) {
+	if in.host != nil {
+		delete(in.host.instances, in.id)
+		in.host = nil
+	}
+	sv := in.svc
+	in.state = job.InstanceExited
+	in.lastExit = &job.InstanceExit{ExitCode: r.ExitCode, Error: r.Error, Output: r.Output, At: now}
+	if in.stopping {
+		s.removeLocked(in)
+		sv.broadcast()
+		return
+	}
+	in.restarts++
+	wait := time.Duration(0)
+	if !lost {
+		wait = s.cfg.RestartBackoff << min(in.crashes, 20)
+		wait = min(wait, s.cfg.MaxRestartBackoff)
+		in.crashes++
+	}
+	in.retryAt = now.Add(wait)
+	s.m.crashes.WithLabelValues(sv.label).Inc()
+	s.o.log.Info("service instance exited", "service", sv.name, "instance", in.id, "exit_code", r.ExitCode, "error", r.Error, "lost", lost, "restart_in", wait)
+	sv.broadcast()
+}
+
+func (sv *service) appendLog(id, out string, limit int) {
+	sv.logs = append(sv.logs, "["+id[:8]+"] "...)
+	sv.logs = append(sv.logs, out...)
+	if !strings.HasSuffix(out, "\n") {
+		sv.logs = append(sv.logs, '\n')
+	}
+	if len(sv.logs) > limit {
+		sv.logs = slices.Clone(sv.logs[len(sv.logs)-limit:])
+	}
+}
+
+// reconcile matches every service's instances to its deployment.
+func (s *services) reconcile() {
+	ctx := context.Background()
+	s.mu.Lock()
+	listFn := s.list
+	s.mu.Unlock()
+	if listFn == nil {
+		return
+	}
+	list := listFn()
+	quotas := make(map[string]int)
+	for _, d := range list {
+		if _, ok := quotas[d.Namespace]; !ok {
+			quotas[d.Namespace] = s.o.Quotas(ctx, d.Namespace).MaxInstances
+		}
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ns, q := range quotas {
+		s.quotas[ns] = q
+	}
+	deployed := make(map[string]bool)
+	for _, d := range list {
+		if d.Service == nil {
+			continue
+		}
+		deployed[d.Name()] = true
+		s.serviceLocked(d).removed = false
+	}
+	for name, sv := range s.svcs {
+		if !deployed[name] {
+			sv.removed = true
+			for _, in := range slices.Clone(sv.instances) {
+				s.stopLocked(in, "undeployed")
+			}
+			sv.broadcast()
+			if len(sv.instances) == 0 && sv.waiting == 0 {
+				delete(s.svcs, name)
+			}
+			continue
+		}
+		s.reconcileLocked(ctx, sv, now)
+	}
+}
+
+func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Time) {
+	cfg := sv.d.Service
+	idle := cfg.IdleTimeout()
+	if s.buildReadyLocked(ctx, sv) != nil {
+		return
+	}
+	currentReady := false
+	oldLive := 0
+	for _, in := range sv.instances {
+		if in.gen == sv.gen && in.state == job.InstanceReady && in.live() {
+			currentReady = true
+		}
+		if in.gen != sv.gen && in.live() {
+			oldLive++
+		}
+	}
+	for _, in := range slices.Clone(sv.instances) {
+		switch {
+		case in.gen != sv.gen:
+			// A redeploy: the old version drains once the new one is
+			// ready; its crashed instances are not restarted.
+			if in.host == nil {
+				s.removeLocked(in)
+			} else if currentReady && in.inflight == 0 {
+				s.stopLocked(in, fmt.Sprintf("replaced by version %d", sv.d.Version))
+			}
+		case in.host != nil && in.state == job.InstanceStarting && !in.stopping &&
+			now.Sub(in.startedAt) > time.Duration(in.spec.StartTimeoutSeconds*float64(time.Second))+s.cfg.StreamOpenTimeout:
+			s.stopLocked(in, "not ready within its start timeout")
+		}
+	}
+	running, _ := sv.currentLocked()
+	// Idle instances stop, down to min_instances.
+	for _, in := range slices.Clone(sv.instances) {
+		if running <= cfg.MinInstances {
+			break
+		}
+		if in.gen == sv.gen && in.live() && in.inflight == 0 && in.state == job.InstanceReady && now.Sub(in.lastUsed) >= idle && sv.waiting == 0 {
+			s.stopLocked(in, "idle")
+			running--
+		}
+	}
+	// Crashed instances start again once their backoff passed, unless
+	// they would be idle.
+	for _, in := range slices.Clone(sv.instances) {
+		if in.gen != sv.gen || in.host != nil || in.retryAt.IsZero() {
+			continue
+		}
+		if now.Sub(in.lastUsed) >= idle && running > cfg.MinInstances && sv.waiting == 0 {
+			s.removeLocked(in)
+			running--
+			continue
+		}
+		if now.Before(in.retryAt) {
+			continue
+		}
+		if _, err := s.startLocked(ctx, sv, in, now); err != nil {
+			in.retryAt = now.Add(s.cfg.RestartBackoff)
+		}
+	}
+	// min_instances, and as many new instances as the old version ran.
+	want := max(cfg.MinInstances, min(oldLive, cfg.MaxInstances))
+	if oldLive > 0 {
+		want = max(want, 1)
+	}
+	for running < want {
+		if _, err := s.startLocked(ctx, sv, nil, now); err != nil {
+			break
+		}
+		running++
+	}
+}
+
+// streamError is the error of a request whose instance could not be reached.
+func streamError(name string, err error) error {
+	return job.Errorf(job.CodeBadGateway, "service %s: %v", name, err)
+}
+
+// ConnectService returns a connection to a ready instance of d (a docker
+// service), holding one of its concurrency slots until the connection is
+// closed. It starts instances as needed, and waits (at most
+// ServicesConfig.MaxWait, or the service's start timeout, and never past
+// ctx) while they start.
+//
+// Errors, by code: unavailable when no instance is free in time, or the
+// service is at max_instances with every slot taken (Retry-After),
+// or no worker may run it; bad_gateway when the instance's worker cannot
+// reach it; too_many when the namespace's instance quota is taken.
+func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (net.Conn, error) {
+	s := o.svc
+	if d == nil || d.Service == nil {
+		return nil, job.Errorf(job.CodeNotFound, "not a docker service")
+	}
+	if _, err := job.ActsIn(ctx, d.Namespace); err != nil {
+		return nil, err
+	}
+	wait := s.cfg.MaxWait
+	if wait <= 0 {
+		wait = d.Service.StartTimeout()
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	begin := time.Now()
+	quota := o.Quotas(ctx, d.Namespace).MaxInstances
+	s.mu.Lock()
+	s.quotas[d.Namespace] = quota
+	if s.list == nil {
+		s.mu.Unlock()
+		return nil, job.Errorf(job.CodeUnavailable, "docker services are not served here")
+	}
+	sv := s.serviceLocked(d)
+	for {
+		now := time.Now()
+		if sv.removed {
+			s.mu.Unlock()
+			return nil, job.Errorf(job.CodeNotFound, "no service is deployed at %s", sv.name)
+		}
+		if in := sv.pickLocked(); in != nil {
+			in.inflight++
+			in.lastUsed = now
+			sess := in.host.sess
+			s.mu.Unlock()
+			s.m.wait.WithLabelValues(sv.label).Observe(time.Since(begin).Seconds())
+			c, err := s.open(ctx, sess, in)
+			if err != nil {
+				s.release(in)
+				return nil, streamError(sv.name, err)
+			}
+			return c, nil
+		}
+		if err := s.growLocked(ctx, sv, now); err != nil {
+			s.mu.Unlock()
+			if err == errBusy {
+				return nil, job.Errorf(job.CodeUnavailable, "service %s: all %d instances are busy (%d requests each)", sv.name, d.Service.MaxInstances, d.Service.Concurrency)
+			}
+			return nil, err
+		}
+		if sv.waiting >= s.cfg.MaxWaiting {
+			s.mu.Unlock()
+			return nil, job.Errorf(job.CodeUnavailable, "service %s: %d requests wait for an instance already", sv.name, sv.waiting)
+		}
+		sv.waiting++
+		ch := sv.changed
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-timer.C:
+			err = job.Errorf(job.CodeUnavailable, "service %s: no instance was free within %s", sv.name, wait)
+			s.mu.Lock()
+			if sv.noHost != nil {
+				err = sv.noHost
+			}
+			s.mu.Unlock()
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.mu.Lock()
+		sv.waiting--
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+}
+
+// open opens a stream to in over sess and asks the worker for in.
+func (s *services) open(ctx context.Context, sess *yamux.Session, in *instance) (net.Conn, error) {
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("open a stream to its worker: %w", err)
+	}
+	deadline := time.Now().Add(s.cfg.StreamOpenTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	st.SetDeadline(deadline)
+	if _, err := io.WriteString(st, "instance "+in.id+"\n"); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("write to its worker: %w", err)
+	}
+	line, br, err := agent.ReadHeader(st)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("read its worker's answer: %w", err)
+	}
+	if line != "ok" {
+		st.Close()
+		return nil, fmt.Errorf("its worker answered %q", job.CutText(line, agent.MaxHeader))
+	}
+	st.SetDeadline(time.Time{})
+	return &instanceConn{Stream: st, r: br, release: func() { s.release(in) }}, nil
+}
+
+// release gives back in's slot.
+func (s *services) release(in *instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in.inflight--
+	in.lastUsed = time.Now()
+	if in.gen != in.svc.gen && in.inflight == 0 && in.host != nil {
+		s.o.ReconcileServices()
+	}
+	in.svc.broadcast()
+}
+
+// instanceConn is a stream to an instance; closing it gives back its
+// slot.
+type instanceConn struct {
+	*yamux.Stream
+	r       io.Reader
+	once    sync.Once
+	release func()
+}
+
+func (c *instanceConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *instanceConn) Close() error {
+	err := c.Stream.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// ObserveServiceRequest records a request's latency to a service.
+func (o *Orchestrator) ObserveServiceRequest(d *job.Deployment, status int, took time.Duration) {
+	s := o.svc
+	s.mu.Lock()
+	label := "other"
+	if sv := s.svcs[d.Name()]; sv != nil {
+		label = sv.label
+	}
+	s.mu.Unlock()
+	s.m.latency.WithLabelValues(label, fmt.Sprintf("%dxx", status/100)).Observe(took.Seconds())
+}
+
+// ServiceInstances returns the instances of the service d, by creation.
+func (o *Orchestrator) ServiceInstances(d *job.Deployment) []job.InstanceView {
+	s := o.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sv := s.svcs[d.Name()]
+	out := []job.InstanceView{}
+	if sv == nil {
+		return out
+	}
+	for _, in := range sv.instances {
+		v := job.InstanceView{ID: in.id, Version: in.version, State: string(in.state), StartedAt: in.startedAt,
+			InFlight: in.inflight, Restarts: in.restarts, LastExit: in.lastExit}
+		if !in.readyAt.IsZero() {
+			t := in.readyAt
+			v.ReadyAt = &t
+		}
+		switch {
+		case in.host != nil:
+			v.WorkerID = in.host.w.id
+			v.WorkerName = in.host.w.name
+			if in.stopping {
+				v.State = "stopping"
+			}
+		case !in.retryAt.IsZero():
+			v.State = "restarting"
+		}
+		out = append(out, v)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
+}
+
+// ServiceLogs returns the recent output of the service d's instances, as
+// their workers reported it.
+func (o *Orchestrator) ServiceLogs(d *job.Deployment) string {
+	s := o.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sv := s.svcs[d.Name()]; sv != nil {
+		return string(sv.logs)
+	}
+	return ""
+}
+
+type serviceMetrics struct {
+	coldStarts   *prometheus.CounterVec
+	crashes      *prometheus.CounterVec
+	startSeconds *prometheus.HistogramVec
+	wait         *prometheus.HistogramVec
+	latency      *prometheus.HistogramVec
+}
+
+func newServiceMetrics(reg prometheus.Registerer, s *services) (*serviceMetrics, error) {
+	m := &serviceMetrics{
+		coldStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zerverless_service_cold_starts_total", Help: "Service instances started, by service.",
+		}, []string{"service"}),
+		crashes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zerverless_service_instance_exits_total", Help: "Service instances that ended unasked (crash, lost worker), by service.",
+		}, []string{"service"}),
+		startSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "zerverless_service_start_seconds", Help: "Time from start to ready of service instances, by service.", Buckets: latencyBuckets,
+		}, []string{"service"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "zerverless_service_wait_seconds", Help: "Time requests waited for a free instance, by service.", Buckets: latencyBuckets,
+		}, []string{"service"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "zerverless_service_request_seconds", Help: "Time to answer requests to services (to the end of the body), by service and status class.", Buckets: latencyBuckets,
+		}, []string{"service", "code"}),
+	}
+	instances := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zerverless_service_instances", Help: "Service instances running or starting now."},
+		func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			n := 0
+			for _, h := range s.hosts {
+				n += len(h.instances)
+			}
+			return float64(n)
+		})
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.coldStarts, m.crashes, m.startSeconds, m.wait, m.latency, instances} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// AcceptStreams checks a worker's stream connection before it is
+// upgraded: key must be the stream key of a live session that offers
+// services, presented from that session's address, with no stream
+// connection open. serve then runs the connection (a yamux client over
+// conn, the orchestrator opening the streams) until it or the session
+// ends.
+func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Conn), err error) {
+	h, err := o.svc.hostForKey(key, remote)
+	if err != nil {
+		return nil, err
+	}
+	return func(conn net.Conn) {
+		sess, err := yamux.Client(conn, agent.YamuxConfig())
+		if err != nil {
+			conn.Close()
+			return
+		}
+		defer sess.Close()
+		if !o.svc.attach(h, sess) {
+			return
+		}
+	}, nil
+}
