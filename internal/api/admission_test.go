@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -22,6 +24,8 @@ var openRoutes = []string{
 	"GET /volunteer/",
 	"GET /dashboard/",
 	"GET /api/openapi.json",
+	// Authenticated by the stream key of a worker session, not a token.
+	"GET /ws/streams",
 }
 
 // closedAPI is the API with the real token service: no open policy.
@@ -33,6 +37,7 @@ func closedAPI(t *testing.T) (platform *server, fns *functions, svc *apitest.Ser
 	cfg := DefaultConfig()
 	cfg.Volunteer = http.NotFoundHandler()
 	cfg.Dashboard = http.NotFoundHandler()
+	cfg.Streams = refuseStreams{}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("zerverless_up 1\n")) })
 	h, err := New(cfg, adm, svc, nil, metrics)
 	if err != nil {
@@ -43,6 +48,13 @@ func closedAPI(t *testing.T) (platform *server, fns *functions, svc *apitest.Ser
 		t.Fatal(err)
 	}
 	return h.(*server), fh.(*functions), svc, d
+}
+
+// refuseStreams knows no stream key.
+type refuseStreams struct{}
+
+func (refuseStreams) AcceptStreams(key, remote string) (func(net.Conn), error) {
+	return nil, errors.New("unknown stream key")
 }
 
 // concrete returns a path that pattern matches.

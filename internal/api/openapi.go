@@ -83,6 +83,8 @@ func operations() []operation {
 		{method: "GET", path: "/metrics", summary: "Prometheus metrics (text exposition format).", status: 200, rawResp: "text/plain"},
 		{method: "GET", path: "/ws/volunteer", summary: "The worker protocol (docs/protocol.md): a WebSocket upgrade; workers authenticate inside the protocol with a join token.",
 			open: true, status: 101, rawResp: "", errors: []int{400, 403}},
+		{method: "GET", path: "/ws/streams", summary: "A trusted worker's stream connection for docker service requests (docs/protocol.md, Services): a WebSocket upgrade carrying yamux, authenticated with Authorization: Bearer <stream_key> from its session.",
+			open: true, status: 101, rawResp: "", errors: []int{401, 409}},
 		{method: "GET", path: "/volunteer/", summary: "The browser volunteer page and its assets (any path below).", open: true, status: 200, rawResp: "text/html", errors: []int{404}},
 		{method: "GET", path: "/dashboard/", summary: "The dashboard page and its assets (any path below); it signs in with a token pasted in.", open: true, status: 200, rawResp: "text/html", errors: []int{404}},
 		{method: "GET", path: "/api/openapi.json", summary: "This document.", open: true, status: 200, rawResp: "application/json"},
