@@ -188,7 +188,13 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		_, _ = stdcopy.StdCopy(stdout, stderr, hj.Reader)
 	}()
 
-	if err := d.engine.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+	// Start is not interrupted either: a container can be running, and
+	// writing, before the engine answers, and a stop that comes then is
+	// the kill below, which keeps what the job wrote.
+	startCtx, cancelStart := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	err = d.engine.ContainerStart(startCtx, id, container.StartOptions{})
+	cancelStart()
+	if err != nil {
 		if runtime.Interrupted(ctx) != "" {
 			return job.Result{}, err
 		}

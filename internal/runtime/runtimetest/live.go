@@ -115,6 +115,6 @@ func testLive(t *testing.T, rt runtime.Runtime, p Programs) {
 		t.Fatalf("Status = %s (error %q), want canceled: the first line never reached the sink while the guest ran (sink holds %q)", res.Status, res.Error, rec.Text(job.LogStdout))
 	}
 	if !strings.Contains(res.Output, "first") {
-		t.Errorf("Output = %q, want it to hold the line the sink received", res.Output)
+		t.Errorf("Output = %q, want it to hold the line the sink received (result %+v)", res.Output, res)
 	}
 }
