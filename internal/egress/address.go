@@ -26,14 +26,22 @@ var blockedPrefixes = []struct {
 	{netip.MustParsePrefix("198.18.0.0/15"), "a benchmarking address"},
 	{netip.MustParsePrefix("240.0.0.0/4"), "a reserved address"},
 	{netip.MustParsePrefix("100::/64"), "a discard address"},
+	// Deprecated and tunnel forms that carry an IPv4 address or reach a
+	// site's own network: never a public destination.
+	{netip.MustParsePrefix("::/96"), "an IPv4-compatible IPv6 address (deprecated)"},
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), "an IPv4-translated IPv6 address"},
+	{netip.MustParsePrefix("fec0::/10"), "a site-local address (deprecated)"},
+	{netip.MustParsePrefix("2001::/32"), "a Teredo tunnel address"},
 	{netip.MustParsePrefix("2001:db8::/32"), "a documentation address"},
 }
 
 // Blocked says why addr may not be reached ("" when it may): loopback,
 // private (RFC 1918, unique-local), link-local (cloud metadata services
 // such as 169.254.169.254 are), carrier-grade NAT, unspecified,
-// multicast, broadcast and reserved addresses, an address embedded in a
-// NAT64 or 6to4 address that is one of those, and any address in local
+// multicast, broadcast and reserved addresses, IPv4-compatible,
+// IPv4-translated, site-local and Teredo IPv6 addresses, an address
+// embedded in a NAT64 or 6to4 address that is one of those, and any
+// address in local
 // (the worker's own interfaces' networks).
 func Blocked(addr netip.Addr, local []netip.Prefix) string {
 	addr = addr.Unmap()
