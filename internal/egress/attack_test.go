@@ -24,12 +24,16 @@ func TestBlockedDeprecatedForms(t *testing.T) {
 		"::127.0.0.1", "::7f00:1", "::a9fe:a9fe", "::10.0.0.1", "::1.1.1.1",
 		"::ffff:0:127.0.0.1", "::ffff:0:a9fe:a9fe", "::ffff:0:1.1.1.1",
 		"fec0::1", "feff::1", "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+		// NAT64 and 6to4 carrying 0.0.0.0, and local-use NAT64 (where it
+		// goes is the local network's choice), with 127.0.0.1 where RFC
+		// 6052 puts it for a /48 prefix.
+		"64:ff9b::", "64:ff9b::0.0.0.0", "2002::", "2002::1", "64:ff9b:1:7f00:0:100::",
 	} {
 		if Blocked(netip.MustParseAddr(a), nil) == "" {
 			t.Errorf("%s is not blocked", a)
 		}
 	}
-	for _, a := range []string{"2001:4860:4860::8888", "2a00:1450:4001::1", "8.8.8.8"} {
+	for _, a := range []string{"2001:4860:4860::8888", "2a00:1450:4001::1", "8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"} {
 		if why := Blocked(netip.MustParseAddr(a), nil); why != "" {
 			t.Errorf("%s is blocked: %s", a, why)
 		}
