@@ -267,3 +267,31 @@ func TestProxyUploadLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyHeldConnections: a connection that never finishes its request
+// (slowloris) takes none of the job's connections, and the end of the job
+// (Close) ends it and an idle tunnel alike.
+func TestProxyHeldConnections(t *testing.T) {
+	dial, _, _ := upstream(t)
+	res := &namesResolver{answer: map[string][]netip.Addr{"a.example": {netip.MustParseAddr("93.184.216.34")}}}
+	p := New(Config{Allow: patterns(t, "a.example:80"), Owner: patterns(t, "a.example:80"), Resolver: res, Dial: dial, MaxConns: 1})
+	var held []chan struct{}
+	for range 8 {
+		c, served := proxyClientDone(p)
+		defer c.Close()
+		go func() { _, _ = io.WriteString(c, "CONNECT a.example:80 HTTP/1.1\r\nX-Slow: ") }()
+		held = append(held, served)
+	}
+	tunnel, served := proxyClientDone(p)
+	defer tunnel.Close()
+	go func() { _, _ = io.WriteString(tunnel, "CONNECT a.example:80 HTTP/1.1\r\n\r\n") }()
+	br := bufio.NewReader(tunnel)
+	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("the tunnel beside the held connections: %q %v", line, err)
+	}
+	held = append(held, served)
+	p.Close()
+	for _, s := range held {
+		<-s
+	}
+}
