@@ -120,3 +120,38 @@ func TestEgressBuiltImageHasNoProxy(t *testing.T) {
 		t.Errorf("a job of the built image has env:\n%s", out.Output)
 	}
 }
+
+// TestEgressBuildCacheSeparatesEgress: what a RUN step fetched with one
+// egress list is not reused by the same Dockerfile with another list or
+// with none (which cannot fetch, so fails), and is with the same list.
+func TestEgressBuildCacheSeparatesEgress(t *testing.T) {
+	p, other := strconv.Itoa(mirror(t)), strconv.Itoa(mirror(t))
+	d := newTestRuntime(t, func(c *Config) {
+		agentConfig(t)(c)
+		c.Build = true
+		c.Egress = []string{"127.0.0.1:" + p, "127.0.0.1:" + other}
+	})
+	dockerfile := "FROM " + testImage + "\nRUN wget -q -O /fetched http://127.0.0.1:" + p + "/file"
+	build := func(egress ...string) job.Result {
+		b := buildTask("alice", dockerfile, nil)
+		if len(egress) > 0 {
+			b.Spec.Docker.Network = &job.Network{Egress: egress}
+		}
+		return run(t, d, b)
+	}
+	first := build("127.0.0.1:" + p)
+	wantStatus(t, first, job.StatusCompleted)
+	defer d.removeImage(first.Build.Image)
+	// Failed by the step's own wget, which had no network (code 1).
+	if none := build(); none.Status != job.StatusFailed || !strings.Contains(none.Error, "non-zero code: 1") || strings.Contains(none.Build.Log, "Using cache") {
+		t.Errorf("without egress: %s %q\n%s", none.Status, none.Error, none.Build.Log)
+	}
+	wider := build("127.0.0.1:"+p, "127.0.0.1:"+other)
+	wantStatus(t, wider, job.StatusCompleted)
+	if wider.Build.CacheHit || strings.Contains(wider.Build.Log, "Using cache") {
+		t.Errorf("another egress list used the first build's cache:\n%s", wider.Build.Log)
+	}
+	if same := build("127.0.0.1:" + p); same.Status != job.StatusCompleted || !same.Build.CacheHit && !strings.Contains(same.Build.Log, "Using cache") {
+		t.Errorf("the same egress list did not use the cache: %s\n%s", same.Status, same.Build.Log)
+	}
+}
