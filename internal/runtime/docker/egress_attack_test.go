@@ -155,3 +155,22 @@ func TestEgressBuildCacheSeparatesEgress(t *testing.T) {
 		t.Errorf("the same egress list did not use the cache: %s\n%s", same.Status, same.Build.Log)
 	}
 }
+
+// TestEgressRefusalsSurviveAFullBuildLog: a build that fills its log to
+// the cap before reaching for a host not on its list does not hide the
+// refusal: it is in the log still.
+func TestEgressRefusalsSurviveAFullBuildLog(t *testing.T) {
+	p, other := strconv.Itoa(mirror(t)), strconv.Itoa(mirror(t))
+	d := newTestRuntime(t, func(c *Config) {
+		agentConfig(t)(c)
+		c.Build = true
+		c.BuildLogBytes = 4096
+		c.Egress = []string{"127.0.0.1:" + p}
+	})
+	b := buildTask("alice", "FROM "+testImage+"\nRUN head -c 20000 /dev/zero; wget -q -O /f http://127.0.0.1:"+other+"/file", nil)
+	b.Spec.Docker.Network = &job.Network{Egress: []string{"127.0.0.1:" + p}}
+	res := run(t, d, b)
+	if res.Status != job.StatusFailed || !strings.Contains(res.Build.Log, "egress: refused 127.0.0.1:"+other+": not on the allow-list") {
+		t.Fatalf("%s %q, log of %d bytes ends %q", res.Status, res.Error, len(res.Build.Log), strings.ReplaceAll(res.Build.Log[max(0, len(res.Build.Log)-300):], "\x00", ""))
+	}
+}
