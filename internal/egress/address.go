@@ -26,15 +26,26 @@ var blockedPrefixes = []struct {
 	{netip.MustParsePrefix("198.18.0.0/15"), "a benchmarking address"},
 	{netip.MustParsePrefix("240.0.0.0/4"), "a reserved address"},
 	{netip.MustParsePrefix("100::/64"), "a discard address"},
+	// Deprecated and tunnel forms that carry an IPv4 address or reach a
+	// site's own network: never a public destination.
+	{netip.MustParsePrefix("::/96"), "an IPv4-compatible IPv6 address (deprecated)"},
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), "an IPv4-translated IPv6 address"},
+	{netip.MustParsePrefix("fec0::/10"), "a site-local address (deprecated)"},
+	{netip.MustParsePrefix("2001::/32"), "a Teredo tunnel address"},
+	// Where a local-use translator sends it is the local network's
+	// choice, its own addresses among them.
+	{netip.MustParsePrefix("64:ff9b:1::/48"), "a local-use NAT64 address"},
 	{netip.MustParsePrefix("2001:db8::/32"), "a documentation address"},
 }
 
 // Blocked says why addr may not be reached ("" when it may): loopback,
 // private (RFC 1918, unique-local), link-local (cloud metadata services
 // such as 169.254.169.254 are), carrier-grade NAT, unspecified,
-// multicast, broadcast and reserved addresses, an address embedded in a
-// NAT64 or 6to4 address that is one of those, and any address in local
-// (the worker's own interfaces' networks).
+// multicast, broadcast and reserved addresses, IPv4-compatible,
+// IPv4-translated, site-local, Teredo and local-use NAT64 IPv6
+// addresses, an address embedded in a NAT64 or 6to4 address that is one
+// of those, and any address in local (the worker's own interfaces'
+// networks).
 func Blocked(addr netip.Addr, local []netip.Prefix) string {
 	addr = addr.Unmap()
 	switch {
@@ -56,21 +67,9 @@ func Blocked(addr netip.Addr, local []netip.Prefix) string {
 			return b.why
 		}
 	}
-	if addr.Is6() {
-		b := addr.As16()
-		var v4 [4]byte
-		switch {
-		case netip.MustParsePrefix("64:ff9b::/96").Contains(addr), netip.MustParsePrefix("64:ff9b:1::/48").Contains(addr):
-			copy(v4[:], b[12:])
-		case netip.MustParsePrefix("2002::/16").Contains(addr):
-			copy(v4[:], b[2:6])
-		default:
-			v4 = [4]byte{}
-		}
-		if v4 != [4]byte{} {
-			if why := Blocked(netip.AddrFrom4(v4), local); why != "" {
-				return why + ", embedded in an IPv6 address"
-			}
+	for _, v4 := range embeddedIPv4(addr) {
+		if why := Blocked(v4, local); why != "" {
+			return why + ", embedded in an IPv6 address"
 		}
 	}
 	for _, p := range local {
@@ -80,6 +79,29 @@ func Blocked(addr netip.Addr, local []netip.Prefix) string {
 	}
 	return ""
 }
+
+// embeddedIPv4 returns the IPv4 addresses a NAT64 or 6to4 address
+// carries: at the end of a well-known 64:ff9b::/96 NAT64 address, after
+// 2002: in a 6to4 one. An all-zero embedded address is one too (0.0.0.0
+// is this network).
+func embeddedIPv4(addr netip.Addr) []netip.Addr {
+	if !addr.Is6() {
+		return nil
+	}
+	b := addr.As16()
+	switch {
+	case nat64.Contains(addr):
+		return []netip.Addr{netip.AddrFrom4([4]byte(b[12:16]))}
+	case sixToFour.Contains(addr):
+		return []netip.Addr{netip.AddrFrom4([4]byte(b[2:6]))}
+	}
+	return nil
+}
+
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+)
 
 // LocalPrefixes returns the networks of the machine's interfaces (each
 // interface address with its mask, so the whole network it is on), the

@@ -21,7 +21,9 @@ import (
 	"github.com/zerverless/zerverless/internal/job"
 )
 
-// Resolver resolves a destination's name; *net.Resolver implements it.
+// Resolver resolves a destination's name, which the proxy passes
+// absolute (ending in a dot) so that no search domain is appended;
+// *net.Resolver implements it.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
@@ -182,6 +184,9 @@ func (p *Proxy) connect(ctx context.Context, host, portStr string) (net.Conn, *d
 	}
 	port := uint16(n)
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" || strings.HasSuffix(host, ".") {
+		return nil, nil, "not a host name"
+	}
 	match := func(ps []job.EgressPattern) bool {
 		return slices.ContainsFunc(ps, func(q job.EgressPattern) bool { return q.Matches(host, port) })
 	}
@@ -199,7 +204,8 @@ func (p *Proxy) connect(ctx context.Context, host, portStr string) (net.Conn, *d
 		addrs = []netip.Addr{a.Unmap()}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-		addrs, err = p.cfg.Resolver.LookupNetIP(rctx, "ip", host)
+		// Absolute: the worker's search domains do not extend the name.
+		addrs, err = p.cfg.Resolver.LookupNetIP(rctx, "ip", host+".")
 		cancel()
 		if err != nil || len(addrs) == 0 {
 			return nil, nil, fmt.Sprintf("cannot resolve the name: %v", err)

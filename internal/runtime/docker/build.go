@@ -404,7 +404,8 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 	ctx, stopBuild := context.WithCancel(ctx)
 	defer stopBuild()
 	logBuf := runtime.Output(ctx, job.LogStderr, d.cfg.BuildLogBytes)
-	defer func() { br.Log = logBuf.String() }()
+	var egressNotes string
+	defer func() { br.Log = appendLines(logBuf.String(), egressNotes) }()
 	x := &executor{d: d, t: t, cgroup: cgroup, deadline: deadline, disk: d.newDiskWatch(ctx, stopBuild),
 		log: logBuf, ctxFile: ctxFile, contextDigest: contextDigest}
 	if x.egress, err = d.startEgress(ctx, t.JobID, t.Spec.EgressOf(), "build-relay", deadline); err != nil {
@@ -414,7 +415,7 @@ func (d *Docker) engineBuild(ctx context.Context, t *job.Task, key, dockerfile s
 		}
 		return failed(fmt.Sprintf("build: %v", err))
 	}
-	defer x.endEgress(br)
+	defer func() { egressNotes = x.endEgress(br) }()
 	if x.ignore, err = contextIgnore(ctxFile); err != nil {
 		return failed(fmt.Sprintf("build context: .dockerignore: %v", err))
 	}

@@ -170,6 +170,17 @@ func (e *egressRun) notes() string {
 	return strings.Join(n, "\n") + "\n"
 }
 
+// appendLines returns log with lines after it, on a line of their own.
+func appendLines(log, lines string) string {
+	if lines == "" {
+		return log
+	}
+	if log != "" && !strings.HasSuffix(log, "\n") {
+		log += "\n"
+	}
+	return log + lines
+}
+
 // report ends e and writes what the job's egress did into res: the
 // destinations, the refusals at the end of stderr, and a job that the
 // byte limit cut fails saying so.
@@ -179,12 +190,7 @@ func (e *egressRun) report(res *job.Result) {
 	}
 	e.end()
 	res.Egress = e.proxy.Records()
-	if n := e.notes(); n != "" {
-		if res.Stderr != "" && !strings.HasSuffix(res.Stderr, "\n") {
-			res.Stderr += "\n"
-		}
-		res.Stderr += n
-	}
+	res.Stderr = appendLines(res.Stderr, e.notes())
 	if cut := e.proxy.Cut(); cut != "" && (res.Status == job.StatusCompleted || res.Status == job.StatusFailed) {
 		msg := "egress limit: " + cut
 		if res.ExitCode != 0 {
@@ -194,15 +200,16 @@ func (e *egressRun) report(res *job.Result) {
 	}
 }
 
-// endEgress ends the build's egress, if it has one, and reports it in br
-// and the build log.
-func (x *executor) endEgress(br *job.BuildResult) {
+// endEgress ends the build's egress, if it has one, reports its
+// destinations in br and returns its refusal lines, for the end of the
+// build log past its cap: a build that fills its log does not hide them.
+func (x *executor) endEgress(br *job.BuildResult) string {
 	if x.egress == nil {
-		return
+		return ""
 	}
 	x.egress.end()
 	br.Egress = x.egress.proxy.Records()
-	_, _ = x.log.Write([]byte(x.egress.notes()))
+	return x.egress.notes()
 }
 
 // egressCut says, for a build's error, that its egress byte limit cut
