@@ -28,6 +28,11 @@ type Docker struct {
 	agentRef string // the agent image, once imported
 
 	pool   kitPool
+	pools  pools
+	// skipPools and poolSync are for tests: every job misses its pool (a
+	// cold start with pools on), or one that misses makes a prewarmed
+	// container and runs in it.
+	skipPools, poolSync bool
 	images imageCache
 
 	upkeep upkeep
@@ -102,6 +107,7 @@ func (d *Docker) Close(ctx context.Context) error {
 	d.closed.Do(func() {
 		d.stopUpkeep()
 		d.drainPool()
+		d.closePools()
 	})
 	if err := d.Idle(ctx); err != nil {
 		return fmt.Errorf("docker: close: %w", err)

@@ -8,10 +8,12 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/zerverless/zerverless/internal/agent"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime"
 )
@@ -95,6 +97,10 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		imageVolumes = sortedKeys(info.Config.Volumes)
 	}
 
+	if res, ok, err := d.runWarm(ctx, t, lim, info, imageVolumes); ok {
+		return res, err
+	}
+
 	deadline, _ := ctx.Deadline()
 	k, err := d.prepareKit(ctx, t, sortedValues(ds.Volumes), deadline)
 	if err != nil {
@@ -148,20 +154,22 @@ type execution struct {
 	id   string
 	task *job.Task
 	kit  *kit
+	// warm is the prewarmed container the run uses, waiting for job
+	// (pool.go); nil for a container created for the run.
+	warm     *pooled
+	job      agent.Job
+	stopWait context.CancelFunc
 }
 
 // start attaches, starts, waits and collects the result.
 func (r *execution) start(ctx context.Context) (job.Result, error) {
 	d, id := r.d, r.id
-	hj, err := d.engine.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
+	hj, waitC, waitErrC, err := r.attach(ctx)
 	if err != nil {
-		return job.Result{}, fmt.Errorf("attach: %w", err)
+		return job.Result{}, err
 	}
 	defer hj.Close()
-	// The wait outlives ctx: after a kill the exit is still awaited.
-	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWait()
-	waitC, waitErrC := d.engine.ContainerWait(waitCtx, id, container.WaitConditionNextExit)
+	defer r.stopWait()
 
 	outCap := r.task.Limits.OutputBytes
 	if outCap <= 0 {
@@ -175,7 +183,7 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		_, _ = stdcopy.StdCopy(stdout, stderr, hj.Reader)
 	}()
 
-	if err := d.engine.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+	if err := r.begin(ctx); err != nil {
 		if runtime.Interrupted(ctx) != "" {
 			return job.Result{}, err
 		}
@@ -245,7 +253,9 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 			res.OOMKilled = true
 		}
 		res.ExitCode = info.State.ExitCode
-		if s, f := parseTime(info.State.StartedAt), parseTime(info.State.FinishedAt); !s.IsZero() && f.After(s) {
+		// A prewarmed container started before its job: its run time is
+		// the job's, measured here.
+		if s, f := parseTime(info.State.StartedAt), parseTime(info.State.FinishedAt); r.warm == nil && !s.IsZero() && f.After(s) {
 			res.DurationMS = f.Sub(s).Milliseconds()
 		}
 	}
@@ -295,6 +305,33 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		res.Status = job.StatusCompleted
 	}
 	return res, nil
+}
+
+// attach returns the container's attach stream and wait; the wait
+// outlives ctx: after a kill the exit is still awaited. Closing the
+// stream, and the wait, is the caller's.
+func (r *execution) attach(ctx context.Context) (types.HijackedResponse, <-chan container.WaitResponse, <-chan error, error) {
+	if c := r.warm; c != nil {
+		// A prewarmed container was attached to, and its wait made, with it.
+		r.stopWait = c.stopWait
+		return c.hj, c.waitC, c.waitErrC, nil
+	}
+	hj, err := r.d.engine.ContainerAttach(ctx, r.id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return hj, nil, nil, fmt.Errorf("attach: %w", err)
+	}
+	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
+	r.stopWait = stopWait
+	waitC, waitErrC := r.d.engine.ContainerWait(waitCtx, r.id, container.WaitConditionNextExit)
+	return hj, waitC, waitErrC, nil
+}
+
+// begin starts the container, or hands a prewarmed one its job.
+func (r *execution) begin(ctx context.Context) error {
+	if r.warm != nil {
+		return r.warm.send(r.job)
+	}
+	return r.d.engine.ContainerStart(ctx, r.id, container.StartOptions{})
 }
 
 func (r *execution) memoryMB() int64 {

@@ -141,6 +141,7 @@ func (d *Docker) upkeepOnce() {
 	if d.ensureStarted(ctx) != nil {
 		return
 	}
+	d.maintainPools()
 	if n, err := d.Reap(ctx); err != nil {
 		d.cfg.Logger.Warn("docker reap of expired containers failed", "worker_id", d.cfg.WorkerID, "err", err)
 	} else if n > 0 {
@@ -156,11 +157,14 @@ func (d *Docker) startUp(ctx context.Context) {
 	} else if n > 0 {
 		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", d.cfg.WorkerID)
 	}
+	// Prewarmed containers stopped with the engine.
+	d.dropPools()
 	if d.cfg.Build {
 		if err := d.LoadBuilt(ctx); err != nil {
 			log.Warn("built images of a previous run", "worker_id", d.cfg.WorkerID, "err", err)
 		}
 	}
+	d.startPrewarm()
 	if len(d.cfg.Prepull) == 0 {
 		return
 	}
@@ -208,6 +212,7 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
+	leaseDeadlines(cs)
 	n := 0
 	var errs []error
 	volumesOf := func(c container.Summary) []string {
