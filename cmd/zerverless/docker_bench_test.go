@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime/docker"
 )
@@ -17,13 +18,32 @@ import (
 // embedded worker, the container under the strict profile, the result
 // back, a blocking GET — and with `docker run --rm` under the same profile
 // flags, alternating, in one process; it prints p50/p95 of each and the
-// ratio of the p50s (below 1: Zerverless is faster).
+// ratio of the p50s (below 1: Zerverless is faster). "cold" runs each job
+// on a container created for it (no pools); "warm" lets the worker keep
+// prewarmed containers (its pool grows from the first cold start and is
+// refilled between jobs), and reports the share of jobs that ran warm.
 //
 //	go test ./cmd/zerverless -run '^$' -bench DockerEndToEnd -benchtime 30x
 func BenchmarkDockerEndToEnd(b *testing.B) {
+	for _, warm := range []bool{false, true} {
+		b.Run(map[bool]string{false: "cold", true: "warm"}[warm], func(b *testing.B) { benchDockerEndToEnd(b, warm) })
+	}
+}
+
+func benchDockerEndToEnd(b *testing.B, warm bool) {
 	img := testImage(b, "zerverless-test/busybox:e2e")
 	cfg := dockerServerConfig(b, 1)
 	cfg.Log = nil
+	cfg.Runtimes.DockerConfig.PoolMax = 0
+	if warm {
+		bin, err := dockertest.AgentBinary()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.Runtimes.DockerConfig.AgentBinary = bin
+		cfg.Runtimes.DockerConfig.PoolMax = 4
+	}
+	warmRuns := 0
 	_, c := startServer(b, cfg)
 	dc := docker.DefaultConfig()
 	args := []string{"run", "--rm",
@@ -42,7 +62,10 @@ func BenchmarkDockerEndToEnd(b *testing.B) {
 			b.Fatal(err)
 		}
 		if v, err = c.Job(ctx, v.ID, 30*time.Second); err != nil || v.Status != job.StatusCompleted || v.Output != "hello\n" {
-			b.Fatalf("job: %v %s %q %q", err, v.Status, v.Output, v.Error)
+			b.Fatalf("job: %v %s %q %+v", err, v.Status, v.Reason, v.ResultView)
+		}
+		if v.WarmStart {
+			warmRuns++
 		}
 		return time.Since(t0)
 	}
@@ -56,6 +79,7 @@ func BenchmarkDockerEndToEnd(b *testing.B) {
 	viaPlatform()
 	viaCLI()
 	var zv, dr []time.Duration
+	warmRuns = 0
 	b.ResetTimer()
 	for range b.N {
 		zv = append(zv, viaPlatform())
@@ -70,6 +94,8 @@ func BenchmarkDockerEndToEnd(b *testing.B) {
 	b.ReportMetric(pct(dr, 50), "docker-run-p50-ms")
 	b.ReportMetric(pct(dr, 95), "docker-run-p95-ms")
 	b.ReportMetric(pct(zv, 50)/pct(dr, 50), "p50-ratio")
+	b.ReportMetric(float64(warmRuns)/float64(len(zv)), "warm-share")
+	b.Logf("warm %v: %d of %d jobs ran warm", warm, warmRuns, len(zv))
 	b.Logf("n=%d through Zerverless p50 %.0fms p95 %.0fms | docker run --rm p50 %.0fms p95 %.0fms | p50 ratio %.2f",
 		len(zv), pct(zv, 50), pct(zv, 95), pct(dr, 50), pct(dr, 95), pct(zv, 50)/pct(dr, 50))
 }

@@ -7,8 +7,9 @@ import (
 	"github.com/zerverless/zerverless/internal/runtime/runtimetest"
 )
 
-func TestConformance(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestConformance(t *testing.T) { poolModes(t, nil, testConformance) }
+
+func testConformance(t *testing.T, d *Docker) {
 	spec := func(argv ...string) job.Spec {
 		return job.Spec{Docker: &job.DockerSpec{Image: testImage, Command: argv}}
 	}

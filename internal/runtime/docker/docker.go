@@ -27,13 +27,13 @@ type Docker struct {
 	agentMu  sync.Mutex
 	agentRef string // the agent image, once imported
 
-	pool   kitPool
-	pools  pools
+	pool  kitPool
+	pools pools
 	// skipPools and poolSync are for tests: every job misses its pool (a
 	// cold start with pools on), or one that misses makes a prewarmed
 	// container and runs in it.
 	skipPools, poolSync bool
-	images imageCache
+	images              imageCache
 
 	upkeep upkeep
 

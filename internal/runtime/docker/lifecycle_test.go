@@ -211,10 +211,16 @@ func freeDisk(t *testing.T) int64 {
 // limits: the kernel refuses the write, the job fails saying which volume
 // is full, the host's disk takes none of it, and nothing is left.
 func TestDiskLimits(t *testing.T) {
-	// Large enough that what other users of the machine's disk write
-	// meanwhile stays under it; a broken bound writes until the timeout.
-	const limitMB = 256
-	d := newTestRuntime(t, func(c *Config) { c.VolumeMB = limitMB; c.VolumeInodes = 500 })
+	poolModes(t, func(c *Config) { c.VolumeMB = diskLimitMB; c.VolumeInodes = 500 }, testDiskLimits)
+}
+
+// diskLimitMB is large enough that what other users of the machine's
+// disk write meanwhile stays under it; a broken bound writes until the
+// timeout.
+const diskLimitMB = 256
+
+func testDiskLimits(t *testing.T, d *Docker) {
+	const limitMB = diskLimitMB
 	volImage := "zerverless-test/volume:" + randomHex(4)
 	importWithChanges(t, volImage, []string{"VOLUME /declared"})
 	flood := `cat /dev/zero > %s/big; echo "write: $?"`
@@ -289,8 +295,9 @@ func importWithChanges(t *testing.T, ref string, changes []string) {
 // /output names that clients would split or join wrongly (a backslash, a
 // newline, another control character, invalid UTF-8) are left out, and the
 // result says so.
-func TestOutputUnsafeNames(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestOutputUnsafeNames(t *testing.T) { poolModes(t, nil, testOutputUnsafeNames) }
+
+func testOutputUnsafeNames(t *testing.T, d *Docker) {
 	res := sh(t, d, `cd /output && echo ok > ok.txt && echo x > 'a\b' && echo x > "$(printf 'new\nline')" &&
 mkdir 'd\x' && echo x > 'd\x/f' && echo x > "$(printf 'tab\tname')" && echo x > "$(printf 'bad\377')"`)
 	wantStatus(t, res, job.StatusCompleted)

@@ -139,7 +139,8 @@ func leftovers(t testing.TB, workerID string) int {
 	return len(cs) + len(vs.Volumes)
 }
 
-// jobContainers lists the containers that run jobID (not its holder).
+// jobContainers lists the containers that run jobID (not its holder): the
+// one created for it, or the prewarmed one it took, renamed for it.
 func jobContainers(t testing.TB, jobID string) []container.Summary {
 	t.Helper()
 	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
@@ -147,7 +148,12 @@ func jobContainers(t testing.TB, jobID string) []container.Summary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs
+	warm, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelPool), filters.Arg("name", containerName(jobID)[:len(containerName(jobID))-8]))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(cs, warm...)
 }
 
 // eventually polls f until it returns nil or d passes.

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"testing"
+	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -46,4 +47,20 @@ func TestPoolSmoke(t *testing.T) {
 		wantWarm(t, d, res)
 		t.Logf("%+v", res)
 	})
+}
+
+func TestPoolSequence(t *testing.T) {
+	d := newTestRuntime(t, agentConfig(t))
+	warm := 0
+	for i := range 6 {
+		res := sh(t, d, "echo hi")
+		if res.Status != job.StatusCompleted {
+			t.Fatalf("run %d: %+v", i, res)
+		}
+		if res.WarmStart {
+			warm++
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("%d warm", warm)
 }
