@@ -102,22 +102,29 @@ func TestTwoWorkersOneEngine(t *testing.T) {
 
 // startCrashChild starts a worker process that runs one job (sleep 600,
 // under timeout) with workerID, and returns once its container runs.
-func startCrashChild(t *testing.T, workerID string, timeout time.Duration) *exec.Cmd {
+func startCrashChild(t *testing.T, workerID string, timeout time.Duration, warm bool) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+workerID, "ZERVERLESS_DOCKER_TEST_IMAGE="+testImage,
 		"ZERVERLESS_DOCKER_TEST_TIMEOUT="+timeout.String())
+	if warm {
+		bin, err := dockertest.AgentBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, crashChildWarmEnv+"="+bin)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	eventually(t, 30*time.Second, func() error {
-		cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{Filters: filters.NewArgs(
-			filters.Arg("label", LabelWorkerID+"="+workerID), filters.Arg("label", LabelRole+"=job"))})
-		if err != nil || len(cs) == 0 {
-			return fmt.Errorf("no running job container of the child worker yet (%v)", err)
+		for _, c := range jobContainers(t, "crash-"+workerID) {
+			if c.State == "running" {
+				return nil
+			}
 		}
-		return nil
+		return errors.New("no running job container of the child worker yet")
 	})
 	return cmd
 }
@@ -127,15 +134,22 @@ func startCrashChild(t *testing.T, workerID string, timeout time.Duration) *exec
 // worker's container and volumes are gone within a minute of the job's
 // deadline, though no worker with the dead one's id ever starts again.
 func TestKilledWorkersContainerIsReaped(t *testing.T) {
-	dead := testWorkerPrefix + "dead-" + randomHex(3)
-	cmd := startCrashChild(t, dead, 5*time.Second)
-	// The job's container: the child's warm holders carry deadlines of
-	// their own, minutes away.
-	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead), filters.Arg("label", LabelRole+"=job"))})
-	if err != nil || len(cs) != 1 {
-		t.Fatalf("job containers of the child: %v %v", cs, err)
+	for _, warm := range []bool{false, true} {
+		t.Run(map[bool]string{false: "cold", true: "warm"}[warm], func(t *testing.T) { testKilledWorkersContainerIsReaped(t, warm) })
 	}
+}
+
+func testKilledWorkersContainerIsReaped(t *testing.T, warm bool) {
+	dead := testWorkerPrefix + "dead-" + randomHex(3)
+	cmd := startCrashChild(t, dead, 5*time.Second, warm)
+	// The job's container: the child's warm holders and prewarmed
+	// containers carry deadlines of their own, minutes away; a prewarmed
+	// container that a job took has the job's in its name.
+	cs := jobContainers(t, "crash-"+dead)
+	if len(cs) != 1 {
+		t.Fatalf("job containers of the child: %v", cs)
+	}
+	leaseDeadlines(cs)
 	secs, err := strconv.ParseInt(cs[0].Labels[LabelDeadline], 10, 64)
 	if err != nil {
 		t.Fatalf("the job container has no deadline label: %v", cs[0].Labels)

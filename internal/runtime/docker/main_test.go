@@ -165,6 +165,10 @@ func eventually(t testing.TB, d time.Duration, f func() error) {
 // crashChild is the body of a worker process that a test kills mid-job.
 const crashChildEnv = "ZERVERLESS_DOCKER_TEST_CRASH_WORKER"
 
+// crashChildWarmEnv names the agent of a crash child whose job runs in a
+// prewarmed container.
+const crashChildWarmEnv = "ZERVERLESS_DOCKER_TEST_CRASH_AGENT"
+
 func crashChild() {
 	c, err := NewClient()
 	if err != nil {
@@ -172,10 +176,12 @@ func crashChild() {
 	}
 	cfg := DefaultConfig()
 	cfg.WorkerID = os.Getenv(crashChildEnv)
+	cfg.AgentBinary = os.Getenv(crashChildWarmEnv)
 	d, err := New(cfg, c)
 	if err != nil {
 		os.Exit(3)
 	}
+	d.poolSync = cfg.AgentBinary != ""
 	t := testTask("crash-"+cfg.WorkerID, os.Getenv("ZERVERLESS_DOCKER_TEST_IMAGE"), "sleep", "600")
 	if s := os.Getenv("ZERVERLESS_DOCKER_TEST_TIMEOUT"); s != "" {
 		t.Timeout, _ = time.ParseDuration(s)
