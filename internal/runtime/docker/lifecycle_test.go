@@ -157,7 +157,9 @@ func testKilledWorkersContainerIsReaped(t *testing.T, warm bool) {
 	deadline := time.Unix(secs, 0)
 	var vols []string
 	for _, m := range cs[0].Mounts {
-		if m.Type == "volume" {
+		// The agent's volume is the runtime's, shared by its prewarmed
+		// containers: Sweep removes it, with them.
+		if m.Type == "volume" && m.Destination != agentDir {
 			vols = append(vols, m.Name)
 		}
 	}
@@ -177,9 +179,11 @@ func testKilledWorkersContainerIsReaped(t *testing.T, warm bool) {
 		if err != nil {
 			return err
 		}
+		var left []string
 		for _, c := range cs {
 			if slices.ContainsFunc(c.Mounts, func(m container.MountPoint) bool { return slices.Contains(vols, m.Name) }) {
 				n++
+				left = append(left, c.Names[0]+" "+c.Labels[LabelRole]+" "+c.State)
 			}
 		}
 		vs, err := testEngine.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead))})
@@ -189,10 +193,11 @@ func testKilledWorkersContainerIsReaped(t *testing.T, warm bool) {
 		for _, v := range vs.Volumes {
 			if slices.Contains(vols, v.Name) {
 				n++
+				left = append(left, v.Name)
 			}
 		}
 		if n > 0 {
-			return fmt.Errorf("%d containers or volumes of the killed worker's job remain", n)
+			return fmt.Errorf("%d containers or volumes of the killed worker's job remain: %v", n, left)
 		}
 		return nil
 	})

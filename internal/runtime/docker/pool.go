@@ -132,6 +132,8 @@ type pools struct {
 	count  int   // containers ready or being made
 	memory int64 // their memory limits
 	closed bool
+	// startedUp is set by the runtime's first start-up (enginesBack).
+	startedUp bool
 
 	hits, misses, made uint64
 	readyTotal         time.Duration
@@ -571,6 +573,19 @@ func (d *Docker) maintainPools() {
 			continue
 		}
 		d.refillLocked(p)
+	}
+}
+
+// enginesBack drops the pools when the engine came back after being away
+// (it stopped their containers); the runtime's first start-up keeps them.
+func (d *Docker) enginesBack() {
+	ps := &d.pools
+	ps.mu.Lock()
+	again := ps.startedUp
+	ps.startedUp = true
+	ps.mu.Unlock()
+	if again {
+		d.dropPools()
 	}
 }
 

@@ -157,7 +157,7 @@ func TestPoolSizing(t *testing.T) {
 	t.Run("grow, refill, shrink", func(t *testing.T) {
 		d := newTestRuntime(t, func(c *Config) {
 			agentConfig(t)(c)
-			c.PoolTTL = 3 * time.Second
+			c.PoolTTL = 20 * time.Second
 			c.UpkeepInterval = 500 * time.Millisecond
 		})
 		d.Start()

@@ -157,8 +157,7 @@ func (d *Docker) startUp(ctx context.Context) {
 	} else if n > 0 {
 		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", d.cfg.WorkerID)
 	}
-	// Prewarmed containers stopped with the engine.
-	d.dropPools()
+	d.enginesBack()
 	if d.cfg.Build {
 		if err := d.LoadBuilt(ctx); err != nil {
 			log.Warn("built images of a previous run", "worker_id", d.cfg.WorkerID, "err", err)
@@ -218,7 +217,9 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 	volumesOf := func(c container.Summary) []string {
 		var vols []string
 		for _, m := range c.Mounts {
-			if m.Type == "volume" && m.Name != "" {
+			// The agent's volume is shared by a runtime's prewarmed
+			// containers (pool.go) and goes with the runtime.
+			if m.Type == "volume" && m.Name != "" && m.Destination != agentDir {
 				vols = append(vols, m.Name)
 			}
 		}
