@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,11 @@ type workerFlags struct {
 	dockerBuildCPUs     float64
 	dockerBuildPids     int64
 	dockerBuildDiskMB   int
+
+	dockerPoolMax      int
+	dockerPoolMemoryMB int
+	dockerPoolTTL      time.Duration
+	dockerPrewarm      string
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -92,6 +98,10 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.dockerBuildPids, "docker-build-pids", dd.BuildPids, "processes of all of a build's RUN steps together")
 	fs.IntVar(&f.dockerBuildDiskMB, "docker-build-disk-mb", dd.BuildDiskMB, "disk all of a build's RUN steps may write together, in MiB; past it the build fails (0: no limit)")
 	fs.StringVar(&f.dockerAgent, "docker-agent", "", "static executable whose 'relay' mode carries the network of containers that have none (services, egress); default: this program when it was built with CGO_ENABLED=0, else none and this worker runs nothing that needs it")
+	fs.IntVar(&f.dockerPoolMax, "docker-pool-max", dd.PoolMax, "prewarmed containers kept at most, over all images, for faster container jobs (0: none; needs the agent, see --docker-agent)")
+	fs.IntVar(&f.dockerPoolMemoryMB, "docker-pool-memory-mb", dd.PoolMemoryMB, "memory limits of all prewarmed containers together, in MiB")
+	fs.DurationVar(&f.dockerPoolTTL, "docker-pool-ttl", dd.PoolTTL, "how long a prewarmed container waits for a job, and a pool may go unused before it shrinks")
+	fs.StringVar(&f.dockerPrewarm, "docker-prewarm", "", "comma-separated IMAGE=COUNT: containers to keep prewarmed from the start for jobs of IMAGE with the default resources and no input (e.g. alpine:latest=2)")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -159,7 +169,35 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	dc.BuildCPUs = f.dockerBuildCPUs
 	dc.BuildPids = f.dockerBuildPids
 	dc.BuildDiskMB = f.dockerBuildDiskMB
+	dc.PoolMax = f.dockerPoolMax
+	dc.PoolMemoryMB = f.dockerPoolMemoryMB
+	dc.PoolTTL = f.dockerPoolTTL
+	prewarm, err := parsePrewarm(f.dockerPrewarm)
+	if err != nil {
+		return err
+	}
+	dc.Prewarm = prewarm
 	return nil
+}
+
+// parsePrewarm parses --docker-prewarm: IMAGE=COUNT, comma-separated.
+func parsePrewarm(s string) (map[string]int, error) {
+	var out map[string]int
+	for _, item := range splitList(s) {
+		i := strings.LastIndexByte(item, '=')
+		n := 0
+		if i > 0 {
+			n, _ = strconv.Atoi(item[i+1:])
+		}
+		if i <= 0 || n <= 0 {
+			return nil, fmt.Errorf("--docker-prewarm: %q is not IMAGE=COUNT with a positive count", item)
+		}
+		if out == nil {
+			out = map[string]int{}
+		}
+		out[item[:i]] += n
+	}
+	return out, nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

@@ -724,3 +724,17 @@ func (d *Docker) startPrewarm() {
 		}
 	}()
 }
+
+// PoolStatus is PoolStats as the worker reports it, with at most max
+// image references; nil when the runtime keeps no pools.
+func (d *Docker) PoolStatus(max int) *job.DockerPool {
+	if !d.poolsOn() {
+		return nil
+	}
+	s := d.PoolStats()
+	if len(s.Images) > max {
+		s.Images = s.Images[:max]
+	}
+	return &job.DockerPool{Ready: s.Ready, WarmImages: s.Images, Hits: s.Hits, Misses: s.Misses,
+		ReadyMS: float64(s.ReadyTime.Microseconds()) / 1000}
+}
