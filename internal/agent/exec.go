@@ -17,6 +17,11 @@ import (
 // "/.zerverless/agent exec" (see Exec).
 const ExecCommand = "exec"
 
+// Taken is what an exec agent writes to its standard error once it has
+// read its job, before anything of the job: a container that exits
+// without writing it never became its job.
+const Taken = "\x00zerverless-exec-taken\n"
+
 // MaxJobBytes bounds the job message an exec agent reads.
 const MaxJobBytes = 8 << 20
 
@@ -51,6 +56,11 @@ func Exec(args []string, stdin io.Reader, stderr io.Writer) int {
 	j, err := readJob(stdin)
 	if err != nil {
 		fmt.Fprintf(stderr, "zerverless: %v\n", err)
+		return 2
+	}
+	// The worker strips this from the stream: it says the job was taken,
+	// so what follows is the job's.
+	if _, err := io.WriteString(stderr, Taken); err != nil {
 		return 2
 	}
 	env := jobEnv(j.Env, os.Getenv("HOSTNAME"), os.Getenv("HOME"))

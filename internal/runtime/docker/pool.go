@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -480,6 +481,13 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 	}
 	r := &execution{d: d, id: c.id, task: t, kit: c.kit, warm: c,
 		job: agent.Job{Argv: argv, Env: mergeEnv(info.Config.Env, cfg.Env)}}
+	if d.cfg.CgroupRoot != "" {
+		if read := cgroupReader(d.cfg.CgroupRoot, c.id); read != nil {
+			if u, ok := read(); ok {
+				r.cpuBase = u.cpuTime
+			}
+		}
+	}
 	// The job's deadline, in the name the reaper reads (see above).
 	renamed := make(chan struct{})
 	go func() {
@@ -510,8 +518,50 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 	}
 	res, err = r.start(ctx)
 	interrupted = runtime.Interrupted(ctx) != ""
+	if errors.Is(err, errNotTaken) {
+		// Nothing of the job ran: it runs on a container made for it.
+		d.cfg.Logger.Warn("docker prewarmed container ended before its job", "worker_id", d.cfg.WorkerID, "container", c.id)
+		return job.Result{}, false, nil
+	}
 	res.WarmStart = err == nil
 	return res, true, err
+}
+
+// errNotTaken is a prewarmed container that ended without taking its job
+// (agent.Taken): the engine or someone else stopped it.
+var errNotTaken = errors.New("the prewarmed container ended before it took its job")
+
+// prefixStripper passes what is written to w, less prefix if it comes
+// first; seen says it did.
+type prefixStripper struct {
+	w      io.Writer
+	prefix string
+	n      int // bytes of prefix matched so far
+	seen   bool
+	passed bool // the stream did not begin with prefix
+}
+
+func (p *prefixStripper) Write(b []byte) (int, error) {
+	total := len(b)
+	for !p.seen && !p.passed && len(b) > 0 {
+		if b[0] != p.prefix[p.n] {
+			p.passed = true
+			if _, err := io.WriteString(p.w, p.prefix[:p.n]); err != nil {
+				return 0, err
+			}
+			break
+		}
+		b = b[1:]
+		if p.n++; p.n == len(p.prefix) {
+			p.seen = true
+		}
+	}
+	if len(b) > 0 {
+		if _, err := p.w.Write(b); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
 }
 
 // send hands the waiting agent its job and closes its standard input.

@@ -269,3 +269,28 @@ func TestPoolSizing(t *testing.T) {
 		}
 	})
 }
+
+func TestPrefixStripper(t *testing.T) {
+	for _, c := range []struct {
+		chunks []string
+		out    string
+		seen   bool
+	}{
+		{[]string{"ab", "cdef"}, "ef", true},
+		{[]string{"abcd"}, "", true},
+		{[]string{"a", "b", "c", "d", "x"}, "x", true},
+		{[]string{"abx", "y"}, "abxy", false},
+		{[]string{"zz"}, "zz", false},
+	} {
+		var b strings.Builder
+		p := &prefixStripper{w: &b, prefix: "abcd"}
+		for _, ch := range c.chunks {
+			if n, err := p.Write([]byte(ch)); err != nil || n != len(ch) {
+				t.Fatalf("Write(%q) = %d, %v", ch, n, err)
+			}
+		}
+		if b.String() != c.out || p.seen != c.seen {
+			t.Errorf("%q: out %q seen %v, want %q %v", c.chunks, b.String(), p.seen, c.out, c.seen)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"time"
 
@@ -159,6 +160,8 @@ type execution struct {
 	warm     *pooled
 	job      agent.Job
 	stopWait context.CancelFunc
+	// cpuBase is the CPU time a prewarmed container used before its job.
+	cpuBase time.Duration
 }
 
 // start attaches, starts, waits and collects the result.
@@ -177,10 +180,16 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	}
 	stdout := &runtime.CappedBuffer{Limit: outCap}
 	stderr := &runtime.CappedBuffer{Limit: outCap}
+	var errW io.Writer = stderr
+	var taken *prefixStripper
+	if r.warm != nil {
+		taken = &prefixStripper{w: stderr, prefix: agent.Taken}
+		errW = taken
+	}
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
-		_, _ = stdcopy.StdCopy(stdout, stderr, hj.Reader)
+		_, _ = stdcopy.StdCopy(stdout, errW, hj.Reader)
 	}()
 
 	if err := r.begin(ctx); err != nil {
@@ -226,6 +235,9 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	if waitErr != nil && !killed {
 		return job.Result{}, fmt.Errorf("wait: %w", waitErr)
 	}
+	if taken != nil && !taken.seen && !killed {
+		return job.Result{}, errNotTaken
+	}
 
 	res := job.Result{
 		Output:          stdout.String(),
@@ -234,7 +246,7 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		ExitCode:        int(exit.StatusCode),
 		DurationMS:      ranFor.Milliseconds(),
 		PeakMemoryBytes: usage.peakMemory,
-		CPUTimeMS:       usage.cpuTime.Milliseconds(),
+		CPUTimeMS:       max(usage.cpuTime-r.cpuBase, 0).Milliseconds(),
 	}
 	if killed {
 		stopped := runtime.Stopped(runtime.Interrupted(ctx))
