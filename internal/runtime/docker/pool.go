@@ -2,7 +2,6 @@ package docker
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -347,6 +346,9 @@ func (d *Docker) refillLocked(p *pool) {
 // makePooled creates and starts a container of shape s waiting in the
 // agent's exec mode, with its kit; on error nothing is left.
 func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
+	// Not interrupted half-way, so that no container is created unseen.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	vol, err := d.agentVolume(ctx)
 	if err != nil {
 		return nil, err
@@ -404,14 +406,32 @@ func (d *Docker) agentVolume(ctx context.Context) (string, error) {
 	ps.volMu.Lock()
 	defer ps.volMu.Unlock()
 	if ps.agentVol != "" {
-		return ps.agentVol, nil
+		// A container mounting a volume that is gone would get a new,
+		// empty one: check it is still there.
+		// (one made so has none of the labels).
+		v, err := d.engine.VolumeInspect(ctx, ps.agentVol)
+		if err == nil && v.Labels[LabelInstance] == d.instance {
+			return ps.agentVol, nil
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
+			return "", fmt.Errorf("inspect the agent volume: %w", err)
+		}
+		if err == nil {
+			d.removeVolumes([]string{ps.agentVol})
+		}
+		ps.agentVol = ""
 	}
-	bin, err := os.ReadFile(d.cfg.AgentBinary)
+	f, err := os.Open(d.cfg.AgentBinary)
 	if err != nil {
 		return "", fmt.Errorf("read agent: %w", err)
 	}
-	tag := agentImageTag(bin)
-	ref := agentDirRepo + ":" + tag[strings.LastIndexByte(tag, ':')+1:]
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return "", fmt.Errorf("read agent: %w", err)
+	}
+	ref := agentDirRepo + ":" + hex.EncodeToString(h.Sum(nil)[:8])
 	if _, err := d.engine.ImageInspect(ctx, ref); errdefs.IsNotFound(err) {
 		v, err := d.engine.ServerVersion(ctx)
 		if err != nil {
@@ -420,14 +440,25 @@ func (d *Docker) agentVolume(ctx context.Context) (string, error) {
 		if err := checkAgentBinary(d.cfg.AgentBinary, v.Arch); err != nil {
 			return "", err
 		}
-		var b bytes.Buffer
-		tw := tar.NewWriter(&b)
-		epoch := time.Unix(0, 0)
-		_ = tw.WriteHeader(&tar.Header{Name: agentDir[1:] + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch})
-		_ = tw.WriteHeader(&tar.Header{Name: agentDir[1:] + "/agent", Typeflag: tar.TypeReg, Mode: 0o555, Size: int64(len(bin)), ModTime: epoch})
-		_, _ = tw.Write(bin)
-		_ = tw.Close()
-		rc, err := d.engine.ImageImport(ctx, image.ImportSource{Source: &b, SourceName: "-"}, ref,
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", fmt.Errorf("read agent: %w", err)
+		}
+		pr, pw := io.Pipe()
+		defer pr.Close() // ends the writer should the import stop early
+		go func() {
+			tw := tar.NewWriter(pw)
+			epoch := time.Unix(0, 0)
+			_ = tw.WriteHeader(&tar.Header{Name: agentDir[1:] + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch})
+			err := tw.WriteHeader(&tar.Header{Name: agentDir[1:] + "/agent", Typeflag: tar.TypeReg, Mode: 0o555, Size: size, ModTime: epoch})
+			if err == nil {
+				_, err = io.Copy(tw, f)
+			}
+			if err == nil {
+				err = tw.Close()
+			}
+			pw.CloseWithError(err)
+		}()
+		rc, err := d.engine.ImageImport(ctx, image.ImportSource{Source: pr, SourceName: "-"}, ref,
 			image.ImportOptions{Changes: []string{`CMD ["` + agentDir + `/agent"]`, "LABEL " + LabelManagedBy + "=" + managedBy}})
 		if err != nil {
 			return "", fmt.Errorf("import %s: %w", ref, err)
