@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime/docker"
@@ -26,14 +28,25 @@ import (
 //	go test ./cmd/zerverless -run '^$' -bench DockerEndToEnd -benchtime 30x
 func BenchmarkDockerEndToEnd(b *testing.B) {
 	for _, warm := range []bool{false, true} {
-		b.Run(map[bool]string{false: "cold", true: "warm"}[warm], func(b *testing.B) { benchDockerEndToEnd(b, warm) })
+		// One platform for every round of the sub-benchmark, closed at the
+		// end of the benchmark.
+		var c *client.Client
+		parent := b
+		b.Run(map[bool]string{false: "cold", true: "warm"}[warm], func(b *testing.B) {
+			if c == nil {
+				c = benchPlatform(parent, warm)
+			}
+			benchDockerEndToEnd(b, c, warm)
+		})
 	}
 }
 
-func benchDockerEndToEnd(b *testing.B, warm bool) {
-	img := testImage(b, "zerverless-test/busybox:e2e")
+// benchPlatform starts the platform of BenchmarkDockerEndToEnd.
+func benchPlatform(b *testing.B, warm bool) *client.Client {
 	cfg := dockerServerConfig(b, 1)
-	cfg.Log = nil
+	if os.Getenv("ZV_BENCH_LOG") == "" {
+		cfg.Log = nil
+	}
 	cfg.Runtimes.DockerConfig.PoolMax = 0
 	if warm {
 		bin, err := dockertest.AgentBinary()
@@ -43,8 +56,13 @@ func benchDockerEndToEnd(b *testing.B, warm bool) {
 		cfg.Runtimes.DockerConfig.AgentBinary = bin
 		cfg.Runtimes.DockerConfig.PoolMax = 4
 	}
-	warmRuns := 0
 	_, c := startServer(b, cfg)
+	return c
+}
+
+func benchDockerEndToEnd(b *testing.B, c *client.Client, warm bool) {
+	img := testImage(b, "zerverless-test/busybox:e2e")
+	warmRuns := 0
 	dc := docker.DefaultConfig()
 	args := []string{"run", "--rm",
 		"--user", "65534:65534", "--read-only",
