@@ -17,7 +17,7 @@ import (
 // submitted over HTTP runs in a prewarmed container and says so
 // (warm_start); GET /api/workers and /metrics show the worker's pool.
 func TestDockerPoolThroughThePlatform(t *testing.T) {
-	img := testImage(t, "zerverless-test/busybox:pool")
+	img := testImage(t, fmt.Sprintf("zerverless-test/busybox:pool-%d", time.Now().UnixNano()))
 	cfg := dockerServerConfig(t, 1)
 	bin, err := dockertest.AgentBinary()
 	if err != nil {
