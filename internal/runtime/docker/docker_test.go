@@ -287,6 +287,9 @@ func testTimeoutKillsAndRemoves(t *testing.T, d *Docker) {
 	jobID := newJobID()
 	tk := testTask(jobID, testImage, "sleep", "60")
 	tk.Timeout = 1500 * time.Millisecond
+	if d.poolSync {
+		d.prefill(context.Background(), tk, 1) // before the clock starts
+	}
 	start := time.Now()
 	res, err := d.Run(context.Background(), tk)
 	el := time.Since(start)

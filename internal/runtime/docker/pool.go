@@ -405,6 +405,12 @@ func (d *Docker) agentVolume(ctx context.Context) (string, error) {
 	ps := &d.pools
 	ps.volMu.Lock()
 	defer ps.volMu.Unlock()
+	ps.mu.Lock()
+	closed := ps.closed
+	ps.mu.Unlock()
+	if closed {
+		return "", errors.New("the runtime is closed")
+	}
 	if ps.agentVol != "" {
 		// A container mounting a volume that is gone would get a new,
 		// empty one: check it is still there.
@@ -496,11 +502,6 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 		return job.Result{}, false, nil
 	}
 	c := d.takePooled(s)
-	if c == nil && d.poolSync {
-		if c, err = d.makePooled(ctx, s); err != nil {
-			return job.Result{}, true, err
-		}
-	}
 	if c == nil {
 		return job.Result{}, false, nil
 	}
@@ -532,12 +533,17 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 	}()
 	interrupted := false
 	defer func() {
-		<-renamed
 		if interrupted {
 			d.removeNow(c.id, c.kit)
-		} else {
-			d.removeLater(c.id, c.kit)
+			return
 		}
+		// Removed once renamed, off the result's path.
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			<-renamed
+			d.removeLater(c.id, c.kit)
+		}()
 	}()
 	if len(t.Spec.Input) > 0 {
 		if err := d.engine.CopyToContainer(ctx, c.kit.holder, c.kit.slot[c.kit.input], inputTar(t.Spec.Input), container.CopyToContainerOptions{}); err != nil {
@@ -818,4 +824,60 @@ func (d *Docker) PoolStatus(max int) *job.DockerPool {
 	}
 	return &job.DockerPool{Ready: s.Ready, WarmImages: s.Images, Hits: s.Hits, Misses: s.Misses,
 		ReadyMS: float64(s.ReadyTime.Microseconds()) / 1000}
+}
+
+// prefill makes a prewarmed container for task t and puts it in its pool
+// unless the pool has want ready (tests: poolSync), so that t, or the next
+// task of its shape, finds it.
+func (d *Docker) prefill(ctx context.Context, t job.Task, want int) {
+	lim, err := d.checkSpec(&t.Spec, t.Limits)
+	if err != nil || d.checkImageNamespace(ctx, "docker_image", t.Spec.Docker.Image, t.Namespace) != nil {
+		return
+	}
+	release, err := d.ensureImage(ctx, t.Spec.Docker.Image)
+	if err != nil {
+		return
+	}
+	defer release()
+	info, err := d.engine.ImageInspect(ctx, t.Spec.Docker.Image)
+	if err != nil {
+		return
+	}
+	var vols []string
+	if info.Config != nil {
+		vols = sortedKeys(info.Config.Volumes)
+	}
+	s, ok := d.shapeOf(&t, lim, info, vols)
+	if !ok {
+		return
+	}
+	ps := &d.pools
+	ps.mu.Lock()
+	p := ps.byKey[s.key]
+	has := p != nil && len(p.ready) >= want
+	ps.mu.Unlock()
+	if has {
+		return
+	}
+	c, err := d.makePooled(ctx, s)
+	if err != nil {
+		return
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.byKey == nil {
+		ps.byKey = map[string]*pool{}
+	}
+	p = ps.byKey[s.key]
+	if p == nil {
+		p = &pool{shape: s, lastUse: time.Now()}
+		ps.byKey[s.key] = p
+	}
+	if ps.closed {
+		d.discard(c)
+		return
+	}
+	p.ready = append([]*pooled{c}, p.ready...)
+	ps.count++
+	ps.memory += c.memory
 }
