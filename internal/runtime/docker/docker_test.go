@@ -261,6 +261,9 @@ func testInspectRunningProfile(t *testing.T, d *Docker) {
 		if m.Type != "volume" {
 			t.Errorf("mount %s is a %s, want only volumes", m.Destination, m.Type)
 		}
+		if m.Destination == agentDir && m.RW {
+			t.Errorf("the agent's volume is writable")
+		}
 	}
 	var targets []string
 	for _, m := range h.Mounts {
