@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,6 +68,11 @@ type workerFlags struct {
 
 	liveOutputBytes int64
 	metricsInterval time.Duration
+
+	dockerPoolMax      int
+	dockerPoolMemoryMB int
+	dockerPoolTTL      time.Duration
+	dockerPrewarm      string
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -109,6 +115,10 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dockerEgress, "docker-egress", "", "comma-separated host:port patterns containers and RUN steps may reach through this worker's egress proxy, e.g. 'pypi.org:443,*.pythonhosted.org:443'; names resolving to this machine's or its networks' addresses stay refused unless an address is named, e.g. '127.0.0.1:8081' (default: none)")
 	fs.Int64Var(&f.dockerEgressBytes, "docker-egress-bytes", dd.EgressBytes, "bytes one job or build may send and receive through the egress proxy, together; past it its connections are cut (0: no limit)")
 	fs.IntVar(&f.dockerEgressConns, "docker-egress-conns", dd.EgressConns, "connections one job or build may open through the egress proxy (0: no limit)")
+	fs.IntVar(&f.dockerPoolMax, "docker-pool-max", dd.PoolMax, "prewarmed containers kept at most, over all images, for faster container jobs (0: none; needs the agent, see --docker-agent)")
+	fs.IntVar(&f.dockerPoolMemoryMB, "docker-pool-memory-mb", dd.PoolMemoryMB, "memory limits of all prewarmed containers together, in MiB")
+	fs.DurationVar(&f.dockerPoolTTL, "docker-pool-ttl", dd.PoolTTL, "how long a prewarmed container waits for a job, and a pool may go unused before it shrinks")
+	fs.StringVar(&f.dockerPrewarm, "docker-prewarm", "", "comma-separated IMAGE=COUNT: containers to keep prewarmed from the start for jobs of IMAGE with the default resources and no input (e.g. alpine:latest=2)")
 	fs.StringVar(&f.dockerWorkerID, "docker-worker-id", "", "label of this worker's containers; a restarted worker with the same id removes what its predecessor left (default: one generated once and kept in the data directory, distinct for each worker running at once)")
 }
 
@@ -207,7 +217,35 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 		return fmt.Errorf("--docker-service-start-timeout must be positive")
 	}
 	dc.ServiceStartTimeout = f.serviceStart
+	dc.PoolMax = f.dockerPoolMax
+	dc.PoolMemoryMB = f.dockerPoolMemoryMB
+	dc.PoolTTL = f.dockerPoolTTL
+	prewarm, err := parsePrewarm(f.dockerPrewarm)
+	if err != nil {
+		return err
+	}
+	dc.Prewarm = prewarm
 	return nil
+}
+
+// parsePrewarm parses --docker-prewarm: IMAGE=COUNT, comma-separated.
+func parsePrewarm(s string) (map[string]int, error) {
+	var out map[string]int
+	for _, item := range splitList(s) {
+		i := strings.LastIndexByte(item, '=')
+		n := 0
+		if i > 0 {
+			n, _ = strconv.Atoi(item[i+1:])
+		}
+		if i <= 0 || n <= 0 {
+			return nil, fmt.Errorf("--docker-prewarm: %q is not IMAGE=COUNT with a positive count", item)
+		}
+		if out == nil {
+			out = map[string]int{}
+		}
+		out[item[:i]] += n
+	}
+	return out, nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

@@ -182,6 +182,7 @@ func scopeWorker(p job.Principal, w job.WorkerInfo) job.WorkerInfo {
 	if d := w.Capabilities.Docker; d != nil {
 		dc := *d
 		dc.BuildCache = nil
+		dc.Pool = nil // the images other tenants ran
 		dc.BuiltImages = slices.DeleteFunc(slices.Clone(d.BuiltImages), func(tag string) bool {
 			ns, built := job.ImageNamespace(tag)
 			return !built || ns != p.Namespace

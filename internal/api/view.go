@@ -61,6 +61,8 @@ type ResultView struct {
 	OOMKilled       bool  `json:"oom_killed"`
 	PeakMemoryBytes int64 `json:"peak_memory_bytes,omitempty"`
 	CPUTimeMS       int64 `json:"cpu_time_ms,omitempty"`
+	// WarmStart is set when a docker job ran in a prewarmed container.
+	WarmStart bool `json:"warm_start,omitempty"`
 	// Files are the files a container wrote under /output, by path
 	// relative to it (base64 in JSON).
 	Files map[string][]byte `json:"files,omitempty"`
@@ -105,6 +107,7 @@ func NewView(j *job.Job, spec bool) View {
 			OOMKilled:       r.OOMKilled,
 			PeakMemoryBytes: r.PeakMemoryBytes,
 			CPUTimeMS:       r.CPUTimeMS,
+			WarmStart:       r.WarmStart,
 			Files:           r.Files,
 			Build:           r.Build,
 			Egress:          r.Egress,

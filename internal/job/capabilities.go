@@ -51,6 +51,29 @@ type DockerCapabilities struct {
 	// Services is how many service instances the worker runs at once
 	// (its owner opted in with --docker-services); 0: none.
 	Services int `json:"services,omitempty"`
+	// Pool reports the worker's prewarmed containers; nil when it keeps
+	// none.
+	Pool *DockerPool `json:"pool,omitempty"`
+}
+
+// DockerPool is the state of a docker worker's prewarmed containers.
+type DockerPool struct {
+	// Ready is how many containers wait for a job; WarmImages the image
+	// references they are for. The scheduler prefers a worker with a
+	// ready container for a job's image (WarmFor).
+	Ready      int      `json:"ready"`
+	WarmImages []string `json:"warm_images,omitempty"`
+	// Hits and Misses count the jobs that found a ready container and
+	// those that did not; ReadyMS is the mean time to make one ready.
+	Hits    uint64  `json:"hits"`
+	Misses  uint64  `json:"misses"`
+	ReadyMS float64 `json:"ready_ms,omitempty"`
+}
+
+// WarmFor reports whether the worker said it has a prewarmed container
+// ready for a docker job of image.
+func (c Capabilities) WarmFor(image string) bool {
+	return image != "" && c.Docker != nil && c.Docker.Pool != nil && slices.Contains(c.Docker.Pool.WarmImages, image)
 }
 
 // acceptsImage says whether dc lets a job run or build from its images.

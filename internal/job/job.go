@@ -170,6 +170,9 @@ type Result struct {
 	// PeakMemoryBytes and CPUTimeMS report resource use where known.
 	PeakMemoryBytes int64 `json:"peak_memory_bytes,omitempty"`
 	CPUTimeMS       int64 `json:"cpu_time_ms,omitempty"`
+	// WarmStart is set when a docker job ran in a container prepared
+	// ahead of it (the worker's pool) rather than one created for it.
+	WarmStart bool `json:"warm_start,omitempty"`
 	// Files are the files a container wrote under /output, by path
 	// relative to /output (base64 in JSON).
 	Files map[string][]byte `json:"files,omitempty"`

@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, o *Orchestrator) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.submitted, m.finished, m.queueWait, m.runTime, m.workers, m.requeued, m.staleResults, jobs, running} {
+	for _, c := range []prometheus.Collector{m.submitted, m.finished, m.queueWait, m.runTime, m.workers, m.requeued, m.staleResults, jobs, running, newPoolCollector(o)} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

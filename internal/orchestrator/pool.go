@@ -70,7 +70,10 @@ func poolKey(caps job.Capabilities, trusted bool) string {
 	caps.Version = ""
 	if d := caps.Docker; d != nil {
 		dc := *d
+		// What changes with every job (the build cache, the prewarmed
+		// containers) does not make another pool.
 		dc.BuildCache = nil
+		dc.Pool = nil
 		caps.Docker = &dc
 	}
 	b, _ := json.Marshal(caps)
@@ -331,6 +334,8 @@ func (o *Orchestrator) dispatchExceptLocked(skip *worker) []start {
 				break
 			}
 			if other := o.buildHolderLocked(e, picked); other != nil {
+				picked = other
+			} else if other := o.warmHolderLocked(e, picked); other != nil {
 				picked = other
 			}
 			starts = append(starts, o.assignLocked(e, picked))

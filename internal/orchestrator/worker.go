@@ -128,6 +128,10 @@ func (o *Orchestrator) fillLocked(w *worker, starts []start) []start {
 			starts = append(starts, o.assignLocked(e, other))
 			continue
 		}
+		if other := o.warmHolderLocked(e, w); other != nil {
+			starts = append(starts, o.assignLocked(e, other))
+			continue
+		}
 		starts = append(starts, o.assignLocked(e, w))
 	}
 	return starts

@@ -3,6 +3,8 @@ package protocol
 import (
 	"fmt"
 	"maps"
+
+	"github.com/zerverless/zerverless/internal/job"
 )
 
 // DefaultRegisterReadLimit is the largest message an orchestrator reads
@@ -96,6 +98,7 @@ func (l DeclarationLimits) Check(m *Message) error {
 			{"capabilities.docker.build_cache", d.BuildCache},
 			{"capabilities.docker.built_images", d.BuiltImages},
 			{"capabilities.docker.egress", d.Egress},
+			{"capabilities.docker.pool.warm_images", poolImages(d.Pool)},
 		} {
 			if err := checkListOf(l, m.Type, f.name, f.list); err != nil {
 				return err
@@ -153,4 +156,11 @@ func truncateUTF8(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+func poolImages(p *job.DockerPool) []string {
+	if p == nil {
+		return nil
+	}
+	return p.WarmImages
 }

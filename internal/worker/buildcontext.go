@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -81,6 +82,20 @@ type buildCacheReporter interface {
 	BuildCache(max int) (sourceKeys, tags []string)
 }
 
+// poolReporter is implemented by a docker runtime that keeps prewarmed
+// containers: their state, with at most max image references.
+type poolReporter interface {
+	PoolStatus(max int) *job.DockerPool
+}
+
+// poolSignature changes when the worker's ready containers do.
+func poolSignature(p *job.DockerPool) string {
+	if p == nil {
+		return ""
+	}
+	return strconv.Itoa(p.Ready) + ":" + strings.Join(p.WarmImages, ",")
+}
+
 // maxReportedBuilds caps the build keys and image tags a worker reports.
 const maxReportedBuilds = 256
 
@@ -92,7 +107,7 @@ func (s *session) reportBuilds(ctx context.Context) {
 	if caps.Docker == nil {
 		return
 	}
-	sig := strings.Join(caps.Docker.BuildCache, ",") + "|" + strings.Join(caps.Docker.BuiltImages, ",")
+	sig := strings.Join(caps.Docker.BuildCache, ",") + "|" + strings.Join(caps.Docker.BuiltImages, ",") + "|" + poolSignature(caps.Docker.Pool)
 	s.mu.Lock()
 	same := sig == s.buildsSent
 	s.buildsSent = sig

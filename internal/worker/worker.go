@@ -357,6 +357,9 @@ func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
 		if rt, _ := w.serviceRuntime(); rt == nil {
 			d.Services = 0
 		}
+		if pr, ok := w.runtimes[job.TypeDocker].(poolReporter); ok {
+			d.Pool = pr.PoolStatus(maxReportedBuilds)
+		}
 		c.Docker = &d
 	}
 	return c, protocol.FitNotes(w.notes)
@@ -378,7 +381,7 @@ func (w *Worker) session(ctx context.Context) error {
 		// few KiB: the builds held follow in "capabilities" once
 		// registered (reportBuilds below).
 		d := *caps.Docker
-		d.BuildCache, d.BuiltImages = nil, nil
+		d.BuildCache, d.BuiltImages, d.Pool = nil, nil, nil
 		caps.Docker = &d
 	}
 	err = conn.Write(ctx, protocol.Message{
@@ -549,7 +552,9 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			s.send(ctx, protocol.Message{Type: protocol.TypeReject, JobID: t.JobID, LeaseID: t.LeaseID, Attempted: true, Error: err.Error()})
 			return
 		}
-		if res.Build != nil {
+		// A build's image, or the prewarmed containers a docker job
+		// took or grew, change what the worker holds.
+		if res.Build != nil || t.Type == job.TypeDocker {
 			s.reportBuilds(ctx)
 		}
 		s.send(ctx, protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &res})
@@ -605,6 +610,8 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 			u := s.usage()
 			s.send(ctx, protocol.Message{Type: protocol.TypeMetrics, Usage: &u})
 		}
+		s.reportBuilds(ctx) // prewarmed containers made or expired since
+
 		if time.Since(lastCheck) >= s.w.cfg.CheckInterval {
 			lastCheck = time.Now()
 			if s.w.checkRuntimes(ctx) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/buildctx"
 	"github.com/zerverless/zerverless/internal/egress"
+	"github.com/zerverless/zerverless/internal/job"
 )
 
 // Config is what a worker's owner decides about containers on their
@@ -95,6 +96,22 @@ type Config struct {
 	// /input volume, are kept ready for the next jobs (default 2; 0 makes
 	// each job prepare its own). See volumes.go.
 	WarmHolders int
+	// PoolMax is how many prewarmed containers (pool.go) the worker keeps
+	// at most, over every image and profile (default 4; 0 turns the pools
+	// off). Pools need AgentBinary: without it there are none.
+	PoolMax int
+	// PoolMemoryMB bounds the memory limits of the prewarmed containers
+	// together (default 1024 MiB): a pool does not grow past it.
+	PoolMemoryMB int
+	// PoolTTL is how long a prewarmed container waits for a job before it
+	// is removed, and how long a pool goes unused before it shrinks by one
+	// (default 5 minutes).
+	PoolTTL time.Duration
+	// Prewarm is how many containers to keep ready, by image reference,
+	// for jobs of that image with the default resources, no input and no
+	// scratch volume, from the start (--docker-prewarm alpine:latest=2).
+	// They count against PoolMax and PoolMemoryMB.
+	Prewarm map[string]int
 	// CgroupRoot is where the engine's cgroups can be read for peak memory
 	// and CPU time (default "/sys/fs/cgroup"; empty: not reported).
 	CgroupRoot string
@@ -206,6 +223,9 @@ func DefaultConfig() Config {
 		ImageBudgetMB:    10240,
 		NamespaceImageMB: 2048,
 		WarmHolders:      2,
+		PoolMax:          4,
+		PoolMemoryMB:     1024,
+		PoolTTL:          5 * time.Minute,
 		CgroupRoot:       "/sys/fs/cgroup",
 		BuildNetwork:     "none",
 		BuildMemoryMB:    1024,
@@ -254,6 +274,14 @@ func (c *Config) validate() error {
 	}
 	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.NamespaceImageMB < 0 || c.WarmHolders < 0 {
 		errs = append(errs, errors.New("image limits and warm holders must not be negative"))
+	}
+	if c.PoolMax < 0 || c.PoolMemoryMB < 0 || c.PoolTTL <= 0 {
+		errs = append(errs, fmt.Errorf("pool size %d and memory %d MiB must not be negative, pool ttl %v must be positive", c.PoolMax, c.PoolMemoryMB, c.PoolTTL))
+	}
+	for ref, n := range c.Prewarm {
+		if err := job.ValidateImageRef(ref); err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("prewarm %q=%d: a valid image reference and a positive count are needed", ref, n))
+		}
 	}
 	if c.UpkeepInterval <= 0 || c.ReapGrace < 0 || c.MaxRunTime <= 0 {
 		errs = append(errs, errors.New("upkeep interval and longest run time must be positive, reap grace not negative"))

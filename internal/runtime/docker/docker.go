@@ -28,8 +28,13 @@ type Docker struct {
 	agentMu  sync.Mutex
 	agentRef string // the agent image, once imported
 
-	pool   kitPool
-	images imageCache
+	pool  kitPool
+	pools pools
+	// skipPools and poolSync are for tests: every job misses its pool (a
+	// cold start with pools on), or one that misses makes a prewarmed
+	// container and runs in it.
+	skipPools, poolSync bool
+	images              imageCache
 	// services are the service instances running (service.go).
 	services serviceSet
 
@@ -110,6 +115,7 @@ func (d *Docker) Close(ctx context.Context) error {
 	d.closed.Do(func() {
 		d.stopUpkeep()
 		d.drainPool()
+		d.closePools()
 	})
 	if err := d.stopInstances(ctx); err != nil {
 		return fmt.Errorf("docker: close: stop service instances: %w", err)

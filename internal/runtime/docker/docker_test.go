@@ -55,8 +55,9 @@ func wantStatus(t *testing.T, res job.Result, want job.Status) {
 
 // The example job of docker-support.md, with the locally built image in
 // place of alpine:latest.
-func TestExampleJob(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestExampleJob(t *testing.T) { poolModes(t, nil, testExampleJob) }
+
+func testExampleJob(t *testing.T, d *Docker) {
 	req, err := job.DecodeRequest([]byte(fmt.Sprintf(
 		`{"job_type":"docker","docker_image":%q,"docker_command":["echo","Hello"],"input_data":{"key":"value"},"timeout_seconds":30}`,
 		testImage)), job.DefaultRequestLimits())
@@ -76,8 +77,9 @@ func TestExampleJob(t *testing.T) {
 	}
 }
 
-func TestInsideTheContainer(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestInsideTheContainer(t *testing.T) { poolModes(t, nil, testInsideTheContainer) }
+
+func testInsideTheContainer(t *testing.T, d *Docker) {
 	t.Run("user is 65534", func(t *testing.T) {
 		res := sh(t, d, "id -u; id -g")
 		wantStatus(t, res, job.StatusCompleted)
@@ -197,8 +199,9 @@ n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n`)
 }
 
 // docker inspect of a running job's container shows the whole profile.
-func TestInspectRunningProfile(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestInspectRunningProfile(t *testing.T) { poolModes(t, nil, testInspectRunningProfile) }
+
+func testInspectRunningProfile(t *testing.T, d *Docker) {
 	jobID := newJobID()
 	tk := testTask(jobID, testImage, "sleep", "60")
 	tk.Spec.Docker.Resources = job.Resources{MemoryMB: 100, CPUs: 0.5, Pids: 50}
@@ -244,7 +247,10 @@ func TestInspectRunningProfile(t *testing.T) {
 		{"not privileged", !h.Privileged},
 		{"no devices", len(h.Devices) == 0 && len(h.DeviceRequests) == 0},
 		{"no binds", len(h.Binds) == 0},
-		{"labels", c.Labels[LabelJobID] == jobID && c.Labels[LabelWorkerID] == d.cfg.WorkerID && c.Labels[LabelManagedBy] == managedBy},
+		// A prewarmed container was made before its job: it carries the
+		// job's id, and deadline, in its name.
+		{"labels", (c.Labels[LabelJobID] == jobID || d.poolSync && c.Labels[LabelPool] != "" && strings.Contains(info.Name, jobID+"-")) &&
+			c.Labels[LabelWorkerID] == d.cfg.WorkerID && c.Labels[LabelManagedBy] == managedBy && c.Labels[LabelDeadline] != ""},
 	}
 	for _, ck := range checks {
 		if !ck.ok {
@@ -255,12 +261,19 @@ func TestInspectRunningProfile(t *testing.T) {
 		if m.Type != "volume" {
 			t.Errorf("mount %s is a %s, want only volumes", m.Destination, m.Type)
 		}
+		if m.Destination == agentDir && m.RW {
+			t.Errorf("the agent's volume is writable")
+		}
 	}
 	var targets []string
 	for _, m := range h.Mounts {
 		targets = append(targets, m.Target)
 	}
-	if got := strings.Join(targets, ","); got != "/output,/cache,/input" {
+	want := "/output,/cache,/input"
+	if d.poolSync {
+		want += "," + agentDir // the agent, from a volume, read-only
+	}
+	if got := strings.Join(targets, ","); got != want {
 		t.Errorf("mounts %s", got)
 	}
 	cancel()
@@ -271,11 +284,15 @@ func TestInspectRunningProfile(t *testing.T) {
 	}
 }
 
-func TestTimeoutKillsAndRemoves(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestTimeoutKillsAndRemoves(t *testing.T) { poolModes(t, nil, testTimeoutKillsAndRemoves) }
+
+func testTimeoutKillsAndRemoves(t *testing.T, d *Docker) {
 	jobID := newJobID()
 	tk := testTask(jobID, testImage, "sleep", "60")
 	tk.Timeout = 1500 * time.Millisecond
+	if d.poolSync {
+		d.prefill(context.Background(), tk, 1) // before the clock starts
+	}
 	start := time.Now()
 	res, err := d.Run(context.Background(), tk)
 	el := time.Since(start)
@@ -291,8 +308,9 @@ func TestTimeoutKillsAndRemoves(t *testing.T) {
 	}
 }
 
-func TestCancelRemovesContainer(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestCancelRemovesContainer(t *testing.T) { poolModes(t, nil, testCancelRemovesContainer) }
+
+func testCancelRemovesContainer(t *testing.T, d *Docker) {
 	jobID := newJobID()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -392,8 +410,9 @@ func TestCrashedWorkerIsSwept(t *testing.T) {
 	}
 }
 
-func TestOutputCap(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestOutputCap(t *testing.T) { poolModes(t, nil, testOutputCap) }
+
+func testOutputCap(t *testing.T, d *Docker) {
 	tk := testTask(newJobID(), testImage, "sh", "-c", "head -c 10485760 /dev/zero | tr '\\0' x; head -c 5000 /dev/zero | tr '\\0' e >&2")
 	tk.Limits.OutputBytes = 1 << 20
 	var before, after goruntime.MemStats
@@ -426,7 +445,10 @@ func TestOutputCap(t *testing.T) {
 }
 
 func TestInputAndOutputFiles(t *testing.T) {
-	d := newTestRuntime(t, func(c *Config) { c.MaxOutputFiles = 3 })
+	poolModes(t, func(c *Config) { c.MaxOutputFiles = 3 }, testInputAndOutputFiles)
+}
+
+func testInputAndOutputFiles(t *testing.T, d *Docker) {
 	tk := testTask(newJobID(), testImage, "sh", "-c", `cat /input/input.json; echo; echo "$INPUT_DATA"
 ls -ln /input/input.json | awk '{print $1, $3, $4}'
 echo x > /input/input.json 2>/dev/null && echo WROTE-INPUT
@@ -461,7 +483,10 @@ ln -s /etc/passwd /output/link`)
 }
 
 func TestOutputBytesCap(t *testing.T) {
-	d := newTestRuntime(t, func(c *Config) { c.MaxOutputBytes = 1000 })
+	poolModes(t, func(c *Config) { c.MaxOutputBytes = 1000 }, testOutputBytesCap)
+}
+
+func testOutputBytesCap(t *testing.T, d *Docker) {
 	res := sh(t, d, `head -c 600 /dev/zero > /output/a; head -c 600 /dev/zero > /output/b`)
 	wantStatus(t, res, job.StatusCompleted)
 	if len(res.Files) != 1 || !res.Truncated {
@@ -469,8 +494,9 @@ func TestOutputBytesCap(t *testing.T) {
 	}
 }
 
-func TestScratchVolumes(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestScratchVolumes(t *testing.T) { poolModes(t, nil, testScratchVolumes) }
+
+func testScratchVolumes(t *testing.T, d *Docker) {
 	tk := testTask(newJobID(), testImage, "sh", "-c", `echo s > /scratch/f && cat /scratch/f && id -u`)
 	tk.Spec.Docker.Volumes = map[string]string{"work": "/scratch"}
 	res := run(t, d, tk)
@@ -541,8 +567,9 @@ func TestCheckAndCapabilities(t *testing.T) {
 }
 
 // Jobs run side by side without mixing their outputs.
-func TestConcurrentRuns(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestConcurrentRuns(t *testing.T) { poolModes(t, nil, testConcurrentRuns) }
+
+func testConcurrentRuns(t *testing.T, d *Docker) {
 	const n = 4
 	errs := make(chan error, n)
 	for i := range n {

@@ -102,22 +102,29 @@ func TestTwoWorkersOneEngine(t *testing.T) {
 
 // startCrashChild starts a worker process that runs one job (sleep 600,
 // under timeout) with workerID, and returns once its container runs.
-func startCrashChild(t *testing.T, workerID string, timeout time.Duration) *exec.Cmd {
+func startCrashChild(t *testing.T, workerID string, timeout time.Duration, warm bool) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+workerID, "ZERVERLESS_DOCKER_TEST_IMAGE="+testImage,
 		"ZERVERLESS_DOCKER_TEST_TIMEOUT="+timeout.String())
+	if warm {
+		bin, err := dockertest.AgentBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, crashChildWarmEnv+"="+bin)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	eventually(t, 30*time.Second, func() error {
-		cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{Filters: filters.NewArgs(
-			filters.Arg("label", LabelWorkerID+"="+workerID), filters.Arg("label", LabelRole+"=job"))})
-		if err != nil || len(cs) == 0 {
-			return fmt.Errorf("no running job container of the child worker yet (%v)", err)
+		for _, c := range jobContainers(t, "crash-"+workerID) {
+			if c.State == "running" {
+				return nil
+			}
 		}
-		return nil
+		return errors.New("no running job container of the child worker yet")
 	})
 	return cmd
 }
@@ -127,15 +134,22 @@ func startCrashChild(t *testing.T, workerID string, timeout time.Duration) *exec
 // worker's container and volumes are gone within a minute of the job's
 // deadline, though no worker with the dead one's id ever starts again.
 func TestKilledWorkersContainerIsReaped(t *testing.T) {
-	dead := testWorkerPrefix + "dead-" + randomHex(3)
-	cmd := startCrashChild(t, dead, 5*time.Second)
-	// The job's container: the child's warm holders carry deadlines of
-	// their own, minutes away.
-	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead), filters.Arg("label", LabelRole+"=job"))})
-	if err != nil || len(cs) != 1 {
-		t.Fatalf("job containers of the child: %v %v", cs, err)
+	for _, warm := range []bool{false, true} {
+		t.Run(map[bool]string{false: "cold", true: "warm"}[warm], func(t *testing.T) { testKilledWorkersContainerIsReaped(t, warm) })
 	}
+}
+
+func testKilledWorkersContainerIsReaped(t *testing.T, warm bool) {
+	dead := testWorkerPrefix + "dead-" + randomHex(3)
+	cmd := startCrashChild(t, dead, 5*time.Second, warm)
+	// The job's container: the child's warm holders and prewarmed
+	// containers carry deadlines of their own, minutes away; a prewarmed
+	// container that a job took has the job's in its name.
+	cs := jobContainers(t, "crash-"+dead)
+	if len(cs) != 1 {
+		t.Fatalf("job containers of the child: %v", cs)
+	}
+	leaseDeadlines(cs)
 	secs, err := strconv.ParseInt(cs[0].Labels[LabelDeadline], 10, 64)
 	if err != nil {
 		t.Fatalf("the job container has no deadline label: %v", cs[0].Labels)
@@ -143,7 +157,9 @@ func TestKilledWorkersContainerIsReaped(t *testing.T) {
 	deadline := time.Unix(secs, 0)
 	var vols []string
 	for _, m := range cs[0].Mounts {
-		if m.Type == "volume" {
+		// The agent's volume is the runtime's, shared by its prewarmed
+		// containers: Sweep removes it, with them.
+		if m.Type == "volume" && m.Destination != agentDir {
 			vols = append(vols, m.Name)
 		}
 	}
@@ -163,9 +179,11 @@ func TestKilledWorkersContainerIsReaped(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		var left []string
 		for _, c := range cs {
 			if slices.ContainsFunc(c.Mounts, func(m container.MountPoint) bool { return slices.Contains(vols, m.Name) }) {
 				n++
+				left = append(left, c.Names[0]+" "+c.Labels[LabelRole]+" "+c.State)
 			}
 		}
 		vs, err := testEngine.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelWorkerID+"="+dead))})
@@ -175,10 +193,11 @@ func TestKilledWorkersContainerIsReaped(t *testing.T) {
 		for _, v := range vs.Volumes {
 			if slices.Contains(vols, v.Name) {
 				n++
+				left = append(left, v.Name)
 			}
 		}
 		if n > 0 {
-			return fmt.Errorf("%d containers or volumes of the killed worker's job remain", n)
+			return fmt.Errorf("%d containers or volumes of the killed worker's job remain: %v", n, left)
 		}
 		return nil
 	})
@@ -211,10 +230,16 @@ func freeDisk(t *testing.T) int64 {
 // limits: the kernel refuses the write, the job fails saying which volume
 // is full, the host's disk takes none of it, and nothing is left.
 func TestDiskLimits(t *testing.T) {
-	// Large enough that what other users of the machine's disk write
-	// meanwhile stays under it; a broken bound writes until the timeout.
-	const limitMB = 256
-	d := newTestRuntime(t, func(c *Config) { c.VolumeMB = limitMB; c.VolumeInodes = 500 })
+	poolModes(t, func(c *Config) { c.VolumeMB = diskLimitMB; c.VolumeInodes = 500 }, testDiskLimits)
+}
+
+// diskLimitMB is large enough that what other users of the machine's
+// disk write meanwhile stays under it; a broken bound writes until the
+// timeout.
+const diskLimitMB = 256
+
+func testDiskLimits(t *testing.T, d *Docker) {
+	const limitMB = diskLimitMB
 	volImage := "zerverless-test/volume:" + randomHex(4)
 	importWithChanges(t, volImage, []string{"VOLUME /declared"})
 	flood := `cat /dev/zero > %s/big; echo "write: $?"`
@@ -289,8 +314,9 @@ func importWithChanges(t *testing.T, ref string, changes []string) {
 // /output names that clients would split or join wrongly (a backslash, a
 // newline, another control character, invalid UTF-8) are left out, and the
 // result says so.
-func TestOutputUnsafeNames(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestOutputUnsafeNames(t *testing.T) { poolModes(t, nil, testOutputUnsafeNames) }
+
+func testOutputUnsafeNames(t *testing.T, d *Docker) {
 	res := sh(t, d, `cd /output && echo ok > ok.txt && echo x > 'a\b' && echo x > "$(printf 'new\nline')" &&
 mkdir 'd\x' && echo x > 'd\x/f' && echo x > "$(printf 'tab\tname')" && echo x > "$(printf 'bad\377')"`)
 	wantStatus(t, res, job.StatusCompleted)

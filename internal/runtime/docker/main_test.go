@@ -144,7 +144,8 @@ func leftovers(t testing.TB, workerID string) int {
 	return len(cs) + len(vs.Volumes)
 }
 
-// jobContainers lists the containers that run jobID (not its holder).
+// jobContainers lists the containers that run jobID (not its holder): the
+// one created for it, or the prewarmed one it took, renamed for it.
 func jobContainers(t testing.TB, jobID string) []container.Summary {
 	t.Helper()
 	cs, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
@@ -152,7 +153,12 @@ func jobContainers(t testing.TB, jobID string) []container.Summary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs
+	warm, err := testEngine.ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelPool), filters.Arg("name", containerName(jobID)[:len(containerName(jobID))-8]))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(cs, warm...)
 }
 
 // eventually polls f until it returns nil or d passes.
@@ -164,6 +170,10 @@ func eventually(t testing.TB, d time.Duration, f func() error) {
 // crashChild is the body of a worker process that a test kills mid-job.
 const crashChildEnv = "ZERVERLESS_DOCKER_TEST_CRASH_WORKER"
 
+// crashChildWarmEnv names the agent of a crash child whose job runs in a
+// prewarmed container.
+const crashChildWarmEnv = "ZERVERLESS_DOCKER_TEST_CRASH_AGENT"
+
 func crashChild() {
 	c, err := NewClient()
 	if err != nil {
@@ -171,10 +181,12 @@ func crashChild() {
 	}
 	cfg := DefaultConfig()
 	cfg.WorkerID = os.Getenv(crashChildEnv)
+	cfg.AgentBinary = os.Getenv(crashChildWarmEnv)
 	d, err := New(cfg, c)
 	if err != nil {
 		os.Exit(3)
 	}
+	d.poolSync = cfg.AgentBinary != ""
 	t := testTask("crash-"+cfg.WorkerID, os.Getenv("ZERVERLESS_DOCKER_TEST_IMAGE"), "sleep", "600")
 	if s := os.Getenv("ZERVERLESS_DOCKER_TEST_TIMEOUT"); s != "" {
 		t.Timeout, _ = time.ParseDuration(s)

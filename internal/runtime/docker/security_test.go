@@ -41,7 +41,10 @@ func shortestPrefix(t *testing.T, id string) string {
 // zerverless/ prefix, a short id prefix (with or without sha256:), as a
 // FROM, or as an untagged image (a layer of someone's build) by id.
 func TestOtherNamespaceImageBySpelling(t *testing.T) {
-	d := newTestRuntime(t, func(c *Config) { c.Build = true })
+	poolModes(t, func(c *Config) { c.Build = true }, testOtherNamespaceImageBySpelling)
+}
+
+func testOtherNamespaceImageBySpelling(t *testing.T, d *Docker) {
 	ctx := context.Background()
 	bob := "bob" + randomHex(3)
 	alice := "alice" + randomHex(3)
@@ -110,6 +113,10 @@ func TestOtherNamespaceImageBySpelling(t *testing.T) {
 // is not a function of its command (a random key here) would otherwise
 // give alice bob's secret, or let alice plant a layer in bob's build.
 func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
+	poolModes(t, func(c *Config) { c.Build = true }, testBuildLayerCacheIsPerNamespace)
+}
+
+func testBuildLayerCacheIsPerNamespace(t *testing.T, d *Docker) {
 	// Removed after the runtime is closed, when no container uses them.
 	var tags []string
 	t.Cleanup(func() {
@@ -117,7 +124,6 @@ func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
 			_, _ = testEngine.ImageRemove(context.Background(), tag, image.RemoveOptions{PruneChildren: true})
 		}
 	})
-	d := newTestRuntime(t, func(c *Config) { c.Build = true })
 	df := "FROM " + testImage + "\nRUN head -c 16 /dev/urandom | od -An -tx1 > /key\nCMD [\"cat\", \"/key\"]"
 	keys := map[string]string{}
 	for _, ns := range []string{"bob" + randomHex(3), "alice" + randomHex(3)} {
@@ -157,8 +163,9 @@ func TestBuildLayerCacheIsPerNamespace(t *testing.T) {
 // TestScratchVolumeReservedPaths: a scratch volume is never mounted in or
 // below what the kernel, the engine or the runtime provide; the job fails
 // with a refusal, before any container, rather than with an engine error.
-func TestScratchVolumeReservedPaths(t *testing.T) {
-	d := newTestRuntime(t, nil)
+func TestScratchVolumeReservedPaths(t *testing.T) { poolModes(t, nil, testScratchVolumeReservedPaths) }
+
+func testScratchVolumeReservedPaths(t *testing.T, d *Docker) {
 	for _, target := range []string{"/proc/sys", "/sys/fs/cgroup", "/dev/shm", "/etc/hosts", "/etc/resolv.conf", "/input/x", "/output/sub"} {
 		tk := testTask(newJobID(), testImage, "echo", "ran")
 		tk.Spec.Docker.Volumes = map[string]string{"v": target}

@@ -141,6 +141,7 @@ func (d *Docker) upkeepOnce() {
 	if d.ensureStarted(ctx) != nil {
 		return
 	}
+	d.maintainPools()
 	if n, err := d.Reap(ctx); err != nil {
 		d.cfg.Logger.Warn("docker reap of expired containers failed", "worker_id", d.cfg.WorkerID, "err", err)
 	} else if n > 0 {
@@ -156,11 +157,13 @@ func (d *Docker) startUp(ctx context.Context) {
 	} else if n > 0 {
 		log.Info("removed containers and volumes left by a previous run", "count", n, "worker_id", d.cfg.WorkerID)
 	}
+	d.enginesBack()
 	if d.cfg.Build {
 		if err := d.LoadBuilt(ctx); err != nil {
 			log.Warn("built images of a previous run", "worker_id", d.cfg.WorkerID, "err", err)
 		}
 	}
+	d.startPrewarm()
 	if len(d.cfg.Prepull) == 0 {
 		return
 	}
@@ -209,12 +212,15 @@ func (d *Docker) Reap(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
+	leaseDeadlines(cs)
 	n := 0
 	var errs []error
 	volumesOf := func(c container.Summary) []string {
 		var vols []string
 		for _, m := range c.Mounts {
-			if m.Type == "volume" && m.Name != "" {
+			// The agent's volume is shared by a runtime's prewarmed
+			// containers (pool.go) and goes with the runtime.
+			if m.Type == "volume" && m.Name != "" && m.Destination != agentDir {
 				vols = append(vols, m.Name)
 			}
 		}
