@@ -195,7 +195,7 @@ func appendResult(b []byte, r *job.Result) ([]byte, error) {
 	b = appendString(b, r.Error)
 	b = binary.AppendVarint(b, int64(r.ExitCode))
 	b = binary.AppendVarint(b, r.DurationMS)
-	b = append(b, boolByte(r.Truncated)|boolByte(r.OOMKilled)<<1)
+	b = append(b, boolByte(r.Truncated)|boolByte(r.OOMKilled)<<1|boolByte(r.WarmStart)<<2)
 	b = binary.AppendVarint(b, r.PeakMemoryBytes)
 	b = binary.AppendVarint(b, r.CPUTimeMS)
 	b = binary.AppendVarint(b, int64(r.Attempt))
@@ -485,7 +485,7 @@ func (d *decoder) result() *job.Result {
 	r.ExitCode = d.int()
 	r.DurationMS = d.varint()
 	flags := d.byte()
-	r.Truncated, r.OOMKilled = flags&1 != 0, flags&2 != 0
+	r.Truncated, r.OOMKilled, r.WarmStart = flags&1 != 0, flags&2 != 0, flags&4 != 0
 	r.PeakMemoryBytes = d.varint()
 	r.CPUTimeMS = d.varint()
 	r.Attempt = d.int()
