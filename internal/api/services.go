@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"slices"
 	"strings"
 	"sync"
@@ -45,8 +47,12 @@ func (o *oneConn) take() net.Conn {
 }
 
 // serviceTransport dials nothing: each request carries its connection to
-// its instance, used for that request alone.
+// its instance, used for that request alone. An answer's header is
+// bounded as a request's is (http.DefaultMaxHeaderBytes, 1 MiB): a larger
+// one is answered 502, so that an instance cannot make the orchestrator
+// hold the transport's default of 10 MiB for each request in flight.
 var serviceTransport = &http.Transport{
+	MaxResponseHeaderBytes: http.DefaultMaxHeaderBytes,
 	DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		oc, _ := ctx.Value(serviceConnKey{}).(*oneConn)
 		if oc == nil {
@@ -64,6 +70,28 @@ var serviceTransport = &http.Transport{
 	WriteBufferSize:     32 << 10,
 	ReadBufferSize:      32 << 10,
 	TLSHandshakeTimeout: 0,
+}
+
+// originTransport passes a service's informational answers (103 Early
+// Hints and the like, which the proxy relays as they come) through the
+// header rules of origin o, as its final answer: without it a 103 would
+// carry Set-Cookie or Service-Worker-Allowed to the shared origin.
+type originTransport struct{ o functionOrigin }
+
+func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	// The hooks of this trace run before the proxy's own, which copies
+	// the header it is given to the caller.
+	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+			kept := serviceHeaders(t.o, http.Header(h))
+			clear(h)
+			for k, v := range kept {
+				h[k] = v
+			}
+			return nil
+		},
+	})
+	return serviceTransport.RoundTrip(r.WithContext(ctx))
 }
 
 // proxyService answers r with an instance of the docker service d, which
@@ -102,7 +130,7 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	}
 	status := http.StatusBadGateway
 	rp := &httputil.ReverseProxy{
-		Transport:     serviceTransport,
+		Transport:     originTransport{o},
 		FlushInterval: -1,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
