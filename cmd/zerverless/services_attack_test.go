@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -166,4 +168,138 @@ func TestServiceForeignInstanceReports(t *testing.T) {
 		t.Fatalf("the victim was asked to stop %s", id)
 	default:
 	}
+}
+
+// stallingService never answers /hang, sends an endless body on
+// /endless, switches protocols unasked on /switch and tries to split its
+// answer on /split; anything else is echoed.
+func stallingService(in *job.ServiceInstance) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hang":
+			<-r.Context().Done()
+		case "/endless":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		case "/upgrade":
+			// A protocol switch the caller asked for: it echoes.
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: zv-echo\r\nSet-Cookie: session=stolen; Path=/\r\n\r\n")
+			rw.Flush()
+			io.Copy(c, rw)
+		case "/switch", "/switch-bare", "/split":
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			switch r.URL.Path {
+			case "/switch":
+				rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI * HTTP/2.0\r\n")
+			case "/switch-bare":
+				rw.WriteString("HTTP/1.1 101 Switching Protocols\r\n\r\nanything")
+			default:
+				rw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\r\n\r\nokHTTP/1.1 200 OK\r\nSet-Cookie: session=stolen; Path=/\r\nContent-Length: 0\r\n\r\n")
+			}
+			rw.Flush()
+		default:
+			echoService(in).ServeHTTP(w, r)
+		}
+	})
+}
+
+// A hostile instance holds no slot past its request: one that never
+// answers is 504 at the service's timeout, an endless body ends when its
+// caller leaves, an unasked protocol switch is 502, and a second answer
+// after the first goes nowhere; each time the one slot is free again.
+func TestServiceHostileInstanceReleasesItsSlot(t *testing.T) {
+	srv := serviceServer(t, nil)
+	serviceWorker(t, srv, "", 1, stallingService)
+	mustDeployService(t, srv, "evil/slow", `{"runtime":"docker","docker_image":"e:1","max_instances":1,"concurrency":1,"timeout_seconds":1}`)
+	ok := func(after string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			if _, st := getOK(t, srv.URL()+"/evil/slow/ok"); st != 207 {
+				return fmt.Errorf("after %s: %d", after, st)
+			}
+			return nil
+		})
+	}
+	// The one slot is given back just after an answer ends: a request
+	// right after may find it taken still (503), and is sent again.
+	call := func(path string) answer {
+		t.Helper()
+		var a answer
+		eventually(t, 10*time.Second, func() error {
+			if a = send(t, "GET", srv.URL()+path, "", "", nil); a.status == 503 {
+				return fmt.Errorf("%s: %v", path, a)
+			}
+			return nil
+		})
+		return a
+	}
+	ok("nothing")
+	if a := call("/evil/slow/hang"); a.status != 504 {
+		t.Fatalf("an instance that never answers: %v", a)
+	}
+	ok("a request never answered")
+
+	resp, err := http.Get(srv.URL() + "/evil/slow/endless")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := io.CopyN(io.Discard, resp.Body, 4<<20); n != 4<<20 {
+		t.Fatalf("endless body: %d bytes", n)
+	}
+	resp.Body.Close()
+	ok("an endless body")
+
+	for _, p := range []string{"/evil/slow/switch", "/evil/slow/switch-bare"} {
+		if a := call(p); a.status != 502 {
+			t.Fatalf("%s, an unasked switch of protocols: %v", p, a)
+		}
+		ok("an unasked switch")
+	}
+	// A switch asked for, to the protocol asked: the bytes pass, the
+	// 101's headers follow the origin's rules.
+	eventually(t, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL(), "http://"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /evil/slow/upgrade HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: zv-echo\r\n\r\n", strings.TrimPrefix(srv.URL(), "http://"))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 101 {
+			return fmt.Errorf("asked switch: %d", resp.StatusCode)
+		}
+		if resp.Header.Get("Set-Cookie") != "" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "sandbox") {
+			t.Fatalf("the 101's headers: %v", resp.Header)
+		}
+		c.Write([]byte("ping\n"))
+		if line, err := br.ReadString('\n'); line != "ping\n" {
+			t.Fatalf("through the switch: %q %v", line, err)
+		}
+		return nil
+	})
+	ok("an asked switch")
+
+	a := call("/evil/slow/split")
+	if a.status != 200 || string(a.body) != "ok" || a.header.Get("Set-Cookie") != "" {
+		t.Fatalf("a split answer: %v %v", a, a.header)
+	}
+	ok("a split answer")
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -149,13 +150,30 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			status = resp.StatusCode
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// Only to the protocol the caller asked for: an
+				// unasked switch would hand the caller's connection
+				// (a front proxy's, carrying other callers' requests
+				// next) to the instance as raw bytes.
+				asked, got := upgradeType(r.Header), upgradeType(resp.Header)
+				if asked == "" || !strings.EqualFold(asked, got) {
+					status = http.StatusBadGateway
+					return fmt.Errorf("the instance switched to protocol %q, the caller asked for %q", job.CutText(got, 64), asked)
+				}
+				resp.Header = serviceHeaders(o, resp.Header)
+				// The switch's own headers, which the proxy checks.
+				resp.Header.Set("Connection", "Upgrade")
+				resp.Header.Set("Upgrade", got)
+				return nil
+			}
 			resp.Header = serviceHeaders(o, resp.Header)
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			if o.shared() {
 				addSandbox(w.Header())
 			}
+			// r is the caller's request (the proxy's carries ctx).
 			if ctx.Err() == context.DeadlineExceeded && r.Context().Err() == nil {
 				status = http.StatusGatewayTimeout
 				f.writeError(w, r, job.Errorf(job.CodeTimeout, "service %s did not answer within its timeout of %s", d.Name(), d.Timeout()))
@@ -170,6 +188,19 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	w.Header().Del("Content-Security-Policy")
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, serviceConnKey{}, oc)))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
+}
+
+// upgradeType is the protocol that h (a request's or a 101's headers)
+// names to switch to, "" when none.
+func upgradeType(h http.Header) string {
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
 }
 
 // serviceHeaders returns the headers of a service's answer that origin o
