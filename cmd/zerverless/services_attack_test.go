@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
@@ -302,4 +303,35 @@ func TestServiceHostileInstanceReleasesItsSlot(t *testing.T) {
 		t.Fatalf("a split answer: %v %v", a, a.header)
 	}
 	ok("a split answer")
+}
+
+// A caller who may not call a private service starts no instance of it,
+// and another tenant's listing does not show it.
+func TestServicePrivateRefusedBeforeAnyStart(t *testing.T) {
+	srv := serviceServer(t, nil)
+	sw := serviceWorker(t, srv, "", 2, echoService)
+	c := client.New(srv.URL(), nil).WithToken(srv.AdminToken())
+	alice := newToken(t, c, api.TokenRequest{Namespace: "alice", Name: "alice"}).Token
+	bob := newToken(t, c, api.TokenRequest{Namespace: "bob", Name: "bob"}).Token
+	if a := deployService(t, srv, alice, "alice/private", `{"runtime":"docker","docker_image":"a:1","public":false}`); a.status != 201 {
+		t.Fatalf("deploy: %v", a)
+	}
+	for token, want := range map[string]int{"": 401, bob: 403, "not-a-token": 401} {
+		for range 20 {
+			if a := send(t, "GET", srv.URL()+"/alice/private/x", token, "", nil); a.status != want {
+				t.Fatalf("a call with %q: %v (want %d)", token, a, want)
+			}
+		}
+	}
+	if a := send(t, "GET", srv.URL()+"/api/deploy", bob, "", nil); strings.Contains(string(a.body), "alice/private") || strings.Contains(string(a.body), `"private"`) {
+		t.Fatalf("bob's listing shows alice's service: %s", a.body)
+	}
+	select {
+	case in := <-sw.Starts():
+		t.Fatalf("refused calls started instance %s", in.ID)
+	default:
+	}
+	if a := send(t, "GET", srv.URL()+"/alice/private/x", alice, "", nil); a.status != 207 {
+		t.Fatalf("alice calls: %v", a)
+	}
 }
