@@ -37,6 +37,12 @@ func hostileService(in *job.ServiceInstance) http.Handler {
 			w.WriteHeader(http.StatusEarlyHints)
 			clear(h)
 			w.Write([]byte("late"))
+		case "/trailers":
+			w.Header().Set("Trailer", "Set-Cookie, X-Ok")
+			w.Write([]byte("body"))
+			w.Header().Set("Set-Cookie", "session=stolen; Path=/")
+			w.Header().Set("X-Ok", "kept")
+			w.Header().Set(http.TrailerPrefix+"Service-Worker-Allowed", "/")
 		case "/huge":
 			w.Header().Set("X-Big", strings.Repeat("a", 2<<20))
 			w.WriteHeader(200)
@@ -76,6 +82,22 @@ func TestServiceHostileAnswerHeaders(t *testing.T) {
 			if v := h.Get(k); v != "" {
 				t.Errorf("a 103 of a service carried %s: %s to the shared origin", k, v)
 			}
+		}
+	}
+
+	// Trailers, announced or not, follow the same rules.
+	resp, err = http.Get(srv.URL() + "/evil/svc/trailers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "body" || resp.Trailer.Get("X-Ok") != "kept" {
+		t.Fatalf("trailers: %q %v", b, resp.Trailer)
+	}
+	for _, k := range []string{"Set-Cookie", "Service-Worker-Allowed"} {
+		if v := resp.Trailer.Get(k); v != "" {
+			t.Errorf("a trailer %s: %s reached the shared origin", k, v)
 		}
 	}
 

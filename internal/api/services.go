@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -167,6 +168,11 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 				return nil
 			}
 			resp.Header = serviceHeaders(o, resp.Header)
+			// Announced trailers are known now, the others once the
+			// body is read: both pass the origin's rules before the
+			// proxy copies them.
+			filterTrailers(o, resp.Trailer)
+			resp.Body = &trailerFilter{ReadCloser: resp.Body, o: o, resp: resp}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
@@ -188,6 +194,47 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	w.Header().Del("Content-Security-Policy")
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, serviceConnKey{}, oc)))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
+}
+
+// trailerFilter filters its answer's trailers as origin o allows when
+// its body ends, before the proxy copies them.
+type trailerFilter struct {
+	io.ReadCloser
+	o    functionOrigin
+	resp *http.Response
+}
+
+func (t *trailerFilter) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		filterTrailers(t.o, t.resp.Trailer)
+	}
+	return n, err
+}
+
+// filterTrailers removes from a service's trailers tr what origin o
+// does not let through, as for its headers.
+func filterTrailers(o functionOrigin, tr http.Header) {
+	if len(tr) == 0 {
+		return
+	}
+	kept := http.Header{}
+	for k, v := range tr {
+		if slices.Contains(job.DroppedResponseHeaders, http.CanonicalHeaderKey(k)) {
+			continue
+		}
+		kept[k] = v
+	}
+	out := http.Header{}
+	o.writeHeaders(out, kept)
+	out.Del("Content-Security-Policy") // the sandbox, added by writeHeaders
+	if v := kept.Values("Content-Security-Policy"); len(v) > 0 {
+		out["Content-Security-Policy"] = v
+	}
+	clear(tr)
+	for k, v := range out {
+		tr[k] = v
+	}
 }
 
 // upgradeType is the protocol that h (a request's or a 101's headers)
