@@ -357,3 +357,23 @@ func TestServicePrivateRefusedBeforeAnyStart(t *testing.T) {
 		t.Fatalf("alice calls: %v", a)
 	}
 }
+
+// No service answers under the platform's own routes, whoever deploys
+// it (the administrator's token acts in every namespace).
+func TestServiceCannotShadowPlatformRoutes(t *testing.T) {
+	srv := serviceServer(t, nil)
+	sw := serviceWorker(t, srv, "", 2, echoService)
+	for _, ns := range job.ReservedNamespaces {
+		if a := deployService(t, srv, srv.AdminToken(), ns+"/streams", `{"runtime":"docker","docker_image":"a:1"}`); a.status != 400 {
+			t.Errorf("a service at %s/streams: %v", ns, a)
+		}
+	}
+	if a := send(t, "GET", srv.URL()+"/ws/streams", "", "", nil); a.status != 401 {
+		t.Fatalf("/ws/streams after the attempts: %v", a)
+	}
+	select {
+	case in := <-sw.Starts():
+		t.Fatalf("an instance of %s started", in.Service)
+	default:
+	}
+}
