@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
+	"github.com/zerverless/zerverless/internal/agent"
 	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
@@ -375,5 +379,36 @@ func TestServiceCannotShadowPlatformRoutes(t *testing.T) {
 	case in := <-sw.Starts():
 		t.Fatalf("an instance of %s started", in.Service)
 	default:
+	}
+}
+
+// Only the orchestrator opens streams: a worker that opens one (to have
+// the orchestrator buffer what it writes there, unread) loses its stream
+// connection.
+func TestServiceWorkerOpenedStreamRefused(t *testing.T) {
+	srv := serviceServer(t, nil)
+	w := protocoltest.RegisterFrom(t, srv.WorkerURL(), "127.0.0.1", testWorkerSecret, serviceCaps(1))
+	w.KeepAlive()
+	ctx := context.Background()
+	nc, status, err := protocoltest.DialStreams(ctx, srv.URL(), "127.0.0.1", w.StreamKey)
+	if err != nil {
+		t.Fatalf("stream connection: %d %v", status, err)
+	}
+	cfg := agent.YamuxConfig()
+	cfg.StreamOpenTimeout = 0 // it waits for no acknowledgement
+	sess, err := yamux.Server(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(make([]byte, 128<<10))
+	select {
+	case <-sess.CloseChan():
+	case <-time.After(time.Minute):
+		t.Fatal("the orchestrator kept a stream connection whose worker opens streams")
 	}
 }
