@@ -3,10 +3,14 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"slices"
 	"strings"
 	"sync"
@@ -45,8 +49,12 @@ func (o *oneConn) take() net.Conn {
 }
 
 // serviceTransport dials nothing: each request carries its connection to
-// its instance, used for that request alone.
+// its instance, used for that request alone. An answer's header is
+// bounded as a request's is (http.DefaultMaxHeaderBytes, 1 MiB): a larger
+// one is answered 502, so that an instance cannot make the orchestrator
+// hold the transport's default of 10 MiB for each request in flight.
 var serviceTransport = &http.Transport{
+	MaxResponseHeaderBytes: http.DefaultMaxHeaderBytes,
 	DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		oc, _ := ctx.Value(serviceConnKey{}).(*oneConn)
 		if oc == nil {
@@ -64,6 +72,28 @@ var serviceTransport = &http.Transport{
 	WriteBufferSize:     32 << 10,
 	ReadBufferSize:      32 << 10,
 	TLSHandshakeTimeout: 0,
+}
+
+// originTransport passes a service's informational answers (103 Early
+// Hints and the like, which the proxy relays as they come) through the
+// header rules of origin o, as its final answer: without it a 103 would
+// carry Set-Cookie or Service-Worker-Allowed to the shared origin.
+type originTransport struct{ o functionOrigin }
+
+func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	// The hooks of this trace run before the proxy's own, which copies
+	// the header it is given to the caller.
+	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+			kept := serviceHeaders(t.o, http.Header(h))
+			clear(h)
+			for k, v := range kept {
+				h[k] = v
+			}
+			return nil
+		},
+	})
+	return serviceTransport.RoundTrip(r.WithContext(ctx))
 }
 
 // proxyService answers r with an instance of the docker service d, which
@@ -102,7 +132,7 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	}
 	status := http.StatusBadGateway
 	rp := &httputil.ReverseProxy{
-		Transport:     serviceTransport,
+		Transport:     originTransport{o},
 		FlushInterval: -1,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
@@ -121,13 +151,35 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			status = resp.StatusCode
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// Only to the protocol the caller asked for: an
+				// unasked switch would hand the caller's connection
+				// (a front proxy's, carrying other callers' requests
+				// next) to the instance as raw bytes.
+				asked, got := upgradeType(r.Header), upgradeType(resp.Header)
+				if asked == "" || !strings.EqualFold(asked, got) {
+					status = http.StatusBadGateway
+					return fmt.Errorf("the instance switched to protocol %q, the caller asked for %q", job.CutText(got, 64), asked)
+				}
+				resp.Header = serviceHeaders(o, resp.Header)
+				// The switch's own headers, which the proxy checks.
+				resp.Header.Set("Connection", "Upgrade")
+				resp.Header.Set("Upgrade", got)
+				return nil
+			}
 			resp.Header = serviceHeaders(o, resp.Header)
+			// Announced trailers are known now, the others once the
+			// body is read: both pass the origin's rules before the
+			// proxy copies them.
+			filterTrailers(o, resp.Trailer)
+			resp.Body = &trailerFilter{ReadCloser: resp.Body, o: o, resp: resp}
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			if o.shared() {
 				addSandbox(w.Header())
 			}
+			// r is the caller's request (the proxy's carries ctx).
 			if ctx.Err() == context.DeadlineExceeded && r.Context().Err() == nil {
 				status = http.StatusGatewayTimeout
 				f.writeError(w, r, job.Errorf(job.CodeTimeout, "service %s did not answer within its timeout of %s", d.Name(), d.Timeout()))
@@ -142,6 +194,60 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	w.Header().Del("Content-Security-Policy")
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, serviceConnKey{}, oc)))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
+}
+
+// trailerFilter filters its answer's trailers as origin o allows when
+// its body ends, before the proxy copies them.
+type trailerFilter struct {
+	io.ReadCloser
+	o    functionOrigin
+	resp *http.Response
+}
+
+func (t *trailerFilter) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		filterTrailers(t.o, t.resp.Trailer)
+	}
+	return n, err
+}
+
+// filterTrailers removes from a service's trailers tr what origin o
+// does not let through, as for its headers.
+func filterTrailers(o functionOrigin, tr http.Header) {
+	if len(tr) == 0 {
+		return
+	}
+	kept := http.Header{}
+	for k, v := range tr {
+		if slices.Contains(job.DroppedResponseHeaders, http.CanonicalHeaderKey(k)) {
+			continue
+		}
+		kept[k] = v
+	}
+	out := http.Header{}
+	o.writeHeaders(out, kept)
+	out.Del("Content-Security-Policy") // the sandbox, added by writeHeaders
+	if v := kept.Values("Content-Security-Policy"); len(v) > 0 {
+		out["Content-Security-Policy"] = v
+	}
+	clear(tr)
+	for k, v := range out {
+		tr[k] = v
+	}
+}
+
+// upgradeType is the protocol that h (a request's or a 101's headers)
+// names to switch to, "" when none.
+func upgradeType(h http.Header) string {
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
 }
 
 // serviceHeaders returns the headers of a service's answer that origin o

@@ -23,7 +23,8 @@ import (
 //   - /crash?code=C: prints "crashing with C" to stderr and exits with C
 //     (default 3);
 //   - /dial?addr=HOST:PORT (repeatable): tries a TCP connection to each
-//     (2 s each) and answers a JSON list of {"addr", "ok", "error"};
+//     (2 s each; unix:PATH a Unix socket) and answers a JSON list of
+//     {"addr", "ok", "error"};
 //   - /upload: reads the body and answers {"bytes": N, "sha256": HEX};
 //   - /bytes?n=N: answers N bytes (byte i is i mod 251), streamed;
 //   - /status/CODE: answers that status with an empty body;
@@ -113,7 +114,11 @@ func main() {
 		}
 		var out []result
 		for _, a := range r.URL.Query()["addr"] {
-			c, err := net.DialTimeout("tcp", a, 2*time.Second)
+			network, addr := "tcp", a
+			if path, ok := strings.CutPrefix(a, "unix:"); ok {
+				network, addr = "unix", path
+			}
+			c, err := net.DialTimeout(network, addr, 2*time.Second)
 			res := result{Addr: a, OK: err == nil}
 			if err != nil {
 				res.Error = err.Error()

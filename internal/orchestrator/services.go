@@ -1078,6 +1078,16 @@ func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Co
 			return
 		}
 		defer sess.Close()
+		// Only the orchestrator opens streams: one the worker opens
+		// would hold what it writes there, unread, until the session
+		// ends. It ends now.
+		go func() {
+			if st, err := sess.AcceptStream(); err == nil {
+				st.Close()
+				o.log.Warn("a worker opened a stream on its stream connection; closing it", "worker_id", h.w.id)
+				sess.Close()
+			}
+		}()
 		if !o.svc.attach(h, sess) {
 			return
 		}

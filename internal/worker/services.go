@@ -52,7 +52,11 @@ type ServiceRuntime interface {
 
 const (
 	// DefaultMaxStreams bounds the request streams a worker carries to
-	// its instances at once (Config.MaxStreams).
+	// its instances at once (Config.MaxStreams). Each instance gets an
+	// equal share, MaxStreams over the instances the worker runs
+	// (Docker.Services): instances of several namespaces share a worker,
+	// and one whose requests never end must not take the streams of the
+	// others.
 	DefaultMaxStreams = 1024
 	// streamReadLimit bounds one WebSocket message of the stream
 	// connection: a yamux frame, at most its window (agent.YamuxConfig)
@@ -81,18 +85,23 @@ func (w *Worker) serviceRuntime() (ServiceRuntime, int) {
 
 // services is the service side of one session.
 type services struct {
-	s     *session
-	rt    ServiceRuntime // nil: none
-	max   int
-	slots chan struct{} // of streams at once
+	s   *session
+	rt  ServiceRuntime // nil: none
+	max int
+	// slots bounds the streams that read their first line at once;
+	// perInstance the streams carried to one instance.
+	slots       chan struct{}
+	perInstance int
 
 	mu      sync.Mutex
 	running map[string]bool // instances started and not yet exited
+	carried map[string]int  // streams carried to each instance now
 }
 
 func newServices(s *session) *services {
 	rt, n := s.w.serviceRuntime()
-	return &services{s: s, rt: rt, max: n, slots: make(chan struct{}, s.w.cfg.MaxStreams), running: map[string]bool{}}
+	return &services{s: s, rt: rt, max: n, slots: make(chan struct{}, s.w.cfg.MaxStreams),
+		perInstance: max(1, s.w.cfg.MaxStreams/max(n, 1)), running: map[string]bool{}, carried: map[string]int{}}
 }
 
 func (v *services) state(ctx context.Context, rep job.InstanceReport) {
@@ -294,19 +303,20 @@ func (v *services) serveStreams(ctx context.Context, key string) error {
 		v.s.wg.Add(1)
 		go func() {
 			defer v.s.wg.Done()
-			defer func() { <-v.slots }()
-			v.serveStream(ctx, st)
+			v.serveStream(ctx, st, func() { <-v.slots })
 		}()
 	}
 }
 
 // serveStream answers one stream: "instance ID", then the bytes of a
-// connection to the instance's port.
-func (v *services) serveStream(ctx context.Context, st net.Conn) {
+// connection to the instance's port. It calls read once it read the
+// first line: from then on the stream counts in its instance's share.
+func (v *services) serveStream(ctx context.Context, st net.Conn, read func()) {
 	defer st.Close()
 	_ = st.SetReadDeadline(time.Now().Add(streamHeaderTimeout))
 	line, br, err := agent.ReadHeader(st)
 	_ = st.SetReadDeadline(time.Time{})
+	read()
 	if err != nil {
 		return
 	}
@@ -317,11 +327,26 @@ func (v *services) serveStream(ctx context.Context, st net.Conn) {
 	}
 	v.mu.Lock()
 	known := v.running[id]
+	full := v.carried[id] >= v.perInstance
+	if known && !full {
+		v.carried[id]++
+	}
 	v.mu.Unlock()
-	if !known {
+	switch {
+	case !known:
 		_, _ = io.WriteString(st, "error no such instance on this worker\n")
 		return
+	case full:
+		_, _ = io.WriteString(st, fmt.Sprintf("error too many streams to this instance (%d, its share of this worker's)\n", v.perInstance))
+		return
 	}
+	defer func() {
+		v.mu.Lock()
+		if v.carried[id]--; v.carried[id] <= 0 {
+			delete(v.carried, id)
+		}
+		v.mu.Unlock()
+	}()
 	dctx, cancel := context.WithTimeout(ctx, instanceDialTimeout)
 	c, err := v.rt.DialInstance(dctx, id)
 	cancel()

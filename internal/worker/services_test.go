@@ -139,7 +139,9 @@ func nextState(t *testing.T, c *protocol.Conn, id string) job.InstanceReport {
 	}
 }
 
-const busy = "error too many streams on this worker"
+// busyPrefix begins the answer to a stream past the worker's bound or
+// its instance's share.
+const busyPrefix = "error too many streams"
 
 // openStream opens a stream to instance id and returns it with the
 // worker's answer line, trying again while the worker's streams are all
@@ -153,7 +155,7 @@ func openStream(t *testing.T, sess *yamux.Session, id string) (net.Conn, *bufio.
 	)
 	testutil.Eventually(t, time.Minute, func() error {
 		st, br, line = openStreamOnce(t, sess, id)
-		if line == busy {
+		if strings.HasPrefix(line, busyPrefix) {
 			st.Close()
 			return errors.New(line)
 		}
@@ -260,7 +262,7 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 	wcfg.URL = f.url()
 	wcfg.Docker = &caps
 	wcfg.ReconnectMax = time.Second
-	wcfg.MaxStreams = 2
+	wcfg.MaxStreams = 4
 	wcfg.Namespaces = []string{"user"}
 	w, err := worker.New(wcfg, runtime.Set{job.TypeDocker: d}, slog.New(slog.NewTextHandler(testLog{t}, nil)))
 	if err != nil {
@@ -293,15 +295,37 @@ func TestWorkerServesInstancesOverStreams(t *testing.T) {
 		t.Fatalf("second report %+v", rep)
 	}
 
-	// Streams are bounded (MaxStreams 2): a third one at once is refused,
-	// and a slot is free again once a stream ends.
+	// Streams are bounded (MaxStreams 4 over 2 instances: 2 each): a
+	// third one to the instance at once is refused, while another
+	// instance (of another tenant, say) still gets its share; and a slot
+	// is free again once a stream ends.
 	a, _, la := openStream(t, sess, inst.ID)
 	b, _, lb := openStream(t, sess, inst.ID)
 	if la != "ok" || lb != "ok" {
 		t.Fatalf("two streams: %q %q", la, lb)
 	}
-	if _, _, line := openStreamOnce(t, sess, inst.ID); line != busy {
+	if _, _, line := openStreamOnce(t, sess, inst.ID); !strings.HasPrefix(line, busyPrefix+" to this instance") {
 		t.Fatalf("a third stream: %q", line)
+	}
+	other := *inst
+	other.ID, other.Service = "i-"+randomHex(4), "user/other"
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeServiceStart, Instance: &other}); err != nil {
+		t.Fatal(err)
+	}
+	nextState(t, conn, other.ID)
+	if rep := nextState(t, conn, other.ID); rep.State != job.InstanceReady {
+		t.Fatalf("the other instance: %+v", rep)
+	}
+	for range 2 {
+		if _, _, line := openStreamOnce(t, sess, other.ID); line != "ok" {
+			t.Fatalf("the other instance, with the first one's share taken: %q", line)
+		}
+	}
+	if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeServiceStop, InstanceID: other.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := nextState(t, conn, other.ID); rep.State != job.InstanceExited {
+		t.Fatalf("the other instance stopped: %+v", rep)
 	}
 	a.Close()
 	b.Close()

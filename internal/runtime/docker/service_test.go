@@ -347,7 +347,9 @@ func TestServiceIsolationFromInside(t *testing.T) {
 		}
 	}()
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	targets := []string{"127.0.0.1:" + port, "[::1]:" + port, "1.1.1.1:80", "8.8.8.8:53", "169.254.169.254:80", "10.0.0.1:80", "192.168.0.1:80"}
+	targets := []string{"127.0.0.1:" + port, "[::1]:" + port, "1.1.1.1:80", "8.8.8.8:53", "169.254.169.254:80", "10.0.0.1:80", "192.168.0.1:80",
+		// The engine's sockets, were they ever mounted.
+		"unix:/var/run/docker.sock", "unix:/run/docker.sock", "unix:/run/containerd/containerd.sock"}
 	br, err := testEngine.NetworkInspect(context.Background(), "bridge", network.InspectOptions{})
 	if err != nil {
 		t.Fatal(err)
