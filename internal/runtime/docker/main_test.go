@@ -96,9 +96,11 @@ func cleanupEngine(c *client.Client) {
 	}
 }
 
-// testWorkerPrefix starts every worker id the tests use, so that cleanup
-// touches nothing else on the engine.
-const testWorkerPrefix = "zvtest-"
+// testWorkerPrefix starts every worker id this test process uses, so that
+// cleanup touches nothing else on the engine: not even the containers of
+// another package's tests running at the same time ("zvtest-" is theirs
+// too).
+var testWorkerPrefix = "zvtest-" + randomHex(3) + "-"
 
 // newTestRuntime returns a runtime with the defaults, a worker id of its
 // own and tweak applied; it is closed, and its leftovers checked, at the
