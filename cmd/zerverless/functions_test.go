@@ -530,20 +530,7 @@ func TestFunctionsCLI(t *testing.T) {
 	srv, _, _ := startFunctionServer(t, t.TempDir(), nil)
 	file := filepath.Join(t.TempDir(), "hello.lua")
 	os.WriteFile(file, []byte(`function handle(req) return "hello " .. ENV.WHO end`), 0o644)
-	getenv := func(k string) string {
-		switch k {
-		case "ZERVERLESS_SERVER":
-			return srv.URL()
-		case "ZERVERLESS_TOKEN":
-			return srv.AdminToken()
-		}
-		return ""
-	}
-	cli := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := run(context.Background(), args, &out, &errb, getenv)
-		return code, out.String(), errb.String()
-	}
+	cli := cliAgainst(srv)
 	if code, out, errs := cli("deploy", "cli/hello", "-f", file, "--env", "WHO=cli", "--timeout", "5"); code != 0 || !strings.Contains(out, "version 1 (lua)") {
 		t.Fatalf("deploy: %d %q %q", code, out, errs)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -271,3 +272,22 @@ func ptr[T any](v T) *T { return &v }
 
 // keepAlive sends heartbeats until the test ends or the connection fails.
 func (r *rawWorker) keepAlive() { r.fake().KeepAlive() }
+
+// cliAgainst returns a runner of the client commands against srv with
+// its admin token, answering exit code, stdout and stderr.
+func cliAgainst(srv *Server) func(args ...string) (int, string, string) {
+	getenv := func(k string) string {
+		switch k {
+		case "ZERVERLESS_SERVER":
+			return srv.URL()
+		case "ZERVERLESS_TOKEN":
+			return srv.AdminToken()
+		}
+		return ""
+	}
+	return func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, &out, &errb, getenv)
+		return code, out.String(), errb.String()
+	}
+}

@@ -681,20 +681,7 @@ func TestServiceCLIImageAndBuild(t *testing.T) {
 	caps.Docker.Build = true
 	w := protocoltest.RegisterFrom(t, srv.WorkerURL(), "", testWorkerSecret, caps)
 	sw := protocoltest.ServeServices(w, srv.URL(), echoService)
-	getenv := func(k string) string {
-		switch k {
-		case "ZERVERLESS_SERVER":
-			return srv.URL()
-		case "ZERVERLESS_TOKEN":
-			return srv.AdminToken()
-		}
-		return ""
-	}
-	cli := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := run(context.Background(), args, &out, &errb, getenv)
-		return code, out.String(), errb.String()
-	}
+	cli := cliAgainst(srv)
 	if code, out, errs := cli("deploy", "cli/svc", "--image", "myapp:latest", "--concurrency", "5", "--", "/app/entrypoint.sh", "-v"); code != 0 || !strings.Contains(out, "docker service myapp:latest") {
 		t.Fatalf("deploy --image: %d %q %q", code, out, errs)
 	}
