@@ -156,12 +156,7 @@ func TestServiceForeignInstanceReports(t *testing.T) {
 	srv := serviceServer(t, nil)
 	victim := serviceWorker(t, srv, "127.0.0.1", 2, echoService)
 	mustDeployService(t, srv, "alice/svc", `{"runtime":"docker","docker_image":"a:1","min_instances":1}`)
-	var in *job.ServiceInstance
-	select {
-	case in = <-victim.Starts():
-	case <-time.After(10 * time.Second):
-		t.Fatal("no instance started")
-	}
+	in := victim.NextStart(t, "no instance started")
 	eventually(t, 5*time.Second, func() error {
 		if _, st := getOK(t, srv.URL()+"/alice/svc/"); st != 207 {
 			return fmt.Errorf("alice/svc: %d", st)

@@ -437,12 +437,7 @@ func TestServiceCrashRestarted(t *testing.T) {
 	srv := serviceServer(t, nil)
 	sw := serviceWorker(t, srv, "", 2, echoService)
 	mustDeployService(t, srv, "crash/svc", `{"runtime":"docker","docker_image":"c:1","min_instances":1}`)
-	var first *job.ServiceInstance
-	select {
-	case first = <-sw.Starts():
-	case <-time.After(10 * time.Second):
-		t.Fatal("min_instances started nothing")
-	}
+	first := sw.NextStart(t, "min_instances started nothing")
 	eventually(t, 5*time.Second, func() error {
 		_, status := getOK(t, srv.URL()+"/crash/svc/")
 		if status != 207 {
@@ -453,12 +448,7 @@ func TestServiceCrashRestarted(t *testing.T) {
 	if err := sw.Crash(first.ID, 3, "panic: out of luck\n"); err != nil {
 		t.Fatal(err)
 	}
-	var second *job.ServiceInstance
-	select {
-	case second = <-sw.Starts():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the crashed instance was not restarted")
-	}
+	second := sw.NextStart(t, "the crashed instance was not restarted")
 	eventually(t, 5*time.Second, func() error {
 		s, status := getOK(t, srv.URL()+"/crash/svc/")
 		if status != 207 || s.Instance != second.ID {

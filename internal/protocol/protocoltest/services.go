@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/coder/websocket"
@@ -105,6 +106,19 @@ func (sw *ServiceWorker) Hold(on bool) {
 
 // Starts delivers the instances the orchestrator started here.
 func (sw *ServiceWorker) Starts() <-chan *job.ServiceInstance { return sw.starts }
+
+// NextStart returns the next instance the worker was asked to start, or
+// fails t with why after 10 seconds without one.
+func (sw *ServiceWorker) NextStart(t testing.TB, why string) *job.ServiceInstance {
+	t.Helper()
+	select {
+	case in := <-sw.starts:
+		return in
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+		return nil
+	}
+}
 
 // Tasks delivers the jobs it is assigned (answer them with Answer).
 func (sw *ServiceWorker) Tasks() <-chan *job.Task { return sw.tasks }
