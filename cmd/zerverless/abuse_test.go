@@ -492,11 +492,7 @@ func TestServeFunctionBodyFlood(t *testing.T) {
 	}
 	wg.Wait()
 	peak := stopSampling()
-	close(statuses)
-	count := map[int]int{}
-	for s := range statuses {
-		count[s]++
-	}
+	count := countStatuses(statuses)
 	grown := peak - before
 	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak>>20, count)
 	if count[503] == 0 {
@@ -535,11 +531,7 @@ func TestServeSubmissionBodyFlood(t *testing.T) {
 	}
 	wg.Wait()
 	peak := stopSampling()
-	close(statuses)
-	count := map[int]int{}
-	for s := range statuses {
-		count[s]++
-	}
+	count := countStatuses(statuses)
 	grown := peak - before
 	t.Logf("RSS %d MiB before, peak %d MiB; statuses %v", before>>20, peak>>20, count)
 	if count[503] == 0 || count[400] == 0 {
@@ -665,4 +657,14 @@ func samplePeakRSS(t *testing.T, pid int) (stop func() int64) {
 		<-finished
 		return peak.Load()
 	}
+}
+
+// countStatuses closes statuses and counts the HTTP statuses it held.
+func countStatuses(statuses chan int) map[int]int {
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	return count
 }
