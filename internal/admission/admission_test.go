@@ -114,6 +114,7 @@ func TestNothingWithoutAPrincipal(t *testing.T) {
 		return err
 	}
 	calls["ServiceInstances"] = func(ctx context.Context) error { _, err := adm.ServiceInstances(ctx, "alice", "svc"); return err }
+	calls["ServicePending"] = func(ctx context.Context) error { _, err := adm.ServicePending(ctx, "alice", "svc"); return err }
 	calls["ServiceLogs"] = func(ctx context.Context) error { _, _, _, err := adm.ServiceLogs(ctx, "alice", "svc"); return err }
 	notForATenant := []string{"Authenticate", "ContextArchive", "FunctionIsPrivate", "HeldJob", "ServiceAt", "ObserveServiceRequest"}
 	ty := reflect.TypeOf(adm)

@@ -34,24 +34,25 @@ func (s *Service) Submit(ctx context.Context, r job.Request) (*job.Job, error) {
 	if err := s.checkBuild(ctx, &r); err != nil {
 		return nil, err
 	}
-	if err := s.checkEgress(ctx, r); err != nil {
+	if err := s.checkEgress(ctx, r.Namespace, r.Network); err != nil {
 		return nil, err
 	}
 	return s.d.Jobs.Submit(ctx, r)
 }
 
-// checkEgress refuses, as forbidden (field network.egress), a request for
-// egress that its namespace's policy does not allow: egress is off unless
-// an admin turned on allow_egress, and bounded by the policy's patterns.
-func (s *Service) checkEgress(ctx context.Context, r job.Request) error {
-	if r.Network == nil || len(r.Network.Egress) == 0 {
+// checkEgress refuses, as forbidden (field network.egress), a job's or a
+// service's request n for egress that the policy of its namespace ns
+// does not allow: egress is off unless an admin turned on allow_egress,
+// and bounded by the policy's patterns.
+func (s *Service) checkEgress(ctx context.Context, ns string, n *job.Network) error {
+	if n == nil || len(n.Egress) == 0 {
 		return nil
 	}
-	p, err := s.d.Tokens.NamespacePolicy(ctx, cmp.Or(r.Namespace, job.DefaultNamespace))
+	p, err := s.d.Tokens.NamespacePolicy(ctx, cmp.Or(ns, job.DefaultNamespace))
 	if err != nil {
 		return fmt.Errorf("namespace policy: %w", err)
 	}
-	if why := p.EgressRefusal(r.Network.Egress); why != "" {
+	if why := p.EgressRefusal(n.Egress); why != "" {
 		return &job.Error{Code: job.CodeForbidden, Field: "network.egress", Message: why}
 	}
 	return nil

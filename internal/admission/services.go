@@ -15,17 +15,26 @@ type Services interface {
 	// orchestrator.ConnectService).
 	ConnectService(ctx context.Context, d *job.Deployment) (net.Conn, error)
 	ServiceInstances(d *job.Deployment) []job.InstanceView
+	// ServicePending says why an instance that should run could not
+	// start ("" when none waits).
+	ServicePending(d *job.Deployment) string
 	ServiceLogs(d *job.Deployment) string
 	ObserveServiceRequest(d *job.Deployment, status int, took time.Duration)
 }
 
 // prepareService admits a docker service's deploy request: services must
-// be served here, and a Dockerfile is built first, as a build job of
+// be served here, the egress it asks for must be allowed by the
+// namespace's policy (forbidden, field network.egress; the orchestrator
+// checks it again at every instance's start, for a policy that changed),
+// and a Dockerfile is built first, as a build job of
 // namespace submitted for the caller (every build check applies), whose
 // image the service then runs.
 func (s *Service) prepareService(ctx context.Context, namespace string, r *job.DeployRequest) error {
 	if s.d.Services == nil {
 		return &job.Error{Code: job.CodeUnavailable, Field: "runtime", Message: "this orchestrator serves no docker services"}
+	}
+	if err := s.checkEgress(ctx, namespace, r.Network); err != nil {
+		return err
 	}
 	if !r.Builds() {
 		if ns, built := job.ImageNamespace(r.DockerImage); built && ns != namespace {
@@ -66,6 +75,17 @@ func (s *Service) ServiceInstances(ctx context.Context, namespace, path string) 
 		return nil, err
 	}
 	return s.d.Services.ServiceInstances(d), nil
+}
+
+// ServicePending says why an instance of the service at namespace/path
+// that should run could not start ("" when none waits; not_found when
+// the caller may not see it).
+func (s *Service) ServicePending(ctx context.Context, namespace, path string) (string, error) {
+	d, err := s.service(ctx, namespace, path)
+	if err != nil {
+		return "", err
+	}
+	return s.d.Services.ServicePending(d), nil
 }
 
 // ServiceLogs returns the recent output of the service at namespace/path

@@ -201,6 +201,10 @@ type DeploymentView struct {
 	URL string `json:"url"`
 	// Instances are a docker service's instances (GET of one service).
 	Instances []job.InstanceView `json:"instances,omitempty"`
+	// Pending, for a docker service, says why an instance that should
+	// run could not start when last tried: no connected worker may run it
+	// (each one's reason), or its namespace's policy refuses its egress.
+	Pending string `json:"pending,omitempty"`
 }
 
 // DeploymentList is the body of GET /api/deploy.
@@ -302,7 +306,10 @@ func (f *functions) getDeployment(w http.ResponseWriter, r *http.Request) {
 	}
 	v := f.deploymentView(r, d)
 	if d.Runtime == job.TypeDocker {
-		if v.Instances, err = f.adm.ServiceInstances(r.Context(), d.Namespace, d.Path); err != nil {
+		if v.Instances, err = f.adm.ServiceInstances(r.Context(), d.Namespace, d.Path); err == nil {
+			v.Pending, err = f.adm.ServicePending(r.Context(), d.Namespace, d.Path)
+		}
+		if err != nil {
 			f.writeError(w, r, err)
 			return
 		}

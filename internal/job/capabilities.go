@@ -145,14 +145,22 @@ func (c Capabilities) Accepts(j *Job) (bool, string) {
 		if ok, why := dc.acceptsImage(d); !ok {
 			return false, why
 		}
-		if want := j.Spec.EgressOf(); len(want) > 0 {
-			if len(dc.Egress) == 0 {
-				return false, "allows no egress (its owner did not set --docker-egress)"
-			}
-			if u := EgressUncovered(dc.Egress, want); u != "" {
-				return false, fmt.Sprintf("does not allow egress to %s (its owner allows %s)", u, strings.Join(dc.Egress, ", "))
-			}
-		}
+		return dc.acceptsEgress(j.Spec.EgressOf())
+	}
+	return true, ""
+}
+
+// acceptsEgress reports whether the owner's egress list covers want, and
+// if not, why.
+func (dc *DockerCapabilities) acceptsEgress(want []string) (bool, string) {
+	if len(want) == 0 {
+		return true, ""
+	}
+	if len(dc.Egress) == 0 {
+		return false, "allows no egress (its owner did not set --docker-egress)"
+	}
+	if u := EgressUncovered(dc.Egress, want); u != "" {
+		return false, fmt.Sprintf("does not allow egress to %s (its owner allows %s)", u, strings.Join(dc.Egress, ", "))
 	}
 	return true, ""
 }

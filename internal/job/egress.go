@@ -17,6 +17,11 @@ type Network struct {
 	Egress []string `json:"egress,omitempty"`
 }
 
+// EgressProxyPort is where a container with egress finds its worker's
+// egress proxy: 127.0.0.1:EgressProxyPort, on its own loopback. A
+// service with egress cannot listen there.
+const EgressProxyPort = 3128
+
 // Limits of an egress list, in a request, a namespace's policy and a
 // worker's configuration alike.
 const (

@@ -22,6 +22,18 @@ type ServiceSpec struct {
 	ReadinessPath string `json:"readiness_path,omitempty"`
 	// StartTimeoutSeconds bounds the time from start to ready.
 	StartTimeoutSeconds float64 `json:"start_timeout_seconds"`
+	// Network asks for egress, as a docker job's does: the instance
+	// reaches the listed host:port patterns through its worker's egress
+	// proxy, and nothing else.
+	Network *Network `json:"network,omitempty"`
+}
+
+// EgressOf returns the egress patterns the spec asks for (nil when none).
+func (s ServiceSpec) EgressOf() []string {
+	if s.Network == nil {
+		return nil
+	}
+	return s.Network.Egress
 }
 
 // ServiceInstance is one instance of a service on one worker.
@@ -56,9 +68,19 @@ type InstanceReport struct {
 	// Error says why an instance could not start or was stopped.
 	Error string `json:"error,omitempty"`
 	// Output is the tail of the instance's stdout and stderr, bounded by
-	// the worker (at most MaxInstanceOutput bytes).
+	// the worker (at most MaxInstanceOutput bytes). In a report of a
+	// ready instance it is what the instance's egress proxy refused
+	// since the last report, for the service's logs.
 	Output string `json:"output,omitempty"`
+	// Egress, for an instance with egress, is what it exchanged with each
+	// destination since it started (at most MaxInstanceEgress records);
+	// a ready instance reports it again when it changed.
+	Egress []EgressRecord `json:"egress,omitempty"`
 }
+
+// MaxInstanceEgress bounds InstanceReport.Egress: past it the records of
+// the destinations reached first are kept.
+const MaxInstanceEgress = 256
 
 // MaxInstanceOutput bounds InstanceReport.Output.
 const MaxInstanceOutput = 64 << 10

@@ -54,6 +54,9 @@ type ServiceRequest struct {
 	IdleTimeout   *float64          `json:"idle_timeout_seconds,omitempty"`
 	StartTimeout  *float64          `json:"start_timeout_seconds,omitempty"`
 	ReadinessPath string            `json:"readiness_path,omitempty"`
+	// Network asks for egress for every instance, as a docker job's
+	// "network" does.
+	Network *Network `json:"network,omitempty"`
 
 	Dockerfile           string                 `json:"dockerfile,omitempty"`
 	BuildContext         map[string]ContextFile `json:"build_context,omitempty"`
@@ -91,7 +94,7 @@ func (s *ServiceRequest) onlyForServices() error {
 	case len(s.DockerCommand) > 0 || len(s.DockerEnv) > 0 || s.Resources != nil || s.Port != nil ||
 		s.MinInstances != nil || s.MaxInstances != nil || s.Concurrency != nil || s.IdleTimeout != nil ||
 		s.StartTimeout != nil || s.ReadinessPath != "" || len(s.BuildContext) > 0 || s.BuildContextID != "" ||
-		len(s.BuildArgs) > 0 || s.BuildContextEncoding != "":
+		len(s.BuildArgs) > 0 || s.BuildContextEncoding != "" || s.Network != nil:
 		return Invalid("runtime", `service fields are only for runtime "docker"`)
 	}
 	return nil
@@ -265,6 +268,14 @@ func (r *DeployRequest) validateService(lim DeployLimits) error {
 	if p := s.ReadinessPath; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 1024 || strings.ContainsAny(p, " \r\n\t\x00")) {
 		return Invalid("readiness_path", "must be a URL path starting with / (at most 1024 bytes, no spaces)")
 	}
+	if n := s.Network; n != nil {
+		if _, err := ParseEgress(n.Egress); err != nil {
+			return Invalid("network.egress", "%v", err)
+		}
+		if len(n.Egress) > 0 && orDefault(s.Port, DefaultServicePort) == EgressProxyPort {
+			return Invalid("port", "%d is where an instance with egress finds its egress proxy (127.0.0.1:%d); listen on another port", EgressProxyPort, EgressProxyPort)
+		}
+	}
 	return nil
 }
 
@@ -298,6 +309,10 @@ func (r *DeployRequest) newService(namespace, path, digest string, now time.Time
 	if s.Resources != nil {
 		cfg.Resources = *s.Resources
 	}
+	if s.Network != nil && len(s.Network.Egress) > 0 {
+		egress, _ := CanonicalEgress(s.Network.Egress)
+		cfg.Network = &Network{Egress: egress}
+	}
 	if digest == "" {
 		b, _ := json.Marshal(cfg)
 		sum := sha256.Sum256(b)
@@ -316,15 +331,19 @@ func (r *DeployRequest) newService(namespace, path, digest string, now time.Time
 	}
 }
 
-// RunsServiceImage reports whether a worker with c may run an instance of
-// image: it offers services, and its allow-list (or, for an image built
-// on the platform, the images it holds) admits the image; why says what
-// is missing otherwise.
-func (c Capabilities) RunsServiceImage(image string) (ok bool, why string) {
+// RunsService reports whether a worker with c may run an instance of sp:
+// it offers services, its allow-list (or, for an image built on the
+// platform, the images it holds) admits the image, and its owner's
+// egress list covers the egress sp asks for; why says what is missing
+// otherwise.
+func (c Capabilities) RunsService(sp ServiceSpec) (ok bool, why string) {
 	if c.Docker == nil || c.Docker.Services <= 0 {
 		return false, "offers no docker services"
 	}
-	return c.Docker.acceptsImage(&DockerSpec{Image: image})
+	if ok, why := c.Docker.acceptsImage(&DockerSpec{Image: sp.Image}); !ok {
+		return false, why
+	}
+	return c.Docker.acceptsEgress(sp.EgressOf())
 }
 
 // InstanceExit is how an instance last ended.
@@ -352,6 +371,9 @@ type InstanceView struct {
 	InFlight int           `json:"in_flight"`
 	Restarts int           `json:"restarts"`
 	LastExit *InstanceExit `json:"last_exit,omitempty"`
+	// Egress is, for an instance with egress, what it exchanged with each
+	// destination, as its worker last reported it.
+	Egress []EgressRecord `json:"egress,omitempty"`
 }
 
 // Built returns s running image, made by build job jobID, in place of its

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -186,6 +187,8 @@ type instance struct {
 	restarts  int
 	crashes   int // in a row, for the backoff
 	lastExit  *job.InstanceExit
+	// egress is what its worker last reported of its egress.
+	egress []job.EgressRecord
 	// stopping: asked to stop; its exit is not a crash.
 	stopping bool
 	// retryAt, for a crashed instance (state exited, no host), is when
@@ -539,9 +542,20 @@ func (s *services) startLocked(ctx context.Context, sv *service, in *instance, n
 	if q := s.quotas[sv.namespace]; q > 0 && s.nsInstancesLocked(sv.namespace) >= q {
 		return nil, job.Errorf(job.CodeTooMany, "namespace %s runs %d service instances, its quota", sv.namespace, q)
 	}
-	h := s.placeLocked(sv, cfg.Image)
+	// Checked at deploy too; here, a policy changed since holds.
+	if why := s.o.cachedPolicyLocked(sv.namespace).EgressRefusal(cfg.EgressOf()); why != "" {
+		return nil, job.Errorf(job.CodeUnavailable, "no instance of %s may start: %s", sv.name, why)
+	}
+	h, whyNot := s.placeLocked(sv, cfg.ServiceSpec)
 	if h == nil {
-		return nil, job.Errorf(job.CodeUnavailable, "no connected trusted worker offers docker services that may run %s", cfg.Image)
+		msg := fmt.Sprintf("no connected trusted worker offers docker services that may run %s", cfg.Image)
+		if len(cfg.EgressOf()) > 0 {
+			msg += " with egress to " + strings.Join(cfg.EgressOf(), ", ")
+		}
+		if whyNot != "" {
+			msg += " (" + whyNot + ")"
+		}
+		return nil, job.Errorf(job.CodeUnavailable, "%s", msg)
 	}
 	if in == nil {
 		in = &instance{svc: sv, created: now}
@@ -558,6 +572,7 @@ func (s *services) startLocked(ctx context.Context, sv *service, in *instance, n
 	in.lastUsed = now
 	in.retryAt = time.Time{}
 	in.stopping = false
+	in.egress = nil
 	h.instances[in.id] = in
 	h.w.send(protocol.Message{Type: protocol.TypeServiceStart, Instance: &job.ServiceInstance{
 		ID: in.id, Namespace: sv.namespace, Service: sv.name, Version: in.version, Spec: in.spec,
@@ -566,18 +581,25 @@ func (s *services) startLocked(ctx context.Context, sv *service, in *instance, n
 	return in, nil
 }
 
-// placeLocked returns the host for a new instance of sv: a trusted
-// worker's session with its stream connection open, a free service slot
-// and an image allow-list that admits image; of those, the one with the
-// fewest instances of sv, then the fewest in all.
-func (s *services) placeLocked(sv *service, image string) *host {
-	var best *host
+// placeLocked returns the host for a new instance of sv running spec: a
+// trusted worker's session with its stream connection open, a free
+// service slot, an image allow-list that admits the image and an
+// owner's egress list that covers the egress spec asks for; of those,
+// the one with the fewest instances of sv, then the fewest in all. With
+// none, whyNot says what the connected service workers lack.
+func (s *services) placeLocked(sv *service, spec job.ServiceSpec) (best *host, whyNot string) {
 	var bestMine, bestAll int
+	var whys []string
 	for _, h := range s.hosts {
 		if h.gone || h.sess == nil || h.sess.IsClosed() || !h.w.trusted {
 			continue
 		}
-		if ok, _ := h.caps.RunsServiceImage(image); !ok || len(h.instances) >= h.caps.Docker.Services {
+		if ok, why := h.caps.RunsService(spec); !ok {
+			whys = append(whys, fmt.Sprintf("worker %s %s", cmp.Or(h.w.name, h.w.id), why))
+			continue
+		}
+		if len(h.instances) >= h.caps.Docker.Services {
+			whys = append(whys, fmt.Sprintf("worker %s has all %d service slots taken", cmp.Or(h.w.name, h.w.id), h.caps.Docker.Services))
 			continue
 		}
 		mine := 0
@@ -591,8 +613,18 @@ func (s *services) placeLocked(sv *service, image string) *host {
 			best, bestMine, bestAll = h, mine, all
 		}
 	}
-	return best
+	if best != nil {
+		return best, ""
+	}
+	slices.Sort(whys)
+	if len(whys) > maxPlaceReasons {
+		whys = append(whys[:maxPlaceReasons], fmt.Sprintf("and %d more", len(whys)-maxPlaceReasons))
+	}
+	return nil, strings.Join(whys, "; ")
 }
+
+// maxPlaceReasons bounds the workers a placement's refusal names.
+const maxPlaceReasons = 5
 
 // stopLocked asks in's worker to stop it; it stays counted on its host
 // until the worker reports it exited (or goes away).
@@ -641,6 +673,9 @@ func (s *services) report(w *worker, r *job.InstanceReport) {
 		}
 	case job.InstanceExited:
 		s.exitedLocked(in, r, now, false)
+	}
+	if r.Egress != nil {
+		in.egress = r.Egress[:min(len(r.Egress), job.MaxInstanceEgress)]
 	}
 	if r.Output != "" {
 		sv.appendLog(in.id, r.Output, s.cfg.MaxLogBytes)
@@ -762,6 +797,10 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 		case in.host != nil && in.state == job.InstanceStarting && !in.stopping &&
 			now.Sub(in.startedAt) > time.Duration(in.spec.StartTimeoutSeconds*float64(time.Second))+s.cfg.StreamOpenTimeout:
 			s.stopLocked(in, "not ready within its start timeout")
+		case in.host != nil && !in.stopping && len(in.spec.EgressOf()) > 0:
+			if why := s.o.cachedPolicyLocked(sv.namespace).EgressRefusal(in.spec.EgressOf()); why != "" {
+				s.stopLocked(in, "its namespace's policy no longer allows its egress: "+why)
+			}
 		}
 	}
 	running, _ := sv.currentLocked()
@@ -791,6 +830,7 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 		}
 		if _, err := s.startLocked(ctx, sv, in, now); err != nil {
 			in.retryAt = now.Add(s.cfg.RestartBackoff)
+			sv.noHost = err
 		}
 	}
 	// min_instances, and as many new instances as the old version ran.
@@ -800,9 +840,14 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 	}
 	for running < want {
 		if _, err := s.startLocked(ctx, sv, nil, now); err != nil {
+			sv.noHost = err
 			break
 		}
+		sv.noHost = nil
 		running++
+	}
+	if running >= want && sv.waiting == 0 && !s.restartPendingLocked(sv) {
+		sv.noHost = nil // nothing waits to start
 	}
 }
 
@@ -980,7 +1025,7 @@ func (o *Orchestrator) ServiceInstances(d *job.Deployment) []job.InstanceView {
 	}
 	for _, in := range sv.instances {
 		v := job.InstanceView{ID: in.id, Version: in.version, State: string(in.state), StartedAt: in.startedAt,
-			InFlight: in.inflight, Restarts: in.restarts, LastExit: in.lastExit}
+			InFlight: in.inflight, Restarts: in.restarts, LastExit: in.lastExit, Egress: in.egress}
 		if !in.readyAt.IsZero() {
 			t := in.readyAt
 			v.ReadyAt = &t
@@ -999,6 +1044,19 @@ func (o *Orchestrator) ServiceInstances(d *job.Deployment) []job.InstanceView {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
 	return out
+}
+
+// ServicePending says why an instance of the service d that should run
+// could not start when last tried (no worker may run it, its namespace's
+// policy refuses its egress, …); "" when none waits to start.
+func (o *Orchestrator) ServicePending(d *job.Deployment) string {
+	s := o.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sv := s.svcs[d.Name()]; sv != nil && sv.noHost != nil {
+		return sv.noHost.Error()
+	}
+	return ""
 }
 
 // ServiceLogs returns the recent output of the service d's instances, as

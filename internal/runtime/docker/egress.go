@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +28,7 @@ import (
 // refusal is a line of the job's stderr (of the build log for a build).
 
 // egressListen is where a job's proxy is, on its own loopback.
-const egressListen = "127.0.0.1:3128"
+var egressListen = "127.0.0.1:" + strconv.Itoa(job.EgressProxyPort)
 
 // egressConnsAtOnce bounds the connections a job's relay carries at once.
 const egressConnsAtOnce = 64
