@@ -63,6 +63,17 @@ type Config struct {
 	// MaxConns bounds the connections the job opens in all; past it a
 	// request is refused. 0: no bound.
 	MaxConns int
+	// Window, when positive, makes MaxBytes and MaxConns bounds per
+	// window of that length rather than per proxy, for what runs long (a
+	// service instance): past MaxBytes in a window every connection is
+	// cut and new ones are refused until the window ends; then both
+	// counts start again. Records count everything.
+	Window time.Duration
+	// Now is the clock of Window; nil: time.Now.
+	Now func() time.Time
+	// Subject names what the proxy serves in its refusals ("job" when
+	// empty; "instance").
+	Subject string
 }
 
 // Proxy is one job's egress proxy. Serve it each connection the job's
@@ -82,6 +93,10 @@ type Proxy struct {
 	cut    string // why the byte limit cut the connections; "": it did not
 	open   map[io.Closer]struct{}
 	closed bool
+	// With a Window: its end, and the bytes and connections within it.
+	windowEnd time.Time
+	wBytes    int64
+	wConns    int
 }
 
 type dest struct {
@@ -99,6 +114,12 @@ func New(cfg Config) *Proxy {
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: dialTimeout}
 		cfg.Dial = d.DialContext
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = "job"
 	}
 	return &Proxy{cfg: cfg, open: map[io.Closer]struct{}{}}
 }
@@ -192,7 +213,7 @@ func (p *Proxy) connect(ctx context.Context, host, portStr string) (net.Conn, *d
 	}
 	switch {
 	case !match(p.cfg.Allow):
-		return nil, nil, "not on the allow-list of this job"
+		return nil, nil, "not on the allow-list of this " + p.cfg.Subject
 	case !match(p.cfg.Owner):
 		return nil, nil, "not allowed by this worker's owner"
 	}
@@ -239,14 +260,31 @@ func (p *Proxy) ownerNames(a netip.Addr, port uint16) bool {
 func (p *Proxy) takeConn() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.cfg.Window > 0 {
+		p.rollLocked()
+	}
 	if p.cut != "" {
 		return p.cut
 	}
-	if p.cfg.MaxConns > 0 && p.conns >= p.cfg.MaxConns {
-		return fmt.Sprintf("the job opened its limit of %d connections", p.cfg.MaxConns)
+	switch {
+	case p.cfg.Window > 0 && p.cfg.MaxConns > 0 && p.wConns >= p.cfg.MaxConns:
+		return fmt.Sprintf("the %s opened its limit of %d connections per %s; new ones are refused until %s",
+			p.cfg.Subject, p.cfg.MaxConns, p.cfg.Window, p.windowEnd.UTC().Format(time.RFC3339))
+	case p.cfg.Window <= 0 && p.cfg.MaxConns > 0 && p.conns >= p.cfg.MaxConns:
+		return fmt.Sprintf("the %s opened its limit of %d connections", p.cfg.Subject, p.cfg.MaxConns)
 	}
 	p.conns++
+	p.wConns++
 	return ""
+}
+
+// rollLocked starts a new window when the current one ended: the
+// window's counts and its cut start again.
+func (p *Proxy) rollLocked() {
+	if now := p.cfg.Now(); !now.Before(p.windowEnd) {
+		p.windowEnd = now.Add(p.cfg.Window)
+		p.wBytes, p.wConns, p.cut = 0, 0, ""
+	}
 }
 
 func (p *Proxy) dest(host string, port int) *dest {
@@ -288,16 +326,42 @@ func (p *Proxy) count(n int) {
 	if n <= 0 {
 		return
 	}
-	if t := p.total.Add(int64(n)); p.cfg.MaxBytes > 0 && t > p.cfg.MaxBytes {
+	t := p.total.Add(int64(n))
+	if p.cfg.Window > 0 {
+		p.countWindow(n)
+		return
+	}
+	if p.cfg.MaxBytes > 0 && t > p.cfg.MaxBytes {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.cut == "" {
-			p.cut = fmt.Sprintf("the job's egress passed its limit of %d bytes (sent and received): its connections were cut", p.cfg.MaxBytes)
+			p.cut = fmt.Sprintf("the %s's egress passed its limit of %d bytes (sent and received): its connections were cut", p.cfg.Subject, p.cfg.MaxBytes)
 			p.noteLocked("egress: " + p.cut)
 		}
-		for c := range p.open {
-			c.Close()
-		}
+		p.closeOpenLocked()
+	}
+}
+
+// countWindow is count with a Window.
+func (p *Proxy) countWindow(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rollLocked()
+	p.wBytes += int64(n)
+	if p.cfg.MaxBytes <= 0 || p.wBytes <= p.cfg.MaxBytes {
+		return
+	}
+	if p.cut == "" {
+		p.cut = fmt.Sprintf("the %s's egress passed its limit of %d bytes (sent and received) per %s: its connections were cut, and new ones are refused until %s",
+			p.cfg.Subject, p.cfg.MaxBytes, p.cfg.Window, p.windowEnd.UTC().Format(time.RFC3339))
+		p.noteLocked("egress: " + p.cut)
+	}
+	p.closeOpenLocked()
+}
+
+func (p *Proxy) closeOpenLocked() {
+	for c := range p.open {
+		c.Close()
 	}
 }
 
@@ -347,6 +411,20 @@ func (p *Proxy) Notes() []string {
 	if p.extra > 0 {
 		out = append(out, fmt.Sprintf("egress: and %d more refusals", p.extra))
 	}
+	return out
+}
+
+// TakeNotes returns the lines noted since the last TakeNotes (as Notes
+// does) and forgets them: what runs long reports its refusals as they
+// come, maxNotes at most between two takes.
+func (p *Proxy) TakeNotes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.notes
+	if p.extra > 0 {
+		out = append(out, fmt.Sprintf("egress: and %d more refusals", p.extra))
+	}
+	p.notes, p.extra = nil, 0
 	return out
 }
 
