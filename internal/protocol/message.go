@@ -199,6 +199,14 @@ func (m *Message) Check() error {
 		if len(m.Report.Output) > job.MaxInstanceOutput || len(m.Report.Error) > job.MaxInstanceOutput {
 			return fmt.Errorf("service_state: output and error are at most %d bytes", job.MaxInstanceOutput)
 		}
+		if len(m.Report.Egress) > job.MaxInstanceEgress {
+			return fmt.Errorf("service_state: at most %d egress records", job.MaxInstanceEgress)
+		}
+		for _, e := range m.Report.Egress {
+			if len(e.Host) > job.MaxEgressPatternLen || e.Port < 0 || e.Port > 65535 || e.BytesSent < 0 || e.BytesReceived < 0 || e.Connections < 0 {
+				return fmt.Errorf("service_state: a bad egress record")
+			}
+		}
 	case TypeOutput:
 		if m.JobID == "" || m.LeaseID == "" {
 			return fmt.Errorf("output: job_id and lease_id are required")

@@ -191,6 +191,12 @@ type Config struct {
 	// EgressConns bounds the connections one job (or build) opens
 	// through the proxy in all (default 256; 0: no bound).
 	EgressConns int
+	// ServiceEgressWindow is the window over which EgressBytes and
+	// EgressConns bound a service instance, which runs for as long as it
+	// is deployed: per window of this length (default 1 hour), past
+	// EgressBytes its connections are cut and past either limit new ones
+	// are refused until the window ends; then the counts start again.
+	ServiceEgressWindow time.Duration
 	// EgressResolver resolves the names of egress destinations; nil:
 	// the system's resolver.
 	EgressResolver egress.Resolver
@@ -245,6 +251,7 @@ func DefaultConfig() Config {
 		ServiceStartTimeout: 5 * time.Minute,
 		EgressBytes:         256 << 20,
 		EgressConns:         256,
+		ServiceEgressWindow: time.Hour,
 	}
 }
 
@@ -312,6 +319,12 @@ func (c *Config) validate() error {
 	}
 	if c.ServiceStartTimeout == 0 {
 		c.ServiceStartTimeout = 5 * time.Minute
+	}
+	if c.ServiceEgressWindow < 0 {
+		errs = append(errs, errors.New("the service egress window must not be negative"))
+	}
+	if c.ServiceEgressWindow == 0 {
+		c.ServiceEgressWindow = time.Hour
 	}
 	if c.BuildNetwork == "" {
 		c.BuildNetwork = "none"

@@ -83,11 +83,18 @@ func (d *Docker) checkEgress(want []string) error {
 }
 
 // startEgress starts the relay and proxy of the egress want of the job
-// (or service instance) id, labeled with role and deadline; nil when want
-// is empty. Egress this worker does not allow is refused (*specError).
-// The proxy serves until end, or until ctx ends. On error nothing is
-// left.
+// id, labeled with role and deadline; nil when want is empty. Egress
+// this worker does not allow is refused (*specError). The proxy serves
+// until end, or until ctx ends. On error nothing is left.
 func (d *Docker) startEgress(ctx context.Context, id string, want []string, role string, deadline time.Time) (*egressRun, error) {
+	return d.startEgressRelay(ctx, want, relayConfig{role: role, jobID: id, deadline: deadline, maxConns: egressConnsAtOnce},
+		egress.Config{MaxBytes: d.cfg.EgressBytes, MaxConns: d.cfg.EgressConns})
+}
+
+// startEgressRelay is startEgress with the relay rc (which also listens
+// on egressListen) and the limits of lim (its Allow, Owner, Local and
+// Resolver are filled in).
+func (d *Docker) startEgressRelay(ctx context.Context, want []string, rc relayConfig, lim egress.Config) (*egressRun, error) {
 	if len(want) == 0 {
 		return nil, nil
 	}
@@ -102,16 +109,14 @@ func (d *Docker) startEgress(ctx context.Context, id string, want []string, role
 	if err != nil {
 		return nil, err
 	}
-	r, err := d.startRelay(ctx, relayConfig{role: role, jobID: id, deadline: deadline,
-		listen: []string{egressListen}, maxConns: egressConnsAtOnce})
+	rc.listen = append(rc.listen, egressListen)
+	r, err := d.startRelay(ctx, rc)
 	if err != nil {
 		return nil, fmt.Errorf("egress relay: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	e := &egressRun{relay: r, cancel: cancel, proxy: egress.New(egress.Config{
-		Allow: allow, Owner: owner, Local: egress.LocalPrefixes(), Resolver: d.cfg.EgressResolver,
-		MaxBytes: d.cfg.EgressBytes, MaxConns: d.cfg.EgressConns,
-	})}
+	lim.Allow, lim.Owner, lim.Local, lim.Resolver = allow, owner, egress.LocalPrefixes(), d.cfg.EgressResolver
+	e := &egressRun{relay: r, cancel: cancel, proxy: egress.New(lim)}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()

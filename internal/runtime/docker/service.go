@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 	units "github.com/docker/go-units"
 
+	"github.com/zerverless/zerverless/internal/egress"
 	"github.com/zerverless/zerverless/internal/job"
 )
 
@@ -36,6 +38,18 @@ import (
 // connection anywhere: the namespace has no route, and the relay dials
 // only the namespace's loopback when the worker asks. Requests reach it
 // through Dial.
+//
+// An instance whose spec asks for egress (job.ServiceSpec.Network) gets
+// it as a job does (egress.go): its relay also listens on egressListen,
+// the proxy variables point there, and each connection goes to an
+// egress.Proxy of the worker with the instance's patterns and the
+// owner's. Its limits, EgressBytes and EgressConns, hold per
+// ServiceEgressWindow, since an instance runs for as long as it is
+// deployed. Every egressReportEvery, a ready instance whose egress did
+// something is reported again (state ready) with the refusals since the
+// last report as its Output, for the service's logs, and its records;
+// its exited report carries the rest. Without egress the relay listens
+// on nothing.
 //
 // Instances are long-running, so they carry no deadline label. What ends
 // them:
@@ -66,6 +80,9 @@ const (
 	// staleCreated is how long a relay may stay created, never started,
 	// before the reaper takes it for a dead worker's.
 	staleCreated = 2 * time.Minute
+	// egressReportEvery is how often a ready instance's egress is
+	// reported, when it changed.
+	egressReportEvery = 2 * time.Second
 )
 
 // ErrNoInstance is returned for an instance id this runtime does not run.
@@ -81,6 +98,7 @@ type instance struct {
 	cid    string // its container
 	port   int
 	relay  *netRelay
+	egress *egressRun // nil: no egress
 	ready  atomic.Bool
 	output *lockedTail
 	stop   chan struct{} // closed to stop it
@@ -185,6 +203,14 @@ func (d *Docker) checkService(inst job.ServiceInstance) (limits, error) {
 	if v, ok := sp.Env["PORT"]; ok && v != strconv.Itoa(sp.Port) {
 		return limits{}, refuse("docker_env: PORT is the service's port (%d)", sp.Port)
 	}
+	if want := sp.EgressOf(); len(want) > 0 {
+		if sp.Port == job.EgressProxyPort {
+			return limits{}, refuse("port: %d is the egress proxy's port of an instance with egress", sp.Port)
+		}
+		if err := d.checkEgress(want); err != nil {
+			return limits{}, err
+		}
+	}
 	return d.checkSpec(serviceTask(inst), job.Limits{})
 }
 
@@ -217,17 +243,31 @@ func (d *Docker) createInstance(ctx context.Context, inst job.ServiceInstance) (
 	if info.Config != nil {
 		imageVolumes = sortedKeys(info.Config.Volumes)
 	}
-	r, err := d.startRelay(ctx, relayConfig{role: roleServiceRelay, jobID: inst.ID})
-	if err != nil {
+	rc := relayConfig{role: roleServiceRelay, jobID: inst.ID}
+	var r *netRelay
+	var e *egressRun
+	if want := sp.EgressOf(); len(want) > 0 {
+		// The proxy lives as long as the instance, not the start.
+		e, err = d.startEgressRelay(context.WithoutCancel(ctx), want, rc, egress.Config{
+			MaxBytes: d.cfg.EgressBytes, MaxConns: d.cfg.EgressConns, Window: d.cfg.ServiceEgressWindow, Subject: "instance"})
+		if err != nil {
+			return fail(err)
+		}
+		r = e.relay
+	} else if r, err = d.startRelay(ctx, rc); err != nil {
 		return fail(err)
 	}
-	in := &instance{id: inst.ID, port: sp.Port, relay: r, output: &lockedTail{max: job.MaxInstanceOutput},
+	in := &instance{id: inst.ID, port: sp.Port, relay: r, egress: e, output: &lockedTail{max: job.MaxInstanceOutput},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	cfg, host := d.instanceConfig(inst, lim, r, imageVolumes)
+	if e != nil {
+		cfg.Env = append(cfg.Env, proxyEnv()...)
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	created, err := d.engine.ContainerCreate(cctx, cfg, host, nil, nil, containerName(inst.ID))
 	if err != nil {
+		e.end()
 		r.close()
 		if errdefs.IsInvalidParameter(err) {
 			return fail(refuse("create container: %v", err))
@@ -236,7 +276,7 @@ func (d *Docker) createInstance(ctx context.Context, inst job.ServiceInstance) (
 	}
 	cid := created.ID
 	undo := func(err error) (*instance, <-chan container.WaitResponse, func(), error) {
-		d.removeInstance(cid, r)
+		d.removeInstance(cid, r, e)
 		return fail(err)
 	}
 	hj, err := d.engine.ContainerAttach(cctx, cid, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
@@ -344,13 +384,34 @@ func (d *Docker) superviseInstance(ctx context.Context, in *instance, sp job.Ser
 		in.ready.Store(true)
 		report(job.InstanceReport{ID: in.id, State: job.InstanceReady})
 		started <- nil
-		select {
-		case w := <-wait:
-			exit = &w
-		case <-in.stop:
-			why = in.reason
-		case <-in.relay.done():
-			why = "the instance's relay ended: " + strings.TrimSpace(in.relay.stderr.String())
+		var tick <-chan time.Time
+		if in.egress != nil {
+			t := time.NewTicker(egressReportEvery)
+			defer t.Stop()
+			tick = t.C
+		}
+		var last []job.EgressRecord
+	running:
+		for {
+			select {
+			case w := <-wait:
+				exit = &w
+				break running
+			case <-in.stop:
+				why = in.reason
+				break running
+			case <-in.relay.done():
+				why = "the instance's relay ended: " + strings.TrimSpace(in.relay.stderr.String())
+				break running
+			case <-tick:
+				notes, recs := in.egressSince(last)
+				if notes != "" || recs != nil {
+					report(job.InstanceReport{ID: in.id, State: job.InstanceReady, Output: limitOutput(notes), Egress: recs})
+				}
+				if recs != nil {
+					last = recs
+				}
+			}
 		}
 	} else {
 		why = readyErr.Error()
@@ -380,8 +441,13 @@ func (d *Docker) superviseInstance(ctx context.Context, in *instance, sp job.Ser
 		cancel()
 	}
 	rep.Error = limitOutput(why)
-	d.removeInstance(in.cid, in.relay)
-	rep.Output = limitOutput(in.output.String())
+	d.removeInstance(in.cid, in.relay, in.egress)
+	rep.Output = in.output.String()
+	if in.egress != nil {
+		rep.Output = appendLines(rep.Output, strings.Join(in.egress.proxy.TakeNotes(), "\n"))
+		rep.Egress = capRecords(in.egress.proxy.Records())
+	}
+	rep.Output = limitOutput(rep.Output)
 	report(rep)
 	if readyErr != nil {
 		started <- readyErr
@@ -454,13 +520,33 @@ func checkReady(ctx context.Context, in *instance, sp job.ServiceSpec) error {
 	return nil
 }
 
-// removeInstance force-removes an instance's container and its relay.
-func (d *Docker) removeInstance(cid string, r *netRelay) {
+// egressSince returns the refusal lines of in's egress since the last
+// call, newline-terminated, and its records when they differ from last
+// (else nil).
+func (in *instance) egressSince(last []job.EgressRecord) (notes string, recs []job.EgressRecord) {
+	if n := in.egress.proxy.TakeNotes(); len(n) > 0 {
+		notes = strings.Join(n, "\n") + "\n"
+	}
+	if r := capRecords(in.egress.proxy.Records()); !slices.Equal(r, last) {
+		recs = r
+	}
+	return notes, recs
+}
+
+// capRecords keeps the first job.MaxInstanceEgress records.
+func capRecords(r []job.EgressRecord) []job.EgressRecord {
+	return r[:min(len(r), job.MaxInstanceEgress)]
+}
+
+// removeInstance force-removes an instance's container and its relay,
+// and ends its egress (e may be nil).
+func (d *Docker) removeInstance(cid string, r *netRelay, e *egressRun) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.engine.ContainerRemove(ctx, cid, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
 		d.cfg.Logger.Warn("docker instance removal failed; the reaper removes it", "worker_id", d.cfg.WorkerID, "container", cid, "err", err)
 	}
+	e.end()
 	r.close()
 }
 
