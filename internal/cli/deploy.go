@@ -60,6 +60,10 @@ Docker service flags (with --image or DIR):
   --readiness-path PATH  an HTTP path that answers 2xx once ready (default: a
                          TCP connection to the port)
   --memory-mb N, --cpus N  resources of each instance
+  --egress HOST:PORT     a destination each instance may reach through its
+                         worker's egress proxy, e.g. api.example.com:443 or
+                         *.example.org:443 (repeatable; the namespace's policy
+                         must allow egress; default: none, no network at all)
   --timeout SECONDS      per request (default 30)
 `
 

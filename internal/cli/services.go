@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -17,6 +18,7 @@ type serviceOpts struct {
 	port, minI, maxI, conc       int
 	idle, start, cpus            float64
 	buildArgs                    envFlag
+	egress                       listFlag
 }
 
 func serviceFlags(fs *flag.FlagSet) *serviceOpts {
@@ -32,6 +34,7 @@ func serviceFlags(fs *flag.FlagSet) *serviceOpts {
 	fs.Float64Var(&o.start, "start-timeout", 0, "")
 	fs.Float64Var(&o.cpus, "cpus", 0, "")
 	fs.Var(&o.buildArgs, "build-arg", "")
+	fs.Var(&o.egress, "egress", "")
 	return o
 }
 
@@ -44,6 +47,9 @@ func (c *command) deployService(ctx context.Context, ns, path string, args []str
 	s := &req.ServiceRequest
 	s.DockerEnv = env
 	s.ReadinessPath = o.readiness
+	if len(o.egress) > 0 {
+		s.Network = &job.Network{Egress: o.egress}
+	}
 	setIf := func(p **int, v int, ok bool) {
 		if ok {
 			*p = &v
@@ -109,3 +115,15 @@ func (c *command) deployService(ctx context.Context, ns, path string, args []str
 	fmt.Fprintf(c.stdout, "deployed %s version %d (docker service %s): %s\n", d.Name(), d.Version, what, functionURL(cl.BaseURL(), d.URL))
 	return ExitOK
 }
+
+// listFlag collects a repeated flag's values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(s string) error {
+	*l = append(*l, s)
+	return nil
+}
+
+var _ flag.Value = (*listFlag)(nil)
