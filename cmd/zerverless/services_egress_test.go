@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
+)
+
+// TestServiceEgressPolicyAndPlacement: a docker service's egress is
+// validated as a job's, refused (403) unless the namespace's policy
+// allows it, started only on a worker whose owner's --docker-egress
+// covers it while the deployment says why it waits, shows what the
+// instance's proxy reported, and stops when the policy no longer allows
+// it; a redeploy without egress starts instances without it.
+func TestServiceEgressPolicyAndPlacement(t *testing.T) {
+	srv := serviceServer(t, nil)
+	admin := srv.AdminToken()
+	errOf := func(a answer) (msg, field string) {
+		var e struct{ Error, Field string }
+		_ = json.Unmarshal(a.body, &e)
+		return e.Error, e.Field
+	}
+	for body, want := range map[string]struct {
+		status int
+		field  string
+	}{
+		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["api.example.com"]}}`:             {400, "network.egress"},
+		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["*.*.example.com:443"]}}`:        {400, "network.egress"},
+		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["api.example.com:0"]}}`:           {400, "network.egress"},
+		`{"runtime":"docker","docker_image":"a:1","port":3128,"network":{"egress":["a.example.com:1"]}}`: {400, "port"},
+		`{"runtime":"lua","code":"return 1","network":{"egress":["a.example.com:443"]}}`:                 {400, "runtime"},
+		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["api.example.com:443"]}}`:         {403, "network.egress"},
+	} {
+		a := deployService(t, srv, admin, "alice/bad", body)
+		if msg, field := errOf(a); a.status != want.status || field != want.field || msg == "" {
+			t.Errorf("%s: %v, want %d naming %s", body, a, want.status, want.field)
+		}
+	}
+	many := make([]string, job.MaxEgressPatterns+1)
+	for i := range many {
+		many[i] = fmt.Sprintf(`"h%d.example.com:443"`, i)
+	}
+	if a := deployService(t, srv, admin, "alice/bad", `{"runtime":"docker","docker_image":"a:1","network":{"egress":[`+strings.Join(many, ",")+`]}}`); a.status != 400 {
+		t.Errorf("%d patterns: %v", len(many), a)
+	}
+
+	if a := send(t, "PUT", srv.URL()+"/api/namespaces/alice", admin, "application/json",
+		[]byte(`{"allow_egress":true,"egress":["api.example.com:443","*.example.org:443"]}`)); a.status != 200 {
+		t.Fatalf("policy: %v", a)
+	}
+	if a := deployService(t, srv, admin, "alice/app", `{"runtime":"docker","docker_image":"a:1","network":{"egress":["evil.example.net:443"]}}`); a.status != 403 {
+		t.Fatalf("egress outside the policy: %v", a)
+	}
+	a := deployService(t, srv, admin, "alice/app", `{"runtime":"docker","docker_image":"a:1","min_instances":1,
+		"network":{"egress":["API.example.com:443","*.example.org:443","api.example.com:443"]}}`)
+	if a.status != 201 {
+		t.Fatalf("deploy: %v", a)
+	}
+	var v api.DeploymentView
+	_ = json.Unmarshal(a.body, &v)
+	if n := v.Service.Network; n == nil || strings.Join(n.Egress, " ") != "*.example.org:443 api.example.com:443" {
+		t.Fatalf("stored egress %+v", n)
+	}
+	view := func() api.DeploymentView {
+		a := send(t, "GET", srv.URL()+"/api/deploy/alice/app", admin, "", nil)
+		var v api.DeploymentView
+		if err := json.Unmarshal(a.body, &v); err != nil || a.status != 200 {
+			t.Fatalf("GET: %v", a)
+		}
+		return v
+	}
+	pending := func(want string) {
+		t.Helper()
+		eventually(t, 15*time.Second, func() error {
+			if p := view().Pending; !strings.Contains(p, want) {
+				return fmt.Errorf("pending %q, want %q", p, want)
+			}
+			return nil
+		})
+	}
+
+	closed := serviceWorker(t, srv, "", 4, echoService)
+	pending("allows no egress (its owner did not set --docker-egress)")
+	caps := serviceCaps(4)
+	caps.Docker.Egress = []string{"api.example.com:443"}
+	partial := protocoltest.ServeServices(protocoltest.RegisterFrom(t, srv.WorkerURL(), "", testWorkerSecret, caps), srv.URL(), echoService)
+	pending("does not allow egress to *.example.org:443")
+
+	caps = serviceCaps(4)
+	caps.Docker.Egress = []string{"*.example.org:443", "*.example.com:443"}
+	open := protocoltest.ServeServices(protocoltest.RegisterFrom(t, srv.WorkerURL(), "", testWorkerSecret, caps), srv.URL(), echoService)
+	in := open.NextStart(t, "no start on the worker whose owner allows the egress")
+	if n := in.Spec.Network; n == nil || len(n.Egress) != 2 {
+		t.Fatalf("started with %+v", in.Spec.Network)
+	}
+	if len(closed.Starts()) != 0 || len(partial.Starts()) != 0 {
+		t.Fatal("a worker whose owner does not allow the egress was given an instance")
+	}
+	// What the instance's proxy reports shows in the deployment and its logs.
+	rec := job.EgressRecord{Host: "api.example.com", Port: 443, BytesSent: 10, BytesReceived: 20, Connections: 1}
+	if err := open.Conn.Write(context.Background(), protocol.Message{Type: protocol.TypeServiceState, Report: &job.InstanceReport{
+		ID: in.ID, State: job.InstanceReady, Output: "egress: refused evil.example.net:443: not on the allow-list of this instance\n",
+		Egress: []job.EgressRecord{rec}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		v := view()
+		if v.Pending != "" || len(v.Instances) != 1 || len(v.Instances[0].Egress) != 1 || v.Instances[0].Egress[0] != rec {
+			return fmt.Errorf("pending %q, instances %+v", v.Pending, v.Instances)
+		}
+		return nil
+	})
+	if a := send(t, "GET", srv.URL()+"/api/deploy/alice/app/logs", admin, "", nil); !strings.Contains(string(a.body), "refused evil.example.net:443") {
+		t.Fatalf("logs: %v", a)
+	}
+
+	// The policy no longer allows egress: the instance stops and none
+	// starts again, saying why.
+	if a := send(t, "PUT", srv.URL()+"/api/namespaces/alice", admin, "application/json", []byte(`{"allow_egress":false}`)); a.status != 200 {
+		t.Fatalf("policy: %v", a)
+	}
+	select {
+	case id := <-open.Stopped():
+		if id != in.ID {
+			t.Fatalf("stopped %s", id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the instance was not stopped when the policy stopped allowing its egress")
+	}
+	pending("namespace alice does not allow egress")
+
+	// A redeploy without egress runs without it, on any worker.
+	mustDeployService(t, srv, "alice/app", `{"runtime":"docker","docker_image":"a:1","min_instances":1}`)
+	var next *job.ServiceInstance
+	select {
+	case next = <-open.Starts():
+	case next = <-closed.Starts():
+	case next = <-partial.Starts():
+	case <-time.After(30 * time.Second):
+		t.Fatal("no instance started after the redeploy without egress")
+	}
+	if next.Spec.Network != nil {
+		t.Fatalf("the redeploy without egress started %+v", next.Spec.Network)
+	}
+}
