@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
@@ -149,5 +152,122 @@ func TestServiceEgressPolicyAndPlacement(t *testing.T) {
 	}
 	if next.Spec.Network != nil {
 		t.Fatalf("the redeploy without egress started %+v", next.Spec.Network)
+	}
+}
+
+// TestServiceEgressEndToEnd: with the real engine, a service deployed
+// with egress to a server of this machine (an address the worker's owner
+// names) reaches it through its instance's proxy on every request, and
+// not another port; the deployment shows the destination and the logs
+// the refusal. Redeployed without egress, its instances have no proxy,
+// no proxy variables and reach nothing.
+func TestServiceEgressEndToEnd(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	mirrorAt := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "from the mirror\n") })}
+		go s.Serve(l)
+		t.Cleanup(func() { s.Close() })
+		return l.Addr().String()
+	}
+	dest, other := mirrorAt(), mirrorAt()
+	srv, _ := startServer(t, testServerConfig(t, t.TempDir(), 0))
+	admin := srv.AdminToken()
+	if a := send(t, "PUT", srv.URL()+"/api/namespaces/default", admin, "application/json", []byte(`{"allow_egress":true}`)); a.status != 200 {
+		t.Fatalf("policy: %v", a)
+	}
+	agent, err := dockertest.AgentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := DefaultRuntimeOptions()
+	ro.Only = []job.Type{job.TypeDocker}
+	ro.Docker = true
+	ro.DockerConfig.WorkerID = fmt.Sprintf("zvtest-svcegress-%d", time.Now().UnixNano())
+	ro.DockerConfig.Pull = false
+	ro.DockerConfig.AgentBinary = agent
+	ro.DockerConfig.Services = 2
+	ro.DockerConfig.Egress = []string{dest}
+	startWorkerWith(t, srv.WorkerURL(), "open", ro)
+
+	// Each request runs the handler: through the proxy to dest, then to
+	// the other server, then directly to dest.
+	// A connection that sends no request (the readiness check) runs
+	// nothing.
+	handler := `read -r line || exit 0
+		while read -r h; do case "$h" in "$(printf '\r')"|"") break;; esac; done
+		printf 'HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n'
+		echo "== fetch"; wget -q -O - http://DEST/file 2>&1
+		echo "== other"; wget -q -O - http://OTHER/file 2>&1
+		echo "== direct"; wget -q -Y off -O - http://DEST/file 2>&1
+		echo "== vars $(env | grep -ci '^[a-z]*_proxy=')"
+		echo "== listeners"; awk '$4=="0A"{print $2}' /proc/net/tcp
+		echo "== end"`
+	handler = strings.NewReplacer("OTHER", other, "DEST", dest).Replace(handler)
+	deploy := func(network string) {
+		body, _ := json.Marshal(map[string]any{"runtime": "docker", "docker_image": img, "docker_env": map[string]string{"H": handler},
+			"docker_command": []string{"sh", "-c", `while true; do nc -l -p 8080 -e sh -c "$H"; done`}})
+		body = []byte(strings.TrimSuffix(string(body), "}") + network + "}")
+		if a := send(t, "POST", srv.URL()+"/api/deploy/default/app", admin, "application/json", body); a.status/100 != 2 {
+			t.Fatalf("deploy: %v", a)
+		}
+	}
+	call := func(want string) string {
+		t.Helper()
+		var out string
+		eventually(t, 30*time.Second, func() error {
+			status, body, err := callService("GET", srv.URL()+"/default/app/", nil)
+			if err != nil || status != 200 || !strings.Contains(body, "== end") || !strings.Contains(body, want) {
+				logs := send(t, "GET", srv.URL()+"/api/deploy/default/app/logs", admin, "", nil)
+				return fmt.Errorf("%d %q %v; logs %s", status, body, err, logs.body)
+			}
+			out = body
+			return nil
+		})
+		return out
+	}
+	deploy(`,"network":{"egress":["` + dest + `"]}`)
+	out := call("== vars 6")
+	t.Logf("with egress:\n%s", out)
+	sec := func(out, name string) string {
+		_, rest, _ := strings.Cut(out, "== "+name)
+		s, _, _ := strings.Cut(rest, "== ")
+		return s
+	}
+	if !strings.Contains(sec(out, "fetch"), "from the mirror") || strings.Contains(sec(out, "other"), "from the mirror") ||
+		strings.Contains(sec(out, "direct"), "from the mirror") || !strings.Contains(sec(out, "listeners"), "0100007F:0C38") {
+		t.Fatalf("with egress:\n%s", out)
+	}
+	host, port, _ := net.SplitHostPort(dest)
+	eventually(t, time.Minute, func() error {
+		a := send(t, "GET", srv.URL()+"/api/deploy/default/app", admin, "", nil)
+		var v api.DeploymentView
+		_ = json.Unmarshal(a.body, &v)
+		for _, in := range v.Instances {
+			for _, e := range in.Egress {
+				if e.Host == host && fmt.Sprint(e.Port) == port && e.BytesReceived > 0 {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no record of %s: %s", dest, a.body)
+	})
+	eventually(t, time.Minute, func() error {
+		a := send(t, "GET", srv.URL()+"/api/deploy/default/app/logs", admin, "", nil)
+		if !strings.Contains(string(a.body), "egress: refused "+other+": not on the allow-list of this instance") {
+			return fmt.Errorf("logs: %s", a.body)
+		}
+		return nil
+	})
+
+	// Redeployed without egress: no proxy at all.
+	deploy("")
+	out = call("== vars 0")
+	t.Logf("without egress:\n%s", out)
+	if strings.Contains(out, "from the mirror") || strings.Contains(sec(out, "listeners"), "0C38") {
+		t.Fatalf("without egress:\n%s", out)
 	}
 }
