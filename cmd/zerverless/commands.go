@@ -57,6 +57,7 @@ type workerFlags struct {
 	dockerEgress        string
 	dockerEgressBytes   int64
 	dockerEgressConns   int
+	dockerEgressWindow  time.Duration
 	dockerBuildTimeout  time.Duration
 	dockerBuildMemoryMB int
 	dockerBuildCPUs     float64
@@ -115,6 +116,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dockerEgress, "docker-egress", "", "comma-separated host:port patterns containers and RUN steps may reach through this worker's egress proxy, e.g. 'pypi.org:443,*.pythonhosted.org:443'; names resolving to this machine's or its networks' addresses stay refused unless an address is named, e.g. '127.0.0.1:8081' (default: none)")
 	fs.Int64Var(&f.dockerEgressBytes, "docker-egress-bytes", dd.EgressBytes, "bytes one job or build may send and receive through the egress proxy, together; past it its connections are cut (0: no limit)")
 	fs.IntVar(&f.dockerEgressConns, "docker-egress-conns", dd.EgressConns, "connections one job or build may open through the egress proxy (0: no limit)")
+	fs.DurationVar(&f.dockerEgressWindow, "docker-service-egress-window", dd.ServiceEgressWindow, "a service instance, which runs as long as it is deployed, may use --docker-egress-bytes and --docker-egress-conns once per window of this length")
 	fs.IntVar(&f.dockerPoolMax, "docker-pool-max", dd.PoolMax, "prewarmed containers kept at most, over all images, for faster container jobs (0: none; needs the agent, see --docker-agent)")
 	fs.IntVar(&f.dockerPoolMemoryMB, "docker-pool-memory-mb", dd.PoolMemoryMB, "memory limits of all prewarmed containers together, in MiB")
 	fs.DurationVar(&f.dockerPoolTTL, "docker-pool-ttl", dd.PoolTTL, "how long a prewarmed container waits for a job, and a pool may go unused before it shrinks")
@@ -190,6 +192,10 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	dc.EgressBytes = f.dockerEgressBytes
 	dc.EgressConns = f.dockerEgressConns
+	if f.dockerEgressWindow <= 0 {
+		return fmt.Errorf("--docker-service-egress-window must be positive")
+	}
+	dc.ServiceEgressWindow = f.dockerEgressWindow
 	if dc.AgentBinary == "" {
 		if exe, err := os.Executable(); err == nil && docker.CheckAgentBinary(exe) == nil {
 			dc.AgentBinary = exe

@@ -36,7 +36,7 @@ func TestServiceEgressPolicyAndPlacement(t *testing.T) {
 		field  string
 	}{
 		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["api.example.com"]}}`:             {400, "network.egress"},
-		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["*.*.example.com:443"]}}`:        {400, "network.egress"},
+		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["*.*.example.com:443"]}}`:         {400, "network.egress"},
 		`{"runtime":"docker","docker_image":"a:1","network":{"egress":["api.example.com:0"]}}`:           {400, "network.egress"},
 		`{"runtime":"docker","docker_image":"a:1","port":3128,"network":{"egress":["a.example.com:1"]}}`: {400, "port"},
 		`{"runtime":"lua","code":"return 1","network":{"egress":["a.example.com:443"]}}`:                 {400, "runtime"},
