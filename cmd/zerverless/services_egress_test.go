@@ -203,10 +203,12 @@ func TestServiceEgressEndToEnd(t *testing.T) {
 		echo "== fetch"; wget -q -O - http://DEST/file 2>&1
 		echo "== other"; wget -q -O - http://OTHER/file 2>&1
 		echo "== direct"; wget -q -Y off -O - http://DEST/file 2>&1
+		echo "== orchestrator"; wget -q -O - http://ORCH/health 2>&1; wget -q -Y off -O - http://ORCH/health 2>&1
 		echo "== vars $(env | grep -ci '^[a-z]*_proxy=')"
 		echo "== listeners"; awk '$4=="0A"{print $2}' /proc/net/tcp
 		echo "== end"`
-	handler = strings.NewReplacer("OTHER", other, "DEST", dest).Replace(handler)
+	orch := strings.TrimPrefix(srv.URL(), "http://")
+	handler = strings.NewReplacer("OTHER", other, "DEST", dest, "ORCH", orch).Replace(handler)
 	deploy := func(network string) {
 		body, _ := json.Marshal(map[string]any{"runtime": "docker", "docker_image": img, "docker_env": map[string]string{"H": handler},
 			"docker_command": []string{"sh", "-c", `while true; do nc -l -p 8080 -e sh -c "$H"; done`}})
@@ -238,7 +240,8 @@ func TestServiceEgressEndToEnd(t *testing.T) {
 		return s
 	}
 	if !strings.Contains(sec(out, "fetch"), "from the mirror") || strings.Contains(sec(out, "other"), "from the mirror") ||
-		strings.Contains(sec(out, "direct"), "from the mirror") || !strings.Contains(sec(out, "listeners"), "0100007F:0C38") {
+		strings.Contains(sec(out, "direct"), "from the mirror") || !strings.Contains(sec(out, "listeners"), "0100007F:0C38") ||
+		!strings.Contains(sec(out, "orchestrator"), "403 Forbidden") || !strings.Contains(sec(out, "orchestrator"), "can't connect") {
 		t.Fatalf("with egress:\n%s", out)
 	}
 	host, port, _ := net.SplitHostPort(dest)
