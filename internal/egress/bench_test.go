@@ -14,7 +14,9 @@ import (
 
 // BenchmarkProxyCONNECT moves 32 MiB through a CONNECT tunnel of the
 // proxy and, as the baseline, over a direct connection to the same
-// server, and reports the ratio of their times (proxy/direct).
+// server, and reports the ratio of their times (proxy/direct); and
+// through a proxy with a Window (a service instance's), whose counts
+// take its lock, against the plain one (window/proxy).
 func BenchmarkProxyCONNECT(b *testing.B) {
 	const size = 32 << 20
 	src, err := net.Listen("tcp", "127.0.0.1:0")
@@ -34,21 +36,26 @@ func BenchmarkProxyCONNECT(b *testing.B) {
 	}()
 	port := src.Addr().(*net.TCPAddr).Port
 	pats := patterns(b, "127.0.0.1:"+strconv.Itoa(port))
-	p := New(Config{Allow: pats, Owner: pats})
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pl.Close()
-	go func() {
-		for {
-			c, err := pl.Accept()
-			if err != nil {
-				return
-			}
-			go p.Serve(context.Background(), c)
+	listen := func(p *Proxy) net.Listener {
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
 		}
-	}()
+		go func() {
+			for {
+				c, err := pl.Accept()
+				if err != nil {
+					return
+				}
+				go p.Serve(context.Background(), c)
+			}
+		}()
+		return pl
+	}
+	pl := listen(New(Config{Allow: pats, Owner: pats}))
+	defer pl.Close()
+	wl := listen(New(Config{Allow: pats, Owner: pats, Window: time.Hour, MaxBytes: 1 << 50}))
+	defer wl.Close()
 	direct := func() {
 		c, err := net.Dial("tcp", src.Addr().String())
 		if err != nil {
@@ -59,7 +66,7 @@ func BenchmarkProxyCONNECT(b *testing.B) {
 			b.Fatalf("read %d", n)
 		}
 	}
-	proxied := func() {
+	proxied := func(pl net.Listener) {
 		c, err := net.Dial("tcp", pl.Addr().String())
 		if err != nil {
 			b.Fatal(err)
@@ -75,17 +82,21 @@ func BenchmarkProxyCONNECT(b *testing.B) {
 			b.Fatalf("read %d", n)
 		}
 	}
-	var td, tp time.Duration
+	var td, tp, tw time.Duration
 	b.SetBytes(size)
 	b.ResetTimer()
 	for range b.N {
 		t0 := time.Now()
 		direct()
 		t1 := time.Now()
-		proxied()
+		proxied(pl)
+		t2 := time.Now()
+		proxied(wl)
 		td += t1.Sub(t0)
-		tp += time.Since(t1)
+		tp += t2.Sub(t1)
+		tw += time.Since(t2)
 	}
 	b.ReportMetric(float64(tp)/float64(td), "proxy/direct")
+	b.ReportMetric(float64(tw)/float64(tp), "window/proxy")
 	b.ReportMetric(float64(size)*float64(b.N)/tp.Seconds()/(1<<20), "proxy-MiB/s")
 }
