@@ -100,3 +100,29 @@ func BenchmarkProxyCONNECT(b *testing.B) {
 	b.ReportMetric(float64(tw)/float64(tp), "window/proxy")
 	b.ReportMetric(float64(size)*float64(b.N)/tp.Seconds()/(1<<20), "proxy-MiB/s")
 }
+
+// BenchmarkCount times the count of one 32 KiB read by a plain proxy and,
+// alternately, by one with a Window, and reports their ratio
+// (window/plain): what the window's lock costs per read.
+func BenchmarkCount(b *testing.B) {
+	plain := New(Config{MaxBytes: 1 << 62})
+	window := New(Config{MaxBytes: 1 << 62, Window: time.Hour})
+	const batch = 1000
+	var tp, tw time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		for range batch {
+			plain.count(32 << 10)
+		}
+		t1 := time.Now()
+		for range batch {
+			window.count(32 << 10)
+		}
+		tp += t1.Sub(t0)
+		tw += time.Since(t1)
+	}
+	b.ReportMetric(float64(tw)/float64(tp), "window/plain")
+	b.ReportMetric(float64(tw)/float64(b.N*batch), "window-ns/read")
+	b.ReportMetric(float64(tp)/float64(b.N*batch), "plain-ns/read")
+}
