@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/api"
+	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
@@ -273,4 +274,39 @@ func TestServiceEgressEndToEnd(t *testing.T) {
 	if strings.Contains(out, "from the mirror") || strings.Contains(sec(out, "listeners"), "0C38") {
 		t.Fatalf("without egress:\n%s", out)
 	}
+}
+
+// TestServiceEgressCLI: `zerverless deploy --egress` (repeated) asks for
+// egress; another namespace, whose policy is off, cannot deploy the same
+// patterns.
+func TestServiceEgressCLI(t *testing.T) {
+	srv := serviceServer(t, nil)
+	if a := send(t, "PUT", srv.URL()+"/api/namespaces/alice", srv.AdminToken(), "application/json", []byte(`{"allow_egress":true}`)); a.status != 200 {
+		t.Fatalf("policy: %v", a)
+	}
+	cli := cliAgainst(srv)
+	code, out, errs := cli("deploy", "alice/svc", "--image", "a:1", "--egress", "api.example.com:443", "--egress", "*.example.org:443", "--json")
+	if code != 0 {
+		t.Fatalf("deploy --egress: %d %q %q", code, out, errs)
+	}
+	var v api.DeploymentView
+	_ = json.Unmarshal([]byte(out), &v)
+	if n := v.Service.Network; n == nil || strings.Join(n.Egress, " ") != "*.example.org:443 api.example.com:443" {
+		t.Fatalf("deployed %s", out)
+	}
+	if code, _, errs := cli("deploy", "alice/bad", "--image", "a:1", "--egress", "api.example.com"); code == 0 || !strings.Contains(errs, "network.egress") {
+		t.Fatalf("a pattern without a port: %d %q", code, errs)
+	}
+	c := client.New(srv.URL(), nil).WithToken(srv.AdminToken())
+	bob := newToken(t, c, api.TokenRequest{Namespace: "bob", Name: "bob"}).Token
+	a := deployService(t, srv, bob, "bob/svc", `{"runtime":"docker","docker_image":"a:1","network":{"egress":["api.example.com:443"]}}`)
+	if msg, _ := errOfAnswer(a); a.status != 403 || !strings.Contains(msg, "namespace bob does not allow egress") {
+		t.Fatalf("bob asks for alice's egress: %v", a)
+	}
+}
+
+func errOfAnswer(a answer) (msg, field string) {
+	var e struct{ Error, Field string }
+	_ = json.Unmarshal(a.body, &e)
+	return e.Error, e.Field
 }
