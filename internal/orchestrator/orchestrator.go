@@ -365,6 +365,9 @@ type entry struct {
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
+	// log is the job's log, held from its creation here until it ends
+	// (see logBook.fresh); guarded by persistMu.
+	log *jobLog
 }
 
 // New returns an orchestrator over st. Metrics are registered with reg
@@ -545,10 +548,11 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
 	o.usageMetrics.submitted(j)
 	view := *j
+	log := o.logs.fresh(j.ID)
 
 	o.mu.Lock()
 	o.seq++
-	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now()}
+	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), log: log}
 	o.active[j.ID] = e
 	o.countLocked(e, job.StatusPending, 1)
 	if j.Spec.Replicated() {

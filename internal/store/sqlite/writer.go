@@ -26,6 +26,7 @@ const (
 	stmtUpdateJobNoResult
 	stmtClearResult
 	stmtDeleteResult
+	stmtAppendLog
 	numWriteStmts
 )
 
@@ -38,6 +39,7 @@ var writeSQL = [numWriteStmts]string{
 	stmtUpdateJobNoResult: updateJobNoResultSQL,
 	stmtClearResult:       clearResultSQL,
 	stmtDeleteResult:      deleteResultSQL,
+	stmtAppendLog:         appendLogSQL,
 }
 
 // writeStmts are the writer's prepared statements, by the constants above.
