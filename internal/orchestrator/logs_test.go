@@ -427,3 +427,59 @@ func TestLogOfJobSubmittedHere(t *testing.T) {
 		t.Fatalf("the ended job's log: %d events, %v; want %d", len(again), err, len(evs))
 	}
 }
+
+// TestLogOfRecoveredJob: a job recovered at start reads its log's state
+// from the store once, goes on numbering after what the store holds, and
+// lets its log go once it ends.
+func TestLogOfRecoveredJob(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, dir, testConfig())
+	w := h.dial(luaCaps(1))
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	task := w.next(5 * time.Second)
+	w.send(outputMessage(task, job.LogStdout, "before\n"))
+	var before []job.LogEvent
+	eventually(t, 10*time.Second, func() error {
+		var err error
+		before, err = h.store.JobLog(context.Background(), j.ID, 0, 100)
+		if err != nil || len(before) < 2 {
+			return errorf("stored log %+v, %v", before, err)
+		}
+		return nil
+	})
+	h.close()
+
+	var counted *countingLogState
+	h2 := newHarnessWith(t, dir, testConfig(), func(st store.Store) store.Store {
+		counted = &countingLogState{Store: st.(*sqlite.Store)}
+		return counted
+	})
+	w2 := h2.dial(luaCaps(1))
+	task2 := w2.next(10 * time.Second)
+	w2.send(outputMessage(task2, job.LogStdout, "after\n"))
+	w2.send(resultMessage(task2, job.StatusCompleted))
+	var evs []job.LogEvent
+	eventually(t, 10*time.Second, func() error {
+		var err error
+		evs, err = h2.store.JobLog(context.Background(), j.ID, 0, 100)
+		if err != nil || len(evs) == 0 || !evs[len(evs)-1].Ends() {
+			return errorf("stored log %+v, %v: not ended yet", evs, err)
+		}
+		return nil
+	})
+	checkSeqs(t, evs, 1)
+	if len(evs) < len(before)+3 {
+		t.Errorf("after the restart the log is %+v, want the restart, the new run, its output and the end after %d events", evs, len(before))
+	}
+	if n := counted.reads.Load(); n != 1 {
+		t.Errorf("the recovered job's log state was read %d times, want once", n)
+	}
+	eventually(t, 10*time.Second, func() error {
+		h2.o.logs.mu.Lock()
+		defer h2.o.logs.mu.Unlock()
+		if n := len(h2.o.logs.logs); n != 0 {
+			return errorf("%d logs still held after the job ended", n)
+		}
+		return nil
+	})
+}

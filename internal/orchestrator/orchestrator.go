@@ -365,8 +365,9 @@ type entry struct {
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
-	// log is the job's log, held from its creation here until it ends
-	// (see logBook.fresh); guarded by persistMu.
+	// log is the job's log, held from its creation here (see
+	// logBook.fresh) or its recovery at start until it ends; guarded by
+	// persistMu.
 	log *jobLog
 }
 
@@ -446,7 +447,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	}
 	var recovered []*entry
 	for _, j := range jobs {
-		e := &entry{job: j}
+		// Its log's state is read from the store once, at its first
+		// change of status, and then kept until it ends.
+		e := &entry{job: j, log: o.logs.acquire(j.ID)}
 		if j.Status == job.StatusRunning {
 			o.counts[job.StatusRunning]--
 			o.loseLocked(e, "the orchestrator restarted while the job ran")
