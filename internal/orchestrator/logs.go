@@ -121,6 +121,18 @@ func (b *logBook) release(l *jobLog) {
 	}
 }
 
+// fresh returns the log of job id, which was just created here and so has
+// none yet: it is loaded without a read of the store and held until
+// release. The job's entry holds it while the job is active, so that its
+// changes of status are numbered from memory.
+func (b *logBook) fresh(id string) *jobLog {
+	l := b.acquire(id)
+	l.mu.Lock()
+	l.loaded = true
+	l.mu.Unlock()
+	return l
+}
+
 // loadLocked reads what the store holds of l, once. l.mu is held.
 func (b *logBook) loadLocked(ctx context.Context, l *jobLog, ephemeral bool) error {
 	if l.loaded {
@@ -533,11 +545,15 @@ func (o *Orchestrator) handleOutput(ctx context.Context, w *worker, m protocol.M
 }
 
 // noteStatus records j, the state of e just stored, in its log, and
-// observes a job (not a replica) that ended.
+// observes a job (not a replica) that ended. e.persistMu is held.
 func (o *Orchestrator) noteStatus(ctx context.Context, j *job.Job, e *entry) {
 	ended, err := o.logs.status(ctx, j, e.ephemeral)
 	if err != nil {
 		o.log.Warn("store job status in its log", "job_id", j.ID, "err", err)
+	}
+	if e.log != nil && j.Status.Terminal() {
+		o.logs.release(e.log)
+		e.log = nil
 	}
 	if ended && e.parent == nil {
 		o.usageMetrics.ended(j)

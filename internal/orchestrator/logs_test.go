@@ -3,11 +3,14 @@ package orchestrator
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/store"
+	"github.com/zerverless/zerverless/internal/store/sqlite"
 )
 
 // logFollower follows a job's log in the background; its events arrive on
@@ -358,4 +361,125 @@ func TestLogSlowFollowerMissesNothing(t *testing.T) {
 	if len(got) != n+2 || !got[len(got)-1].Ends() {
 		t.Errorf("the slow follower got %d events, want %d ending with the end", len(got), n+2)
 	}
+}
+
+// countingLogState counts the reads of a log's stored state.
+type countingLogState struct {
+	*sqlite.Store
+	reads atomic.Int64
+}
+
+func (s *countingLogState) JobLogState(ctx context.Context, id string) (store.LogState, error) {
+	s.reads.Add(1)
+	return s.Store.JobLogState(ctx, id)
+}
+
+// TestLogOfJobSubmittedHere: the log of a job submitted to this
+// orchestrator is numbered from memory — its state is never read from the
+// store while it runs — its events are stored one after the other from 1,
+// and nothing of it is kept in memory once it has ended.
+func TestLogOfJobSubmittedHere(t *testing.T) {
+	var counted *countingLogState
+	h := newHarnessWith(t, t.TempDir(), testConfig(), func(st store.Store) store.Store {
+		counted = &countingLogState{Store: st.(*sqlite.Store)}
+		return counted
+	})
+	w := h.dial(luaCaps(1))
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	task := w.next(5 * time.Second)
+	w.send(outputMessage(task, job.LogStdout, "one\n"))
+	w.send(outputMessage(task, job.LogStderr, "two\n"))
+	w.send(resultMessage(task, job.StatusCompleted))
+	var evs []job.LogEvent
+	eventually(t, 10*time.Second, func() error {
+		var err error
+		evs, err = h.store.JobLog(context.Background(), j.ID, 0, 100)
+		if err != nil || len(evs) == 0 || !evs[len(evs)-1].Ends() {
+			return errorf("stored log %+v, %v: not ended yet", evs, err)
+		}
+		return nil
+	})
+	checkSeqs(t, evs, 1)
+	var texts []string
+	for _, ev := range evs {
+		texts = append(texts, ev.Text)
+	}
+	if got := strings.Join(texts, ""); got != "one\ntwo\n" {
+		t.Errorf("the log's output is %q, want one, two", got)
+	}
+	if evs[0].Stream != job.LogStatus || evs[0].Status != job.StatusRunning {
+		t.Errorf("the log starts with %+v, want the running status", evs[0])
+	}
+	if n := counted.reads.Load(); n != 0 {
+		t.Errorf("the log's state was read from the store %d times", n)
+	}
+	eventually(t, 10*time.Second, func() error {
+		h.o.logs.mu.Lock()
+		defer h.o.logs.mu.Unlock()
+		if n := len(h.o.logs.logs); n != 0 {
+			return errorf("%d logs still held after the job ended", n)
+		}
+		return nil
+	})
+	// Read again once ended: from the store, the same events.
+	again, _, err := h.o.JobLog(tenantCtx(), j.ID, 0, 100)
+	if err != nil || len(again) != len(evs) {
+		t.Fatalf("the ended job's log: %d events, %v; want %d", len(again), err, len(evs))
+	}
+}
+
+// TestLogOfRecoveredJob: a job recovered at start reads its log's state
+// from the store once, goes on numbering after what the store holds, and
+// lets its log go once it ends.
+func TestLogOfRecoveredJob(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, dir, testConfig())
+	w := h.dial(luaCaps(1))
+	j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1"})
+	task := w.next(5 * time.Second)
+	w.send(outputMessage(task, job.LogStdout, "before\n"))
+	var before []job.LogEvent
+	eventually(t, 10*time.Second, func() error {
+		var err error
+		before, err = h.store.JobLog(context.Background(), j.ID, 0, 100)
+		if err != nil || len(before) < 2 {
+			return errorf("stored log %+v, %v", before, err)
+		}
+		return nil
+	})
+	h.close()
+
+	var counted *countingLogState
+	h2 := newHarnessWith(t, dir, testConfig(), func(st store.Store) store.Store {
+		counted = &countingLogState{Store: st.(*sqlite.Store)}
+		return counted
+	})
+	w2 := h2.dial(luaCaps(1))
+	task2 := w2.next(10 * time.Second)
+	w2.send(outputMessage(task2, job.LogStdout, "after\n"))
+	w2.send(resultMessage(task2, job.StatusCompleted))
+	var evs []job.LogEvent
+	eventually(t, 10*time.Second, func() error {
+		var err error
+		evs, err = h2.store.JobLog(context.Background(), j.ID, 0, 100)
+		if err != nil || len(evs) == 0 || !evs[len(evs)-1].Ends() {
+			return errorf("stored log %+v, %v: not ended yet", evs, err)
+		}
+		return nil
+	})
+	checkSeqs(t, evs, 1)
+	if len(evs) < len(before)+3 {
+		t.Errorf("after the restart the log is %+v, want the restart, the new run, its output and the end after %d events", evs, len(before))
+	}
+	if n := counted.reads.Load(); n != 1 {
+		t.Errorf("the recovered job's log state was read %d times, want once", n)
+	}
+	eventually(t, 10*time.Second, func() error {
+		h2.o.logs.mu.Lock()
+		defer h2.o.logs.mu.Unlock()
+		if n := len(h2.o.logs.logs); n != 0 {
+			return errorf("%d logs still held after the job ended", n)
+		}
+		return nil
+	})
 }

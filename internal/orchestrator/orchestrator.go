@@ -365,6 +365,10 @@ type entry struct {
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
+	// log is the job's log, held from its creation here (see
+	// logBook.fresh) or its recovery at start until it ends; guarded by
+	// persistMu.
+	log *jobLog
 }
 
 // New returns an orchestrator over st. Metrics are registered with reg
@@ -443,7 +447,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	}
 	var recovered []*entry
 	for _, j := range jobs {
-		e := &entry{job: j}
+		// Its log's state is read from the store once, at its first
+		// change of status, and then kept until it ends.
+		e := &entry{job: j, log: o.logs.acquire(j.ID)}
 		if j.Status == job.StatusRunning {
 			o.counts[job.StatusRunning]--
 			o.loseLocked(e, "the orchestrator restarted while the job ran")
@@ -545,10 +551,11 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
 	o.usageMetrics.submitted(j)
 	view := *j
+	log := o.logs.fresh(j.ID)
 
 	o.mu.Lock()
 	o.seq++
-	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now()}
+	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), log: log}
 	o.active[j.ID] = e
 	o.countLocked(e, job.StatusPending, 1)
 	if j.Spec.Replicated() {

@@ -1,12 +1,14 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -189,11 +191,36 @@ func Dial(ctx context.Context, url string, header http.Header, opts Options) (*C
 // Read blocks for the next message and decodes it. A message that does not
 // decode is returned as an error; the caller decides whether to close.
 func (c *Conn) Read(ctx context.Context) (Message, error) {
-	typ, data, err := c.ws.Read(ctx)
+	typ, r, err := c.ws.Reader(ctx)
 	if err != nil {
 		return Message{}, err
 	}
-	return c.decode(typ, data)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if _, err := buf.ReadFrom(r); err != nil {
+		return Message{}, err
+	}
+	return c.decode(typ, buf.Bytes())
+}
+
+// buffers holds the buffers that messages are read into and encoded in,
+// so that a message costs no allocation of its size. A decoded Message
+// holds copies of what it took from one (json.Unmarshal copies), and a
+// written one has left it once the WebSocket's Write returns.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest buffer kept for reuse: the rare large
+// message (a Wasm module, a big result) is not held on to.
+const maxPooledBuffer = 64 << 10
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	buffers.Put(b)
 }
 
 // ErrIdle is returned by ReadIdle when no data arrived for its idle limit.
@@ -209,7 +236,8 @@ func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error
 	t := time.AfterFunc(idle, func() { cancel(ErrIdle) })
 	defer t.Stop()
 	typ, r, err := c.ws.Reader(ctx)
-	var data []byte
+	buf := getBuffer()
+	defer putBuffer(buf)
 	if err == nil {
 		t.Reset(idle)
 		var src io.Reader = &idleReader{r: r, t: t, idle: idle}
@@ -218,7 +246,7 @@ func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error
 			defer br.release()
 			src = br
 		}
-		data, err = io.ReadAll(src)
+		_, err = buf.ReadFrom(src)
 	}
 	if err != nil {
 		if errors.Is(context.Cause(ctx), ErrIdle) {
@@ -227,7 +255,7 @@ func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error
 		return Message{}, err
 	}
 	t.Stop()
-	return c.decode(typ, data)
+	return c.decode(typ, buf.Bytes())
 }
 
 // idleReader restarts an idle timer whenever data arrives.
@@ -255,11 +283,13 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // Write encodes and sends one message. It blocks until the message is
 // written or ctx is done.
 func (c *Conn) Write(ctx context.Context, m Message) error {
-	data, err := json.Marshal(m)
-	if err != nil {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if err := json.NewEncoder(buf).Encode(m); err != nil {
 		return fmt.Errorf("encode %s message: %w", m.Type, err)
 	}
-	return c.ws.Write(ctx, websocket.MessageText, data)
+	data := buf.Bytes()
+	return c.ws.Write(ctx, websocket.MessageText, data[:len(data)-1]) // without Encode's newline
 }
 
 // Close closes the connection with a normal status and reason.

@@ -10,7 +10,6 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -133,13 +132,11 @@ type Message struct {
 // JSON, an unknown type, or a message missing the fields its type needs; it
 // never panics on any input.
 func Decode(data []byte) (Message, error) {
+	// Unmarshal refuses trailing data after the message, and copies
+	// nothing into a buffer of its own.
 	var m Message
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&m); err != nil {
+	if err := json.Unmarshal(data, &m); err != nil {
 		return Message{}, fmt.Errorf("decode message: %w", err)
-	}
-	if dec.More() {
-		return Message{}, fmt.Errorf("decode message: trailing data after the message")
 	}
 	return m, m.Check()
 }

@@ -32,6 +32,12 @@ CREATE TRIGGER jobs_logs_delete AFTER DELETE ON jobs BEGIN
 END;
 `
 
+const (
+	appendLogSQL     = `INSERT INTO job_logs (job_id, seq, stream, bytes, event) VALUES (?, ?, ?, ?, ?)`
+	logStateSQL      = `SELECT MAX(seq), COUNT(*), COALESCE(SUM(bytes), 0) FROM job_logs WHERE job_id = ?`
+	logLastStatusSQL = `SELECT event FROM job_logs WHERE job_id = ? AND stream = 'status' ORDER BY seq DESC LIMIT 1`
+)
+
 // AppendJobLog stores ev as an event of job id.
 func (s *Store) AppendJobLog(ctx context.Context, id string, ev job.LogEvent) error {
 	if id == "" || ev.Seq == 0 || !ev.Stream.Known() {
@@ -42,8 +48,7 @@ func (s *Store) AppendJobLog(ctx context.Context, id string, ev job.LogEvent) er
 		return fmt.Errorf("encode log event: %w", err)
 	}
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
-		_, err := tx.tx.ExecContext(ctx, `INSERT INTO job_logs (job_id, seq, stream, bytes, event) VALUES (?, ?, ?, ?, ?)`,
-			id, int64(ev.Seq), string(ev.Stream), len(ev.Text), string(b))
+		_, err := tx.stmt(ctx, stmtAppendLog).ExecContext(ctx, id, int64(ev.Seq), string(ev.Stream), len(ev.Text), string(b))
 		return err
 	})
 	if err != nil {
@@ -90,14 +95,14 @@ func (s *Store) JobLogState(ctx context.Context, id string) (store.LogState, err
 		return st, errClosed()
 	}
 	var last sql.NullInt64
-	err := s.readDB.QueryRowContext(ctx, `SELECT MAX(seq), COUNT(*), COALESCE(SUM(bytes), 0) FROM job_logs WHERE job_id = ?`, id).
+	err := s.logState.QueryRowContext(ctx, id).
 		Scan(&last, &st.Events, &st.OutputBytes)
 	if err != nil {
 		return st, fmt.Errorf("read log state of job %s: %w", id, err)
 	}
 	st.LastSeq = uint64(last.Int64)
 	var raw string
-	err = s.readDB.QueryRowContext(ctx, `SELECT event FROM job_logs WHERE job_id = ? AND stream = 'status' ORDER BY seq DESC LIMIT 1`, id).Scan(&raw)
+	err = s.logLastStatus.QueryRowContext(ctx, id).Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, nil
 	}

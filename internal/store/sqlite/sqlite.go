@@ -128,9 +128,10 @@ type Store struct {
 	cfg     Config
 	writeDB *sql.DB // one connection, used only by the writer goroutine
 	readDB  *sql.DB
-	getJob  *sql.Stmt // on readDB: prepared once per read connection
-	ckptDB  *sql.DB   // one connection, used only by the checkpointer
-	stmts   writeStmts
+	// On readDB, prepared once per read connection.
+	getJob, logState, logLastStatus *sql.Stmt
+	ckptDB                          *sql.DB // one connection, used only by the checkpointer
+	stmts                           writeStmts
 
 	// closeMu guards closed and the send side of writes: a write is
 	// queued under the read lock, Close takes the write lock to close the
@@ -238,8 +239,13 @@ func (s *Store) open(ctx context.Context) error {
 	if err := s.readDB.PingContext(ctx); err != nil {
 		return err
 	}
-	if s.getJob, err = s.readDB.PrepareContext(ctx, getJobSQL); err != nil {
-		return fmt.Errorf("prepare: %w", err)
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{{&s.getJob, getJobSQL}, {&s.logState, logStateSQL}, {&s.logLastStatus, logLastStatusSQL}} {
+		if *p.st, err = s.readDB.PrepareContext(ctx, p.sql); err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
 	}
 
 	s.ckptDB, err = sql.Open("sqlite", dsn(s.cfg.Path, []string{
@@ -296,8 +302,10 @@ func (s *Store) Close() error {
 func (s *Store) closeDBs() error {
 	var errs []error
 	errs = append(errs, s.stmts.close())
-	if s.getJob != nil {
-		errs = append(errs, s.getJob.Close())
+	for _, st := range []*sql.Stmt{s.getJob, s.logState, s.logLastStatus} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
 	}
 	if s.readDB != nil {
 		errs = append(errs, s.readDB.Close())
