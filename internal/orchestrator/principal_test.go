@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 )
 
 // testBuildKey keys the harness's build source keys.
@@ -57,5 +58,37 @@ func TestEntryPointsNeedAPrincipal(t *testing.T) {
 	}
 	if _, err := h.o.Cancel(alice, mine.ID); err != nil {
 		t.Fatalf("alice cancels her own job: %v", err)
+	}
+}
+
+// TestNoAuthAdmitsNoWorker: an orchestrator built without a token service
+// (Config.Auth nil) trusts no join token: a worker presenting one is
+// refused, with open volunteering off and on alike (it is not let in as an
+// anonymous volunteer either), and without open volunteering a worker
+// presenting nothing is refused too. Only the embedded workers' own
+// secret is accepted.
+func TestNoAuthAdmitsNoWorker(t *testing.T) {
+	caps := luaCaps(1)
+	for _, open := range []bool{false, true} {
+		cfg := testConfig()
+		cfg.Auth = nil
+		cfg.OpenVolunteering = open
+		h := newHarness(t, t.TempDir(), cfg)
+		for _, token := range []string{"zv_" + strings.Repeat("A", 43), "laptop", harnessSecret + "x"} {
+			if m := protocoltest.Refused(t, h.url(), token, caps); !strings.Contains(m.Error, "invalid join token") {
+				t.Errorf("open volunteering %v, token %q: %+v", open, token, m)
+			}
+		}
+		if !open {
+			if m := protocoltest.Refused(t, h.url(), "", caps); !strings.Contains(m.Error, "join token") {
+				t.Errorf("no token without open volunteering: %+v", m)
+			}
+		}
+		if w := protocoltest.Register(t, h.url(), harnessSecret, caps); !w.Trusted {
+			t.Errorf("the embedded workers' secret is not trusted")
+		}
+		if n := len(h.o.Workers()); n != 1 {
+			t.Errorf("open volunteering %v: %d workers registered, want the embedded one", open, n)
+		}
 	}
 }
