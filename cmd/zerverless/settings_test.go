@@ -26,6 +26,7 @@ func TestServeFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--workers", "-1"}, "--workers"},
 		{[]string{"--job-retention", "0"}, "--job-retention"},
 		{[]string{"--job-storage-mb", "-7"}, "--job-storage-mb"},
+		{[]string{"--namespace-max-instances", "-2"}, "--namespace-max-instances"},
 		{[]string{"--idle-timeout", "0"}, "--idle-timeout"},
 		{[]string{"--read-header-timeout", "0"}, "--read-header-timeout"},
 		{[]string{"--min-body-rate", "0"}, "--min-body-rate"},
