@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -84,11 +85,16 @@ func TestNoAuthAdmitsNoWorker(t *testing.T) {
 				t.Errorf("no token without open volunteering: %+v", m)
 			}
 		}
-		if w := protocoltest.Register(t, h.url(), harnessSecret, caps); !w.Trusted {
+		w := protocoltest.Register(t, h.url(), harnessSecret, caps)
+		w.KeepAlive()
+		if !w.Trusted {
 			t.Errorf("the embedded workers' secret is not trusted")
 		}
-		if n := len(h.o.Workers()); n != 1 {
-			t.Errorf("open volunteering %v: %d workers registered, want the embedded one", open, n)
-		}
+		eventually(t, 5*time.Second, func() error {
+			if ws := h.o.Workers(); len(ws) != 1 || ws[0].ID != w.ID {
+				return fmt.Errorf("open volunteering %v: %d workers registered, want the embedded one alone", open, len(ws))
+			}
+			return nil
+		})
 	}
 }
