@@ -190,11 +190,16 @@ func TestWorkersShowNothingOfTheirOwners(t *testing.T) {
 		Namespaces: []string{"bob"}})
 	bobs.keepAlive()
 
-	all, err := admin.Workers(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all) != 2 || all[0].Remote == "" {
+	// A session is listed just after its registered answer is sent.
+	var all []job.WorkerInfo
+	eventually(t, 5*time.Second, func() error {
+		var err error
+		if all, err = admin.Workers(context.Background()); err != nil || len(all) != 2 {
+			return fmt.Errorf("the admin's /api/workers lists %d workers (%v), want both", len(all), err)
+		}
+		return nil
+	})
+	if all[0].Remote == "" || all[1].Remote == "" {
 		t.Fatalf("the admin's /api/workers should show both workers with their remote address: %+v", all)
 	}
 	a := send(t, "GET", srv.URL()+"/api/workers", alice, "", nil)

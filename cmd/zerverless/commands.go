@@ -231,7 +231,57 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 		return err
 	}
 	dc.Prewarm = prewarm
+	if f.docker {
+		if err := dc.Validate(); err != nil {
+			return dockerSettingsError(err)
+		}
+	}
 	return nil
+}
+
+// dockerFlag is the flag bound to a field of docker.Config, or "".
+func dockerFlag(field string) string {
+	return map[string]string{
+		"WorkerID":         "docker-worker-id",
+		"MaxImageMB":       "docker-max-image-mb",
+		"MaxMemoryMB":      "docker-max-memory-mb",
+		"MaxCPUs":          "docker-max-cpus",
+		"MaxPids":          "docker-max-pids",
+		"MemoryMB":         "docker-memory-mb",
+		"Pids":             "docker-pids",
+		"ImageBudgetMB":    "docker-image-budget-mb",
+		"NamespaceImageMB": "docker-namespace-image-mb",
+		"VolumeMB":         "docker-volume-mb",
+		"VolumeInodes":     "docker-volume-inodes",
+		"BuildNetwork":     "docker-build-network",
+		"BuildTimeout":     "docker-build-timeout",
+		"BuildMemoryMB":    "docker-build-memory-mb",
+		"BuildCPUs":        "docker-build-cpus",
+		"BuildPids":        "docker-build-pids",
+		"BuildDiskMB":      "docker-build-disk-mb",
+		"PoolMax":          "docker-pool-max",
+		"PoolMemoryMB":     "docker-pool-memory-mb",
+		"PoolTTL":          "docker-pool-ttl",
+	}[field]
+}
+
+// dockerSettingsError renders the refusals of docker.Config.Validate,
+// each with the flag bound to its field.
+func dockerSettingsError(err error) error {
+	var lines []string
+	for _, e := range leafErrors(err) {
+		var je *job.Error
+		if errors.As(e, &je) && je.Field != "" {
+			if name := dockerFlag(je.Field); name != "" {
+				lines = append(lines, "--"+name+": "+je.Message)
+			} else {
+				lines = append(lines, "docker "+je.Field+": "+je.Message)
+			}
+			continue
+		}
+		lines = append(lines, "docker: "+e.Error())
+	}
+	return errors.New(strings.Join(lines, "; "))
 }
 
 // parsePrewarm parses --docker-prewarm: IMAGE=COUNT, comma-separated.

@@ -30,6 +30,7 @@ import (
 	"github.com/zerverless/zerverless/internal/dockertest"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/runtime/docker"
+	"github.com/zerverless/zerverless/internal/worker"
 )
 
 // The docker tests share one engine client and images imported once.
@@ -330,6 +331,9 @@ type engineProxy struct {
 
 	mu    sync.Mutex
 	paths []string // requests served, in order
+	// fail, when set, answers the requests it matches with an engine
+	// fault (500) instead of passing them on.
+	fail func(*http.Request) bool
 }
 
 // served reports whether a request whose path contains s was served.
@@ -365,7 +369,14 @@ func (p *engineProxy) start() {
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.paths = append(p.paths, r.URL.Path)
+		fail := p.fail
 		p.mu.Unlock()
+		if fail != nil && fail(r) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte(`{"message":"RWLayer of container 0123 is unexpectedly nil"}`))
+			return
+		}
 		rp.ServeHTTP(w, r)
 	})}
 	go p.srv.Serve(ln)
@@ -594,5 +605,78 @@ func TestDockerKilledWorkersContainerIsReaped(t *testing.T) {
 		Filters: filters.NewArgs(filters.Arg("label", docker.LabelWorkerID+"="+dead))})
 	for _, v := range vs.Volumes {
 		testEngine(t).VolumeRemove(ctx, v.Name, true)
+	}
+}
+
+// TestDockerEngineFaultRunsElsewhere: a docker worker whose engine fails
+// every container create (as a lost layer does) gives the job back as an
+// attempt instead of failing it; the job is not offered to that worker
+// again and completes at attempt 2 on serve's own docker worker.
+func TestDockerEngineFaultRunsElsewhere(t *testing.T) {
+	img := testImage(t, "zerverless-test/busybox:e2e")
+	cfg := dockerServerConfig(t, 1)
+	cfg.Worker.Concurrency = 1
+	srv, c := startServer(t, cfg)
+	ctx := context.Background()
+	waitWorkers(t, c, 1)
+	// Keep the good worker's only slot busy, so that the job goes to the
+	// faulty worker first.
+	blocker, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, TimeoutSeconds: ptr(300.0),
+		DockerCommand: []string{"sleep", "300"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if v, err := c.Job(ctx, blocker.ID, 0); err != nil || v.Status != job.StatusRunning {
+			return fmt.Errorf("blocker is %s (%v)", v.Status, err)
+		}
+		return nil
+	})
+
+	proxy := newEngineProxy(t)
+	proxy.fail = func(r *http.Request) bool {
+		return r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/containers/create")
+	}
+	t.Setenv("DOCKER_HOST", "unix://"+proxy.sock) // read when the faulty worker's client is made
+	faulty := DefaultRuntimeOptions()
+	faulty.Only = []job.Type{job.TypeDocker}
+	faulty.Docker = true
+	faulty.DockerConfig.WorkerID = cfg.Runtimes.DockerConfig.WorkerID + "-faulty"
+	faulty.DockerConfig.Pull = false
+	startWorkerWithConfig(t, srv.WorkerURL(), "faulty", faulty, func(wc *worker.Config) { wc.Concurrency = 1 })
+	waitWorkers(t, c, 2)
+
+	j, err := c.Submit(ctx, job.Request{Type: job.TypeDocker, DockerImage: img, DockerCommand: []string{"echo", "elsewhere"}, MaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		v, err := c.Job(ctx, j.ID, 0)
+		if err != nil {
+			return err
+		}
+		if v.Status != job.StatusPending || v.Attempt != 2 || !strings.Contains(v.Reason, "unexpectedly nil") {
+			return fmt.Errorf("job is %s, attempt %d, reason %q", v.Status, v.Attempt, v.Reason)
+		}
+		return nil
+	})
+	if !proxy.served("/containers/create") {
+		t.Fatal("the faulty worker never tried to create the job's container")
+	}
+	if _, err := c.Cancel(ctx, blocker.ID); err != nil {
+		t.Fatal(err)
+	}
+	v := waitDone(t, c, j.ID, 60*time.Second)
+	if v.Status != job.StatusCompleted || v.Attempt != 2 || v.Output != "elsewhere\n" {
+		t.Fatalf("job: %s attempt %d %q %q", v.Status, v.Attempt, v.Output, v.Error)
+	}
+	ws, err := c.Workers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.ID == v.WorkerID && w.Name == "faulty" {
+			t.Fatal("completed on the faulty worker")
+		}
 	}
 }

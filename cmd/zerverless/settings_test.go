@@ -26,6 +26,7 @@ func TestServeFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--workers", "-1"}, "--workers"},
 		{[]string{"--job-retention", "0"}, "--job-retention"},
 		{[]string{"--job-storage-mb", "-7"}, "--job-storage-mb"},
+		{[]string{"--namespace-max-instances", "-2"}, "--namespace-max-instances"},
 		{[]string{"--idle-timeout", "0"}, "--idle-timeout"},
 		{[]string{"--read-header-timeout", "0"}, "--read-header-timeout"},
 		{[]string{"--min-body-rate", "0"}, "--min-body-rate"},
@@ -42,6 +43,15 @@ func TestServeFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--addr", "nonsense"}, "--addr"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--concurrency", "0"}, "--concurrency"},
+		// The docker runtime's settings, refused before the worker id is
+		// claimed in the data directory.
+		{[]string{"--docker", "--docker-memory-mb", "0"}, "--docker-memory-mb"},
+		{[]string{"--docker", "--docker-max-pids", "0"}, "--docker-max-pids"},
+		{[]string{"--docker", "--docker-image-budget-mb", "-1"}, "--docker-image-budget-mb"},
+		{[]string{"--docker", "--docker-pool-ttl", "0"}, "--docker-pool-ttl"},
+		{[]string{"--docker", "--docker-build", "--docker-build-pids", "0"}, "--docker-build-pids"},
+		{[]string{"--docker", "--docker-build", "--docker-build-cpus", "-1"}, "--docker-build-cpus"},
+		{[]string{"--docker", "--docker-build", "--docker-build-disk-mb", "-1"}, "--docker-build-disk-mb"},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")
@@ -87,6 +97,13 @@ func TestWorkerFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--docker", "--docker-egress", "pypi.org"}, "--docker-egress"},
 		{[]string{"--docker", "--docker-egress", "*:443"}, "--docker-egress"},
 		{[]string{"--docker", "--docker-egress-bytes", "-1"}, "--docker-egress-bytes"},
+		{[]string{"--docker", "--docker-max-memory-mb", "0"}, "--docker-max-memory-mb"},
+		{[]string{"--docker", "--docker-pids", "-1"}, "--docker-pids"},
+		{[]string{"--docker", "--docker-namespace-image-mb", "-1"}, "--docker-namespace-image-mb"},
+		{[]string{"--docker", "--docker-pool-max", "-1"}, "--docker-pool-max"},
+		{[]string{"--docker", "--docker-build", "--docker-build-timeout", "0"}, "--docker-build-timeout"},
+		{[]string{"--docker", "--docker-build", "--docker-build-memory-mb", "1"}, "--docker-build-memory-mb"},
+		{[]string{"--docker", "--docker-build", "--docker-build-network", "host"}, "--docker-build-network"},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")

@@ -247,6 +247,7 @@ func (c Config) Validate() error {
 	atLeast("DefaultQuotas.Deployments", q.Deployments, 0)
 	atLeast("DefaultQuotas.BuildContextMB", q.BuildContextMB, 0)
 	atLeast("DefaultQuotas.JobStorageMB", q.JobStorageMB, -1)
+	atLeast("DefaultQuotas.MaxInstances", q.MaxInstances, -1)
 	if n := len(c.BuildKey); n > 0 && n < job.MinBuildKeyBytes {
 		errs = append(errs, job.Invalid("BuildKey", "is %d bytes, fewer than %d", n, job.MinBuildKeyBytes))
 	}

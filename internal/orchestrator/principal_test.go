@@ -2,11 +2,13 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol/protocoltest"
 )
 
 // testBuildKey keys the harness's build source keys.
@@ -57,5 +59,42 @@ func TestEntryPointsNeedAPrincipal(t *testing.T) {
 	}
 	if _, err := h.o.Cancel(alice, mine.ID); err != nil {
 		t.Fatalf("alice cancels her own job: %v", err)
+	}
+}
+
+// TestNoAuthAdmitsNoWorker: an orchestrator built without a token service
+// (Config.Auth nil) trusts no join token: a worker presenting one is
+// refused, with open volunteering off and on alike (it is not let in as an
+// anonymous volunteer either), and without open volunteering a worker
+// presenting nothing is refused too. Only the embedded workers' own
+// secret is accepted.
+func TestNoAuthAdmitsNoWorker(t *testing.T) {
+	caps := luaCaps(1)
+	for _, open := range []bool{false, true} {
+		cfg := testConfig()
+		cfg.Auth = nil
+		cfg.OpenVolunteering = open
+		h := newHarness(t, t.TempDir(), cfg)
+		for _, token := range []string{"zv_" + strings.Repeat("A", 43), "laptop", harnessSecret + "x"} {
+			if m := protocoltest.Refused(t, h.url(), token, caps); !strings.Contains(m.Error, "invalid join token") {
+				t.Errorf("open volunteering %v, token %q: %+v", open, token, m)
+			}
+		}
+		if !open {
+			if m := protocoltest.Refused(t, h.url(), "", caps); !strings.Contains(m.Error, "join token") {
+				t.Errorf("no token without open volunteering: %+v", m)
+			}
+		}
+		w := protocoltest.Register(t, h.url(), harnessSecret, caps)
+		w.KeepAlive()
+		if !w.Trusted {
+			t.Errorf("the embedded workers' secret is not trusted")
+		}
+		eventually(t, 5*time.Second, func() error {
+			if ws := h.o.Workers(); len(ws) != 1 || ws[0].ID != w.ID {
+				return fmt.Errorf("open volunteering %v: %d workers registered, want the embedded one alone", open, len(ws))
+			}
+			return nil
+		})
 	}
 }

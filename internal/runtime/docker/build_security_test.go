@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,19 +140,33 @@ func TestBuildBaseIsTheCheckedOne(t *testing.T) {
 	}
 
 	t.Run("predefined args", func(t *testing.T) {
+		// Each argument the builder would substitute on its own, in FROM
+		// and in COPY --from, in each form of substitution, set to bob's
+		// image, its layer, a disallowed image and a registry on this
+		// machine: refused, or built from the allowed image alone.
+		values := []string{bobTag, layer, disallowed, "127.0.0.1:5000/" + bob + "/secret:1"}
 		for _, arg := range predefinedBuildArgs {
-			from := "FROM ${" + arg + ":-" + testImage + "}\n"
-			harmless(t, from, map[string]string{arg: bobTag})
-			harmless(t, from, nil)
-			if arg != "HTTP_PROXY" {
-				continue
+			words := []string{"${" + arg + ":-" + testImage + "}"}
+			if strings.EqualFold(arg, "HTTP_PROXY") {
+				// The other forms of substitution, for one argument in
+				// each case: the builder treats every one alike.
+				words = append(words, "${"+arg+"-"+testImage+"}", "${"+arg+":+"+testImage+"}", "$"+arg)
 			}
-			// /s* matches /sys of the allowed image, and /secret too were
-			// the COPY from bob's image.
-			copyFrom := "FROM " + testImage + "\nCOPY --from=${" + arg + ":-" + testImage + "} /s* /s/\n"
-			for _, value := range []string{bobTag, layer, disallowed, "127.0.0.1:5000/" + bob + "/secret:1"} {
-				harmless(t, from, map[string]string{arg: value})
-				harmless(t, copyFrom, map[string]string{arg: value})
+			for i, word := range words {
+				from := "FROM " + word + "\n"
+				// /s* matches /sys of the allowed image, and /secret too
+				// were the COPY from bob's image.
+				copyFrom := "FROM " + testImage + "\nCOPY --from=" + word + " /s* /s/\n"
+				if i == 0 {
+					harmless(t, from, nil)
+				}
+				for _, value := range values {
+					harmless(t, from, map[string]string{arg: value})
+					harmless(t, copyFrom, map[string]string{arg: value})
+					if i > 0 {
+						break // the other forms: bob's image alone
+					}
+				}
 			}
 			// Declared, the argument is a build argument like any other: the
 			// policy sees its value.
@@ -302,22 +318,70 @@ func TestBuildStepPidsLimit(t *testing.T) {
 }
 
 // TestBuildStepDiskLimit: a RUN step writing without bound is stopped at
-// the build disk limit, the error says so, and its container and layers
-// are gone.
+// the build disk limit, the error says so, the free disk of the engine's
+// root never drops by more than the limit while it runs, and its
+// container and layers are gone.
 func TestBuildStepDiskLimit(t *testing.T) {
-	d := newTestRuntime(t, func(c *Config) { c.Build = true; c.BuildDiskMB = 64 })
+	d := newTestRuntime(t, func(c *Config) { c.Build = true; c.BuildDiskMB = diskLimitMB })
 	removeBuiltImages(t, d)
 	ns := "alice" + randomHex(4)
 	tag := "zerverless/" + ns + "/fill:1"
+	peakDrop := sampleDiskDrop(t)
 	res := buildAs(t, d, ns, tag, "FROM "+testImage+"\nRUN echo small > /small\nRUN dd if=/dev/zero of=/fill bs=1M count=100000\n", nil)
-	if res.Status != job.StatusFailed || !strings.Contains(res.Error, "build disk limit of 64 MiB") {
+	drop := peakDrop()
+	t.Logf("%s; the engine root's free disk dropped by at most %d MiB", res.Error, drop>>20)
+	if res.Status != job.StatusFailed || !strings.Contains(res.Error, fmt.Sprintf("build disk limit of %d MiB", diskLimitMB)) {
 		t.Fatalf("%s %q", res.Status, res.Error)
 	}
-	t.Log(res.Error)
+	if drop > diskLimitMB<<20 {
+		t.Errorf("the engine root's free disk dropped by %d MiB during the build, more than the %d MiB limit", drop>>20, diskLimitMB)
+	}
 	if _, err := testEngine.ImageInspect(context.Background(), tag); err == nil {
 		t.Fatal("the image was kept")
 	}
 	assertBuildGone(t, res.Build.Log)
+}
+
+// sampleDiskDrop samples the free disk of the engine's root directory
+// every 10 ms until the returned function is called, which returns the
+// largest drop from the first reading.
+func sampleDiskDrop(t *testing.T) func() int64 {
+	t.Helper()
+	info, err := testEngine.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := func() int64 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(info.DockerRootDir, &st); err != nil {
+			t.Error(err)
+			return 0
+		}
+		return int64(st.Bavail) * st.Bsize
+	}
+	before := free()
+	var peak atomic.Int64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if drop := before - free(); drop > peak.Load() {
+				peak.Store(drop)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-done
+		return peak.Load()
+	}
 }
 
 // assertBuildGone checks that the containers and the untagged layers a

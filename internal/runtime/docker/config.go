@@ -255,35 +255,67 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate reports the settings of c that make no sense, each as a
+// job.Error naming its field (MemoryMB, BuildPids, …), so that a command
+// can name the flag bound to it; an empty WorkerID is not refused (it is
+// claimed at start, see ClaimWorkerID). New validates the same way.
+func (c Config) Validate() error {
+	if c.WorkerID == "" {
+		c.WorkerID = "unclaimed"
+	}
+	return c.validate()
+}
+
 // validate checks c and fills a nil logger.
 func (c *Config) validate() error {
 	var errs []error
+	bad := func(field, format string, args ...any) { errs = append(errs, job.Invalid(field, format, args...)) }
 	if c.WorkerID == "" || !labelValueRE.MatchString(c.WorkerID) {
-		errs = append(errs, fmt.Errorf("worker id %q must be 1-128 letters, digits, '.', '_' or '-'", c.WorkerID))
+		bad("WorkerID", "%q must be 1-128 letters, digits, '.', '_' or '-'", c.WorkerID)
 	}
-	if c.MemoryMB < 6 || c.MaxMemoryMB < c.MemoryMB {
-		errs = append(errs, fmt.Errorf("memory %d MiB must be at least 6 and at most the maximum %d", c.MemoryMB, c.MaxMemoryMB))
+	// A default is checked against its maximum only when the maximum
+	// itself makes sense, so that a refusal names the setting at fault.
+	switch {
+	case c.MaxMemoryMB < 6:
+		bad("MaxMemoryMB", "%d MiB must be at least 6", c.MaxMemoryMB)
+	case c.MemoryMB < 6 || c.MaxMemoryMB < c.MemoryMB:
+		bad("MemoryMB", "%d MiB must be at least 6 and at most the maximum %d", c.MemoryMB, c.MaxMemoryMB)
 	}
-	if c.CPUs <= 0 || c.MaxCPUs < c.CPUs {
-		errs = append(errs, fmt.Errorf("cpus %g must be positive and at most the maximum %g", c.CPUs, c.MaxCPUs))
+	switch {
+	case !(c.MaxCPUs > 0):
+		bad("MaxCPUs", "%g must be positive", c.MaxCPUs)
+	case !(c.CPUs > 0) || c.MaxCPUs < c.CPUs:
+		bad("CPUs", "%g must be positive and at most the maximum %g", c.CPUs, c.MaxCPUs)
 	}
-	if c.Pids <= 0 || c.MaxPids < c.Pids {
-		errs = append(errs, fmt.Errorf("pids %d must be positive and at most the maximum %d", c.Pids, c.MaxPids))
+	switch {
+	case c.MaxPids <= 0:
+		bad("MaxPids", "%d must be positive", c.MaxPids)
+	case c.Pids <= 0 || c.MaxPids < c.Pids:
+		bad("Pids", "%d must be positive and at most the maximum %d", c.Pids, c.MaxPids)
 	}
 	if c.TmpMB <= 0 || c.NoFile <= 0 || c.OutputBytes <= 0 || c.MaxOutputFiles < 0 || c.MaxOutputBytes < 0 || c.MaxInputEnvBytes < 0 {
 		errs = append(errs, errors.New("tmp size, nofile and output caps must be positive"))
 	}
-	if c.VolumeMB <= 0 || c.VolumeInodes < 16 {
-		errs = append(errs, fmt.Errorf("volume size %d MiB must be positive and volume inodes %d at least 16", c.VolumeMB, c.VolumeInodes))
+	if c.VolumeMB <= 0 {
+		bad("VolumeMB", "%d MiB must be positive", c.VolumeMB)
+	}
+	if c.VolumeInodes < 16 {
+		bad("VolumeInodes", "%d must be at least 16", c.VolumeInodes)
 	}
 	if c.PullTimeout <= 0 {
 		errs = append(errs, errors.New("pull timeout must be positive"))
 	}
-	if c.MaxImageMB < 0 || c.ImageBudgetMB < 0 || c.NamespaceImageMB < 0 || c.WarmHolders < 0 {
-		errs = append(errs, errors.New("image limits and warm holders must not be negative"))
+	for _, f := range []struct {
+		field string
+		v     int
+	}{{"MaxImageMB", c.MaxImageMB}, {"ImageBudgetMB", c.ImageBudgetMB}, {"NamespaceImageMB", c.NamespaceImageMB},
+		{"WarmHolders", c.WarmHolders}, {"PoolMax", c.PoolMax}, {"PoolMemoryMB", c.PoolMemoryMB}} {
+		if f.v < 0 {
+			bad(f.field, "%d must not be negative (0: none)", f.v)
+		}
 	}
-	if c.PoolMax < 0 || c.PoolMemoryMB < 0 || c.PoolTTL <= 0 {
-		errs = append(errs, fmt.Errorf("pool size %d and memory %d MiB must not be negative, pool ttl %v must be positive", c.PoolMax, c.PoolMemoryMB, c.PoolTTL))
+	if c.PoolTTL <= 0 {
+		bad("PoolTTL", "%v must be positive", c.PoolTTL)
 	}
 	for ref, n := range c.Prewarm {
 		if err := job.ValidateImageRef(ref); err != nil || n <= 0 {
@@ -297,10 +329,25 @@ func (c *Config) validate() error {
 		switch c.BuildNetwork {
 		case "none", "bridge", "default":
 		default:
-			errs = append(errs, fmt.Errorf("build network %q must be none, bridge or default", c.BuildNetwork))
+			bad("BuildNetwork", "%q must be none, bridge or default", c.BuildNetwork)
 		}
-		if c.BuildMemoryMB < 6 || c.BuildCPUs <= 0 || c.BuildPids <= 0 || c.BuildTimeout <= 0 || c.BuildLogBytes <= 0 || c.BuildDiskMB < 0 {
-			errs = append(errs, errors.New("build memory, CPUs, pids, timeout and log size must be positive, and the build disk limit not negative"))
+		if c.BuildMemoryMB < 6 {
+			bad("BuildMemoryMB", "%d MiB must be at least 6", c.BuildMemoryMB)
+		}
+		if !(c.BuildCPUs > 0) {
+			bad("BuildCPUs", "%g must be positive", c.BuildCPUs)
+		}
+		if c.BuildPids <= 0 {
+			bad("BuildPids", "%d must be positive", c.BuildPids)
+		}
+		if c.BuildTimeout <= 0 {
+			bad("BuildTimeout", "%v must be positive", c.BuildTimeout)
+		}
+		if c.BuildLogBytes <= 0 {
+			bad("BuildLogBytes", "%d must be positive", c.BuildLogBytes)
+		}
+		if c.BuildDiskMB < 0 {
+			bad("BuildDiskMB", "%d MiB must not be negative (0: no limit)", c.BuildDiskMB)
 		}
 	}
 	if err := c.validateEgress(); err != nil {
