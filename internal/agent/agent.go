@@ -232,14 +232,16 @@ func Splice(a net.Conn, ra io.Reader, b net.Conn, rb io.Reader) {
 	go func() {
 		defer wg.Done()
 		_, _ = io.Copy(a, rb)
-		closeWrite(a)
+		CloseWrite(a)
 	}()
 	_, _ = io.Copy(b, ra)
-	closeWrite(b)
+	CloseWrite(b)
 	wg.Wait()
 }
 
-func closeWrite(c net.Conn) {
+// CloseWrite ends c's writing: a half close where c has one, else a
+// close.
+func CloseWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 		return

@@ -223,31 +223,54 @@ func (r *netRelay) networkMode() container.NetworkMode {
 	return container.NetworkMode("container:" + r.id)
 }
 
-// dial opens a connection to port on the namespace's loopback.
-func (r *netRelay) dial(ctx context.Context, port int) (net.Conn, error) {
+// dial opens a connection to port on the namespace's loopback. It
+// returns once the relay is asked, without waiting for its answer, so
+// that what is written to the connection follows at once; dialed waits
+// for the answer (ctx bounds the wait), and reads wait for it too.
+func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func() error, err error) {
 	st, err := r.sess.OpenStream()
 	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+		return nil, nil, fmt.Errorf("relay: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { st.Close() })
-	defer stop()
 	if _, err := io.WriteString(st, "dial "+strconv.Itoa(port)+"\n"); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("relay: %w", err)
+		return nil, nil, fmt.Errorf("relay: %w", err)
 	}
-	line, br, err := agent.ReadHeader(st)
-	if err != nil {
-		st.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	dc := &dialConn{Stream: st}
+	dc.dialed = sync.OnceValue(func() error {
+		stop := context.AfterFunc(ctx, func() { st.Close() })
+		defer stop()
+		line, br, err := agent.ReadHeader(st)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			err = ctx.Err()
+		case err != nil:
+			err = fmt.Errorf("relay: %w", err)
+		case line != "ok":
+			err = fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(line, "error "))
 		}
-		return nil, fmt.Errorf("relay: %w", err)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		dc.r = br
+		return nil
+	})
+	return dc, dc.dialed, nil
+}
+
+// dialConn is a stream to a port whose relay's answer is read first.
+type dialConn struct {
+	*yamux.Stream
+	dialed func() error
+	r      io.Reader // after the answer
+}
+
+func (c *dialConn) Read(p []byte) (int, error) {
+	if err := c.dialed(); err != nil {
+		return 0, err
 	}
-	if line != "ok" {
-		st.Close()
-		return nil, fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(line, "error "))
-	}
-	return &bufferedConn{Conn: st, r: br}, nil
+	return c.r.Read(p)
 }
 
 // accept returns the next connection the container opened to an address

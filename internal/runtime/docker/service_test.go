@@ -110,7 +110,7 @@ func get(t testing.TB, d *Docker, id, target string, header http.Header) *http.R
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := d.DialInstance(ctx, id)
+	c, _, err := d.DialInstance(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestServiceInstanceServesThroughRelay(t *testing.T) {
 	if n := leftovers(t, d.cfg.WorkerID); n != 0 {
 		t.Fatalf("%d containers or volumes left after stop", n)
 	}
-	if _, err := d.DialInstance(context.Background(), inst.ID); !errors.Is(err, ErrNoInstance) {
+	if _, _, err := d.DialInstance(context.Background(), inst.ID); !errors.Is(err, ErrNoInstance) {
 		t.Fatalf("dial a stopped instance: %v", err)
 	}
 	if err := d.StopInstance(context.Background(), inst.ID, ""); !errors.Is(err, ErrNoInstance) {
@@ -251,7 +251,7 @@ func TestServiceCrashReported(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := d.DialInstance(ctx, inst.ID)
+	c, _, err := d.DialInstance(ctx, inst.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
