@@ -78,7 +78,8 @@ func TestRelayCarriesBothWays(t *testing.T) {
 	if err != nil || line != "HELLO RELAY\n" {
 		t.Fatalf("through the relay: %q, %v", line, err)
 	}
-	if _, dialed, err := r.dial(ctx, 9); err == nil {
+	_, dialed, err := r.dial(ctx, 9)
+	if err == nil {
 		err = dialed()
 	}
 	if err == nil || !strings.Contains(err.Error(), "refused") {
