@@ -12,6 +12,9 @@
 //     namespace's loopback (a service instance's port): "dial PORT\n",
 //     answered "ok\n" or "error MESSAGE\n", then the bytes of the
 //     connection both ways;
+//   - with -socket, the worker may open the same sessions over a unix
+//     socket the relay listens on (in a directory only the worker and the
+//     relay's container have), the shorter way for its dials;
 //   - a connection the container opens to a port the relay listens on
 //     (an egress proxy) becomes a stream the relay opens to the worker,
 //     which begins "accept ADDRESS\n" (the listening address it came to),
@@ -29,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +76,7 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, stderr io.Writer) in
 	var listen multiFlag
 	fs.Var(&listen, "listen", "a loopback address to accept connections on and carry to the worker (repeatable)")
 	maxConns := fs.Int("max-conns", DefaultMaxConns, "connections carried at once")
+	socket := fs.String("socket", "", "a unix socket to accept the worker's sessions on too, for its dials (the worker's own shortcut past the attach stream)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -87,6 +92,12 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, stderr io.Writer) in
 	}
 	for _, addr := range listen {
 		if err := r.listen(sess, addr); err != nil {
+			fmt.Fprintln(stderr, "relay:", err)
+			return 1
+		}
+	}
+	if *socket != "" {
+		if err := r.serveSocket(sess, *socket); err != nil {
 			fmt.Fprintln(stderr, "relay:", err)
 			return 1
 		}
@@ -160,6 +171,55 @@ func (r *relay) serveDial(st net.Conn) {
 		return
 	}
 	Splice(c, c, st, br)
+}
+
+// serveSocket accepts, on the unix socket path, sessions of the worker in
+// which it opens streams as on the attach stream's, until sess ends. The
+// socket is the worker's to reach (it is created in a directory of the
+// worker's that only this relay's container mounts): it carries dials
+// only, the shortest way from the worker (no engine in between).
+func (r *relay) serveSocket(sess *yamux.Session, path string) error {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	// The worker runs as another user: the directory guards the socket.
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
+		return err
+	}
+	go func() {
+		<-sess.CloseChan()
+		l.Close()
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				ws, err := yamux.Server(c, YamuxConfig())
+				if err != nil {
+					c.Close()
+					return
+				}
+				defer ws.Close()
+				go func() {
+					<-sess.CloseChan()
+					ws.Close()
+				}()
+				for {
+					st, err := ws.AcceptStream()
+					if err != nil {
+						return
+					}
+					go r.serveDial(st)
+				}
+			}()
+		}
+	}()
+	return nil
 }
 
 // listen accepts connections on addr (a loopback address) and carries

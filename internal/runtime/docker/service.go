@@ -217,7 +217,7 @@ func (d *Docker) createInstance(ctx context.Context, inst job.ServiceInstance) (
 	if info.Config != nil {
 		imageVolumes = sortedKeys(info.Config.Volumes)
 	}
-	r, err := d.startRelay(ctx, relayConfig{role: roleServiceRelay, jobID: inst.ID})
+	r, err := d.startRelay(ctx, relayConfig{role: roleServiceRelay, jobID: inst.ID, socket: true})
 	if err != nil {
 		return fail(err)
 	}

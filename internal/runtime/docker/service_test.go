@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,7 @@ func serviceRuntime(t testing.TB, tweak func(*Config)) *Docker {
 	return newTestRuntime(t, func(c *Config) {
 		agent(c)
 		c.Services = 4
+		c.RelaySocketDir = filepath.Join(t.TempDir(), "relays")
 		if tweak != nil {
 			tweak(c)
 		}
