@@ -569,7 +569,11 @@ func (s *services) startLocked(ctx context.Context, sv *service, in *instance, n
 	in.lastUsed = now
 	in.retryAt = time.Time{}
 	in.stopping = false
-	in.pool = s.newInstancePool(in, cfg.Concurrency)
+	conns := cfg.Concurrency
+	if share := h.caps.Docker.StreamsPerInstance; share > 0 {
+		conns = min(conns, share)
+	}
+	in.pool = s.newInstancePool(in, conns)
 	h.instances[in.id] = in
 	h.w.send(protocol.Message{Type: protocol.TypeServiceStart, Instance: &job.ServiceInstance{
 		ID: in.id, Namespace: sv.namespace, Service: sv.name, Version: in.version, Spec: in.spec,

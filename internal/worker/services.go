@@ -88,6 +88,10 @@ func (w *Worker) serviceRuntime() (ServiceRuntime, int) {
 	return rt, w.cfg.Docker.Services
 }
 
+// streamShare is one instance's share of a worker's maxStreams streams,
+// with n instances.
+func streamShare(maxStreams, n int) int { return max(1, maxStreams/max(n, 1)) }
+
 // services is the service side of one session.
 type services struct {
 	s   *session
@@ -106,7 +110,7 @@ type services struct {
 func newServices(s *session) *services {
 	rt, n := s.w.serviceRuntime()
 	return &services{s: s, rt: rt, max: n, slots: make(chan struct{}, s.w.cfg.MaxStreams),
-		perInstance: max(1, s.w.cfg.MaxStreams/max(n, 1)), running: map[string]bool{}, carried: map[string]int{}}
+		perInstance: streamShare(s.w.cfg.MaxStreams, n), running: map[string]bool{}, carried: map[string]int{}}
 }
 
 func (v *services) state(ctx context.Context, rep job.InstanceReport) {
