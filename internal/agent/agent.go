@@ -85,7 +85,7 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, stderr io.Writer) in
 		return 2
 	}
 	r := &relay{slots: make(chan struct{}, *maxConns), log: stderr}
-	sess, err := yamux.Server(stdio{stdin, stdout}, YamuxConfig())
+	sess, err := yamux.Server(FrameConn(stdio{stdin, stdout}), YamuxConfig())
 	if err != nil {
 		fmt.Fprintln(stderr, "relay:", err)
 		return 1
@@ -199,7 +199,7 @@ func (r *relay) serveSocket(sess *yamux.Session, path string) error {
 				return
 			}
 			go func() {
-				ws, err := yamux.Server(c, YamuxConfig())
+				ws, err := yamux.Server(FrameConn(c), YamuxConfig())
 				if err != nil {
 					c.Close()
 					return

@@ -1043,7 +1043,7 @@ func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Co
 		return nil, err
 	}
 	return func(conn net.Conn) {
-		sess, err := yamux.Client(conn, agent.YamuxConfig())
+		sess, err := yamux.Client(agent.FrameConn(conn), agent.YamuxConfig())
 		if err != nil {
 			conn.Close()
 			return

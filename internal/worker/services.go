@@ -290,7 +290,7 @@ func (v *services) serveStreams(ctx context.Context, key string) error {
 	// silently: keep-alives find it.
 	ycfg.EnableKeepAlive = true
 	ycfg.KeepAliveInterval = 15 * time.Second
-	sess, err := yamux.Server(conn, ycfg)
+	sess, err := yamux.Server(agent.FrameConn(conn), ycfg)
 	if err != nil {
 		return fmt.Errorf("stream session: %w", err)
 	}

@@ -7,8 +7,8 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -225,7 +225,7 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 	if err := d.engine.ContainerStart(cctx, r.id, container.StartOptions{}); err != nil {
 		return fail(fmt.Errorf("start relay: %w", err))
 	}
-	r.sess, err = yamux.Client(attachConn{Reader: pr, w: r.hj.Conn, closeR: pr}, agent.YamuxConfig())
+	r.sess, err = yamux.Client(agent.FrameConn(attachConn{Reader: pr, w: r.hj.Conn, closeR: pr}), agent.YamuxConfig())
 	if err != nil {
 		return fail(fmt.Errorf("relay session: %w", err))
 	}
@@ -304,7 +304,7 @@ func dialRelaySocket(ctx context.Context, path string, ended <-chan struct{}) (*
 	for {
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
-			s, err := yamux.Client(c, agent.YamuxConfig())
+			s, err := yamux.Client(agent.FrameConn(c), agent.YamuxConfig())
 			if err != nil {
 				c.Close()
 			}
