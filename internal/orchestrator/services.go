@@ -108,8 +108,8 @@ func (c ServicesConfig) Validate() error {
 		"Services.MaxWaiting": int64(c.MaxWaiting), "Services.MaxWait": int64(c.MaxWait),
 		"Services.RestartBackoff": int64(c.RestartBackoff), "Services.MaxRestartBackoff": int64(c.MaxRestartBackoff),
 		"Services.ReconcileInterval": int64(c.ReconcileInterval), "Services.StreamOpenTimeout": int64(c.StreamOpenTimeout),
-		"Services.IdleConnTimeout": int64(c.IdleConnTimeout),
-		"Services.MaxLogBytes":     int64(c.MaxLogBytes), "Services.MaxMetricServices": int64(c.MaxMetricServices),
+		"Services.IdleConnTimeout": int64(c.IdleConnTimeout), "Services.MaxLogBytes": int64(c.MaxLogBytes),
+		"Services.MaxMetricServices": int64(c.MaxMetricServices),
 	} {
 		if v < 0 {
 			errs = append(errs, job.Invalid(name, "must not be negative (0: the default)"))
