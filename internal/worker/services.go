@@ -369,7 +369,9 @@ func (v *services) serveStream(ctx context.Context, st net.Conn, read func()) {
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
-		_, _ = io.Copy(c, br)
+		// Read with io.Copy's buffer: br's own (the header's, 256
+		// bytes) would cut the request in frames that small.
+		_, _ = io.Copy(c, struct{ io.Reader }{br})
 		agent.CloseWrite(c)
 	}()
 	defer func() { <-sent }()

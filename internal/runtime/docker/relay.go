@@ -151,8 +151,9 @@ type netRelay struct {
 	id   string
 	sess *yamux.Session
 	// dials is the session of the worker's dials: over the relay's
-	// socket, or sess.
-	dials *yamux.Session
+	// socket, or sess; set once dialsSet is closed.
+	dials    *yamux.Session
+	dialsSet chan struct{}
 	// dir holds the relay's socket; "" when none.
 	dir  string
 	hj   types.HijackedResponse
@@ -229,16 +230,26 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 	if err != nil {
 		return fail(fmt.Errorf("relay session: %w", err))
 	}
-	r.dials = r.sess
-	if dir != "" {
-		if s, err := dialRelaySocket(ctx, filepath.Join(dir, relaySocketName), r.sess.CloseChan()); err == nil {
-			r.dials = s
-		} else {
+	r.dialsSet = make(chan struct{})
+	if dir == "" {
+		r.dials = r.sess
+		close(r.dialsSet)
+		return r, nil
+	}
+	// The socket is dialed while the caller goes on (the instance's
+	// container is created meanwhile); the first dial waits for it.
+	go func() {
+		defer close(r.dialsSet)
+		s, err := dialRelaySocket(context.WithoutCancel(ctx), filepath.Join(dir, relaySocketName), r.sess.CloseChan())
+		if err != nil {
 			// An engine on another machine (or in another file
 			// system): the attach stream carries the dials.
 			d.cfg.Logger.Warn("docker relay socket not reachable; dials go over the attach stream", "worker_id", d.cfg.WorkerID, "container", r.id, "err", err)
+			r.dials = r.sess
+			return
 		}
-	}
+		r.dials = s
+	}()
 	return r, nil
 }
 
@@ -340,6 +351,11 @@ func (r *netRelay) networkMode() container.NetworkMode {
 // that what is written to the connection follows at once; dialed waits
 // for the answer (ctx bounds the wait), and reads wait for it too.
 func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func() error, err error) {
+	select {
+	case <-r.dialsSet:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
 	st, err := r.dials.OpenStream()
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: %w", err)
@@ -411,11 +427,12 @@ func (r *netRelay) done() <-chan struct{} { return r.sess.CloseChan() }
 // close ends the session and removes the relay's container.
 func (r *netRelay) close() {
 	r.once.Do(func() {
-		if r.dials != nil {
-			r.dials.Close()
-		}
 		if r.sess != nil {
 			r.sess.Close()
+		}
+		if r.dialsSet != nil {
+			<-r.dialsSet // it ends with sess
+			r.dials.Close()
 		}
 		if r.dir != "" {
 			os.RemoveAll(r.dir)

@@ -576,6 +576,7 @@ func TestServiceRelaySocket(t *testing.T) {
 	d.services.mu.Lock()
 	r := d.services.byID[inst.ID].relay
 	d.services.mu.Unlock()
+	<-r.dialsSet
 	if r.dir == "" || r.dials == r.sess {
 		t.Fatalf("dials over the attach stream (dir %q)", r.dir)
 	}
