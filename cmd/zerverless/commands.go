@@ -45,6 +45,7 @@ type workerFlags struct {
 	dockerPids        int64
 	dockerBudgetMB    int
 	dockerVolumeMB    int
+	dockerRelaySocks  string
 	dockerVolumeFiles int
 	dockerNSImageMB   int
 	dockerNoPull      bool
@@ -98,6 +99,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.dockerPids, "docker-pids", dd.Pids, "process limit of a container whose job asks for none")
 	fs.IntVar(&f.dockerBudgetMB, "docker-image-budget-mb", dd.ImageBudgetMB, "disk the images this worker pulled and built may take; past it the least recently used pulled images are removed (0: no budget)")
 	fs.IntVar(&f.dockerNSImageMB, "docker-namespace-image-mb", dd.NamespaceImageMB, "disk the images one namespace built on this worker may take; past it that namespace's least recently used built images are removed (0: only the image budget)")
+	fs.StringVar(&f.dockerRelaySocks, "docker-relay-sockets", "auto", "directory for the unix sockets that carry requests to service instances past the engine's attach stream; auto: one under the temporary directory when the engine is local; off: none")
 	fs.IntVar(&f.dockerVolumeMB, "docker-volume-mb", dd.VolumeMB, "size of each volume a container can write (/output, each scratch volume, each VOLUME of its image), in MiB; tmpfs, counted against the container's memory")
 	fs.IntVar(&f.dockerVolumeFiles, "docker-volume-inodes", dd.VolumeInodes, "files and directories each such volume, and /tmp, may hold")
 	fs.BoolVar(&f.dockerNoPull, "docker-no-pull", false, "never pull: run only images already on the machine")
@@ -155,6 +157,10 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	ro.Docker = f.docker
 	dc := &ro.DockerConfig
 	dc.AllowImages = splitList(f.dockerAllow)
+	if f.dockerRelaySocks != "auto" && f.dockerRelaySocks != "off" {
+		dc.RelaySocketDir = f.dockerRelaySocks
+	}
+	ro.DockerRelaySocketsAuto = f.dockerRelaySocks == "auto"
 	dc.Prepull = splitList(f.dockerPrepull)
 	dc.MaxImageMB = f.dockerMaxImageMB
 	dc.MaxMemoryMB = f.dockerMaxMemoryMB
@@ -403,6 +409,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&sc.MaxWait, "service-max-wait", sc.MaxWait, "longest wait of a request for a free service instance (0: the service's start_timeout_seconds)")
 	fs.DurationVar(&sc.RestartBackoff, "service-restart-backoff", sc.RestartBackoff, "wait before a crashed service instance starts again; doubles at each crash in a row")
 	fs.DurationVar(&sc.MaxRestartBackoff, "service-max-restart-backoff", sc.MaxRestartBackoff, "longest wait before a crashed service instance starts again")
+	fs.DurationVar(&sc.IdleConnTimeout, "service-idle-conn-timeout", sc.IdleConnTimeout, "how long a connection to a service instance is kept idle for the next request to it")
 	fs.IntVar(&sl.MaxInstances, "service-max-instances", sl.MaxInstances, "most max_instances a docker service may ask for")
 	fs.IntVar(&sl.DefaultMaxInstances, "service-default-max-instances", sl.DefaultMaxInstances, "max_instances of a docker service that asks for none")
 	fs.IntVar(&sl.MaxConcurrency, "service-max-concurrency", sl.MaxConcurrency, "most concurrency (requests per instance) a docker service may ask for")

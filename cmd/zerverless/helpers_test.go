@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 	"time"
@@ -55,6 +56,10 @@ func main() {
 // test can start a worker as a separate process and kill it.
 const asMainEnv = "ZERVERLESS_TEST_AS_MAIN"
 
+// cpuProfileEnv names the file of the CPU profile of a program started
+// with asMainEnv.
+const cpuProfileEnv = "ZERVERLESS_TEST_CPUPROFILE"
+
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childCommand {
 		// A worker of these tests started this binary as its runtime
@@ -68,10 +73,19 @@ func TestMain(m *testing.M) {
 		os.Exit(runSimFleet(url, cmp.Or(hb, 5*time.Second), os.Stdin, os.Stdout))
 	}
 	if os.Getenv(asMainEnv) != "" {
+		// ZERVERLESS_TEST_CPUPROFILE: the CPU profile of the program
+		// started so (a benchmark's serve), for go tool pprof.
+		if f, err := os.Create(os.Getenv(cpuProfileEnv)); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 		stop()
-		os.Exit(code)
+		if code != 0 {
+			os.Exit(code)
+		}
+		return
 	}
 	dir, err := os.MkdirTemp("", "zerverless-e2e-")
 	if err != nil {

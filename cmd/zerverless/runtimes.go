@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -39,6 +41,9 @@ type RuntimeOptions struct {
 	Python python.Config
 	// DockerConfig is the container policy of the worker's owner.
 	DockerConfig docker.Config
+	// DockerRelaySocketsAuto gives the docker runtime a RelaySocketDir of
+	// its own under the temporary directory when its engine is local.
+	DockerRelaySocketsAuto bool
 	// DockerIDDir, when set, is the data directory whose worker id
 	// (docker.ClaimWorkerID) replaces DockerConfig.WorkerID; DockerIDPrefix
 	// starts a new id ("serve-", "worker-").
@@ -210,6 +215,9 @@ func buildDocker(rts *Runtimes, o RuntimeOptions, log *slog.Logger) error {
 	engine, err := docker.NewClient()
 	if err != nil {
 		return fmt.Errorf("docker client: %w", err)
+	}
+	if o.DockerRelaySocketsAuto && cfg.RelaySocketDir == "" && strings.HasPrefix(engine.DaemonHost(), "unix://") {
+		cfg.RelaySocketDir = filepath.Join(os.TempDir(), "zerverless-relays-"+cfg.WorkerID)
 	}
 	d, err := docker.New(cfg, engine)
 	if err != nil {

@@ -110,7 +110,7 @@ func TestNothingWithoutAPrincipal(t *testing.T) {
 	// Every method is checked here, but those that act for no tenant: a
 	// new entry point must be added to calls.
 	calls["ConnectService"] = func(ctx context.Context) error {
-		_, err := adm.ConnectService(ctx, &job.Deployment{Namespace: "alice", Path: "svc", Runtime: job.TypeDocker, Service: &job.ServiceConfig{}})
+		_, _, err := adm.ConnectService(ctx, &job.Deployment{Namespace: "alice", Path: "svc", Runtime: job.TypeDocker, Service: &job.ServiceConfig{}})
 		return err
 	}
 	calls["ServiceInstances"] = func(ctx context.Context) error { _, err := adm.ServiceInstances(ctx, "alice", "svc"); return err }

@@ -2,7 +2,7 @@ package admission
 
 import (
 	"context"
-	"net"
+	"net/http"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -10,10 +10,10 @@ import (
 
 // Services is what admission needs of the orchestrator's docker services.
 type Services interface {
-	// ConnectService returns a connection to a ready instance of d,
-	// holding one of its slots until closed (see
-	// orchestrator.ConnectService).
-	ConnectService(ctx context.Context, d *job.Deployment) (net.Conn, error)
+	// ConnectService picks a ready instance of d for one request and
+	// returns the transport to it, holding one of its slots until
+	// release is called (see orchestrator.ConnectService).
+	ConnectService(ctx context.Context, d *job.Deployment) (rt http.RoundTripper, release func(), err error)
 	ServiceInstances(d *job.Deployment) []job.InstanceView
 	// ServicePending says why an instance that should run could not
 	// start ("" when none waits).
@@ -113,20 +113,20 @@ func (s *Service) ServiceAt(urlPath string) (d *job.Deployment, rest string, ok 
 // service that answers its path. A public service answers anyone (it
 // runs for its own namespace); a private one needs a principal that acts
 // in its namespace: none is unauthorized, another forbidden.
-func (s *Service) ConnectService(ctx context.Context, d *job.Deployment) (net.Conn, error) {
+func (s *Service) ConnectService(ctx context.Context, d *job.Deployment) (http.RoundTripper, func(), error) {
 	if d.Public {
 		ctx = job.WithPrincipal(ctx, FunctionPrincipal(d))
 	} else {
 		p, err := Caller(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !p.Sees(d.Namespace) {
-			return nil, job.Errorf(job.CodeForbidden, "service %s is private to its namespace", d.Name())
+			return nil, nil, job.Errorf(job.CodeForbidden, "service %s is private to its namespace", d.Name())
 		}
 	}
 	if s.d.Services == nil {
-		return nil, job.Errorf(job.CodeUnavailable, "this orchestrator serves no docker services")
+		return nil, nil, job.Errorf(job.CodeUnavailable, "this orchestrator serves no docker services")
 	}
 	return s.d.Services.ConnectService(ctx, d)
 }

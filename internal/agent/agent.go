@@ -12,6 +12,9 @@
 //     namespace's loopback (a service instance's port): "dial PORT\n",
 //     answered "ok\n" or "error MESSAGE\n", then the bytes of the
 //     connection both ways;
+//   - with -socket, the worker may open the same sessions over a unix
+//     socket the relay listens on (in a directory only the worker and the
+//     relay's container have), the shorter way for its dials;
 //   - a connection the container opens to a port the relay listens on
 //     (an egress proxy) becomes a stream the relay opens to the worker,
 //     which begins "accept ADDRESS\n" (the listening address it came to),
@@ -29,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +76,7 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, stderr io.Writer) in
 	var listen multiFlag
 	fs.Var(&listen, "listen", "a loopback address to accept connections on and carry to the worker (repeatable)")
 	maxConns := fs.Int("max-conns", DefaultMaxConns, "connections carried at once")
+	socket := fs.String("socket", "", "a unix socket to accept the worker's sessions on too, for its dials (the worker's own shortcut past the attach stream)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -80,13 +85,19 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, stderr io.Writer) in
 		return 2
 	}
 	r := &relay{slots: make(chan struct{}, *maxConns), log: stderr}
-	sess, err := yamux.Server(stdio{stdin, stdout}, YamuxConfig())
+	sess, err := yamux.Server(FrameConn(stdio{stdin, stdout}), YamuxConfig())
 	if err != nil {
 		fmt.Fprintln(stderr, "relay:", err)
 		return 1
 	}
 	for _, addr := range listen {
 		if err := r.listen(sess, addr); err != nil {
+			fmt.Fprintln(stderr, "relay:", err)
+			return 1
+		}
+	}
+	if *socket != "" {
+		if err := r.serveSocket(sess, *socket); err != nil {
 			fmt.Fprintln(stderr, "relay:", err)
 			return 1
 		}
@@ -162,6 +173,55 @@ func (r *relay) serveDial(st net.Conn) {
 	Splice(c, c, st, br)
 }
 
+// serveSocket accepts, on the unix socket path, sessions of the worker in
+// which it opens streams as on the attach stream's, until sess ends. The
+// socket is the worker's to reach (it is created in a directory of the
+// worker's that only this relay's container mounts): it carries dials
+// only, the shortest way from the worker (no engine in between).
+func (r *relay) serveSocket(sess *yamux.Session, path string) error {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	// The worker runs as another user: the directory guards the socket.
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
+		return err
+	}
+	go func() {
+		<-sess.CloseChan()
+		l.Close()
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				ws, err := yamux.Server(FrameConn(c), YamuxConfig())
+				if err != nil {
+					c.Close()
+					return
+				}
+				defer ws.Close()
+				go func() {
+					<-sess.CloseChan()
+					ws.Close()
+				}()
+				for {
+					st, err := ws.AcceptStream()
+					if err != nil {
+						return
+					}
+					go r.serveDial(st)
+				}
+			}()
+		}
+	}()
+	return nil
+}
+
 // listen accepts connections on addr (a loopback address) and carries
 // each to the worker.
 func (r *relay) listen(sess *yamux.Session, addr string) error {
@@ -232,14 +292,16 @@ func Splice(a net.Conn, ra io.Reader, b net.Conn, rb io.Reader) {
 	go func() {
 		defer wg.Done()
 		_, _ = io.Copy(a, rb)
-		closeWrite(a)
+		CloseWrite(a)
 	}()
 	_, _ = io.Copy(b, ra)
-	closeWrite(b)
+	CloseWrite(b)
 	wg.Wait()
 }
 
-func closeWrite(c net.Conn) {
+// CloseWrite ends c's writing: a half close where c has one, else a
+// close.
+func CloseWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 		return

@@ -2,26 +2,24 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
 
 // A docker service answers at its function URL like a function does: the
-// request goes, as one HTTP/1.1 exchange, over a stream to one of its
-// instances (see docs/protocol.md, "Services"), with its body and the
+// request goes, as an HTTP/1.1 exchange, over a stream to one of its
+// instances (see docs/protocol.md, "Services"; the streams are kept and
+// reused by the orchestrator), with its body and the
 // answer's streamed both ways as they come (an event stream reaches the
 // caller as it is written). What passes follows the function rules: the
 // rest of the path below the service, its query, the caller's headers
@@ -30,55 +28,14 @@ import (
 // X-Forwarded-Prefix. The answer's headers are filtered as a function's
 // are on the origin it is served on.
 
-// serviceConnKey carries a request's instance connection to the proxy's
-// transport.
-type serviceConnKey struct{}
-
-// oneConn hands out its connection once.
-type oneConn struct {
-	mu sync.Mutex
-	c  net.Conn
-}
-
-func (o *oneConn) take() net.Conn {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	c := o.c
-	o.c = nil
-	return c
-}
-
-// serviceTransport dials nothing: each request carries its connection to
-// its instance, used for that request alone. An answer's header is
-// bounded as a request's is (http.DefaultMaxHeaderBytes, 1 MiB): a larger
-// one is answered 502, so that an instance cannot make the orchestrator
-// hold the transport's default of 10 MiB for each request in flight.
-var serviceTransport = &http.Transport{
-	MaxResponseHeaderBytes: http.DefaultMaxHeaderBytes,
-	DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		oc, _ := ctx.Value(serviceConnKey{}).(*oneConn)
-		if oc == nil {
-			return nil, errors.New("no instance connection")
-		}
-		if c := oc.take(); c != nil {
-			return c, nil
-		}
-		return nil, errors.New("the instance connection was used already")
-	},
-	DisableKeepAlives:   true,
-	DisableCompression:  true,
-	MaxIdleConns:        -1,
-	ForceAttemptHTTP2:   false,
-	WriteBufferSize:     32 << 10,
-	ReadBufferSize:      32 << 10,
-	TLSHandshakeTimeout: 0,
-}
-
 // originTransport passes a service's informational answers (103 Early
 // Hints and the like, which the proxy relays as they come) through the
 // header rules of origin o, as its final answer: without it a 103 would
 // carry Set-Cookie or Service-Worker-Allowed to the shared origin.
-type originTransport struct{ o functionOrigin }
+type originTransport struct {
+	o  functionOrigin
+	rt http.RoundTripper
+}
 
 func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	// The hooks of this trace run before the proxy's own, which copies
@@ -93,7 +50,7 @@ func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil
 		},
 	})
-	return serviceTransport.RoundTrip(r.WithContext(ctx))
+	return t.rt.RoundTrip(r.WithContext(ctx))
 }
 
 // proxyService answers r with an instance of the docker service d, which
@@ -109,7 +66,7 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout())
 		defer cancel()
 	}
-	conn, err := f.adm.ConnectService(ctx, d)
+	rt, release, err := f.adm.ConnectService(ctx, d)
 	if err != nil {
 		if job.ErrorCode(err) == job.CodeUnavailable {
 			w.Header().Set("Retry-After", "1")
@@ -120,19 +77,15 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		f.writeError(w, r, err)
 		return
 	}
-	oc := &oneConn{c: conn}
-	defer func() {
-		if c := oc.take(); c != nil {
-			c.Close()
-		}
-	}()
+	// The instance's slot is held until the answer's body is done.
+	defer release()
 	prefix := "/" + d.Name()
 	if !o.shared() {
 		prefix = "/" + d.Path
 	}
 	status := http.StatusBadGateway
 	rp := &httputil.ReverseProxy{
-		Transport:     originTransport{o},
+		Transport:     originTransport{o, rt},
 		FlushInterval: -1,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
@@ -192,7 +145,7 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	}
 	// The answer's headers bring the sandbox policy again (serviceHeaders).
 	w.Header().Del("Content-Security-Policy")
-	rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, serviceConnKey{}, oc)))
+	rp.ServeHTTP(w, r.WithContext(ctx))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
 }
 

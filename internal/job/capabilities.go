@@ -51,6 +51,10 @@ type DockerCapabilities struct {
 	// Services is how many service instances the worker runs at once
 	// (its owner opted in with --docker-services); 0: none.
 	Services int `json:"services,omitempty"`
+	// StreamsPerInstance is how many request streams the worker carries
+	// to one instance at once (its share of the worker's streams); the
+	// orchestrator keeps no more connections to one. 0: not said.
+	StreamsPerInstance int `json:"streams_per_instance,omitempty"`
 	// Pool reports the worker's prewarmed containers; nil when it keeps
 	// none.
 	Pool *DockerPool `json:"pool,omitempty"`

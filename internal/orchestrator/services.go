@@ -7,8 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -43,9 +43,13 @@ type ServicesConfig struct {
 	// services deployed: minimum instances started, idle ones stopped,
 	// crashed ones restarted, old versions drained (default 1 s).
 	ReconcileInterval time.Duration
-	// StreamOpenTimeout bounds opening a stream to an instance and its
-	// worker's answer (default 10 s).
+	// StreamOpenTimeout bounds the wait for a worker's answer to a
+	// stream opened to an instance (default 10 s).
 	StreamOpenTimeout time.Duration
+	// IdleConnTimeout is how long a connection to an instance is kept
+	// idle for the next request to it (default 1 s, shorter than the
+	// keep-alive timeouts of common HTTP servers; see servicepool.go).
+	IdleConnTimeout time.Duration
 	// MaxLogBytes bounds the recent output kept per service (default
 	// 256 KiB).
 	MaxLogBytes int
@@ -62,6 +66,7 @@ func DefaultServicesConfig() ServicesConfig {
 		MaxRestartBackoff: time.Minute,
 		ReconcileInterval: time.Second,
 		StreamOpenTimeout: 10 * time.Second,
+		IdleConnTimeout:   time.Second,
 		MaxLogBytes:       256 << 10,
 		MaxMetricServices: 100,
 	}
@@ -85,6 +90,9 @@ func (c ServicesConfig) withDefaults() ServicesConfig {
 	if c.StreamOpenTimeout == 0 {
 		c.StreamOpenTimeout = d.StreamOpenTimeout
 	}
+	if c.IdleConnTimeout == 0 {
+		c.IdleConnTimeout = d.IdleConnTimeout
+	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = d.MaxLogBytes
 	}
@@ -101,7 +109,8 @@ func (c ServicesConfig) Validate() error {
 		"Services.MaxWaiting": int64(c.MaxWaiting), "Services.MaxWait": int64(c.MaxWait),
 		"Services.RestartBackoff": int64(c.RestartBackoff), "Services.MaxRestartBackoff": int64(c.MaxRestartBackoff),
 		"Services.ReconcileInterval": int64(c.ReconcileInterval), "Services.StreamOpenTimeout": int64(c.StreamOpenTimeout),
-		"Services.MaxLogBytes": int64(c.MaxLogBytes), "Services.MaxMetricServices": int64(c.MaxMetricServices),
+		"Services.IdleConnTimeout": int64(c.IdleConnTimeout), "Services.MaxLogBytes": int64(c.MaxLogBytes),
+		"Services.MaxMetricServices": int64(c.MaxMetricServices),
 	} {
 		if v < 0 {
 			errs = append(errs, job.Invalid(name, "must not be negative (0: the default)"))
@@ -194,6 +203,8 @@ type instance struct {
 	// retryAt, for a crashed instance (state exited, no host), is when
 	// it starts again.
 	retryAt time.Time
+	// pool holds the connections to this run of it (servicepool.go).
+	pool *instancePool
 }
 
 func (in *instance) live() bool { return in.host != nil && !in.stopping }
@@ -573,6 +584,11 @@ func (s *services) startLocked(ctx context.Context, sv *service, in *instance, n
 	in.retryAt = time.Time{}
 	in.stopping = false
 	in.egress = nil
+	conns := cfg.Concurrency
+	if share := h.caps.Docker.StreamsPerInstance; share > 0 {
+		conns = min(conns, share)
+	}
+	in.pool = s.newInstancePool(in, conns)
 	h.instances[in.id] = in
 	h.w.send(protocol.Message{Type: protocol.TypeServiceStart, Instance: &job.ServiceInstance{
 		ID: in.id, Namespace: sv.namespace, Service: sv.name, Version: in.version, Spec: in.spec,
@@ -637,6 +653,7 @@ func (s *services) stopLocked(in *instance, why string) {
 		return
 	}
 	in.stopping = true
+	in.pool.close()
 	in.host.w.send(protocol.Message{Type: protocol.TypeServiceStop, InstanceID: in.id})
 	s.o.log.Info("service instance stopping", "service", in.svc.name, "instance", in.id, "worker_id", in.host.w.id, "why", why)
 }
@@ -690,6 +707,7 @@ func (s *services) exitedLocked(in *instance, r *job.InstanceReport, now time.Ti
 		delete(in.host.instances, in.id)
 		in.host = nil
 	}
+	in.pool.close()
 	sv := in.svc
 	in.state = job.InstanceExited
 	in.lastExit = &job.InstanceExit{ExitCode: r.ExitCode, Error: r.Error, Output: r.Output, At: now}
@@ -851,28 +869,26 @@ func (s *services) reconcileLocked(ctx context.Context, sv *service, now time.Ti
 	}
 }
 
-// streamError is the error of a request whose instance could not be reached.
-func streamError(name string, err error) error {
-	return job.Errorf(job.CodeBadGateway, "service %s: %v", name, err)
-}
-
-// ConnectService returns a connection to a ready instance of d (a docker
-// service), holding one of its concurrency slots until the connection is
-// closed. It starts instances as needed, and waits (at most
-// ServicesConfig.MaxWait, or the service's start timeout, and never past
-// ctx) while they start.
+// ConnectService picks a ready instance of d (a docker service) for one
+// request and returns the transport that sends it there, over the
+// instance's pooled connections (servicepool.go), holding one of the
+// instance's concurrency slots until release is called, once the
+// answer's body is done (release is idempotent). It starts instances as
+// needed, and waits (at most ServicesConfig.MaxWait, or the service's
+// start timeout, and never past ctx) while they start. A failure to reach
+// the instance is the transport's error (502).
 //
 // Errors, by code: unavailable when no instance is free in time, or the
 // service is at max_instances with every slot taken (Retry-After),
-// or no worker may run it; bad_gateway when the instance's worker cannot
-// reach it; too_many when the namespace's instance quota is taken.
-func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (net.Conn, error) {
+// or no worker may run it; too_many when the namespace's instance quota
+// is taken.
+func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (rt http.RoundTripper, release func(), err error) {
 	s := o.svc
 	if d == nil || d.Service == nil {
-		return nil, job.Errorf(job.CodeNotFound, "not a docker service")
+		return nil, nil, job.Errorf(job.CodeNotFound, "not a docker service")
 	}
 	if _, err := job.ActsIn(ctx, d.Namespace); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	wait := s.cfg.MaxWait
 	if wait <= 0 {
@@ -886,38 +902,34 @@ func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (n
 	s.quotas[d.Namespace] = quota
 	if s.list == nil {
 		s.mu.Unlock()
-		return nil, job.Errorf(job.CodeUnavailable, "docker services are not served here")
+		return nil, nil, job.Errorf(job.CodeUnavailable, "docker services are not served here")
 	}
 	sv := s.serviceLocked(d)
 	for {
 		now := time.Now()
 		if sv.removed {
 			s.mu.Unlock()
-			return nil, job.Errorf(job.CodeNotFound, "no service is deployed at %s", sv.name)
+			return nil, nil, job.Errorf(job.CodeNotFound, "no service is deployed at %s", sv.name)
 		}
 		if in := sv.pickLocked(); in != nil {
 			in.inflight++
 			in.lastUsed = now
-			sess := in.host.sess
+			pool := in.pool
 			s.mu.Unlock()
 			s.m.wait.WithLabelValues(sv.label).Observe(time.Since(begin).Seconds())
-			c, err := s.open(ctx, sess, in)
-			if err != nil {
-				s.release(in)
-				return nil, streamError(sv.name, err)
-			}
-			return c, nil
+			var once sync.Once
+			return poolTransport{pool}, func() { once.Do(func() { s.release(in, pool) }) }, nil
 		}
 		if err := s.growLocked(ctx, sv, now); err != nil {
 			s.mu.Unlock()
 			if err == errBusy {
-				return nil, job.Errorf(job.CodeUnavailable, "service %s: all %d instances are busy (%d requests each)", sv.name, d.Service.MaxInstances, d.Service.Concurrency)
+				return nil, nil, job.Errorf(job.CodeUnavailable, "service %s: all %d instances are busy (%d requests each)", sv.name, d.Service.MaxInstances, d.Service.Concurrency)
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		if sv.waiting >= s.cfg.MaxWaiting {
 			s.mu.Unlock()
-			return nil, job.Errorf(job.CodeUnavailable, "service %s: %d requests wait for an instance already", sv.name, sv.waiting)
+			return nil, nil, job.Errorf(job.CodeUnavailable, "service %s: %d requests wait for an instance already", sv.name, sv.waiting)
 		}
 		sv.waiting++
 		ch := sv.changed
@@ -939,66 +951,25 @@ func (o *Orchestrator) ConnectService(ctx context.Context, d *job.Deployment) (n
 		sv.waiting--
 		if err != nil {
 			s.mu.Unlock()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }
 
-// open opens a stream to in over sess and asks the worker for in.
-func (s *services) open(ctx context.Context, sess *yamux.Session, in *instance) (net.Conn, error) {
-	st, err := sess.OpenStream()
-	if err != nil {
-		return nil, fmt.Errorf("open a stream to its worker: %w", err)
-	}
-	deadline := time.Now().Add(s.cfg.StreamOpenTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	st.SetDeadline(deadline)
-	if _, err := io.WriteString(st, "instance "+in.id+"\n"); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("write to its worker: %w", err)
-	}
-	line, br, err := agent.ReadHeader(st)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("read its worker's answer: %w", err)
-	}
-	if line != "ok" {
-		st.Close()
-		return nil, fmt.Errorf("its worker answered %q", job.CutText(line, agent.MaxHeader))
-	}
-	st.SetDeadline(time.Time{})
-	return &instanceConn{Stream: st, r: br, release: func() { s.release(in) }}, nil
-}
-
-// release gives back in's slot.
-func (s *services) release(in *instance) {
+// release gives back in's slot; the connections of a run that ended or
+// stops are closed as their requests end.
+func (s *services) release(in *instance, pool *instancePool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	in.inflight--
 	in.lastUsed = time.Now()
+	if in.pool != pool || !in.live() {
+		pool.close()
+	}
 	if in.gen != in.svc.gen && in.inflight == 0 && in.host != nil {
 		s.o.ReconcileServices()
 	}
 	in.svc.broadcast()
-}
-
-// instanceConn is a stream to an instance; closing it gives back its
-// slot.
-type instanceConn struct {
-	*yamux.Stream
-	r       io.Reader
-	once    sync.Once
-	release func()
-}
-
-func (c *instanceConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func (c *instanceConn) Close() error {
-	err := c.Stream.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // ObserveServiceRequest records a request's latency to a service.
@@ -1130,7 +1101,7 @@ func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Co
 		return nil, err
 	}
 	return func(conn net.Conn) {
-		sess, err := yamux.Client(conn, agent.YamuxConfig())
+		sess, err := yamux.Client(agent.FrameConn(conn), agent.YamuxConfig())
 		if err != nil {
 			conn.Close()
 			return

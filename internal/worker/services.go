@@ -27,9 +27,11 @@ import (
 // "service_start" and "service_stop", and reports their states in
 // "service_state". Requests reach them over a second WebSocket, GET
 // /ws/streams with the session's stream key, which carries a yamux session
-// whose streams the orchestrator opens: each begins "instance ID\n", which
-// the worker answers "ok\n" and splices to a connection to the instance's
-// port, or "error MESSAGE\n". The stream connection is dialed again when
+// whose streams the orchestrator opens: each begins "instance ID\n" (the
+// request's bytes may follow at once), which the worker answers "ok\n"
+// and splices to a connection to the instance's port, or "error
+// MESSAGE\n". The orchestrator keeps a stream for the next requests to
+// the same instance. The stream connection is dialed again when
 // it drops while the session lives. Instances belong to the session: when
 // it ends they are stopped (the orchestrator starts them elsewhere).
 
@@ -46,8 +48,11 @@ type ServiceRuntime interface {
 	// does not run.
 	StopInstance(ctx context.Context, id, reason string) error
 	// DialInstance opens a connection to the port of the ready instance
-	// id; it fails for an id that is unknown or not ready.
-	DialInstance(ctx context.Context, id string) (net.Conn, error)
+	// id; it fails at once for an id that is unknown or not ready. It may
+	// return before the dial is done, so that what is written to c
+	// follows it at once: dialed waits for the dial's outcome (up to
+	// ctx), and c's reads wait for it too.
+	DialInstance(ctx context.Context, id string) (c net.Conn, dialed func() error, err error)
 }
 
 const (
@@ -83,6 +88,10 @@ func (w *Worker) serviceRuntime() (ServiceRuntime, int) {
 	return rt, w.cfg.Docker.Services
 }
 
+// streamShare is one instance's share of a worker's maxStreams streams,
+// with n instances.
+func streamShare(maxStreams, n int) int { return max(1, maxStreams/max(n, 1)) }
+
 // services is the service side of one session.
 type services struct {
 	s   *session
@@ -101,7 +110,7 @@ type services struct {
 func newServices(s *session) *services {
 	rt, n := s.w.serviceRuntime()
 	return &services{s: s, rt: rt, max: n, slots: make(chan struct{}, s.w.cfg.MaxStreams),
-		perInstance: max(1, s.w.cfg.MaxStreams/max(n, 1)), running: map[string]bool{}, carried: map[string]int{}}
+		perInstance: streamShare(s.w.cfg.MaxStreams, n), running: map[string]bool{}, carried: map[string]int{}}
 }
 
 func (v *services) state(ctx context.Context, rep job.InstanceReport) {
@@ -281,7 +290,7 @@ func (v *services) serveStreams(ctx context.Context, key string) error {
 	// silently: keep-alives find it.
 	ycfg.EnableKeepAlive = true
 	ycfg.KeepAliveInterval = 15 * time.Second
-	sess, err := yamux.Server(conn, ycfg)
+	sess, err := yamux.Server(agent.FrameConn(conn), ycfg)
 	if err != nil {
 		return fmt.Errorf("stream session: %w", err)
 	}
@@ -348,17 +357,37 @@ func (v *services) serveStream(ctx context.Context, st net.Conn, read func()) {
 		v.mu.Unlock()
 	}()
 	dctx, cancel := context.WithTimeout(ctx, instanceDialTimeout)
-	c, err := v.rt.DialInstance(dctx, id)
-	cancel()
+	defer cancel()
+	c, dialed, err := v.rt.DialInstance(dctx, id)
 	if err != nil {
 		_, _ = io.WriteString(st, "error "+oneLine(err.Error())+"\n")
 		return
 	}
 	defer c.Close()
-	if _, err := io.WriteString(st, "ok\n"); err != nil {
+	// The request's bytes follow the dial at once, without waiting for
+	// its answer.
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		// Read with io.Copy's buffer: br's own (the header's, 256
+		// bytes) would cut the request in frames that small.
+		_, _ = io.Copy(c, struct{ io.Reader }{br})
+		agent.CloseWrite(c)
+	}()
+	defer func() { <-sent }()
+	if err := dialed(); err != nil {
+		_, _ = io.WriteString(st, "error "+oneLine(err.Error())+"\n")
+		st.Close()
+		c.Close()
 		return
 	}
-	agent.Splice(st, br, c, c)
+	cancel()
+	if _, err := io.WriteString(st, "ok\n"); err != nil {
+		c.Close()
+		return
+	}
+	_, _ = io.Copy(st, c)
+	agent.CloseWrite(st)
 }
 
 func oneLine(s string) string {

@@ -354,8 +354,10 @@ func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
 		if bc, ok := w.runtimes[job.TypeDocker].(buildCacheReporter); ok && d.Build {
 			d.BuildCache, d.BuiltImages = bc.BuildCache(maxReportedBuilds)
 		}
-		if rt, _ := w.serviceRuntime(); rt == nil {
+		if rt, n := w.serviceRuntime(); rt == nil {
 			d.Services = 0
+		} else {
+			d.StreamsPerInstance = streamShare(w.cfg.MaxStreams, n)
 		}
 		if pr, ok := w.runtimes[job.TypeDocker].(poolReporter); ok {
 			d.Pool = pr.PoolStatus(maxReportedBuilds)

@@ -48,14 +48,17 @@ func DialStreams(ctx context.Context, baseURL, src, key string) (net.Conn, int, 
 // in-process HTTP servers: it answers service_start with service_state
 // ready (unless Hold says otherwise), service_stop with exited, and
 // serves its stream connection as a worker does: a yamux server whose
-// streams name an instance, answered "ok", then carry one HTTP/1.1
-// connection to the instance's server.
+// streams name an instance (the request may follow at once), answered
+// "ok", then carry one HTTP/1.1 connection to the instance's server,
+// kept by the orchestrator for further requests.
 type ServiceWorker struct {
 	*Worker
 	handler func(*job.ServiceInstance) http.Handler
 	sess    *yamux.Session
 
 	mu        sync.Mutex
+	opened    int            // streams accepted for an instance
+	open      map[string]int // streams open now, by instance
 	instances map[string]*fakeInstance
 	hold      bool
 	starts    chan *job.ServiceInstance
@@ -87,7 +90,7 @@ func ServeServices(w *Worker, baseURL string, handler func(*job.ServiceInstance)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw := &ServiceWorker{Worker: w, handler: handler, sess: sess, instances: map[string]*fakeInstance{},
+	sw := &ServiceWorker{Worker: w, handler: handler, sess: sess, instances: map[string]*fakeInstance{}, open: map[string]int{},
 		starts: make(chan *job.ServiceInstance, 1000), stopped: make(chan string, 1000), tasks: make(chan *job.Task, 100)}
 	t.Cleanup(func() { sess.Close(); sw.closeAll() })
 	go sw.acceptStreams()
@@ -119,6 +122,25 @@ func (sw *ServiceWorker) NextStart(t testing.TB, why string) *job.ServiceInstanc
 		return nil
 	}
 }
+
+// StreamsOpened counts the streams the orchestrator opened here to an
+// instance (each carries one connection, for one or more requests).
+func (sw *ServiceWorker) StreamsOpened() int {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.opened
+}
+
+// StreamsOpen counts the streams to instance id open now.
+func (sw *ServiceWorker) StreamsOpen(id string) int {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.open[id]
+}
+
+// SessionStreams counts the streams of the stream connection that are
+// not closed by both ends.
+func (sw *ServiceWorker) SessionStreams() int { return sw.sess.NumStreams() }
 
 // Tasks delivers the jobs it is assigned (answer them with Answer).
 func (sw *ServiceWorker) Tasks() <-chan *job.Task { return sw.tasks }
@@ -225,21 +247,42 @@ func (sw *ServiceWorker) acceptStreams() {
 				st.Close()
 				return
 			}
+			sw.mu.Lock()
+			sw.opened++
+			sw.open[id]++
+			sw.mu.Unlock()
 			io.WriteString(st, "ok\n")
-			if !fi.ln.give(&readConn{Conn: st, r: br}) {
-				st.Close()
+			c := &readConn{Conn: st, r: br}
+			c.closed = func() {
+				sw.mu.Lock()
+				if sw.open[id]--; sw.open[id] <= 0 {
+					delete(sw.open, id)
+				}
+				sw.mu.Unlock()
+			}
+			if !fi.ln.give(c) {
+				c.Close()
 			}
 		}()
 	}
 }
 
-// readConn reads through r, which may hold bytes read from the conn.
+// readConn reads through r, which may hold bytes read from the conn;
+// closed is called once, at its first close.
 type readConn struct {
 	net.Conn
-	r io.Reader
+	r      io.Reader
+	once   sync.Once
+	closed func()
 }
 
 func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *readConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.closed)
+	return err
+}
 
 // streamListener is a net.Listener of the streams given to it.
 type streamListener struct {

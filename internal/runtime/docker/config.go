@@ -49,6 +49,16 @@ type Config struct {
 	VolumeInodes int
 	// NoFile is the nofile ulimit, soft and hard (default 1024).
 	NoFile int64
+	// RelaySocketDir, when set, is a directory of this machine that the
+	// engine shares (a local engine): each service instance's relay gets
+	// a directory in it, mounted in the relay's container alone, where it
+	// listens on a unix socket that carries the worker's dials to the
+	// instance, past the engine's attach stream (two fewer processes on
+	// each request's path). The runtime keeps it mode 0700. Default ""
+	// (cmd sets one under the temporary directory for a local engine):
+	// dials go over the attach stream, as they do when a relay's socket
+	// does not appear.
+	RelaySocketDir string
 	// OutputBytes caps stdout and stderr, each, when the task's limits
 	// give no cap (default 1 MiB).
 	OutputBytes int

@@ -7,10 +7,13 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,6 +140,9 @@ type relayConfig struct {
 	deadline time.Time // its deadline label; zero: none
 	listen   []string  // loopback addresses to accept on and hand over
 	maxConns int       // connections at once; 0: agent.DefaultMaxConns
+	// socket: the worker's dials go over a unix socket of the relay
+	// (Config.RelaySocketDir), when there is one, not the attach stream.
+	socket bool
 }
 
 // netRelay is a running relay and the worker's session with it.
@@ -144,6 +150,12 @@ type netRelay struct {
 	d    *Docker
 	id   string
 	sess *yamux.Session
+	// dials is the session of the worker's dials: over the relay's
+	// socket, or sess; set once dialsSet is closed.
+	dials    *yamux.Session
+	dialsSet chan struct{}
+	// dir holds the relay's socket; "" when none.
+	dir  string
 	hj   types.HijackedResponse
 	once sync.Once
 	// stderr keeps the agent's last words, for errors.
@@ -165,6 +177,15 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 	if rc.maxConns > 0 {
 		args = append(args, "-max-conns", strconv.Itoa(rc.maxConns))
 	}
+	var binds []string
+	dir, err := d.relaySocketDir(rc)
+	if err != nil {
+		return nil, err
+	}
+	if dir != "" {
+		binds = []string{dir + ":" + relaySocketMount}
+		args = append(args, "-socket", relaySocketMount+"/"+relaySocketName)
+	}
 	pids := int64(relayPids)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -177,7 +198,7 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 			NetworkDisabled: false, Labels: d.labelsUntil(rc.role, rc.jobID, rc.deadline),
 		},
 		&container.HostConfig{
-			NetworkMode: "none", ReadonlyRootfs: true, CapDrop: []string{"ALL"},
+			NetworkMode: "none", ReadonlyRootfs: true, CapDrop: []string{"ALL"}, Binds: binds,
 			SecurityOpt: []string{"no-new-privileges"}, LogConfig: container.LogConfig{Type: "none"},
 			Resources: container.Resources{
 				Memory: relayMemory, MemorySwap: relayMemory, PidsLimit: &pids,
@@ -185,9 +206,10 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 			},
 		}, nil, nil, "")
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("create relay: %w", err)
 	}
-	r := &netRelay{d: d, id: created.ID, stderr: &lockedTail{max: 4096}}
+	r := &netRelay{d: d, id: created.ID, dir: dir, stderr: &lockedTail{max: 4096}}
 	fail := func(err error) (*netRelay, error) {
 		r.close()
 		return nil, err
@@ -204,11 +226,112 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 	if err := d.engine.ContainerStart(cctx, r.id, container.StartOptions{}); err != nil {
 		return fail(fmt.Errorf("start relay: %w", err))
 	}
-	r.sess, err = yamux.Client(attachConn{Reader: pr, w: r.hj.Conn, closeR: pr}, agent.YamuxConfig())
+	r.sess, err = yamux.Client(agent.FrameConn(attachConn{Reader: pr, w: r.hj.Conn, closeR: pr}), agent.YamuxConfig())
 	if err != nil {
 		return fail(fmt.Errorf("relay session: %w", err))
 	}
+	r.dialsSet = make(chan struct{})
+	if dir == "" {
+		r.dials = r.sess
+		close(r.dialsSet)
+		return r, nil
+	}
+	// The socket is dialed while the caller goes on (the instance's
+	// container is created meanwhile); the first dial waits for it.
+	go func() {
+		defer close(r.dialsSet)
+		s, err := dialRelaySocket(context.WithoutCancel(ctx), filepath.Join(dir, relaySocketName), r.sess.CloseChan())
+		if err != nil {
+			// An engine on another machine (or in another file
+			// system): the attach stream carries the dials.
+			d.cfg.Logger.Warn("docker relay socket not reachable; dials go over the attach stream", "worker_id", d.cfg.WorkerID, "container", r.id, "err", err)
+			r.dials = r.sess
+			return
+		}
+		r.dials = s
+	}()
 	return r, nil
+}
+
+// The relay's socket: a directory of RelaySocketDir, mounted at
+// relaySocketMount in the relay's container alone.
+const (
+	relaySocketMount = "/run/relay"
+	relaySocketName  = "relay.sock"
+	// relaySocketWait bounds the wait for a relay's socket to appear.
+	relaySocketWait = 3 * time.Second
+)
+
+// relaySocketDir creates the directory of a new relay's socket, when the
+// relay is to have one: writable by the relay's user, in RelaySocketDir
+// (which only the worker's user may enter). Its name starts with the
+// runtime's instance, so that Sweep tells those of an earlier run.
+func (d *Docker) relaySocketDir(rc relayConfig) (string, error) {
+	if !rc.socket || d.cfg.RelaySocketDir == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(d.cfg.RelaySocketDir, 0o700); err != nil {
+		return "", fmt.Errorf("relay socket directory: %w", err)
+	}
+	if err := os.Chmod(d.cfg.RelaySocketDir, 0o700); err != nil {
+		return "", fmt.Errorf("relay socket directory: %w", err)
+	}
+	dir, err := os.MkdirTemp(d.cfg.RelaySocketDir, d.instance+"-")
+	if err != nil {
+		return "", fmt.Errorf("relay socket directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("relay socket directory: %w", err)
+	}
+	return dir, nil
+}
+
+// sweepRelaySockets removes the socket directories of earlier runs.
+func (d *Docker) sweepRelaySockets() error {
+	if d.cfg.RelaySocketDir == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(d.cfg.RelaySocketDir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), d.instance+"-") {
+			errs = append(errs, os.RemoveAll(filepath.Join(d.cfg.RelaySocketDir, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dialRelaySocket opens a session over the relay's socket at path,
+// waiting for it to appear (relaySocketWait at most, and until ended).
+func dialRelaySocket(ctx context.Context, path string, ended <-chan struct{}) (*yamux.Session, error) {
+	deadline := time.Now().Add(relaySocketWait)
+	for {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			s, err := yamux.Client(agent.FrameConn(c), agent.YamuxConfig())
+			if err != nil {
+				c.Close()
+			}
+			return s, err
+		}
+		if time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ended:
+			return nil, errors.New("the relay ended")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 func cmpErr(err, otherwise error) error {
@@ -223,31 +346,59 @@ func (r *netRelay) networkMode() container.NetworkMode {
 	return container.NetworkMode("container:" + r.id)
 }
 
-// dial opens a connection to port on the namespace's loopback.
-func (r *netRelay) dial(ctx context.Context, port int) (net.Conn, error) {
-	st, err := r.sess.OpenStream()
-	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+// dial opens a connection to port on the namespace's loopback. It
+// returns once the relay is asked, without waiting for its answer, so
+// that what is written to the connection follows at once; dialed waits
+// for the answer (ctx bounds the wait), and reads wait for it too.
+func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func() error, err error) {
+	select {
+	case <-r.dialsSet:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
 	}
-	stop := context.AfterFunc(ctx, func() { st.Close() })
-	defer stop()
+	st, err := r.dials.OpenStream()
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: %w", err)
+	}
 	if _, err := io.WriteString(st, "dial "+strconv.Itoa(port)+"\n"); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("relay: %w", err)
+		return nil, nil, fmt.Errorf("relay: %w", err)
 	}
-	line, br, err := agent.ReadHeader(st)
-	if err != nil {
-		st.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	dc := &dialConn{Stream: st}
+	dc.dialed = sync.OnceValue(func() error {
+		stop := context.AfterFunc(ctx, func() { st.Close() })
+		defer stop()
+		line, br, err := agent.ReadHeader(st)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			err = ctx.Err()
+		case err != nil:
+			err = fmt.Errorf("relay: %w", err)
+		case line != "ok":
+			err = fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(line, "error "))
 		}
-		return nil, fmt.Errorf("relay: %w", err)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		dc.r = br
+		return nil
+	})
+	return dc, dc.dialed, nil
+}
+
+// dialConn is a stream to a port whose relay's answer is read first.
+type dialConn struct {
+	*yamux.Stream
+	dialed func() error
+	r      io.Reader // after the answer
+}
+
+func (c *dialConn) Read(p []byte) (int, error) {
+	if err := c.dialed(); err != nil {
+		return 0, err
 	}
-	if line != "ok" {
-		st.Close()
-		return nil, fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(line, "error "))
-	}
-	return &bufferedConn{Conn: st, r: br}, nil
+	return c.r.Read(p)
 }
 
 // accept returns the next connection the container opened to an address
@@ -278,6 +429,13 @@ func (r *netRelay) close() {
 	r.once.Do(func() {
 		if r.sess != nil {
 			r.sess.Close()
+		}
+		if r.dialsSet != nil {
+			<-r.dialsSet // it ends with sess
+			r.dials.Close()
+		}
+		if r.dir != "" {
+			os.RemoveAll(r.dir)
 		}
 		if r.hj.Conn != nil {
 			r.hj.Close()

@@ -64,8 +64,11 @@ func TestRelayCarriesBothWays(t *testing.T) {
 	var c io.ReadWriteCloser
 	testutil.Eventually(t, 20*time.Second, func() error {
 		var err error
-		c, err = r.dial(ctx, 8080)
-		return err
+		var dialed func() error
+		if c, dialed, err = r.dial(ctx, 8080); err != nil {
+			return err
+		}
+		return dialed()
 	})
 	if _, err := io.WriteString(c, "hello relay\n"); err != nil {
 		t.Fatal(err)
@@ -75,7 +78,11 @@ func TestRelayCarriesBothWays(t *testing.T) {
 	if err != nil || line != "HELLO RELAY\n" {
 		t.Fatalf("through the relay: %q, %v", line, err)
 	}
-	if _, err := r.dial(ctx, 9); err == nil || !strings.Contains(err.Error(), "refused") {
+	_, dialed, err := r.dial(ctx, 9)
+	if err == nil {
+		err = dialed()
+	}
+	if err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("a closed port: %v", err)
 	}
 

@@ -243,7 +243,7 @@ func (d *Docker) createInstance(ctx context.Context, inst job.ServiceInstance) (
 	if info.Config != nil {
 		imageVolumes = sortedKeys(info.Config.Volumes)
 	}
-	rc := relayConfig{role: roleServiceRelay, jobID: inst.ID}
+	rc := relayConfig{role: roleServiceRelay, jobID: inst.ID, socket: true}
 	var r *netRelay
 	var e *egressRun
 	if want := sp.EgressOf(); len(want) > 0 {
@@ -495,11 +495,14 @@ func (d *Docker) awaitReady(ctx context.Context, in *instance, sp job.ServiceSpe
 // checkReady dials in's port through its relay and, with a readiness
 // path, asks it with GET: a 2xx or 3xx answer is ready.
 func checkReady(ctx context.Context, in *instance, sp job.ServiceSpec) error {
-	c, err := in.relay.dial(ctx, in.port)
+	c, dialed, err := in.relay.dial(ctx, in.port)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if err := dialed(); err != nil {
+		return err
+	}
 	if sp.ReadinessPath == "" {
 		return nil
 	}
@@ -583,16 +586,19 @@ func (d *Docker) StopInstance(ctx context.Context, id, reason string) error {
 }
 
 // DialInstance opens a connection to the port of the ready instance id,
-// through its relay. It returns ErrNoInstance or ErrInstanceNotReady.
-func (d *Docker) DialInstance(ctx context.Context, id string) (net.Conn, error) {
+// through its relay. It returns ErrNoInstance or ErrInstanceNotReady at
+// once; the dial itself goes on behind it (what is written to c follows
+// it at once): dialed waits for its outcome, up to ctx, and c's reads
+// wait for it too.
+func (d *Docker) DialInstance(ctx context.Context, id string) (c net.Conn, dialed func() error, err error) {
 	d.services.mu.Lock()
 	in, ok := d.services.byID[id]
 	d.services.mu.Unlock()
 	switch {
 	case !ok:
-		return nil, ErrNoInstance
+		return nil, nil, ErrNoInstance
 	case in == nil || !in.ready.Load():
-		return nil, ErrInstanceNotReady
+		return nil, nil, ErrInstanceNotReady
 	}
 	return in.relay.dial(ctx, in.port)
 }

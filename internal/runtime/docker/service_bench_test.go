@@ -63,7 +63,7 @@ func BenchmarkServiceVersusPublished(b *testing.B) {
 		if err := d.StartInstance(ctx, inst, r.report); err != nil {
 			b.Fatal(err)
 		}
-		c, err := d.DialInstance(ctx, inst.ID)
+		c, _, err := d.DialInstance(ctx, inst.ID)
 		if err == nil {
 			err = roundTrip(c)
 			c.Close()
@@ -96,7 +96,7 @@ func BenchmarkServiceVersusPublished(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer d.StopInstance(ctx, inst.ID, "")
-	zc, err := d.DialInstance(ctx, inst.ID)
+	zc, _, err := d.DialInstance(ctx, inst.ID)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func scriptOutput(t *testing.T, d *Docker, id string) string {
 	eventually(t, time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c, err := d.DialInstance(ctx, id)
+		c, _, err := d.DialInstance(ctx, id)
 		if err != nil {
 			return err
 		}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +64,7 @@ func serviceRuntime(t testing.TB, tweak func(*Config)) *Docker {
 	return newTestRuntime(t, func(c *Config) {
 		agent(c)
 		c.Services = 4
+		c.RelaySocketDir = filepath.Join(t.TempDir(), "relays")
 		if tweak != nil {
 			tweak(c)
 		}
@@ -110,7 +113,7 @@ func get(t testing.TB, d *Docker, id, target string, header http.Header) *http.R
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := d.DialInstance(ctx, id)
+	c, _, err := d.DialInstance(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +207,7 @@ func TestServiceInstanceServesThroughRelay(t *testing.T) {
 	if n := leftovers(t, d.cfg.WorkerID); n != 0 {
 		t.Fatalf("%d containers or volumes left after stop", n)
 	}
-	if _, err := d.DialInstance(context.Background(), inst.ID); !errors.Is(err, ErrNoInstance) {
+	if _, _, err := d.DialInstance(context.Background(), inst.ID); !errors.Is(err, ErrNoInstance) {
 		t.Fatalf("dial a stopped instance: %v", err)
 	}
 	if err := d.StopInstance(context.Background(), inst.ID, ""); !errors.Is(err, ErrNoInstance) {
@@ -251,7 +254,7 @@ func TestServiceCrashReported(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := d.DialInstance(ctx, inst.ID)
+	c, _, err := d.DialInstance(ctx, inst.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +352,9 @@ func TestServiceIsolationFromInside(t *testing.T) {
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	targets := []string{"127.0.0.1:" + port, "[::1]:" + port, "1.1.1.1:80", "8.8.8.8:53", "169.254.169.254:80", "10.0.0.1:80", "192.168.0.1:80",
 		// The engine's sockets, were they ever mounted.
-		"unix:/var/run/docker.sock", "unix:/run/docker.sock", "unix:/run/containerd/containerd.sock"}
+		"unix:/var/run/docker.sock", "unix:/run/docker.sock", "unix:/run/containerd/containerd.sock",
+		// Its relay's socket, mounted in the relay's container alone.
+		"unix:" + relaySocketMount + "/" + relaySocketName}
 	br, err := testEngine.NetworkInspect(context.Background(), "bridge", network.InspectOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -556,5 +561,43 @@ func TestLimitOutput(t *testing.T) {
 		if utf8.ValidString(in) && !strings.HasSuffix(in, out) {
 			t.Errorf("%s: not the end of the output", name)
 		}
+	}
+}
+
+// The worker's dials go over the relay's socket, in a directory of
+// RelaySocketDir that is removed with the instance; an instance without a
+// reachable socket is dialed over the attach stream; Sweep removes the
+// directories of an earlier run.
+func TestServiceRelaySocket(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "relays")
+	d := serviceRuntime(t, func(c *Config) { c.RelaySocketDir = base })
+	inst := testInstance(t, nil)
+	startInstance(t, d, inst)
+	d.services.mu.Lock()
+	r := d.services.byID[inst.ID].relay
+	d.services.mu.Unlock()
+	<-r.dialsSet
+	if r.dir == "" || r.dials == r.sess {
+		t.Fatalf("dials over the attach stream (dir %q)", r.dir)
+	}
+	if fi, err := os.Stat(base); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory: %v %v", fi, err)
+	}
+	if resp := get(t, d, inst.ID, "/", nil); resp.StatusCode != 200 {
+		t.Fatalf("through the socket: %d", resp.StatusCode)
+	}
+	if err := d.StopInstance(context.Background(), inst.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(r.dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the relay's directory after its stop: %v", err)
+	}
+	stale := filepath.Join(base, "earlier-run")
+	os.Mkdir(stale, 0o777)
+	if _, err := d.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a directory of an earlier run after Sweep: %v", err)
 	}
 }

@@ -96,6 +96,9 @@ func (d *Docker) Sweep(ctx context.Context) (int, error) {
 		}
 		n++
 	}
+	if err := d.sweepRelaySockets(); err != nil {
+		errs = append(errs, fmt.Errorf("remove relay sockets: %w", err))
+	}
 	vs, err := d.engine.VolumeList(ctx, volume.ListOptions{Filters: f})
 	if err != nil {
 		return n, errors.Join(append(errs, fmt.Errorf("list volumes: %w", err))...)
