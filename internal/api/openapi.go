@@ -148,7 +148,14 @@ func operations() []operation {
 				{"namespace", "only this namespace's functions", str()},
 				{"include", "code: add each function's code (up to 16 MiB in all)", enum("code")},
 			}, errors: []int{400}},
-		{method: "GET", path: deployPath, summary: "One function, with its code.", status: 200, resp: DeploymentView{}, errors: []int{404}},
+		{method: "GET", path: deployPath, summary: "One function, with its code. For a docker service, PATH/logs is its instances' recent output (ServiceLogs); with follow=true a text/event-stream of its live log (event: stdout|stderr with the instance of each line, dropped when the follower missed events, end when the service is undeployed; id: the number), resuming after Last-Event-ID.",
+			status: 200, resp: DeploymentView{},
+			query: []param{
+				{"follow", "PATH/logs of a docker service: true streams its live log as Server-Sent Events", enum("true", "false")},
+				{"after", "with follow: only events numbered after this one", map[string]any{"type": "integer", "minimum": 0}},
+			},
+			headers: []param{{"Last-Event-ID", "with follow: resume after this event", str()}},
+			errors:  []int{400, 404, 503}},
 		{method: "DELETE", path: deployPath, summary: "Remove a function.", status: 204, errors: []int{404}},
 	}
 }

@@ -13,7 +13,7 @@ import (
 // all; the rest is counted as dropped on the next message, and nothing is
 // kept once the task is closed.
 func TestLiveOutputBounds(t *testing.T) {
-	l := &liveOutput{jobID: "j", leaseID: "l", chunk: 4, room: 10, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &liveOutput{msg: protocol.Message{Type: protocol.TypeOutput, JobID: "j", LeaseID: "l"}, chunk: 4, room: 10, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	l.WriteOutput(job.LogStdout, []byte("abcdef"))
 	l.WriteOutput(job.LogStderr, []byte("gh"))
 	l.WriteOutput(job.LogStdout, []byte("ijklmn"))
