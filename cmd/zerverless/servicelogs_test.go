@@ -329,3 +329,62 @@ func openServiceLogRaw(t *testing.T, base, secret, name string) slowStream {
 	}
 	return slowStream{svcStream: &svcStream{status: 200, events: make(chan svcEvent, 1<<16), done: make(chan struct{}), cancel: cancel}, body: resp.Body}
 }
+
+// TestServiceLogsCLI: `zerverless logs NAMESPACE/PATH` prints a service's
+// recent output; with -f it prints the lines as they come, each after its
+// instance's short id, until the service is undeployed.
+func TestServiceLogsCLI(t *testing.T) {
+	srv := serviceServer(t, nil)
+	sw := serviceWorker(t, srv, "", 2, echoService)
+	mustDeployService(t, srv, "cli/svc", `{"runtime":"docker","docker_image":"z:1","min_instances":1}`)
+	id := sw.NextStart(t, "no instance").ID
+	sw.Output(id, job.LogStdout, "written before\n", 0)
+	cli := cliAgainst(srv)
+	eventually(t, 10*time.Second, func() error {
+		if code, out, errOut := cli("logs", "cli/svc"); code != 0 || out != "["+id[:8]+"] written before\n" {
+			return fmt.Errorf("logs: %d %q %q", code, out, errOut)
+		}
+		return nil
+	})
+	var out, errOut lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		getenv := func(k string) string {
+			switch k {
+			case "ZERVERLESS_SERVER":
+				return srv.URL()
+			case "ZERVERLESS_TOKEN":
+				return srv.AdminToken()
+			}
+			return ""
+		}
+		done <- run(context.Background(), []string{"logs", "-f", "cli/svc"}, &out, &errOut, getenv)
+	}()
+	p := "[" + id[:8] + "] "
+	// It follows once it printed what the log held.
+	eventually(t, 10*time.Second, func() error {
+		if out.String() != p+"written before\n" {
+			return fmt.Errorf("logs -f printed %q %q", out.String(), errOut.String())
+		}
+		return nil
+	})
+	sw.Output(id, job.LogStderr, "written live\n", 0)
+	sw.Output(id, job.LogStdout, "and more\n", 0)
+	eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "and more") {
+			return fmt.Errorf("logs -f printed %q %q", out.String(), errOut.String())
+		}
+		return nil
+	})
+	if a := send(t, "DELETE", srv.URL()+"/api/deploy/cli/svc", srv.AdminToken(), "", nil); a.status != 204 {
+		t.Fatalf("undeploy: %v", a)
+	}
+	select {
+	case code := <-done:
+		if code != 0 || out.String() != p+"written before\n"+p+"and more\n" || !strings.Contains(errOut.String(), p+"written live\n") || !strings.Contains(errOut.String(), "the log ended: the service was undeployed") {
+			t.Fatalf("logs -f: %d %q %q", code, out.String(), errOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("logs -f did not end with the service")
+	}
+}
