@@ -123,6 +123,8 @@ func operations() []operation {
 				{"cursor", "next_cursor of the previous page", str()},
 			},
 			status: 200, resp: WorkerList{}, errors: []int{400}},
+		{method: "GET", path: "/api/pools", summary: "The dispatch pools (workers of the same capabilities and trust), the largest first: members, ready workers, slots, jobs running and pending for them (a namespace token sees the pools that accept its jobs, and only its own pending jobs).",
+			status: 200, resp: PoolList{}},
 
 		{method: "POST", path: "/api/build-contexts", summary: "Upload a build context: a tar (or gzip'd tar) stream, or a JSON object of files.",
 			body: buildctx.FilesBody{}, rawBody: []string{"application/x-tar", "application/gzip"},
@@ -319,6 +321,8 @@ var required = map[string][]string{
 	"JobList":          {"jobs"},
 	"WorkerInfo":       {"id", "capabilities", "trusted", "running", "connected_at", "last_heartbeat"},
 	"WorkerList":       {"workers"},
+	"PoolList":         {"pools"},
+	"PoolInfo":         {"id", "capabilities", "trusted", "workers", "ready", "slots", "running", "pending", "pending_counted", "worker_ids"},
 	"TokenView":        {"id", "kind", "created_at"},
 	"TokenList":        {"tokens"},
 	"DeploymentView":   {"namespace", "path", "runtime", "version", "url"},
