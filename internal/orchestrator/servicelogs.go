@@ -157,6 +157,10 @@ func (l *serviceLog) since(after uint64, maxBytes int) (evs []job.ServiceLogEven
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	changed = l.changed
+	if after >= l.next {
+		// Not of this log (a clock that went back): all of it.
+		after = 0
+	}
 	i := len(l.events)
 	for i > 0 && l.events[i-1].Seq > after {
 		i--

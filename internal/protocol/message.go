@@ -6,7 +6,10 @@
 // with "register"; the orchestrator answers "registered" (or "error" and
 // closes). Then the orchestrator sends "assign" and "cancel"; the worker
 // sends "result", "reject", "heartbeat", "capabilities", "output" (a
-// running task's output) and "metrics" (its own usage).
+// running task's output) and "metrics" (its own usage). A worker that
+// runs service instances also gets "service_start" and "service_stop",
+// and sends "service_state" and "service_output" (a running instance's
+// output).
 package protocol
 
 import (
