@@ -69,6 +69,7 @@ type workerFlags struct {
 	serviceStart        time.Duration
 
 	liveOutputBytes int64
+	serviceOutput   int64
 	metricsInterval time.Duration
 
 	dockerPoolMax      int
@@ -85,6 +86,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose jobs are accepted (default: all)")
 	fs.BoolVar(&f.docker, "docker", false, "run docker container jobs (needs a Docker Engine)")
 	fs.Int64Var(&f.liveOutputBytes, "live-output-bytes", d.LiveOutputBytes, "output of one job sent while it runs, for its live log (negative: none)")
+	fs.Int64Var(&f.serviceOutput, "service-output-rate", d.ServiceOutputRate, "output of one service instance sent while it runs, for its service's live log, in bytes a second (negative: none)")
 	fs.DurationVar(&f.metricsInterval, "metrics-interval", d.MetricsInterval, "how often the worker reports its own usage to the orchestrator")
 	fs.Int64Var(&f.memoryMB, "memory-mb", d.MemoryBytes>>20, "memory bound of a job that asks for none, in MiB; Lua and JavaScript jobs past their bound fail as out of memory")
 
@@ -137,6 +139,7 @@ func (f *workerFlags) apply(wc *worker.Config, ro *RuntimeOptions) error {
 	}
 	wc.MemoryBytes = f.memoryMB << 20
 	wc.LiveOutputBytes = f.liveOutputBytes
+	wc.ServiceOutputRate = f.serviceOutput
 	if f.metricsInterval <= 0 {
 		return fmt.Errorf("--metrics-interval must be positive")
 	}
@@ -410,6 +413,10 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&sc.RestartBackoff, "service-restart-backoff", sc.RestartBackoff, "wait before a crashed service instance starts again; doubles at each crash in a row")
 	fs.DurationVar(&sc.MaxRestartBackoff, "service-max-restart-backoff", sc.MaxRestartBackoff, "longest wait before a crashed service instance starts again")
 	fs.DurationVar(&sc.IdleConnTimeout, "service-idle-conn-timeout", sc.IdleConnTimeout, "how long a connection to a service instance is kept idle for the next request to it")
+	fs.IntVar(&sc.MaxLogBytes, "service-log-bytes", sc.MaxLogBytes, "recent output of a docker service's instances kept, all instances together (GET /api/deploy/NS/PATH/logs)")
+	fs.IntVar(&sc.FollowersPerService, "service-log-followers-per-service", sc.FollowersPerService, "clients following one docker service's live log at once")
+	fs.IntVar(&sc.FollowersPerToken, "service-log-followers-per-token", sc.FollowersPerToken, "docker service logs one token follows at once")
+	fs.IntVar(&sc.FollowerBytes, "service-log-follower-bytes", sc.FollowerBytes, "output a follower of a service's live log may fall behind before it skips ahead (told what it missed)")
 	fs.IntVar(&sl.MaxInstances, "service-max-instances", sl.MaxInstances, "most max_instances a docker service may ask for")
 	fs.IntVar(&sl.DefaultMaxInstances, "service-default-max-instances", sl.DefaultMaxInstances, "max_instances of a docker service that asks for none")
 	fs.IntVar(&sl.MaxConcurrency, "service-max-concurrency", sl.MaxConcurrency, "most concurrency (requests per instance) a docker service may ask for")

@@ -27,7 +27,9 @@ import (
 // holding an HTTP server built here from Go source (FROM scratch).
 
 // serviceServerSource is the test image's server: it answers with what it
-// got, listening on $PORT.
+// got, listening on $PORT; with ?say=TEXT it first prints a line "TEXT"
+// and, with ?sleep=DURATION, waits that long (or until the caller goes)
+// before it answers.
 const serviceServerSource = `package main
 
 import (
@@ -35,6 +37,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 )
 
 func main() {
@@ -43,6 +46,15 @@ func main() {
 		port = "8080"
 	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if say := r.URL.Query().Get("say"); say != "" {
+			fmt.Println(say)
+		}
+		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+			}
+		}
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s?%s prefix=%s body=%s", r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Forwarded-Prefix"), b)
 	})

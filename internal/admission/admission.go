@@ -45,6 +45,9 @@ type Jobs interface {
 	// WorkerPage returns a page of the connected workers f keeps, sorted
 	// by id, and the cursor of the next page ("" when there is none).
 	WorkerPage(f job.WorkerFilter) ([]job.WorkerInfo, string)
+	// Pools describes the dispatch pools: all of them (namespace ""), or
+	// those that accept namespace's jobs, counting only its pending jobs.
+	Pools(namespace string) []job.PoolInfo
 	Stats(ctx context.Context) (job.Stats, error)
 	// HeldJob returns the job with jobID when leaseID is its current
 	// lease.

@@ -116,6 +116,10 @@ func TestNothingWithoutAPrincipal(t *testing.T) {
 	calls["ServiceInstances"] = func(ctx context.Context) error { _, err := adm.ServiceInstances(ctx, "alice", "svc"); return err }
 	calls["ServicePending"] = func(ctx context.Context) error { _, err := adm.ServicePending(ctx, "alice", "svc"); return err }
 	calls["ServiceLogs"] = func(ctx context.Context) error { _, _, _, err := adm.ServiceLogs(ctx, "alice", "svc"); return err }
+	calls["FollowServiceLog"] = func(ctx context.Context) error {
+		return adm.FollowServiceLog(ctx, "alice", "svc", 0, func(job.ServiceLogEvent) error { return nil })
+	}
+	calls["Pools"] = func(ctx context.Context) error { _, err := adm.Pools(ctx); return err }
 	notForATenant := []string{"Authenticate", "ContextArchive", "FunctionIsPrivate", "HeldJob", "ServiceAt", "ObserveServiceRequest"}
 	ty := reflect.TypeOf(adm)
 	for i := range ty.NumMethod() {

@@ -168,6 +168,30 @@ func (s *Service) Workers(ctx context.Context, f job.WorkerFilter) ([]job.Worker
 	return out, next, nil
 }
 
+// Pools describes the dispatch pools as the caller may see them, by the
+// rules of Workers: an admin sees every pool and every pending job; a
+// namespace token sees the pools whose workers accept its jobs, the jobs
+// of its own namespace pending for them, and of their capabilities what
+// scopeWorker leaves (namespaces: only its own; built images: only its
+// own).
+func (s *Service) Pools(ctx context.Context) ([]job.PoolInfo, error) {
+	p, err := Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Admin() {
+		return s.d.Jobs.Pools(""), nil
+	}
+	if p.Namespace == "" {
+		return []job.PoolInfo{}, nil
+	}
+	pools := s.d.Jobs.Pools(p.Namespace)
+	for i := range pools {
+		pools[i].Capabilities = scopeWorker(p, job.WorkerInfo{Capabilities: pools[i].Capabilities}).Capabilities
+	}
+	return pools, nil
+}
+
 // scopeWorker returns w as namespace token p may see it. It copies what it
 // changes: w's slices and maps may be shared.
 func scopeWorker(p job.Principal, w job.WorkerInfo) job.WorkerInfo {

@@ -19,6 +19,11 @@ type Services interface {
 	// start ("" when none waits).
 	ServicePending(d *job.Deployment) string
 	ServiceLogs(d *job.Deployment) string
+	// FollowServiceLog hands fn a zero event once the follower is
+	// admitted, then d's log events after seq after as they are written,
+	// until the log ends, ctx is done or fn fails (see
+	// orchestrator.FollowServiceLog).
+	FollowServiceLog(ctx context.Context, d *job.Deployment, after uint64, fn func(job.ServiceLogEvent) error) error
 	ObserveServiceRequest(d *job.Deployment, status int, took time.Duration)
 }
 
@@ -96,6 +101,18 @@ func (s *Service) ServiceLogs(ctx context.Context, namespace, path string) (*job
 		return nil, nil, "", err
 	}
 	return d, s.d.Services.ServiceInstances(d), s.d.Services.ServiceLogs(d), nil
+}
+
+// FollowServiceLog follows the live log of the service at namespace/path
+// from seq after, for a caller who sees it (another namespace's service
+// is not_found, as for ServiceLogs). It blocks until the log ends, ctx is
+// done or fn fails.
+func (s *Service) FollowServiceLog(ctx context.Context, namespace, path string, after uint64, fn func(job.ServiceLogEvent) error) error {
+	d, err := s.service(ctx, namespace, path)
+	if err != nil {
+		return err
+	}
+	return s.d.Services.FollowServiceLog(ctx, d, after, fn)
 }
 
 // ServiceAt returns the docker service that answers urlPath and the rest

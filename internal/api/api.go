@@ -172,6 +172,7 @@ func (s *server) register() {
 	s.handle("DELETE /api/jobs/{id}", s.cancelJob)
 	s.handle("GET /api/jobs/{id}/logs", s.jobLogs, "follow", "after", "limit")
 	s.handle("GET /api/workers", s.listWorkers, "runtime", "trusted", "namespace", "limit", "cursor")
+	s.handle("GET /api/pools", s.listPools)
 	s.handle("GET /info", s.info)
 	s.handle("GET /stats", s.stats)
 	s.buildRoutes()
@@ -299,6 +300,17 @@ func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, WorkerList{Workers: ws, NextCursor: next})
+}
+
+// listPools is GET /api/pools: the dispatch pools, as the caller may see
+// them (admission.Service.Pools).
+func (s *server) listPools(w http.ResponseWriter, r *http.Request) {
+	pools, err := s.adm.Pools(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PoolList{Pools: pools})
 }
 
 // volunteer upgrades to the worker protocol and hands the connection to

@@ -155,7 +155,8 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log 
 	f := &functions{server: srv, fcfg: fcfg, platform: platform}
 	f.handle("POST /api/deploy/{namespace}/{path...}", f.deploy)
 	f.handle("GET /api/deploy", f.listDeployments, "namespace", "include")
-	f.handle("GET /api/deploy/{namespace}/{path...}", f.getDeployment)
+	// follow and after are read by a docker service's logs (PATH/logs).
+	f.handle("GET /api/deploy/{namespace}/{path...}", f.getDeployment, "follow", "after")
 	f.handle("DELETE /api/deploy/{namespace}/{path...}", f.undeploy)
 	return f, nil
 }

@@ -123,6 +123,8 @@ func operations() []operation {
 				{"cursor", "next_cursor of the previous page", str()},
 			},
 			status: 200, resp: WorkerList{}, errors: []int{400}},
+		{method: "GET", path: "/api/pools", summary: "The dispatch pools (workers of the same capabilities and trust), the largest first: members, ready workers, slots, jobs running and pending for them (a namespace token sees the pools that accept its jobs, and only its own pending jobs).",
+			status: 200, resp: PoolList{}},
 
 		{method: "POST", path: "/api/build-contexts", summary: "Upload a build context: a tar (or gzip'd tar) stream, or a JSON object of files.",
 			body: buildctx.FilesBody{}, rawBody: []string{"application/x-tar", "application/gzip"},
@@ -148,7 +150,14 @@ func operations() []operation {
 				{"namespace", "only this namespace's functions", str()},
 				{"include", "code: add each function's code (up to 16 MiB in all)", enum("code")},
 			}, errors: []int{400}},
-		{method: "GET", path: deployPath, summary: "One function, with its code.", status: 200, resp: DeploymentView{}, errors: []int{404}},
+		{method: "GET", path: deployPath, summary: "One function, with its code. For a docker service, PATH/logs is its instances' recent output (ServiceLogs); with follow=true a text/event-stream of its live log (event: stdout|stderr with the instance of each line, dropped when the follower missed events, end when the service is undeployed; id: the number), resuming after Last-Event-ID.",
+			status: 200, resp: DeploymentView{},
+			query: []param{
+				{"follow", "PATH/logs of a docker service: true streams its live log as Server-Sent Events", enum("true", "false")},
+				{"after", "with follow: only events numbered after this one", map[string]any{"type": "integer", "minimum": 0}},
+			},
+			headers: []param{{"Last-Event-ID", "with follow: resume after this event", str()}},
+			errors:  []int{400, 404, 503}},
 		{method: "DELETE", path: deployPath, summary: "Remove a function.", status: 204, errors: []int{404}},
 	}
 }
@@ -312,6 +321,8 @@ var required = map[string][]string{
 	"JobList":          {"jobs"},
 	"WorkerInfo":       {"id", "capabilities", "trusted", "running", "connected_at", "last_heartbeat"},
 	"WorkerList":       {"workers"},
+	"PoolList":         {"pools"},
+	"PoolInfo":         {"id", "capabilities", "trusted", "workers", "ready", "slots", "running", "pending", "pending_counted", "worker_ids"},
 	"TokenView":        {"id", "kind", "created_at"},
 	"TokenList":        {"tokens"},
 	"DeploymentView":   {"namespace", "path", "runtime", "version", "url"},

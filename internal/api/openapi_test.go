@@ -455,6 +455,7 @@ func TestOpenAPIAnswers(t *testing.T) {
 	check("GET", "/api/jobs/nope", "/api/jobs/{id}", "", 404)
 	check("POST", "/api/jobs", "/api/jobs", `{"job_type":"lua","code":"return 1","bogus":1}`, 400)
 	check("GET", "/api/workers", "/api/workers", "", 200)
+	check("GET", "/api/pools", "/api/pools", "", 200)
 	check("GET", "/stats", "/stats", "", 200)
 	check("GET", "/info", "/info", "", 200)
 	check("GET", "/health", "/health", "", 200)

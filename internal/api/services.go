@@ -230,6 +230,9 @@ func (f *functions) serviceLogs(w http.ResponseWriter, r *http.Request) bool {
 	if !ok {
 		return false
 	}
+	if r.URL.Query().Has("follow") && f.followServiceLogs(w, r, svcPath) {
+		return true
+	}
 	d, instances, logs, err := f.adm.ServiceLogs(r.Context(), r.PathValue("namespace"), svcPath)
 	if err != nil {
 		if job.ErrorCode(err) == job.CodeNotFound {

@@ -178,6 +178,12 @@ type JobList struct {
 	NextCursor string `json:"next_cursor"`
 }
 
+// PoolList is the body of GET /api/pools: the dispatch pools, the
+// largest first.
+type PoolList struct {
+	Pools []job.PoolInfo `json:"pools"`
+}
+
 // WorkerList is the body of GET /api/workers.
 type WorkerList struct {
 	Workers []job.WorkerInfo `json:"workers"`

@@ -71,7 +71,7 @@ func WriteSummary(w io.Writer) {
   build     build a directory into an image on a worker, and run it
   jobs      list jobs
   job       show one job as JSON
-  logs      print a job's output, or follow it with -f
+  logs      print a job's or a docker service's output, or follow it with -f
   cancel    cancel jobs
   deploy    deploy a function
   deployments  list functions

@@ -15,6 +15,7 @@ import (
 
 const logsUsage = `Usage:
   zerverless logs [flags] ID
+  zerverless logs [flags] NAMESPACE/PATH
 
 Prints what job ID has written so far: its stdout to stdout, its stderr to
 stderr, and changes of its status (running, restarted, ended) to stderr.
@@ -22,11 +23,17 @@ With -f it goes on printing as the job writes, until the job ends (and
 reconnects, missing nothing, if the connection breaks). The exit status is
 0 once the log is printed, 1 when the job is unknown.
 
+Given NAMESPACE/PATH, a docker service, it prints the recent output of its
+instances, each line after its instance's short id; with -f it goes on
+printing as they write, until the service is undeployed (Ctrl-C stops).
+Lines the log no longer held, or that the connection was too slow for,
+are reported on stderr.
+
 Flags:
   --server URL        orchestrator (default $ZERVERLESS_SERVER, or http://localhost:8000)
   --token TOKEN       API token (default $ZERVERLESS_TOKEN, or DIR/admin.token)
   --data DIR          data dir of a local orchestrator (default $ZERVERLESS_DATA, or ./zerverless-data)
-  -f, --follow        follow the log until the job ends
+  -f, --follow        follow the log until the job ends (a service: until it is undeployed)
 `
 
 func (c *command) logs(ctx context.Context, args []string) int {
@@ -43,6 +50,9 @@ func (c *command) logs(ctx context.Context, args []string) int {
 	}
 	id := rest[0]
 	cl := c.client()
+	if ns, path, ok := strings.Cut(id, "/"); ok {
+		return c.serviceLogs(ctx, cl, ns, path, followLog)
+	}
 	p := &logPrinter{c: c, id: id, statuses: true}
 	if followLog {
 		if err := cl.FollowJobLog(ctx, id, 0, p.print); err != nil {

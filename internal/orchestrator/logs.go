@@ -576,10 +576,12 @@ func cutUTF8(s string, n int) string {
 var errEndedFollowers = errors.New("log followers ended")
 
 // EndLogFollowers ends every follower of a job's log (FollowJobLog returns
-// nil, as for a client that goes away) and refuses new ones: an HTTP
+// nil, as for a client that goes away) and of a service's (they get the
+// log's end), and refuses new ones: an HTTP
 // server shutting down calls it, since event streams never go idle.
 // Clients resume elsewhere, or after a restart, with Last-Event-ID.
 func (o *Orchestrator) EndLogFollowers() {
+	o.svc.endFollowers()
 	b := o.logs
 	b.mu.Lock()
 	b.closed = true

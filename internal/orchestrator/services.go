@@ -53,6 +53,15 @@ type ServicesConfig struct {
 	// MaxLogBytes bounds the recent output kept per service (default
 	// 256 KiB).
 	MaxLogBytes int
+	// FollowersPerService bounds the followers of one service's live log
+	// at once (default 16); FollowersPerToken those of one token, all
+	// services together (default 8). One more is refused as unavailable.
+	FollowersPerService int
+	FollowersPerToken   int
+	// FollowerBytes is how much output a follower of a service's log may
+	// fall behind (default 64 KiB): one further behind skips to the
+	// newest FollowerBytes and is told what it missed.
+	FollowerBytes int
 	// MaxMetricServices bounds the services named in metrics' labels
 	// (default 100); the others are counted under "other".
 	MaxMetricServices int
@@ -69,6 +78,10 @@ func DefaultServicesConfig() ServicesConfig {
 		IdleConnTimeout:   time.Second,
 		MaxLogBytes:       256 << 10,
 		MaxMetricServices: 100,
+
+		FollowersPerService: 16,
+		FollowersPerToken:   8,
+		FollowerBytes:       64 << 10,
 	}
 }
 
@@ -99,6 +112,15 @@ func (c ServicesConfig) withDefaults() ServicesConfig {
 	if c.MaxMetricServices == 0 {
 		c.MaxMetricServices = d.MaxMetricServices
 	}
+	if c.FollowersPerService == 0 {
+		c.FollowersPerService = d.FollowersPerService
+	}
+	if c.FollowersPerToken == 0 {
+		c.FollowersPerToken = d.FollowersPerToken
+	}
+	if c.FollowerBytes == 0 {
+		c.FollowerBytes = d.FollowerBytes
+	}
 	return c
 }
 
@@ -109,8 +131,10 @@ func (c ServicesConfig) Validate() error {
 		"Services.MaxWaiting": int64(c.MaxWaiting), "Services.MaxWait": int64(c.MaxWait),
 		"Services.RestartBackoff": int64(c.RestartBackoff), "Services.MaxRestartBackoff": int64(c.MaxRestartBackoff),
 		"Services.ReconcileInterval": int64(c.ReconcileInterval), "Services.StreamOpenTimeout": int64(c.StreamOpenTimeout),
-		"Services.IdleConnTimeout": int64(c.IdleConnTimeout), "Services.MaxLogBytes": int64(c.MaxLogBytes),
-		"Services.MaxMetricServices": int64(c.MaxMetricServices),
+		"Services.IdleConnTimeout": int64(c.IdleConnTimeout),
+		"Services.MaxLogBytes":     int64(c.MaxLogBytes), "Services.MaxMetricServices": int64(c.MaxMetricServices),
+		"Services.FollowersPerService": int64(c.FollowersPerService), "Services.FollowersPerToken": int64(c.FollowersPerToken),
+		"Services.FollowerBytes": int64(c.FollowerBytes),
 	} {
 		if v < 0 {
 			errs = append(errs, job.Invalid(name, "must not be negative (0: the default)"))
@@ -137,6 +161,13 @@ type services struct {
 	quotas map[string]int
 
 	kick chan struct{}
+
+	// followMu guards the counts of log followers: per token, and (in
+	// serviceLog.following) per log, whose logs are in following.
+	followMu       sync.Mutex
+	followByToken  map[string]int
+	following      map[*serviceLog]bool
+	followersEnded bool
 }
 
 // host is a worker session that offers services.
@@ -173,8 +204,9 @@ type service struct {
 	waiting int
 	// buildErr says why the image could not be built.
 	buildErr string
-	logs     []byte
-	label    string
+	// log is its instances' output (servicelogs.go); see logLocked.
+	log   *serviceLog
+	label string
 }
 
 // instance is one instance of a service: one container on one worker at a
@@ -205,6 +237,9 @@ type instance struct {
 	retryAt time.Time
 	// pool holds the connections to this run of it (servicepool.go).
 	pool *instancePool
+	// liveOutput: its worker sent its output as it ran, so the tail in
+	// its exit report is logged already.
+	liveOutput bool
 }
 
 func (in *instance) live() bool { return in.host != nil && !in.stopping }
@@ -217,6 +252,9 @@ func newServices(o *Orchestrator, cfg ServicesConfig, reg prometheus.Registerer)
 		hosts: make(map[string]*host),
 		keys:  make(map[string]*host),
 		kick:  make(chan struct{}, 1),
+
+		followByToken: make(map[string]int),
+		following:     make(map[*serviceLog]bool),
 
 		quotas: make(map[string]int),
 	}
@@ -689,13 +727,19 @@ func (s *services) report(w *worker, r *job.InstanceReport) {
 			sv.broadcast()
 		}
 	case job.InstanceExited:
+		live := in.liveOutput
 		s.exitedLocked(in, r, now, false)
+		if r.Output != "" && !live {
+			s.logLocked(sv).output(in.id, job.LogStdout, r.Output, 0)
+		}
+		s.logLocked(sv).flush(in.id)
 	}
 	if r.Egress != nil {
 		in.egress = r.Egress[:min(len(r.Egress), job.MaxInstanceEgress)]
 	}
-	if r.Output != "" {
-		sv.appendLog(in.id, r.Output, s.cfg.MaxLogBytes)
+	if r.Output != "" && r.State == job.InstanceReady {
+		// A ready report's output is its egress proxy's refusal lines.
+		s.logLocked(sv).output(in.id, job.LogStderr, r.Output, 0)
 	}
 }
 
@@ -727,17 +771,6 @@ func (s *services) exitedLocked(in *instance, r *job.InstanceReport, now time.Ti
 	s.m.crashes.WithLabelValues(sv.label).Inc()
 	s.o.log.Info("service instance exited", "service", sv.name, "instance", in.id, "exit_code", r.ExitCode, "error", r.Error, "lost", lost, "restart_in", wait)
 	sv.broadcast()
-}
-
-func (sv *service) appendLog(id, out string, limit int) {
-	sv.logs = append(sv.logs, "["+id[:8]+"] "...)
-	sv.logs = append(sv.logs, out...)
-	if !strings.HasSuffix(out, "\n") {
-		sv.logs = append(sv.logs, '\n')
-	}
-	if len(sv.logs) > limit {
-		sv.logs = slices.Clone(sv.logs[len(sv.logs)-limit:])
-	}
 }
 
 // reconcile matches every service's instances to its deployment.
@@ -773,6 +806,9 @@ func (s *services) reconcile() {
 	for name, sv := range s.svcs {
 		if !deployed[name] {
 			sv.removed = true
+			if sv.log != nil {
+				sv.log.end("the service was undeployed")
+			}
 			for _, in := range slices.Clone(sv.instances) {
 				s.stopLocked(in, "undeployed")
 			}
@@ -1036,8 +1072,8 @@ func (o *Orchestrator) ServiceLogs(d *job.Deployment) string {
 	s := o.svc
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sv := s.svcs[d.Name()]; sv != nil {
-		return string(sv.logs)
+	if sv := s.svcs[d.Name()]; sv != nil && sv.log != nil {
+		return sv.log.text()
 	}
 	return ""
 }

@@ -488,6 +488,8 @@ func (o *Orchestrator) readLoop(ctx context.Context, conn *protocol.Conn, w *wor
 			o.workerUsage.report(w, *m.Usage)
 		case protocol.TypeServiceState:
 			o.svc.report(w, m.Report)
+		case protocol.TypeServiceOutput:
+			o.svc.output(w, m)
 		case protocol.TypeError:
 			o.log.Warn("worker reported an error", "worker_id", w.id, "err", clip(m.Error))
 		default:

@@ -6,7 +6,10 @@
 // with "register"; the orchestrator answers "registered" (or "error" and
 // closes). Then the orchestrator sends "assign" and "cancel"; the worker
 // sends "result", "reject", "heartbeat", "capabilities", "output" (a
-// running task's output) and "metrics" (its own usage).
+// running task's output) and "metrics" (its own usage). A worker that
+// runs service instances also gets "service_start" and "service_stop",
+// and sends "service_state" and "service_output" (a running instance's
+// output).
 package protocol
 
 import (
@@ -59,6 +62,9 @@ const (
 	// log (worker → orchestrator). The result still carries the whole
 	// output, as without it.
 	TypeOutput Type = "output"
+	// TypeServiceOutput carries output a service instance wrote while it
+	// runs (worker → orchestrator; InstanceID, Stream, Text, Dropped).
+	TypeServiceOutput Type = "service_output"
 	// TypeMetrics reports the worker's own usage (worker → orchestrator).
 	TypeMetrics Type = "metrics"
 )
@@ -216,6 +222,19 @@ func (m *Message) Check() error {
 		}
 		if m.Dropped < 0 {
 			return fmt.Errorf("output: dropped must not be negative")
+		}
+	case TypeServiceOutput:
+		if m.InstanceID == "" {
+			return fmt.Errorf("service_output: instance_id is required")
+		}
+		if m.Stream != job.LogStdout && m.Stream != job.LogStderr {
+			return fmt.Errorf("service_output: stream must be stdout or stderr, not %.40q", m.Stream)
+		}
+		if len(m.Text) > MaxOutputTextBytes {
+			return fmt.Errorf("service_output: text is %d bytes; at most %d are accepted", len(m.Text), MaxOutputTextBytes)
+		}
+		if m.Dropped < 0 {
+			return fmt.Errorf("service_output: dropped must not be negative")
 		}
 	case TypeMetrics:
 		if m.Usage == nil || !m.Usage.Valid() {

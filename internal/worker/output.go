@@ -18,17 +18,23 @@ import (
 // a sender goroutine writes. The result carries the whole output as
 // without it.
 type liveOutput struct {
-	s       *session
-	jobID   string
-	leaseID string
-	chunk   int
-	every   time.Duration
+	s *session
+	// msg is what each message carries but for its text: a task's job
+	// and lease, or a service instance's id.
+	msg   protocol.Message
+	chunk int
+	every time.Duration
+	// rate, when positive, refills room by rate bytes a second up to
+	// rate (a service instance's bound); refilled is when it last did.
+	rate     int64
+	refilled time.Time
 
 	mu      sync.Mutex
 	pending []protocol.Message // by stream, in order; guarded by mu
 	size    int                // bytes pending
 	room    int64              // bytes that may still be sent
 	dropped int64              // bytes dropped since the last message
+	closed  bool
 	wake    chan struct{}
 	done    chan struct{}
 }
@@ -42,7 +48,7 @@ var (
 func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
 	cfg := s.w.cfg
 	l := &liveOutput{
-		s: s, jobID: t.JobID, leaseID: t.LeaseID,
+		s: s, msg: protocol.Message{Type: protocol.TypeOutput, JobID: t.JobID, LeaseID: t.LeaseID},
 		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes/3), every: cfg.LiveFlushInterval,
 		room: cfg.LiveOutputBytes, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
@@ -50,10 +56,44 @@ func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
 	return l
 }
 
+// startInstanceOutput starts the sender of service instance id's live
+// output, bounded by Config.ServiceOutputRate; stop it with close.
+func (s *session) startInstanceOutput(ctx context.Context, id string) *liveOutput {
+	cfg := s.w.cfg
+	l := &liveOutput{
+		s: s, msg: protocol.Message{Type: protocol.TypeServiceOutput, InstanceID: id},
+		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes/3), every: cfg.LiveFlushInterval,
+		rate: cfg.ServiceOutputRate, refilled: time.Now(), room: cfg.ServiceOutputRate,
+		wake: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	go l.run(ctx)
+	return l
+}
+
+// refillLocked adds to room what l's rate gave since it last did.
+func (l *liveOutput) refillLocked() {
+	if l.rate <= 0 || l.closed {
+		return
+	}
+	now := time.Now()
+	if add := int64(now.Sub(l.refilled).Seconds() * float64(l.rate)); add > 0 {
+		l.room = min(l.rate, l.room+add)
+		l.refilled = now
+	}
+}
+
+// message returns a message of l for stream.
+func (l *liveOutput) message(stream job.LogStream) protocol.Message {
+	m := l.msg
+	m.Stream = stream
+	return m
+}
+
 // Room is how many more bytes may be sent.
 func (l *liveOutput) Room() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refillLocked()
 	return max(l.room, 0)
 }
 
@@ -68,6 +108,7 @@ func (l *liveOutput) Drop(n int64) {
 func (l *liveOutput) WriteOutput(stream job.LogStream, p []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refillLocked()
 	if l.room <= 0 {
 		l.dropped += int64(len(p))
 		return
@@ -81,7 +122,7 @@ func (l *liveOutput) WriteOutput(stream job.LogStream, p []byte) {
 		n := len(p)
 		last := len(l.pending) - 1
 		if last < 0 || l.pending[last].Stream != stream || len(l.pending[last].Text) >= l.chunk {
-			l.pending = append(l.pending, protocol.Message{Type: protocol.TypeOutput, JobID: l.jobID, LeaseID: l.leaseID, Stream: stream})
+			l.pending = append(l.pending, l.message(stream))
 			last++
 		}
 		n = min(n, l.chunk-len(l.pending[last].Text))
@@ -121,7 +162,7 @@ func (l *liveOutput) flush(ctx context.Context) {
 	l.pending, l.size = nil, 0
 	if len(batch) == 0 && l.dropped > 0 {
 		// Past the bound nothing is sent but the count.
-		batch = []protocol.Message{{Type: protocol.TypeOutput, JobID: l.jobID, LeaseID: l.leaseID, Stream: job.LogStdout}}
+		batch = []protocol.Message{l.message(job.LogStdout)}
 	}
 	if len(batch) > 0 {
 		batch[0].Dropped, l.dropped = l.dropped, 0
@@ -139,6 +180,7 @@ func (l *liveOutput) close(ctx context.Context) {
 	close(l.done)
 	l.mu.Lock()
 	l.room = 0 // a guest that outlives its run sends nothing more
+	l.closed = true
 	l.mu.Unlock()
 	l.flush(ctx)
 }

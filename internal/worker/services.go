@@ -18,6 +18,7 @@ import (
 	"github.com/zerverless/zerverless/internal/agent"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/protocol"
+	"github.com/zerverless/zerverless/internal/runtime"
 )
 
 // Service instances (docs/protocol.md, "Services").
@@ -38,7 +39,8 @@ import (
 // ServiceRuntime runs service instances: the docker runtime does.
 type ServiceRuntime interface {
 	// StartInstance starts inst and returns once it is ready (nil) or
-	// ended (its reason). report gets the instance's states in order:
+	// ended (its reason). What the instance writes goes, as it is
+	// written, to the sink ctx carries (runtime.WithSink), if any. report gets the instance's states in order:
 	// ready, then exited exactly once however it ended (refused, never
 	// ready, crashed, stopped); it is called for the first before
 	// StartInstance returns. ctx bounds the start only.
@@ -148,12 +150,24 @@ func (v *services) start(ctx context.Context, inst *job.ServiceInstance) {
 	v.mu.Unlock()
 	v.state(ctx, job.InstanceReport{ID: inst.ID, State: job.InstanceStarting})
 	log := v.s.log.With("instance_id", inst.ID, "service", inst.Service, "namespace", inst.Namespace)
+	// The instance's output goes to the orchestrator as it is written
+	// (Config.ServiceOutputRate); the sender ends before its exit is
+	// reported, so that its output comes first.
+	sctx := ctx
+	var live *liveOutput
+	if v.s.w.cfg.ServiceOutputRate > 0 {
+		live = v.s.startInstanceOutput(ctx, inst.ID)
+		sctx = runtime.WithSink(ctx, live)
+	}
 	v.s.wg.Add(1)
 	go func() {
 		defer v.s.wg.Done()
-		err := v.rt.StartInstance(ctx, *inst, func(rep job.InstanceReport) {
+		err := v.rt.StartInstance(sctx, *inst, func(rep job.InstanceReport) {
 			rep.ID = inst.ID
 			if rep.State == job.InstanceExited {
+				if live != nil {
+					live.close(ctx)
+				}
 				v.mu.Lock()
 				delete(v.running, inst.ID)
 				v.mu.Unlock()

@@ -79,6 +79,12 @@ type Config struct {
 	// 200 ms): a task's output messages are at most one per interval, but
 	// for full chunks.
 	LiveFlushInterval time.Duration
+	// ServiceOutputRate bounds the output of one service instance sent
+	// while it runs, in bytes a second, with a burst of one second's
+	// worth (default 64 KiB; negative: none is sent). What passes it is
+	// counted and not sent. It travels in chunks of LiveChunkBytes at
+	// most every LiveFlushInterval, as a task's does.
+	ServiceOutputRate int64
 	// MetricsInterval is how often the worker reports its usage (default
 	// 10 s).
 	MetricsInterval time.Duration
@@ -100,6 +106,7 @@ func DefaultConfig() Config {
 		LiveOutputBytes:   1 << 20,
 		LiveChunkBytes:    16 << 10,
 		LiveFlushInterval: 200 * time.Millisecond,
+		ServiceOutputRate: 64 << 10,
 		MetricsInterval:   10 * time.Second,
 	}
 }
@@ -237,6 +244,9 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
 	}
 	if cfg.LiveFlushInterval == 0 {
 		cfg.LiveFlushInterval = d.LiveFlushInterval
+	}
+	if cfg.ServiceOutputRate == 0 {
+		cfg.ServiceOutputRate = d.ServiceOutputRate
 	}
 	if cfg.MetricsInterval == 0 {
 		cfg.MetricsInterval = d.MetricsInterval

@@ -380,21 +380,7 @@
       if (!res.ok) return "unsupported";
       onOpen();
       var first = true;
-      var reader = res.body.getReader();
-      var dec = new TextDecoder();
-      var buf = "";
-      function dispatch(block) {
-        var event = "message", data = [];
-        block.split(/\r?\n|\r/).forEach(function (line) {
-          if (!line || line.charAt(0) === ":") return;
-          var i = line.indexOf(":");
-          var field = i < 0 ? line : line.slice(0, i);
-          var value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-          if (field === "event") event = value;
-          else if (field === "data") data.push(value);
-        });
-        if (!data.length) return;
-        var text = data.join("\n");
+      return readEvents(res, function (event, text) {
         if (first) { clear(box); first = false; }
         if (event === "stdout" || event === "stderr") {
           appendLog(box, event, chunkText(text));
@@ -403,19 +389,45 @@
           onStatus();
         }
         box.scrollTop = box.scrollHeight;
-      }
-      function pump() {
-        return reader.read().then(function (r) {
-          if (r.done) return "ended";
-          buf += dec.decode(r.value, { stream: true });
-          var parts = buf.split(/\r?\n\r?\n/);
-          buf = parts.pop();
-          parts.forEach(dispatch);
-          return pump();
-        });
-      }
-      return pump();
+      }).then(function () { return "ended"; });
     });
+  }
+
+  // readEvents reads the Server-Sent Events of res's body, calling
+  // onEvent(event, data, id) for each, and resolves once the body ends
+  // (or onEvent returns true: the stream's end).
+  function readEvents(res, onEvent) {
+    var reader = res.body.getReader();
+    var dec = new TextDecoder();
+    var buf = "";
+    var done = false;
+    function dispatch(block) {
+      if (done) return;
+      var event = "message", data = [], id = "";
+      block.split(/\r?\n|\r/).forEach(function (line) {
+        if (!line || line.charAt(0) === ":") return;
+        var i = line.indexOf(":");
+        var field = i < 0 ? line : line.slice(0, i);
+        var value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+        if (field === "event") event = value;
+        else if (field === "data") data.push(value);
+        else if (field === "id") id = value;
+      });
+      if (!data.length) return;
+      if (onEvent(event, data.join("\n"), id) === true) done = true;
+    }
+    function pump() {
+      return reader.read().then(function (r) {
+        if (r.done) return;
+        buf += dec.decode(r.value, { stream: true });
+        var parts = buf.split(/\r?\n\r?\n/);
+        buf = parts.pop();
+        parts.forEach(dispatch);
+        if (done) { reader.cancel().catch(function () {}); return; }
+        return pump();
+      });
+    }
+    return pump();
   }
 
   // chunkText is the text of an output event: the data as sent, or the
@@ -548,18 +560,62 @@
     return w.running + " / " + (c.concurrency || "?");
   }
 
+  // warmPool sums up a docker worker's prewarmed containers.
+  function warmPool(w) {
+    var d = (w.capabilities || {}).docker;
+    var p = d && d.pool;
+    if (!p) return "—";
+    return el("span", { class: "warm-pool" }, "ready " + p.ready + " · hits " + p.hits + " · misses " + p.misses,
+      p.warm_images && p.warm_images.length ? [" ", tags(p.warm_images)] : null);
+  }
+
+  // poolCaps sums up what a dispatch pool's workers offer beyond their
+  // runtimes.
+  function poolCaps(c) {
+    var out = [];
+    if (c.max_memory_mb) out.push("memory ≤ " + c.max_memory_mb + " MB");
+    if (c.namespaces && c.namespaces.length) out.push("namespaces " + c.namespaces.join(", "));
+    var d = c.docker;
+    if (d) {
+      if (d.max_memory_mb) out.push("container memory ≤ " + d.max_memory_mb + " MB");
+      if (d.max_cpus) out.push("CPUs ≤ " + d.max_cpus);
+      if (d.allow_images && d.allow_images.length) out.push("images " + d.allow_images.join(", "));
+      if (d.build) out.push("builds");
+      if (d.services) out.push(d.services + " service instances");
+      if (d.egress && d.egress.length) out.push("egress " + d.egress.join(", "));
+    }
+    return out.length ? tags(out) : "—";
+  }
+
   views.workers = function (ctx, root) {
+    var pools = el("div", { id: "pools" });
     var list = el("div", { id: "workers" });
+    root.appendChild(el("div", { class: "card" }, el("div", { class: "bar" }, el("h1", { text: "Dispatch pools" }),
+      el("span", { class: "muted", text: "workers of the same capabilities and trust, which take the same jobs" })), pools));
     root.appendChild(el("div", { class: "card" }, el("div", { class: "bar" }, el("h1", { text: "Workers" }),
       el("span", { class: "muted", text: "connected now, refreshed every 3 s" })), list));
     ctx.every(3000, function () {
-      return api("GET", "/api/workers").then(function (data) {
-        clear(list).appendChild(table(["Worker", "Runtimes", "Load", "Trusted", "Owner", "Last heartbeat"],
+      var p = api("GET", "/api/pools").then(function (data) {
+        clear(pools).appendChild(table(["Pool", "Workers", "Runtimes", "Offers", "Trusted", "Ready", "Running / slots", "Pending"],
+          (data.pools || []).map(function (p) {
+            var c = p.capabilities || {};
+            return [el("span", { class: "mono", text: p.id }),
+              el("span", { class: "pool-workers" }, String(p.workers), p.banned ? [" ", badge(p.banned + " banned", "banned")] : null),
+              tags(c.runtimes), poolCaps(c), yesno(p.trusted), String(p.ready), p.running + " / " + p.slots,
+              el("span", { class: "pool-pending", text: p.pending + (p.pending_counted ? "" : "+") })];
+          }), "No worker is connected."));
+      }, function (e) {
+        // An older server has no pools: say so, and show the workers.
+        clear(pools).appendChild(el("p", { class: "muted", text: "pools unavailable: " + (e && e.message ? e.message : e) }));
+      });
+      var w = api("GET", "/api/workers").then(function (data) {
+        clear(list).appendChild(table(["Worker", "Runtimes", "Load", "Trusted", "Warm containers", "Owner", "Last heartbeat"],
           (data.workers || []).map(function (w) {
             return [link("#/worker/" + enc(w.id), w.name || short(w.id)), tags((w.capabilities || {}).runtimes), load(w),
-              el("span", null, yesno(w.trusted), w.banned ? [" ", badge("banned", "banned")] : null), w.owner || "—", when(w.last_heartbeat)];
+              el("span", null, yesno(w.trusted), w.banned ? [" ", badge("banned", "banned")] : null), warmPool(w), w.owner || "—", when(w.last_heartbeat)];
           }), "No worker is connected."));
       });
+      return Promise.all([p, w]);
     });
   };
 
@@ -602,6 +658,9 @@
             ["Images allowed", d.allow_images && d.allow_images.length ? tags(d.allow_images) : "any"],
             ["Builds", d.build ? "yes" : "no"],
             ["Built images", d.built_images && d.built_images.length ? tags(d.built_images) : ""],
+            ["Service instances", d.services ? String(d.services) : ""],
+            ["Warm containers", d.pool ? warmPool(w) : "none"],
+            ["Warm-up time", d.pool && d.pool.ready_ms ? Math.round(d.pool.ready_ms) + " ms on average" : ""],
           ])]);
         }
         append(box, [el("h2", { text: "Running jobs" }), w.running_jobs && w.running_jobs.length ?
@@ -644,7 +703,7 @@
       }
       renderEnv();
       append(box, [
-        el("h1", null, "Function ", el("span", { id: "deployment-name", class: "mono", text: d.namespace + "/" + d.path })),
+        el("h1", null, d.runtime === "docker" ? "Service " : "Function ", el("span", { id: "deployment-name", class: "mono", text: d.namespace + "/" + d.path })),
         fields([
           ["Runtime", d.runtime],
           ["Version", String(d.version)],
@@ -654,7 +713,8 @@
           ["Timeout", d.timeout_seconds + " s"],
           ["Memory", d.memory_mb ? d.memory_mb + " MB" : "worker default"],
           ["Max concurrency", d.max_concurrency || "no cap"],
-          ["Code", bytes(d.code_bytes) + ", sha256 " + d.sha256],
+          ["Image", d.docker_image],
+          ["Code", d.runtime === "docker" && !d.code_bytes ? "" : bytes(d.code_bytes) + ", sha256 " + d.sha256],
           ["Created", when(d.created_at)],
           ["Updated", when(d.updated_at)],
         ]),
@@ -665,8 +725,93 @@
       }
       if (d.code) append(box, [el("h2", { text: "Code" }), el("pre", { class: "out", id: "deployment-code", text: d.code })]);
       else if (d.wasm) append(box, [el("h2", { text: "Code" }), el("p", { class: "muted", text: "a WebAssembly module of " + bytes(d.code_bytes) })]);
+      if (d.runtime === "docker") showService(ctx, root, d);
     }, function (e) { ctx.error(e); });
   };
+
+  // showService adds a docker service's instances, refreshed, and its
+  // live log to the deployment view.
+  function showService(ctx, root, d) {
+    var base = "/api/deploy/" + enc(d.namespace) + "/" + encPath(d.path);
+    var inst = el("div", { id: "service-instances" });
+    var note = el("span", { class: "muted", id: "service-log-note", text: "connecting…" });
+    var logBox = el("pre", { class: "out", id: "service-log" });
+    root.appendChild(el("div", { class: "card" }, el("h2", { text: "Instances" }), inst));
+    root.appendChild(el("div", { class: "card" }, el("div", { class: "bar" }, el("h2", { text: "Live log" }), note), logBox));
+    function renderInstances(list) {
+      clear(inst).appendChild(table(["Instance", "State", "Version", "Worker", "In flight", "Restarts", "Started", "Last exit"],
+        list.map(function (i) {
+          var x = i.last_exit;
+          return [el("span", { class: "mono", text: short(i.id) }), badge(i.state, i.state === "ready" ? "yes" : ""), String(i.version),
+            i.worker_id ? link("#/worker/" + enc(i.worker_id), i.worker_name || short(i.worker_id)) : "—",
+            String(i.in_flight), String(i.restarts), when(i.started_at),
+            x ? "code " + x.exit_code + (x.error ? ": " + x.error : "") : ""];
+        }), "No instance runs now: one starts at the first request."));
+    }
+    renderInstances(d.instances || []);
+    ctx.timers.push(setTimeout(function () {
+      ctx.every(3000, function () {
+        return api("GET", base).then(function (v) { renderInstances(v.instances || []); });
+      });
+    }, 3000));
+    followServiceLog(ctx, base + "/logs?follow=true", logBox, note);
+  }
+
+  // followServiceLog reads a service's live log (events stdout | stderr
+  // with the instance of each line, dropped, end) into box, and follows
+  // it again after Last-Event-ID when the stream breaks, until its end or
+  // the view closes.
+  function followServiceLog(ctx, url, box, note) {
+    var last = "";
+    var ended = false;
+    function connect() {
+      if (!ctx.alive || ended) return;
+      var ac = new AbortController();
+      ctx.aborts.push(ac);
+      var h = { "Authorization": "Bearer " + state.token, "Accept": "text/event-stream" };
+      if (last) h["Last-Event-ID"] = last;
+      fetch(url, { cache: "no-store", credentials: "omit", redirect: "error", signal: ac.signal, headers: h }).then(function (res) {
+        if (res.status === 401) { signOut("The token was refused."); ended = true; return; }
+        if (!res.ok || !res.body) {
+          return res.text().then(function (t) {
+            var msg = t;
+            try { msg = JSON.parse(t).error || t; } catch (e) { /* as is */ }
+            note.textContent = "live log unavailable: " + msg;
+            if (res.status === 503) ctx.timers.push(setTimeout(connect, 3000));
+            else ended = true;
+          });
+        }
+        note.textContent = "following";
+        return readEvents(res, function (event, data, id) {
+          if (id) last = id;
+          var ev = {};
+          try { ev = JSON.parse(data); } catch (e) { return; }
+          var prefix = "[" + String(ev.instance || "").slice(0, 8) + "] ";
+          if (event === "stdout" || event === "stderr") {
+            var lines = String(ev.text || "").split("\n");
+            if (lines[lines.length - 1] === "") lines.pop();
+            appendLog(box, event, lines.map(function (l) { return prefix + l + "\n"; }).join(""));
+          } else if (event === "dropped") {
+            appendLog(box, "status", "[" + (ev.missed ? ev.missed + " events" : "some events") + " missed here]\n");
+          } else if (event === "end") {
+            appendLog(box, "status", "[the log ended: " + (ev.reason || "") + "]\n");
+            note.textContent = "ended";
+            ended = true;
+          }
+          while (box.childNodes.length > 2000) box.removeChild(box.firstChild);
+          box.scrollTop = box.scrollHeight;
+          return ended;
+        }).then(function () {
+          if (!ended && ctx.alive) { note.textContent = "reconnecting…"; ctx.timers.push(setTimeout(connect, 1000)); }
+        });
+      }).catch(function (e) {
+        if (!ctx.alive) return;
+        note.textContent = "reconnecting: " + (e && e.message ? e.message : e);
+        ctx.timers.push(setTimeout(connect, 2000));
+      });
+    }
+    connect();
+  }
 
   // ---- admin: namespaces and tokens ----
 

@@ -182,6 +182,9 @@ func (s *Service) Workers() []job.WorkerInfo {
 	return s.WorkerList
 }
 
+// Pools describes no pools: the fake dispatches nothing.
+func (s *Service) Pools(string) []job.PoolInfo { return []job.PoolInfo{} }
+
 // WorkerPage pages WorkerList as the orchestrator does.
 func (s *Service) WorkerPage(f job.WorkerFilter) ([]job.WorkerInfo, string) {
 	s.mu.Lock()

@@ -321,3 +321,11 @@ func (l *streamListener) Close() error {
 }
 
 func (l *streamListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// Output sends what instance id wrote to stream while it runs, after
+// dropped bytes left out, as a worker's service_output does.
+func (sw *ServiceWorker) Output(id string, stream job.LogStream, text string, dropped int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	return sw.Conn.Write(ctx, protocol.Message{Type: protocol.TypeServiceOutput, InstanceID: id, Stream: stream, Text: text, Dropped: dropped})
+}

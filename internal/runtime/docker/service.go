@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/egress"
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/runtime"
 )
 
 // Service instances.
@@ -127,7 +129,9 @@ type serviceSet struct {
 // check, then exited exactly once, however it ended — refused, never
 // ready within its start timeout, crashed, stopped — with its exit code,
 // the tail of its output (at most job.MaxInstanceOutput bytes) and what
-// ended it. StartInstance returns after the first report was made. ctx
+// ended it. What the instance writes is also handed, as it is written,
+// to the sink ctx carries (runtime.WithSink), if any, which bounds what
+// it sends itself. StartInstance returns after the first report was made. ctx
 // bounds the start only: once ready the instance runs until
 // StopInstance, Close, or its own exit. Nothing is left of an instance
 // after its exited report but what a failed removal leaves for the
@@ -283,9 +287,10 @@ func (d *Docker) createInstance(ctx context.Context, inst job.ServiceInstance) (
 	if err != nil {
 		return undo(fmt.Errorf("attach: %w", err))
 	}
+	sink := runtime.SinkFrom(ctx)
 	go func() {
 		defer hj.Close()
-		_, _ = stdcopy.StdCopy(in.output, in.output, hj.Reader)
+		_, _ = stdcopy.StdCopy(teeSink(in.output, sink, job.LogStdout), teeSink(in.output, sink, job.LogStderr), hj.Reader)
 	}()
 	// The wait is registered before the start, so that no exit is missed.
 	waitC, errC := d.engine.ContainerWait(context.Background(), cid, container.WaitConditionNextExit)
@@ -720,4 +725,24 @@ func cmpString(s, otherwise string) string {
 		return s
 	}
 	return otherwise
+}
+
+// teeSink writes to tail and hands the same bytes to sink (nil: none)
+// as what stream wrote: an instance's live output.
+func teeSink(tail io.Writer, sink runtime.Sink, stream job.LogStream) io.Writer {
+	if sink == nil {
+		return tail
+	}
+	return sinkWriter{tail: tail, sink: sink, stream: stream}
+}
+
+type sinkWriter struct {
+	tail   io.Writer
+	sink   runtime.Sink
+	stream job.LogStream
+}
+
+func (w sinkWriter) Write(p []byte) (int, error) {
+	w.sink.WriteOutput(w.stream, p)
+	return w.tail.Write(p)
 }
