@@ -400,7 +400,7 @@ func (sv *service) pickLocked() *instance {
 		}
 	}
 	for _, in := range sv.instances {
-		if in.state != job.InstanceReady || !in.live() || in.host.sess == nil || in.host.sess.IsClosed() {
+		if in.state != job.InstanceReady || !in.live() || !in.host.streamsUp() {
 			continue
 		}
 		if current && in.gen != sv.gen {
@@ -417,7 +417,11 @@ func (sv *service) pickLocked() *instance {
 }
 
 // currentLocked counts sv's instances of its current version that run or
-// start, and how many of those are starting.
+// start, and how many of those are starting. A ready instance whose
+// worker's stream connection is down counts as starting: the worker
+// dials it again (or its session ends and the instance starts
+// elsewhere), so requests wait for it rather than start another beside
+// it.
 func (sv *service) currentLocked() (running, starting int) {
 	for _, in := range sv.instances {
 		if in.gen != sv.gen || in.stopping {
@@ -426,29 +430,51 @@ func (sv *service) currentLocked() (running, starting int) {
 		if in.host != nil || !in.retryAt.IsZero() {
 			running++
 		}
-		if in.host != nil && in.state == job.InstanceStarting {
+		if in.host != nil && (in.state == job.InstanceStarting || !in.host.streamsUp()) {
 			starting++
 		}
 	}
 	return running, starting
 }
 
+// streamsUp says whether h's stream connection is open.
+func (h *host) streamsUp() bool { return h.sess != nil && !h.sess.IsClosed() }
+
 // errBusy: every instance is busy and no more may start.
 var errBusy = errors.New("busy")
 
 // growLocked starts an instance of sv when the requests waiting need one:
 // none is starting with room for them, and fewer than max_instances run.
-// It returns errBusy when none may start and none is starting.
+// A crashed instance whose backoff passed starts again here at once; one
+// still in its backoff counts as starting, so that the requests wait for
+// its restart instead of starting another beside it. It returns errBusy
+// when none may start and none is starting.
 func (s *services) growLocked(ctx context.Context, sv *service, now time.Time) error {
 	if err := s.buildReadyLocked(ctx, sv); err != nil {
 		return err
 	}
 	running, starting := sv.currentLocked()
+	for _, in := range slices.Clone(sv.instances) {
+		if in.gen != sv.gen || in.host != nil || in.retryAt.IsZero() {
+			continue
+		}
+		if now.Before(in.retryAt) {
+			starting++
+			continue
+		}
+		if _, err := s.startLocked(ctx, sv, in, now); err != nil {
+			in.retryAt = now.Add(s.cfg.RestartBackoff)
+			if job.ErrorCode(err) == job.CodeUnavailable {
+				sv.noHost = err
+			}
+		}
+		starting++
+	}
 	if starting*sv.d.Service.Concurrency > sv.waiting {
 		return nil
 	}
 	if running >= sv.d.Service.MaxInstances {
-		if starting > 0 || s.restartPendingLocked(sv) {
+		if starting > 0 {
 			return nil
 		}
 		return errBusy
@@ -475,15 +501,6 @@ func (s *services) broadcastAllLocked() {
 	for _, sv := range s.svcs {
 		sv.broadcast()
 	}
-}
-
-func (s *services) restartPendingLocked(sv *service) bool {
-	for _, in := range sv.instances {
-		if in.gen == sv.gen && in.host == nil && !in.retryAt.IsZero() {
-			return true
-		}
-	}
-	return false
 }
 
 // buildReadyLocked says whether the image of a service deployed from a
@@ -574,7 +591,7 @@ func (s *services) placeLocked(sv *service, image string) *host {
 	var best *host
 	var bestMine, bestAll int
 	for _, h := range s.hosts {
-		if h.gone || h.sess == nil || h.sess.IsClosed() || !h.w.trusted {
+		if h.gone || !h.streamsUp() || !h.w.trusted {
 			continue
 		}
 		if ok, _ := h.caps.RunsServiceImage(image); !ok || len(h.instances) >= h.caps.Docker.Services {
