@@ -136,6 +136,9 @@ type host struct {
 	remote    string
 	caps      job.Capabilities
 	sess      *yamux.Session // nil until its stream connection is open
+	// dialing: a stream connection passed AcceptStreams and is being
+	// upgraded; a second one is refused meanwhile, as while one is open.
+	dialing bool
 	instances map[string]*instance
 	gone      bool
 }
@@ -335,16 +338,26 @@ func (s *services) hostForKey(key, remote string) (*host, error) {
 	if remoteIdentity(remote) != h.remote {
 		return nil, job.Errorf(job.CodeUnauthorized, "this stream key belongs to a worker at another address")
 	}
-	if h.sess != nil && !h.sess.IsClosed() {
+	if h.dialing || h.streamsUp() {
 		return nil, job.Errorf(job.CodeConflict, "this stream key's connection is open already")
 	}
+	h.dialing = true
 	return h, nil
+}
+
+// undial ends the upgrade that hostForKey let through, which did not
+// happen.
+func (s *services) undial(h *host) {
+	s.mu.Lock()
+	h.dialing = false
+	s.mu.Unlock()
 }
 
 // attach makes sess h's stream session until it closes.
 func (s *services) attach(h *host, sess *yamux.Session) bool {
 	s.mu.Lock()
-	if h.gone || (h.sess != nil && !h.sess.IsClosed()) {
+	h.dialing = false
+	if h.gone || h.streamsUp() {
 		s.mu.Unlock()
 		return false
 	}
@@ -1080,17 +1093,23 @@ func newServiceMetrics(reg prometheus.Registerer, s *services) (*serviceMetrics,
 // AcceptStreams checks a worker's stream connection before it is
 // upgraded: key must be the stream key of a live session that offers
 // services, presented from that session's address, with no stream
-// connection open. serve then runs the connection (a yamux client over
-// conn, the orchestrator opening the streams) until it or the session
-// ends.
+// connection open or being upgraded. serve then runs the connection (a
+// yamux client over conn, the orchestrator opening the streams) until it
+// or the session ends; it must be called once, with nil when the upgrade
+// did not happen, which lets the next connection through.
 func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Conn), err error) {
 	h, err := o.svc.hostForKey(key, remote)
 	if err != nil {
 		return nil, err
 	}
 	return func(conn net.Conn) {
+		if conn == nil {
+			o.svc.undial(h)
+			return
+		}
 		sess, err := yamux.Client(conn, agent.YamuxConfig())
 		if err != nil {
+			o.svc.undial(h)
 			conn.Close()
 			return
 		}
