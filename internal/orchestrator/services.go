@@ -131,16 +131,16 @@ type services struct {
 
 // host is a worker session that offers services.
 type host struct {
-	w      *worker
-	key    string
-	remote string
-	caps   job.Capabilities
-	sess   *yamux.Session // nil until its stream connection is open
-	// dialing: a stream connection passed AcceptStreams and is being
-	// upgraded; a second one is refused meanwhile, as while one is open.
-	dialing   bool
+	w         *worker
+	key       string
+	remote    string
+	caps      job.Capabilities
+	sess      *yamux.Session // nil until its stream connection is open
 	instances map[string]*instance
 	gone      bool
+	// dialing: a stream connection passed AcceptStreams and is being
+	// upgraded; a second one is refused meanwhile, as while one is open.
+	dialing bool
 }
 
 // service is one deployed docker service and its instances, of every
