@@ -356,6 +356,9 @@ func TestServiceDockerCrashRestarted(t *testing.T) {
 	e.deploy("crash/svc", `{"runtime":"docker","docker_image":"`+e.img+`","start_timeout_seconds":60}`)
 	first := e.mustCall("crash/svc", "/_host")
 	crashed, _ := e.instanceContainers()
+	if len(crashed) != 1 {
+		t.Fatalf("%d instance containers, want 1", len(crashed))
+	}
 	if st, _, _ := e.call("crash/svc", "/_exit?code=7"); st == 200 {
 		t.Fatalf("the request that made the instance exit was answered 200")
 	}
