@@ -29,7 +29,9 @@ import (
 // serviceServerSource is the test image's server: it answers with what it
 // got, listening on $PORT; with ?say=TEXT it first prints a line "TEXT"
 // and, with ?sleep=DURATION, waits that long (or until the caller goes)
-// before it answers.
+// before it answers. Two paths do more: /_host answers its
+// hostname (each instance has its own) and $VERSION, after ?ms=N
+// milliseconds; /_exit?code=N prints a line and exits with code N.
 const serviceServerSource = `package main
 
 import (
@@ -37,6 +39,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -45,6 +48,7 @@ func main() {
 	if port == "" {
 		port = "8080"
 	}
+	host, _ := os.Hostname()
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if say := r.URL.Query().Get("say"); say != "" {
 			fmt.Println(say)
@@ -57,6 +61,20 @@ func main() {
 		}
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s?%s prefix=%s body=%s", r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Forwarded-Prefix"), b)
+	})
+	http.HandleFunc("/_host", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintf(w, "%s %s", host, os.Getenv("VERSION"))
+	})
+	http.HandleFunc("/_exit", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.URL.Query().Get("code"))
+		fmt.Printf("exiting with code %d on request\n", code)
+		os.Exit(code)
 	})
 	if err := http.ListenAndServe(":"+port, nil); err != nil {
 		fmt.Println(err)
@@ -73,7 +91,8 @@ var serviceImageOnce struct {
 
 // serviceTestImage imports, once per test process, an image whose
 // /app/entrypoint.sh is the HTTP server of serviceServerSource (a static
-// Go binary), with a /tmp of mode 1777. It is removed when the tests end.
+// Go binary), with a /tmp of mode 1777, under a tag of this process. It
+// is removed when the tests end.
 func serviceTestImage(t testing.TB) string {
 	t.Helper()
 	c := testEngine(t)
@@ -105,7 +124,10 @@ func serviceTestImage(t testing.TB) string {
 		tw.Write(exe)
 		tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
 		tw.Close()
-		ref := "zerverless-test/svc-http:e2e"
+		// A tag of this process's own: the tests of other checkouts on
+		// the engine import their own server under theirs, and remove
+		// it when they end.
+		ref := fmt.Sprintf("zerverless-test/svc-http:e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
 		rc, err := c.ImageImport(context.Background(), image.ImportSource{Source: &buf, SourceName: "-"}, ref,
 			image.ImportOptions{Changes: []string{`CMD ["/app/entrypoint.sh"]`, "LABEL zerverless-test=services"}})
 		if err != nil {

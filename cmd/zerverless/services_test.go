@@ -469,6 +469,39 @@ func TestServiceCrashRestarted(t *testing.T) {
 	}
 }
 
+// A request that comes while a crashed instance waits for its backoff
+// waits for that restart: it does not start a second instance beside it.
+func TestServiceRequestWaitsForTheRestart(t *testing.T) {
+	srv := serviceServer(t, func(c *ServerConfig) { c.Orchestrator.Services.RestartBackoff = 300 * time.Millisecond })
+	sw := serviceWorker(t, srv, "", 4, echoService)
+	mustDeployService(t, srv, "wait/svc", `{"runtime":"docker","docker_image":"w:1","start_timeout_seconds":30}`)
+	if _, status := getOK(t, srv.URL()+"/wait/svc/"); status != 207 {
+		t.Fatalf("first call: %d", status)
+	}
+	first := sw.NextStart(t, "no instance started")
+	if err := sw.Crash(first.ID, 3, "crashed\n"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		a := send(t, "GET", srv.URL()+"/api/deploy/wait/svc", srv.AdminToken(), "", nil)
+		if !strings.Contains(string(a.body), `"state":"restarting"`) {
+			return fmt.Errorf("not restarting yet: %s", a.body)
+		}
+		return nil
+	})
+	s, status := getOK(t, srv.URL()+"/wait/svc/")
+	second := sw.NextStart(t, "the crashed instance was not restarted")
+	if status != 207 || s.Instance != second.ID {
+		t.Fatalf("the call during the backoff: %d from %s, want the restarted %s", status, s.Instance, second.ID)
+	}
+	a := send(t, "GET", srv.URL()+"/api/deploy/wait/svc", srv.AdminToken(), "", nil)
+	var v api.DeploymentView
+	json.Unmarshal(a.body, &v)
+	if len(v.Instances) != 1 || v.Instances[0].Restarts != 1 {
+		t.Fatalf("instances after a call during the backoff: %s", a.body)
+	}
+}
+
 func TestServiceWorkerKilledMidRequest(t *testing.T) {
 	srv := serviceServer(t, nil)
 	entered, release := make(chan string, 10), make(chan struct{})

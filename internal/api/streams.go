@@ -17,7 +17,8 @@ import (
 type StreamAcceptor interface {
 	// AcceptStreams checks the stream key presented from remote before
 	// the upgrade (an unknown one is unauthorized); serve runs the
-	// upgraded connection until it ends.
+	// upgraded connection until it ends. serve is called once, with nil
+	// when the upgrade did not happen.
 	AcceptStreams(key, remote string) (serve func(conn net.Conn), err error)
 }
 
@@ -38,12 +39,14 @@ func (s *server) streams(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := netlimit.Promote(r.Context()); err != nil {
+		serve(nil)
 		w.Header().Set("Retry-After", "5")
 		s.writeError(w, r, job.Errorf(job.CodeUnavailable, "%v", err))
 		return
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
+		serve(nil)
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "stream upgrade refused", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
 		return
 	}

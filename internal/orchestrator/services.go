@@ -179,6 +179,9 @@ type host struct {
 	sess      *yamux.Session // nil until its stream connection is open
 	instances map[string]*instance
 	gone      bool
+	// dialing: a stream connection passed AcceptStreams and is being
+	// upgraded; a second one is refused meanwhile, as while one is open.
+	dialing bool
 }
 
 // service is one deployed docker service and its instances, of every
@@ -387,16 +390,26 @@ func (s *services) hostForKey(key, remote string) (*host, error) {
 	if remoteIdentity(remote) != h.remote {
 		return nil, job.Errorf(job.CodeUnauthorized, "this stream key belongs to a worker at another address")
 	}
-	if h.sess != nil && !h.sess.IsClosed() {
+	if h.dialing || h.streamsUp() {
 		return nil, job.Errorf(job.CodeConflict, "this stream key's connection is open already")
 	}
+	h.dialing = true
 	return h, nil
+}
+
+// undial ends the upgrade that hostForKey let through, which did not
+// happen.
+func (s *services) undial(h *host) {
+	s.mu.Lock()
+	h.dialing = false
+	s.mu.Unlock()
 }
 
 // attach makes sess h's stream session until it closes.
 func (s *services) attach(h *host, sess *yamux.Session) bool {
 	s.mu.Lock()
-	if h.gone || (h.sess != nil && !h.sess.IsClosed()) {
+	h.dialing = false
+	if h.gone || h.streamsUp() {
 		s.mu.Unlock()
 		return false
 	}
@@ -452,7 +465,7 @@ func (sv *service) pickLocked() *instance {
 		}
 	}
 	for _, in := range sv.instances {
-		if in.state != job.InstanceReady || !in.live() || in.host.sess == nil || in.host.sess.IsClosed() {
+		if in.state != job.InstanceReady || !in.live() || !in.host.streamsUp() {
 			continue
 		}
 		if current && in.gen != sv.gen {
@@ -469,7 +482,11 @@ func (sv *service) pickLocked() *instance {
 }
 
 // currentLocked counts sv's instances of its current version that run or
-// start, and how many of those are starting.
+// start, and how many of those are starting. A ready instance whose
+// worker's stream connection is down counts as starting: the worker
+// dials it again (or its session ends and the instance starts
+// elsewhere), so requests wait for it rather than start another beside
+// it.
 func (sv *service) currentLocked() (running, starting int) {
 	for _, in := range sv.instances {
 		if in.gen != sv.gen || in.stopping {
@@ -478,29 +495,51 @@ func (sv *service) currentLocked() (running, starting int) {
 		if in.host != nil || !in.retryAt.IsZero() {
 			running++
 		}
-		if in.host != nil && in.state == job.InstanceStarting {
+		if in.host != nil && (in.state == job.InstanceStarting || !in.host.streamsUp()) {
 			starting++
 		}
 	}
 	return running, starting
 }
 
+// streamsUp says whether h's stream connection is open.
+func (h *host) streamsUp() bool { return h.sess != nil && !h.sess.IsClosed() }
+
 // errBusy: every instance is busy and no more may start.
 var errBusy = errors.New("busy")
 
 // growLocked starts an instance of sv when the requests waiting need one:
 // none is starting with room for them, and fewer than max_instances run.
-// It returns errBusy when none may start and none is starting.
+// A crashed instance whose backoff passed starts again here at once; one
+// still in its backoff counts as starting, so that the requests wait for
+// its restart instead of starting another beside it. It returns errBusy
+// when none may start and none is starting.
 func (s *services) growLocked(ctx context.Context, sv *service, now time.Time) error {
 	if err := s.buildReadyLocked(ctx, sv); err != nil {
 		return err
 	}
 	running, starting := sv.currentLocked()
+	for _, in := range slices.Clone(sv.instances) {
+		if in.gen != sv.gen || in.host != nil || in.retryAt.IsZero() {
+			continue
+		}
+		if now.Before(in.retryAt) {
+			starting++
+			continue
+		}
+		if _, err := s.startLocked(ctx, sv, in, now); err != nil {
+			in.retryAt = now.Add(s.cfg.RestartBackoff)
+			if job.ErrorCode(err) == job.CodeUnavailable {
+				sv.noHost = err
+			}
+		}
+		starting++
+	}
 	if starting*sv.d.Service.Concurrency > sv.waiting {
 		return nil
 	}
 	if running >= sv.d.Service.MaxInstances {
-		if starting > 0 || s.restartPendingLocked(sv) {
+		if starting > 0 {
 			return nil
 		}
 		return errBusy
@@ -529,6 +568,8 @@ func (s *services) broadcastAllLocked() {
 	}
 }
 
+// restartPendingLocked says whether a crashed instance of sv's current
+// version waits for its restart.
 func (s *services) restartPendingLocked(sv *service) bool {
 	for _, in := range sv.instances {
 		if in.gen == sv.gen && in.host == nil && !in.retryAt.IsZero() {
@@ -645,7 +686,7 @@ func (s *services) placeLocked(sv *service, spec job.ServiceSpec) (best *host, w
 	var bestMine, bestAll int
 	var whys []string
 	for _, h := range s.hosts {
-		if h.gone || h.sess == nil || h.sess.IsClosed() || !h.w.trusted {
+		if h.gone || !h.streamsUp() || !h.w.trusted {
 			continue
 		}
 		if ok, why := h.caps.RunsService(spec); !ok {
@@ -1128,17 +1169,23 @@ func newServiceMetrics(reg prometheus.Registerer, s *services) (*serviceMetrics,
 // AcceptStreams checks a worker's stream connection before it is
 // upgraded: key must be the stream key of a live session that offers
 // services, presented from that session's address, with no stream
-// connection open. serve then runs the connection (a yamux client over
-// conn, the orchestrator opening the streams) until it or the session
-// ends.
+// connection open or being upgraded. serve then runs the connection (a
+// yamux client over conn, the orchestrator opening the streams) until it
+// or the session ends; it must be called once, with nil when the upgrade
+// did not happen, which lets the next connection through.
 func (o *Orchestrator) AcceptStreams(key, remote string) (serve func(conn net.Conn), err error) {
 	h, err := o.svc.hostForKey(key, remote)
 	if err != nil {
 		return nil, err
 	}
 	return func(conn net.Conn) {
+		if conn == nil {
+			o.svc.undial(h)
+			return
+		}
 		sess, err := yamux.Client(agent.FrameConn(conn), agent.YamuxConfig())
 		if err != nil {
+			o.svc.undial(h)
 			conn.Close()
 			return
 		}

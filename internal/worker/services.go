@@ -34,7 +34,11 @@ import (
 // MESSAGE\n". The orchestrator keeps a stream for the next requests to
 // the same instance. The stream connection is dialed again when
 // it drops while the session lives. Instances belong to the session: when
-// it ends they are stopped (the orchestrator starts them elsewhere).
+// it ends they are stopped (the orchestrator starts them elsewhere), and
+// one that could not be stopped then (its engine did not answer, say) is
+// stopped when the next session begins, before it takes any: an
+// orchestrator knows only the instances it started in its session with
+// the worker, and a restarted one knows none.
 
 // ServiceRuntime runs service instances: the docker runtime does.
 type ServiceRuntime interface {
@@ -141,7 +145,7 @@ func (v *services) start(ctx context.Context, inst *job.ServiceInstance) {
 		v.s.log.Warn("service_start for an instance already running; ignored", "instance_id", inst.ID)
 		return
 	}
-	if len(v.running) >= v.max {
+	if !v.s.w.claimInstance(inst.ID, v.max) {
 		v.mu.Unlock()
 		refuse(fmt.Sprintf("all %d service instance slots of this worker are taken", v.max))
 		return
@@ -171,6 +175,7 @@ func (v *services) start(ctx context.Context, inst *job.ServiceInstance) {
 				v.mu.Lock()
 				delete(v.running, inst.ID)
 				v.mu.Unlock()
+				v.s.w.releaseInstance(inst.ID)
 				log.Info("service instance exited", "exit_code", rep.ExitCode, "reason", rep.Error)
 			}
 			v.state(ctx, rep)
@@ -240,6 +245,53 @@ func (v *services) stopAll() {
 		}()
 	}
 	wg.Wait()
+}
+
+// claimInstance counts instance id among the worker's, unless max run
+// already (those that earlier sessions could not stop count too).
+func (w *Worker) claimInstance(id string, max int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.instances) >= max {
+		return false
+	}
+	w.instances[id] = true
+	return true
+}
+
+// releaseInstance forgets instance id, which exited.
+func (w *Worker) releaseInstance(id string) {
+	w.mu.Lock()
+	delete(w.instances, id)
+	w.mu.Unlock()
+}
+
+// stopLeftovers stops, in the background, the instances that earlier
+// sessions started and could not stop: no orchestrator knows them now.
+// It is called before the session takes any instance of its own.
+func (v *services) stopLeftovers(ctx context.Context) {
+	if v.rt == nil {
+		return
+	}
+	w := v.s.w
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.instances))
+	for id := range w.instances {
+		ids = append(ids, id)
+	}
+	w.mu.Unlock()
+	for _, id := range ids {
+		v.s.log.Warn("stopping a service instance left by an earlier connection to the orchestrator", "instance_id", id)
+		v.s.wg.Add(1)
+		go func() {
+			defer v.s.wg.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), instanceStopTimeout)
+			defer cancel()
+			if err := v.rt.StopInstance(sctx, id, "left by an earlier connection to the orchestrator"); err != nil {
+				v.s.log.Warn("stop of a service instance left by an earlier connection failed", "instance_id", id, "err", err)
+			}
+		}()
+	}
 }
 
 // streams keeps the stream connection up while ctx lives, dialing it

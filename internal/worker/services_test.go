@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	goruntime "runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -504,4 +505,100 @@ func watchHeap(t *testing.T) func() uint64 {
 		}
 	}()
 	return func() uint64 { close(stop); return <-done }
+}
+
+// stubbornRuntime runs fake service instances whose first stops fail, as
+// when the engine does not answer.
+type stubbornRuntime struct {
+	mu          sync.Mutex
+	running     map[string]func(job.InstanceReport)
+	failedStops int // stops that fail before they succeed
+	stopped     chan string
+}
+
+func (r *stubbornRuntime) Run(context.Context, job.Task) (job.Result, error) {
+	return job.Result{}, errors.New("no jobs here")
+}
+
+func (r *stubbornRuntime) StartInstance(_ context.Context, inst job.ServiceInstance, report func(job.InstanceReport)) error {
+	r.mu.Lock()
+	r.running[inst.ID] = report
+	r.mu.Unlock()
+	report(job.InstanceReport{ID: inst.ID, State: job.InstanceReady})
+	return nil
+}
+
+func (r *stubbornRuntime) StopInstance(_ context.Context, id, reason string) error {
+	r.mu.Lock()
+	report, ok := r.running[id]
+	if !ok {
+		r.mu.Unlock()
+		return errors.New("no such instance")
+	}
+	if r.failedStops > 0 {
+		r.failedStops--
+		r.mu.Unlock()
+		return errors.New("the engine did not answer")
+	}
+	delete(r.running, id)
+	r.mu.Unlock()
+	report(job.InstanceReport{ID: id, State: job.InstanceExited, Error: reason})
+	r.stopped <- id + ": " + reason
+	return nil
+}
+
+func (r *stubbornRuntime) DialInstance(context.Context, string) (net.Conn, error) {
+	return nil, errors.New("not reachable in this test")
+}
+
+// TestWorkerStopsInstancesLeftByAnEarlierSession: an instance the worker
+// could not stop when its session ended (the orchestrator restarted, say)
+// is stopped when the next session begins, and its slot is free again.
+func TestWorkerStopsInstancesLeftByAnEarlierSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rt := &stubbornRuntime{running: map[string]func(job.InstanceReport){}, failedStops: 1, stopped: make(chan string, 4)}
+	f := newFakeOrchestrator(t, "sk-"+randomHex(8))
+	wcfg := worker.DefaultConfig()
+	wcfg.URL = f.url()
+	wcfg.Docker = &job.DockerCapabilities{Services: 1}
+	wcfg.ReconnectMax = 200 * time.Millisecond
+	w, err := worker.New(wcfg, runtime.Set{job.TypeDocker: rt}, slog.New(slog.NewTextHandler(testLog{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	go w.Run(wctx)
+	session := func() *protocol.Conn {
+		recv(t, f.register, "register")
+		conn := recv(t, f.sessions, "session")
+		if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeRegistered, WorkerID: "w-" + randomHex(4), Trusted: true, HeartbeatMS: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+	start := func(conn *protocol.Conn, id string) job.InstanceReport {
+		inst := &job.ServiceInstance{ID: id, Namespace: "user", Service: "user/svc", Version: 1, Spec: job.ServiceSpec{Image: "img", Port: 8080}}
+		if err := conn.Write(ctx, protocol.Message{Type: protocol.TypeServiceStart, Instance: inst}); err != nil {
+			t.Fatal(err)
+		}
+		if rep := nextState(t, conn, id); rep.State != job.InstanceStarting {
+			return rep
+		}
+		return nextState(t, conn, id)
+	}
+	first := session()
+	if rep := start(first, "i-1"); rep.State != job.InstanceReady {
+		t.Fatalf("first instance: %+v", rep)
+	}
+	first.CloseNow() // the orchestrator goes away; the stop of i-1 fails
+
+	second := session()
+	if got := recv(t, rt.stopped, "stop of the instance left by the first session"); got != "i-1: left by an earlier connection to the orchestrator" {
+		t.Fatalf("stopped %q", got)
+	}
+	if rep := start(second, "i-2"); rep.State != job.InstanceReady {
+		t.Fatalf("an instance in the slot the leftover freed: %+v", rep)
+	}
 }

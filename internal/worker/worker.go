@@ -197,6 +197,10 @@ type Worker struct {
 	// tasksRun and outputSent count, since New, the tasks run and the
 	// live output bytes sent.
 	tasksRun, outputSent atomic.Int64
+
+	// instances holds the service instances started, by any session, and
+	// not yet reported exited (services.go). Guarded by mu.
+	instances map[string]bool
 }
 
 // New returns a worker that offers runtimes. It does not connect until Run.
@@ -251,7 +255,7 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
 	if cfg.MetricsInterval == 0 {
 		cfg.MetricsInterval = d.MetricsInterval
 	}
-	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool)}, nil
+	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool), instances: make(map[string]bool)}, nil
 }
 
 // resultWriteTimeout bounds the write of one result.
@@ -445,6 +449,7 @@ func (w *Worker) session(ctx context.Context) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
 	s.reportBuilds(sctx)
+	s.svc.stopLeftovers(sctx)
 	if m.StreamKey != "" && s.svc.rt != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.svc.streams(sctx, m.StreamKey) }()
