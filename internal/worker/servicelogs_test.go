@@ -19,6 +19,8 @@ import (
 // writingRuntime runs service instances that write, through the sink of
 // their start's context, what the test gives write, and end when
 // stopped.
+var _ worker.ServiceRuntime = (*writingRuntime)(nil)
+
 type writingRuntime struct {
 	mu     sync.Mutex
 	sinks  map[string]runtime.Sink
@@ -46,8 +48,8 @@ func (r *writingRuntime) StopInstance(_ context.Context, id, reason string) erro
 	return nil
 }
 
-func (r *writingRuntime) DialInstance(context.Context, string) (net.Conn, error) {
-	return nil, errors.New("no port")
+func (r *writingRuntime) DialInstance(context.Context, string) (net.Conn, func() error, error) {
+	return nil, nil, errors.New("no port")
 }
 
 func (r *writingRuntime) write(id string, stream job.LogStream, s string) {

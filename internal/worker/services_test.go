@@ -509,6 +509,8 @@ func watchHeap(t *testing.T) func() uint64 {
 
 // stubbornRuntime runs fake service instances whose first stops fail, as
 // when the engine does not answer.
+var _ worker.ServiceRuntime = (*stubbornRuntime)(nil)
+
 type stubbornRuntime struct {
 	mu          sync.Mutex
 	running     map[string]func(job.InstanceReport)
@@ -547,8 +549,8 @@ func (r *stubbornRuntime) StopInstance(_ context.Context, id, reason string) err
 	return nil
 }
 
-func (r *stubbornRuntime) DialInstance(context.Context, string) (net.Conn, error) {
-	return nil, errors.New("not reachable in this test")
+func (r *stubbornRuntime) DialInstance(context.Context, string) (net.Conn, func() error, error) {
+	return nil, nil, errors.New("not reachable in this test")
 }
 
 // TestWorkerStopsInstancesLeftByAnEarlierSession: an instance the worker
