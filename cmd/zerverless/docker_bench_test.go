@@ -83,11 +83,15 @@ func benchDockerEndToEnd(b *testing.B, c *client.Client, img string, warm bool) 
 		if err != nil {
 			b.Fatal(err)
 		}
+		submitted := time.Since(t0)
 		if v, err = c.Job(ctx, v.ID, wait); err != nil || v.Status != job.StatusCompleted || v.Output != "hello\n" {
 			b.Fatalf("job: %v %s %q %+v", err, v.Status, v.Reason, v.ResultView)
 		}
 		if v.WarmStart {
 			warmRuns++
+		}
+		if os.Getenv("ZV_BENCH_LOG") != "" {
+			fmt.Fprintf(os.Stderr, "BENCHJOB job_id=%s warm=%v submit_ms=%.1f total_ms=%.1f\n", v.ID, v.WarmStart, ms(submitted), ms(time.Since(t0)))
 		}
 		return time.Since(t0)
 	}

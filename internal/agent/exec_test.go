@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -23,12 +24,12 @@ func TestJobEnv(t *testing.T) {
 func TestExecRefusesBadJobs(t *testing.T) {
 	for _, in := range []string{"", "{}\n", `{"argv":[""]}` + "\n", `{"argv":["x"],"env":["NOEQUALS"]}` + "\n", `{"argv":["x"],"env":["A=b` + "\x00" + `"]}` + "\n", "not json\n"} {
 		var stderr bytes.Buffer
-		if code := Exec(nil, strings.NewReader(in), &stderr); code != 2 || strings.Contains(stderr.String(), Taken) {
+		if code := Exec(nil, strings.NewReader(in), io.Discard, &stderr); code != 2 || strings.Contains(stderr.String(), Taken) {
 			t.Errorf("Exec(%q) = %d, stderr %q", in, code, stderr.String())
 		}
 	}
 	var stderr bytes.Buffer
-	if code := Exec(nil, strings.NewReader(`{"argv":["/no/such/program"]}`+"\n"), &stderr); code != 127 || !strings.HasPrefix(stderr.String(), Taken) {
+	if code := Exec(nil, strings.NewReader(`{"argv":["/no/such/program"]}`+"\n"), io.Discard, &stderr); code != 127 || !strings.HasPrefix(stderr.String(), Taken) {
 		t.Errorf("a missing program: %d, stderr %q", code, stderr.String())
 	}
 }

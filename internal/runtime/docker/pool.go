@@ -87,6 +87,7 @@ type pooled struct {
 	waitErrC <-chan error
 	stopWait context.CancelFunc
 	made     time.Time
+	deadline time.Time // its labels' (LabelDeadline)
 	memory   int64
 }
 
@@ -354,11 +355,15 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 		return nil, err
 	}
 	made := time.Now()
+	st := newSteps(d.cfg.Logger)
+	defer st.log(d.cfg.Logger, "", true)
 	deadline := made.Add(d.cfg.PoolTTL + poolLabelSlack)
 	k, err := d.makeKit(ctx, "", sortedValues(s.tpl.Spec.Docker.Volumes), deadline)
 	if err != nil {
 		return nil, err
 	}
+	st.since("kit", made)
+	t0 := st.now()
 	cfg, host := d.containerConfig(&s.tpl, s.lim, k, s.imageVolumes, deadline)
 	cfg.Image = s.imageID
 	cfg.Env = nil
@@ -375,7 +380,9 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 		d.removeLater("", k)
 		return nil, fmt.Errorf("create prewarmed container: %w", err)
 	}
-	c := &pooled{id: created.ID, kit: k, made: made, memory: s.lim.memoryBytes, stopWait: func() {}}
+	st.since("create", t0)
+	t0 = st.now()
+	c := &pooled{id: created.ID, kit: k, made: made, deadline: deadline, memory: s.lim.memoryBytes, stopWait: func() {}}
 	fail := func(err error) (*pooled, error) {
 		c.stopWait()
 		if c.hj.Conn != nil {
@@ -391,9 +398,12 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 	waitCtx, stop := context.WithCancel(context.Background())
 	c.stopWait = stop
 	c.waitC, c.waitErrC = d.engine.ContainerWait(waitCtx, c.id, container.WaitConditionNextExit)
+	st.since("attach", t0)
+	t0 = st.now()
 	if err := d.engine.ContainerStart(ctx, c.id, container.StartOptions{}); err != nil {
 		return fail(fmt.Errorf("start prewarmed container: %w", err))
 	}
+	st.since("start", t0)
 	return c, nil
 }
 
@@ -496,7 +506,8 @@ func (d *Docker) agentVolume(ctx context.Context) (string, error) {
 // runWarm runs t in a prewarmed container when its pool has one ready;
 // ok is false when it has none (or t cannot use a pool) and nothing was
 // done but counting the cold start. info is t's image.
-func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info image.InspectResponse, imageVolumes []string) (res job.Result, ok bool, err error) {
+func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info image.InspectResponse, imageVolumes []string, st *steps) (res job.Result, ok bool, err error) {
+	t0 := st.now()
 	s, poolable := d.shapeOf(t, lim, info, imageVolumes)
 	if !poolable || d.skipPools {
 		return job.Result{}, false, nil
@@ -505,14 +516,15 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 	if c == nil {
 		return job.Result{}, false, nil
 	}
+	st.since("take", t0)
 	deadline, _ := ctx.Deadline()
 	cfg, _ := d.containerConfig(t, lim, c.kit, imageVolumes, deadline)
 	argv := append(slices.Clone(info.Config.Entrypoint), info.Config.Cmd...)
 	if len(cfg.Cmd) > 0 {
 		argv = append(slices.Clone(info.Config.Entrypoint), cfg.Cmd...)
 	}
-	r := &execution{d: d, id: c.id, task: t, kit: c.kit, warm: c,
-		job: agent.Job{Argv: argv, Env: mergeEnv(info.Config.Env, cfg.Env)}}
+	r := &execution{d: d, id: c.id, task: t, kit: c.kit, warm: c, steps: st,
+		job: agent.Job{Argv: argv, Env: mergeEnv(info.Config.Env, cfg.Env), Report: randomHex(16), InlineOutput: inlineOutputBytes}}
 	if d.cfg.CgroupRoot != "" {
 		if read := cgroupReader(d.cfg.CgroupRoot, c.id); read != nil {
 			if u, ok := read(); ok {
@@ -520,17 +532,25 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 			}
 		}
 	}
-	// The job's deadline, in the name the reaper reads (see above).
+	// The job's deadline, in the name the reaper reads (see above), when
+	// the container's label says an earlier one.
 	renamed := make(chan struct{})
-	go func() {
+	rename := func() {
 		defer close(renamed)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		name := containerName(t.JobID) + leaseSep + strconv.FormatInt(deadline.Unix()+1, 10)
+		t0 := st.now()
+		defer st.since("rename", t0)
 		if err := d.engine.ContainerRename(rctx, c.id, name); err != nil && !errdefs.IsNotFound(err) {
 			d.cfg.Logger.Warn("docker rename of a prewarmed container failed", "worker_id", d.cfg.WorkerID, "container", c.id, "err", err)
 		}
-	}()
+	}
+	if deadline.Unix() > c.deadline.Unix() {
+		go rename()
+	} else {
+		close(renamed)
+	}
 	interrupted := false
 	defer func() {
 		if interrupted {
@@ -576,6 +596,7 @@ type prefixStripper struct {
 	n      int // bytes of prefix matched so far
 	seen   bool
 	passed bool // the stream did not begin with prefix
+	seenAt time.Time
 }
 
 func (p *prefixStripper) Write(b []byte) (int, error) {
@@ -591,6 +612,7 @@ func (p *prefixStripper) Write(b []byte) (int, error) {
 		b = b[1:]
 		if p.n++; p.n == len(p.prefix) {
 			p.seen = true
+			p.seenAt = time.Now()
 		}
 	}
 	if len(b) > 0 {
