@@ -51,15 +51,17 @@ type Job struct {
 }
 
 // Exec reads one Job from stdin and replaces this process with it
-// (execve): the job becomes the container's main process, under its init,
-// with the container's working directory and user, its standard output
-// and error, and /dev/null as its standard input. The job's environment
+// (execve), or, when the job asks for a report, starts it as its child
+// and reports its end (supervise): the job runs under the container's
+// init, with the container's working directory and user, its standard
+// output and error, and /dev/null as its standard input. The job's environment
 // replaces this process's entirely; only HOSTNAME and HOME, which the
 // engine sets for the container itself, are kept when the job does not
 // set them, and PATH is the engine's default when neither sets it. The
-// program is looked up in the job's PATH as the engine does. Exec returns
-// only when it could not become the job: 127 when the program cannot be
-// found or run, 2 for a malformed message.
+// program is looked up in the job's PATH as the engine does. Without a
+// report Exec returns only when it could not become the job: 127 when the
+// program cannot be found or run, 2 for a malformed message; with one it
+// returns the job's exit status (128+signal for a job a signal killed).
 func Exec(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		fmt.Fprintln(stderr, "exec: no arguments are taken")

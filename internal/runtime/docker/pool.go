@@ -36,10 +36,12 @@ import (
 // ahead under exactly that profile, each with its own holder and volumes
 // (volumes.go), each waiting in the agent's exec mode (agent.Exec) for
 // one job on its attach stream. A job that finds one sends it its argv and
-// environment; the agent execve's the job, which becomes the container's
-// main process under its init, and from there the run is the same as a
-// cold one (run.go): the same attach stream, wait, kill, cgroup, inspect,
-// /output read back through the holder, removal. A container runs one job
+// environment; the agent starts the job as its child, under the
+// container's init, and from there the run is the same as a cold one
+// (run.go): the same attach stream, wait, kill, cgroup, removal, except
+// that the job's end, exit status and /output come from the agent's
+// report on the stream when it has one (report.go) rather than from the
+// engine's wait, inspect and archive of /output. A container runs one job
 // and is removed with its volumes: nothing of one job is ever seen by
 // another. A job that finds none runs as before, on a container created
 // for it.
@@ -87,7 +89,6 @@ type pooled struct {
 	waitErrC <-chan error
 	stopWait context.CancelFunc
 	made     time.Time
-	deadline time.Time // its labels' (LabelDeadline)
 	memory   int64
 }
 
@@ -382,7 +383,7 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 	}
 	st.since("create", t0)
 	t0 = st.now()
-	c := &pooled{id: created.ID, kit: k, made: made, deadline: deadline, memory: s.lim.memoryBytes, stopWait: func() {}}
+	c := &pooled{id: created.ID, kit: k, made: made, memory: s.lim.memoryBytes, stopWait: func() {}}
 	fail := func(err error) (*pooled, error) {
 		c.stopWait()
 		if c.hj.Conn != nil {
@@ -532,8 +533,7 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 			}
 		}
 	}
-	// The job's deadline, in the name the reaper reads (see above), when
-	// the container's label says an earlier one.
+	// The job's deadline, in the name the reaper reads (see above).
 	renamed := make(chan struct{})
 	rename := func() {
 		defer close(renamed)
@@ -546,11 +546,7 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 			d.cfg.Logger.Warn("docker rename of a prewarmed container failed", "worker_id", d.cfg.WorkerID, "container", c.id, "err", err)
 		}
 	}
-	if deadline.Unix() > c.deadline.Unix() {
-		go rename()
-	} else {
-		close(renamed)
-	}
+	go rename()
 	interrupted := false
 	defer func() {
 		if interrupted {
