@@ -26,6 +26,10 @@ import (
 // refilled between jobs), and reports the share of jobs that ran warm.
 //
 //	go test ./cmd/zerverless -run '^$' -bench DockerEndToEnd -benchtime 30x
+//
+// With ZV_BENCH_LOG=1 and -v it also logs, at debug level, the time of
+// each step of every run ("docker job steps"), of the worker's part
+// ("task timing"), and each job's submit and total time (BENCHJOB).
 func BenchmarkDockerEndToEnd(b *testing.B) {
 	for _, warm := range []bool{false, true} {
 		// One platform for every round of the sub-benchmark, closed at the

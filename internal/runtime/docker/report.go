@@ -77,6 +77,7 @@ func (r *reportReader) check() {
 		return
 	}
 	r.report, r.archive = rep, rest[i+1:i+1+rep.TarBytes]
+	r.stderr.limit = len(r.stderr.after) // nothing more is kept
 	r.closed = true
 	close(r.done)
 }
