@@ -335,6 +335,7 @@ func TestPoolReportFallbacks(t *testing.T) {
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", c.script))
 			wantStatus(t, res, c.status)
 			if !res.WarmStart || res.ExitCode != c.exit {

@@ -38,11 +38,13 @@ import (
 // are removed in the background: Close and Idle wait for that.
 func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, error) {
 	if d.poolSync && t.Spec.Docker != nil {
-		// Tests: this task, and the next of its shape, run warm.
+		// Tests: this task, and the next ones of its shape, run warm (up
+		// to three are kept ready: a warm job can end before the container
+		// made after the one before it is ready).
 		d.prefill(ctx, t, 1)
 		defer func() {
 			d.wg.Add(1)
-			go func() { defer d.wg.Done(); d.prefill(context.Background(), t, 2) }()
+			go func() { defer d.wg.Done(); d.prefill(context.Background(), t, 3) }()
 		}()
 	}
 	if _, ok := ctx.Deadline(); !ok && t.Timeout <= 0 {
