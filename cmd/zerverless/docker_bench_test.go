@@ -26,6 +26,10 @@ import (
 // refilled between jobs), and reports the share of jobs that ran warm.
 //
 //	go test ./cmd/zerverless -run '^$' -bench DockerEndToEnd -benchtime 30x
+//
+// With ZV_BENCH_LOG=1 and -v it also logs, at debug level, the time of
+// each step of every run ("docker job steps"), of the worker's part
+// ("task timing"), and each job's submit and total time (BENCHJOB).
 func BenchmarkDockerEndToEnd(b *testing.B) {
 	for _, warm := range []bool{false, true} {
 		// One platform for every round of the sub-benchmark, closed at the
@@ -83,11 +87,15 @@ func benchDockerEndToEnd(b *testing.B, c *client.Client, img string, warm bool) 
 		if err != nil {
 			b.Fatal(err)
 		}
+		submitted := time.Since(t0)
 		if v, err = c.Job(ctx, v.ID, wait); err != nil || v.Status != job.StatusCompleted || v.Output != "hello\n" {
 			b.Fatalf("job: %v %s %q %+v", err, v.Status, v.Reason, v.ResultView)
 		}
 		if v.WarmStart {
 			warmRuns++
+		}
+		if os.Getenv("ZV_BENCH_LOG") != "" {
+			fmt.Fprintf(os.Stderr, "BENCHJOB job_id=%s warm=%v submit_ms=%.1f total_ms=%.1f\n", v.ID, v.WarmStart, ms(submitted), ms(time.Since(t0)))
 		}
 		return time.Since(t0)
 	}

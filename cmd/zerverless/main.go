@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case agent.Command:
 		return agent.Main(args[1:], os.Stdin, os.Stdout, stderr)
 	case agent.ExecCommand:
-		return agent.Exec(args[1:], os.Stdin, stderr)
+		return agent.Exec(args[1:], os.Stdin, os.Stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "zerverless", version)
 		return 0

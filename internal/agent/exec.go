@@ -33,22 +33,36 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // on its standard input: the job's program and arguments (its image's
 // ENTRYPOINT followed by the job's command or the image's CMD) and its
 // whole environment (the image's variables merged with the job's).
+//
+// With Report set the agent does not replace itself with the job: it
+// starts the job as its child (with the same standard output and error,
+// working directory and user), waits for it, and reports how it ended
+// (see Report) before it exits with the job's status.
 type Job struct {
 	Argv []string `json:"argv"`
 	Env  []string `json:"env"`
+	// Report is a secret of the worker's, at least 16 characters, that
+	// marks the agent's report; "" asks for none.
+	Report string `json:"report,omitempty"`
+	// InlineOutput bounds the archive of /output the report carries;
+	// past it (or when a file cannot be read) the report carries none and
+	// says so.
+	InlineOutput int64 `json:"inline_output,omitempty"`
 }
 
 // Exec reads one Job from stdin and replaces this process with it
-// (execve): the job becomes the container's main process, under its init,
-// with the container's working directory and user, its standard output
-// and error, and /dev/null as its standard input. The job's environment
+// (execve), or, when the job asks for a report, starts it as its child
+// and reports its end (supervise): the job runs under the container's
+// init, with the container's working directory and user, its standard
+// output and error, and /dev/null as its standard input. The job's environment
 // replaces this process's entirely; only HOSTNAME and HOME, which the
 // engine sets for the container itself, are kept when the job does not
 // set them, and PATH is the engine's default when neither sets it. The
-// program is looked up in the job's PATH as the engine does. Exec returns
-// only when it could not become the job: 127 when the program cannot be
-// found or run, 2 for a malformed message.
-func Exec(args []string, stdin io.Reader, stderr io.Writer) int {
+// program is looked up in the job's PATH as the engine does. Without a
+// report Exec returns only when it could not become the job: 127 when the
+// program cannot be found or run, 2 for a malformed message; with one it
+// returns the job's exit status (128+signal for a job a signal killed).
+func Exec(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		fmt.Fprintln(stderr, "exec: no arguments are taken")
 		return 2
@@ -77,6 +91,9 @@ func Exec(args []string, stdin io.Reader, stderr io.Writer) int {
 	if prog == "" {
 		prog = j.Argv[0]
 	}
+	if j.Report != "" {
+		return supervise(j, prog, env, stdout, stderr, OutputDir)
+	}
 	if null, err := os.Open(os.DevNull); err == nil {
 		_ = syscall.Dup3(int(null.Fd()), 0, 0)
 		null.Close()
@@ -98,6 +115,9 @@ func readJob(r io.Reader) (Job, error) {
 	}
 	if len(j.Argv) == 0 || j.Argv[0] == "" {
 		return Job{}, errors.New("job message: no program")
+	}
+	if j.Report != "" && (len(j.Report) < 16 || strings.ContainsAny(j.Report, "\x00\n")) {
+		return Job{}, errors.New("job message: a report secret is at least 16 characters on one line")
 	}
 	for _, kv := range j.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {

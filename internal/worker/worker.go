@@ -552,7 +552,9 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			live = s.startLive(ctx, t)
 			runCtx = runtime.WithSink(tctx, live)
 		}
+		t0 := time.Now()
 		res, err := s.w.runTask(runCtx, rt, t)
+		ran := time.Since(t0)
 		s.w.tasksRun.Add(1)
 		if live != nil {
 			live.close(ctx)
@@ -575,6 +577,7 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			s.reportBuilds(ctx)
 		}
 		s.send(ctx, protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &res})
+		s.log.Debug("task timing", "job_id", t.JobID, "run_ms", ms(ran), "total_ms", ms(time.Since(t0)))
 	}()
 }
 
@@ -689,3 +692,6 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 	}
 	return res, nil
 }
+
+// ms is d in milliseconds, for the debug log.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

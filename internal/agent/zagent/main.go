@@ -15,7 +15,7 @@ func main() {
 	case len(os.Args) >= 2 && os.Args[1] == agent.Command:
 		os.Exit(agent.Main(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	case len(os.Args) >= 2 && os.Args[1] == agent.ExecCommand:
-		os.Exit(agent.Exec(os.Args[2:], os.Stdin, os.Stderr))
+		os.Exit(agent.Exec(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	fmt.Fprintf(os.Stderr, "usage: %s %s [flags] | %s\n", os.Args[0], agent.Command, agent.ExecCommand)
 	os.Exit(2)

@@ -15,8 +15,8 @@ func testConformance(t *testing.T, d *Docker) {
 		return job.Spec{Docker: &job.DockerSpec{Image: testImage, Command: argv}}
 	}
 	if d.poolSync { // containers ready before the suite's clocks start
-		for range 2 {
-			d.prefill(context.Background(), runtimetest.Task(spec("true")), 2)
+		for range 3 {
+			d.prefill(context.Background(), runtimetest.Task(spec("true")), 3)
 		}
 	}
 	runtimetest.Run(t, d, runtimetest.Programs{

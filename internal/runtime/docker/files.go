@@ -82,15 +82,22 @@ func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[stri
 		return nil, false, u, 0, fmt.Errorf("read /output: %w", err)
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
+	files, truncated, u, skipped = d.parseOutput(rc)
+	return files, truncated, u, skipped, nil
+}
+
+// parseOutput reads an archive of the /output directory as readOutput
+// does (names begin with the directory's own name).
+func (d *Docker) parseOutput(r io.Reader) (files map[string][]byte, truncated bool, u use, skipped int) {
+	tr := tar.NewReader(r)
 	budget := d.cfg.MaxOutputBytes
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return files, truncated, u, skipped, nil
+			return files, truncated, u, skipped
 		}
 		if err != nil {
-			return files, true, u, skipped, nil
+			return files, true, u, skipped
 		}
 		u.entries++
 		if h.Typeflag != tar.TypeReg {
@@ -112,7 +119,7 @@ func (d *Docker) readOutput(ctx context.Context, id, dir string) (files map[stri
 		}
 		data := make([]byte, h.Size)
 		if _, err := io.ReadFull(tr, data); err != nil {
-			return files, true, u, skipped, nil
+			return files, true, u, skipped
 		}
 		budget -= h.Size
 		if files == nil {

@@ -36,10 +36,12 @@ import (
 // ahead under exactly that profile, each with its own holder and volumes
 // (volumes.go), each waiting in the agent's exec mode (agent.Exec) for
 // one job on its attach stream. A job that finds one sends it its argv and
-// environment; the agent execve's the job, which becomes the container's
-// main process under its init, and from there the run is the same as a
-// cold one (run.go): the same attach stream, wait, kill, cgroup, inspect,
-// /output read back through the holder, removal. A container runs one job
+// environment; the agent starts the job as its child, under the
+// container's init, and from there the run is the same as a cold one
+// (run.go): the same attach stream, wait, kill, cgroup, removal, except
+// that the job's end, exit status and /output come from the agent's
+// report on the stream when it has one (report.go) rather than from the
+// engine's wait, inspect and archive of /output. A container runs one job
 // and is removed with its volumes: nothing of one job is ever seen by
 // another. A job that finds none runs as before, on a container created
 // for it.
@@ -354,11 +356,15 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 		return nil, err
 	}
 	made := time.Now()
+	st := newSteps(d.cfg.Logger)
+	defer st.log(d.cfg.Logger, "", true)
 	deadline := made.Add(d.cfg.PoolTTL + poolLabelSlack)
 	k, err := d.makeKit(ctx, "", sortedValues(s.tpl.Spec.Docker.Volumes), deadline)
 	if err != nil {
 		return nil, err
 	}
+	st.since("kit", made)
+	t0 := st.now()
 	cfg, host := d.containerConfig(&s.tpl, s.lim, k, s.imageVolumes, deadline)
 	cfg.Image = s.imageID
 	cfg.Env = nil
@@ -375,6 +381,8 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 		d.removeLater("", k)
 		return nil, fmt.Errorf("create prewarmed container: %w", err)
 	}
+	st.since("create", t0)
+	t0 = st.now()
 	c := &pooled{id: created.ID, kit: k, made: made, memory: s.lim.memoryBytes, stopWait: func() {}}
 	fail := func(err error) (*pooled, error) {
 		c.stopWait()
@@ -391,9 +399,12 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 	waitCtx, stop := context.WithCancel(context.Background())
 	c.stopWait = stop
 	c.waitC, c.waitErrC = d.engine.ContainerWait(waitCtx, c.id, container.WaitConditionNextExit)
+	st.since("attach", t0)
+	t0 = st.now()
 	if err := d.engine.ContainerStart(ctx, c.id, container.StartOptions{}); err != nil {
 		return fail(fmt.Errorf("start prewarmed container: %w", err))
 	}
+	st.since("start", t0)
 	return c, nil
 }
 
@@ -496,7 +507,8 @@ func (d *Docker) agentVolume(ctx context.Context) (string, error) {
 // runWarm runs t in a prewarmed container when its pool has one ready;
 // ok is false when it has none (or t cannot use a pool) and nothing was
 // done but counting the cold start. info is t's image.
-func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info image.InspectResponse, imageVolumes []string) (res job.Result, ok bool, err error) {
+func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info image.InspectResponse, imageVolumes []string, st *steps) (res job.Result, ok bool, err error) {
+	t0 := st.now()
 	s, poolable := d.shapeOf(t, lim, info, imageVolumes)
 	if !poolable || d.skipPools {
 		return job.Result{}, false, nil
@@ -505,14 +517,15 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 	if c == nil {
 		return job.Result{}, false, nil
 	}
+	st.since("take", t0)
 	deadline, _ := ctx.Deadline()
 	cfg, _ := d.containerConfig(t, lim, c.kit, imageVolumes, deadline)
 	argv := append(slices.Clone(info.Config.Entrypoint), info.Config.Cmd...)
 	if len(cfg.Cmd) > 0 {
 		argv = append(slices.Clone(info.Config.Entrypoint), cfg.Cmd...)
 	}
-	r := &execution{d: d, id: c.id, task: t, kit: c.kit, warm: c,
-		job: agent.Job{Argv: argv, Env: mergeEnv(info.Config.Env, cfg.Env)}}
+	r := &execution{d: d, id: c.id, task: t, kit: c.kit, warm: c, steps: st,
+		job: agent.Job{Argv: argv, Env: mergeEnv(info.Config.Env, cfg.Env), Report: randomHex(16), InlineOutput: inlineOutputBytes}}
 	if d.cfg.CgroupRoot != "" {
 		if read := cgroupReader(d.cfg.CgroupRoot, c.id); read != nil {
 			if u, ok := read(); ok {
@@ -522,15 +535,18 @@ func (d *Docker) runWarm(ctx context.Context, t *job.Task, lim limits, info imag
 	}
 	// The job's deadline, in the name the reaper reads (see above).
 	renamed := make(chan struct{})
-	go func() {
+	rename := func() {
 		defer close(renamed)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		name := containerName(t.JobID) + leaseSep + strconv.FormatInt(deadline.Unix()+1, 10)
+		t0 := st.now()
+		defer st.since("rename", t0)
 		if err := d.engine.ContainerRename(rctx, c.id, name); err != nil && !errdefs.IsNotFound(err) {
 			d.cfg.Logger.Warn("docker rename of a prewarmed container failed", "worker_id", d.cfg.WorkerID, "container", c.id, "err", err)
 		}
-	}()
+	}
+	go rename()
 	interrupted := false
 	defer func() {
 		if interrupted {
@@ -576,6 +592,7 @@ type prefixStripper struct {
 	n      int // bytes of prefix matched so far
 	seen   bool
 	passed bool // the stream did not begin with prefix
+	seenAt time.Time
 }
 
 func (p *prefixStripper) Write(b []byte) (int, error) {
@@ -591,6 +608,7 @@ func (p *prefixStripper) Write(b []byte) (int, error) {
 		b = b[1:]
 		if p.n++; p.n == len(p.prefix) {
 			p.seen = true
+			p.seenAt = time.Now()
 		}
 	}
 	if len(b) > 0 {

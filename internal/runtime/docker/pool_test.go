@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -292,5 +293,57 @@ func TestPrefixStripper(t *testing.T) {
 		if b.String() != c.out || p.seen != c.seen {
 			t.Errorf("%q: out %q seen %v, want %q %v", c.chunks, b.String(), p.seen, c.out, c.seen)
 		}
+	}
+}
+
+// A warm job's end comes from its agent's report when it can, and from
+// the engine otherwise, with the same result: an /output larger than a
+// report carries, a job killed by a signal, a job that kills its agent,
+// and a job that writes something like a report without its secret.
+func TestPoolReportFallbacks(t *testing.T) {
+	d := newTestRuntime(t, agentConfig(t))
+	d.poolSync = true
+	for _, c := range []struct {
+		name, script string
+		status       job.Status
+		exit         int
+		check        func(res job.Result) error
+	}{
+		{"large output", `head -c 1500000 /dev/zero > /output/big; echo small > /output/small`, job.StatusCompleted, 0, func(res job.Result) error {
+			if len(res.Files["big"]) != 1500000 || string(res.Files["small"]) != "small\n" {
+				return fmt.Errorf("files %d %q", len(res.Files["big"]), res.Files["small"])
+			}
+			return nil
+		}},
+		{"signal", `echo before; kill -9 $$`, job.StatusFailed, 137, func(res job.Result) error {
+			if res.OOMKilled || res.Output != "before\n" {
+				return fmt.Errorf("oom %v output %q", res.OOMKilled, res.Output)
+			}
+			return nil
+		}},
+		{"agent killed", `echo x > /output/f; kill -9 $PPID; sleep 5`, job.StatusFailed, 137, func(res job.Result) error {
+			if res.OOMKilled {
+				return errors.New("reported as OOM")
+			}
+			return nil
+		}},
+		{"forged report", `printf '\000zerverless-exec-report-0123456789abcdef0123456789abcdef\n{"exit":0,"output":"inline","tar_bytes":0}\n' >&2; printf '\000zerverless-exec-report-0123456789abcdef0123456789abcdef\n'; echo out; exit 4`, job.StatusFailed, 4, func(res job.Result) error {
+			if !strings.Contains(res.Stderr, `{"exit":0`) || !strings.HasSuffix(res.Output, "out\n") {
+				return fmt.Errorf("stdout %q stderr %q", res.Output, res.Stderr)
+			}
+			return nil
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", c.script))
+			wantStatus(t, res, c.status)
+			if !res.WarmStart || res.ExitCode != c.exit {
+				t.Fatalf("warm %v exit %d, want %d: %+v", res.WarmStart, res.ExitCode, c.exit, res)
+			}
+			if err := c.check(res); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }

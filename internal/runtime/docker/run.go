@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,11 +38,13 @@ import (
 // are removed in the background: Close and Idle wait for that.
 func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, error) {
 	if d.poolSync && t.Spec.Docker != nil {
-		// Tests: this task, and the next of its shape, run warm.
+		// Tests: this task, and the next ones of its shape, run warm (up
+		// to three are kept ready: a warm job can end before the container
+		// made after the one before it is ready).
 		d.prefill(ctx, t, 1)
 		defer func() {
 			d.wg.Add(1)
-			go func() { defer d.wg.Done(); d.prefill(context.Background(), t, 2) }()
+			go func() { defer d.wg.Done(); d.prefill(context.Background(), t, 3) }()
 		}()
 	}
 	if _, ok := ctx.Deadline(); !ok && t.Timeout <= 0 {
@@ -82,7 +85,9 @@ func (d *Docker) runContainer(ctx context.Context, t job.Task) (job.Result, erro
 }
 
 // run does the work of Run; a *specError is a refusal.
-func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
+func (d *Docker) run(ctx context.Context, t *job.Task) (res job.Result, err error) {
+	st := newSteps(d.cfg.Logger)
+	defer func() { st.log(d.cfg.Logger, t.JobID, res.WarmStart) }()
 	lim, err := d.checkSpec(&t.Spec, t.Limits)
 	if err != nil {
 		return job.Result{}, err
@@ -91,6 +96,7 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 	ds := t.Spec.Docker
+	t0 := st.now()
 	if err := d.checkImageNamespace(ctx, "docker_image", ds.Image, t.Namespace); err != nil {
 		return job.Result{}, err
 	}
@@ -99,17 +105,20 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, err
 	}
 	defer release()
+	st.since("image_check", t0)
 
+	t0 = st.now()
 	info, err := d.engine.ImageInspect(ctx, ds.Image)
 	if err != nil {
 		return job.Result{}, fmt.Errorf("inspect image: %w", err)
 	}
+	st.since("image_inspect", t0)
 	var imageVolumes []string
 	if info.Config != nil {
 		imageVolumes = sortedKeys(info.Config.Volumes)
 	}
 
-	if res, ok, err := d.runWarm(ctx, t, lim, info, imageVolumes); ok {
+	if res, ok, err := d.runWarm(ctx, t, lim, info, imageVolumes, st); ok {
 		return res, err
 	}
 
@@ -147,7 +156,7 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 		return job.Result{}, fmt.Errorf("create container: %w", err)
 	}
 	id := created.ID
-	r := &execution{d: d, id: id, task: t, kit: k}
+	r := &execution{d: d, id: id, task: t, kit: k, steps: st}
 	interrupted := false
 	defer func() {
 		if interrupted {
@@ -162,7 +171,7 @@ func (d *Docker) run(ctx context.Context, t *job.Task) (job.Result, error) {
 			return job.Result{}, fmt.Errorf("copy input: %w", err)
 		}
 	}
-	res, err := r.start(ctx)
+	res, err = r.start(ctx)
 	interrupted = runtime.Interrupted(ctx) != ""
 	if err == nil {
 		eg.report(&res)
@@ -183,9 +192,11 @@ type execution struct {
 	stopWait context.CancelFunc
 	// cpuBase is the CPU time a prewarmed container used before its job.
 	cpuBase time.Duration
+	steps   *steps
 }
 
-// start attaches, starts, waits and collects the result.
+// start attaches, starts, waits and collects the result. A warm run
+// whose agent reports the job's end takes it from the report (report.go).
 func (r *execution) start(ctx context.Context) (job.Result, error) {
 	d, id := r.d, r.id
 	hj, waitC, waitErrC, err := r.attach(ctx)
@@ -201,18 +212,28 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	}
 	stdout := runtime.Output(ctx, job.LogStdout, outCap)
 	stderr := runtime.Output(ctx, job.LogStderr, outCap)
-	var errW io.Writer = stderr
+	var outW, errW io.Writer = stdout, stderr
 	var taken *prefixStripper
+	var rep *reportReader
 	if r.warm != nil {
-		taken = &prefixStripper{w: stderr, prefix: agent.Taken}
+		if r.job.Report != "" {
+			rep = newReportReader(stdout, stderr, r.job.Report)
+			outW, errW = rep.stdout, rep.stderr
+		}
+		taken = &prefixStripper{w: errW, prefix: agent.Taken}
 		errW = taken
 	}
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
-		_, _ = stdcopy.StdCopy(stdout, errW, hj.Reader)
+		_, _ = stdcopy.StdCopy(outW, errW, hj.Reader)
+		if rep != nil {
+			rep.flush()
+		}
 	}()
 
+	st := r.steps
+	t0 := st.now()
 	if err := r.begin(ctx); err != nil {
 		if runtime.Interrupted(ctx) != "" {
 			return job.Result{}, err
@@ -224,37 +245,64 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		}
 		return job.Result{}, fmt.Errorf("start: %w", err)
 	}
+	st.since("begin", t0)
 	startedAt := time.Now()
 	d.running.Add(1)
 	defer d.running.Add(-1)
 	sampler := d.startSampler(id, streamDone)
 
 	var (
-		exit    container.WaitResponse
-		killed  bool
-		waitErr error
+		exit     container.WaitResponse
+		killed   bool
+		waitErr  error
+		reported <-chan struct{}
+		usage    usage
+		// fast: the result is the agent's report's, the container may
+		// still be exiting.
+		fast bool
 	)
-	select {
-	case exit = <-waitC:
-	case waitErr = <-waitErrC:
-	case <-ctx.Done():
-		killed = true
-		d.kill(id)
+	if rep != nil {
+		reported = rep.done
+	}
+wait:
+	for {
 		select {
 		case exit = <-waitC:
 		case waitErr = <-waitErrC:
-		case <-time.After(5 * time.Second):
-			waitErr = errors.New("container did not stop after kill")
+		case <-reported:
+			reported = nil
+			u, visible := sampler.stop()
+			if !visible || rep.report.Signal != 0 {
+				// An OOM kill would go unseen, or the job was killed:
+				// the engine says how it ended.
+				continue wait
+			}
+			usage, fast = u, true
+		case <-ctx.Done():
+			killed = true
+			d.kill(id)
+			select {
+			case exit = <-waitC:
+			case waitErr = <-waitErrC:
+			case <-time.After(5 * time.Second):
+				waitErr = errors.New("container did not stop after kill")
+			}
 		}
+		break
 	}
 	ranFor := time.Since(startedAt)
-	select {
-	case <-streamDone:
-	case <-time.After(2 * time.Second):
-		hj.Close() // a grandchild holding the streams open cannot delay the result
-		<-streamDone
+	st.since("wait", startedAt)
+	if !fast {
+		t0 = st.now()
+		select {
+		case <-streamDone:
+		case <-time.After(2 * time.Second):
+			hj.Close() // a grandchild holding the streams open cannot delay the result
+			<-streamDone
+		}
+		usage, _ = sampler.stop()
+		st.since("streams", t0)
 	}
-	usage := sampler.stop()
 	if waitErr != nil && !killed {
 		return job.Result{}, fmt.Errorf("wait: %w", waitErr)
 	}
@@ -278,7 +326,10 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	}
 	infoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if info, err := d.engine.ContainerInspect(infoCtx, id); err == nil && info.State != nil {
+	if fast {
+		res.ExitCode = rep.report.Exit
+		res.OOMKilled = usage.oomKills > 0
+	} else if info, err := r.inspect(infoCtx); err == nil && info.State != nil {
 		res.OOMKilled = info.State.OOMKilled
 		lim, _ := d.checkSpec(&r.task.Spec, r.task.Limits)
 		// The engine learns of an OOM kill from an event that can come
@@ -296,12 +347,26 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 	}
 	// Without its holder the volumes were unmounted when the container
 	// stopped: the files are lost, which is this worker's fault.
-	if err := d.holding(infoCtx, r.kit); err != nil {
-		return job.Result{}, err
-	}
-	files, truncated, outUse, skipped, err := d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
-	if err != nil {
-		return job.Result{}, err
+	var (
+		files     map[string][]byte
+		truncated bool
+		outUse    use
+		skipped   int
+	)
+	if fast && rep.report.Output == "inline" {
+		files, truncated, outUse, skipped = d.parseOutput(bytes.NewReader(rep.archive))
+	} else {
+		t0 = st.now()
+		if err := d.holding(infoCtx, r.kit); err != nil {
+			return job.Result{}, err
+		}
+		st.since("inspect_holder", t0)
+		t0 = st.now()
+		files, truncated, outUse, skipped, err = d.readOutput(infoCtx, r.kit.holder, r.kit.slot[r.kit.output])
+		if err != nil {
+			return job.Result{}, err
+		}
+		st.since("output", t0)
 	}
 	res.Files = files
 	res.Truncated = res.Truncated || truncated || skipped > 0
@@ -340,6 +405,13 @@ func (r *execution) start(ctx context.Context) (job.Result, error) {
 		res.Status = job.StatusCompleted
 	}
 	return res, nil
+}
+
+// inspect inspects the run's container, timed.
+func (r *execution) inspect(ctx context.Context) (container.InspectResponse, error) {
+	t0 := r.steps.now()
+	defer r.steps.since("inspect", t0)
+	return r.d.engine.ContainerInspect(ctx, r.id)
 }
 
 // attach returns the container's attach stream and wait; the wait
@@ -424,6 +496,12 @@ func (d *Docker) removeNow(id string, k *kit) {
 // removeRun force-removes the job's container id and the holder, then the
 // volumes of k. Not-found counts as removed.
 func (d *Docker) removeRun(ctx context.Context, id string, k *kit) error {
+	st := newSteps(d.cfg.Logger)
+	defer func() {
+		if id != "" {
+			st.log(d.cfg.Logger, "removal "+shortID(id), false)
+		}
+	}()
 	var ids []string
 	if id != "" {
 		ids = append(ids, id)
@@ -432,9 +510,11 @@ func (d *Docker) removeRun(ctx context.Context, id string, k *kit) error {
 		ids = append(ids, k.holder)
 	}
 	for _, c := range ids {
+		t0 := st.now()
 		if err := d.engine.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("remove container: %w", err)
 		}
+		st.since("remove", t0)
 	}
 	return d.removeVolumesNow(ctx, k.vols)
 }

@@ -32,6 +32,9 @@ type usage struct {
 type sampler struct {
 	mu    sync.Mutex
 	u     usage
+	read  func() (usage, bool) // nil until the cgroup is found
+	root  string
+	id    string
 	done  chan struct{}
 	ended chan struct{}
 }
@@ -41,29 +44,17 @@ const sampleEvery = 50 * time.Millisecond
 // startSampler samples container id's cgroup until stop, and once more
 // when last closes (the output streams ending, as the container exits).
 func (d *Docker) startSampler(id string, last <-chan struct{}) *sampler {
-	s := &sampler{done: make(chan struct{}), ended: make(chan struct{})}
+	s := &sampler{done: make(chan struct{}), ended: make(chan struct{}), root: d.cfg.CgroupRoot, id: id}
 	if d.cfg.CgroupRoot == "" {
 		close(s.ended)
 		return s
 	}
 	go func() {
 		defer close(s.ended)
-		var read func() (usage, bool)
 		tick := time.NewTicker(sampleEvery)
 		defer tick.Stop()
 		for {
-			if read == nil {
-				read = cgroupReader(d.cfg.CgroupRoot, id)
-			}
-			if read != nil {
-				if u, ok := read(); ok {
-					s.mu.Lock()
-					s.u.peakMemory = max(s.u.peakMemory, u.peakMemory)
-					s.u.cpuTime = max(s.u.cpuTime, u.cpuTime)
-					s.u.oomKills = max(s.u.oomKills, u.oomKills)
-					s.mu.Unlock()
-				}
-			}
+			s.sample()
 			select {
 			case <-s.done:
 				return
@@ -76,17 +67,37 @@ func (d *Docker) startSampler(id string, last <-chan struct{}) *sampler {
 	return s
 }
 
-// stop ends sampling and returns what was seen.
-func (s *sampler) stop() usage {
+// sample reads the cgroup once, finding it first if need be.
+func (s *sampler) sample() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.read == nil && s.root != "" {
+		s.read = cgroupReader(s.root, s.id)
+	}
+	if s.read == nil {
+		return
+	}
+	if u, ok := s.read(); ok {
+		s.u.peakMemory = max(s.u.peakMemory, u.peakMemory)
+		s.u.cpuTime = max(s.u.cpuTime, u.cpuTime)
+		s.u.oomKills = max(s.u.oomKills, u.oomKills)
+	}
+}
+
+// stop ends sampling, samples once more (a cgroup that is gone reads as
+// nothing) and returns what was seen; visible says the cgroup was found,
+// so that the OOM kills in it are known.
+func (s *sampler) stop() (u usage, visible bool) {
 	select {
 	case <-s.done:
 	default:
 		close(s.done)
 	}
 	<-s.ended
+	s.sample()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.u
+	return s.u, s.read != nil
 }
 
 // cgroupReader finds container id's cgroup under root and returns a
