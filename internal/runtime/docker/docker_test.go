@@ -300,12 +300,18 @@ func testTimeoutKillsAndRemoves(t *testing.T, d *Docker) {
 		t.Fatal(err)
 	}
 	wantStatus(t, res, job.StatusTimeout)
-	if el > tk.Timeout+time.Second {
-		t.Errorf("Run returned %v after start, more than 1 s past the %v timeout", el, tk.Timeout)
+	// The timeout ended it, not its sleep of 60 s (no tighter bound: the
+	// machine is shared).
+	if el > 30*time.Second {
+		t.Errorf("Run returned %v after start, with a timeout of %v", el, tk.Timeout)
 	}
-	if n := len(jobContainers(t, jobID)); n != 0 {
-		t.Errorf("%d containers of the timed-out job remain", n)
-	}
+	// Removed at once, or in the background when the engine is slow to.
+	eventually(t, 30*time.Second, func() error {
+		if n := len(jobContainers(t, jobID)); n != 0 {
+			return fmt.Errorf("%d containers of the timed-out job remain", n)
+		}
+		return nil
+	})
 }
 
 func TestCancelRemovesContainer(t *testing.T) { poolModes(t, nil, testCancelRemovesContainer) }

@@ -460,9 +460,11 @@ func TestReapHoldersGoWithTheirJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { testEngine.VolumeRemove(context.Background(), vol, true) })
-	start("holder", time.Now().Add(-time.Hour))
+	// The jobs first: the reapers of other test processes on this engine
+	// would take a holder past its deadline with no job yet.
 	jobID := start("job", time.Now().Add(time.Hour))
 	noDeadline := start("job", time.Time{})
+	start("holder", time.Now().Add(-time.Hour))
 	if _, err := d.Reap(ctx); err != nil {
 		t.Fatal(err)
 	}

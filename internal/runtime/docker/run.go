@@ -511,8 +511,8 @@ func (d *Docker) removeRun(ctx context.Context, id string, k *kit) error {
 	}
 	for _, c := range ids {
 		t0 := st.now()
-		if err := d.engine.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("remove container: %w", err)
+		if err := d.forceRemove(ctx, c); err != nil {
+			return err
 		}
 		st.since("remove", t0)
 	}
@@ -522,11 +522,35 @@ func (d *Docker) removeRun(ctx context.Context, id string, k *kit) error {
 // remove force-removes container id with its anonymous volumes, then the
 // named volumes vols. Not-found counts as removed.
 func (d *Docker) remove(ctx context.Context, id string, vols []string) error {
-	err := d.engine.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container: %w", err)
+	if err := d.forceRemove(ctx, id); err != nil {
+		return err
 	}
 	return d.removeVolumesNow(ctx, vols)
+}
+
+// forceRemove force-removes container id with its anonymous volumes and
+// returns once it is gone (not-found counts as removed). A removal the
+// engine has in progress already (one whose caller gave up waiting, as
+// removeNow does) is waited for, up to ctx, so that what follows (its
+// volumes, Close) finds it gone.
+func (d *Docker) forceRemove(ctx context.Context, id string) error {
+	err := d.engine.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err == nil || errdefs.IsNotFound(err) {
+		return nil
+	}
+	if !errdefs.IsConflict(err) {
+		return fmt.Errorf("remove container: %w", err)
+	}
+	for {
+		if _, ierr := d.engine.ContainerInspect(ctx, id); errdefs.IsNotFound(ierr) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove container: %w (waited for the removal in progress: %v)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Docker) removeVolumesNow(ctx context.Context, vols []string) error {
