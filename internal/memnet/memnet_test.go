@@ -161,3 +161,58 @@ func TestListener(t *testing.T) {
 		t.Fatalf("accept on a closed listener: %v", err)
 	}
 }
+
+// BenchmarkPingPong sends 64-byte messages back and forth over a memnet
+// pipe, and reports its round trips against those of net.Pipe and of a
+// loopback TCP connection measured in the same run.
+func BenchmarkPingPong(b *testing.B) {
+	roundTrips := func(b *testing.B, dial func(*testing.B) (net.Conn, net.Conn)) time.Duration {
+		a, c := dial(b)
+		defer a.Close()
+		defer c.Close()
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		buf := make([]byte, 64)
+		t0 := time.Now()
+		for range b.N {
+			if _, err := a.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(a, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(t0)
+	}
+	tcp := func(b *testing.B) (net.Conn, net.Conn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, _ := ln.Accept()
+			accepted <- c
+		}()
+		a, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return a, <-accepted
+	}
+	mem := roundTrips(b, func(*testing.B) (net.Conn, net.Conn) { return memnet.Pipe(memnet.Addr{Name: "bench"}) })
+	syncPipe := roundTrips(b, func(*testing.B) (net.Conn, net.Conn) { return net.Pipe() })
+	loop := roundTrips(b, tcp)
+	b.ReportMetric(float64(syncPipe)/float64(mem), "x-net.Pipe")
+	b.ReportMetric(float64(loop)/float64(mem), "x-tcp")
+}
