@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 
 	"github.com/zerverless/zerverless/internal/contextstore"
@@ -34,12 +35,12 @@ func (s *Server) startContexts(ctx context.Context, cfg *ServerConfig) (*context
 }
 
 // wireContextFetcher lets the embedded workers fetch uploaded build
-// contexts from this server.
-func (s *Server) wireContextFetcher(cfg *ServerConfig) error {
+// contexts from this server, through dial when it is not nil.
+func (s *Server) wireContextFetcher(cfg *ServerConfig, dial func(ctx context.Context, network, addr string) (net.Conn, error)) error {
 	if cfg.Runtimes.DockerConfig.Contexts != nil {
 		return nil
 	}
-	f, err := worker.NewContextFetcher(s.WorkerURL(), cfg.Worker.Header)
+	f, err := worker.NewContextFetcher(s.WorkerURL(), cfg.Worker.Header, dial)
 	if err != nil {
 		return err
 	}

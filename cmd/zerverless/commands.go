@@ -376,6 +376,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store and of admin.token")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "embedded workers to start (0: none)")
+	fs.BoolVar(&cfg.WorkersInProcess, "embedded-workers-inprocess", cfg.WorkersInProcess, "embedded workers reach the orchestrator in process, through the same HTTP server and checks, rather than over its TCP port (false: over TCP, as a remote worker does)")
 	fs.DurationVar(&cfg.Orchestrator.HeartbeatInterval, "heartbeat", cfg.Orchestrator.HeartbeatInterval, "how often workers must send a heartbeat")
 	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
 	fs.DurationVar(&cfg.Orchestrator.RunningWriteDelay, "running-write-delay", cfg.Orchestrator.RunningWriteDelay, "how long after a job is handed to a worker its running state is stored; a job that ends sooner has only its end stored (0: at once)")
@@ -522,7 +523,7 @@ func workerCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	if wf.dockerWorkerID == "" {
 		ro.DockerIDDir, ro.DockerIDPrefix = *dataDir, "worker-"
 	}
-	if fetch, err := worker.NewContextFetcher(wc.URL, wc.Header); err == nil {
+	if fetch, err := worker.NewContextFetcher(wc.URL, wc.Header, nil); err == nil {
 		ro.DockerConfig.Contexts = fetch
 	}
 	ro.Slots = wc.Concurrency

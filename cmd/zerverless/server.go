@@ -23,6 +23,7 @@ import (
 	"github.com/zerverless/zerverless/internal/auth"
 	"github.com/zerverless/zerverless/internal/contextstore"
 	"github.com/zerverless/zerverless/internal/deploy"
+	"github.com/zerverless/zerverless/internal/memnet"
 	"github.com/zerverless/zerverless/internal/netlimit"
 	"github.com/zerverless/zerverless/internal/orchestrator"
 	"github.com/zerverless/zerverless/internal/store/sqlite"
@@ -39,6 +40,12 @@ type ServerConfig struct {
 	DataDir string
 	// Workers is how many embedded workers to start (default 2).
 	Workers int
+	// WorkersInProcess makes the embedded workers reach the orchestrator
+	// through an in-process listener rather than the TCP port (default
+	// true): the same HTTP server, handshakes, join token and connection
+	// limits, with no socket between them. Their connections report the
+	// address "inprocess".
+	WorkersInProcess bool
 	// Worker configures each embedded worker; URL is filled in.
 	Worker worker.Config
 	// Runtimes configures the runtimes of embedded workers.
@@ -67,19 +74,20 @@ type ServerConfig struct {
 // DefaultServerConfig returns the documented defaults of `serve`.
 func DefaultServerConfig() ServerConfig {
 	return ServerConfig{
-		Addr:            ":8000",
-		DataDir:         "zerverless-data",
-		Workers:         2,
-		Worker:          worker.DefaultConfig(),
-		Runtimes:        DefaultRuntimeOptions(),
-		Orchestrator:    orchestrator.DefaultConfig(),
-		Admission:       admission.DefaultConfig(),
-		API:             api.DefaultConfig(),
-		Contexts:        contextstore.DefaultConfig(),
-		Deploy:          deploy.DefaultConfig(),
-		Functions:       api.DefaultFunctionsConfig(),
-		Net:             netlimit.DefaultConfig(),
-		ShutdownTimeout: 10 * time.Second,
+		Addr:             ":8000",
+		DataDir:          "zerverless-data",
+		Workers:          2,
+		WorkersInProcess: true,
+		Worker:           worker.DefaultConfig(),
+		Runtimes:         DefaultRuntimeOptions(),
+		Orchestrator:     orchestrator.DefaultConfig(),
+		Admission:        admission.DefaultConfig(),
+		API:              api.DefaultConfig(),
+		Contexts:         contextstore.DefaultConfig(),
+		Deploy:           deploy.DefaultConfig(),
+		Functions:        api.DefaultFunctionsConfig(),
+		Net:              netlimit.DefaultConfig(),
+		ShutdownTimeout:  10 * time.Second,
 	}
 }
 
@@ -130,6 +138,9 @@ type Server struct {
 	ln    net.Listener
 	// limits is ln: the connection limits around the TCP listener.
 	limits *netlimit.Listener
+	// inproc, when the embedded workers run in process, is the listener
+	// they dial (served under limits too).
+	inproc *memnet.Listener
 
 	adminToken        string
 	adminTokenCreated bool
@@ -242,19 +253,30 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 	// Log streams never go idle: they end when shutting down begins (their
 	// clients resume with Last-Event-ID).
 	s.http.RegisterOnShutdown(s.orch.EndLogFollowers)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-		}
-	}()
+	serve := func(ln net.Listener) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		}()
+	}
+	serve(s.ln)
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	if cfg.Workers > 0 && cfg.WorkersInProcess {
+		// Only this process holds the listener: nothing else reaches
+		// it, and its connections count apart from every real address.
+		s.inproc = memnet.Listen("inprocess")
+		serve(s.limits.Also(s.inproc))
+		dial = s.inproc.Dial
+	}
 	log.Info("orchestrator listening", "addr", s.ln.Addr().String(), "data", cfg.DataDir,
 		"max_conns", cfg.Net.MaxConns, "max_conns_per_addr", cfg.Net.MaxConnsPerAddr,
 		"max_worker_sessions", cfg.Net.MaxSessions, "open_files", cfg.Net.Descriptors)
 
 	if cfg.Workers > 0 {
-		if err := s.wireContextFetcher(&cfg); err != nil {
+		if err := s.wireContextFetcher(&cfg, dial); err != nil {
 			return nil, err
 		}
 		if cfg.Runtimes.Slots == 0 {
@@ -271,6 +293,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (_ *Server, err error) {
 			wc := cfg.Worker
 			wc.URL = s.WorkerURL()
 			wc.JoinToken = cfg.Orchestrator.LocalWorkerSecret
+			wc.Dial = dial
 			wc.Name = fmt.Sprintf("embedded-%d", i+1)
 			if wc.Docker == nil {
 				wc.Docker = runtimes.Docker

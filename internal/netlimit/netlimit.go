@@ -164,9 +164,24 @@ func (l *Listener) Stats() Stats {
 // Accept returns the next connection the limits admit. A connection they
 // do not admit is closed and never returned; another may be closed to make
 // room for it.
-func (l *Listener) Accept() (net.Conn, error) {
+func (l *Listener) Accept() (net.Conn, error) { return l.accept(l.Listener) }
+
+// Also returns a listener that accepts from ln under l's limits: its
+// connections count with l's, against one MaxConns and MaxSessions, each
+// under its remote address, and Promote finds them through l.ConnContext.
+// Closing it closes ln; l stays open.
+func (l *Listener) Also(ln net.Listener) net.Listener { return &also{Listener: ln, l: l} }
+
+type also struct {
+	net.Listener
+	l *Listener
+}
+
+func (a *also) Accept() (net.Conn, error) { return a.l.accept(a.Listener) }
+
+func (l *Listener) accept(ln net.Listener) (net.Conn, error) {
 	for {
-		nc, err := l.Listener.Accept()
+		nc, err := ln.Accept()
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +322,9 @@ func (c *conn) Close() error {
 }
 
 // addrKey is the address a connection counts against: its IPv4 address,
-// or the /64 of its IPv6 address (one host usually has a whole /64).
+// or the /64 of its IPv6 address (one host usually has a whole /64). All
+// connections whose address is no IP (in-process ones, see Also) count
+// under one key of their own, the zero Prefix, which no IP has.
 func addrKey(a net.Addr) netip.Prefix {
 	var ip netip.Addr
 	if ta, ok := a.(*net.TCPAddr); ok {

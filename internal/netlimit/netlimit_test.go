@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/memnet"
 	"github.com/zerverless/zerverless/internal/testutil"
 )
 
@@ -161,6 +162,78 @@ func TestListenerLimits(t *testing.T) {
 	first.Close()
 	stats(Stats{Conns: 5, Refused: 2, Evicted: 1})
 	b2.Close()
+}
+
+// TestAlso checks that connections accepted from a second listener count
+// with the first one's under the same limits, under an address of their
+// own, and are promoted as the first one's are.
+func TestAlso(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxSessions = 6, 2, 1
+	cfg, err = cfg.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(ln, cfg)
+	defer l.Close()
+	mem := memnet.Listen("inprocess")
+	ml := l.Also(mem)
+	defer ml.Close()
+	accepted := make(chan net.Conn, 100)
+	for _, x := range []net.Listener{l, ml} {
+		go func() {
+			for {
+				c, err := x.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+	}
+	stats := func(want Stats) {
+		t.Helper()
+		testutil.Eventually(t, 5*time.Second, func() error {
+			if got := l.Stats(); got != want {
+				return fmt.Errorf("stats %+v, want %+v", got, want)
+			}
+			return nil
+		})
+	}
+	dialFrom(t, "127.0.0.1", ln.Addr().String())
+	dialFrom(t, "127.0.0.1", ln.Addr().String())
+	stats(Stats{Conns: 2})
+	var ms []net.Conn
+	for range 3 {
+		c, err := mem.Dial(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		ms = append(ms, c)
+	}
+	// In-process connections are not 127.0.0.1's: two join it; the
+	// third is one too many of their own.
+	stats(Stats{Conns: 4, Refused: 1})
+	if !closedByServer(ms[2], 5*time.Second) {
+		t.Fatal("the third in-process connection was not refused")
+	}
+	var inproc net.Conn
+	for range 4 {
+		if c := <-accepted; c.RemoteAddr().Network() == "memnet" {
+			inproc = c
+		}
+	}
+	if err := Promote(l.ConnContext(context.Background(), inproc)); err != nil {
+		t.Fatal(err)
+	}
+	stats(Stats{Conns: 3, Sessions: 1, Refused: 1})
+	inproc.Close()
+	stats(Stats{Conns: 3, Refused: 1})
 }
 
 // TestLimitBody sends a body one byte at a time and checks that its

@@ -37,6 +37,9 @@ type Options struct {
 	// Authenticated before the read limit is raised; its error fails
 	// Authenticated.
 	OnAuthenticated func() error
+	// HTTPClient, on the dialing side, is the client the handshake goes
+	// through (nil: http.DefaultClient).
+	HTTPClient *http.Client
 }
 
 // Conn is one end of a protocol session over a WebSocket. Write may be
@@ -179,6 +182,7 @@ func (c *Conn) decode(typ websocket.MessageType, data []byte) (Message, error) {
 // (ws://host:port/ws/volunteer).
 func Dial(ctx context.Context, url string, header http.Header, opts Options) (*Conn, error) {
 	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPClient:      opts.HTTPClient,
 		HTTPHeader:      header,
 		CompressionMode: websocket.CompressionDisabled,
 	})

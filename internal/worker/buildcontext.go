@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,8 +27,9 @@ type ContextFetcher struct {
 
 // NewContextFetcher returns a fetcher for the orchestrator whose worker
 // endpoint is wsURL (ws://host:port/ws/volunteer; wss becomes https).
-// header is sent with every request (credentials), and may be nil.
-func NewContextFetcher(wsURL string, header http.Header) (*ContextFetcher, error) {
+// header is sent with every request (credentials), and may be nil. dial,
+// when not nil, makes the connections, as Config.Dial does.
+func NewContextFetcher(wsURL string, header http.Header, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*ContextFetcher, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator URL: %w", err)
@@ -41,7 +43,7 @@ func NewContextFetcher(wsURL string, header http.Header) (*ContextFetcher, error
 		return nil, fmt.Errorf("orchestrator URL %q: scheme must be ws or wss", wsURL)
 	}
 	u.Path, u.RawQuery = "", ""
-	return &ContextFetcher{base: u, client: &http.Client{}, header: header}, nil
+	return &ContextFetcher{base: u, client: httpClient(dial), header: header}, nil
 }
 
 // FetchBuildContext opens the context at t's build context URL. The caller

@@ -343,7 +343,7 @@ func (v *services) serveStreams(ctx context.Context, key string) error {
 	}
 	h.Set("Authorization", "Bearer "+key)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	ws, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPHeader: h})
+	ws, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: v.s.w.client, HTTPHeader: h})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", u, err)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -33,6 +34,11 @@ type Config struct {
 	Name string
 	// Header is sent with the WebSocket handshake.
 	Header http.Header
+	// Dial, when set, makes the connections to the orchestrator (the
+	// session and the service streams) in place of the network: serve
+	// gives its embedded workers one to its in-process listener. The
+	// handshakes are the same, with URL's host and Header.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// JoinToken is presented at registration; with a valid one the
 	// orchestrator trusts the worker (and may send it container jobs).
 	JoinToken string
@@ -186,6 +192,7 @@ func (c Config) Validate() error {
 // Worker runs tasks for an orchestrator.
 type Worker struct {
 	cfg      Config
+	client   *http.Client // dials with cfg.Dial
 	runtimes runtime.Set
 	log      *slog.Logger
 
@@ -255,7 +262,16 @@ func New(cfg Config, runtimes runtime.Set, log *slog.Logger) (*Worker, error) {
 	if cfg.MetricsInterval == 0 {
 		cfg.MetricsInterval = d.MetricsInterval
 	}
-	return &Worker{cfg: cfg, runtimes: runtimes, log: log, available: make(map[job.Type]bool), instances: make(map[string]bool)}, nil
+	return &Worker{cfg: cfg, client: httpClient(cfg.Dial), runtimes: runtimes, log: log, available: make(map[job.Type]bool), instances: make(map[string]bool)}, nil
+}
+
+// httpClient returns the client whose connections dial makes; with a nil
+// dial, http.DefaultClient.
+func httpClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	if dial == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}}
 }
 
 // resultWriteTimeout bounds the write of one result.
@@ -384,7 +400,7 @@ func (w *Worker) capabilities() (job.Capabilities, map[string]string) {
 // session is one connection: register, then serve until it ends.
 func (w *Worker) session(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := protocol.Dial(dctx, w.cfg.URL, w.cfg.Header, protocol.Options{ReadLimit: w.cfg.ReadLimit})
+	conn, err := protocol.Dial(dctx, w.cfg.URL, w.cfg.Header, protocol.Options{ReadLimit: w.cfg.ReadLimit, HTTPClient: w.client})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", w.cfg.URL, err)
