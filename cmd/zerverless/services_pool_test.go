@@ -18,7 +18,9 @@ import (
 // requests to it (internal/orchestrator/servicepool.go).
 
 func TestServiceStreamsReused(t *testing.T) {
-	srv := serviceServer(t, nil)
+	// Kept idle longer than any pause of a loaded machine between two
+	// requests: what is counted is reuse, not the idle timeout.
+	srv := serviceServer(t, func(c *ServerConfig) { c.Orchestrator.Services.IdleConnTimeout = time.Minute })
 	sw := serviceWorker(t, srv, "", 2, echoService)
 	mustDeployService(t, srv, "pool/svc", `{"runtime":"docker","docker_image":"p:1"}`)
 	const n = 30
