@@ -292,6 +292,9 @@ wait:
 	}
 	ranFor := time.Since(startedAt)
 	st.since("wait", startedAt)
+	// cut: the streams were cut before their end, so what they would
+	// still have said is unknown.
+	cut := false
 	if !fast {
 		t0 = st.now()
 		select {
@@ -299,6 +302,7 @@ wait:
 		case <-time.After(2 * time.Second):
 			hj.Close() // a grandchild holding the streams open cannot delay the result
 			<-streamDone
+			cut = true
 		}
 		usage, _ = sampler.stop()
 		st.since("streams", t0)
@@ -306,7 +310,10 @@ wait:
 	if waitErr != nil && !killed {
 		return job.Result{}, fmt.Errorf("wait: %w", waitErr)
 	}
-	if taken != nil && !taken.seen && !killed {
+	// Only streams that ended whole can say that the job was never
+	// taken: one cut before the agent's mark was read may still have run
+	// the job, which must then not run again.
+	if taken != nil && !taken.seen && !killed && !cut {
 		return job.Result{}, errNotTaken
 	}
 

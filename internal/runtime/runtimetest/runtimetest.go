@@ -63,8 +63,10 @@ type Programs struct {
 const (
 	loopTimeout = 300 * time.Millisecond
 	// grace is how long after its deadline a stopped guest may take to
-	// return.
-	grace = time.Second
+	// return: far below runLimit and the loop's forever, so that a
+	// deadline that did not act fails, and far above what a loaded
+	// machine takes to stop a guest.
+	grace = 10 * time.Second
 	// floodLimit is deliberately not a round number, to check that the
 	// cap is exact.
 	floodLimit = 1000
