@@ -35,8 +35,8 @@ import (
 // quotas, fuse-overlayfs) do not bound. The runtime measures it instead:
 // while a step runs, its container's writable-layer size (SizeRw) is read
 // every diskPollEvery; the sizes of the build's steps add up, and when
-// they would pass Config.BuildDiskMB before the next measurement (at the
-// pace the step wrote since the last one) the step is killed, the build
+// they would pass Config.BuildDiskMB before the next measurement (at
+// twice the pace the step wrote since the last one) the step is killed, the build
 // fails with an error naming the limit, and its containers and layers are
 // removed.
 
@@ -175,11 +175,13 @@ func (w *diskWatch) measured(id string, size int64, ended bool) {
 		delete(w.current, id)
 	}
 	// A step still writing is stopped when it would pass the limit before
-	// the next measurement, at the pace it wrote since the last one.
+	// the next measurement, at the pace it wrote since the last one, with
+	// as much again for the time the measurement itself and the kill take
+	// (a loaded engine walks a large layer slowly).
 	if ended {
 		growth = 0
 	}
-	over := total+growth > w.limit && w.over == ""
+	over := total+2*growth > w.limit && w.over == ""
 	if over {
 		w.over = fmt.Sprintf("build steps wrote %.0f MiB and were passing this worker's build disk limit of %d MiB; the build was stopped",
 			float64(total)/(1<<20), w.d.cfg.BuildDiskMB)
