@@ -2,11 +2,14 @@ package docker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,14 +29,20 @@ func stickyBase(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Fatal("these attacks play another local user: run the tests as root")
 	}
-	base := filepath.Join(t.TempDir(), "tmp")
+	// A short path: a unix socket's is at most 107 bytes.
+	top, err := os.MkdirTemp("", "za")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(top) })
+	base := filepath.Join(top, "tmp")
 	if err := os.Mkdir(base, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(base, 0o777|fs.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil {
+	if err := os.Chmod(top, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return base
@@ -80,6 +89,9 @@ func TestAttack2RelaySocketDirMadeByAnotherUser(t *testing.T) {
 		}
 		t.Fatalf("the relay's socket is in a directory of another user: %s", r.dir)
 	}
+	if r.dials != r.sess {
+		t.Fatal("the dials do not go over the attach stream")
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("the worker wrote into another user's directory: %v", ents)
 	}
@@ -96,11 +108,13 @@ func TestAttack2RelaySocketDirMadeByAnotherUser(t *testing.T) {
 	r2 := d2.services.byID[inst2.ID].relay
 	d2.services.mu.Unlock()
 	<-r2.dialsSet
-	if r2.dir == "" {
-		t.Fatal("no socket in the worker's own directory")
+	if r2.dir == "" || r2.dials == r2.sess {
+		t.Fatalf("no socket in the worker's own directory %q", r2.dir)
 	}
 	if err := connectAs(t, attackerUID, filepath.Join(r2.dir, relaySocketName)); err == nil {
 		t.Fatal("another local user connects to the relay's socket")
+	} else if !strings.Contains(err.Error(), "Permission denied") {
+		t.Fatalf("another local user's connection failed for another reason: %v", err)
 	}
 }
 
@@ -183,5 +197,62 @@ func TestAttack2RelaySweepRemovesOnlyRelayDirs(t *testing.T) {
 	os.Chmod(open, 0o777)
 	if err := privateDir(filepath.Join(open, "relays"), true); err == nil || !strings.Contains(err.Error(), "other users may write") {
 		t.Errorf("under a world-writable directory: %v", err)
+	}
+}
+
+// From inside an instance (which shares its relay's network namespace,
+// not its mounts), the relay's socket is out of reach: not at its path
+// in the relay (/run/relay), nor at the worker's, nor under an abstract
+// name (abstract sockets belong to the network namespace), nor through
+// /proc of the relay's processes (another pid namespace). The control:
+// the worker's dials do go over that socket.
+func TestAttack2RelaySocketFromInsideTheInstance(t *testing.T) {
+	// A short path: a unix socket's is at most 107 bytes.
+	short, err := os.MkdirTemp("", "zr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(short) })
+	d := serviceRuntime(t, func(c *Config) { c.RelaySocketDir = filepath.Join(short, "r") })
+	inst := testInstance(t, nil)
+	startInstance(t, d, inst)
+	d.services.mu.Lock()
+	r := d.services.byID[inst.ID].relay
+	d.services.mu.Unlock()
+	<-r.dialsSet
+	if r.dir == "" || r.dials == r.sess {
+		t.Fatalf("no relay socket (dir %q): nothing to attack", r.dir)
+	}
+	targets := []string{
+		"unix:" + relaySocketMount + "/" + relaySocketName,
+		"unix:" + filepath.Join(r.dir, relaySocketName),
+		"unix:@" + relaySocketMount + "/" + relaySocketName,
+		"unix:@" + relaySocketName,
+		"unix:@",
+	}
+	for pid := 1; pid <= 12; pid++ {
+		targets = append(targets, "unix:/proc/"+strconv.Itoa(pid)+"/root"+relaySocketMount+"/"+relaySocketName)
+	}
+	q := "addr=127.0.0.1:8080"
+	for _, tgt := range targets {
+		q += "&addr=" + url.QueryEscape(tgt)
+	}
+	resp := get(t, d, inst.ID, "/dial?"+q, nil)
+	defer resp.Body.Close()
+	var results []struct {
+		Addr  string
+		OK    bool
+		Error string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&results); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != len(targets)+1 || !results[0].OK {
+		t.Fatalf("dial results: %+v", results)
+	}
+	for _, res := range results[1:] {
+		if res.OK {
+			t.Errorf("from inside the instance, the relay's socket is reachable at %s", res.Addr)
+		}
 	}
 }
