@@ -89,3 +89,37 @@ func TestAttack2ForeignServiceOutput(t *testing.T) {
 		t.Fatalf("bob reads alice's recent output: %d %.300s", l.status, l.body)
 	}
 }
+
+// A worker that hosts an instance sends it a line without its end, then
+// goes away, again and again (each time its instance starts again
+// elsewhere, under a new id): what it held back is logged when the
+// instance is lost, as when it exits, rather than kept for an instance
+// that will never write again (the orchestrator would hold up to 4 KiB
+// per stream of every instance ever lost, outside the log's bound).
+func TestAttack2LostInstancePartialLine(t *testing.T) {
+	srv := serviceServer(t, nil)
+	c := client.New(srv.URL(), nil).WithToken(srv.AdminToken())
+	alice := newToken(t, c, api.TokenRequest{Namespace: "alice", Name: "alice"}).Token
+	w1 := serviceWorker(t, srv, "127.0.0.1", 1, echoService)
+	if a := deployService(t, srv, alice, "alice/app", `{"runtime":"docker","docker_image":"a:1","min_instances":1}`); a.status != 201 {
+		t.Fatalf("alice deploys: %v", a)
+	}
+	in := w1.NextStart(t, "no instance").ID
+	f := openServiceLog(t, srv.URL(), alice, "alice/app", "")
+	if f.status != 200 {
+		t.Fatalf("follow: %d %s", f.status, f.body)
+	}
+	if err := w1.Output(in, job.LogStdout, "held back, no end of line", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Output(in, job.LogStderr, "whole line\n", 0); err != nil {
+		t.Fatal(err)
+	}
+	f.until(t, "whole line")
+	w1.Close()
+	for _, e := range f.until(t, "held back") {
+		if e.ev.Instance != in {
+			t.Fatalf("event %+v", e)
+		}
+	}
+}
