@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +124,69 @@ func TestAttack2LostInstancePartialLine(t *testing.T) {
 		if e.ev.Instance != in {
 			t.Fatalf("event %+v", e)
 		}
+	}
+}
+
+// floodingService answers /flood with n informational answers (103)
+// before its answer; anything else is echoed.
+func floodingService(n int) func(in *job.ServiceInstance) http.Handler {
+	return func(in *job.ServiceInstance) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/flood" {
+				echoService(in).ServeHTTP(w, r)
+				return
+			}
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for range n {
+				rw.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+			}
+			rw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			rw.Flush()
+		})
+	}
+}
+
+// An instance floods its caller with informational answers before its
+// answer: net/http's transport stops counting them once a hook reads
+// them (the proxy's does, to filter their headers), so the orchestrator
+// must: past Services' bound the answer is 502, and the caller got no
+// more than the bound of them.
+func TestAttack2InformationalFlood(t *testing.T) {
+	srv := serviceServer(t, nil)
+	serviceWorker(t, srv, "", 1, floodingService(10000))
+	mustDeployService(t, srv, "evil/flood", `{"runtime":"docker","docker_image":"e:1","min_instances":1}`)
+	eventually(t, 10*time.Second, func() error {
+		if _, st := getOK(t, srv.URL()+"/evil/flood/ok"); st != 207 {
+			return fmt.Errorf("evil/flood: %d", st)
+		}
+		return nil
+	})
+	host := strings.TrimPrefix(srv.URL(), "http://")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /evil/flood/flood HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
+	br := bufio.NewReader(conn)
+	infos := 0
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("after %d informational answers: %v", infos, err)
+		}
+		if resp.StatusCode == 103 {
+			infos++
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway || infos > api.DefaultFunctionsConfig().MaxInformational {
+			t.Fatalf("answer %d after %d informational answers", resp.StatusCode, infos)
+		}
+		break
 	}
 }
