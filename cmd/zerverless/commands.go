@@ -386,6 +386,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&cfg.Contexts.TTL, "build-context-ttl", cfg.Contexts.TTL, "how long an uploaded build context stays after its last use")
 	fs.StringVar(&cfg.Functions.Domain, "functions-domain", "", "give each namespace its own origin: functions of namespace NS answer at NS.<domain>/PATH (a wildcard DNS name pointing here)")
 	fs.BoolVar(&cfg.Functions.SharedOrigin, "functions-shared-origin", false, "with --functions-domain, keep answering functions at /NS/PATH on the platform's host too (sandboxed)")
+	fs.IntVar(&cfg.Functions.MaxInformational, "service-max-informational", cfg.Functions.MaxInformational, "informational answers (103 Early Hints and the like) a docker service's instance may send before its answer to one request; past it 502")
 	fs.Int64Var(&cfg.Functions.MaxInFlightBytes, "functions-inflight-bytes", cfg.Functions.MaxInFlightBytes, "bytes that all function calls being served may hold at once (each counts its request body and 64 KiB); a call beyond it is answered 503")
 	fs.DurationVar(&cfg.Orchestrator.Retention.Period, "job-retention", cfg.Orchestrator.Retention.Period, "how long a job and its result are kept after it ends")
 	fs.IntVar(&cfg.Orchestrator.DefaultQuotas.JobStorageMB, "job-storage-mb", cfg.Orchestrator.DefaultQuotas.JobStorageMB, "MiB of stored jobs and results a namespace may hold (its policy's job_storage_mb overrides it; -1: no limit)")

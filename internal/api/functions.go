@@ -54,6 +54,15 @@ type FunctionsConfig struct {
 	// Domain). Default false: with a functions domain the platform's host
 	// serves no function. Without Domain the shared origin is always on.
 	SharedOrigin bool
+	// MaxInformational bounds the informational answers (1xx but 101,
+	// such as 103 Early Hints) that a docker service's instance sends
+	// before its answer to one request, each relayed to the caller
+	// (default 16); past it the request is answered 502. net/http's
+	// transport stops counting them once they are read (the proxy reads
+	// them, to filter their headers), and each may carry a header as
+	// large as an answer's: without it an instance could make the
+	// orchestrator read and relay headers without end within a request.
+	MaxInformational int
 }
 
 // Validate checks the configuration: MaxRequestBytes is not negative
@@ -68,6 +77,9 @@ func (c FunctionsConfig) Validate() error {
 	}
 	if c.MaxListCodeBytes < 0 {
 		return job.Invalid("MaxListCodeBytes", "is %d; it must be positive (0: the default)", c.MaxListCodeBytes)
+	}
+	if c.MaxInformational < 0 {
+		return job.Invalid("MaxInformational", "is %d; it must be positive (0: the default)", c.MaxInformational)
 	}
 	if c.Domain != "" {
 		if err := validDomain(c.Domain); err != nil {
@@ -85,7 +97,7 @@ const ResponseAllowance = 64 << 10
 
 // DefaultFunctionsConfig returns the documented defaults.
 func DefaultFunctionsConfig() FunctionsConfig {
-	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20, MaxInFlightBytes: 128 << 20}
+	return FunctionsConfig{MaxRequestBytes: 8 << 20, Limits: job.DefaultDeployLimits(), MaxListCodeBytes: 16 << 20, MaxInFlightBytes: 128 << 20, MaxInformational: 16}
 }
 
 // functions serves the deploy API and function invocations in front of
@@ -141,6 +153,9 @@ func NewFunctions(cfg Config, fcfg FunctionsConfig, adm *admission.Service, log 
 	}
 	if fcfg.MaxInFlightBytes == 0 {
 		fcfg.MaxInFlightBytes = def.MaxInFlightBytes
+	}
+	if fcfg.MaxInformational == 0 {
+		fcfg.MaxInformational = def.MaxInformational
 	}
 	if fcfg.MaxInFlightBytes < fcfg.MaxRequestBytes+ResponseAllowance {
 		return nil, fmt.Errorf("api: functions MaxInFlightBytes (%d) must hold at least one call of the largest body, MaxRequestBytes (%d) + %d", fcfg.MaxInFlightBytes, fcfg.MaxRequestBytes, ResponseAllowance)

@@ -79,6 +79,13 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	}
 	// The instance's slot is held until the answer's body is done.
 	defer release()
+	// The informational answers relayed are bounded: past the bound the
+	// request is cut (the proxy relays them from the transport's hook,
+	// whose error it ignores).
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	errInfo := fmt.Errorf("the instance sent more than %d informational answers (FunctionsConfig.MaxInformational)", f.fcfg.MaxInformational)
+	w = &informationalLimit{ResponseWriter: w, left: f.fcfg.MaxInformational, over: func() { stop(errInfo) }}
 	prefix := "/" + d.Name()
 	if !o.shared() {
 		prefix = "/" + d.Path
@@ -139,6 +146,9 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 				return
 			}
 			status = http.StatusBadGateway
+			if context.Cause(ctx) == errInfo {
+				err = errInfo
+			}
 			f.writeError(w, r, job.Errorf(job.CodeBadGateway, "service %s: its instance did not answer: %v", d.Name(), err))
 		},
 		ErrorLog: slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
@@ -148,6 +158,29 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	rp.ServeHTTP(w, r.WithContext(ctx))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
 }
+
+// informationalLimit relays at most left informational answers (1xx but
+// 101) of a service to its caller, and calls over at the next one.
+type informationalLimit struct {
+	http.ResponseWriter
+	left int
+	over func()
+}
+
+func (w *informationalLimit) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		if w.left <= 0 {
+			w.over()
+			return
+		}
+		w.left--
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes,
+// a protocol switch).
+func (w *informationalLimit) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // trailerFilter filters its answer's trailers as origin o allows when
 // its body ends, before the proxy copies them.

@@ -67,7 +67,10 @@ type Config struct {
 	// window of that length rather than per proxy, for what runs long (a
 	// service instance): past MaxBytes in a window every connection is
 	// cut and new ones are refused until the window ends; then both
-	// counts start again. Records count everything.
+	// counts start again. MaxConns then also bounds the connections open
+	// at once, so that those kept from earlier windows do not add up.
+	// Records count everything, in at most job.MaxInstanceEgress
+	// destinations (the first ones; what an instance's report carries).
 	Window time.Duration
 	// Now is the clock of Window; nil: time.Now.
 	Now func() time.Time
@@ -88,6 +91,7 @@ type Proxy struct {
 	// dests are the destinations reached, in order of first connection.
 	dests  []*dest
 	conns  int // connections dialed or being dialed
+	live   int // of them, those not closed yet
 	notes  []string
 	extra  int    // refusal lines past maxNotes
 	cut    string // why the byte limit cut the connections; "": it did not
@@ -167,6 +171,7 @@ func (p *Proxy) Serve(ctx context.Context, c net.Conn) {
 		reply(c, http.StatusForbidden, msg+"\n")
 		return
 	}
+	defer p.releaseConn()
 	defer up.Close()
 	if !p.track(up) {
 		return
@@ -220,6 +225,12 @@ func (p *Proxy) connect(ctx context.Context, host, portStr string) (net.Conn, *d
 	if why := p.takeConn(); why != "" {
 		return nil, nil, why
 	}
+	dialed := false
+	defer func() {
+		if !dialed {
+			p.releaseConn()
+		}
+	}()
 	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{a.Unmap()}
@@ -247,6 +258,7 @@ func (p *Proxy) connect(ctx context.Context, host, portStr string) (net.Conn, *d
 			refusals = append(refusals, fmt.Sprintf("%s: %v", a, err))
 			continue
 		}
+		dialed = true
 		return c, p.dest(host, int(port)), ""
 	}
 	return nil, nil, strings.Join(refusals, "; ") + " (only an address this worker's owner names in --docker-egress is reached on the worker's machine or networks)"
@@ -270,12 +282,23 @@ func (p *Proxy) takeConn() string {
 	case p.cfg.Window > 0 && p.cfg.MaxConns > 0 && p.wConns >= p.cfg.MaxConns:
 		return fmt.Sprintf("the %s opened its limit of %d connections per %s; new ones are refused until %s",
 			p.cfg.Subject, p.cfg.MaxConns, p.cfg.Window, p.windowEnd.UTC().Format(time.RFC3339))
+	case p.cfg.Window > 0 && p.cfg.MaxConns > 0 && p.live >= p.cfg.MaxConns:
+		return fmt.Sprintf("the %s has its limit of %d connections open at once; one must close first", p.cfg.Subject, p.cfg.MaxConns)
 	case p.cfg.Window <= 0 && p.cfg.MaxConns > 0 && p.conns >= p.cfg.MaxConns:
 		return fmt.Sprintf("the %s opened its limit of %d connections", p.cfg.Subject, p.cfg.MaxConns)
 	}
 	p.conns++
 	p.wConns++
+	p.live++
 	return ""
+}
+
+// releaseConn gives back the place of a connection takeConn counted: it
+// closed, or was never dialed.
+func (p *Proxy) releaseConn() {
+	p.mu.Lock()
+	p.live--
+	p.mu.Unlock()
 }
 
 // rollLocked starts a new window when the current one ended: the
@@ -298,6 +321,11 @@ func (p *Proxy) dest(host string, port int) *dest {
 	}
 	d := &dest{host: host, port: port}
 	d.conns.Add(1)
+	if p.cfg.Window > 0 && len(p.dests) >= job.MaxInstanceEgress {
+		// Counted in the total, not recorded: the instance's report
+		// carries the first destinations only.
+		return d
+	}
 	p.dests = append(p.dests, d)
 	return d
 }

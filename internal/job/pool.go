@@ -6,7 +6,10 @@ package job
 // alike (GET /api/pools).
 type PoolInfo struct {
 	// ID names the pool while its signature has members; it changes
-	// when they all leave and others join.
+	// when they all leave and others join, and when the orchestrator
+	// restarts (it is keyed by a secret of the process, so that it
+	// confirms no guess of what the signature holds and a namespace
+	// token is not shown).
 	ID string `json:"id"`
 	// Capabilities are the pool's shared capabilities (concurrency 0).
 	Capabilities Capabilities `json:"capabilities"`

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"container/list"
+	"crypto/rand"
 	"encoding/json"
 	"slices"
 
@@ -27,6 +28,11 @@ import (
 // anonymous volunteer's credit, a ban), the end of its session.
 type workerIndex struct {
 	pools map[string]*pool
+	// idKey keys the pools' ids (random for each process): an id names
+	// a signature that holds what a namespace token is not shown (other
+	// namespaces, other tenants' images), which must not be confirmed
+	// by hashing a guess.
+	idKey []byte
 	// sessions are the connected workers of each reputation key.
 	sessions map[string]map[*worker]struct{}
 	// ids are the ids of the connected workers, sorted, for listing them
@@ -59,7 +65,9 @@ type readyIdentity struct {
 }
 
 func newWorkerIndex() *workerIndex {
-	return &workerIndex{pools: make(map[string]*pool), sessions: make(map[string]map[*worker]struct{})}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return &workerIndex{pools: make(map[string]*pool), sessions: make(map[string]map[*worker]struct{}), idKey: key}
 }
 
 // poolKey is the signature of what decides whether a worker accepts a

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
@@ -32,8 +33,9 @@ func (o *Orchestrator) Pools(namespace string) []job.PoolInfo {
 		if namespace != "" && len(p.caps.Namespaces) > 0 && !slices.Contains(p.caps.Namespaces, namespace) {
 			continue
 		}
-		sum := sha256.Sum256([]byte(p.key))
-		info := job.PoolInfo{ID: hex.EncodeToString(sum[:6]), Capabilities: p.caps, Trusted: p.trusted,
+		mac := hmac.New(sha256.New, o.index.idKey)
+		mac.Write([]byte(p.key))
+		info := job.PoolInfo{ID: hex.EncodeToString(mac.Sum(nil)[:6]), Capabilities: p.caps, Trusted: p.trusted,
 			Workers: len(p.members), Banned: p.banned, WorkerIDs: []string{}}
 		info.Capabilities.Concurrency = 0
 		info.Capabilities.Version = ""

@@ -794,6 +794,11 @@ func (s *services) exitedLocked(in *instance, r *job.InstanceReport, now time.Ti
 	}
 	in.pool.close()
 	sv := in.svc
+	if sv.log != nil {
+		// What the run wrote after its last line ended: its id is
+		// never used again (a lost worker sends nothing more).
+		sv.log.flush(in.id)
+	}
 	in.state = job.InstanceExited
 	in.lastExit = &job.InstanceExit{ExitCode: r.ExitCode, Error: r.Error, Output: r.Output, At: now}
 	if in.stopping {

@@ -14,9 +14,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types"
@@ -264,17 +266,18 @@ const (
 
 // relaySocketDir creates the directory of a new relay's socket, when the
 // relay is to have one: writable by the relay's user, in RelaySocketDir
-// (which only the worker's user may enter). Its name starts with the
-// runtime's instance, so that Sweep tells those of an earlier run.
+// (which only the worker's user may enter, see privateDir; when it is
+// not so, the relay gets no socket). Its name
+// starts with the runtime's instance, so that Sweep tells those of an
+// earlier run.
 func (d *Docker) relaySocketDir(rc relayConfig) (string, error) {
 	if !rc.socket || d.cfg.RelaySocketDir == "" {
 		return "", nil
 	}
-	if err := os.MkdirAll(d.cfg.RelaySocketDir, 0o700); err != nil {
-		return "", fmt.Errorf("relay socket directory: %w", err)
-	}
-	if err := os.Chmod(d.cfg.RelaySocketDir, 0o700); err != nil {
-		return "", fmt.Errorf("relay socket directory: %w", err)
+	if err := privateDir(d.cfg.RelaySocketDir, true); err != nil {
+		// Not the worker's alone: the dials go over the attach stream.
+		d.cfg.Logger.Warn("docker relay socket directory refused; dials go over the attach stream", "worker_id", d.cfg.WorkerID, "err", err)
+		return "", nil
 	}
 	dir, err := os.MkdirTemp(d.cfg.RelaySocketDir, d.instance+"-")
 	if err != nil {
@@ -287,21 +290,95 @@ func (d *Docker) relaySocketDir(rc relayConfig) (string, error) {
 	return dir, nil
 }
 
-// sweepRelaySockets removes the socket directories of earlier runs.
+// relayDirRE is the name of a relay's socket directory: the runtime's
+// instance (randomHex(8)) and os.MkdirTemp's number. The sweep removes
+// nothing else.
+var relayDirRE = regexp.MustCompile(`^[0-9a-f]{16}-[0-9]+$`)
+
+// privateDir checks that path is a directory of the worker's user that
+// no other user may enter or replace, and keeps it mode 0700; create
+// makes it when it is missing (its parents too). A symbolic link, a file
+// or a directory of another user is refused, and so is a path under a
+// directory that another user may write to without the sticky bit: the
+// default lies at a name known in advance in the temporary directory,
+// where another local user could have made it first, to reach the
+// relays' sockets (every instance's ports) or have the sweep remove what
+// it leads to.
+func privateDir(path string, create bool) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if create {
+		if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+			return err
+		}
+		if err := os.Mkdir(abs, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	me := os.Geteuid()
+	fi, err := os.Lstat(abs)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory (a symbolic link or a file): refused", abs)
+	}
+	if uid, ok := fileOwner(fi); !ok || uid != me {
+		return fmt.Errorf("%s belongs to user %d, not to this worker's (%d): refused", abs, uid, me)
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		pi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		uid, _ := fileOwner(pi)
+		if uid != 0 && uid != me {
+			return fmt.Errorf("%s is under %s, of user %d: refused", abs, p, uid)
+		}
+		if pi.Mode().Perm()&0o022 != 0 && pi.Mode()&fs.ModeSticky == 0 {
+			return fmt.Errorf("%s is under %s, which other users may write to: refused", abs, p)
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	if fi.Mode().Perm() != 0o700 {
+		return os.Chmod(abs, 0o700)
+	}
+	return nil
+}
+
+// fileOwner is the user that owns the file of fi.
+func fileOwner(fi fs.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return -1, false
+	}
+	return int(st.Uid), true
+}
+
+// sweepRelaySockets removes the socket directories of earlier runs: the
+// directories of RelaySocketDir named as a relay's (relayDirRE) and not
+// of this runtime. It touches nothing in a directory privateDir refuses.
 func (d *Docker) sweepRelaySockets() error {
 	if d.cfg.RelaySocketDir == "" {
 		return nil
 	}
-	ents, err := os.ReadDir(d.cfg.RelaySocketDir)
-	if err != nil {
+	if err := privateDir(d.cfg.RelaySocketDir, false); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		return err
 	}
+	ents, err := os.ReadDir(d.cfg.RelaySocketDir)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), d.instance+"-") {
+		if e.IsDir() && relayDirRE.MatchString(e.Name()) && !strings.HasPrefix(e.Name(), d.instance+"-") {
 			errs = append(errs, os.RemoveAll(filepath.Join(d.cfg.RelaySocketDir, e.Name())))
 		}
 	}

@@ -592,7 +592,7 @@ func TestServiceRelaySocket(t *testing.T) {
 	if _, err := os.Stat(r.dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the relay's directory after its stop: %v", err)
 	}
-	stale := filepath.Join(base, "earlier-run")
+	stale := filepath.Join(base, "0123456789abcdef-42") // as an earlier run names its relays' directories
 	os.Mkdir(stale, 0o777)
 	if _, err := d.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
