@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // The exec agent's report.
@@ -65,12 +66,36 @@ func supervise(j Job, prog string, env []string, stdout, stderr io.Writer, outpu
 		fmt.Fprintf(stderr, "exec: %v\n", err)
 		return 127
 	}
-	pid, err := syscall.ForkExec(prog, j.Argv, &syscall.ProcAttr{Env: env, Files: []uintptr{null.Fd(), 1, 2}})
+	// The job writes to pipes of its own, which the agent copies to the
+	// container's streams: a process of the job that reopens its
+	// standard output or error for reading (/proc/self/fd/1 of a pipe
+	// opens its read end) reads only the job's own bytes, never the
+	// agent's report, and cannot interleave its writes with it.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "exec: %v\n", err)
+		return 127
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "exec: %v\n", err)
+		return 127
+	}
+	pid, err := syscall.ForkExec(prog, j.Argv, &syscall.ProcAttr{Env: env, Files: []uintptr{null.Fd(), outW.Fd(), errW.Fd()}})
 	null.Close()
+	outW.Close()
+	errW.Close()
+	ended := make(chan struct{})
+	copied := make(chan struct{}, 2)
+	go relayJob(stdout, outR, ended, copied)
+	go relayJob(stderr, errR, ended, copied)
 	r := Report{}
 	if err != nil {
 		fmt.Fprintf(stderr, "exec: %q: %v\n", j.Argv[0], err)
 		r.Exit = 127
+		close(ended)
+		<-copied
+		<-copied
 	} else {
 		var ws syscall.WaitStatus
 		for {
@@ -79,6 +104,9 @@ func supervise(j Job, prog string, env []string, stdout, stderr io.Writer, outpu
 				break
 			}
 		}
+		close(ended)
+		<-copied
+		<-copied
 		switch {
 		case ws.Exited():
 			r.Exit = ws.ExitStatus()
@@ -185,3 +213,48 @@ func outputArchive(dir string, limit int64) ([]byte, bool) {
 var errTooLarge = errors.New("larger than the inline limit")
 
 const tarBlock = 512
+
+// relayDrainBytes bounds what relayJob passes on after the job's process
+// exited: what its pipe held then, not the writes of processes it left
+// behind (which a container of its own would not have outlived).
+const relayDrainBytes = 1 << 20
+
+// relayJob copies the job's pipe r to w until the pipe's end or, once ended
+// is closed, until it holds nothing more (at most relayDrainBytes), then
+// says so on done. Nothing is written to w after that.
+func relayJob(w io.Writer, r *os.File, ended <-chan struct{}, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	defer r.Close()
+	buf := make([]byte, 64<<10)
+	go func() {
+		<-ended
+		_ = r.SetReadDeadline(time.Now())
+	}()
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			_, _ = w.Write(buf[:n])
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		break
+	}
+	// The job's process exited: pass on what its pipe still holds.
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return
+	}
+	for left := relayDrainBytes; left > 0; {
+		var n int
+		var rerr error
+		if err := rc.Control(func(fd uintptr) { n, rerr = syscall.Read(int(fd), buf[:min(len(buf), left)]) }); err != nil || rerr != nil || n <= 0 {
+			return
+		}
+		_, _ = w.Write(buf[:n])
+		left -= n
+	}
+}
