@@ -29,3 +29,55 @@ sleep 0.2; echo out; exit 3`
 		}
 	}
 }
+
+// The same scripts give the same result warm (the agent's report) and
+// cold (the engine): exit codes, signals, both streams to the byte
+// (with processes the job left writing), and /output with links, FIFOs,
+// many files and names that try to leave it.
+func TestReportAttackWarmEqualsCold(t *testing.T) {
+	cold := newTestRuntime(t, agentConfig(t))
+	cold.skipPools = true
+	warm := newTestRuntime(t, agentConfig(t))
+	warm.poolSync = true
+	for _, c := range []struct{ name, script string }{
+		{"exit", `printf 'no newline'; printf 'err' >&2; exit 7`},
+		{"signal", `echo a; kill -TERM $$`},
+		{"writers left behind", `yes y | head -c 100000; (while :; do echo bg; done) & (while :; do echo bge >&2; done) & echo done > /output/f; printf last; exit 5`},
+		{"links", `echo data > /output/a; ln /output/a /output/hard; ln -s /etc/passwd /output/abs; ln -s ../../etc/passwd /output/rel; mkfifo /output/fifo; mkdir -p /output/d/e; echo x > /output/d/e/f; exit 0`},
+		{"many files", `cd /output && i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; echo ok`},
+		{"long name", `n=$(printf '%0200d' 0); mkdir -p /output/$n/$n; echo x > /output/$n/$n/$n; echo ok`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rc := run(t, cold, testTask(newJobID(), testImage, "sh", "-c", c.script))
+			rw := run(t, warm, testTask(newJobID(), testImage, "sh", "-c", c.script))
+			if rc.WarmStart || !rw.WarmStart {
+				t.Fatalf("warm starts %v %v", rc.WarmStart, rw.WarmStart)
+			}
+			if rc.Status != rw.Status || rc.ExitCode != rw.ExitCode || rc.OOMKilled != rw.OOMKilled {
+				t.Errorf("cold %s %d oom %v, warm %s %d oom %v", rc.Status, rc.ExitCode, rc.OOMKilled, rw.Status, rw.ExitCode, rw.OOMKilled)
+			}
+			if c.name != "writers left behind" {
+				if rc.Output != rw.Output || rc.Stderr != rw.Stderr {
+					t.Errorf("streams: cold %q %q, warm %q %q", trunc(rc.Output), trunc(rc.Stderr), trunc(rw.Output), trunc(rw.Stderr))
+				}
+			} else if !strings.HasPrefix(rw.Output, strings.Repeat("y\n", 50000)) || !strings.Contains(rw.Output, "last") {
+				t.Errorf("warm stdout lost the job's bytes: %q", trunc(rw.Output))
+			}
+			if len(rc.Files) != len(rw.Files) {
+				t.Errorf("files: cold %d, warm %d", len(rc.Files), len(rw.Files))
+			}
+			for k, v := range rc.Files {
+				if w, ok := rw.Files[k]; !ok || string(w) != string(v) {
+					t.Errorf("file %q: cold %q, warm %q (%v)", k, trunc(string(v)), trunc(string(w)), ok)
+				}
+			}
+		})
+	}
+}
+
+func trunc(s string) string {
+	if len(s) > 300 {
+		return s[:150] + "..." + s[len(s)-150:]
+	}
+	return s
+}
