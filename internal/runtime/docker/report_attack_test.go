@@ -81,3 +81,22 @@ func trunc(s string) string {
 	}
 	return s
 }
+
+// A warm job takes every process its pids limit allows (the agent's
+// threads count against it) and then exits with its own status while
+// they still live: the result is the job's status, as cold.
+func TestReportAttackPidsExhausted(t *testing.T) {
+	cold := newTestRuntime(t, agentConfig(t))
+	cold.skipPools = true
+	warm := newTestRuntime(t, agentConfig(t))
+	warm.poolSync = true
+	// The subshell forks until its fork fails (and it exits); the pids
+	// it left are all but one of the limit.
+	script := `(while :; do sleep 1000 & done) 2>/dev/null; echo full; exit 3`
+	for _, d := range []*Docker{cold, warm} {
+		res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", script))
+		if res.WarmStart != d.poolSync || res.ExitCode != 3 || res.Output != "full\n" {
+			t.Errorf("warm %v exit %d stdout %q, want 3 %q", res.WarmStart, res.ExitCode, res.Output, "full\n")
+		}
+	}
+}
