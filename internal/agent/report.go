@@ -54,8 +54,9 @@ type Report struct {
 	TarBytes int    `json:"tar_bytes"`
 }
 
-// supervise runs prog as the job's process, a child with this process's
-// standard output and error, and /dev/null as its input; once it exits,
+// supervise runs prog as the job's process, a child whose standard
+// output and error are pipes copied to this process's (relayJob), and
+// /dev/null as its input; once it exits and the pipes are drained,
 // it writes the report of the job (see above) and returns its status.
 func supervise(j Job, prog string, env []string, stdout, stderr io.Writer, outputDir string) int {
 	// Not dumpable: a job of the same user cannot attach to the agent or
