@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -33,9 +34,11 @@ import (
 // the worker takes the report once it has seen both lines. The job never
 // sees the secret (it comes on the agent's standard input, and the
 // job's is /dev/null; the agent is not dumpable, so a process of the same
-// user cannot read its memory), so it cannot forge a report; it can kill
-// the agent, and then there is no report and the worker learns the end
-// from the engine, as without one.
+// user cannot read its memory or open its descriptors; the job writes to
+// pipes of its own; and the agent is the container's init, so no process
+// of the job's user holds the container's streams), so it cannot forge a
+// report. Where the agent dies anyway there is no report and the worker
+// learns the end from the engine, as without one.
 const ReportMarker = "\x00zerverless-exec-report-"
 
 // OutputDir is where the job's /output is mounted.
@@ -98,13 +101,17 @@ func supervise(j Job, prog string, env []string, stdout, stderr io.Writer, outpu
 		<-copied
 		<-copied
 	} else {
+		stopForward := forwardSignals(pid)
+		// As the container's init the agent also reaps the processes the
+		// job leaves behind.
 		var ws syscall.WaitStatus
 		for {
-			_, err := syscall.Wait4(pid, &ws, 0, nil)
-			if !errors.Is(err, syscall.EINTR) {
+			got, err := syscall.Wait4(-1, &ws, 0, nil)
+			if got == pid || (err != nil && !errors.Is(err, syscall.EINTR)) {
 				break
 			}
 		}
+		stopForward()
 		close(ended)
 		<-copied
 		<-copied
@@ -257,5 +264,28 @@ func relayJob(w io.Writer, r *os.File, ended <-chan struct{}, done chan<- struct
 		}
 		_, _ = w.Write(buf[:n])
 		left -= n
+	}
+}
+
+// forwardSignals passes the signals an init passes on (those of the
+// engine's stop, and any a process sends the container's init) to the
+// job's process, until the returned func is called.
+func forwardSignals(pid int) func() {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-c:
+				_ = syscall.Kill(pid, s.(syscall.Signal))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(c)
+		close(done)
 	}
 }

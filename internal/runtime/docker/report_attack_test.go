@@ -11,12 +11,13 @@ import (
 // and error (/proc/self/fd/1 and 2 of a pipe open its read end) and race
 // the engine for what the agent writes there, to learn the report's
 // secret: what they steal they write back on standard output with the
-// NULs replaced, so that it shows in the job's output. The agent's
+// NULs replaced, so that it shows in the job's output. The container's
+// init (pid 1, of the job's user) holds the container's own streams. The agent's
 // marker must never show, and the exit status is the job's.
 func TestReportAttackPipeReopen(t *testing.T) {
 	d := newTestRuntime(t, agentConfig(t))
 	d.poolSync = true
-	script := `for i in 1 2 3 4 5 6; do tr '\000' '@' </proc/self/fd/1 >/proc/self/fd/1 & tr '\000' '@' </proc/self/fd/2 >/proc/self/fd/1 & done
+	script := `for i in 1 2 3 4 5 6; do for f in /proc/self/fd/1 /proc/self/fd/2 /proc/1/fd/1 /proc/1/fd/2 /proc/$PPID/fd/1; do tr '\000' '@' <$f >/proc/self/fd/1 2>/dev/null & done; done
 sleep 0.2; echo out; exit 3`
 	for i := 0; i < 4; i++ {
 		res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", script))
@@ -98,5 +99,20 @@ func TestReportAttackPidsExhausted(t *testing.T) {
 		if res.WarmStart != d.poolSync || res.ExitCode != 3 || res.Output != "full\n" {
 			t.Errorf("warm %v exit %d stdout %q, want 3 %q", res.WarmStart, res.ExitCode, res.Output, "full\n")
 		}
+	}
+}
+
+// No process of a warm job can open the container's own streams, which
+// carry the agent's report: the container's init is the agent (not
+// dumpable), and the job can neither kill nor stop it.
+func TestReportAttackContainerStreams(t *testing.T) {
+	d := newTestRuntime(t, agentConfig(t))
+	d.poolSync = true
+	script := `for p in 1 $PPID; do for f in 0 1 2; do (exec 3</proc/$p/fd/$f) 2>/dev/null && echo "read $p $f"; (exec 3>/proc/$p/fd/$f) 2>/dev/null && echo "write $p $f"; done; done
+kill -9 1; kill -STOP 1; echo end; exit 6`
+	res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", script))
+	wantStatus(t, res, job.StatusFailed)
+	if !res.WarmStart || res.ExitCode != 6 || res.Output != "end\n" {
+		t.Fatalf("warm %v exit %d stdout %q stderr %q, want 6 %q", res.WarmStart, res.ExitCode, res.Output, res.Stderr, "end\n")
 	}
 }
