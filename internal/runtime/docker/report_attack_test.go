@@ -43,6 +43,8 @@ func TestReportAttackWarmEqualsCold(t *testing.T) {
 	for _, c := range []struct{ name, script string }{
 		{"exit", `printf 'no newline'; printf 'err' >&2; exit 7`},
 		{"signal", `echo a; kill -TERM $$`},
+		{"signal to init", `echo a; kill -TERM 1; sleep 2; echo not`},
+		{"trapped signal to init", `trap 'echo trapped; exit 9' USR1; kill -USR1 1; sleep 1; exit 1`},
 		{"writers left behind", `yes y | head -c 100000; (while :; do echo bg; done) & (while :; do echo bge >&2; done) & echo done > /output/f; printf last; exit 5`},
 		{"links", `echo data > /output/a; ln /output/a /output/hard; ln -s /etc/passwd /output/abs; ln -s ../../etc/passwd /output/rel; mkfifo /output/fifo; mkdir -p /output/d/e; echo x > /output/d/e/f; exit 0`},
 		{"many files", `cd /output && i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; echo ok`},
