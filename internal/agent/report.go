@@ -159,6 +159,11 @@ func outputArchive(dir string, limit int64) ([]byte, bool) {
 		if err != nil {
 			return err
 		}
+		// Entries without data still take room: past the limit there is
+		// no archive.
+		if int64(b.Len())+2*tarBlock > limit {
+			return errTooLarge
+		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err

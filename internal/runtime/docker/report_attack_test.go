@@ -48,6 +48,8 @@ func TestReportAttackWarmEqualsCold(t *testing.T) {
 		{"writers left behind", `yes y | head -c 100000; (while :; do echo bg; done) & (while :; do echo bge >&2; done) & echo done > /output/f; printf last; exit 5`},
 		{"links", `echo data > /output/a; ln /output/a /output/hard; ln -s /etc/passwd /output/abs; ln -s ../../etc/passwd /output/rel; mkfifo /output/fifo; mkdir -p /output/d/e; echo x > /output/d/e/f; exit 0`},
 		{"many files", `cd /output && i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; echo ok`},
+		{"many directories", `cd /output && i=0; while [ $i -lt 3000 ]; do mkdir d$i; i=$((i+1)); done; echo x > f; echo ok`},
+		{"partial markers", `i=0; while [ $i -lt 500 ]; do printf '\000zerverless-exec-report-'; printf '\000zerverless-exec-report-0123456789abcdef' >&2; i=$((i+1)); done; printf '\000zerverless-exec-rep'; exit 2`},
 		{"long name", `n=$(printf '%0200d' 0); mkdir -p /output/$n/$n; echo x > /output/$n/$n/$n; echo ok`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
