@@ -113,6 +113,8 @@ func TestReportAttackContainerStreams(t *testing.T) {
 	d := newTestRuntime(t, agentConfig(t))
 	d.poolSync = true
 	script := `for p in 1 $PPID; do for f in 0 1 2; do (exec 3</proc/$p/fd/$f) 2>/dev/null && echo "read $p $f"; (exec 3>/proc/$p/fd/$f) 2>/dev/null && echo "write $p $f"; done; done
+for f in environ maps mem stack syscall fd/0 task/*/environ task/*/mem task/*/fd/0 task/*/fd/1; do head -c 1 /proc/1/$f >/dev/null 2>&1 && echo "read $f"; done
+grep -q 0123 /proc/1/cmdline && echo "cmdline"
 kill -9 1; kill -STOP 1; echo end; exit 6`
 	res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", script))
 	wantStatus(t, res, job.StatusFailed)
