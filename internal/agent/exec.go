@@ -35,8 +35,8 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // whole environment (the image's variables merged with the job's).
 //
 // With Report set the agent does not replace itself with the job: it
-// starts the job as its child (with the same standard output and error,
-// working directory and user), waits for it, and reports how it ended
+// starts the job as its child (with pipes it copies to its own standard
+// output and error, the same working directory and user), waits for it, and reports how it ended
 // (see Report) before it exits with the job's status.
 type Job struct {
 	Argv []string `json:"argv"`

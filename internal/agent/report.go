@@ -9,8 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // The exec agent's report.
@@ -32,9 +34,11 @@ import (
 // the worker takes the report once it has seen both lines. The job never
 // sees the secret (it comes on the agent's standard input, and the
 // job's is /dev/null; the agent is not dumpable, so a process of the same
-// user cannot read its memory), so it cannot forge a report; it can kill
-// the agent, and then there is no report and the worker learns the end
-// from the engine, as without one.
+// user cannot read its memory or open its descriptors; the job writes to
+// pipes of its own; and the agent is the container's init, so no process
+// of the job's user holds the container's streams), so it cannot forge a
+// report. Where the agent dies anyway there is no report and the worker
+// learns the end from the engine, as without one.
 const ReportMarker = "\x00zerverless-exec-report-"
 
 // OutputDir is where the job's /output is mounted.
@@ -53,8 +57,9 @@ type Report struct {
 	TarBytes int    `json:"tar_bytes"`
 }
 
-// supervise runs prog as the job's process, a child with this process's
-// standard output and error, and /dev/null as its input; once it exits,
+// supervise runs prog as the job's process, a child whose standard
+// output and error are pipes copied to this process's (relayJob), and
+// /dev/null as its input; once it exits and the pipes are drained,
 // it writes the report of the job (see above) and returns its status.
 func supervise(j Job, prog string, env []string, stdout, stderr io.Writer, outputDir string) int {
 	// Not dumpable: a job of the same user cannot attach to the agent or
@@ -65,20 +70,51 @@ func supervise(j Job, prog string, env []string, stdout, stderr io.Writer, outpu
 		fmt.Fprintf(stderr, "exec: %v\n", err)
 		return 127
 	}
-	pid, err := syscall.ForkExec(prog, j.Argv, &syscall.ProcAttr{Env: env, Files: []uintptr{null.Fd(), 1, 2}})
+	// The job writes to pipes of its own, which the agent copies to the
+	// container's streams: a process of the job that reopens its
+	// standard output or error for reading (/proc/self/fd/1 of a pipe
+	// opens its read end) reads only the job's own bytes, never the
+	// agent's report, and cannot interleave its writes with it.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "exec: %v\n", err)
+		return 127
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "exec: %v\n", err)
+		return 127
+	}
+	pid, err := syscall.ForkExec(prog, j.Argv, &syscall.ProcAttr{Env: env, Files: []uintptr{null.Fd(), outW.Fd(), errW.Fd()}})
 	null.Close()
+	outW.Close()
+	errW.Close()
+	ended := make(chan struct{})
+	copied := make(chan struct{}, 2)
+	go relayJob(stdout, outR, ended, copied)
+	go relayJob(stderr, errR, ended, copied)
 	r := Report{}
 	if err != nil {
 		fmt.Fprintf(stderr, "exec: %q: %v\n", j.Argv[0], err)
 		r.Exit = 127
+		close(ended)
+		<-copied
+		<-copied
 	} else {
+		stopForward := forwardSignals(pid)
+		// As the container's init the agent also reaps the processes the
+		// job leaves behind.
 		var ws syscall.WaitStatus
 		for {
-			_, err := syscall.Wait4(pid, &ws, 0, nil)
-			if !errors.Is(err, syscall.EINTR) {
+			got, err := syscall.Wait4(-1, &ws, 0, nil)
+			if got == pid || (err != nil && !errors.Is(err, syscall.EINTR)) {
 				break
 			}
 		}
+		stopForward()
+		close(ended)
+		<-copied
+		<-copied
 		switch {
 		case ws.Exited():
 			r.Exit = ws.ExitStatus()
@@ -122,6 +158,11 @@ func outputArchive(dir string, limit int64) ([]byte, bool) {
 		info, err := e.Info()
 		if err != nil {
 			return err
+		}
+		// Entries without data still take room: past the limit there is
+		// no archive.
+		if int64(b.Len())+2*tarBlock > limit {
+			return errTooLarge
 		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
@@ -185,3 +226,71 @@ func outputArchive(dir string, limit int64) ([]byte, bool) {
 var errTooLarge = errors.New("larger than the inline limit")
 
 const tarBlock = 512
+
+// relayDrainBytes bounds what relayJob passes on after the job's process
+// exited: what its pipe held then, not the writes of processes it left
+// behind (which a container of its own would not have outlived).
+const relayDrainBytes = 1 << 20
+
+// relayJob copies the job's pipe r to w until the pipe's end or, once ended
+// is closed, until it holds nothing more (at most relayDrainBytes), then
+// says so on done. Nothing is written to w after that.
+func relayJob(w io.Writer, r *os.File, ended <-chan struct{}, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	defer r.Close()
+	buf := make([]byte, 64<<10)
+	go func() {
+		<-ended
+		_ = r.SetReadDeadline(time.Now())
+	}()
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			_, _ = w.Write(buf[:n])
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		break
+	}
+	// The job's process exited: pass on what its pipe still holds.
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return
+	}
+	for left := relayDrainBytes; left > 0; {
+		var n int
+		var rerr error
+		if err := rc.Control(func(fd uintptr) { n, rerr = syscall.Read(int(fd), buf[:min(len(buf), left)]) }); err != nil || rerr != nil || n <= 0 {
+			return
+		}
+		_, _ = w.Write(buf[:n])
+		left -= n
+	}
+}
+
+// forwardSignals passes the signals an init passes on (those of the
+// engine's stop, and any a process sends the container's init) to the
+// job's process, until the returned func is called.
+func forwardSignals(pid int) func() {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-c:
+				_ = syscall.Kill(pid, s.(syscall.Signal))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(c)
+		close(done)
+	}
+}

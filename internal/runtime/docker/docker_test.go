@@ -243,7 +243,8 @@ func testInspectRunningProfile(t *testing.T, d *Docker) {
 		{"NanoCPUs 0.5", h.NanoCPUs == 5e8},
 		{"PidsLimit 50", h.PidsLimit != nil && *h.PidsLimit == 50},
 		{"nofile 1024", len(h.Ulimits) == 1 && h.Ulimits[0].Name == "nofile" && h.Ulimits[0].Hard == 1024},
-		{"Init", h.Init != nil && *h.Init},
+		// A prewarmed container's init is the agent (report.go).
+		{"Init", h.Init != nil && (*h.Init || d.poolSync && len(c.Entrypoint) > 0 && c.Entrypoint[0] == agentDir+"/agent")},
 		{"not privileged", !h.Privileged},
 		{"no devices", len(h.Devices) == 0 && len(h.DeviceRequests) == 0},
 		{"no binds", len(h.Binds) == 0},

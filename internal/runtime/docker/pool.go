@@ -372,6 +372,13 @@ func (d *Docker) makePooled(ctx context.Context, s poolShape) (*pooled, error) {
 	cfg.Entrypoint = []string{agentDir + "/agent", agent.ExecCommand}
 	cfg.OpenStdin, cfg.AttachStdin, cfg.StdinOnce = true, true, true
 	cfg.Labels[LabelPool] = s.key[:16]
+	// The agent is the container's init: the engine's would hold the
+	// container's streams open as a process of the job's user, which the
+	// job could reopen (/proc/1/fd/1) to read the agent's report and its
+	// secret, or to write into it. The agent reaps and forwards signals
+	// as that init does, and the job cannot kill or stop it.
+	noInit := false
+	host.Init = &noInit
 	host.Mounts = append(host.Mounts, mount.Mount{
 		Type: mount.TypeVolume, Source: vol, Target: agentDir, ReadOnly: true,
 		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
