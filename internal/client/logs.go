@@ -43,10 +43,19 @@ const maxLogLine = 1 << 20
 // too many followers, when it was the first) is returned.
 // It returns fn's error, and ctx's when ctx is done.
 func (c *Client) FollowJobLog(ctx context.Context, id string, after uint64, fn func(job.LogEvent) error) error {
+	return follow(ctx, func(opened *bool) (bool, error) { return c.followOnce(ctx, id, &after, fn, opened) })
+}
+
+// follow calls once until the stream it opens reaches its end (ended),
+// calling it again after a break, with a backoff of 100 ms doubling to
+// 5 s; once sets opened when a stream was opened. An error answer (*Error)
+// ends it when no stream was opened yet or when it is neither unavailable
+// nor a bad gateway; so do fn's error (callbackError) and ctx's.
+func follow(ctx context.Context, once func(opened *bool) (ended bool, err error)) error {
 	backoff := 100 * time.Millisecond
 	opened := false
 	for {
-		ended, err := c.followOnce(ctx, id, &after, fn, &opened)
+		ended, err := once(&opened)
 		if ended {
 			return nil
 		}

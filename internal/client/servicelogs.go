@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/zerverless/zerverless/internal/api"
 	"github.com/zerverless/zerverless/internal/job"
@@ -36,30 +35,9 @@ func (c *Client) ServiceLogs(ctx context.Context, namespace, path string) (Servi
 // it no longer holds). An answer that is an error (*Error) is returned;
 // so are fn's error and ctx's.
 func (c *Client) FollowServiceLog(ctx context.Context, namespace, path string, after uint64, fn func(job.ServiceLogEvent) error) error {
-	backoff := 100 * time.Millisecond
-	opened := false
-	for {
-		ended, err := c.followServiceOnce(ctx, namespace, path, &after, fn, &opened)
-		if ended {
-			return nil
-		}
-		var apiErr *Error
-		var fnErr *callbackError
-		switch {
-		case errors.As(err, &fnErr):
-			return fnErr.err
-		case errors.As(err, &apiErr) && (!opened || apiErr.StatusCode != http.StatusServiceUnavailable && apiErr.StatusCode != http.StatusBadGateway):
-			return err
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	return follow(ctx, func(opened *bool) (bool, error) {
+		return c.followServiceOnce(ctx, namespace, path, &after, fn, opened)
+	})
 }
 
 func (c *Client) followServiceOnce(ctx context.Context, namespace, path string, after *uint64, fn func(job.ServiceLogEvent) error, opened *bool) (ended bool, err error) {
