@@ -1,15 +1,14 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/api"
@@ -85,58 +84,54 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // followOnce reads one event stream; ended says that the log's end came.
 func (c *Client) followOnce(ctx context.Context, id string, after *uint64, fn func(job.LogEvent) error, opened *bool) (ended bool, err error) {
 	path := "/api/jobs/" + url.PathEscape(id) + "/logs?follow=true"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	body, err := c.openEvents(ctx, path, *after, opened)
 	if err != nil {
 		return false, err
 	}
+	defer body.Close()
+	err = scanEvents(body, func(data []byte) (bool, error) {
+		var ev job.LogEvent
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return false, fmt.Errorf("GET %s: decode event: %w", path, err)
+		}
+		if ev.Seq <= *after && *after > 0 {
+			return false, nil
+		}
+		if err := fn(ev); err != nil {
+			return false, &callbackError{err}
+		}
+		*after = max(*after, ev.Seq)
+		return ev.Ends(), nil
+	})
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return false, fmt.Errorf("GET %s: the stream ended before the job did", path)
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// openEvents opens the event stream at path, resumed after seq after (0:
+// from its start), and sets opened once the answer is the stream; an
+// answer that is not is its error (*Error).
+func (c *Client) openEvents(ctx context.Context, path string, after uint64, opened *bool) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
 	req.Header.Set("Accept", "text/event-stream")
-	if *after > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatUint(*after, 10))
+	if after > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(after, 10))
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return false, decodeError(resp)
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
 	}
 	*opened = true
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), maxLogLine)
-	var data strings.Builder
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if data.Len() == 0 {
-				continue
-			}
-			var ev job.LogEvent
-			if err := json.Unmarshal([]byte(data.String()), &ev); err != nil {
-				return false, fmt.Errorf("GET %s: decode event: %w", path, err)
-			}
-			data.Reset()
-			if ev.Seq <= *after && *after > 0 {
-				continue
-			}
-			if err := fn(ev); err != nil {
-				return false, &callbackError{err}
-			}
-			*after = max(*after, ev.Seq)
-			if ev.Ends() {
-				return true, nil
-			}
-		case strings.HasPrefix(line, "data:"):
-			if data.Len() > 0 {
-				data.WriteByte('\n')
-			}
-			data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
-		}
-		// id:, event: and comments: the data says it all.
-	}
-	if err := sc.Err(); err != nil {
-		return false, err
-	}
-	return false, fmt.Errorf("GET %s: the stream ended before the job did", path)
+	return resp.Body, nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/zerverless/zerverless/internal/api"
@@ -42,24 +41,12 @@ func (c *Client) FollowServiceLog(ctx context.Context, namespace, path string, a
 
 func (c *Client) followServiceOnce(ctx context.Context, namespace, path string, after *uint64, fn func(job.ServiceLogEvent) error, opened *bool) (ended bool, err error) {
 	p := deployPath(namespace, path) + "/logs?follow=true"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+p, nil)
+	body, err := c.openEvents(ctx, p, *after, opened)
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	if *after > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatUint(*after, 10))
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, decodeError(resp)
-	}
-	*opened = true
-	err = scanEvents(resp.Body, func(data []byte) (bool, error) {
+	defer body.Close()
+	err = scanEvents(body, func(data []byte) (bool, error) {
 		var ev job.ServiceLogEvent
 		if err := json.Unmarshal(data, &ev); err != nil {
 			return false, fmt.Errorf("GET %s: decode event: %w", p, err)
