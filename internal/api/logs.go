@@ -1,13 +1,9 @@
 package api
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -29,10 +25,6 @@ const (
 	defaultLogPage = 1000
 	maxLogPage     = 5000
 )
-
-// logKeepalive is how often a follow stream with nothing to say sends an
-// SSE comment, so that proxies and the client see it alive.
-const logKeepalive = 15 * time.Second
 
 // jobLogs is GET /api/jobs/{id}/logs[?follow=true][&after=SEQ][&limit=N].
 // Without follow it answers a LogPage. With follow=true it streams the
@@ -87,76 +79,17 @@ func (s *server) jobLogs(w http.ResponseWriter, r *http.Request) {
 // Errors found before the first byte (not found, too many followers) are
 // answered as JSON errors; later ones end the stream.
 func (s *server) followLogs(w http.ResponseWriter, r *http.Request, id string, after uint64) {
-	rc := http.NewResponseController(w)
-	var (
-		mu       sync.Mutex // orders writes: events and keepalives
-		started  bool
-		finished bool // the handler returns: nothing more is written
-		stop     = make(chan struct{})
-	)
-	begin := func() {
-		if started {
-			return
-		}
-		started = true
-		h := w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
-		_ = rc.SetWriteDeadline(time.Time{})
-	}
-	go func() {
-		t := time.NewTicker(logKeepalive)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-r.Context().Done():
-				return
-			case <-t.C:
-			}
-			mu.Lock()
-			if started && !finished {
-				_, _ = fmt.Fprint(w, ": keepalive\n\n")
-				_ = rc.Flush()
-			}
-			mu.Unlock()
-		}
-	}()
-	defer close(stop)
+	st := newSSE(w, r)
 	// The stream opens once the follower is admitted, before the job
 	// writes anything; a refusal is a JSON error.
 	err := s.adm.FollowJobLog(r.Context(), id, after, func(ev job.LogEvent) error {
-		mu.Lock()
-		defer mu.Unlock()
-		begin()
 		if ev.Seq == 0 { // admitted: the stream is open
-			return rc.Flush()
+			return st.open()
 		}
-		data, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Stream, data); err != nil {
-			return err
-		}
-		return rc.Flush()
+		return st.event(ev.Seq, string(ev.Stream), ev)
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	defer func() { finished = true }()
-	if !started {
-		if err != nil {
-			s.writeJobError(w, r, id, err)
-			return
-		}
-		begin()
-		_ = rc.Flush()
-		return
-	}
-	if err != nil && r.Context().Err() == nil {
+	refuse := func(err error) { s.writeJobError(w, r, id, err) }
+	if st.end(err, refuse) && r.Context().Err() == nil {
 		s.log.Warn("job log stream ended early", "job_id", id, "err", err)
 	}
 }

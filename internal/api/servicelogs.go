@@ -1,19 +1,10 @@
 package api
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"sync"
-	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
-
-// followWriteTimeout bounds one write to a follower of a service's log:
-// one that takes nothing for that long (its connection is stuck) is cut
-// off, and gives back its follower slot.
-const followWriteTimeout = 30 * time.Second
 
 // followServiceLogs is GET /api/deploy/{namespace}/{path}/logs?follow=true
 // for the docker service at svcPath: its instances' output as
@@ -40,77 +31,16 @@ func (f *functions) followServiceLogs(w http.ResponseWriter, r *http.Request, sv
 		f.writeError(w, r, err)
 		return true
 	}
-	rc := http.NewResponseController(w)
-	var (
-		mu       sync.Mutex // orders writes: events and keepalives
-		started  bool
-		finished bool
-		stop     = make(chan struct{})
-	)
-	write := func(format string, args ...any) error {
-		_ = rc.SetWriteDeadline(time.Now().Add(followWriteTimeout))
-		if _, err := fmt.Fprintf(w, format, args...); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
-	begin := func() {
-		if started {
-			return
-		}
-		started = true
-		h := w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
-	}
-	go func() {
-		t := time.NewTicker(logKeepalive)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-r.Context().Done():
-				return
-			case <-t.C:
-			}
-			mu.Lock()
-			if started && !finished {
-				_ = write(": keepalive\n\n")
-			}
-			mu.Unlock()
-		}
-	}()
-	defer close(stop)
+	st := newSSE(w, r)
 	ns := r.PathValue("namespace")
 	err = f.adm.FollowServiceLog(r.Context(), ns, svcPath, after, func(ev job.ServiceLogEvent) error {
-		mu.Lock()
-		defer mu.Unlock()
-		begin()
 		if ev.Seq == 0 { // admitted: the stream is open
-			return write("")
+			return st.open()
 		}
-		data, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		return write("id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Stream, data)
+		return st.event(ev.Seq, string(ev.Stream), ev)
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	defer func() { finished = true }()
-	if !started {
-		if err != nil {
-			f.writeError(w, r, err)
-			return true
-		}
-		begin()
-		_ = rc.Flush()
-		return true
-	}
-	if err != nil && r.Context().Err() == nil {
+	refuse := func(err error) { f.writeError(w, r, err) }
+	if st.end(err, refuse) && r.Context().Err() == nil {
 		f.log.Warn("service log stream ended early", "namespace", ns, "path", svcPath, "err", err)
 	}
 	return true
