@@ -13,6 +13,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -145,6 +146,15 @@ func Decode(data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("decode message: %w", err)
 	}
 	return m, m.Check()
+}
+
+// encode appends m's JSON to buf, without a trailing newline.
+func encode(buf *bytes.Buffer, m *Message) error {
+	if err := json.NewEncoder(buf).Encode(m); err != nil {
+		return fmt.Errorf("encode %s message: %w", m.Type, err)
+	}
+	buf.Truncate(buf.Len() - 1) // Encode's newline
+	return nil
 }
 
 // Check reports whether m has the fields its type needs.
