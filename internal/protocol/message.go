@@ -13,13 +13,9 @@
 package protocol
 
 import (
-	"bytes"
-	stdjson "encoding/json"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -153,65 +149,13 @@ func Decode(data []byte) (Message, error) {
 	return m, m.Check()
 }
 
-// encode appends m's JSON to buf, without a trailing newline.
-func encode(buf *bytes.Buffer, m *Message) error {
-	start := buf.Len()
-	if err := json.MarshalWrite(buf, m, wire()); err != nil {
-		return fmt.Errorf("encode %s message: %w", m.Type, err)
-	}
-	// Invalid UTF-8 was written as the raw replacement character;
-	// encoding/json escapes it. Only then is the slower encoding that
-	// spells it so needed.
-	if bytes.Contains(buf.Bytes()[start:], replacementChar) {
-		buf.Truncate(start)
-		if err := json.MarshalWrite(buf, m, wireEncoding); err != nil {
-			return fmt.Errorf("encode %s message: %w", m.Type, err)
-		}
-	}
-	return nil
-}
-
-var replacementChar = []byte(string(utf8.RuneError))
-
-// wire is the JSON of the protocol: encoding/json's, field by field
+// wire is how the protocol's JSON is decoded: as encoding/json decodes it
 // (names matched without regard to case, a duplicate name's last value
-// kept, invalid UTF-8 replaced, durations in nanoseconds), so that
-// browser workers and workers of earlier releases read and write the same
-// frames. github.com/go-json-experiment/json, the upstream of
-// encoding/json/v2, implements it in about half the CPU of encoding/json
-// and a quarter of its allocations (docs/rationale.md, "Protocol JSON").
+// kept, invalid UTF-8 replaced, durations in nanoseconds), in about half
+// its CPU and a quarter of its allocations (docs/rationale.md, "Protocol
+// JSON"). github.com/go-json-experiment/json is the upstream of
+// encoding/json/v2.
 func wire() json.Options { return jsonv1.DefaultOptionsV1() }
-
-// wireEncoding writes what encoding/json wrote, byte for byte: wire's
-// JSON (<, > and & escaped, map keys sorted, raw JSON compacted), with
-// the invalid UTF-8 of a string replaced by an escaped "\ufffd" as
-// encoding/json spells it rather than the raw character.
-var wireEncoding = json.JoinOptions(wire(), json.WithMarshalers(json.JoinMarshalers(
-	escapeInvalidUTF8[string](),
-	escapeInvalidUTF8[Type](),
-	escapeInvalidUTF8[job.Type](),
-	escapeInvalidUTF8[job.Status](),
-	escapeInvalidUTF8[job.LogStream](),
-	escapeInvalidUTF8[job.InstanceState](),
-	escapeInvalidKeys[map[string]string](),
-	escapeInvalidKeys[map[string][]byte](),
-	escapeInvalidKeys[map[string]job.ContextFile](),
-)))
-
-// escapeInvalidUTF8 encodes a string that is not valid UTF-8 with
-// encoding/json, and leaves the others to the encoder.
-func escapeInvalidUTF8[T ~string]() *json.Marshalers {
-	return json.MarshalToFunc(func(enc *jsontext.Encoder, s T) error {
-		if utf8.ValidString(string(s)) {
-			return json.SkipFunc
-		}
-		b, err := stdjson.Marshal(string(s))
-		if err != nil {
-			return err
-		}
-		return enc.WriteValue(b)
-	})
-}
 
 // Check reports whether m has the fields its type needs.
 func (m *Message) Check() error {
@@ -334,21 +278,4 @@ func checkCapabilities(c *job.Capabilities) error {
 		return fmt.Errorf("capabilities: max_memory_mb must not be negative")
 	}
 	return nil
-}
-
-// escapeInvalidKeys encodes a map with a key that is not valid UTF-8 with
-// encoding/json, and leaves the others to the encoder.
-func escapeInvalidKeys[M ~map[string]V, V any]() *json.Marshalers {
-	return json.MarshalToFunc(func(enc *jsontext.Encoder, m M) error {
-		for k := range m {
-			if !utf8.ValidString(k) {
-				b, err := stdjson.Marshal(m)
-				if err != nil {
-					return err
-				}
-				return enc.WriteValue(b)
-			}
-		}
-		return json.SkipFunc
-	})
 }

@@ -3,13 +3,12 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
-
-	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -29,7 +28,7 @@ func stdEncode(t testing.TB, m *Message) []byte {
 // tricky is text that encoders tell apart: HTML characters, the
 // separators JavaScript does not take raw, control characters, invalid
 // UTF-8, quotes and backslashes.
-const tricky = "a<b>&c \u2028\u2029 \x00\x1f\x7f \xff\xfe bad \xe2\x82 \"q\" \\ é 𝄞 \t\n"
+const tricky = "a<b>&c \b\f\r \u2028\u2029 \x00\x1f\x7f \xff\xfe bad \xe2\x82 \"q\" \\ é 𝄞 \t\n"
 
 // wireMessages has a message of every type, with the fields its type uses
 // set, empty and tricky.
@@ -65,6 +64,9 @@ func wireMessages() []Message {
 		{Type: TypeRegistered, Version: Version, WorkerID: "w", HeartbeatMS: 5000, Trusted: true, StreamKey: "sk"},
 		{Type: TypeAssign, Task: task},
 		{Type: TypeAssign, Task: &job.Task{JobID: "j", LeaseID: "l"}},
+		{Type: TypeAssign, Task: &job.Task{JobID: "j", LeaseID: "l", Spec: job.Spec{TimeoutSeconds: 1e-7, Input: json.RawMessage("[\"\u2028\u2029\xff\"]")}}},
+		{Type: TypeAssign, Task: &job.Task{JobID: "j", LeaseID: "l", Spec: job.Spec{TimeoutSeconds: 1e21, Args: []string{tricky}}, Timeout: -1}},
+		{Type: TypeAssign, Task: &job.Task{JobID: "j", LeaseID: "l", Spec: job.Spec{TimeoutSeconds: 123456789.125}}},
 		{Type: TypeResult, JobID: "j", LeaseID: "l", Result: result},
 		{Type: TypeResult, JobID: "j", LeaseID: "l", Result: &job.Result{Status: job.StatusFailed}},
 		{Type: TypeReject, JobID: "j", LeaseID: "l", Error: tricky, Attempted: true},
@@ -152,6 +154,10 @@ func TestEncodeRefusesWhatEncodingJSONRefuses(t *testing.T) {
 	if err := encode(new(bytes.Buffer), &m); err == nil {
 		t.Fatal("encode accepted bad raw JSON")
 	}
+	m = Message{Type: TypeAssign, Task: &job.Task{JobID: "j", LeaseID: "l", Spec: job.Spec{TimeoutSeconds: math.NaN()}}}
+	if err := encode(new(bytes.Buffer), &m); err == nil {
+		t.Fatal("encode accepted NaN")
+	}
 }
 
 // FuzzDecodeMatchesEncodingJSON: any input is accepted by Decode exactly
@@ -201,47 +207,52 @@ func FuzzDecodeMatchesEncodingJSON(f *testing.F) {
 	})
 }
 
-// TestWireEncodesInvalidUTF8: every string and every map of a Message,
-// holding invalid UTF-8, encodes as encoding/json encodes it.
-func TestWireEncodesInvalidUTF8(t *testing.T) {
-	seen := make(map[reflect.Type]bool)
-	var walk func(reflect.Type)
-	walk = func(typ reflect.Type) {
-		if seen[typ] {
-			return
+// TestEncodedFields fails when a struct that encode writes itself gains,
+// loses or renames a field: encode must then be changed with it.
+func TestEncodedFields(t *testing.T) {
+	want := map[reflect.Type]string{
+		reflect.TypeFor[Message](): "type version,omitempty name,omitempty capabilities,omitempty notes,omitempty token,omitempty worker_id,omitempty " +
+			"heartbeat_ms,omitempty trusted,omitempty stream_key,omitempty task,omitempty instance,omitempty instance_id,omitempty report,omitempty " +
+			"job_id,omitempty lease_id,omitempty result,omitempty stream,omitempty text,omitempty dropped,omitempty usage,omitempty leases,omitempty " +
+			"error,omitempty attempted,omitempty permanent,omitempty",
+		reflect.TypeFor[job.Task]():   "job_id lease_id attempt namespace job_type spec timeout_ns limits",
+		reflect.TypeFor[job.Limits](): "output_bytes memory_bytes",
+		reflect.TypeFor[job.Spec](): "code,omitempty wasm,omitempty args,omitempty input_data,omitempty timeout_seconds,omitempty memory_mb,omitempty " +
+			"docker,omitempty replicas,omitempty quorum,omitempty",
+		reflect.TypeFor[job.Result](): "status output stderr result,omitempty error,omitempty exit_code duration_ms truncated oom_killed,omitempty " +
+			"peak_memory_bytes,omitempty cpu_time_ms,omitempty warm_start,omitempty files,omitempty build,omitempty egress,omitempty attempt " +
+			"worker_id,omitempty replicas,omitempty",
+	}
+	for typ, tags := range want {
+		var got []string
+		for f := range typ.Fields() {
+			got = append(got, f.Tag.Get("json"))
 		}
-		seen[typ] = true
-		var v reflect.Value
-		switch typ.Kind() {
-		case reflect.Pointer, reflect.Slice:
-			walk(typ.Elem())
-			return
-		case reflect.Struct:
-			for f := range typ.Fields() {
-				if f.IsExported() {
-					walk(f.Type)
-				}
-			}
-			return
-		case reflect.String:
-			v = reflect.New(typ).Elem()
-			v.SetString("a\xffb<")
-		case reflect.Map:
-			walk(typ.Elem())
-			v = reflect.MakeMap(typ)
-			v.SetMapIndex(reflect.ValueOf("k\xff<").Convert(typ.Key()), reflect.Zero(typ.Elem()))
-			v.SetMapIndex(reflect.ValueOf("a").Convert(typ.Key()), reflect.Zero(typ.Elem()))
-		default:
-			return
+		if strings.Join(got, " ") != tags {
+			t.Errorf("%v has the fields %q; encode writes %q", typ, strings.Join(got, " "), tags)
 		}
-		want, err := json.Marshal(v.Interface())
+	}
+}
+
+// TestAppendString: every byte, at every place in a string, and invalid
+// and separator sequences are quoted as encoding/json quotes them.
+func TestAppendString(t *testing.T) {
+	var cases []string
+	for b := range 256 {
+		for p := range 17 {
+			s := []byte(strings.Repeat("a", 17))
+			s[p] = byte(b)
+			cases = append(cases, string(s))
+		}
+	}
+	cases = append(cases, "", "\u2028\u2029", strings.Repeat("é\u2028x", 9), "\xe2\x80", "abcdefg\xe2\x80\xa8", strings.Repeat(tricky, 3))
+	for _, s := range cases {
+		want, err := json.Marshal(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := jsonv2.Marshal(v.Interface(), wireEncoding)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%v with invalid UTF-8 encodes to %s (%v), want %s", typ, got, err, want)
+		if got := appendString(nil, s); !bytes.Equal(got, want) {
+			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
 		}
 	}
-	walk(reflect.TypeFor[Message]())
 }
