@@ -3,7 +3,6 @@ package protocol
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -289,11 +288,10 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 func (c *Conn) Write(ctx context.Context, m Message) error {
 	buf := getBuffer()
 	defer putBuffer(buf)
-	if err := json.NewEncoder(buf).Encode(m); err != nil {
-		return fmt.Errorf("encode %s message: %w", m.Type, err)
+	if err := encode(buf, &m); err != nil {
+		return err
 	}
-	data := buf.Bytes()
-	return c.ws.Write(ctx, websocket.MessageText, data[:len(data)-1]) // without Encode's newline
+	return c.ws.Write(ctx, websocket.MessageText, buf.Bytes())
 }
 
 // Close closes the connection with a normal status and reason.
