@@ -14,7 +14,11 @@
 //     connection both ways;
 //   - with -socket, the worker may open the same sessions over a unix
 //     socket the relay listens on (in a directory only the worker and the
-//     relay's container have), the shorter way for its dials;
+//     relay's container have), the shorter way for its dials; or, the
+//     shortest, a connection to that socket that begins "dial PORT\n",
+//     answered "ok\n" with the dialed socket itself (SCM_RIGHTS), which
+//     the worker then reads and writes without the relay in between, or
+//     "error MESSAGE\n";
 //   - a connection the container opens to a port the relay listens on
 //     (an egress proxy) becomes a stream the relay opens to the worker,
 //     which begins "accept ADDRESS\n" (the listening address it came to),
