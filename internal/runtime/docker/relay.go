@@ -521,7 +521,7 @@ func (r *netRelay) dialPassed(ctx context.Context, port int) (net.Conn, error) {
 		}
 		line = append(line, buf[:n]...)
 		switch {
-		case err == io.EOF && len(line) == 0 && len(fds) == 0:
+		case errors.Is(err, io.EOF) && len(line) == 0 && len(fds) == 0:
 			return nil, errNotPassed
 		case err != nil && ctx.Err() != nil:
 			return nil, ctx.Err()
