@@ -427,8 +427,10 @@ func (r *netRelay) networkMode() container.NetworkMode {
 	return container.NetworkMode("container:" + r.id)
 }
 
-// dial opens a connection to port on the namespace's loopback. It
-// returns once the relay is asked, without waiting for its answer, so
+// dial opens a connection to port on the namespace's loopback. Over the
+// relay's socket it returns the connection itself, dialed (dialPassed:
+// a dial there is a round trip on the machine). Over the relay's streams
+// it returns once the relay is asked, without waiting for its answer, so
 // that what is written to the connection follows at once; dialed waits
 // for the answer (ctx bounds the wait), and reads wait for it too.
 func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func() error, err error) {
