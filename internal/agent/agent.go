@@ -14,7 +14,11 @@
 //     connection both ways;
 //   - with -socket, the worker may open the same sessions over a unix
 //     socket the relay listens on (in a directory only the worker and the
-//     relay's container have), the shorter way for its dials;
+//     relay's container have), the shorter way for its dials; or, the
+//     shortest, a connection to that socket that begins "dial PORT\n",
+//     answered "ok\n" with the dialed socket itself (SCM_RIGHTS), which
+//     the worker then reads and writes without the relay in between, or
+//     "error MESSAGE\n";
 //   - a connection the container opens to a port the relay listens on
 //     (an egress proxy) becomes a stream the relay opens to the worker,
 //     which begins "accept ADDRESS\n" (the listening address it came to),
@@ -27,6 +31,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -198,28 +204,93 @@ func (r *relay) serveSocket(sess *yamux.Session, path string) error {
 			if err != nil {
 				return
 			}
-			go func() {
-				ws, err := yamux.Server(FrameConn(c), YamuxConfig())
-				if err != nil {
-					c.Close()
-					return
-				}
-				defer ws.Close()
-				go func() {
-					<-sess.CloseChan()
-					ws.Close()
-				}()
-				for {
-					st, err := ws.AcceptStream()
-					if err != nil {
-						return
-					}
-					go r.serveDial(st)
-				}
-			}()
+			go r.serveSocketConn(sess, c)
 		}
 	}()
 	return nil
+}
+
+// serveSocketConn serves one connection of the worker to the socket:
+// one that begins "dial PORT\n" asks for the connection itself (see
+// passDial); any other carries a yamux session of dials.
+func (r *relay) serveSocketConn(sess *yamux.Session, c net.Conn) {
+	br := bufio.NewReaderSize(c, MaxHeader)
+	_ = c.SetReadDeadline(time.Now().Add(dialTimeout))
+	first, err := br.Peek(1)
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return
+	}
+	if uc, ok := c.(*net.UnixConn); ok && first[0] == 'd' {
+		r.passDial(uc, br)
+		return
+	}
+	held, _ := br.Peek(br.Buffered())
+	rc := bufferedConn{Conn: c, r: io.MultiReader(bytes.NewReader(bytes.Clone(held)), c)}
+	ws, err := yamux.Server(FrameConn(rc), YamuxConfig())
+	if err != nil {
+		c.Close()
+		return
+	}
+	defer ws.Close()
+	go func() {
+		<-sess.CloseChan()
+		ws.Close()
+	}()
+	for {
+		st, err := ws.AcceptStream()
+		if err != nil {
+			return
+		}
+		go r.serveDial(st)
+	}
+}
+
+// passDial answers "dial PORT" on the worker's connection c to the
+// socket by dialing the port on the namespace's loopback and handing the
+// worker the connected socket itself ("ok\n" with its descriptor, as
+// SCM_RIGHTS), so that the worker reads and writes it directly and the
+// relay carries none of its bytes; or "error MESSAGE\n". The socket
+// handed over is connected to the loopback of this namespace and to
+// nothing else: it gives the worker no way in or out beyond that
+// connection.
+func (r *relay) passDial(c *net.UnixConn, br *bufio.Reader) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(dialTimeout))
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return
+	}
+	port, ok := strings.CutPrefix(strings.TrimSuffix(string(line), "\n"), "dial ")
+	n, err := strconv.Atoi(port)
+	if !ok || err != nil || n < 1 || n > 65535 {
+		_, _ = io.WriteString(c, "error bad request\n")
+		return
+	}
+	tc, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", port), dialTimeout)
+	if err != nil {
+		_, _ = io.WriteString(c, "error "+oneLine(err.Error())+"\n")
+		return
+	}
+	defer tc.Close()
+	sc, ok := tc.(syscall.Conn)
+	if !ok {
+		_, _ = io.WriteString(c, "error not a socket\n")
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		_, _ = io.WriteString(c, "error "+oneLine(err.Error())+"\n")
+		return
+	}
+	var werr error
+	if err := raw.Control(func(fd uintptr) {
+		_, _, werr = c.WriteMsgUnix([]byte("ok\n"), syscall.UnixRights(int(fd)), nil)
+	}); err != nil && werr == nil {
+		werr = err
+	}
+	_ = werr // the worker sees the connection end without an answer
 }
 
 // listen accepts connections on addr (a loopback address) and carries
@@ -316,3 +387,11 @@ func oneLine(s string) string {
 	}
 	return s
 }
+
+// bufferedConn is a connection whose first bytes were read into r.
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -93,7 +94,8 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	status := http.StatusBadGateway
 	rp := &httputil.ReverseProxy{
 		Transport:     originTransport{o, rt},
-		FlushInterval: -1,
+		FlushInterval: serviceFlushInterval,
+		BufferPool:    proxyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme = "http"
@@ -158,6 +160,29 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	rp.ServeHTTP(w, r.WithContext(ctx))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
 }
+
+// serviceFlushInterval bounds how long a part of an answer with a known
+// length waits in the caller's connection buffer before it is flushed:
+// an answer that comes whole (the common one) goes out in one write,
+// headers and body together, when it ends. An event stream and an answer
+// of unknown length (chunked) are flushed at each write, as the proxy
+// does for those whatever its interval.
+const serviceFlushInterval = 5 * time.Millisecond
+
+// proxyBuffers are the copy buffers of the answers' bodies (32 KiB
+// each), reused from one request to the next.
+var proxyBuffers httputil.BufferPool = &bufferPool{}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
 
 // informationalLimit relays at most left informational answers (1xx but
 // 101) of a service to its caller, and calls over at the next one.

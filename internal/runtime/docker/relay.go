@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -156,6 +157,9 @@ type netRelay struct {
 	// socket, or sess; set once dialsSet is closed.
 	dials    *yamux.Session
 	dialsSet chan struct{}
+	// noPass: the relay hands over no connection (dialPassed), its
+	// streams carry them.
+	noPass atomic.Bool
 	// dir holds the relay's socket; "" when none.
 	dir  string
 	hj   types.HijackedResponse
@@ -423,8 +427,10 @@ func (r *netRelay) networkMode() container.NetworkMode {
 	return container.NetworkMode("container:" + r.id)
 }
 
-// dial opens a connection to port on the namespace's loopback. It
-// returns once the relay is asked, without waiting for its answer, so
+// dial opens a connection to port on the namespace's loopback. Over the
+// relay's socket it returns the connection itself, dialed (dialPassed:
+// a dial there is a round trip on the machine). Over the relay's streams
+// it returns once the relay is asked, without waiting for its answer, so
 // that what is written to the connection follows at once; dialed waits
 // for the answer (ctx bounds the wait), and reads wait for it too.
 func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func() error, err error) {
@@ -432,6 +438,14 @@ func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func(
 	case <-r.dialsSet:
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
+	}
+	if r.dials != r.sess && !r.noPass.Load() {
+		c, err := r.dialPassed(ctx, port)
+		if err != errNotPassed {
+			return c, func() error { return nil }, err
+		}
+		// An agent that hands over no connection: its streams carry them.
+		r.noPass.Store(true)
 	}
 	st, err := r.dials.OpenStream()
 	if err != nil {
@@ -462,6 +476,84 @@ func (r *netRelay) dial(ctx context.Context, port int) (c net.Conn, dialed func(
 		return nil
 	})
 	return dc, dc.dialed, nil
+}
+
+// errNotPassed is a relay that answered a dial on its socket with
+// nothing: an agent that only carries streams.
+var errNotPassed = errors.New("the relay hands over no connection")
+
+// dialPassed asks the relay, on a connection of its own to the relay's
+// socket, to dial port and hand over the connected socket (see the
+// agent's passDial): the worker then reads and writes the instance's
+// connection itself, without the relay in between. What it accepts is a
+// TCP connection to the namespace's loopback, nothing else.
+func (r *netRelay) dialPassed(ctx context.Context, port int) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, "unix", filepath.Join(r.dir, relaySocketName))
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	defer c.Close()
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errNotPassed
+	}
+	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.WriteString(uc, "dial "+strconv.Itoa(port)+"\n"); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	}()
+	var line []byte
+	buf := make([]byte, agent.MaxHeader)
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	for !bytes.Contains(line, []byte("\n")) {
+		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+		if oobn > 0 {
+			msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				got, _ := syscall.ParseUnixRights(&m)
+				fds = append(fds, got...)
+			}
+		}
+		line = append(line, buf[:n]...)
+		switch {
+		case errors.Is(err, io.EOF) && len(line) == 0 && len(fds) == 0:
+			return nil, errNotPassed
+		case err != nil && ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			return nil, fmt.Errorf("relay: %w", err)
+		case len(line) > agent.MaxHeader:
+			return nil, errors.New("relay: answer too long")
+		}
+	}
+	answer, _, _ := strings.Cut(string(line), "\n")
+	if answer != "ok" {
+		return nil, fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(answer, "error "))
+	}
+	if len(fds) != 1 {
+		return nil, fmt.Errorf("relay: dial port %d: %d descriptors handed over, not one", port, len(fds))
+	}
+	f := os.NewFile(uintptr(fds[0]), "relay dial")
+	fds = nil
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("relay: dial port %d: %w", port, err)
+	}
+	tc, ok := nc.(*net.TCPConn)
+	ra, _ := nc.RemoteAddr().(*net.TCPAddr)
+	if !ok || ra == nil || !ra.IP.IsLoopback() || ra.Port != port {
+		nc.Close()
+		return nil, fmt.Errorf("relay: dial port %d: handed over %v, not a connection to its loopback port", port, nc.RemoteAddr())
+	}
+	return tc, nil
 }
 
 // dialConn is a stream to a port whose relay's answer is read first.

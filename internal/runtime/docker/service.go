@@ -592,9 +592,10 @@ func (d *Docker) StopInstance(ctx context.Context, id, reason string) error {
 
 // DialInstance opens a connection to the port of the ready instance id,
 // through its relay. It returns ErrNoInstance or ErrInstanceNotReady at
-// once; the dial itself goes on behind it (what is written to c follows
-// it at once): dialed waits for its outcome, up to ctx, and c's reads
-// wait for it too.
+// once; the dial itself may go on behind it (what is written to c
+// follows it at once): dialed waits for its outcome, up to ctx, and c's
+// reads wait for it too. Over the relay's socket c is the instance's
+// connection itself, handed over by the relay (netRelay.dial).
 func (d *Docker) DialInstance(ctx context.Context, id string) (c net.Conn, dialed func() error, err error) {
 	d.services.mu.Lock()
 	in, ok := d.services.byID[id]
