@@ -46,7 +46,10 @@
 //
 // Each run gets a fresh state; Config.SpareStates fresh states are made
 // ahead, in the background, so that opening the libraries is not on a
-// run's path.
+// run's path. A state's libraries are built from their layout, read once
+// from a state opened the ordinary way: new tables, new function objects
+// and a new string metatable for every state, only Go code and immutable
+// values in common.
 //
 // Compiled chunks are kept by the SHA-256 of their source, up to
 // Config.CachedChunks, least recently used out first: a chunk run again (a

@@ -25,8 +25,10 @@ type Config struct {
 	OutputBytes int
 	// CallStackSize is the most nested Lua calls. Default 200.
 	CallStackSize int
-	// RegistrySize is the initial size of the value stack, in slots.
-	// Default 2048.
+	// RegistrySize is the initial size of the value stack, in slots
+	// (at least 128). Default 256: a small task fits, and every task's
+	// state is new, so a larger start is memory each task clears; the
+	// stack grows by RegistryGrowStep up to RegistryMaxSize.
 	RegistrySize int
 	// RegistryGrowStep is how many slots the value stack grows by at a
 	// time. Default 4096.
@@ -59,7 +61,7 @@ func DefaultConfig() Config {
 	return Config{
 		OutputBytes:      1 << 20,
 		CallStackSize:    200,
-		RegistrySize:     2048,
+		RegistrySize:     256,
 		RegistryGrowStep: 4096,
 		RegistryMaxSize:  64 << 10,
 		MaxStringBytes:   16 << 20,
@@ -80,6 +82,7 @@ func (c Config) withDefaults() Config {
 	if c.RegistrySize <= 0 {
 		c.RegistrySize = d.RegistrySize
 	}
+	c.RegistrySize = max(c.RegistrySize, 128) // gopher-lua's least
 	if c.RegistryGrowStep <= 0 {
 		c.RegistryGrowStep = d.RegistryGrowStep
 	}
@@ -128,6 +131,8 @@ type Lua struct {
 	spare chan *state
 	// refilling is set while a spare state is being made.
 	refilling atomic.Bool
+	// rep is string.rep, capped at Config.MaxStringBytes.
+	rep glua.LGFunction
 }
 
 // state is a fresh interpreter state with the sandbox's libraries open;
@@ -152,7 +157,8 @@ func New(cfg Config) (*Lua, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks), spare: make(chan *state, max(0, cfg.SpareStates))}, nil
+	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks), spare: make(chan *state, max(0, cfg.SpareStates)),
+		rep: cappedRep(cfg.MaxStringBytes)}, nil
 }
 
 // Run runs t's Lua chunk. It blocks until the chunk ends, ctx is done or
@@ -171,11 +177,8 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	if strings.TrimSpace(t.Spec.Code) == "" {
 		return runtime.Failed("no Lua code")
 	}
-	var input any
-	if len(t.Spec.Input) > 0 {
-		if err := json.Unmarshal(t.Spec.Input, &input); err != nil {
-			return runtime.Failed("input_data is not valid JSON: " + err.Error())
-		}
+	if len(t.Spec.Input) > 0 && !json.Valid(t.Spec.Input) {
+		return runtime.Failed("input_data is not valid JSON: " + jsonError(t.Spec.Input).Error())
 	}
 	limit := t.Limits.OutputBytes
 	if limit <= 0 {
@@ -184,7 +187,7 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	stdout := runtime.Output(ctx, job.LogStdout, limit)
 
 	done := make(chan job.Result, 1)
-	go func() { done <- r.exec(ctx, t.Spec.Code, input, stdout, limit) }()
+	go func() { done <- r.exec(ctx, t.Spec.Code, t.Spec.Input, stdout, limit) }()
 	var res job.Result
 	select {
 	case res = <-done:
@@ -201,9 +204,9 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	return res
 }
 
-// exec runs code in a fresh sandboxed state and returns the result without
-// Output and DurationMS.
-func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.CappedBuffer, limit int) (res job.Result) {
+// exec runs code in a fresh sandboxed state, with input (valid JSON, or
+// none) as INPUT, and returns the result without Output and DurationMS.
+func (r *Lua) exec(ctx context.Context, code string, input json.RawMessage, stdout *runtime.CappedBuffer, limit int) (res job.Result) {
 	defer func() {
 		if p := recover(); p != nil {
 			res = runtime.Failed(fmt.Sprintf("lua: internal error: %v", p))
@@ -216,7 +219,13 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	defer st.L.Close()
 	st.out.w = stdout
 	L := st.L
-	L.SetGlobal("INPUT", toLua(L, input))
+	if len(input) > 0 {
+		v, err := decodeValidJSON(L, input)
+		if err != nil {
+			return runtime.Failed("input_data is not valid JSON: " + err.Error())
+		}
+		L.SetGlobal("INPUT", v)
+	}
 	L.SetContext(ctx)
 
 	// A compiled chunk holds no state of the run: it is shared by every
@@ -301,11 +310,13 @@ func (r *Lua) newState() (*state, error) {
 		RegistryMaxSize:     r.cfg.RegistryMaxSize,
 		MinimizeStackMemory: true,
 	})
-	out := &redirect{w: io.Discard}
-	if err := openSandbox(L, out, r.cfg.MaxStringBytes); err != nil {
+	plan, err := sandboxPlan()
+	if err != nil {
 		L.Close()
 		return nil, err
 	}
+	out := &redirect{w: io.Discard}
+	plan.open(L, out, r.rep)
 	return &state{L: L, out: out}, nil
 }
 
