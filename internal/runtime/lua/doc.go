@@ -42,7 +42,10 @@
 // checks the context between instructions, so a Lua loop stops promptly. A
 // library call that runs long inside Go (a pathological string pattern)
 // cannot be interrupted: Run then returns StopGrace after the deadline with
-// Status timeout and leaves that call to finish in the background.
+// Status timeout and leaves that call to finish in the background. With
+// Config.Inline the guest runs on Run's goroutine and Run waits for it:
+// the process that runs it is then what ends a call that does not stop
+// (internal/runtime/isolate kills its runtime process after its grace).
 //
 // Each run gets a fresh state; Config.SpareStates fresh states are made
 // ahead, in the background, so that opening the libraries is not on a

@@ -43,6 +43,12 @@ type Config struct {
 	// inside a library call to stop before returning without it.
 	// Default 500 ms.
 	StopGrace time.Duration
+	// Inline runs the guest on the goroutine that called Run, which then
+	// returns only once the guest has stopped: StopGrace does not apply.
+	// For a process that is ended when its guest does not stop in time
+	// (a runtime process of internal/runtime/isolate), where a goroutine
+	// per run, and the growth of its stack, is a cost for nothing.
+	Inline bool
 	// CachedChunks is how many compiled chunks are kept, by the SHA-256 of
 	// their source, least recently used out first (default 256; negative:
 	// none). A chunk run again — a function invoked again — skips parsing
@@ -186,22 +192,35 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	}
 	stdout := runtime.Output(ctx, job.LogStdout, limit)
 
-	done := make(chan job.Result, 1)
-	go func() { done <- r.exec(ctx, t.Spec.Code, t.Spec.Input, stdout, limit) }()
 	var res job.Result
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		select {
-		case res = <-done:
-		case <-time.After(r.cfg.StopGrace):
-			res = runtime.Stopped(runtime.Interrupted(ctx))
-			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
-		}
+	if r.cfg.Inline {
+		res = r.exec(ctx, t.Spec.Code, t.Spec.Input, stdout, limit)
+	} else {
+		res = r.execAside(ctx, t.Spec.Code, t.Spec.Input, stdout, limit)
 	}
 	res.Output = stdout.String()
 	res.Truncated = res.Truncated || stdout.Truncated()
 	return res
+}
+
+// execAside is exec on a goroutine of its own, left to finish in the
+// background when it has not stopped StopGrace after ctx is done.
+func (r *Lua) execAside(ctx context.Context, code string, input json.RawMessage, stdout *runtime.CappedBuffer, limit int) job.Result {
+	done := make(chan job.Result, 1)
+	go func() { done <- r.exec(ctx, code, input, stdout, limit) }()
+	select {
+	case res := <-done:
+		return res
+	case <-ctx.Done():
+		select {
+		case res := <-done:
+			return res
+		case <-time.After(r.cfg.StopGrace):
+			res := runtime.Stopped(runtime.Interrupted(ctx))
+			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
+			return res
+		}
+	}
 }
 
 // exec runs code in a fresh sandboxed state, with input (valid JSON, or
