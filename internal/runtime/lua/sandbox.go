@@ -79,7 +79,12 @@ type libraryPlan struct {
 	repTable int
 }
 
-type tablePlan struct{ fields []fieldPlan }
+type tablePlan struct {
+	fields []fieldPlan
+	// order is the key order RawSetString gives the fields, copied into
+	// each state's table (nil: the fields are set with RawSetString).
+	order *tableKeys
+}
 
 type fieldPlan struct {
 	key string
@@ -87,11 +92,21 @@ type fieldPlan struct {
 }
 
 // valueRef is a value of the plan: a table (table > 0, its index plus
-// one), a function (fn > 0, its index plus one) or an immutable value.
+// one), a function (fn > 0, its index plus one), a function made for each
+// state (made: print or string.rep) or an immutable value.
 type valueRef struct {
 	table, fn int
+	made      madeFunc
 	value     glua.LValue
 }
+
+type madeFunc byte
+
+const (
+	notMade madeFunc = iota
+	madePrint
+	madeRep
+)
 
 type funcPlan struct {
 	fn       glua.LGFunction
@@ -99,7 +114,11 @@ type funcPlan struct {
 }
 
 // sandboxPlan is read once, from a state opened by openSandbox.
-var sandboxPlan = sync.OnceValues(func() (*libraryPlan, error) {
+var sandboxPlan = sync.OnceValues(func() (*libraryPlan, error) { return newPlan(layoutMatches) })
+
+// newPlan reads the plan of the sandbox's libraries; with copyKeys, its
+// tables are given their key order as copies (see tableLayout).
+func newPlan(copyKeys bool) (*libraryPlan, error) {
 	L := glua.NewState(glua.Options{SkipOpenLibs: true})
 	defer L.Close()
 	if err := openSandbox(L, io.Discard, 0); err != nil {
@@ -112,8 +131,8 @@ var sandboxPlan = sync.OnceValues(func() (*libraryPlan, error) {
 	// Made for each state (open).
 	L.SetGlobal("print", glua.LNil)
 	str.RawSetString("rep", glua.LNil)
-	return readPlan(L)
-})
+	return readPlan(L, copyKeys)
+}
 
 // planReader walks a state's libraries into a plan.
 type planReader struct {
@@ -125,7 +144,7 @@ type planReader struct {
 // readPlan reads the plan of L's libraries. It refuses what a plan cannot
 // copy: a table with a metatable or keys other than strings, a function
 // written in Lua, a userdata, a metatable of a type other than string.
-func readPlan(L *glua.LState) (*libraryPlan, error) {
+func readPlan(L *glua.LState, copyKeys bool) (*libraryPlan, error) {
 	r := &planReader{plan: &libraryPlan{}, tables: map[*glua.LTable]int{}, funcs: map[*glua.LFunction]int{}}
 	if _, err := r.table(L.G.Global); err != nil {
 		return nil, err
@@ -144,6 +163,15 @@ func readPlan(L *glua.LState) (*libraryPlan, error) {
 		return nil, errors.New("string library missing")
 	}
 	r.plan.repTable = r.tables[strLib]
+	r.plan.tables[0].fields = append(r.plan.tables[0].fields, fieldPlan{"print", valueRef{made: madePrint}})
+	rt := &r.plan.tables[r.plan.repTable]
+	rt.fields = append(rt.fields, fieldPlan{"rep", valueRef{made: madeRep}})
+	if copyKeys {
+		for i := range r.plan.tables {
+			t := &r.plan.tables[i]
+			t.order = keysOf(t.fields)
+		}
+	}
 	for _, v := range []glua.LValue{glua.LNil, glua.LTrue, glua.LNumber(0), L.NewFunction(printTo(io.Discard)), L.NewTable()} {
 		if L.GetMetatable(v) != glua.LNil {
 			return nil, fmt.Errorf("%s values have a metatable", v.Type())
@@ -241,27 +269,38 @@ func (p *libraryPlan) open(L *glua.LState, stdout io.Writer, rep glua.LGFunction
 		}
 		ups = ups[:0]
 		for _, u := range f.upvalues {
-			ups = append(ups, resolve(u, tables, funcs))
+			ups = append(ups, p.resolve(u, tables, funcs, nil, nil))
 		}
 		funcs[i] = L.NewClosure(f.fn, ups...)
 	}
+	print, repFn := L.NewFunction(printTo(stdout)), L.NewFunction(rep)
 	for i, t := range p.tables {
 		tb := tables[i]
-		for _, f := range t.fields {
-			tb.RawSetString(f.key, resolve(f.ref, tables, funcs))
+		if t.order == nil {
+			for _, f := range t.fields {
+				tb.RawSetString(f.key, p.resolve(f.ref, tables, funcs, print, repFn))
+			}
+			continue
 		}
+		d := strdict(tb, len(t.fields))
+		for _, f := range t.fields {
+			d[f.key] = p.resolve(f.ref, tables, funcs, print, repFn)
+		}
+		t.order.set(tb)
 	}
-	tables[0].RawSetString("print", L.NewFunction(printTo(stdout)))
-	tables[p.repTable].RawSetString("rep", L.NewFunction(rep))
 	L.SetMetatable(glua.LString(""), tables[p.stringMeta])
 }
 
-func resolve(v valueRef, tables []*glua.LTable, funcs []*glua.LFunction) glua.LValue {
+func (p *libraryPlan) resolve(v valueRef, tables []*glua.LTable, funcs []*glua.LFunction, print, rep *glua.LFunction) glua.LValue {
 	switch {
 	case v.table > 0:
 		return tables[v.table-1]
 	case v.fn > 0:
 		return funcs[v.fn-1]
+	case v.made == madePrint:
+		return print
+	case v.made == madeRep:
+		return rep
 	default:
 		return v.value
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -18,50 +19,69 @@ import (
 // TestPlanMatchesOpenSandbox: a state given its libraries from the plan has
 // the libraries openSandbox opens, key for key, with the same Go functions
 // and constants and the same string metatable; only its own tables and
-// function objects, whose environment is its own globals.
+// function objects, whose environment is its own globals. next walks
+// every key of every table. So with the key order copied (the build's
+// LTable has tableLayout) and without.
 func TestPlanMatchesOpenSandbox(t *testing.T) {
+	if !layoutMatches {
+		t.Error("gopher-lua's LTable is not tableLayout: library tables are filled key by key")
+	}
 	ref := glua.NewState(glua.Options{SkipOpenLibs: true})
 	defer ref.Close()
 	if err := openSandbox(ref, io.Discard, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := r.newState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.L.Close()
-	b, err := r.newState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.L.Close()
-
 	want := describe(ref, ref.G.Global)
-	if got := describe(a.L, a.L.G.Global); got != want {
-		t.Errorf("libraries from the plan:\n%s\nwant (openSandbox):\n%s", got, want)
-	}
-	if a.L.GetMetatable(glua.LString("")) != a.L.GetGlobal("string") {
-		t.Error("the string metatable is not the state's own string table")
-	}
+	for _, copyKeys := range []bool{false, true} {
+		t.Run(fmt.Sprintf("copyKeys=%v", copyKeys), func(t *testing.T) {
+			plan, err := newPlan(copyKeys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			newState := func() *glua.LState {
+				L := glua.NewState(glua.Options{SkipOpenLibs: true})
+				t.Cleanup(L.Close)
+				plan.open(L, io.Discard, cappedRep(1<<20))
+				return L
+			}
+			a, b := newState(), newState()
+			if got := describe(a, a.G.Global); got != want {
+				t.Errorf("libraries from the plan:\n%s\nwant (openSandbox):\n%s", got, want)
+			}
+			if a.GetMetatable(glua.LString("")) != a.GetGlobal("string") {
+				t.Error("the string metatable is not the state's own string table")
+			}
 
-	// Nothing but immutable values in common between two states.
-	seen := map[any]string{}
-	collect(a.L.G.Global, "_G", seen, map[*glua.LTable]bool{})
-	shared := map[any]string{}
-	collect(b.L.G.Global, "_G", shared, map[*glua.LTable]bool{})
-	for obj, path := range shared {
-		if other, ok := seen[obj]; ok {
-			t.Errorf("%s of one state is %s of another", path, other)
-		}
-	}
-	for obj, path := range seen {
-		if f, ok := obj.(*glua.LFunction); ok && f.Env != a.L.G.Global {
-			t.Errorf("%s's environment is not its state's globals", path)
-		}
+			// Nothing but immutable values in common between two states.
+			seen := map[any]string{}
+			collect(a.G.Global, "_G", seen, map[*glua.LTable]bool{})
+			shared := map[any]string{}
+			collect(b.G.Global, "_G", shared, map[*glua.LTable]bool{})
+			for obj, path := range shared {
+				if other, ok := seen[obj]; ok {
+					t.Errorf("%s of one state is %s of another", path, other)
+				}
+			}
+			for obj, path := range seen {
+				switch obj := obj.(type) {
+				case *glua.LFunction:
+					if obj.Env != a.G.Global {
+						t.Errorf("%s's environment is not its state's globals", path)
+					}
+				case *glua.LTable:
+					var walked, all []string
+					for k, _ := obj.Next(glua.LNil); k != glua.LNil; k, _ = obj.Next(k) {
+						walked = append(walked, k.String())
+					}
+					obj.ForEach(func(k, _ glua.LValue) { all = append(all, k.String()) })
+					sort.Strings(walked)
+					sort.Strings(all)
+					if !slices.Equal(walked, all) {
+						t.Errorf("next walks %s's keys %v, want %v", path, walked, all)
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -163,6 +183,10 @@ func TestGuestChangesDoNotReachTheNextRun(t *testing.T) {
 		_G._G = nil
 		setmetatable(string, {__index = function() return "owned" end})
 		setmetatable(g, {__index = function() return "leaked" end, __newindex = function() end})
+		string.len = nil
+		local n = 0
+		for k in next, string do n = n + 1 end
+		for k in next, g do n = n + 1 end
 		setfenv(0, {secret = "leaked"})
 		return "mutated"`
 	const observe = `
@@ -184,7 +208,21 @@ func TestGuestChangesDoNotReachTheNextRun(t *testing.T) {
 		check(_G._G == _G and getfenv(0) == _G, "_G and the environment")
 		check(getmetatable(_G) == nil, "_G's metatable")
 		check(undefined_name == nil, "__index on _G")
-		return bad`
+		check(type(string.len) == "function", "string.len")
+		local keys = {}
+		for _, lib in ipairs({_G, string, table, math, coroutine, json}) do
+			for k in pairs(lib) do keys[#keys + 1] = k end
+		end
+		table.sort(keys)
+		return {bad = bad, keys = table.concat(keys, " ")}`
+	fresh, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := fresh.Run(context.Background(), job.Task{Spec: job.Spec{Code: observe}})
+	if err != nil || first.Status != job.StatusCompleted || !strings.HasPrefix(string(first.Result), `{"bad":{},"keys":"_G _GOPHER`) {
+		t.Fatalf("observing a fresh state: %+v %v", first, err)
+	}
 	for name, spares := range map[string]int{"spare states": 1, "no spare states": -1} {
 		t.Run(name, func(t *testing.T) {
 			r, err := New(Config{SpareStates: spares})
@@ -200,8 +238,8 @@ func TestGuestChangesDoNotReachTheNextRun(t *testing.T) {
 				if err != nil || res.Status != job.StatusCompleted {
 					t.Fatalf("observing run %d: %+v %v", i, res, err)
 				}
-				if string(res.Result) != `{}` {
-					t.Fatalf("observing run %d saw the earlier run's changes: %s", i, res.Result)
+				if string(res.Result) != string(first.Result) {
+					t.Fatalf("observing run %d saw the earlier run's changes: %s, want %s", i, res.Result, first.Result)
 				}
 			}
 		})
