@@ -45,9 +45,11 @@ type Config struct {
 	StopGrace time.Duration
 	// Inline runs the guest on the goroutine that called Run, which then
 	// returns only once the guest has stopped: StopGrace does not apply.
-	// For a process that is ended when its guest does not stop in time
-	// (a runtime process of internal/runtime/isolate), where a goroutine
-	// per run, and the growth of its stack, is a cost for nothing.
+	// Spare states are then made only by Prepare, which the owner calls
+	// between runs. For a process that is ended when its guest does not
+	// stop in time and runs one task at a time (a runtime process of
+	// internal/runtime/isolate), where a goroutine per run and per spare
+	// state, and the growth of their stacks, is a cost for nothing.
 	Inline bool
 	// CachedChunks is how many compiled chunks are kept, by the SHA-256 of
 	// their source, least recently used out first (default 256; negative:
@@ -293,7 +295,7 @@ func (r *Lua) takeState() (*state, error) {
 	case st = <-r.spare:
 	default:
 	}
-	if cap(r.spare) > 0 && r.refilling.CompareAndSwap(false, true) {
+	if !r.cfg.Inline && cap(r.spare) > 0 && r.refilling.CompareAndSwap(false, true) {
 		go r.refill()
 	}
 	if st != nil {
@@ -302,7 +304,17 @@ func (r *Lua) takeState() (*state, error) {
 	return r.newState()
 }
 
-// refill makes spare states until there are Config.SpareStates.
+// Prepare makes spare states, on the calling goroutine, until there are
+// Config.SpareStates. With Config.Inline it is how spare states are made:
+// isolate's Serve calls it before its first task and after each result.
+func (r *Lua) Prepare() {
+	if r.refilling.CompareAndSwap(false, true) {
+		r.refill()
+	}
+}
+
+// refill makes spare states until there are Config.SpareStates; the
+// caller has set refilling.
 func (r *Lua) refill() {
 	defer r.refilling.Store(false)
 	for len(r.spare) < cap(r.spare) {

@@ -309,3 +309,29 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestInlinePrepare: with Inline, a run takes the spare state Prepare made
+// and leaves making the next to Prepare: no goroutine makes one behind it.
+func TestInlinePrepare(t *testing.T) {
+	r, err := New(Config{Inline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Prepare()
+	if n := len(r.spare); n != 1 {
+		t.Fatalf("%d spare states after Prepare, want 1", n)
+	}
+	for i := range 3 {
+		res, err := r.Run(context.Background(), job.Task{Spec: job.Spec{Code: `x = (x or 0) + 1 return x`}})
+		if err != nil || res.Status != job.StatusCompleted || string(res.Result) != "1" {
+			t.Fatalf("run %d: %+v %v", i, res, err)
+		}
+		if n := len(r.spare); n != 0 || r.refilling.Load() {
+			t.Fatalf("run %d: %d spare states, refilling %v; want none made behind the run", i, n, r.refilling.Load())
+		}
+		r.Prepare()
+		if n := len(r.spare); n != 1 {
+			t.Fatalf("run %d: %d spare states after Prepare, want 1", i, n)
+		}
+	}
+}
