@@ -77,6 +77,8 @@ type libraryPlan struct {
 	// repTable is the index in tables of the string library. print (in
 	// the globals) and string.rep are made for each state.
 	repTable int
+	// plainFuncs is how many of funcs have no upvalues.
+	plainFuncs int
 }
 
 type tablePlan struct {
@@ -249,6 +251,9 @@ func (r *planReader) function(f *glua.LFunction) (int, error) {
 	i := len(r.plan.funcs)
 	r.funcs[f] = i
 	r.plan.funcs = append(r.plan.funcs, fp)
+	if len(fp.upvalues) == 0 {
+		r.plan.plainFuncs++
+	}
 	return i, nil
 }
 
@@ -261,10 +266,16 @@ func (p *libraryPlan) open(L *glua.LState, stdout io.Writer, rep glua.LGFunction
 		tables[i] = L.CreateTable(0, len(p.tables[i].fields))
 	}
 	funcs := make([]*glua.LFunction, len(p.funcs))
+	// The state's Go functions without upvalues, as L.NewFunction makes
+	// them, in one allocation.
+	plain := make([]glua.LFunction, p.plainFuncs)
 	var ups []glua.LValue
 	for i, f := range p.funcs {
 		if len(f.upvalues) == 0 {
-			funcs[i] = L.NewFunction(f.fn)
+			fn := &plain[0]
+			plain = plain[1:]
+			*fn = glua.LFunction{IsG: true, Env: L.Env, GFunction: f.fn, Upvalues: []*glua.Upvalue{}}
+			funcs[i] = fn
 			continue
 		}
 		ups = ups[:0]
