@@ -52,6 +52,9 @@ func buildChildRuntimes(init json.RawMessage) (runtime.Set, error) {
 		return nil, fmt.Errorf("runtime process set-up: %w", err)
 	}
 	ci.Lua.StopGrace, ci.JS.StopGrace = childStopGrace, childStopGrace
+	// The pool ends a guest that does not stop with its process: the
+	// guest runs on the goroutine that serves the task.
+	ci.Lua.Inline = true
 	l, err := lua.New(ci.Lua)
 	if err != nil {
 		return nil, err

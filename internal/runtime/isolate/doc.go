@@ -16,7 +16,9 @@
 // descriptor 3, ready and results on its stdout. stderr is kept (its last
 // 8 KiB) for the report of a child that dies. A child runs with
 // Config.Procs processors (default 1) and waits for its frames in the Go
-// runtime's poller.
+// runtime's poller. A runtime that readies itself between runs (Lua makes
+// its next interpreter state) does so before the first task and after each
+// result, on the goroutine that serves the tasks.
 //
 // # Bounds
 //

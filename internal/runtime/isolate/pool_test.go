@@ -34,9 +34,10 @@ func TestMain(m *testing.M) {
 }
 
 // build is the child's set of runtimes: Lua and JavaScript, with a stop
-// grace longer than the pool's, as cmd/zerverless sets them up.
+// grace longer than the pool's and Lua run inline, as cmd/zerverless sets
+// them up.
 func build(json.RawMessage) (runtime.Set, error) {
-	l, err := lua.New(lua.Config{StopGrace: time.Hour})
+	l, err := lua.New(lua.Config{StopGrace: time.Hour, Inline: true})
 	if err != nil {
 		return nil, err
 	}
@@ -164,13 +165,22 @@ func TestStartFailureIsAnError(t *testing.T) {
 }
 
 // TestNoStateBetweenTasks: consecutive tasks run in the same child, and
-// none sees what the one before it left.
+// none sees what the one before it left: its globals, its changes to the
+// libraries, the string metatable or the globals' metatable.
 func TestNoStateBetweenTasks(t *testing.T) {
 	p := newPool(t, func(c *isolate.Config) { c.Idle = 1 })
-	code := `counter = (counter or 0) + 1 return counter`
+	code := `
+		local seen = {counter or 0, string.upper("a"), ("b"):upper(), math.pi > 3.1, getmetatable(_G) == nil, type(table.insert)}
+		counter = (counter or 0) + 1
+		string.upper = function() return "changed" end
+		getmetatable("").__index = {upper = function() return "changed" end}
+		math.pi = 3
+		table.insert = nil
+		setmetatable(_G, {__index = function() return 1 end})
+		return seen`
 	for i := range 3 {
 		res, err := p.Run(context.Background(), job.Task{Type: job.TypeLua, Spec: job.Spec{Code: code}, Limits: job.Limits{MemoryBytes: 64 << 20}})
-		if err != nil || res.Status != job.StatusCompleted || string(res.Result) != "1" {
+		if err != nil || res.Status != job.StatusCompleted || string(res.Result) != `[0,"A","B",true,true,"function"]` {
 			t.Fatalf("run %d: %+v %v", i, res, err)
 		}
 	}

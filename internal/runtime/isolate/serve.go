@@ -63,6 +63,9 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 	if c.h.GCPercent > 0 {
 		debug.SetGCPercent(c.h.GCPercent)
 	}
+	for _, rt := range c.set {
+		prepare(rt)
+	}
 	goruntime.GC()
 	if err := c.write(&frame{Ready: true}); err != nil {
 		return err
@@ -180,7 +183,23 @@ func (c *childServer) run(f *frame) error {
 	if err != nil {
 		return c.write(&frame{Error: err.Error()})
 	}
-	return c.write(&frame{Result: &res})
+	if err := c.write(&frame{Result: &res}); err != nil {
+		return err
+	}
+	prepare(rt)
+	return nil
+}
+
+// A preparer readies itself for its next run (the Lua runtime makes its
+// spare interpreter state). Serve calls Prepare before the first task and
+// after each result of the runtime, while the pool has its answer and the
+// child would wait for its next task.
+type preparer interface{ Prepare() }
+
+func prepare(rt runtime.Runtime) {
+	if p, ok := rt.(preparer); ok {
+		p.Prepare()
+	}
 }
 
 // runGuest runs t in rt, turning a panic into a failed result.

@@ -8,6 +8,8 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	glua "github.com/yuin/gopher-lua"
 )
@@ -111,13 +113,182 @@ func encodeTable(buf *bytes.Buffer, t *glua.LTable, depth int) error {
 	return nil
 }
 
-// decodeJSON decodes one JSON value into Lua values.
-func decodeJSON(L *glua.LState, s string) (glua.LValue, error) {
+// decodeJSON decodes one JSON value into Lua values, as json.Unmarshal
+// into an any and then toLua would, with json.Unmarshal's error for input
+// that is not JSON.
+func decodeJSON(L *glua.LState, b []byte) (glua.LValue, error) {
+	if !json.Valid(b) {
+		return glua.LNil, jsonError(b)
+	}
+	return decodeValidJSON(L, b)
+}
+
+// decodeValidJSON is decodeJSON for b that json.Valid accepts. It reads b
+// straight into Lua values; what the direct reading does not take (a
+// number out of float64's range) goes through json.Unmarshal and toLua,
+// for the same value or error.
+func decodeValidJSON(L *glua.LState, b []byte) (glua.LValue, error) {
+	d := jsonReader{L: L, b: b}
+	if v, ok := d.value(); ok {
+		return v, nil
+	}
 	var v any
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
+	if err := json.Unmarshal(b, &v); err != nil {
 		return glua.LNil, err
 	}
 	return toLua(L, v), nil
+}
+
+// jsonError is json.Unmarshal's error for b, which is not valid JSON.
+func jsonError(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	return errors.New("invalid JSON")
+}
+
+// jsonReader reads JSON that json.Valid accepted into Lua values.
+type jsonReader struct {
+	L *glua.LState
+	b []byte
+	i int
+	// members and elems hold the members of the objects and the elements
+	// of the arrays being read, innermost last, until their table is made
+	// at its full size.
+	members []jsonMember
+	elems   []glua.LValue
+}
+
+type jsonMember struct {
+	key string
+	val glua.LValue
+}
+
+func (d *jsonReader) space() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// value reads one value; ok is false when it cannot (see decodeJSON).
+func (d *jsonReader) value() (v glua.LValue, ok bool) {
+	d.space()
+	switch d.b[d.i] {
+	case '{':
+		d.i++
+		mark := len(d.members)
+		for {
+			d.space()
+			if d.b[d.i] == '}' {
+				d.i++
+				break
+			}
+			if d.b[d.i] == ',' {
+				d.i++
+				d.space()
+			}
+			k, ok := d.string()
+			if !ok {
+				return nil, false
+			}
+			d.space()
+			d.i++ // ':'
+			v, ok := d.value()
+			if !ok {
+				return nil, false
+			}
+			d.members = append(d.members, jsonMember{k, v})
+			d.space()
+		}
+		members := d.members[mark:]
+		t := d.L.CreateTable(0, len(members))
+		for _, m := range members {
+			t.RawSetString(m.key, m.val)
+		}
+		clear(members)
+		d.members = d.members[:mark]
+		return t, true
+	case '[':
+		d.i++
+		mark := len(d.elems)
+		for {
+			d.space()
+			if d.b[d.i] == ']' {
+				d.i++
+				break
+			}
+			if d.b[d.i] == ',' {
+				d.i++
+			}
+			v, ok := d.value()
+			if !ok {
+				return nil, false
+			}
+			d.elems = append(d.elems, v)
+			d.space()
+		}
+		elems := d.elems[mark:]
+		t := d.L.CreateTable(len(elems), 0)
+		for i, e := range elems {
+			t.RawSetInt(i+1, e)
+		}
+		clear(elems)
+		d.elems = d.elems[:mark]
+		return t, true
+	case '"':
+		s, ok := d.string()
+		return glua.LString(s), ok
+	case 't':
+		d.i += 4
+		return glua.LTrue, true
+	case 'f':
+		d.i += 5
+		return glua.LFalse, true
+	case 'n':
+		d.i += 4
+		return glua.LNil, true
+	default:
+		start := d.i
+		for d.i < len(d.b) && strings.IndexByte("+-.eE0123456789", d.b[d.i]) >= 0 {
+			d.i++
+		}
+		f, err := strconv.ParseFloat(string(d.b[start:d.i]), 64)
+		if err != nil {
+			return nil, false
+		}
+		return glua.LNumber(f), true
+	}
+}
+
+// string reads a string. One without escapes, in valid UTF-8, is taken as
+// it is; any other is json.Unmarshal's (which replaces invalid UTF-8).
+func (d *jsonReader) string() (string, bool) {
+	start := d.i
+	d.i++
+	plain := true
+	for d.b[d.i] != '"' {
+		if d.b[d.i] == '\\' {
+			plain = false
+			d.i++
+		}
+		d.i++
+	}
+	d.i++
+	raw := d.b[start:d.i]
+	if plain && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // toLua converts a value decoded by encoding/json into Lua values: objects

@@ -42,11 +42,17 @@
 // checks the context between instructions, so a Lua loop stops promptly. A
 // library call that runs long inside Go (a pathological string pattern)
 // cannot be interrupted: Run then returns StopGrace after the deadline with
-// Status timeout and leaves that call to finish in the background.
+// Status timeout and leaves that call to finish in the background. With
+// Config.Inline the guest runs on Run's goroutine and Run waits for it:
+// the process that runs it is then what ends a call that does not stop
+// (internal/runtime/isolate kills its runtime process after its grace).
 //
 // Each run gets a fresh state; Config.SpareStates fresh states are made
 // ahead, in the background, so that opening the libraries is not on a
-// run's path.
+// run's path. A state's libraries are built from their layout, read once
+// from a state opened the ordinary way: new tables, new function objects
+// and a new string metatable for every state, only Go code and immutable
+// values in common.
 //
 // Compiled chunks are kept by the SHA-256 of their source, up to
 // Config.CachedChunks, least recently used out first: a chunk run again (a

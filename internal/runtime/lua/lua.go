@@ -25,8 +25,10 @@ type Config struct {
 	OutputBytes int
 	// CallStackSize is the most nested Lua calls. Default 200.
 	CallStackSize int
-	// RegistrySize is the initial size of the value stack, in slots.
-	// Default 2048.
+	// RegistrySize is the initial size of the value stack, in slots
+	// (at least 128). Default 256: a small task fits, and every task's
+	// state is new, so a larger start is memory each task clears; the
+	// stack grows by RegistryGrowStep up to RegistryMaxSize.
 	RegistrySize int
 	// RegistryGrowStep is how many slots the value stack grows by at a
 	// time. Default 4096.
@@ -41,6 +43,14 @@ type Config struct {
 	// inside a library call to stop before returning without it.
 	// Default 500 ms.
 	StopGrace time.Duration
+	// Inline runs the guest on the goroutine that called Run, which then
+	// returns only once the guest has stopped: StopGrace does not apply.
+	// Spare states are then made only by Prepare, which the owner calls
+	// between runs. For a process that is ended when its guest does not
+	// stop in time and runs one task at a time (a runtime process of
+	// internal/runtime/isolate), where a goroutine per run and per spare
+	// state, and the growth of their stacks, is a cost for nothing.
+	Inline bool
 	// CachedChunks is how many compiled chunks are kept, by the SHA-256 of
 	// their source, least recently used out first (default 256; negative:
 	// none). A chunk run again — a function invoked again — skips parsing
@@ -59,7 +69,7 @@ func DefaultConfig() Config {
 	return Config{
 		OutputBytes:      1 << 20,
 		CallStackSize:    200,
-		RegistrySize:     2048,
+		RegistrySize:     256,
 		RegistryGrowStep: 4096,
 		RegistryMaxSize:  64 << 10,
 		MaxStringBytes:   16 << 20,
@@ -80,6 +90,7 @@ func (c Config) withDefaults() Config {
 	if c.RegistrySize <= 0 {
 		c.RegistrySize = d.RegistrySize
 	}
+	c.RegistrySize = max(c.RegistrySize, 128) // gopher-lua's least
 	if c.RegistryGrowStep <= 0 {
 		c.RegistryGrowStep = d.RegistryGrowStep
 	}
@@ -128,6 +139,8 @@ type Lua struct {
 	spare chan *state
 	// refilling is set while a spare state is being made.
 	refilling atomic.Bool
+	// rep is string.rep, capped at Config.MaxStringBytes.
+	rep glua.LGFunction
 }
 
 // state is a fresh interpreter state with the sandbox's libraries open;
@@ -152,7 +165,8 @@ func New(cfg Config) (*Lua, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks), spare: make(chan *state, max(0, cfg.SpareStates))}, nil
+	return &Lua{cfg: cfg, protos: runtime.NewCodeCache[*glua.FunctionProto](cfg.CachedChunks), spare: make(chan *state, max(0, cfg.SpareStates)),
+		rep: cappedRep(cfg.MaxStringBytes)}, nil
 }
 
 // Run runs t's Lua chunk. It blocks until the chunk ends, ctx is done or
@@ -171,11 +185,8 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	if strings.TrimSpace(t.Spec.Code) == "" {
 		return runtime.Failed("no Lua code")
 	}
-	var input any
-	if len(t.Spec.Input) > 0 {
-		if err := json.Unmarshal(t.Spec.Input, &input); err != nil {
-			return runtime.Failed("input_data is not valid JSON: " + err.Error())
-		}
+	if len(t.Spec.Input) > 0 && !json.Valid(t.Spec.Input) {
+		return runtime.Failed("input_data is not valid JSON: " + jsonError(t.Spec.Input).Error())
 	}
 	limit := t.Limits.OutputBytes
 	if limit <= 0 {
@@ -183,27 +194,40 @@ func (r *Lua) run(ctx context.Context, t job.Task) job.Result {
 	}
 	stdout := runtime.Output(ctx, job.LogStdout, limit)
 
-	done := make(chan job.Result, 1)
-	go func() { done <- r.exec(ctx, t.Spec.Code, input, stdout, limit) }()
 	var res job.Result
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		select {
-		case res = <-done:
-		case <-time.After(r.cfg.StopGrace):
-			res = runtime.Stopped(runtime.Interrupted(ctx))
-			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
-		}
+	if r.cfg.Inline {
+		res = r.exec(ctx, t.Spec.Code, t.Spec.Input, stdout, limit)
+	} else {
+		res = r.execAside(ctx, t.Spec.Code, t.Spec.Input, stdout, limit)
 	}
 	res.Output = stdout.String()
 	res.Truncated = res.Truncated || stdout.Truncated()
 	return res
 }
 
-// exec runs code in a fresh sandboxed state and returns the result without
-// Output and DurationMS.
-func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.CappedBuffer, limit int) (res job.Result) {
+// execAside is exec on a goroutine of its own, left to finish in the
+// background when it has not stopped StopGrace after ctx is done.
+func (r *Lua) execAside(ctx context.Context, code string, input json.RawMessage, stdout *runtime.CappedBuffer, limit int) job.Result {
+	done := make(chan job.Result, 1)
+	go func() { done <- r.exec(ctx, code, input, stdout, limit) }()
+	select {
+	case res := <-done:
+		return res
+	case <-ctx.Done():
+		select {
+		case res := <-done:
+			return res
+		case <-time.After(r.cfg.StopGrace):
+			res := runtime.Stopped(runtime.Interrupted(ctx))
+			res.Error += " (the guest did not stop within " + r.cfg.StopGrace.String() + ")"
+			return res
+		}
+	}
+}
+
+// exec runs code in a fresh sandboxed state, with input (valid JSON, or
+// none) as INPUT, and returns the result without Output and DurationMS.
+func (r *Lua) exec(ctx context.Context, code string, input json.RawMessage, stdout *runtime.CappedBuffer, limit int) (res job.Result) {
 	defer func() {
 		if p := recover(); p != nil {
 			res = runtime.Failed(fmt.Sprintf("lua: internal error: %v", p))
@@ -216,7 +240,13 @@ func (r *Lua) exec(ctx context.Context, code string, input any, stdout *runtime.
 	defer st.L.Close()
 	st.out.w = stdout
 	L := st.L
-	L.SetGlobal("INPUT", toLua(L, input))
+	if len(input) > 0 {
+		v, err := decodeValidJSON(L, input)
+		if err != nil {
+			return runtime.Failed("input_data is not valid JSON: " + err.Error())
+		}
+		L.SetGlobal("INPUT", v)
+	}
 	L.SetContext(ctx)
 
 	// A compiled chunk holds no state of the run: it is shared by every
@@ -265,7 +295,7 @@ func (r *Lua) takeState() (*state, error) {
 	case st = <-r.spare:
 	default:
 	}
-	if cap(r.spare) > 0 && r.refilling.CompareAndSwap(false, true) {
+	if !r.cfg.Inline && cap(r.spare) > 0 && r.refilling.CompareAndSwap(false, true) {
 		go r.refill()
 	}
 	if st != nil {
@@ -274,7 +304,17 @@ func (r *Lua) takeState() (*state, error) {
 	return r.newState()
 }
 
-// refill makes spare states until there are Config.SpareStates.
+// Prepare makes spare states, on the calling goroutine, until there are
+// Config.SpareStates. With Config.Inline it is how spare states are made:
+// isolate's Serve calls it before its first task and after each result.
+func (r *Lua) Prepare() {
+	if r.refilling.CompareAndSwap(false, true) {
+		r.refill()
+	}
+}
+
+// refill makes spare states until there are Config.SpareStates; the
+// caller has set refilling.
 func (r *Lua) refill() {
 	defer r.refilling.Store(false)
 	for len(r.spare) < cap(r.spare) {
@@ -301,11 +341,13 @@ func (r *Lua) newState() (*state, error) {
 		RegistryMaxSize:     r.cfg.RegistryMaxSize,
 		MinimizeStackMemory: true,
 	})
-	out := &redirect{w: io.Discard}
-	if err := openSandbox(L, out, r.cfg.MaxStringBytes); err != nil {
+	plan, err := sandboxPlan()
+	if err != nil {
 		L.Close()
 		return nil, err
 	}
+	out := &redirect{w: io.Discard}
+	plan.open(L, out, r.rep)
 	return &state{L: L, out: out}, nil
 }
 

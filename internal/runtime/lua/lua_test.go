@@ -3,6 +3,7 @@ package lua_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,15 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	runtimetest.Run(t, mustNew(lua.DefaultConfig()), runtimetest.Programs{
+	inline := lua.DefaultConfig()
+	inline.Inline = true
+	for name, cfg := range map[string]lua.Config{"aside": lua.DefaultConfig(), "inline": inline} {
+		t.Run(name, func(t *testing.T) { conformance(t, mustNew(cfg)) })
+	}
+}
+
+func conformance(t *testing.T, rt *lua.Lua) {
+	runtimetest.Run(t, rt, runtimetest.Programs{
 		Success: job.Spec{Code: `
 			print("hello from lua")
 			return INPUT.x * 2`},
@@ -174,24 +183,30 @@ func TestTimeoutCannotBeCaught(t *testing.T) {
 		"in sort":   `local t = {3, 2, 1} table.sort(t, function(a, b) while true do end end)`,
 	}
 	for name, code := range cases {
-		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			defer cancel()
-			rt := mustNew(lua.Config{StopGrace: 5 * time.Second})
-			start := time.Now()
-			res, err := rt.Run(ctx, job.Task{Spec: job.Spec{Code: code}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Status != job.StatusTimeout {
-				t.Errorf("Status = %s (%s), want timeout", res.Status, res.Error)
-			}
-			// With a long StopGrace, a prompt return proves the guest
-			// itself stopped rather than being abandoned.
-			if el := time.Since(start); el > 2*time.Second {
-				t.Errorf("returned after %v", el)
-			}
-		})
+		for _, inline := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/inline=%v", name, inline), func(t *testing.T) {
+				timeoutCannotBeCaught(t, code, inline)
+			})
+		}
+	}
+}
+
+func timeoutCannotBeCaught(t *testing.T, code string, inline bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	rt := mustNew(lua.Config{StopGrace: 5 * time.Second, Inline: inline})
+	start := time.Now()
+	res, err := rt.Run(ctx, job.Task{Spec: job.Spec{Code: code}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusTimeout {
+		t.Errorf("Status = %s (%s), want timeout", res.Status, res.Error)
+	}
+	// With a long StopGrace, a prompt return proves the guest itself
+	// stopped rather than being abandoned.
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("returned after %v", el)
 	}
 }
 

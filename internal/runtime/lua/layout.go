@@ -1,0 +1,79 @@
+package lua
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"unsafe"
+
+	glua "github.com/yuin/gopher-lua"
+)
+
+// tableLayout is gopher-lua's LTable, field for field (v1.1.2): its string
+// keys are in strdict, and in keys and k2i, which give next (pairs) its
+// order. LTable.RawSetString grows keys and k2i one key at a time; a
+// library table of the plan is given copies of them made once instead,
+// which hold only the keys (strings, immutable). layoutMatches says
+// whether the build's LTable is this; when it is not, tables are filled
+// with RawSetString.
+type tableLayout struct {
+	Metatable glua.LValue
+	array     []glua.LValue
+	dict      map[glua.LValue]glua.LValue
+	strdict   map[string]glua.LValue
+	keys      []glua.LValue
+	k2i       map[glua.LValue]int
+}
+
+// layoutMatches is whether glua.LTable has tableLayout's fields: the same
+// names, types and offsets, and the same size.
+var layoutMatches = func() bool {
+	want, got := reflect.TypeFor[tableLayout](), reflect.TypeFor[glua.LTable]()
+	if want.Size() != got.Size() || want.NumField() != got.NumField() {
+		return false
+	}
+	for i := range want.NumField() {
+		w, g := want.Field(i), got.Field(i)
+		if w.Name != g.Name || w.Type != g.Type || w.Offset != g.Offset {
+			return false
+		}
+	}
+	return true
+}()
+
+func layoutOf(t *glua.LTable) *tableLayout { return (*tableLayout)(unsafe.Pointer(t)) }
+
+// tableKeys is the key order of a library table: its keys as next walks
+// them, and their positions.
+type tableKeys struct {
+	keys []glua.LValue
+	k2i  map[glua.LValue]int
+}
+
+// keysOf returns the key order a table filled with fields by RawSetString
+// has.
+func keysOf(fields []fieldPlan) *tableKeys {
+	t := glua.LTable{Metatable: glua.LNil}
+	for _, f := range fields {
+		t.RawSetString(f.key, glua.LTrue)
+	}
+	l := layoutOf(&t)
+	return &tableKeys{keys: l.keys, k2i: l.k2i}
+}
+
+// set sets t's key order to a copy of k's; t's strdict must hold the
+// fields keysOf was given, and only them.
+func (k *tableKeys) set(t *glua.LTable) {
+	l := layoutOf(t)
+	l.keys = slices.Clone(k.keys)
+	l.k2i = maps.Clone(k.k2i)
+}
+
+// strdict is t's map of string keys, made for n keys if t has none.
+func strdict(t *glua.LTable, n int) map[string]glua.LValue {
+	l := layoutOf(t)
+	if l.strdict == nil {
+		l.strdict = make(map[string]glua.LValue, n)
+	}
+	return l.strdict
+}
