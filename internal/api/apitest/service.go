@@ -269,5 +269,10 @@ func (s *Service) Invoke(ctx context.Context, r job.Request, queueWait time.Dura
 	return nil, job.Errorf(job.CodeUnavailable, "apitest runs no functions")
 }
 
+// InvokeWithin is Invoke.
+func (s *Service) InvokeWithin(ctx context.Context, r job.Request, queueWait, limit time.Duration) (*job.Job, error) {
+	return s.Invoke(ctx, r, queueWait)
+}
+
 // Quotas returns the platform's default quotas for every namespace.
 func (s *Service) Quotas(ctx context.Context, ns string) job.Quotas { return job.DefaultQuotas() }
