@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/store"
+	"github.com/zerverless/zerverless/internal/store/sqlite"
 )
 
 // countingReads counts the jobs read from the store.
@@ -249,5 +251,50 @@ func TestWaitVisibleDoesNotWaitUnseen(t *testing.T) {
 		if err != nil || got.ID != j.ID || got.Status != job.StatusPending || got.Namespace != "alice" {
 			t.Errorf("%s: %+v, %v", name, got, err)
 		}
+	}
+}
+
+// BenchmarkEndedJobRead reads a job that ended, as a client that waited for
+// it and reads it again does: from memory, and with no job kept
+// (EndedJobs.Jobs = 0) from the store.
+//
+//	go test -run '^$' -bench EndedJobRead -benchmem ./internal/orchestrator
+func BenchmarkEndedJobRead(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		kept int
+	}{{"memory", DefaultEndedJobsConfig().Jobs}, {"store", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			scfg := sqlite.DefaultConfig()
+			scfg.Path = filepath.Join(b.TempDir(), "jobs.db")
+			st, err := sqlite.Open(context.Background(), scfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			cfg := testConfig()
+			cfg.EndedJobs.Jobs = bc.kept
+			o, err := New(cfg, st, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := o.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer o.Close()
+			ctx := tenantCtx()
+			j, err := o.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Input: json.RawMessage(`{"n":1}`)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := o.Cancel(ctx, j.ID); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := o.Job(ctx, j.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
