@@ -39,7 +39,10 @@ import (
 type Jobs interface {
 	Submit(ctx context.Context, r job.Request) (*job.Job, error)
 	Job(ctx context.Context, id string) (*job.Job, error)
-	Wait(ctx context.Context, id string, wait time.Duration) (*job.Job, error)
+	// WaitVisible waits up to wait for the job with id to end, but only
+	// for a job whose namespace sees accepts; it returns any other job at
+	// once, for admission to hide.
+	WaitVisible(ctx context.Context, id string, wait time.Duration, sees func(namespace string) bool) (*job.Job, error)
 	Jobs(ctx context.Context, f store.JobFilter) ([]*job.Summary, string, error)
 	Cancel(ctx context.Context, id string) (*job.Job, error)
 	// WorkerPage returns a page of the connected workers f keeps, sorted

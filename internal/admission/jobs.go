@@ -66,18 +66,24 @@ func (s *Service) seeJob(ctx context.Context, id string) (job.Principal, *job.Jo
 		return p, nil, err
 	}
 	j, err := s.d.Jobs.Job(ctx, id)
+	j, err = visible(p, j, err)
+	return p, j, err
+}
+
+// visible returns what p may see of a read of a job (j, err): to a
+// namespace token another namespace's job is not_found, expired or not.
+func visible(p job.Principal, j *job.Job, err error) (*job.Job, error) {
 	var expired *job.ExpiredError
 	if errors.As(err, &expired) && !p.Sees(expired.Namespace) {
-		// Another namespace's job does not exist, expired or not.
-		return p, nil, job.ErrNotFound
+		return nil, job.ErrNotFound
 	}
 	if err != nil {
-		return p, nil, err
+		return nil, err
 	}
 	if !p.Sees(j.Namespace) {
-		return p, nil, job.ErrNotFound
+		return nil, job.ErrNotFound
 	}
-	return p, j, nil
+	return j, nil
 }
 
 // Job returns the job with id; not_found when it does not exist or the
@@ -88,12 +94,15 @@ func (s *Service) Job(ctx context.Context, id string) (*job.Job, error) {
 }
 
 // Wait waits up to wait for the job with id to end (see the orchestrator's
-// Wait), once the caller is known to see it.
+// Wait) when the caller sees it; a job the caller does not see is
+// not_found at once, never waited on. The job is read once.
 func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (*job.Job, error) {
-	if _, _, err := s.seeJob(ctx, id); err != nil {
+	p, err := Caller(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return s.d.Jobs.Wait(ctx, id, wait)
+	j, err := s.d.Jobs.WaitVisible(ctx, id, wait, p.Sees)
+	return visible(p, j, err)
 }
 
 // Jobs lists jobs; a namespace token lists only its own namespace's, and

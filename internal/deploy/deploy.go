@@ -93,7 +93,9 @@ type Store interface {
 // Invoker runs an ephemeral job; the orchestrator implements it (see
 // orchestrator.Invoke for its contract).
 type Invoker interface {
-	Invoke(ctx context.Context, r job.Request, queueWait time.Duration) (*job.Job, error)
+	// InvokeWithin runs r, waiting at most queueWait for a worker to
+	// take it and limit in all (context.DeadlineExceeded).
+	InvokeWithin(ctx context.Context, r job.Request, queueWait, limit time.Duration) (*job.Job, error)
 }
 
 // Service keeps the table of deployments and runs invocations. Create it

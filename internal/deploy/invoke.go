@@ -127,9 +127,7 @@ func (s *Service) Invoke(ctx context.Context, urlPath string, req job.FunctionRe
 		// to anonymous workers only where the deployment allows them.
 		AnonymousWorkers: d.AnonymousWorkers,
 	}
-	ictx, cancel := context.WithTimeout(ctx, s.cfg.QueueWait+d.Timeout()+s.cfg.StopGrace)
-	defer cancel()
-	j, err := s.inv.Invoke(ictx, jr, s.cfg.QueueWait)
+	j, err := s.inv.InvokeWithin(ctx, jr, s.cfg.QueueWait, s.cfg.QueueWait+d.Timeout()+s.cfg.StopGrace)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			return job.FunctionResponse{}, job.Errorf(job.CodeTimeout, "function %s did not answer within its timeout of %s", d.Name(), d.Timeout())

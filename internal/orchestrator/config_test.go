@@ -54,6 +54,8 @@ func TestConfigRefusesNonsense(t *testing.T) {
 		{"DefaultQuotas.BuildContextMB", func(c *Config) { c.DefaultQuotas.BuildContextMB = -1 }},
 		{"DefaultQuotas.SubmitsPerSecond", func(c *Config) { c.DefaultQuotas.SubmitsPerSecond = -0.5 }},
 		{"DockerAllowImages", func(c *Config) { c.DockerAllowImages = []string{"busybox", " "} }},
+		{"EndedJobs.Jobs", func(c *Config) { c.EndedJobs.Jobs = -1 }},
+		{"EndedJobs.Bytes", func(c *Config) { c.EndedJobs.Bytes = -1 }},
 	}
 	for _, tc := range cases {
 		cfg := DefaultConfig()
@@ -71,6 +73,7 @@ func TestConfigRefusesNonsense(t *testing.T) {
 	// Zeros that mean something are accepted: a quota of zero is no cap.
 	cfg := DefaultConfig()
 	cfg.DefaultQuotas.RunningJobs, cfg.DefaultQuotas.SubmitsPerSecond = 0, 0
+	cfg.EndedJobs = EndedJobsConfig{} // none kept
 	if _, err := New(cfg, st, nil, nil); err != nil {
 		t.Fatalf("a quota of zero (no cap) is refused: %v", err)
 	}

@@ -26,6 +26,16 @@ import (
 // ctx must carry a principal that may act in the request's namespace
 // (job.ActsIn); without one nothing runs.
 func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time.Duration) (*job.Job, error) {
+	return o.InvokeWithin(ctx, r, queueWait, 0)
+}
+
+// InvokeWithin is Invoke, bounded as a whole by limit as well (0: by ctx
+// only): once limit has passed since the call, the job is canceled as for
+// a ctx that ended, and the error is context.DeadlineExceeded. It costs
+// the caller no context and no timer of its own: one timer serves the
+// wait in the queue and limit.
+func (o *Orchestrator) InvokeWithin(ctx context.Context, r job.Request, queueWait, limit time.Duration) (*job.Job, error) {
+	begun := time.Now()
 	if _, err := job.ActsIn(ctx, r.Namespace); err != nil {
 		return nil, err
 	}
@@ -52,9 +62,17 @@ func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time
 	o.mu.Unlock()
 	o.launch(starts)
 
+	// The timer first bounds the wait in the queue, then (once a worker
+	// took the job) limit.
+	queueing := true
 	queued := time.NewTimer(queueWait)
+	if limit > 0 && limit < queueWait {
+		queueing = false
+		queued.Reset(limit)
+	}
 	defer queued.Stop()
 	for {
+		var err error
 		select {
 		case <-done:
 			o.mu.Lock()
@@ -62,20 +80,29 @@ func (o *Orchestrator) Invoke(ctx context.Context, r job.Request, queueWait time
 			o.mu.Unlock()
 			return &out, nil
 		case <-queued.C:
-			o.mu.Lock()
-			if e.job.Status == job.StatusPending && !e.final {
-				reason := o.pendingReasonLocked(e)
-				o.finishLocked(e, &job.Result{Status: job.StatusCanceled, Error: "no worker took the job in time"})
+			if queueing {
+				o.mu.Lock()
+				if e.job.Status == job.StatusPending && !e.final {
+					reason := o.pendingReasonLocked(e)
+					o.finishLocked(e, &job.Result{Status: job.StatusCanceled, Error: "no worker took the job in time"})
+					o.mu.Unlock()
+					o.persist(ctx, e)
+					return nil, job.Errorf(job.CodeUnavailable, "no worker could take the invocation within %s: %s", queueWait, reason)
+				}
 				o.mu.Unlock()
-				o.persist(ctx, e)
-				return nil, job.Errorf(job.CodeUnavailable, "no worker could take the invocation within %s: %s", queueWait, reason)
+				queueing = false
+				if limit > 0 {
+					queued.Reset(max(limit-time.Since(begun), 0))
+				}
+				continue
 			}
-			o.mu.Unlock()
+			err = context.DeadlineExceeded
 		case <-ctx.Done():
-			if _, err := o.Cancel(context.WithoutCancel(ctx), j.ID); err != nil && job.ErrorCode(err) != job.CodeConflict && job.ErrorCode(err) != job.CodeNotFound {
-				o.log.Warn("cancel abandoned invocation", "job_id", j.ID, "err", err)
-			}
-			return nil, ctx.Err()
+			err = ctx.Err()
 		}
+		if _, err := o.Cancel(context.WithoutCancel(ctx), j.ID); err != nil && job.ErrorCode(err) != job.CodeConflict && job.ErrorCode(err) != job.CodeNotFound {
+			o.log.Warn("cancel abandoned invocation", "job_id", j.ID, "err", err)
+		}
+		return nil, err
 	}
 }

@@ -102,6 +102,9 @@ type Config struct {
 	// Retention says how long ended jobs and their results are kept
 	// (DefaultRetentionConfig).
 	Retention RetentionConfig
+	// EndedJobs bounds the recently ended jobs kept in memory for readers
+	// (DefaultEndedJobsConfig).
+	EndedJobs EndedJobsConfig
 	// MaxDrops is how many leases a worker identity not in good standing
 	// may lose (by disconnecting or letting the lease expire) before its
 	// workers are sent no more jobs (default 3; at least 1). Such losses
@@ -173,6 +176,7 @@ func DefaultConfig() Config {
 		MaxReplicas:       7,
 		MaxStrikes:        3,
 		Retention:         DefaultRetentionConfig(),
+		EndedJobs:         DefaultEndedJobsConfig(),
 		MaxDrops:          3,
 		RunningWriteDelay: 100 * time.Millisecond,
 
@@ -252,6 +256,7 @@ func (c Config) Validate() error {
 		errs = append(errs, job.Invalid("BuildKey", "is %d bytes, fewer than %d", n, job.MinBuildKeyBytes))
 	}
 	errs = append(errs, c.Retention.validate()...)
+	errs = append(errs, c.EndedJobs.validate()...)
 	errs = append(errs, c.Logs.validate()...)
 	errs = append(errs, c.Metrics.validate()...)
 	if q.SubmitsPerSecond < 0 || math.IsNaN(q.SubmitsPerSecond) || math.IsInf(q.SubmitsPerSecond, 0) {
@@ -282,8 +287,10 @@ type Orchestrator struct {
 	// read hold together (Config.AnonymousReadBytes).
 	anonymousReads *protocol.ReadBudget
 
-	mu      sync.Mutex
-	active  map[string]*entry // pending and running jobs by id
+	mu     sync.Mutex
+	active map[string]*entry // pending and running jobs by id
+	// ended keeps recently ended jobs as stored (Config.EndedJobs).
+	ended   *endedJobs
 	queue   *queues
 	workers map[string]*worker
 	// index finds workers for jobs (see workerIndex).
@@ -392,6 +399,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		log:     log,
 		now:     time.Now,
 		active:  make(map[string]*entry),
+		ended:   newEndedJobs(cfg.EndedJobs),
 		queue:   newQueues(),
 		workers: make(map[string]*worker),
 		index:   newWorkerIndex(),
@@ -581,6 +589,18 @@ func (o *Orchestrator) Job(ctx context.Context, id string) (*job.Job, error) {
 		return j, nil
 	}
 	o.mu.Unlock()
+	return o.endedJob(ctx, id)
+}
+
+// endedJob returns the job with id, which is not active: from the ended
+// jobs kept in memory, or else from the store.
+func (o *Orchestrator) endedJob(ctx context.Context, id string) (*job.Job, error) {
+	o.mu.Lock()
+	j, ok := o.ended.get(id, o.now().Add(-o.cfg.Retention.Period))
+	o.mu.Unlock()
+	if ok {
+		return j, nil
+	}
 	return o.store.GetJob(ctx, id)
 }
 
@@ -599,8 +619,23 @@ func (o *Orchestrator) viewLocked(e *entry) *job.Job {
 // Wait blocks until the job is terminal and stored, d passes or ctx is
 // done, and returns the job's state then.
 func (o *Orchestrator) Wait(ctx context.Context, id string, d time.Duration) (*job.Job, error) {
+	return o.WaitVisible(ctx, id, d, func(string) bool { return true })
+}
+
+// WaitVisible is Wait for a reader that sees only the namespaces sees
+// accepts (nil: none): it blocks only for a job of such a namespace, and
+// returns any other job at once, in the state Job returns, for the caller
+// to decide what to show of it. Nobody can wait on a job they do not see,
+// and learn when it ends. Each call reads the store at most once (a job
+// that ended, found neither active nor among those kept in memory).
+func (o *Orchestrator) WaitVisible(ctx context.Context, id string, d time.Duration, sees func(namespace string) bool) (*job.Job, error) {
 	o.mu.Lock()
 	e, ok := o.active[id]
+	if ok && (d <= 0 || sees == nil || !sees(e.job.Namespace)) {
+		j := o.viewLocked(e)
+		o.mu.Unlock()
+		return j, nil
+	}
 	var done chan struct{}
 	if ok {
 		if e.done == nil {
@@ -609,8 +644,8 @@ func (o *Orchestrator) Wait(ctx context.Context, id string, d time.Duration) (*j
 		done = e.done
 	}
 	o.mu.Unlock()
-	if !ok || d <= 0 {
-		return o.Job(ctx, id)
+	if !ok {
+		return o.endedJob(ctx, id)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -674,7 +709,7 @@ func (o *Orchestrator) Cancel(ctx context.Context, id string) (*job.Job, error) 
 	}
 	if !ok || e.final {
 		o.mu.Unlock()
-		j, err := o.store.GetJob(ctx, id)
+		j, err := o.endedJob(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -782,9 +817,11 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 	o.mu.Unlock()
 
 	ctx = context.WithoutCancel(ctx)
+	stored := false
 	for attempt := 0; !e.ephemeral; attempt++ {
 		err := o.store.UpdateJob(ctx, &snap)
 		if err == nil {
+			stored = true
 			break
 		}
 		o.mu.Lock()
@@ -813,6 +850,11 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		o.mu.Lock()
 		if o.active[snap.ID] == e {
 			delete(o.active, snap.ID)
+			if stored {
+				// Readers find it here as stored, without reading
+				// the store.
+				o.ended.put(&snap)
+			}
 		}
 		if e.done != nil {
 			close(e.done)

@@ -115,6 +115,9 @@ func (o *Orchestrator) expireOnce() int {
 			for st, k := range res.Jobs {
 				o.counts[st] -= k
 			}
+			for _, id := range res.IDs {
+				o.ended.remove(id)
+			}
 			o.mu.Unlock()
 			o.log.Debug("expired jobs", "jobs", n, "bytes", res.Bytes)
 		}

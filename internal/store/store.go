@@ -101,6 +101,8 @@ type Expiry struct {
 type Expired struct {
 	// Jobs counts the removed jobs by the status they had.
 	Jobs map[job.Status]int
+	// IDs are the removed jobs' ids.
+	IDs []string
 	// Bytes is what the removed jobs took.
 	Bytes int64
 	// Tombstones is how many tombstones were removed.

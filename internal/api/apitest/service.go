@@ -111,6 +111,11 @@ func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (*job
 	return s.get(id)
 }
 
+// WaitVisible is Wait: it never blocks, so sees has nothing to decide.
+func (s *Service) WaitVisible(ctx context.Context, id string, wait time.Duration, sees func(string) bool) (*job.Job, error) {
+	return s.Wait(ctx, id, wait)
+}
+
 // Finish ends the job with id with result r (its status is r.Status).
 func (s *Service) Finish(id string, r job.Result) {
 	s.mu.Lock()
@@ -262,6 +267,11 @@ func (s *Service) Invoke(ctx context.Context, r job.Request, queueWait time.Dura
 		return nil, err
 	}
 	return nil, job.Errorf(job.CodeUnavailable, "apitest runs no functions")
+}
+
+// InvokeWithin is Invoke.
+func (s *Service) InvokeWithin(ctx context.Context, r job.Request, queueWait, limit time.Duration) (*job.Job, error) {
+	return s.Invoke(ctx, r, queueWait)
 }
 
 // Quotas returns the platform's default quotas for every namespace.

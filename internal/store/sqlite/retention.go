@@ -193,6 +193,7 @@ func (s *Store) ExpireJobs(ctx context.Context, e store.Expiry) (store.Expired, 
 				return err
 			}
 			out.Jobs[job.Status(v.state)]++
+			out.IDs = append(out.IDs, v.id)
 		}
 		if e.ForgetBefore.IsZero() {
 			return nil

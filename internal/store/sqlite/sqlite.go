@@ -126,8 +126,11 @@ func (c Config) withDefaults() Config {
 // concurrent use.
 type Store struct {
 	cfg     Config
-	writeDB *sql.DB // one connection, used only by the writer goroutine
-	readDB  *sql.DB
+	writeDB *sql.DB
+	// writeConn is writeDB's connection that the writer goroutine alone
+	// uses, for its whole life, with its prepared statements (stmts).
+	writeConn *sql.Conn
+	readDB    *sql.DB
 	// On readDB, prepared once per read connection.
 	getJob, logState, logLastStatus *sql.Stmt
 	ckptDB                          *sql.DB // one connection, used only by the checkpointer
@@ -200,9 +203,10 @@ func (s *Store) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The writer goroutine is the only user of this pool; one connection
-	// that never expires keeps its prepared statements warm.
-	s.writeDB.SetMaxOpenConns(1)
+	// The writer goroutine holds one connection of this pool (writeConn)
+	// with its prepared statements; nothing else writes through the pool
+	// once it is open (tests may read through it).
+	s.writeDB.SetMaxOpenConns(2)
 	s.writeDB.SetMaxIdleConns(1)
 	s.writeDB.SetConnMaxLifetime(0)
 	s.writeDB.SetConnMaxIdleTime(0)
@@ -219,7 +223,10 @@ func (s *Store) open(ctx context.Context) error {
 	if err := migrate(ctx, s.writeDB, migrations); err != nil {
 		return err
 	}
-	if s.stmts, err = prepareWriteStmts(ctx, s.writeDB); err != nil {
+	if s.writeConn, err = s.writeDB.Conn(ctx); err != nil {
+		return err
+	}
+	if s.stmts, err = prepareWriteStmts(ctx, s.writeConn); err != nil {
 		return err
 	}
 
@@ -312,6 +319,9 @@ func (s *Store) closeDBs() error {
 	}
 	if s.ckptDB != nil {
 		errs = append(errs, s.ckptDB.Close())
+	}
+	if s.writeConn != nil {
+		errs = append(errs, s.writeConn.Close())
 	}
 	if s.writeDB != nil {
 		errs = append(errs, s.writeDB.Close())

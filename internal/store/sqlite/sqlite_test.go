@@ -387,3 +387,49 @@ func TestResultRows(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedTransactionRolledBack: a write that fails its transaction (an
+// error that is not its own, such as the disk's) is rolled back, with
+// what it wrote, and fails alone; the writes around it commit, and the
+// writer's connection is left with no transaction open for the next.
+func TestFailedTransactionRolledBack(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	boom := errors.New("the disk is on fire")
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if err := s.CreateJob(ctx, &job.Job{ID: fmt.Sprintf("ok-%d", i), Status: job.StatusPending, CreatedAt: time.Unix(int64(i), 0)}); err != nil {
+				t.Errorf("CreateJob: %v", err)
+			}
+		})
+	}
+	wg.Go(func() {
+		err := s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+			if _, err := tx.tx.ExecContext(ctx, `INSERT INTO job_tombstones (id, namespace, expired_at) VALUES ('boom', 'x', 1)`); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Errorf("the failing write: %v", err)
+		}
+	})
+	wg.Wait()
+	for i := range 20 {
+		if _, err := s.GetJob(ctx, fmt.Sprintf("ok-%d", i)); err != nil {
+			t.Errorf("a write beside the failed one: %v", err)
+		}
+	}
+	var n int
+	if err := s.readDB.QueryRowContext(ctx, `SELECT count(*) FROM job_tombstones WHERE id = 'boom'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the failed write left %d rows (%v)", n, err)
+	}
+	if err := s.CreateJob(ctx, &job.Job{ID: "after", Status: job.StatusPending, CreatedAt: time.Now()}); err != nil {
+		t.Fatalf("a write after the failed one: %v", err)
+	}
+	if _, err := s.GetJob(ctx, "after"); err != nil {
+		t.Errorf("a write after the failed one: %v", err)
+	}
+}

@@ -17,9 +17,15 @@ type write struct {
 	done  chan error
 }
 
-// The writer's statements, prepared once on its connection.
+// The writer's statements, prepared once on its connection. Its
+// transactions are statements too: BEGIN and COMMIT prepared once cost a
+// step each, where database/sql's BeginTx and Commit parse them anew every
+// time and bind every statement to each new transaction.
 const (
-	stmtInsertJob = iota
+	stmtBegin = iota
+	stmtCommit
+	stmtRollback
+	stmtInsertJob
 	stmtInsertSpec
 	stmtPutResult
 	stmtUpdateJob
@@ -32,6 +38,12 @@ const (
 )
 
 var writeSQL = [numWriteStmts]string{
+	// IMMEDIATE takes the write lock at once: another process that
+	// opened the database waits at BEGIN (busy_timeout), not at a
+	// statement halfway through a batch.
+	stmtBegin:             "BEGIN IMMEDIATE",
+	stmtCommit:            "COMMIT",
+	stmtRollback:          "ROLLBACK",
 	stmtInsertJob:         insertJobSQL,
 	stmtInsertSpec:        insertSpecSQL,
 	stmtPutResult:         putResultSQL,
@@ -46,11 +58,11 @@ var writeSQL = [numWriteStmts]string{
 // writeStmts are the writer's prepared statements, by the constants above.
 type writeStmts [numWriteStmts]*sql.Stmt
 
-func prepareWriteStmts(ctx context.Context, db *sql.DB) (writeStmts, error) {
+func prepareWriteStmts(ctx context.Context, conn *sql.Conn) (writeStmts, error) {
 	var st writeStmts
 	for i, q := range writeSQL {
 		var err error
-		if st[i], err = db.PrepareContext(ctx, q); err != nil {
+		if st[i], err = conn.PrepareContext(ctx, q); err != nil {
 			return st, errors.Join(fmt.Errorf("prepare: %w", err), st.close())
 		}
 	}
@@ -67,21 +79,22 @@ func (st writeStmts) close() error {
 	return errors.Join(errs...)
 }
 
-// writeTx is the writer's transaction for one batch. Its statements are
-// bound to the transaction on first use and reused for the whole batch.
+// writeTx is the writer's transaction for one batch, on the writer's
+// connection: what runs through tx or stmt runs inside it.
 type writeTx struct {
-	tx    *sql.Tx
-	st    *writeStmts
-	bound writeStmts
+	tx querier
+	st *writeStmts
 }
 
-// stmt returns the statement i bound to the transaction.
-func (w *writeTx) stmt(ctx context.Context, i int) *sql.Stmt {
-	if w.bound[i] == nil {
-		w.bound[i] = w.tx.StmtContext(ctx, w.st[i])
-	}
-	return w.bound[i]
+// querier runs SQL on the writer's connection (a *sql.Conn).
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
+
+// stmt returns the prepared statement i.
+func (w *writeTx) stmt(_ context.Context, i int) *sql.Stmt { return w.st[i] }
 
 // enqueue hands apply to the writer and waits until the transaction that
 // holds it has committed. It returns nil only when the change is durable
@@ -185,11 +198,11 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 	// The writer's context is not any caller's: a caller that gives up
 	// must not abort the others' transaction.
 	ctx := context.Background()
-	tx, err := s.writeDB.BeginTx(ctx, nil)
-	if err != nil {
+	st := &s.stmts
+	if _, err := st[stmtBegin].ExecContext(ctx); err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	wtx := &writeTx{tx: tx, st: &s.stmts}
+	wtx := &writeTx{tx: s.writeConn, st: st}
 	errs := make([]error, len(batch))
 	for i, w := range batch {
 		if err := w.ctx.Err(); err != nil {
@@ -198,13 +211,17 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 		}
 		if err := w.apply(ctx, wtx); err != nil {
 			if !isOwnError(err) {
-				tx.Rollback() //nolint:errcheck // the transaction failed already
+				st[stmtRollback].ExecContext(ctx) //nolint:errcheck // the transaction failed already
 				return nil, err
 			}
 			errs[i] = err
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := st[stmtCommit].ExecContext(ctx); err != nil {
+		// A COMMIT that failed (SQLITE_BUSY, a full disk) may leave the
+		// transaction open; the next batch must start from none. With
+		// none open, ROLLBACK fails harmlessly.
+		st[stmtRollback].ExecContext(ctx) //nolint:errcheck // the commit's error is the one to report
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	return errs, nil

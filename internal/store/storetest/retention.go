@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,9 @@ func testExpireJobs(t *testing.T, h harness) {
 	want := map[job.Status]int{job.StatusCompleted: 1, job.StatusFailed: 1, job.StatusCanceled: 1}
 	if fmt.Sprint(got.Jobs) != fmt.Sprint(want) || got.More || got.Bytes <= 0 {
 		t.Errorf("ExpireJobs = %+v, want %v removed, no more", got, want)
+	}
+	if gotIDs := slices.Sorted(slices.Values(got.IDs)); !slices.Equal(gotIDs, []string{"old-canceled", "old-completed", "old-failed"}) {
+		t.Errorf("ExpireJobs removed ids %v, want the three old jobs'", got.IDs)
 	}
 	for _, j := range old {
 		_, err := s.GetJob(ctx, j.ID)
