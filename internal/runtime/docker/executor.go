@@ -459,6 +459,10 @@ func (x *executor) stepHostConfig() *container.HostConfig {
 	if x.egress != nil {
 		network = x.egress.relay.networkMode()
 	}
+	ulimits := []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}}
+	if fsize := x.disk.fileLimit(); fsize > 0 {
+		ulimits = append(ulimits, &units.Ulimit{Name: "fsize", Soft: fsize, Hard: fsize})
+	}
 	return &container.HostConfig{
 		NetworkMode: network,
 		CapDrop:     []string{"ALL"},
@@ -471,7 +475,7 @@ func (x *executor) stepHostConfig() *container.HostConfig {
 			Memory:       mem, MemorySwap: mem,
 			CPUPeriod: 100000, CPUQuota: int64(d.cfg.BuildCPUs * 100000),
 			PidsLimit: &pids,
-			Ulimits:   []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
+			Ulimits:   ulimits,
 		},
 	}
 }
@@ -520,6 +524,10 @@ func (x *executor) remove(id string) {
 	}
 }
 
+// sigxfszExit is the exit code of a step killed by SIGXFSZ: it wrote a
+// file past its RLIMIT_FSIZE.
+const sigxfszExit = 128 + 25
+
 // run runs a RUN step and commits it.
 func (x *executor) run(ctx context.Context, st *stageState, c *instructions.RunCommand) error {
 	cmd := x.cmdLine(st, c.ShellDependantCmdLine)
@@ -567,6 +575,9 @@ func (x *executor) run(ctx context.Context, st *stageState, c *instructions.RunC
 	<-copied
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if code == sigxfszExit && x.disk.fileLimit() > 0 {
+		x.disk.fileTooLarge()
 	}
 	if code != 0 {
 		return stepFail("step %d (%s) returned a non-zero code: %d", x.step, c.String(), code)

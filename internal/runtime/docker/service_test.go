@@ -228,7 +228,7 @@ func TestServiceReadinessPath(t *testing.T) {
 
 	never := testInstance(t, map[string]string{"NEVER_READY": "1"})
 	never.Spec.ReadinessPath = "/healthz"
-	never.Spec.StartTimeoutSeconds = 2
+	never.Spec.StartTimeoutSeconds = 5 // room for a probe to answer on a loaded machine
 	r := make(reports, 4)
 	err := d.StartInstance(context.Background(), never, r.report)
 	rep := r.next(t, job.InstanceExited)
