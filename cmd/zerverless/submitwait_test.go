@@ -179,3 +179,16 @@ func TestSubmitWaitCallerGoesAway(t *testing.T) {
 		t.Fatalf("namespace %q", v.Namespace)
 	}
 }
+
+// TestSubmitWaitOutlastsTheBodyDeadline: the body's read deadline ends
+// with the body, so a submission that waits past --body-grace is
+// answered, not cut.
+func TestSubmitWaitOutlastsTheBodyDeadline(t *testing.T) {
+	cfg := testServerConfig(t, t.TempDir(), 0)
+	cfg.Net.BodyGrace = 100 * time.Millisecond
+	_, c := startServer(t, cfg)
+	v, err := c.Run(context.Background(), job.Request{Type: job.TypeLua, Code: "return 1"}, 700*time.Millisecond)
+	if err != nil || v.Status != job.StatusPending || v.Reason == "" {
+		t.Fatalf("a submission that waited past the body grace: %+v %v", v, err)
+	}
+}
