@@ -73,6 +73,12 @@ func TestSubmitWait(t *testing.T) {
 	if after := jobIDs(t, tn.admin, "alice"); !slices.Equal(before, after) {
 		t.Errorf("a submission with a bad wait was stored: %v, then %v", before, after)
 	}
+
+	// zerverless run --json submits and waits in one request.
+	code, out, errs := cliAgainst(tn.srv)("run", "--type", "lua", "--code", "return 40 + 2", "--namespace", "alice", "--json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 || v.Status != job.StatusCompleted || string(v.Result) != "42" {
+		t.Fatalf("run --json: %d %s %s", code, out, errs)
+	}
 }
 
 // TestSubmitWaitTenancy: a waiting submission acts in the caller's
