@@ -1,9 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +160,54 @@ func (s *waitingService) WaitVisible(ctx context.Context, id string, wait time.D
 	case <-ctx.Done():
 	}
 	return s.Service.Job(ctx, id)
+}
+
+// BenchmarkSubmitAndWait is the HTTP cost of a job whose result the
+// client wants, over a real connection to the API (the job service is
+// apitest's, which ends a job when it is waited for): one request
+// (POST /api/jobs?wait=) against two (POST, then GET ?wait=).
+func BenchmarkSubmitAndWait(b *testing.B) {
+	svc := apitest.NewService()
+	svc.OnWait = func(j *job.Job) {
+		j.Status = job.StatusCompleted
+		j.Result = &job.Result{Status: job.StatusCompleted, Result: json.RawMessage(`2`)}
+	}
+	srv := httptest.NewServer(openAPI(b, DefaultConfig(), svc, nil, nil))
+	b.Cleanup(srv.Close)
+	hc := srv.Client()
+	body := []byte(`{"job_type":"lua","code":"return INPUT.n + 1","input_data":{"n":1}}`)
+	call := func(method, url string, body []byte) View {
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, url, rd)
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v View
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	b.Run("one-request", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if v := call("POST", srv.URL+"/api/jobs?wait=10s", body); v.Status != job.StatusCompleted {
+				b.Fatalf("%+v", v)
+			}
+		}
+	})
+	b.Run("submit+get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			v := call("POST", srv.URL+"/api/jobs", body)
+			if v = call("GET", srv.URL+"/api/jobs/"+v.ID+"?wait=10s", nil); v.Status != job.StatusCompleted {
+				b.Fatalf("%+v", v)
+			}
+		}
+	})
 }
