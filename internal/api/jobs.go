@@ -227,8 +227,9 @@ func parseFilter(status, namespace, limit, cursor string) (store.JobFilter, erro
 	return f, nil
 }
 
-// parseWait reads ?wait= (of GET /api/jobs/{id} and POST /api/jobs) as a Go duration ("30s", "1m") or a number of
-// seconds ("30", "2.5"), capped at max. Empty means no wait.
+// parseWait reads ?wait= (of GET /api/jobs/{id} and POST /api/jobs) as
+// a Go duration ("30s", "1m") or a number of seconds ("30", "2.5"),
+// capped at max. Empty means no wait.
 func parseWait(v string, max time.Duration) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
