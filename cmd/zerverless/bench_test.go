@@ -14,24 +14,50 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/orchestrator"
 )
 
-// BenchmarkEndToEndLua drives the full path — HTTP submit, store,
-// WebSocket assignment, a Lua run on one of two embedded workers, the
-// result back, and a blocking GET of the finished job — for trivial Lua
-// jobs from 4, 8, 16 and 32 concurrent clients, and reports jobs/s and the
-// p50/p99 latency of submit-to-result.
+// BenchmarkEndToEndLua drives the full path — an HTTP submit that waits
+// for its job (POST /api/jobs?wait=), store, WebSocket assignment, a Lua
+// run on one of two embedded workers, the result back in the submit's
+// answer — for trivial Lua jobs from 4, 8, 16 and 32 concurrent clients,
+// and reports jobs/s and the p50/p99 latency of submit-to-result.
+// BenchmarkEndToEndLuaSubmitGet is the same with two requests per job, a
+// submit and a blocking GET, as clients made before the submit could wait.
 //
 //	go test ./cmd/zerverless -run '^$' -bench EndToEndLua -benchtime 20000x
 func BenchmarkEndToEndLua(b *testing.B) {
 	for _, clients := range []int{4, 8, 16, 32} {
-		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchEndToEnd(b, clients) })
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchEndToEnd(b, clients, func(ctx context.Context, c *client.Client, req job.Request) (client.View, error) {
+				return c.Run(ctx, req, 10*time.Second)
+			})
+		})
 	}
 }
 
-func benchEndToEnd(b *testing.B, clients int) {
+// BenchmarkEndToEndLuaSubmitGet is BenchmarkEndToEndLua with a submit and
+// then a blocking GET of the job: two requests per job.
+func BenchmarkEndToEndLuaSubmitGet(b *testing.B) {
+	for _, clients := range []int{4, 8, 16, 32} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchEndToEnd(b, clients, submitGet) })
+	}
+}
+
+// submitGet submits req and waits for its job with a second request.
+func submitGet(ctx context.Context, c *client.Client, req job.Request) (client.View, error) {
+	v, err := c.Submit(ctx, req)
+	if err != nil {
+		return v, err
+	}
+	return c.Job(ctx, v.ID, 10*time.Second)
+}
+
+// benchEndToEnd drives trivial Lua jobs from clients concurrent loops,
+// each job submitted and waited for by run.
+func benchEndToEnd(b *testing.B, clients int, run func(context.Context, *client.Client, job.Request) (client.View, error)) {
 	cfg := testServerConfig(b, b.TempDir(), 2)
 	cfg.Log = nil
 	cfg.Worker.Concurrency = 16
@@ -45,21 +71,13 @@ func benchEndToEnd(b *testing.B, clients int) {
 	req := job.Request{Type: job.TypeLua, Code: `return INPUT.n + 1`, Input: []byte(`{"n":1}`)}
 	// Warm up connections and the runtime.
 	for range 50 {
-		v, err := c.Submit(ctx, req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Job(ctx, v.ID, 10*time.Second); err != nil {
+		if _, err := run(ctx, c, req); err != nil {
 			b.Fatal(err)
 		}
 	}
 
 	drive(b, clients, "jobs/s", func() error {
-		v, err := c.Submit(ctx, req)
-		if err != nil {
-			return err
-		}
-		v, err = c.Job(ctx, v.ID, 10*time.Second)
+		v, err := run(ctx, c, req)
 		if err != nil || v.Status != job.StatusCompleted {
 			return fmt.Errorf("job %s: %v %s", v.ID, err, v.Status)
 		}

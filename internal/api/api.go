@@ -100,37 +100,48 @@ func (s *server) handle(pattern string, h http.HandlerFunc, params ...string) {
 }
 
 // handleStreaming is handle for a route that streams its body rather
-// than hold it (a build context upload): it is not counted against
-// MaxBodiesInFlight.
+// than hold it (a build context upload), or counts it itself with
+// reserveBody (a job submission, which gives it back before it waits):
+// it is not counted against MaxBodiesInFlight here.
 func (s *server) handleStreaming(pattern string, h http.HandlerFunc, params ...string) {
 	s.routes = append(s.routes, route{pattern: pattern, params: params})
 	s.mux.HandleFunc(pattern, s.queryCheck(params, s.guard(h)))
 }
 
 // bodyBudget counts the body of each request h serves against
-// cfg.MaxBodiesInFlight while h runs, and answers 503 with Retry-After,
-// before the body is read, when it does not fit. A body over
-// MaxBodyBytes by its Content-Length is let through: h refuses it
-// without reading it.
+// cfg.MaxBodiesInFlight while h runs (see reserveBody).
 func (s *server) bodyBudget(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		n := r.ContentLength
-		if r.Body == nil || r.Body == http.NoBody || n == 0 || n > s.cfg.MaxBodyBytes {
-			h(w, r)
-			return
-		}
-		if n < 0 {
-			n = s.cfg.MaxBodyBytes
-		}
-		if s.bodies.Add(n) > s.cfg.MaxBodiesInFlight {
-			s.bodies.Add(-n)
-			w.Header().Set("Retry-After", "1")
-			s.writeError(w, r, job.Errorf(job.CodeUnavailable, "the requests being served hold as many bodies as they may (%d bytes); try again shortly", s.cfg.MaxBodiesInFlight))
+		n, ok := s.reserveBody(w, r)
+		if !ok {
 			return
 		}
 		defer s.bodies.Add(-n)
 		h(w, r)
 	}
+}
+
+// reserveBody counts r's body against cfg.MaxBodiesInFlight and returns
+// the amount to give back (s.bodies.Add(-n)) once the body is no longer
+// held; when it does not fit it answers 503 with Retry-After, before the
+// body is read, and returns false. A body over MaxBodyBytes by its
+// Content-Length is let through uncounted: the handler refuses it
+// without reading it.
+func (s *server) reserveBody(w http.ResponseWriter, r *http.Request) (n int64, ok bool) {
+	n = r.ContentLength
+	if r.Body == nil || r.Body == http.NoBody || n == 0 || n > s.cfg.MaxBodyBytes {
+		return 0, true
+	}
+	if n < 0 {
+		n = s.cfg.MaxBodyBytes
+	}
+	if s.bodies.Add(n) > s.cfg.MaxBodiesInFlight {
+		s.bodies.Add(-n)
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, r, job.Errorf(job.CodeUnavailable, "the requests being served hold as many bodies as they may (%d bytes); try again shortly", s.cfg.MaxBodiesInFlight))
+		return 0, false
+	}
+	return n, true
 }
 
 // handleOpen registers a route that needs no token because it acts for no
@@ -166,7 +177,7 @@ func (s *server) register() {
 	s.handleOpen("GET /ws/volunteer", http.HandlerFunc(s.volunteer))
 	s.handleOpen("GET /api/openapi.json", http.HandlerFunc(s.openAPIDoc))
 
-	s.handle("POST /api/jobs", s.submitJob)
+	s.handleStreaming("POST /api/jobs", s.submitJob, "wait")
 	s.handle("GET /api/jobs", s.listJobs, "status", "namespace", "limit", "cursor")
 	s.handle("GET /api/jobs/{id}", s.getJob, "wait", "include")
 	s.handle("DELETE /api/jobs/{id}", s.cancelJob)

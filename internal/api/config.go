@@ -29,8 +29,9 @@ type Config struct {
 	// build contexts stream to disk and are not counted. It must be at
 	// least MaxBodyBytes.
 	MaxBodiesInFlight int64
-	// MaxWait caps ?wait= on GET /api/jobs/{id} (default 60 s). The
-	// http.Server's WriteTimeout, if any, must be longer than this.
+	// MaxWait caps ?wait= on GET /api/jobs/{id} and POST /api/jobs
+	// (default 60 s). The http.Server's WriteTimeout, if any, must be
+	// longer than this.
 	MaxWait time.Duration
 	// RequestLimits bound what a job request may ask for (default
 	// job.DefaultRequestLimits).

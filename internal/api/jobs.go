@@ -17,27 +17,66 @@ import (
 // maxCursorBytes bounds ?cursor=; cursors the store hands out are short.
 const maxCursorBytes = 1024
 
-// submitJob is POST /api/jobs: decode, validate, submit through
-// admission, answer 201 with the job. Nothing is submitted unless the
-// request is valid.
+// submitJob is POST /api/jobs[?wait=DURATION]: decode, validate, submit
+// through admission, answer 201 with the job. Nothing is submitted unless
+// the request is valid (wait included). With a wait, the job is submitted
+// exactly as without one, and then the answer waits up to wait (capped at
+// MaxWait, as GET's) for it to end: it carries the job as it is then,
+// ended or not. The job was accepted before the wait begins: a caller
+// that goes away stops only the wait, and a wait that fails still
+// answers 201 with the job as submitted, so that nobody submits it twice.
 func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
+	var wait time.Duration
+	if r.URL.RawQuery != "" {
+		var err error
+		if wait, err = parseWait(r.URL.Query().Get("wait"), s.cfg.MaxWait); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	j, ok := s.submit(w, r)
+	if !ok {
+		return
+	}
+	if wait > 0 {
+		// The caller sees the job it just submitted: Wait blocks for it.
+		ended, err := s.adm.Wait(r.Context(), j.ID, wait)
+		switch {
+		case err == nil:
+			j = ended
+		case r.Context().Err() == nil:
+			s.log.Warn("wait for a submitted job", "job_id", j.ID, "namespace", j.Namespace, "error", err)
+		}
+	}
+	w.Header().Set("Location", "/api/jobs/"+j.ID)
+	writeJSON(w, http.StatusCreated, NewView(j, false))
+}
+
+// submit reads, decodes and submits the job of r, its body counted
+// against MaxBodiesInFlight until then. When it returns false it has
+// answered the error.
+func (s *server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, bool) {
+	n, ok := s.reserveBody(w, r)
+	if !ok {
+		return nil, false
+	}
+	defer s.bodies.Add(-n)
 	body, err := s.readBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
+		return nil, false
 	}
 	req, err := job.DecodeRequest(body, s.cfg.RequestLimits)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
+		return nil, false
 	}
 	j, err := s.adm.Submit(r.Context(), req)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
+		return nil, false
 	}
-	w.Header().Set("Location", "/api/jobs/"+j.ID)
-	writeJSON(w, http.StatusCreated, NewView(j, false))
+	return j, true
 }
 
 // readBody reads the whole body, at most cfg.MaxBodyBytes of it. A larger
@@ -188,8 +227,9 @@ func parseFilter(status, namespace, limit, cursor string) (store.JobFilter, erro
 	return f, nil
 }
 
-// parseWait reads ?wait= as a Go duration ("30s", "1m") or a number of
-// seconds ("30", "2.5"), capped at max. Empty means no wait.
+// parseWait reads ?wait= (of GET /api/jobs/{id} and POST /api/jobs) as
+// a Go duration ("30s", "1m") or a number of seconds ("30", "2.5"),
+// capped at max. Empty means no wait.
 func parseWait(v string, max time.Duration) (time.Duration, error) {
 	if v == "" {
 		return 0, nil

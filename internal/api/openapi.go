@@ -89,8 +89,11 @@ func operations() []operation {
 		{method: "GET", path: "/dashboard/", summary: "The dashboard page and its assets (any path below); it signs in with a token pasted in.", open: true, status: 200, rawResp: "text/html", errors: []int{404}},
 		{method: "GET", path: "/api/openapi.json", summary: "This document.", open: true, status: 200, rawResp: "application/json"},
 
-		{method: "POST", path: "/api/jobs", summary: "Submit a job.", body: job.Request{}, status: 201, resp: View{},
-			errors: []int{400, 413, 429, 503}},
+		{method: "POST", path: "/api/jobs", summary: "Submit a job. With wait, the job is accepted as without it, then the answer waits for the job to end: 201 with the ended job, or with the job still pending or running once wait passes.",
+			body: job.Request{}, status: 201, resp: View{},
+			query: []param{
+				{"wait", "after the job is stored, wait until it ends or this long passes (a Go duration or seconds, at most 60 s)", str()},
+			}, errors: []int{400, 413, 429, 503}},
 		{method: "GET", path: "/api/jobs", summary: "List jobs, newest first, as bounded summaries.", status: 200, resp: JobList{},
 			query: []param{
 				{"status", "only jobs in this status", enum(jobStatuses()...)},

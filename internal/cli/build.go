@@ -95,14 +95,24 @@ func (c *command) build(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(c.stderr, "zerverless: uploaded %s: %d files, %d bytes (build context %s)\n", dir, up.Files, up.Bytes, up.BuildContextID[:12])
 	req.BuildContextID = up.BuildContextID
-	v, err := cl.Submit(ctx, req)
+	var v client.View
+	if asJSON {
+		// Nothing to follow: the submission waits for the job a while in
+		// its own request.
+		v, err = cl.Run(ctx, req, pendingNotice)
+	} else {
+		v, err = cl.Submit(ctx, req)
+	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return c.fail(ExitInterrupted, "stopped before the submission was answered; the job goes on if it was accepted (zerverless jobs lists it)")
+		}
 		return c.fail(ExitDockerError, "submit to %s: %v", cl.BaseURL(), describe(err))
 	}
 	id := v.ID
 	var live *logPrinter
 	if asJSON {
-		v, err = c.await(ctx, cl, id)
+		v, err = c.awaitAfterNotice(ctx, cl, v)
 	} else {
 		v, live, err = c.followOutput(ctx, cl, id)
 	}

@@ -196,13 +196,22 @@ func (c *command) fail(status int, format string, args ...any) int {
 // so that a job no connected worker can take does not wait in silence.
 func (c *command) await(ctx context.Context, cl *client.Client, id string) (client.View, error) {
 	v, err := cl.Job(ctx, id, pendingNotice)
-	if err != nil || v.Status.Terminal() {
+	if err != nil {
 		return v, err
 	}
-	if v.Status == job.StatusPending && v.Reason != "" {
-		fmt.Fprintf(c.stderr, "zerverless %s: job %s is pending: %s; still waiting (Ctrl-C stops waiting, the job stays queued)\n", c.name, id, v.Reason)
+	return c.awaitAfterNotice(ctx, cl, v)
+}
+
+// awaitAfterNotice waits for job v to end, v being its state after a wait
+// of pendingNotice; a job still pending then has its reason printed.
+func (c *command) awaitAfterNotice(ctx context.Context, cl *client.Client, v client.View) (client.View, error) {
+	if v.Status.Terminal() {
+		return v, nil
 	}
-	return cl.Await(ctx, id, 0)
+	if v.Status == job.StatusPending && v.Reason != "" {
+		fmt.Fprintf(c.stderr, "zerverless %s: job %s is pending: %s; still waiting (Ctrl-C stops waiting, the job stays queued)\n", c.name, v.ID, v.Reason)
+	}
+	return cl.Await(ctx, v.ID, 0)
 }
 
 // pendingNotice is how long await waits before it says why a job is

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/zerverless/zerverless/internal/api"
@@ -346,5 +347,64 @@ func TestNoTokenSays(t *testing.T) {
 	res = run(t, nil, "jobs", "--server", srv.URL, "--token", "zv_wrong")
 	if res.code != ExitFail || strings.Contains(res.stderr, "no token was sent") {
 		t.Fatalf("jobs with a token: %+v", res)
+	}
+}
+
+// TestRunJSONWaitsInItsSubmission proves that run --json submits and
+// waits in one request (POST /api/jobs?wait=), and that a job still
+// pending after it is waited for, its reason said, as before.
+func TestRunJSONWaitsInItsSubmission(t *testing.T) {
+	svc := apitest.NewService()
+	h, err := api.New(api.DefaultConfig(), apitest.OpenAdmission(t, svc), svc, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var requests []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests = append(requests, r.Method+" "+r.URL.RequestURI())
+		mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	seen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := requests
+		requests = nil
+		return out
+	}
+
+	svc.OnWait = finishByCode
+	res := run(t, nil, "run", "--server", srv.URL, "--type", "lua", "--code", "ok", "--json")
+	var v api.View
+	if err := json.Unmarshal([]byte(res.stdout), &v); err != nil || res.code != 0 || v.Status != job.StatusCompleted {
+		t.Fatalf("--json: %+v", res)
+	}
+	if got, want := seen(), []string{"POST /api/jobs?wait=3s"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("requests %q, want %q", got, want)
+	}
+
+	waits := 0
+	svc.Lock(func() {
+		svc.OnWait = func(j *job.Job) {
+			waits++
+			if waits == 1 {
+				j.Reason = "no connected worker runs lua jobs"
+				return
+			}
+			finishByCode(j)
+		}
+	})
+	res = run(t, nil, "run", "--server", srv.URL, "--type", "lua", "--code", "ok", "--json")
+	if err := json.Unmarshal([]byte(res.stdout), &v); err != nil || res.code != 0 || v.Status != job.StatusCompleted {
+		t.Fatalf("--json of a job pending at first: %+v", res)
+	}
+	if !strings.Contains(res.stderr, "is pending: no connected worker runs lua jobs; still waiting") {
+		t.Fatalf("stderr %q does not say why the job waits", res.stderr)
+	}
+	if got := seen(); len(got) != 2 || got[0] != "POST /api/jobs?wait=3s" || !strings.HasPrefix(got[1], "GET /api/jobs/"+v.ID+"?wait=") {
+		t.Fatalf("requests %q", got)
 	}
 }

@@ -107,8 +107,18 @@ func (c *command) run(ctx context.Context, args []string) int {
 	}
 
 	cl := c.client()
-	v, err := cl.Submit(ctx, req)
+	var v client.View
+	if f.json && !f.detach {
+		// Nothing to follow: the submission waits for the job a while in
+		// its own request.
+		v, err = cl.Run(ctx, req, pendingNotice)
+	} else {
+		v, err = cl.Submit(ctx, req)
+	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return c.fail(ExitInterrupted, "stopped before the submission was answered; the job goes on if it was accepted (zerverless jobs lists it)")
+		}
 		return c.fail(errStatus, "submit to %s: %v", cl.BaseURL(), describe(err))
 	}
 	if f.detach {
@@ -118,7 +128,7 @@ func (c *command) run(ctx context.Context, args []string) int {
 	id := v.ID
 	var live *logPrinter
 	if f.json {
-		v, err = c.await(ctx, cl, id)
+		v, err = c.awaitAfterNotice(ctx, cl, v)
 	} else {
 		v, live, err = c.followOutput(ctx, cl, id)
 	}

@@ -130,7 +130,7 @@ func IsNotFound(err error) bool {
 }
 
 // Submit submits a job and returns it as created (pending). It does not
-// wait for the job to run.
+// wait for the job to run (Run does).
 func (c *Client) Submit(ctx context.Context, r job.Request) (View, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -138,6 +138,27 @@ func (c *Client) Submit(ctx context.Context, r job.Request) (View, error) {
 	}
 	var v View
 	err = c.do(ctx, http.MethodPost, "/api/jobs", body, &v)
+	return v, err
+}
+
+// Run submits a job and, in the same request, waits up to wait for it to
+// end (the server caps wait, at 60 s by default): it returns the job as it
+// is then, ended or still pending or running (Await goes on waiting).
+// With wait <= 0 it is Submit. An *Error means the job was refused and
+// nothing was stored; any other error (ctx done, the connection lost)
+// leaves it unknown whether the job was accepted, and an accepted job
+// runs whether or not its answer arrives.
+func (c *Client) Run(ctx context.Context, r job.Request, wait time.Duration) (View, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return View{}, fmt.Errorf("encode job request: %w", err)
+	}
+	p := "/api/jobs"
+	if wait > 0 {
+		p += "?wait=" + url.QueryEscape(wait.String())
+	}
+	var v View
+	err = c.do(ctx, http.MethodPost, p, body, &v)
 	return v, err
 }
 

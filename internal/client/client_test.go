@@ -159,3 +159,38 @@ func TestClientForeignError(t *testing.T) {
 		t.Fatalf("closed server: %v", err)
 	}
 }
+
+// TestClientRun: Run submits and waits in one request, and answers the job
+// as it is after the wait; with no wait it is Submit; a refused job is an
+// *Error.
+func TestClientRun(t *testing.T) {
+	c, svc := newTestClient(t)
+	ctx := context.Background()
+	svc.OnWait = func(j *job.Job) {
+		if j.Spec.Code == "stays" {
+			return
+		}
+		j.Status = job.StatusCompleted
+		j.Result = &job.Result{Status: job.StatusCompleted, Output: "hello\n"}
+	}
+	v, err := c.Run(ctx, job.Request{Type: job.TypeLua, Code: `print("hello")`}, 1500*time.Millisecond)
+	if err != nil || v.ID == "" || v.Status != job.StatusCompleted || v.ResultView == nil || v.Output != "hello\n" {
+		t.Fatalf("run: %+v %v", v, err)
+	}
+	if w := svc.Waits(); len(w) != 1 || w[0] != 1500*time.Millisecond {
+		t.Fatalf("waits %v", w)
+	}
+	v, err = c.Run(ctx, job.Request{Type: job.TypeLua, Code: "stays"}, time.Second)
+	if err != nil || v.Status != job.StatusPending || v.ResultView != nil {
+		t.Fatalf("run a job that does not end: %+v %v", v, err)
+	}
+	v, err = c.Run(ctx, job.Request{Type: job.TypeLua, Code: "return 1"}, 0)
+	if err != nil || v.Status != job.StatusPending || len(svc.Waits()) != 2 {
+		t.Fatalf("run without a wait: %+v %v (waits %v)", v, err, svc.Waits())
+	}
+	_, err = c.Run(ctx, job.Request{Type: "cobol", Code: "x"}, time.Second)
+	var apiErr *Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Field != "job_type" || len(svc.Waits()) != 2 {
+		t.Fatalf("run cobol: %v", err)
+	}
+}
