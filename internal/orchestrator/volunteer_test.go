@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +256,20 @@ func TestNewVolunteerHoldsOneLease(t *testing.T) {
 	anon.Answer(anon.Next(5*time.Second), job.Result{Status: job.StatusCompleted})
 	anon.Next(5 * time.Second)
 	anon.Next(5 * time.Second)
+}
+
+// TestRegisteredWorkerIsListed: once a worker has its registered message,
+// it is in the worker list, at once: a caller who saw the registration
+// does not have to wait for it.
+func TestRegisteredWorkerIsListed(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	defer h.close()
+	for range 20 {
+		w := h.dial(luaCaps(1))
+		id := w.fake().ID
+		if !slices.ContainsFunc(h.o.Workers(), func(wi job.WorkerInfo) bool { return wi.ID == id }) {
+			t.Fatalf("worker %s has its registration but is not listed", id)
+		}
+		w.fake().Conn.CloseNow()
+	}
 }

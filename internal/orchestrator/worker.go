@@ -348,6 +348,10 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	}
 	w.key = w.reputationKey()
 	w.lastSeen.Store(now.UnixNano())
+	// The worker joins the list and the dispatch index before it is told
+	// it is registered, so that a caller who sees the registration finds
+	// it listed. What is assigned to it meanwhile waits in its queue for
+	// the write loop, which starts after the registered message.
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
@@ -355,6 +359,9 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		return errClosed
 	}
 	o.sessions.Add(1)
+	o.workers[w.id] = w
+	o.joinIndexLocked(w)
+	o.metrics.workers.Inc()
 	o.mu.Unlock()
 	defer o.sessions.Done()
 	streamKey := o.svc.addHost(w)
@@ -368,6 +375,9 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		StreamKey:   streamKey,
 	})
 	if err != nil {
+		// Nothing reached the worker: what was assigned to it is queued
+		// again without counting an attempt.
+		o.dropWorker(w, fmt.Sprintf("worker %s did not take its registration", w.id), false)
 		return fmt.Errorf("write registered: %w", err)
 	}
 	log := o.log.With("worker_id", w.id, "remote", remote)
@@ -379,15 +389,10 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	go func() { writerDone <- o.writeLoop(sessCtx, conn, w) }()
 
 	o.mu.Lock()
-	if o.closed {
-		// Close has already ended the sessions it knew of.
-		o.mu.Unlock()
-		return errClosed
+	var starts []start
+	if !w.gone {
+		starts = o.fillLocked(w, nil)
 	}
-	o.workers[w.id] = w
-	o.joinIndexLocked(w)
-	o.metrics.workers.Inc()
-	starts := o.fillLocked(w, nil)
 	o.mu.Unlock()
 	o.launch(starts)
 
