@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -193,4 +194,38 @@ func FuzzDecodeDeployRequest(f *testing.F) {
 			t.Fatalf("decoded request does not validate: %v", err)
 		}
 	})
+}
+
+// FuzzSimpleResponse checks that the one-pass parser of common answers
+// agrees with the general one whenever it accepts an answer.
+func FuzzSimpleResponse(f *testing.F) {
+	for _, s := range []string{`{"status":201,"headers":{"a":"b"},"body":"x"}`, `{"body":"aGk=","body_base64":true}`,
+		`{"status":200,"headers":{"content-type":"text/html","x-b":true,"Connection":"close"},"body":"<p>grüße</p>"}`,
+		` { "status" : 404 , "body" : "" } `, `{"status":200,"body":"x","body":"y"}`, `{"status":200,"headers":{"a":"1","a":"2"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		b = bytes.TrimSpace(b)
+		fast, ok := parseSimpleResponse(b)
+		if !ok {
+			return
+		}
+		slow, err := parseFunctionResponse(b)
+		if err != nil {
+			t.Fatalf("%s: the one-pass parser accepted what the general one refuses: %v", b, err)
+		}
+		if fast.Status != slow.Status || !bytes.Equal(fast.Body, slow.Body) || !reflect.DeepEqual(fast.Header, slow.Header) {
+			t.Fatalf("%s:\n one-pass %d %v %q\n general  %d %v %q", b, fast.Status, fast.Header, fast.Body, slow.Status, slow.Header, slow.Body)
+		}
+	})
+}
+
+func BenchmarkParseFunctionResponse(b *testing.B) {
+	v := json.RawMessage(`{"body":"hello bench","headers":{"Content-Type":"text/plain"},"status":200}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseFunctionResponse(v); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
