@@ -450,7 +450,7 @@ func (w *Worker) session(ctx context.Context) error {
 	log := w.log.With("worker_id", m.WorkerID)
 	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency, "trusted", m.Trusted)
 
-	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]context.CancelCauseFunc)}
+	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]*runningTask)}
 	s.svc = newServices(s)
 	// The session outlives ctx by the close handshake (stopClose below):
 	// what it writes meanwhile must not cut the connection short.
@@ -491,7 +491,7 @@ type session struct {
 	svc  *services // service instances (services.go)
 
 	mu    sync.Mutex
-	tasks map[string]context.CancelCauseFunc // by lease id
+	tasks map[string]*runningTask // by lease id
 	// buildsSent is what the worker last reported of its builds.
 	buildsSent string
 	// sending counts writes in progress. While one is, the orchestrator
@@ -515,8 +515,9 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.start(ctx, m.Task)
 		case protocol.TypeCancel:
 			s.mu.Lock()
-			if cancel, ok := s.tasks[m.LeaseID]; ok {
-				cancel(errCanceled)
+			if rt, ok := s.tasks[m.LeaseID]; ok {
+				rt.byRequest.Store(true)
+				rt.cancel()
 			}
 			s.mu.Unlock()
 		case protocol.TypeServiceStart:
@@ -529,7 +530,12 @@ func (s *session) readLoop(ctx context.Context) error {
 	}
 }
 
-var errCanceled = errors.New("canceled by the orchestrator")
+// runningTask is a task being run: its context's cancel, and whether the
+// orchestrator asked for the stop.
+type runningTask struct {
+	cancel    context.CancelFunc
+	byRequest atomic.Bool
+}
 
 // start runs t in its own goroutine, or rejects it when the worker does
 // not offer its runtime or has no free slot.
@@ -554,14 +560,17 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 		s.send(ctx, protocol.Message{Type: protocol.TypeReject, JobID: t.JobID, LeaseID: t.LeaseID, Error: why})
 		return
 	}
-	tctx, cancel := context.WithCancelCause(ctx)
-	s.tasks[t.LeaseID] = cancel
+	// One context per task: its timeout, and the stop that a cancel or
+	// the session's end asks for.
+	tctx, cancel := context.WithTimeout(ctx, s.w.taskTimeout(t))
+	running := &runningTask{cancel: cancel}
+	s.tasks[t.LeaseID] = running
 	s.mu.Unlock()
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer cancel(nil)
+		defer cancel()
 		runCtx := tctx
 		var live *liveOutput
 		if s.w.cfg.LiveOutputBytes > 0 {
@@ -569,7 +578,7 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			runCtx = runtime.WithSink(tctx, live)
 		}
 		t0 := time.Now()
-		res, err := s.w.runTask(runCtx, rt, t)
+		res, err := s.w.runTask(runCtx, rt, t, &running.byRequest)
 		ran := time.Since(t0)
 		s.w.tasksRun.Add(1)
 		if live != nil {
@@ -617,8 +626,8 @@ func (s *session) send(ctx context.Context, m protocol.Message) {
 func (s *session) stopAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, cancel := range s.tasks {
-		cancel(errors.New("connection to the orchestrator ended"))
+	for _, rt := range s.tasks {
+		rt.cancel()
 	}
 }
 
@@ -658,11 +667,20 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// runTask runs t under its timeout. A task that ran, however it ended, is
-// a result; a runtime that could not run it is an error, unless the task
-// was stopped meanwhile (then its result says so). A runtime that panics
-// yields a failed result.
-func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (res job.Result, err error) {
+// taskTimeout is how long t may run.
+func (w *Worker) taskTimeout(t *job.Task) time.Duration {
+	if t.Timeout <= 0 {
+		return job.DefaultRequestLimits().DefaultTimeout
+	}
+	return t.Timeout
+}
+
+// runTask runs t under ctx, which carries its timeout (taskTimeout). A
+// task that ran, however it ended, is a result; a runtime that could not
+// run it is an error, unless the task was stopped meanwhile (then its
+// result says so). A runtime that panics yields a failed result.
+// byRequest says whether the orchestrator asked for a stop.
+func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task, byRequest *atomic.Bool) (res job.Result, err error) {
 	if t.Limits.OutputBytes <= 0 {
 		t.Limits.OutputBytes = w.cfg.OutputBytes
 	}
@@ -672,12 +690,6 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 			t.Limits.MemoryBytes = int64(t.Spec.MemoryMB) << 20
 		}
 	}
-	timeout := t.Timeout
-	if timeout <= 0 {
-		timeout = job.DefaultRequestLimits().DefaultTimeout
-	}
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	started := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -694,16 +706,16 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 			res.Status = job.StatusFailed
 		}
 	}()
-	res, err = rt.Run(tctx, *t)
+	res, err = rt.Run(ctx, *t)
 	if err != nil {
-		if st := runtime.Interrupted(tctx); st != "" {
+		if st := runtime.Interrupted(ctx); st != "" {
 			res, err = job.Result{Status: st, Error: err.Error()}, nil
 		} else {
 			w.log.Warn("task could not run; giving it back", "job_id", t.JobID, "runtime", t.Type, "err", err)
 			return job.Result{}, err
 		}
 	}
-	if res.Status == job.StatusCanceled && errors.Is(context.Cause(ctx), errCanceled) {
+	if res.Status == job.StatusCanceled && byRequest.Load() {
 		res.Error = "canceled by request"
 	}
 	return res, nil

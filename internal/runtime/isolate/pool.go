@@ -166,7 +166,17 @@ var _ runtime.Runtime = (*Pool)(nil)
 // memory bound (OOMKilled) or kills its child is a result; a child that
 // cannot be started, or whose runtime could not run the task, is an error.
 func (p *Pool) Run(ctx context.Context, t job.Task) (job.Result, error) {
-	return runtime.Timed(ctx, t, p.run)
+	start := time.Now()
+	// A caller that already bounds ctx by t.Timeout (the worker does)
+	// costs no second context and timer.
+	if d, ok := ctx.Deadline(); t.Timeout > 0 && (!ok || d.After(start.Add(t.Timeout))) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, start.Add(t.Timeout))
+		defer cancel()
+	}
+	res, err := p.run(ctx, t)
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, err
 }
 
 func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
