@@ -229,3 +229,55 @@ func BenchmarkParseFunctionResponse(b *testing.B) {
 		}
 	}
 }
+
+func TestAppendInput(t *testing.T) {
+	type script struct {
+		Req *FunctionRequest  `json:"req"`
+		Env map[string]string `json:"env"`
+	}
+	type wasm struct {
+		*FunctionRequest
+		Env map[string]string `json:"env"`
+	}
+	for _, tc := range []struct {
+		req FunctionRequest
+		env map[string]string
+	}{
+		{req: FunctionRequest{Method: "GET", Path: "/"}, env: map[string]string{}},
+		{req: FunctionRequest{Method: "GET", Path: "/", Query: map[string]string{}, QueryAll: map[string][]string{}, Headers: map[string]string{}}},
+		{req: FunctionRequest{Method: "POST", Path: "/a/b",
+			Query:    map[string]string{"name": "bench", "z": "<&>", "a": "grüße\u2028\x00\"\\"},
+			QueryAll: map[string][]string{"name": {"bench", "x"}, "z": {"<&>"}, "a": {}, "n": nil},
+			Headers:  map[string]string{"host": "example.com", "user-agent": "Go-http-client/1.1", "cookie": "a=1; b=2", "x-bad": "\xff\xfe"},
+			Body:     "/wA=", BodyBase64: true},
+			env: map[string]string{"B": "2", "A": "1", "KEY": "line\nbreak\t"}},
+	} {
+		r := tc.req
+		want, err := json.Marshal(script{Req: &r, Env: tc.env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.AppendInput(nil, tc.env, false); string(got) != string(want) {
+			t.Errorf("script input:\n got  %s\n want %s", got, want)
+		}
+		want, err = json.Marshal(wasm{FunctionRequest: &r, Env: tc.env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.AppendInput(nil, tc.env, true); string(got) != string(want) {
+			t.Errorf("wasm input:\n got  %s\n want %s", got, want)
+		}
+	}
+}
+
+func BenchmarkAppendInput(b *testing.B) {
+	r := FunctionRequest{Method: "GET", Path: "/", Query: map[string]string{"name": "bench"},
+		QueryAll: map[string][]string{"name": {"bench"}},
+		Headers:  map[string]string{"host": "127.0.0.1:1234", "user-agent": "Go-http-client/1.1", "accept-encoding": "gzip"}}
+	env := map[string]string{}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendInput(buf[:0], env, false)
+	}
+}

@@ -2,7 +2,9 @@ package job
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"slices"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -251,4 +253,103 @@ func (p *simpleParser) headers(dst map[string][]string) bool {
 		}
 		return p.byte('}')
 	}
+}
+
+// AppendInput appends to b the JSON input of an invocation with request r
+// and the deployment's env: {"req": r, "env": env}, or, when envBeside is
+// set (Wasm), r's members with "env" beside them. It writes what
+// encoding/json would (keys sorted, the same escapes), in one pass.
+func (r *FunctionRequest) AppendInput(b []byte, env map[string]string, envBeside bool) []byte {
+	if !envBeside {
+		b = append(b, `{"req":`...)
+	}
+	b = append(b, `{"method":`...)
+	b = appendJSONString(b, r.Method)
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, r.Path)
+	b = append(b, `,"query":`...)
+	b = appendStringMap(b, r.Query)
+	b = append(b, `,"query_all":`...)
+	if r.QueryAll == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '{')
+		var small [16]string
+		for i, k := range sortedKeys(small[:0], r.QueryAll) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			vs := r.QueryAll[k]
+			if vs == nil {
+				b = append(b, "null"...)
+				continue
+			}
+			b = append(b, '[')
+			for j, v := range vs {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, v)
+			}
+			b = append(b, ']')
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"headers":`...)
+	b = appendStringMap(b, r.Headers)
+	b = append(b, `,"body":`...)
+	b = appendJSONString(b, r.Body)
+	b = append(b, `,"body_base64":`...)
+	b = strconv.AppendBool(b, r.BodyBase64)
+	if envBeside {
+		b = append(b, `,"env":`...)
+	} else {
+		b = append(b, `},"env":`...)
+	}
+	b = appendStringMap(b, env)
+	return append(b, '}')
+}
+
+func appendStringMap(b []byte, m map[string]string) []byte {
+	if m == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '{')
+	var small [16]string
+	for i, k := range sortedKeys(small[:0], m) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, m[k])
+	}
+	return append(b, '}')
+}
+
+// sortedKeys appends m's keys to keys, sorted.
+func sortedKeys[V any](keys []string, m map[string]V) []string {
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// appendJSONString appends s as encoding/json writes it: as it is when it
+// holds only printable ASCII that needs no escape, else through
+// encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
