@@ -602,7 +602,9 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			s.reportBuilds(ctx)
 		}
 		s.send(ctx, protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &res})
-		s.log.Debug("task timing", "job_id", t.JobID, "run_ms", ms(ran), "total_ms", ms(time.Since(t0)))
+		if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations
+			s.log.Debug("task timing", "job_id", t.JobID, "run_ms", ms(ran), "total_ms", ms(time.Since(t0)))
+		}
 	}()
 }
 
