@@ -462,8 +462,9 @@ func (w *Worker) session(ctx context.Context) error {
 	}
 	// Both end with the session; the session waits for them (s.wg) so
 	// that nothing of it runs after Run returns.
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
+	go func() { defer s.wg.Done(); s.watchWrites(sctx, time.Second) }()
 	s.reportBuilds(sctx)
 	s.svc.stopLeftovers(sctx)
 	if m.StreamKey != "" && s.svc.rt != nil {
@@ -497,6 +498,11 @@ type session struct {
 	// sending counts writes in progress. While one is, the orchestrator
 	// sees bytes arriving and a heartbeat would only queue behind it.
 	sending atomic.Int32
+	// resultsSending counts the results among them; stalledSince is when
+	// the last write began with none in progress, or when one last ended
+	// (UnixNano). watchWrites reads them.
+	resultsSending atomic.Int32
+	stalledSince   atomic.Int64
 }
 
 func (s *session) readLoop(ctx context.Context) error {
@@ -608,20 +614,54 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 	}()
 }
 
+// send writes m, or closes the connection when it cannot. A write that
+// makes no progress is cut by watchWrites: after 30 s, or
+// resultWriteTimeout while a result is being written (a result may be
+// large, 16 MiB and more, and a volunteer's link slow).
 func (s *session) send(ctx context.Context, m protocol.Message) {
-	s.sending.Add(1)
-	defer s.sending.Add(-1)
-	// A result may be large (16 MiB and more) and a volunteer's link
-	// slow: it gets longer than the small messages.
-	timeout := 30 * time.Second
-	if m.Type == protocol.TypeResult {
-		timeout = resultWriteTimeout
+	if s.sending.Add(1) == 1 {
+		s.stalledSince.Store(time.Now().UnixNano())
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := s.conn.Write(wctx, m); err != nil {
+	if m.Type == protocol.TypeResult {
+		s.resultsSending.Add(1)
+		defer s.resultsSending.Add(-1)
+	}
+	err := s.conn.Write(ctx, m)
+	s.stalledSince.Store(time.Now().UnixNano())
+	s.sending.Add(-1)
+	if err != nil {
 		s.log.Warn("send to orchestrator failed", "type", m.Type, "job_id", m.JobID, "err", err)
 		s.conn.CloseNow()
+	}
+}
+
+// sendTimeout bounds a write of a message other than a result.
+const sendTimeout = 30 * time.Second
+
+// watchWrites closes the connection, every interval until ctx ends, when
+// writes are in progress and none has ended for longer than their
+// timeout: one watch for every write rather than a timer each.
+func (s *session) watchWrites(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.sending.Load() == 0 {
+			continue
+		}
+		limit := sendTimeout
+		if s.resultsSending.Load() > 0 {
+			limit = resultWriteTimeout
+		}
+		if stalled := time.Since(time.Unix(0, s.stalledSince.Load())); stalled > limit {
+			s.log.Warn("a write to the orchestrator made no progress; closing the connection", "stalled", stalled.Round(time.Second))
+			s.conn.CloseNow()
+			return
+		}
 	}
 }
 
