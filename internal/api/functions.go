@@ -203,7 +203,10 @@ func (f *functions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // cleanPath resolves "." and ".." segments and double slashes, keeping a
 // trailing slash.
 func cleanPath(p string) string {
-	c := path.Clean("/" + p)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	c := path.Clean(p) // p itself, without a copy, when it is clean
 	if strings.HasSuffix(p, "/") && c != "/" {
 		c += "/"
 	}
@@ -386,7 +389,11 @@ func (f *functions) invoke(w http.ResponseWriter, r *http.Request, o functionOri
 		return
 	}
 	defer release()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
+	var body []byte
+	var err error
+	if r.Body != http.NoBody { // the server's body of a request without one
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, f.fcfg.MaxRequestBytes))
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -440,14 +447,14 @@ func (f *functions) admitCall(r *http.Request) (release func(), ok bool) {
 
 // functionRequest builds req from r, without its body and path.
 func functionRequest(r *http.Request) job.FunctionRequest {
+	query := r.URL.Query() // a map of its own, r's URL keeps none
 	req := job.FunctionRequest{
 		Method:   r.Method,
-		Query:    map[string]string{},
-		QueryAll: map[string][]string{},
+		Query:    make(map[string]string, len(query)),
+		QueryAll: query,
 		Headers:  make(map[string]string, len(r.Header)+1),
 	}
-	for k, v := range r.URL.Query() {
-		req.QueryAll[k] = v
+	for k, v := range query {
 		if len(v) > 0 {
 			req.Query[k] = v[0]
 		}
@@ -461,8 +468,36 @@ func functionRequest(r *http.Request) job.FunctionRequest {
 		if k == "Cookie" {
 			sep = "; "
 		}
-		req.Headers[strings.ToLower(k)] = strings.Join(v, sep)
+		req.Headers[lowerHeader(k)] = strings.Join(v, sep)
 	}
 	req.Headers["host"] = r.Host
 	return req
+}
+
+// lowerHeader is strings.ToLower(k), without an allocation for the
+// headers most requests carry.
+func lowerHeader(k string) string {
+	switch k {
+	case "Accept":
+		return "accept"
+	case "Accept-Encoding":
+		return "accept-encoding"
+	case "Accept-Language":
+		return "accept-language"
+	case "Content-Length":
+		return "content-length"
+	case "Content-Type":
+		return "content-type"
+	case "Cookie":
+		return "cookie"
+	case "Origin":
+		return "origin"
+	case "Referer":
+		return "referer"
+	case "User-Agent":
+		return "user-agent"
+	case "X-Forwarded-For":
+		return "x-forwarded-for"
+	}
+	return strings.ToLower(k)
 }

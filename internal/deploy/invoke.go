@@ -53,19 +53,6 @@ func (s *Service) lookupLocked(urlPath string) (*entry, string) {
 	}
 }
 
-// scriptInput is the input_data of a Lua, JavaScript or Python invocation.
-type scriptInput struct {
-	Req *job.FunctionRequest `json:"req"`
-	Env map[string]string    `json:"env"`
-}
-
-// wasmInput is a Wasm function's stdin: the request with "env" beside its
-// fields.
-type wasmInput struct {
-	*job.FunctionRequest
-	Env map[string]string `json:"env"`
-}
-
 // Invoke runs the function that urlPath names with req (whose Path it sets
 // to the rest of urlPath) and returns the function's answer. It blocks
 // until the function has answered, or failed, or ctx is done.
@@ -104,15 +91,9 @@ func (s *Service) Invoke(ctx context.Context, urlPath string, req job.FunctionRe
 	if env == nil {
 		env = map[string]string{}
 	}
-	var input []byte
-	if d.Runtime == job.TypeWasm {
-		input, err = json.Marshal(wasmInput{FunctionRequest: &req, Env: env})
-	} else {
-		input, err = json.Marshal(scriptInput{Req: &req, Env: env})
-	}
-	if err != nil {
-		return job.FunctionResponse{}, fmt.Errorf("encode request for %s: %w", d.Name(), err)
-	}
+	// The input is {"req": ..., "env": ...}; a Wasm function's has env
+	// beside the request's members.
+	input := req.AppendInput(make([]byte, 0, 256+len(req.Body)), env, d.Runtime == job.TypeWasm)
 	timeout := d.TimeoutSeconds
 	jr := job.Request{
 		Type:           d.Runtime,

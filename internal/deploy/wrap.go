@@ -22,7 +22,7 @@ import (
 func wrapCode(rt job.Type, code string) string {
 	switch rt {
 	case job.TypeLua:
-		return luaPrelude + code + luaEpilogue
+		return luaPrelude + code + "\n" + joinLines(luaEpilogue)
 	case job.TypeJS:
 		return jsPrelude + code + jsEpilogue
 	case job.TypePython:
@@ -34,10 +34,31 @@ func wrapCode(rt job.Type, code string) string {
 
 const luaPrelude = `local __zv = INPUT or {}; ENV = __zv.env or {}; INPUT = __zv.req; __zv = nil; `
 
+// joinLines returns Lua source s on one line: each line without its
+// indentation, joined by spaces. It is for source whose lines end no
+// comment and no long string, as luaEpilogue's: the wrapped code goes to
+// a worker with every invocation, smaller and without escapes in JSON.
+func joinLines(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for line := range strings.Lines(s) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
 // luaEpilogue offers base64.encode and base64.decode (when the code did not
 // define base64 itself) and base64-encodes a response body that is not
 // plain ASCII: Lua strings are bytes, and JSON could not carry them as
-// they are.
+// they are. It has no comments: it is sent joined into one line
+// (joinLines).
 const luaEpilogue = `
 do
   local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'

@@ -88,6 +88,15 @@ var responseKeys = []string{"status", "headers", "body", "body_base64"}
 // caller answers 502).
 func ParseFunctionResponse(v json.RawMessage) (FunctionResponse, error) {
 	v = bytes.TrimSpace(v)
+	if resp, ok := parseSimpleResponse(v); ok {
+		return resp, nil
+	}
+	return parseFunctionResponse(v)
+}
+
+// parseFunctionResponse is ParseFunctionResponse for any JSON value (v is
+// trimmed).
+func parseFunctionResponse(v json.RawMessage) (FunctionResponse, error) {
 	if len(v) == 0 || string(v) == "null" {
 		return FunctionResponse{Status: 204, Header: map[string][]string{}}, nil
 	}

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -193,4 +194,90 @@ func FuzzDecodeDeployRequest(f *testing.F) {
 			t.Fatalf("decoded request does not validate: %v", err)
 		}
 	})
+}
+
+// FuzzSimpleResponse checks that the one-pass parser of common answers
+// agrees with the general one whenever it accepts an answer.
+func FuzzSimpleResponse(f *testing.F) {
+	for _, s := range []string{`{"status":201,"headers":{"a":"b"},"body":"x"}`, `{"body":"aGk=","body_base64":true}`,
+		`{"status":200,"headers":{"content-type":"text/html","x-b":true,"Connection":"close"},"body":"<p>grüße</p>"}`,
+		` { "status" : 404 , "body" : "" } `, `{"status":200,"body":"x","body":"y"}`, `{"status":200,"headers":{"a":"1","a":"2"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		b = bytes.TrimSpace(b)
+		fast, ok := parseSimpleResponse(b)
+		if !ok {
+			return
+		}
+		slow, err := parseFunctionResponse(b)
+		if err != nil {
+			t.Fatalf("%s: the one-pass parser accepted what the general one refuses: %v", b, err)
+		}
+		if fast.Status != slow.Status || !bytes.Equal(fast.Body, slow.Body) || !reflect.DeepEqual(fast.Header, slow.Header) {
+			t.Fatalf("%s:\n one-pass %d %v %q\n general  %d %v %q", b, fast.Status, fast.Header, fast.Body, slow.Status, slow.Header, slow.Body)
+		}
+	})
+}
+
+func BenchmarkParseFunctionResponse(b *testing.B) {
+	v := json.RawMessage(`{"body":"hello bench","headers":{"Content-Type":"text/plain"},"status":200}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseFunctionResponse(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestAppendInput(t *testing.T) {
+	type script struct {
+		Req *FunctionRequest  `json:"req"`
+		Env map[string]string `json:"env"`
+	}
+	type wasm struct {
+		*FunctionRequest
+		Env map[string]string `json:"env"`
+	}
+	for _, tc := range []struct {
+		req FunctionRequest
+		env map[string]string
+	}{
+		{req: FunctionRequest{Method: "GET", Path: "/"}, env: map[string]string{}},
+		{req: FunctionRequest{Method: "GET", Path: "/", Query: map[string]string{}, QueryAll: map[string][]string{}, Headers: map[string]string{}}},
+		{req: FunctionRequest{Method: "POST", Path: "/a/b",
+			Query:    map[string]string{"name": "bench", "z": "<&>", "a": "grüße\u2028\x00\"\\"},
+			QueryAll: map[string][]string{"name": {"bench", "x"}, "z": {"<&>"}, "a": {}, "n": nil},
+			Headers:  map[string]string{"host": "example.com", "user-agent": "Go-http-client/1.1", "cookie": "a=1; b=2", "x-bad": "\xff\xfe"},
+			Body:     "/wA=", BodyBase64: true},
+			env: map[string]string{"B": "2", "A": "1", "KEY": "line\nbreak\t"}},
+	} {
+		r := tc.req
+		want, err := json.Marshal(script{Req: &r, Env: tc.env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.AppendInput(nil, tc.env, false); string(got) != string(want) {
+			t.Errorf("script input:\n got  %s\n want %s", got, want)
+		}
+		want, err = json.Marshal(wasm{FunctionRequest: &r, Env: tc.env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.AppendInput(nil, tc.env, true); string(got) != string(want) {
+			t.Errorf("wasm input:\n got  %s\n want %s", got, want)
+		}
+	}
+}
+
+func BenchmarkAppendInput(b *testing.B) {
+	r := FunctionRequest{Method: "GET", Path: "/", Query: map[string]string{"name": "bench"},
+		QueryAll: map[string][]string{"name": {"bench"}},
+		Headers:  map[string]string{"host": "127.0.0.1:1234", "user-agent": "Go-http-client/1.1", "accept-encoding": "gzip"}}
+	env := map[string]string{}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendInput(buf[:0], env, false)
+	}
 }

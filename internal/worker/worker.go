@@ -450,7 +450,7 @@ func (w *Worker) session(ctx context.Context) error {
 	log := w.log.With("worker_id", m.WorkerID)
 	log.Info("registered with orchestrator", "runtimes", caps.Runtimes, "concurrency", caps.Concurrency, "trusted", m.Trusted)
 
-	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]context.CancelCauseFunc)}
+	s := &session{w: w, conn: conn, log: log, tasks: make(map[string]*runningTask)}
 	s.svc = newServices(s)
 	// The session outlives ctx by the close handshake (stopClose below):
 	// what it writes meanwhile must not cut the connection short.
@@ -462,8 +462,9 @@ func (w *Worker) session(ctx context.Context) error {
 	}
 	// Both end with the session; the session waits for them (s.wg) so
 	// that nothing of it runs after Run returns.
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.heartbeats(sctx, heartbeat) }()
+	go func() { defer s.wg.Done(); s.watchWrites(sctx, time.Second) }()
 	s.reportBuilds(sctx)
 	s.svc.stopLeftovers(sctx)
 	if m.StreamKey != "" && s.svc.rt != nil {
@@ -491,12 +492,17 @@ type session struct {
 	svc  *services // service instances (services.go)
 
 	mu    sync.Mutex
-	tasks map[string]context.CancelCauseFunc // by lease id
+	tasks map[string]*runningTask // by lease id
 	// buildsSent is what the worker last reported of its builds.
 	buildsSent string
 	// sending counts writes in progress. While one is, the orchestrator
 	// sees bytes arriving and a heartbeat would only queue behind it.
 	sending atomic.Int32
+	// resultsSending counts the results among them; stalledSince is when
+	// the last write began with none in progress, or when one last ended
+	// (UnixNano). watchWrites reads them.
+	resultsSending atomic.Int32
+	stalledSince   atomic.Int64
 }
 
 func (s *session) readLoop(ctx context.Context) error {
@@ -515,8 +521,9 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.start(ctx, m.Task)
 		case protocol.TypeCancel:
 			s.mu.Lock()
-			if cancel, ok := s.tasks[m.LeaseID]; ok {
-				cancel(errCanceled)
+			if rt, ok := s.tasks[m.LeaseID]; ok {
+				rt.byRequest.Store(true)
+				rt.cancel()
 			}
 			s.mu.Unlock()
 		case protocol.TypeServiceStart:
@@ -529,7 +536,12 @@ func (s *session) readLoop(ctx context.Context) error {
 	}
 }
 
-var errCanceled = errors.New("canceled by the orchestrator")
+// runningTask is a task being run: its context's cancel, and whether the
+// orchestrator asked for the stop.
+type runningTask struct {
+	cancel    context.CancelFunc
+	byRequest atomic.Bool
+}
 
 // start runs t in its own goroutine, or rejects it when the worker does
 // not offer its runtime or has no free slot.
@@ -554,14 +566,17 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 		s.send(ctx, protocol.Message{Type: protocol.TypeReject, JobID: t.JobID, LeaseID: t.LeaseID, Error: why})
 		return
 	}
-	tctx, cancel := context.WithCancelCause(ctx)
-	s.tasks[t.LeaseID] = cancel
+	// One context per task: its timeout, and the stop that a cancel or
+	// the session's end asks for.
+	tctx, cancel := context.WithTimeout(ctx, s.w.taskTimeout(t))
+	running := &runningTask{cancel: cancel}
+	s.tasks[t.LeaseID] = running
 	s.mu.Unlock()
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer cancel(nil)
+		defer cancel()
 		runCtx := tctx
 		var live *liveOutput
 		if s.w.cfg.LiveOutputBytes > 0 {
@@ -569,7 +584,7 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			runCtx = runtime.WithSink(tctx, live)
 		}
 		t0 := time.Now()
-		res, err := s.w.runTask(runCtx, rt, t)
+		res, err := s.w.runTask(runCtx, rt, t, &running.byRequest)
 		ran := time.Since(t0)
 		s.w.tasksRun.Add(1)
 		if live != nil {
@@ -593,32 +608,68 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 			s.reportBuilds(ctx)
 		}
 		s.send(ctx, protocol.Message{Type: protocol.TypeResult, JobID: t.JobID, LeaseID: t.LeaseID, Result: &res})
-		s.log.Debug("task timing", "job_id", t.JobID, "run_ms", ms(ran), "total_ms", ms(time.Since(t0)))
+		if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations
+			s.log.Debug("task timing", "job_id", t.JobID, "run_ms", ms(ran), "total_ms", ms(time.Since(t0)))
+		}
 	}()
 }
 
+// send writes m, or closes the connection when it cannot. A write that
+// makes no progress is cut by watchWrites: after 30 s, or
+// resultWriteTimeout while a result is being written (a result may be
+// large, 16 MiB and more, and a volunteer's link slow).
 func (s *session) send(ctx context.Context, m protocol.Message) {
-	s.sending.Add(1)
-	defer s.sending.Add(-1)
-	// A result may be large (16 MiB and more) and a volunteer's link
-	// slow: it gets longer than the small messages.
-	timeout := 30 * time.Second
-	if m.Type == protocol.TypeResult {
-		timeout = resultWriteTimeout
+	if s.sending.Add(1) == 1 {
+		s.stalledSince.Store(time.Now().UnixNano())
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := s.conn.Write(wctx, m); err != nil {
+	if m.Type == protocol.TypeResult {
+		s.resultsSending.Add(1)
+		defer s.resultsSending.Add(-1)
+	}
+	err := s.conn.Write(ctx, m)
+	s.stalledSince.Store(time.Now().UnixNano())
+	s.sending.Add(-1)
+	if err != nil {
 		s.log.Warn("send to orchestrator failed", "type", m.Type, "job_id", m.JobID, "err", err)
 		s.conn.CloseNow()
+	}
+}
+
+// sendTimeout bounds a write of a message other than a result.
+const sendTimeout = 30 * time.Second
+
+// watchWrites closes the connection, every interval until ctx ends, when
+// writes are in progress and none has ended for longer than their
+// timeout: one watch for every write rather than a timer each.
+func (s *session) watchWrites(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.sending.Load() == 0 {
+			continue
+		}
+		limit := sendTimeout
+		if s.resultsSending.Load() > 0 {
+			limit = resultWriteTimeout
+		}
+		if stalled := time.Since(time.Unix(0, s.stalledSince.Load())); stalled > limit {
+			s.log.Warn("a write to the orchestrator made no progress; closing the connection", "stalled", stalled.Round(time.Second))
+			s.conn.CloseNow()
+			return
+		}
 	}
 }
 
 func (s *session) stopAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, cancel := range s.tasks {
-		cancel(errors.New("connection to the orchestrator ended"))
+	for _, rt := range s.tasks {
+		rt.cancel()
 	}
 }
 
@@ -658,11 +709,20 @@ func (s *session) heartbeats(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// runTask runs t under its timeout. A task that ran, however it ended, is
-// a result; a runtime that could not run it is an error, unless the task
-// was stopped meanwhile (then its result says so). A runtime that panics
-// yields a failed result.
-func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (res job.Result, err error) {
+// taskTimeout is how long t may run.
+func (w *Worker) taskTimeout(t *job.Task) time.Duration {
+	if t.Timeout <= 0 {
+		return job.DefaultRequestLimits().DefaultTimeout
+	}
+	return t.Timeout
+}
+
+// runTask runs t under ctx, which carries its timeout (taskTimeout). A
+// task that ran, however it ended, is a result; a runtime that could not
+// run it is an error, unless the task was stopped meanwhile (then its
+// result says so). A runtime that panics yields a failed result.
+// byRequest says whether the orchestrator asked for a stop.
+func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task, byRequest *atomic.Bool) (res job.Result, err error) {
 	if t.Limits.OutputBytes <= 0 {
 		t.Limits.OutputBytes = w.cfg.OutputBytes
 	}
@@ -672,12 +732,6 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 			t.Limits.MemoryBytes = int64(t.Spec.MemoryMB) << 20
 		}
 	}
-	timeout := t.Timeout
-	if timeout <= 0 {
-		timeout = job.DefaultRequestLimits().DefaultTimeout
-	}
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	started := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -694,16 +748,16 @@ func (w *Worker) runTask(ctx context.Context, rt runtime.Runtime, t *job.Task) (
 			res.Status = job.StatusFailed
 		}
 	}()
-	res, err = rt.Run(tctx, *t)
+	res, err = rt.Run(ctx, *t)
 	if err != nil {
-		if st := runtime.Interrupted(tctx); st != "" {
+		if st := runtime.Interrupted(ctx); st != "" {
 			res, err = job.Result{Status: st, Error: err.Error()}, nil
 		} else {
 			w.log.Warn("task could not run; giving it back", "job_id", t.JobID, "runtime", t.Type, "err", err)
 			return job.Result{}, err
 		}
 	}
-	if res.Status == job.StatusCanceled && errors.Is(context.Cause(ctx), errCanceled) {
+	if res.Status == job.StatusCanceled && byRequest.Load() {
 		res.Error = "canceled by request"
 	}
 	return res, nil

@@ -125,7 +125,7 @@ func appendFrame(b []byte, f *frame) ([]byte, error) {
 	b = append(b, 0, 0, 0, 0)
 	switch {
 	case f.Hello != nil:
-		h, err := json.Marshal(f.Hello)
+		h, err := json.Marshal(*f.Hello) // a copy: f and what it points at do not escape
 		if err != nil {
 			return nil, fmt.Errorf("encode frame: %w", err)
 		}

@@ -166,7 +166,17 @@ var _ runtime.Runtime = (*Pool)(nil)
 // memory bound (OOMKilled) or kills its child is a result; a child that
 // cannot be started, or whose runtime could not run the task, is an error.
 func (p *Pool) Run(ctx context.Context, t job.Task) (job.Result, error) {
-	return runtime.Timed(ctx, t, p.run)
+	start := time.Now()
+	// A caller that already bounds ctx by t.Timeout (the worker does)
+	// costs no second context and timer.
+	if d, ok := ctx.Deadline(); t.Timeout > 0 && (!ok || d.After(start.Add(t.Timeout))) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, start.Add(t.Timeout))
+		defer cancel()
+	}
+	res, err := p.run(ctx, t)
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, err
 }
 
 func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
@@ -195,39 +205,34 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 	// When ctx is done: a cancel must be said (the child's own deadline
 	// passes with ours), and a child that has not answered within the
 	// grace is killed, which ends the read below.
-	var (
-		mu       sync.Mutex
-		finished bool        // the read below returned; guarded by mu
-		killed   bool        // the grace passed first; guarded by mu
-		grace    *time.Timer // guarded by mu
-	)
+	w := &stopWatch{}
 	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if finished {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.finished {
 			return
 		}
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			_ = writeFrame(c.cancels, &frame{Cancel: true, Seq: seq})
 		}
-		grace = time.AfterFunc(p.cfg.StopGrace, func() {
-			mu.Lock()
-			defer mu.Unlock()
-			if !finished {
-				killed = true
+		w.grace = time.AfterFunc(p.cfg.StopGrace, func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if !w.finished {
+				w.killed = true
 				c.kill()
 			}
 		})
 	})
 	f, err := c.readAnswer(p.cfg.MaxFrameBytes, seq, sink)
 	stop()
-	mu.Lock()
-	finished = true
-	if grace != nil {
-		grace.Stop()
+	w.mu.Lock()
+	w.finished = true
+	if w.grace != nil {
+		w.grace.Stop()
 	}
-	wasKilled := killed
-	mu.Unlock()
+	wasKilled := w.killed
+	w.mu.Unlock()
 	switch {
 	case err != nil && wasKilled:
 		res := runtime.Stopped(runtime.Interrupted(ctx))
@@ -250,6 +255,14 @@ func (p *Pool) run(ctx context.Context, t job.Task) (job.Result, error) {
 		c.kill()
 		return job.Result{}, fmt.Errorf("%s runtime: the runtime process answered neither a result nor an error", t.Type)
 	}
+}
+
+// stopWatch is what a task's stop (its ctx done) and its read share.
+type stopWatch struct {
+	mu       sync.Mutex
+	finished bool        // the read returned; guarded by mu
+	killed   bool        // the grace passed first; guarded by mu
+	grace    *time.Timer // guarded by mu
 }
 
 // died is the result of a task whose child ended under it.
