@@ -503,27 +503,40 @@ func (r *netRelay) dialPassed(ctx context.Context, port int) (net.Conn, error) {
 	if _, err := io.WriteString(uc, "dial "+strconv.Itoa(port)+"\n"); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	var fds []int
+	// The relay's answer may come with descriptors; the worker keeps the
+	// first, closes any other at once (holding a few hundred per dial
+	// would take the worker's descriptors), and never lets a close of
+	// one wait (closeHanded).
+	fd, handed := -1, 0
 	defer func() {
-		for _, fd := range fds {
-			syscall.Close(fd)
+		if fd >= 0 {
+			closeHanded(fd)
 		}
 	}()
 	var line []byte
 	buf := make([]byte, agent.MaxHeader)
-	oob := make([]byte, syscall.CmsgSpace(4*4))
+	// Room for a descriptor a message (two, aligned): the kernel drops
+	// the others before they take any of the worker's.
+	oob := make([]byte, syscall.CmsgSpace(4))
 	for !bytes.Contains(line, []byte("\n")) {
 		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
 		if oobn > 0 {
 			msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
 			for _, m := range msgs {
 				got, _ := syscall.ParseUnixRights(&m)
-				fds = append(fds, got...)
+				for _, g := range got {
+					handed++
+					if fd < 0 {
+						fd = g
+					} else {
+						closeHanded(g)
+					}
+				}
 			}
 		}
 		line = append(line, buf[:n]...)
 		switch {
-		case errors.Is(err, io.EOF) && len(line) == 0 && len(fds) == 0:
+		case errors.Is(err, io.EOF) && len(line) == 0 && handed == 0:
 			return nil, errNotPassed
 		case err != nil && ctx.Err() != nil:
 			return nil, ctx.Err()
@@ -537,24 +550,56 @@ func (r *netRelay) dialPassed(ctx context.Context, port int) (net.Conn, error) {
 	if answer != "ok" {
 		return nil, fmt.Errorf("relay: dial port %d: %s", port, strings.TrimPrefix(answer, "error "))
 	}
-	if len(fds) != 1 {
-		return nil, fmt.Errorf("relay: dial port %d: %d descriptors handed over, not one", port, len(fds))
+	if handed != 1 {
+		return nil, fmt.Errorf("relay: dial port %d: %d descriptors handed over, not one", port, handed)
 	}
-	f := os.NewFile(uintptr(fds[0]), "relay dial")
-	fds = nil
+	f := os.NewFile(uintptr(fd), "relay dial")
 	nc, err := net.FileConn(f)
-	f.Close()
 	if err != nil {
+		// fd is closed by the defer, without lingering.
 		return nil, fmt.Errorf("relay: dial port %d: %w", port, err)
 	}
+	fd = -1
+	f.Close() // nc holds its own copy: not the last close
 	tc, ok := nc.(*net.TCPConn)
 	ra, _ := nc.RemoteAddr().(*net.TCPAddr)
 	if !ok || ra == nil || !ra.IP.IsLoopback() || ra.Port != port {
-		nc.Close()
+		closeConnHanded(nc)
 		return nil, fmt.Errorf("relay: dial port %d: handed over %v, not a connection to its loopback port", port, nc.RemoteAddr())
 	}
-	return tc, nil
+	return handedConn{tc}, nil
 }
+
+// A descriptor handed over by the relay may be a socket the relay set to
+// linger on close (SO_LINGER) with bytes its peer never reads: if the
+// relay let go of its own copy, the worker's close would wait as long as
+// the relay likes, holding a thread. Each close of one first sets it not
+// to linger: the close returns at once, and the kernel sends what is
+// queued, or gives up, on its own.
+
+// closeHanded closes a descriptor handed over by the relay.
+func closeHanded(fd int) {
+	_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{})
+	syscall.Close(fd)
+}
+
+// closeConnHanded closes a connection made of a descriptor handed over.
+func closeConnHanded(c net.Conn) error {
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptLinger(int(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{})
+			})
+		}
+	}
+	return c.Close()
+}
+
+// handedConn is the instance's connection handed over by the relay (see
+// closeHanded).
+type handedConn struct{ *net.TCPConn }
+
+func (c handedConn) Close() error { return closeConnHanded(c.TCPConn) }
 
 // dialConn is a stream to a port whose relay's answer is read first.
 type dialConn struct {

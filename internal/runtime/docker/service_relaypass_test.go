@@ -62,7 +62,7 @@ func TestRelayHandsOverTheDialedSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, ok := c.(*net.TCPConn); !ok {
+	if _, ok := c.(handedConn); !ok {
 		t.Fatalf("handed over a %T", c)
 	}
 	if _, err := io.WriteString(c, "ping"); err != nil {
