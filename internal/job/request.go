@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Request is the body of POST /api/jobs: the flat shape of the design.
@@ -336,6 +337,12 @@ func (r *Request) Validate(lim RequestLimits) error {
 	}
 	if len(r.Input) > lim.MaxInputBytes {
 		return Invalid("input_data", "is %d bytes, over the limit of %d", len(r.Input), lim.MaxInputBytes)
+	}
+	if !utf8.Valid(r.Input) {
+		// JSON is UTF-8; input_data goes to the worker as it came, and a
+		// browser worker closes its connection, with every job on it, at
+		// invalid UTF-8 in a message.
+		return Invalid("input_data", "is not valid UTF-8")
 	}
 	if len(r.Code) > lim.MaxCodeBytes {
 		return Invalid("code", "is %d bytes, over the limit of %d", len(r.Code), lim.MaxCodeBytes)

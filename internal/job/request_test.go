@@ -96,6 +96,25 @@ func TestNumbersOutOfRange(t *testing.T) {
 	}
 }
 
+// TestInputNotUTF8: input_data with bytes that are not UTF-8 (passed
+// through as they are, they would end a browser worker's connection and
+// every other tenant's job on it) is refused, naming the field.
+func TestInputNotUTF8(t *testing.T) {
+	for _, body := range []string{
+		"{\"job_type\":\"lua\",\"code\":\"x\",\"input_data\":\"\xff\xfe\"}",
+		"{\"job_type\":\"lua\",\"code\":\"x\",\"input_data\":{\"a\":[\"ok\",\"\xc3\x28\"]}}",
+		"{\"job_type\":\"js\",\"code\":\"x\",\"input_data\":{\"\xed\xa0\x80\":1}}",
+	} {
+		_, err := DecodeRequest([]byte(body), DefaultRequestLimits())
+		if ErrorCode(err) != CodeInvalid || ErrorField(err) != "input_data" {
+			t.Errorf("%q: %v (field %q), want invalid naming input_data", body, err, ErrorField(err))
+		}
+	}
+	if _, err := DecodeRequest([]byte(`{"job_type":"lua","code":"x","input_data":{"s":"héllo \ud83d\ude00 😀"}}`), DefaultRequestLimits()); err != nil {
+		t.Fatalf("valid UTF-8: %v", err)
+	}
+}
+
 // FuzzCheckNumbers: any input ends the scan without a panic, and a number
 // refused is one that does not fit a float64.
 func FuzzCheckNumbers(f *testing.F) {
