@@ -20,6 +20,8 @@ func TestServeFlagsRefuseNonsense(t *testing.T) {
 		{[]string{"--heartbeat", "0"}, "--heartbeat"},
 		{[]string{"--heartbeat", "-1s"}, "--heartbeat"},
 		{[]string{"--max-queued", "0"}, "--max-queued"},
+		{[]string{"--ended-jobs", "-1"}, "--ended-jobs"},
+		{[]string{"--ended-jobs-bytes", "-5"}, "--ended-jobs-bytes"},
 		{[]string{"--lease-grace", "0"}, "--lease-grace"},
 		{[]string{"--max-body-bytes", "-1"}, "--max-body-bytes"},
 		{[]string{"--build-context-ttl", "0"}, "--build-context-ttl"},
