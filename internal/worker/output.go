@@ -35,6 +35,10 @@ type liveOutput struct {
 	room    int64              // bytes that may still be sent
 	dropped int64              // bytes dropped since the last message
 	closed  bool
+	// running says the sender runs: it starts with the first output, so
+	// that a task that writes none costs no goroutine.
+	running bool
+	ctx     context.Context // the sender's
 	wake    chan struct{}
 	done    chan struct{}
 }
@@ -50,9 +54,8 @@ func (s *session) startLive(ctx context.Context, t *job.Task) *liveOutput {
 	l := &liveOutput{
 		s: s, msg: protocol.Message{Type: protocol.TypeOutput, JobID: t.JobID, LeaseID: t.LeaseID},
 		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes/3), every: cfg.LiveFlushInterval,
-		room: cfg.LiveOutputBytes, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		room: cfg.LiveOutputBytes, ctx: ctx, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	go l.run(ctx)
 	return l
 }
 
@@ -64,10 +67,18 @@ func (s *session) startInstanceOutput(ctx context.Context, id string) *liveOutpu
 		s: s, msg: protocol.Message{Type: protocol.TypeServiceOutput, InstanceID: id},
 		chunk: min(cfg.LiveChunkBytes, protocol.MaxOutputTextBytes/3), every: cfg.LiveFlushInterval,
 		rate: cfg.ServiceOutputRate, refilled: time.Now(), room: cfg.ServiceOutputRate,
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		ctx: ctx, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	go l.run(ctx)
 	return l
+}
+
+// runLocked starts the sender, once, unless l is closed.
+func (l *liveOutput) runLocked() {
+	if l.running || l.closed {
+		return
+	}
+	l.running = true
+	go l.run(l.ctx)
 }
 
 // refillLocked adds to room what l's rate gave since it last did.
@@ -102,12 +113,14 @@ func (l *liveOutput) Drop(n int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dropped += n
+	l.runLocked()
 }
 
 // WriteOutput gathers p to be sent.
 func (l *liveOutput) WriteOutput(stream job.LogStream, p []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.runLocked()
 	l.refillLocked()
 	if l.room <= 0 {
 		l.dropped += int64(len(p))

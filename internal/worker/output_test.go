@@ -14,7 +14,8 @@ import (
 // all; the rest is counted as dropped on the next message, and nothing is
 // kept once the task is closed.
 func TestLiveOutputBounds(t *testing.T) {
-	l := &liveOutput{msg: protocol.Message{Type: protocol.TypeOutput, JobID: "j", LeaseID: "l"}, chunk: 4, room: 10, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	// running: no sender starts; the test reads what gathers itself.
+	l := &liveOutput{running: true, msg: protocol.Message{Type: protocol.TypeOutput, JobID: "j", LeaseID: "l"}, chunk: 4, room: 10, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	l.WriteOutput(job.LogStdout, []byte("abcdef"))
 	l.WriteOutput(job.LogStderr, []byte("gh"))
 	l.WriteOutput(job.LogStdout, []byte("ijklmn"))
@@ -54,7 +55,7 @@ func TestLiveChunkBytesValidated(t *testing.T) {
 // the rest is counted as dropped, and the room comes back with time, up
 // to one second's worth.
 func TestInstanceOutputRate(t *testing.T) {
-	l := &liveOutput{msg: protocol.Message{Type: protocol.TypeServiceOutput, InstanceID: "i"}, chunk: 64, rate: 10, room: 10,
+	l := &liveOutput{running: true, msg: protocol.Message{Type: protocol.TypeServiceOutput, InstanceID: "i"}, chunk: 64, rate: 10, room: 10,
 		refilled: time.Now().Add(time.Hour), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	l.WriteOutput(job.LogStdout, []byte("0123456789abcde"))
 	if len(l.pending) != 1 || l.pending[0].Text != "0123456789" || l.pending[0].InstanceID != "i" || l.pending[0].Type != protocol.TypeServiceOutput {
