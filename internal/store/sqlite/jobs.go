@@ -24,29 +24,26 @@ const (
 	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
-	// An update is one or two statements on the common paths, and fires
-	// no trigger it does not need (each costs SQLite a sub-program run):
-	// a job with a result updates its row (updateJobSQL) and upserts its
-	// job_results row by id (putResultByIDSQL); a job with none updates
+	// An update reads the job's state by id (jobStateSQL: its seq, and
+	// its status, namespace and stored result size, for the writer's
+	// counters), then updates its row by seq: with a result, the row
+	// (updateJobSQL) and its job_results row (putResultSQL); without one,
 	// only what changes when no result was stored either
-	// (updateJobNoResultSQL: result_bytes and summary stay 0 and NULL, so
-	// the usage trigger does not fire), and only a job whose stored result
-	// goes away clears it (clearResultSQL, deleteResultSQL). A job has a
-	// job_results row exactly when its result_bytes is above 0: the JSON
-	// of a result is never empty.
+	// (updateJobNoResultSQL: result_bytes and summary stay 0 and NULL),
+	// and only a job whose stored result goes away clears it
+	// (clearResultSQL, deleteResultSQL). A job has a job_results row
+	// exactly when its result_bytes is above 0: the JSON of a result is
+	// never empty.
+	jobStateSQL  = `SELECT seq, status, namespace, result_bytes FROM jobs WHERE id = ?`
 	updateJobSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
-	WHERE id = ?`
-	putResultByIDSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files)
-	SELECT seq, ?, ?, ? FROM jobs WHERE id = ?
-	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
-	result_value = excluded.result_value, result_files = excluded.result_files`
+	WHERE seq = ?`
 	updateJobNoResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?
-	WHERE id = ? AND result_bytes = 0`
+	WHERE seq = ?`
 	clearResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?, result_bytes = 0, summary = NULL
-	WHERE id = ? RETURNING seq`
+	WHERE seq = ?`
 	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
 	// putResultSQL writes the result of a job created with one.
 	putResultSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files) VALUES (?, ?, ?, ?)
@@ -120,11 +117,13 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 			seq, spec.spec, spec.input, spec.wasm); err != nil {
 			return err
 		}
-		if !row.hasResult {
-			return nil
+		if row.hasResult {
+			if _, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
+				return err
+			}
 		}
-		_, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
-		return err
+		tx.counts.job(c.Namespace, "", row.status, spec.bytes+row.resultBytes)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", id, err)
@@ -147,33 +146,43 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
-		if row.hasResult {
-			res, err := tx.stmt(ctx, stmtUpdateJob).ExecContext(ctx,
-				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-				row.resultBytes, row.summary, id)
-			if err := oneRow(res, err); err != nil {
-				return err
-			}
-			_, err = tx.stmt(ctx, stmtPutResultByID).ExecContext(ctx, row.result, row.resultValue, row.resultFiles, id)
-			return err
-		}
-		res, err := tx.stmt(ctx, stmtUpdateJobNoResult).ExecContext(ctx,
-			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, id)
-		if err := oneRow(res, err); !errors.Is(err, job.ErrNotFound) {
-			return err
-		}
-		// Not found, or a result is stored, which goes.
-		var seq int64
-		err = tx.stmt(ctx, stmtClearResult).QueryRowContext(ctx,
-			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, id).Scan(&seq)
+		var (
+			seq, oldBytes int64
+			oldStatus, ns string
+		)
+		err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes)
 		if errors.Is(err, sql.ErrNoRows) {
 			return job.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		_, err = tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq)
-		return err
+		switch {
+		case row.hasResult:
+			if _, err := tx.stmt(ctx, stmtUpdateJob).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
+				row.resultBytes, row.summary, seq); err != nil {
+				return err
+			}
+			if _, err := tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
+				return err
+			}
+		case oldBytes > 0:
+			if _, err := tx.stmt(ctx, stmtClearResult).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, seq); err != nil {
+				return err
+			}
+			if _, err := tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq); err != nil {
+				return err
+			}
+		default:
+			if _, err := tx.stmt(ctx, stmtUpdateJobNoResult).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, seq); err != nil {
+				return err
+			}
+		}
+		tx.counts.job(ns, oldStatus, row.status, row.resultBytes-oldBytes)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", id, err)
@@ -374,22 +383,6 @@ func encodeJob(j *job.Job) (jobRow, error) {
 	}
 	r.summary = string(sum)
 	return r, nil
-}
-
-// oneRow returns the error of an update by id that changed res's rows:
-// err, or job.ErrNotFound when it changed none.
-func oneRow(res sql.Result, err error) error {
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return job.ErrNotFound
-	}
-	return nil
 }
 
 // specRow is the encoded form of a job's spec. Input and Wasm are kept as
