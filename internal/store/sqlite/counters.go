@@ -11,6 +11,11 @@ import "context"
 // per namespace, and writes it in the same transaction before COMMIT: one
 // upsert per status and per namespace a batch touched, not two per write.
 // Deleting a job (expiry) still goes through the delete triggers.
+//
+// From this version on, a small result (see inlineResultBytes) is kept in
+// the result columns of its jobs row, which version 6 left NULL, rather
+// than in job_results; a program of an older version must not read such a
+// database, hence the version.
 const schemaWriterCounters = `
 DROP TRIGGER jobs_count_insert;
 DROP TRIGGER jobs_count_update;

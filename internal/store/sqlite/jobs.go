@@ -21,31 +21,38 @@ import (
 const (
 	insertJobSQL = `INSERT INTO jobs (id, namespace, job_type, status, attempt, max_attempts,
 	created_at, started_at, finished_at, worker_id, lease_id, reason,
-	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary,
+	result, result_value, result_files)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
+	// A result of up to inlineResultBytes is kept in the jobs row's result
+	// columns (result not NULL), a larger one in job_results; a job has a
+	// result exactly when its result_bytes is above 0 (the JSON of a result
+	// is never empty).
+	//
 	// An update reads the job's state by id (jobStateSQL: its seq, and
-	// its status, namespace and stored result size, for the writer's
-	// counters), then updates its row by seq: with a result, the row
-	// (updateJobSQL) and its job_results row (putResultSQL); without one,
-	// only what changes when no result was stored either
-	// (updateJobNoResultSQL: result_bytes and summary stay 0 and NULL),
-	// and only a job whose stored result goes away clears it
-	// (clearResultSQL, deleteResultSQL). A job has a job_results row
-	// exactly when its result_bytes is above 0: the JSON of a result is
-	// never empty.
-	jobStateSQL  = `SELECT seq, status, namespace, result_bytes FROM jobs WHERE id = ?`
+	// its status, namespace, stored result size and whether that result
+	// is in the row, for the writer's counters and for job_results), then
+	// updates its row by seq: with a result, the row and its result
+	// (updateJobSQL), and a large result's job_results row
+	// (putResultSQL); without one, only what changes when no result was
+	// stored either (updateJobNoResultSQL: result_bytes and summary stay
+	// 0 and NULL), and only a job whose stored result goes away clears it
+	// (clearResultSQL, and deleteResultSQL for a job_results row).
+	jobStateSQL  = `SELECT seq, status, namespace, result_bytes, result IS NOT NULL FROM jobs WHERE id = ?`
 	updateJobSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
-	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?,
+	result = ?, result_value = ?, result_files = ?
 	WHERE seq = ?`
 	updateJobNoResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?
 	WHERE seq = ?`
 	clearResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
-	worker_id = ?, lease_id = ?, reason = ?, result_bytes = 0, summary = NULL
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = 0, summary = NULL,
+	result = NULL, result_value = NULL, result_files = NULL
 	WHERE seq = ?`
 	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
-	// putResultSQL writes the result of a job created with one.
+	// putResultSQL writes a result kept in job_results.
 	putResultSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files) VALUES (?, ?, ?, ?)
 	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
 	result_value = excluded.result_value, result_files = excluded.result_files`
@@ -61,7 +68,10 @@ const (
 	// fullColumns are a whole job: its row, spec and result.
 	fullColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
 	j.created_at, j.started_at, j.finished_at, j.worker_id, j.lease_id, j.reason,
-	s.spec, s.input, s.wasm, r.result, r.result_value, r.result_files`
+	s.spec, s.input, s.wasm,
+	CASE WHEN j.result IS NULL THEN r.result ELSE j.result END,
+	CASE WHEN j.result IS NULL THEN r.result_value ELSE j.result_value END,
+	CASE WHEN j.result IS NULL THEN r.result_files ELSE j.result_files END`
 	// CROSS JOIN keeps jobs as the outer loop in SQLite's planner, so the
 	// jobs indexes drive every query and job_specs is looked up by key.
 	fromJobs      = ` FROM jobs j CROSS JOIN job_specs s ON s.job_seq = j.seq LEFT JOIN job_results r ON r.job_seq = j.seq`
@@ -102,7 +112,8 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		res, err := tx.stmt(ctx, stmtInsertJob).ExecContext(ctx,
 			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
 			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary)
+			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary,
+			row.inlineResult(), row.inlineValue(), row.inlineFiles())
 		if err != nil {
 			if isUniqueViolation(err) {
 				return job.Errorf(job.CodeConflict, "job %s already exists", id)
@@ -117,7 +128,7 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 			seq, spec.spec, spec.input, spec.wasm); err != nil {
 			return err
 		}
-		if row.hasResult {
+		if row.hasResult && !row.inline() {
 			if _, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
 				return err
 			}
@@ -149,8 +160,9 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 		var (
 			seq, oldBytes int64
 			oldStatus, ns string
+			oldInline     bool
 		)
-		err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes)
+		err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes, &oldInline)
 		if errors.Is(err, sql.ErrNoRows) {
 			return job.ErrNotFound
 		}
@@ -161,19 +173,27 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 		case row.hasResult:
 			if _, err := tx.stmt(ctx, stmtUpdateJob).ExecContext(ctx,
 				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-				row.resultBytes, row.summary, seq); err != nil {
+				row.resultBytes, row.summary, row.inlineResult(), row.inlineValue(), row.inlineFiles(), seq); err != nil {
 				return err
 			}
-			if _, err := tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
-				return err
+			if !row.inline() {
+				if _, err := tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
+					return err
+				}
+			} else if oldBytes > 0 && !oldInline {
+				if _, err := tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq); err != nil {
+					return err
+				}
 			}
 		case oldBytes > 0:
 			if _, err := tx.stmt(ctx, stmtClearResult).ExecContext(ctx,
 				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, seq); err != nil {
 				return err
 			}
-			if _, err := tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq); err != nil {
-				return err
+			if !oldInline {
+				if _, err := tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq); err != nil {
+					return err
+				}
 			}
 		default:
 			if _, err := tx.stmt(ctx, stmtUpdateJobNoResult).ExecContext(ctx,
@@ -330,12 +350,44 @@ type jobRow struct {
 	started, finished any // int64, or nil for an unset time
 	summary           any // string (the result's summary), or nil
 	resultBytes       int64
-	// result, resultValue and resultFiles are the job_results row, set
-	// when the job has a result.
+	// result, resultValue and resultFiles are the stored result, set
+	// when the job has a result: in the jobs row when inline, else in
+	// job_results.
 	result      string
 	resultValue any // []byte, or nil
 	resultFiles any // []byte, or nil
 	hasResult   bool
+}
+
+// inlineResultBytes is the largest result (its JSON, value and files) kept
+// in the jobs row: a trivial job's result, which then costs its writes no
+// job_results row, while a row stays small for lists.
+const inlineResultBytes = 512
+
+// inline reports whether r's result is kept in the jobs row.
+func (r *jobRow) inline() bool { return r.hasResult && r.resultBytes <= inlineResultBytes }
+
+// inlineResult, inlineValue and inlineFiles are the jobs row's result
+// columns: the result when inline, else NULL.
+func (r *jobRow) inlineResult() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.result
+}
+
+func (r *jobRow) inlineValue() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.resultValue
+}
+
+func (r *jobRow) inlineFiles() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.resultFiles
 }
 
 func encodeJob(j *job.Job) (jobRow, error) {

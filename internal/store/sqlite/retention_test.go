@@ -169,6 +169,9 @@ func TestMigrateWriterCounters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if old.Result == nil || old.Result.Status != "x" {
+		t.Fatalf("result of a job stored before the migration = %+v", old.Result)
+	}
 	old.Status, old.Result, old.FinishedAt = job.StatusPending, nil, time.Time{}
 	if err := s.UpdateJob(ctx, old); err != nil {
 		t.Fatal(err)

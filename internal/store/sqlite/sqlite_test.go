@@ -330,16 +330,18 @@ func TestPathWithSpecialCharacters(t *testing.T) {
 	}
 }
 
-// TestResultRows: a job_results row exists exactly while a job has a
-// result, through each path of UpdateJob (none before, a result, a result
-// replaced, the result removed, none again), and the namespace's bytes
-// follow it.
+// TestResultRows: a job's result is stored exactly once (in its jobs row
+// when small, else in a job_results row) while it has one, through each
+// path of UpdateJob (none before, a result, a result replaced small by
+// large and back, the result removed, none again), and the namespace's
+// bytes follow it.
 func TestResultRows(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	ctx := context.Background()
 	rows := func() (n int) {
 		t.Helper()
-		if err := s.readDB.QueryRowContext(ctx, `SELECT count(*) FROM job_results`).Scan(&n); err != nil {
+		if err := s.readDB.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM job_results) +
+			(SELECT count(*) FROM jobs WHERE result IS NOT NULL OR result_value IS NOT NULL OR result_files IS NOT NULL)`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -357,6 +359,11 @@ func TestResultRows(t *testing.T) {
 		{nil, 0},
 		{&job.Result{Status: job.StatusCompleted, Result: []byte("1")}, 1},
 		{&job.Result{Status: job.StatusFailed, Error: "boom"}, 1},
+		{&job.Result{Status: job.StatusFailed, Error: strings.Repeat("large ", 200)}, 1},
+		{&job.Result{Status: job.StatusCompleted, Output: "more", Files: map[string][]byte{"f": []byte(strings.Repeat("x", 900))}}, 1},
+		{&job.Result{Status: job.StatusCompleted, Result: []byte("2")}, 1},
+		{nil, 0},
+		{&job.Result{Status: job.StatusCompleted, Output: strings.Repeat("o", 3000)}, 1},
 		{nil, 0},
 		{nil, 0},
 	} {
@@ -374,6 +381,10 @@ func TestResultRows(t *testing.T) {
 		got, err := s.GetJob(ctx, "r")
 		if err != nil || (got.Result == nil) != (step.result == nil) || got.Status != j.Status {
 			t.Fatalf("step %d: %+v %v", i, got, err)
+		}
+		if step.result != nil && (got.Result.Error != step.result.Error || got.Result.Output != step.result.Output ||
+			string(got.Result.Result) != string(step.result.Result) || len(got.Result.Files["f"]) != len(step.result.Files["f"])) {
+			t.Errorf("step %d: result %+v, want %+v", i, got.Result, step.result)
 		}
 		n, _ := s.JobBytes(ctx, "ns")
 		if step.result == nil && n != created || step.result != nil && n <= created {
