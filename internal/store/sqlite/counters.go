@@ -14,13 +14,18 @@ import "context"
 //
 // From this version on, a small result (see inlineResultBytes) is kept in
 // the result columns of its jobs row, which version 6 left NULL, rather
-// than in job_results; a program of an older version must not read such a
-// database, hence the version.
+// than in job_results, and a small spec without a Wasm module (see
+// inlineSpecBytes) in the new spec and input columns of its jobs row
+// rather than in job_specs. A program of an older version must not read
+// such a database, hence the version.
 const schemaWriterCounters = `
 DROP TRIGGER jobs_count_insert;
 DROP TRIGGER jobs_count_update;
 DROP TRIGGER jobs_usage_insert;
 DROP TRIGGER jobs_usage_update;
+
+ALTER TABLE jobs ADD COLUMN spec  TEXT;
+ALTER TABLE jobs ADD COLUMN input BLOB;
 `
 
 const (

@@ -22,8 +22,11 @@ const (
 	insertJobSQL = `INSERT INTO jobs (id, namespace, job_type, status, attempt, max_attempts,
 	created_at, started_at, finished_at, worker_id, lease_id, reason,
 	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary,
-	result, result_value, result_files)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	result, result_value, result_files, spec, input)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// A spec with no Wasm module whose JSON and input take up to
+	// inlineSpecBytes is kept in the jobs row (spec not NULL), any other
+	// in job_specs.
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
 	// A result of up to inlineResultBytes is kept in the jobs row's result
 	// columns (result not NULL), a larger one in job_results; a job has a
@@ -68,13 +71,14 @@ const (
 	// fullColumns are a whole job: its row, spec and result.
 	fullColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
 	j.created_at, j.started_at, j.finished_at, j.worker_id, j.lease_id, j.reason,
-	s.spec, s.input, s.wasm,
+	CASE WHEN j.spec IS NULL THEN s.spec ELSE j.spec END,
+	CASE WHEN j.spec IS NULL THEN s.input ELSE j.input END, s.wasm,
 	CASE WHEN j.result IS NULL THEN r.result ELSE j.result END,
 	CASE WHEN j.result IS NULL THEN r.result_value ELSE j.result_value END,
 	CASE WHEN j.result IS NULL THEN r.result_files ELSE j.result_files END`
-	// CROSS JOIN keeps jobs as the outer loop in SQLite's planner, so the
+	// LEFT JOIN keeps jobs as the outer loop in SQLite's planner, so the
 	// jobs indexes drive every query and job_specs is looked up by key.
-	fromJobs      = ` FROM jobs j CROSS JOIN job_specs s ON s.job_seq = j.seq LEFT JOIN job_results r ON r.job_seq = j.seq`
+	fromJobs      = ` FROM jobs j LEFT JOIN job_specs s ON s.job_seq = j.seq LEFT JOIN job_results r ON r.job_seq = j.seq`
 	fromSummary   = ` FROM jobs j`
 	getJobSQL     = `SELECT ` + fullColumns + fromJobs + ` WHERE j.id = ?`
 	activeJobsSQL = `SELECT ` + fullColumns + fromJobs +
@@ -113,7 +117,7 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
 			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
 			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary,
-			row.inlineResult(), row.inlineValue(), row.inlineFiles())
+			row.inlineResult(), row.inlineValue(), row.inlineFiles(), spec.inlineSpec(), spec.inlineInput())
 		if err != nil {
 			if isUniqueViolation(err) {
 				return job.Errorf(job.CodeConflict, "job %s already exists", id)
@@ -124,9 +128,11 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		if err != nil {
 			return err
 		}
-		if _, err = tx.stmt(ctx, stmtInsertSpec).ExecContext(ctx,
-			seq, spec.spec, spec.input, spec.wasm); err != nil {
-			return err
+		if !spec.inline() {
+			if _, err = tx.stmt(ctx, stmtInsertSpec).ExecContext(ctx,
+				seq, spec.spec, spec.input, spec.wasm); err != nil {
+				return err
+			}
 		}
 		if row.hasResult && !row.inline() {
 			if _, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
@@ -444,6 +450,30 @@ type specRow struct {
 	input any // []byte, or nil
 	wasm  any // []byte, or nil
 	bytes int64
+}
+
+// inlineSpecBytes is the largest spec (its JSON and input) kept in the
+// jobs row, when it has no Wasm module: a small job's create then writes
+// no job_specs row, while a row stays small for lists.
+const inlineSpecBytes = 512
+
+// inline reports whether r is kept in the jobs row.
+func (r *specRow) inline() bool { return r.wasm == nil && r.bytes <= inlineSpecBytes }
+
+// inlineSpec and inlineInput are the jobs row's spec columns: the spec
+// when inline, else NULL.
+func (r *specRow) inlineSpec() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.spec
+}
+
+func (r *specRow) inlineInput() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.input
 }
 
 func encodeSpec(sp job.Spec) (specRow, error) {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -442,5 +443,44 @@ func TestFailedTransactionRolledBack(t *testing.T) {
 	}
 	if _, err := s.GetJob(ctx, "after"); err != nil {
 		t.Errorf("a write after the failed one: %v", err)
+	}
+}
+
+// TestSpecRows: a small spec without Wasm is kept in the jobs row, a large
+// one or one with Wasm in job_specs, and each reads back whole.
+func TestSpecRows(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	large := json.RawMessage(`"` + strings.Repeat("i", 2000) + `"`)
+	for i, c := range []struct {
+		spec    job.Spec
+		specRow bool
+	}{
+		{job.Spec{Code: "return 1", Input: json.RawMessage(`{"n":1}`), TimeoutSeconds: 3}, false},
+		{job.Spec{Code: "return 1"}, false},
+		{job.Spec{Code: strings.Repeat("x", 600)}, true},
+		{job.Spec{Code: "return 1", Input: large}, true},
+		{job.Spec{Wasm: []byte("\x00asm"), Input: json.RawMessage(`1`)}, true},
+	} {
+		id := fmt.Sprintf("s%d", i)
+		if err := s.CreateJob(ctx, &job.Job{ID: id, Namespace: "ns", Status: job.StatusPending, CreatedAt: time.Now(), Spec: c.spec}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Spec.Code != c.spec.Code || string(got.Spec.Input) != string(c.spec.Input) ||
+			string(got.Spec.Wasm) != string(c.spec.Wasm) || got.Spec.TimeoutSeconds != c.spec.TimeoutSeconds {
+			t.Errorf("job %s: spec %+v, want %+v", id, got.Spec, c.spec)
+		}
+		var rows int
+		if err := s.readDB.QueryRow(`SELECT count(*) FROM job_specs s JOIN jobs j ON j.seq = s.job_seq WHERE j.id = ?`, id).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if (rows == 1) != c.specRow {
+			t.Errorf("job %s: %d job_specs rows, want one: %v", id, rows, c.specRow)
+		}
 	}
 }
