@@ -320,8 +320,8 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]*job.Job, error) {
 }
 
 // CountJobs returns how many jobs are in each status; every known status
-// is present, with 0 when no job has it. It reads counters that the schema
-// keeps up to date, not the jobs.
+// is present, with 0 when no job has it. It reads counters that the writer
+// keeps up to date in the transaction of each write, not the jobs.
 func (s *Store) CountJobs(ctx context.Context) (map[job.Status]int, error) {
 	if s.isClosed.Load() {
 		return nil, errClosed()
