@@ -21,34 +21,41 @@ import (
 const (
 	insertJobSQL = `INSERT INTO jobs (id, namespace, job_type, status, attempt, max_attempts,
 	created_at, started_at, finished_at, worker_id, lease_id, reason,
-	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	timeout_seconds, replicas, quorum, spec_bytes, result_bytes, summary,
+	result, result_value, result_files, spec, input)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// A spec with no Wasm module whose JSON and input take up to
+	// inlineSpecBytes is kept in the jobs row (spec not NULL), any other
+	// in job_specs.
 	insertSpecSQL = `INSERT INTO job_specs (job_seq, spec, input, wasm) VALUES (?, ?, ?, ?)`
-	// An update is one or two statements on the common paths, and fires
-	// no trigger it does not need (each costs SQLite a sub-program run):
-	// a job with a result updates its row (updateJobSQL) and upserts its
-	// job_results row by id (putResultByIDSQL); a job with none updates
-	// only what changes when no result was stored either
-	// (updateJobNoResultSQL: result_bytes and summary stay 0 and NULL, so
-	// the usage trigger does not fire), and only a job whose stored result
-	// goes away clears it (clearResultSQL, deleteResultSQL). A job has a
-	// job_results row exactly when its result_bytes is above 0: the JSON
-	// of a result is never empty.
+	// A result of up to inlineResultBytes is kept in the jobs row's result
+	// columns (result not NULL), a larger one in job_results; a job has a
+	// result exactly when its result_bytes is above 0 (the JSON of a result
+	// is never empty).
+	//
+	// An update reads the job's state by id (jobStateSQL: its seq, and
+	// its status, namespace, stored result size and whether that result
+	// is in the row, for the writer's counters and for job_results), then
+	// updates its row by seq: with a result, the row and its result
+	// (updateJobSQL), and a large result's job_results row
+	// (putResultSQL); without one, only what changes when no result was
+	// stored either (updateJobNoResultSQL: result_bytes and summary stay
+	// 0 and NULL), and only a job whose stored result goes away clears it
+	// (clearResultSQL, and deleteResultSQL for a job_results row).
+	jobStateSQL  = `SELECT seq, status, namespace, result_bytes, result IS NOT NULL FROM jobs WHERE id = ?`
 	updateJobSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
-	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?
-	WHERE id = ?`
-	putResultByIDSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files)
-	SELECT seq, ?, ?, ? FROM jobs WHERE id = ?
-	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
-	result_value = excluded.result_value, result_files = excluded.result_files`
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = ?, summary = ?,
+	result = ?, result_value = ?, result_files = ?
+	WHERE seq = ?`
 	updateJobNoResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
 	worker_id = ?, lease_id = ?, reason = ?
-	WHERE id = ? AND result_bytes = 0`
+	WHERE seq = ?`
 	clearResultSQL = `UPDATE jobs SET status = ?, attempt = ?, started_at = ?, finished_at = ?,
-	worker_id = ?, lease_id = ?, reason = ?, result_bytes = 0, summary = NULL
-	WHERE id = ? RETURNING seq`
+	worker_id = ?, lease_id = ?, reason = ?, result_bytes = 0, summary = NULL,
+	result = NULL, result_value = NULL, result_files = NULL
+	WHERE seq = ?`
 	deleteResultSQL = `DELETE FROM job_results WHERE job_seq = ?`
-	// putResultSQL writes the result of a job created with one.
+	// putResultSQL writes a result kept in job_results.
 	putResultSQL = `INSERT INTO job_results (job_seq, result, result_value, result_files) VALUES (?, ?, ?, ?)
 	ON CONFLICT (job_seq) DO UPDATE SET result = excluded.result,
 	result_value = excluded.result_value, result_files = excluded.result_files`
@@ -64,10 +71,14 @@ const (
 	// fullColumns are a whole job: its row, spec and result.
 	fullColumns = `j.id, j.namespace, j.job_type, j.status, j.attempt, j.max_attempts,
 	j.created_at, j.started_at, j.finished_at, j.worker_id, j.lease_id, j.reason,
-	s.spec, s.input, s.wasm, r.result, r.result_value, r.result_files`
-	// CROSS JOIN keeps jobs as the outer loop in SQLite's planner, so the
+	CASE WHEN j.spec IS NULL THEN s.spec ELSE j.spec END,
+	CASE WHEN j.spec IS NULL THEN s.input ELSE j.input END, s.wasm,
+	CASE WHEN j.result IS NULL THEN r.result ELSE j.result END,
+	CASE WHEN j.result IS NULL THEN r.result_value ELSE j.result_value END,
+	CASE WHEN j.result IS NULL THEN r.result_files ELSE j.result_files END`
+	// LEFT JOIN keeps jobs as the outer loop in SQLite's planner, so the
 	// jobs indexes drive every query and job_specs is looked up by key.
-	fromJobs      = ` FROM jobs j CROSS JOIN job_specs s ON s.job_seq = j.seq LEFT JOIN job_results r ON r.job_seq = j.seq`
+	fromJobs      = ` FROM jobs j LEFT JOIN job_specs s ON s.job_seq = j.seq LEFT JOIN job_results r ON r.job_seq = j.seq`
 	fromSummary   = ` FROM jobs j`
 	getJobSQL     = `SELECT ` + fullColumns + fromJobs + ` WHERE j.id = ?`
 	activeJobsSQL = `SELECT ` + fullColumns + fromJobs +
@@ -105,7 +116,8 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		res, err := tx.stmt(ctx, stmtInsertJob).ExecContext(ctx,
 			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
 			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary)
+			c.Spec.TimeoutSeconds, c.Spec.Replicas, c.Spec.Quorum, spec.bytes, row.resultBytes, row.summary,
+			row.inlineResult(), row.inlineValue(), row.inlineFiles(), spec.inlineSpec(), spec.inlineInput())
 		if err != nil {
 			if isUniqueViolation(err) {
 				return job.Errorf(job.CodeConflict, "job %s already exists", id)
@@ -116,15 +128,19 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 		if err != nil {
 			return err
 		}
-		if _, err = tx.stmt(ctx, stmtInsertSpec).ExecContext(ctx,
-			seq, spec.spec, spec.input, spec.wasm); err != nil {
-			return err
+		if !spec.inline() {
+			if _, err = tx.stmt(ctx, stmtInsertSpec).ExecContext(ctx,
+				seq, spec.spec, spec.input, spec.wasm); err != nil {
+				return err
+			}
 		}
-		if !row.hasResult {
-			return nil
+		if row.hasResult && !row.inline() {
+			if _, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
+				return err
+			}
 		}
-		_, err = tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles)
-		return err
+		tx.counts.job(c.Namespace, "", row.status, spec.bytes+row.resultBytes)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", id, err)
@@ -147,33 +163,52 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
 	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
-		if row.hasResult {
-			res, err := tx.stmt(ctx, stmtUpdateJob).ExecContext(ctx,
-				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
-				row.resultBytes, row.summary, id)
-			if err := oneRow(res, err); err != nil {
-				return err
-			}
-			_, err = tx.stmt(ctx, stmtPutResultByID).ExecContext(ctx, row.result, row.resultValue, row.resultFiles, id)
-			return err
-		}
-		res, err := tx.stmt(ctx, stmtUpdateJobNoResult).ExecContext(ctx,
-			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, id)
-		if err := oneRow(res, err); !errors.Is(err, job.ErrNotFound) {
-			return err
-		}
-		// Not found, or a result is stored, which goes.
-		var seq int64
-		err = tx.stmt(ctx, stmtClearResult).QueryRowContext(ctx,
-			row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, id).Scan(&seq)
+		var (
+			seq, oldBytes int64
+			oldStatus, ns string
+			oldInline     bool
+		)
+		err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes, &oldInline)
 		if errors.Is(err, sql.ErrNoRows) {
 			return job.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		_, err = tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq)
-		return err
+		switch {
+		case row.hasResult:
+			if _, err := tx.stmt(ctx, stmtUpdateJob).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
+				row.resultBytes, row.summary, row.inlineResult(), row.inlineValue(), row.inlineFiles(), seq); err != nil {
+				return err
+			}
+			if !row.inline() {
+				if _, err := tx.stmt(ctx, stmtPutResult).ExecContext(ctx, seq, row.result, row.resultValue, row.resultFiles); err != nil {
+					return err
+				}
+			} else if oldBytes > 0 && !oldInline {
+				if _, err := tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq); err != nil {
+					return err
+				}
+			}
+		case oldBytes > 0:
+			if _, err := tx.stmt(ctx, stmtClearResult).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, seq); err != nil {
+				return err
+			}
+			if !oldInline {
+				if _, err := tx.stmt(ctx, stmtDeleteResult).ExecContext(ctx, seq); err != nil {
+					return err
+				}
+			}
+		default:
+			if _, err := tx.stmt(ctx, stmtUpdateJobNoResult).ExecContext(ctx,
+				row.status, c.Attempt, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason, seq); err != nil {
+				return err
+			}
+		}
+		tx.counts.job(ns, oldStatus, row.status, row.resultBytes-oldBytes)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", id, err)
@@ -285,8 +320,8 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]*job.Job, error) {
 }
 
 // CountJobs returns how many jobs are in each status; every known status
-// is present, with 0 when no job has it. It reads counters that the schema
-// keeps up to date, not the jobs.
+// is present, with 0 when no job has it. It reads counters that the writer
+// keeps up to date in the transaction of each write, not the jobs.
 func (s *Store) CountJobs(ctx context.Context) (map[job.Status]int, error) {
 	if s.isClosed.Load() {
 		return nil, errClosed()
@@ -321,12 +356,44 @@ type jobRow struct {
 	started, finished any // int64, or nil for an unset time
 	summary           any // string (the result's summary), or nil
 	resultBytes       int64
-	// result, resultValue and resultFiles are the job_results row, set
-	// when the job has a result.
+	// result, resultValue and resultFiles are the stored result, set
+	// when the job has a result: in the jobs row when inline, else in
+	// job_results.
 	result      string
 	resultValue any // []byte, or nil
 	resultFiles any // []byte, or nil
 	hasResult   bool
+}
+
+// inlineResultBytes is the largest result (its JSON, value and files) kept
+// in the jobs row: a trivial job's result, which then costs its writes no
+// job_results row, while a row stays small for lists.
+const inlineResultBytes = 512
+
+// inline reports whether r's result is kept in the jobs row.
+func (r *jobRow) inline() bool { return r.hasResult && r.resultBytes <= inlineResultBytes }
+
+// inlineResult, inlineValue and inlineFiles are the jobs row's result
+// columns: the result when inline, else NULL.
+func (r *jobRow) inlineResult() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.result
+}
+
+func (r *jobRow) inlineValue() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.resultValue
+}
+
+func (r *jobRow) inlineFiles() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.resultFiles
 }
 
 func encodeJob(j *job.Job) (jobRow, error) {
@@ -376,22 +443,6 @@ func encodeJob(j *job.Job) (jobRow, error) {
 	return r, nil
 }
 
-// oneRow returns the error of an update by id that changed res's rows:
-// err, or job.ErrNotFound when it changed none.
-func oneRow(res sql.Result, err error) error {
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return job.ErrNotFound
-	}
-	return nil
-}
-
 // specRow is the encoded form of a job's spec. Input and Wasm are kept as
 // given, byte for byte, outside the JSON.
 type specRow struct {
@@ -399,6 +450,30 @@ type specRow struct {
 	input any // []byte, or nil
 	wasm  any // []byte, or nil
 	bytes int64
+}
+
+// inlineSpecBytes is the largest spec (its JSON and input) kept in the
+// jobs row, when it has no Wasm module: a small job's create then writes
+// no job_specs row, while a row stays small for lists.
+const inlineSpecBytes = 512
+
+// inline reports whether r is kept in the jobs row.
+func (r *specRow) inline() bool { return r.wasm == nil && r.bytes <= inlineSpecBytes }
+
+// inlineSpec and inlineInput are the jobs row's spec columns: the spec
+// when inline, else NULL.
+func (r *specRow) inlineSpec() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.spec
+}
+
+func (r *specRow) inlineInput() any {
+	if !r.inline() {
+		return nil
+	}
+	return r.input
 }
 
 func encodeSpec(sp job.Spec) (specRow, error) {

@@ -21,6 +21,7 @@ var migrations = []string{
 	schemaExpiryIndex,                // 8: jobs_expiry's condition without an IN list
 	schemaJobLogs,                    // 9: jobs' logs (live output and status changes)
 	schemaDeploymentService,          // 10: docker services' configuration
+	schemaWriterCounters,             // 11: job_counts and namespace_usage kept by the writer on insert and update
 }
 
 // migrate applies, in one transaction, every migration the database has not

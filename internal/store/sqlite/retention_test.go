@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,4 +90,103 @@ func TestExpiryQueryPlans(t *testing.T) {
 		t.Errorf("ExpireJobs does not use jobs_expiry:\n%s", plan)
 	}
 	checkIndexed(t, "forget tombstones", queryPlan(t, s.readDB, `SELECT id FROM job_tombstones WHERE expired_at < ? ORDER BY expired_at LIMIT ?`, 1, 10), true)
+}
+
+// TestMigrateWriterCounters opens a database of schema version 10, whose
+// triggers kept job_counts and namespace_usage, and checks that after
+// version 11 the counters go on from what they held, through creates,
+// updates with and without results, and expiry.
+func TestMigrateWriterCounters(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "zerverless.db")
+	db, err := sql.Open("sqlite", dsn(path, []string{"foreign_keys(1)"}, "immediate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:10]); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`INSERT INTO jobs (seq, id, namespace, job_type, status, attempt, max_attempts, created_at, finished_at, spec_bytes, result_bytes)
+		VALUES (1, 'old-done', 'team-a', 'lua', 'completed', 1, 3, 10, 20, 30, 7),
+		       (2, 'old-pending', 'team-a', 'lua', 'pending', 1, 3, 11, NULL, 40, 0)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO job_specs (job_seq, spec) VALUES (1, '{}'), (2, '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO job_results (job_seq, result) VALUES (1, '{"status":"x"}')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	cfg := DefaultConfig()
+	cfg.Path = path
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check := func(when string, want map[job.Status]int) {
+		t.Helper()
+		counts, err := s.CountJobs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for st, n := range want {
+			if counts[st] != n {
+				t.Errorf("%s: %d jobs %s, want %d (%v)", when, counts[st], st, n, counts)
+			}
+		}
+		var sum int64
+		if err := s.readDB.QueryRow(`SELECT coalesce(sum(spec_bytes + result_bytes), 0) FROM jobs WHERE namespace = 'team-a'`).Scan(&sum); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.JobBytes(ctx, "team-a"); err != nil || n != sum {
+			t.Errorf("%s: JobBytes = %d, %v; the jobs take %d", when, n, err, sum)
+		}
+	}
+	check("after migration", map[job.Status]int{job.StatusCompleted: 1, job.StatusPending: 1})
+
+	now := time.Now()
+	j := &job.Job{ID: "new", Namespace: "team-a", Status: job.StatusPending, CreatedAt: now, Spec: job.Spec{Code: "return 1"}}
+	if err := s.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	check("after create", map[job.Status]int{job.StatusCompleted: 1, job.StatusPending: 2})
+	j.Status, j.StartedAt = job.StatusRunning, now
+	if err := s.UpdateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	j.Status, j.FinishedAt = job.StatusCompleted, now
+	j.Result = &job.Result{Status: job.StatusCompleted, Output: "hello", Result: json.RawMessage(`[1]`)}
+	if err := s.UpdateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	check("after completion", map[job.Status]int{job.StatusCompleted: 2, job.StatusPending: 1, job.StatusRunning: 0})
+	// A retry drops the stored result of the old job.
+	old, err := s.GetJob(ctx, "old-done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Result == nil || old.Result.Status != "x" {
+		t.Fatalf("result of a job stored before the migration = %+v", old.Result)
+	}
+	old.Status, old.Result, old.FinishedAt = job.StatusPending, nil, time.Time{}
+	if err := s.UpdateJob(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	check("after retry", map[job.Status]int{job.StatusCompleted: 1, job.StatusPending: 2})
+	if err := s.UpdateJob(ctx, &job.Job{ID: "missing", Status: job.StatusFailed, CreatedAt: now}); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("UpdateJob of an unknown job = %v", err)
+	}
+	if err := s.CreateJob(ctx, j); job.ErrorCode(err) != job.CodeConflict {
+		t.Errorf("CreateJob again = %v", err)
+	}
+	check("after failed writes", map[job.Status]int{job.StatusCompleted: 1, job.StatusPending: 2, job.StatusFailed: 0})
+	e, err := s.ExpireJobs(ctx, store.Expiry{FinishedBefore: now.Add(time.Second), Now: now})
+	if err != nil || e.Total() != 1 {
+		t.Errorf("ExpireJobs = %+v, %v", e, err)
+	}
+	check("after expiry", map[job.Status]int{job.StatusCompleted: 0, job.StatusPending: 2})
 }

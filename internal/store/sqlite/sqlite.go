@@ -135,6 +135,7 @@ type Store struct {
 	getJob, logState, logLastStatus *sql.Stmt
 	ckptDB                          *sql.DB // one connection, used only by the checkpointer
 	stmts                           writeStmts
+	counts                          counters // the writer's, for its transaction
 
 	// closeMu guards closed and the send side of writes: a write is
 	// queued under the read lock, Close takes the write lock to close the
@@ -171,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ckptKick:   make(chan struct{}, 1),
 		ckptStop:   make(chan struct{}),
 		ckptDone:   make(chan struct{}),
+		counts:     newCounters(),
 	}
 	if err := s.open(ctx); err != nil {
 		s.closeDBs()

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -330,16 +331,18 @@ func TestPathWithSpecialCharacters(t *testing.T) {
 	}
 }
 
-// TestResultRows: a job_results row exists exactly while a job has a
-// result, through each path of UpdateJob (none before, a result, a result
-// replaced, the result removed, none again), and the namespace's bytes
-// follow it.
+// TestResultRows: a job's result is stored exactly once (in its jobs row
+// when small, else in a job_results row) while it has one, through each
+// path of UpdateJob (none before, a result, a result replaced small by
+// large and back, the result removed, none again), and the namespace's
+// bytes follow it.
 func TestResultRows(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	ctx := context.Background()
 	rows := func() (n int) {
 		t.Helper()
-		if err := s.readDB.QueryRowContext(ctx, `SELECT count(*) FROM job_results`).Scan(&n); err != nil {
+		if err := s.readDB.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM job_results) +
+			(SELECT count(*) FROM jobs WHERE result IS NOT NULL OR result_value IS NOT NULL OR result_files IS NOT NULL)`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -357,6 +360,11 @@ func TestResultRows(t *testing.T) {
 		{nil, 0},
 		{&job.Result{Status: job.StatusCompleted, Result: []byte("1")}, 1},
 		{&job.Result{Status: job.StatusFailed, Error: "boom"}, 1},
+		{&job.Result{Status: job.StatusFailed, Error: strings.Repeat("large ", 200)}, 1},
+		{&job.Result{Status: job.StatusCompleted, Output: "more", Files: map[string][]byte{"f": []byte(strings.Repeat("x", 900))}}, 1},
+		{&job.Result{Status: job.StatusCompleted, Result: []byte("2")}, 1},
+		{nil, 0},
+		{&job.Result{Status: job.StatusCompleted, Output: strings.Repeat("o", 3000)}, 1},
 		{nil, 0},
 		{nil, 0},
 	} {
@@ -374,6 +382,10 @@ func TestResultRows(t *testing.T) {
 		got, err := s.GetJob(ctx, "r")
 		if err != nil || (got.Result == nil) != (step.result == nil) || got.Status != j.Status {
 			t.Fatalf("step %d: %+v %v", i, got, err)
+		}
+		if step.result != nil && (got.Result.Error != step.result.Error || got.Result.Output != step.result.Output ||
+			string(got.Result.Result) != string(step.result.Result) || len(got.Result.Files["f"]) != len(step.result.Files["f"])) {
+			t.Errorf("step %d: result %+v, want %+v", i, got.Result, step.result)
 		}
 		n, _ := s.JobBytes(ctx, "ns")
 		if step.result == nil && n != created || step.result != nil && n <= created {
@@ -431,5 +443,44 @@ func TestFailedTransactionRolledBack(t *testing.T) {
 	}
 	if _, err := s.GetJob(ctx, "after"); err != nil {
 		t.Errorf("a write after the failed one: %v", err)
+	}
+}
+
+// TestSpecRows: a small spec without Wasm is kept in the jobs row, a large
+// one or one with Wasm in job_specs, and each reads back whole.
+func TestSpecRows(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	large := json.RawMessage(`"` + strings.Repeat("i", 2000) + `"`)
+	for i, c := range []struct {
+		spec    job.Spec
+		specRow bool
+	}{
+		{job.Spec{Code: "return 1", Input: json.RawMessage(`{"n":1}`), TimeoutSeconds: 3}, false},
+		{job.Spec{Code: "return 1"}, false},
+		{job.Spec{Code: strings.Repeat("x", 600)}, true},
+		{job.Spec{Code: "return 1", Input: large}, true},
+		{job.Spec{Wasm: []byte("\x00asm"), Input: json.RawMessage(`1`)}, true},
+	} {
+		id := fmt.Sprintf("s%d", i)
+		if err := s.CreateJob(ctx, &job.Job{ID: id, Namespace: "ns", Status: job.StatusPending, CreatedAt: time.Now(), Spec: c.spec}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Spec.Code != c.spec.Code || string(got.Spec.Input) != string(c.spec.Input) ||
+			string(got.Spec.Wasm) != string(c.spec.Wasm) || got.Spec.TimeoutSeconds != c.spec.TimeoutSeconds {
+			t.Errorf("job %s: spec %+v, want %+v", id, got.Spec, c.spec)
+		}
+		var rows int
+		if err := s.readDB.QueryRow(`SELECT count(*) FROM job_specs s JOIN jobs j ON j.seq = s.job_seq WHERE j.id = ?`, id).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if (rows == 1) != c.specRow {
+			t.Errorf("job %s: %d job_specs rows, want one: %v", id, rows, c.specRow)
+		}
 	}
 }

@@ -28,12 +28,14 @@ const (
 	stmtInsertJob
 	stmtInsertSpec
 	stmtPutResult
+	stmtJobState
 	stmtUpdateJob
-	stmtPutResultByID
 	stmtUpdateJobNoResult
 	stmtClearResult
 	stmtDeleteResult
 	stmtAppendLog
+	stmtAddCount
+	stmtAddUsage
 	numWriteStmts
 )
 
@@ -47,12 +49,14 @@ var writeSQL = [numWriteStmts]string{
 	stmtInsertJob:         insertJobSQL,
 	stmtInsertSpec:        insertSpecSQL,
 	stmtPutResult:         putResultSQL,
+	stmtJobState:          jobStateSQL,
 	stmtUpdateJob:         updateJobSQL,
-	stmtPutResultByID:     putResultByIDSQL,
 	stmtUpdateJobNoResult: updateJobNoResultSQL,
 	stmtClearResult:       clearResultSQL,
 	stmtDeleteResult:      deleteResultSQL,
 	stmtAppendLog:         appendLogSQL,
+	stmtAddCount:          addCountSQL,
+	stmtAddUsage:          addUsageSQL,
 }
 
 // writeStmts are the writer's prepared statements, by the constants above.
@@ -84,6 +88,10 @@ func (st writeStmts) close() error {
 type writeTx struct {
 	tx querier
 	st *writeStmts
+	// counts gathers what the batch changes in job_counts and
+	// namespace_usage; runTx writes it before COMMIT. A write records
+	// its changes only once its statements succeeded.
+	counts counters
 }
 
 // querier runs SQL on the writer's connection (a *sql.Conn).
@@ -202,7 +210,8 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 	if _, err := st[stmtBegin].ExecContext(ctx); err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	wtx := &writeTx{tx: s.writeConn, st: st}
+	s.counts.reset()
+	wtx := &writeTx{tx: s.writeConn, st: st, counts: s.counts}
 	errs := make([]error, len(batch))
 	for i, w := range batch {
 		if err := w.ctx.Err(); err != nil {
@@ -216,6 +225,10 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 			}
 			errs[i] = err
 		}
+	}
+	if err := s.counts.flush(ctx, wtx); err != nil {
+		st[stmtRollback].ExecContext(ctx) //nolint:errcheck // the transaction failed already
+		return nil, fmt.Errorf("job counters: %w", err)
 	}
 	if _, err := st[stmtCommit].ExecContext(ctx); err != nil {
 		// A COMMIT that failed (SQLITE_BUSY, a full disk) may leave the
