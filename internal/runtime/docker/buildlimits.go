@@ -33,9 +33,9 @@ import (
 // What a RUN step writes goes to its container's writable layer, on the
 // engine's disk, which the storage drivers (overlay2 without project
 // quotas, fuse-overlayfs) do not bound. One file is bounded by the kernel:
-// a step runs with RLIMIT_FSIZE at what the limit leaves after the steps
-// before it, and a step killed by SIGXFSZ fails the build naming the
-// limit. All of a step's files together the runtime measures:
+// a step runs with RLIMIT_FSIZE at seven eighths of what the limit leaves
+// after the steps before it, and a step killed by SIGXFSZ fails the build
+// naming the limit. All of a step's files together the runtime measures:
 // while a step runs, its container's writable-layer size (SizeRw) is read
 // every diskPollEvery; the sizes of the build's steps add up, and when
 // they would pass Config.BuildDiskMB before the next measurement (at
@@ -200,17 +200,19 @@ func (w *diskWatch) measured(id string, size int64, ended bool) {
 	}
 }
 
-// fileLimit is the largest file the next step may write: what the limit
-// leaves after the steps that ended (0: no limit). A step's files are
-// bounded by it in the kernel (RLIMIT_FSIZE), whatever the measurements'
-// pace, so one file can never take the build past its limit.
+// fileLimit is the largest file the next step may write (0: no limit):
+// seven eighths of what the limit leaves after the steps that ended, the
+// rest being room for the step's other files until the next measurement.
+// A step's files are bounded by it in the kernel (RLIMIT_FSIZE), whatever
+// the measurements' pace, so one file can never take the build past its
+// limit.
 func (w *diskWatch) fileLimit() int64 {
 	if w.limit <= 0 {
 		return 0
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return max(w.limit-w.done, 1)
+	return max((w.limit-w.done)/8*7, 1)
 }
 
 // fileTooLarge records that a step was ended by its file size limit.
