@@ -242,7 +242,8 @@ func testInspectRunningProfile(t *testing.T, d *Docker) {
 		{"MemorySwap = Memory", h.MemorySwap == h.Memory},
 		{"NanoCPUs 0.5", h.NanoCPUs == 5e8},
 		{"PidsLimit 50", h.PidsLimit != nil && *h.PidsLimit == 50},
-		{"nofile 1024", len(h.Ulimits) == 1 && h.Ulimits[0].Name == "nofile" && h.Ulimits[0].Hard == 1024},
+		{"nofile 1024, core 0", len(h.Ulimits) == 2 && h.Ulimits[0].Name == "nofile" && h.Ulimits[0].Hard == 1024 &&
+			h.Ulimits[1].Name == "core" && h.Ulimits[1].Soft == 0 && h.Ulimits[1].Hard == 0},
 		// A prewarmed container's init is the agent (report.go).
 		{"Init", h.Init != nil && (*h.Init || d.poolSync && len(c.Entrypoint) > 0 && c.Entrypoint[0] == agentDir+"/agent")},
 		{"not privileged", !h.Privileged},

@@ -459,7 +459,7 @@ func (x *executor) stepHostConfig() *container.HostConfig {
 	if x.egress != nil {
 		network = x.egress.relay.networkMode()
 	}
-	ulimits := []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}}
+	ulimits := containerUlimits(d.cfg.NoFile)
 	if fsize := x.disk.fileLimit(); fsize > 0 {
 		ulimits = append(ulimits, &units.Ulimit{Name: "fsize", Soft: fsize, Hard: fsize})
 	}

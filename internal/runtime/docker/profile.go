@@ -211,10 +211,22 @@ func (d *Docker) containerConfig(t *job.Task, lim limits, k *kit, imageVolumes [
 			MemorySwap: lim.memoryBytes,
 			NanoCPUs:   lim.nanoCPUs,
 			PidsLimit:  &pids,
-			Ulimits:    []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
+			Ulimits:    containerUlimits(d.cfg.NoFile),
 		},
 	}
 	return cfg, host
+}
+
+// containerUlimits are the rlimits of every container the runtime starts:
+// nofile at nofile, and core 0, soft and hard, so that no process in it can
+// dump core. On a host whose kernel.core_pattern is a pipe (systemd-coredump,
+// apport) a dump is taken by a handler of the host's, outside the
+// container's disk and CPU limits; the engine's default hard limit (often
+// unlimited) would let a guest raise its soft limit and crash on purpose,
+// and a build step that passes its RLIMIT_FSIZE is killed by SIGXFSZ, a
+// signal that dumps core.
+func containerUlimits(nofile int64) []*units.Ulimit {
+	return []*units.Ulimit{{Name: "nofile", Soft: nofile, Hard: nofile}, {Name: "core", Soft: 0, Hard: 0}}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

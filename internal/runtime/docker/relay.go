@@ -27,7 +27,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
-	units "github.com/docker/go-units"
 	"github.com/hashicorp/yamux"
 
 	"github.com/zerverless/zerverless/internal/agent"
@@ -208,7 +207,7 @@ func (d *Docker) startRelay(ctx context.Context, rc relayConfig) (*netRelay, err
 			SecurityOpt: []string{"no-new-privileges"}, LogConfig: container.LogConfig{Type: "none"},
 			Resources: container.Resources{
 				Memory: relayMemory, MemorySwap: relayMemory, PidsLimit: &pids,
-				Ulimits: []*units.Ulimit{{Name: "nofile", Soft: relayNoFile, Hard: relayNoFile}},
+				Ulimits: containerUlimits(relayNoFile),
 			},
 		}, nil, nil, "")
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
-	units "github.com/docker/go-units"
 
 	"github.com/zerverless/zerverless/internal/egress"
 	"github.com/zerverless/zerverless/internal/job"
@@ -361,7 +360,7 @@ func (d *Docker) instanceConfig(inst job.ServiceInstance, lim limits, r *netRela
 			MemorySwap: lim.memoryBytes,
 			NanoCPUs:   lim.nanoCPUs,
 			PidsLimit:  &pids,
-			Ulimits:    []*units.Ulimit{{Name: "nofile", Soft: d.cfg.NoFile, Hard: d.cfg.NoFile}},
+			Ulimits:    containerUlimits(d.cfg.NoFile),
 		},
 	}
 	return cfg, host

@@ -184,6 +184,18 @@ func (s *Store) ExpireJobs(ctx context.Context, e store.Expiry) (store.Expired, 
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// The delete triggers subtract from the rows of job_counts and
+		// namespace_usage, which the writer creates only when it writes
+		// the batch's counters, at its end: a job that reached its status,
+		// or the first job of its namespace, earlier in this batch would
+		// have no row yet, and its subtraction would be lost. What the
+		// batch counted so far is written first.
+		if len(victims) > 0 {
+			if err := tx.counts.flush(ctx, tx); err != nil {
+				return err
+			}
+			tx.counts.reset()
+		}
 		for _, v := range victims {
 			if _, err := tx.tx.ExecContext(ctx, `DELETE FROM jobs WHERE seq = ?`, v.seq); err != nil {
 				return err
