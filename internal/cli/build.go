@@ -107,7 +107,7 @@ func (c *command) build(ctx context.Context, args []string) int {
 		if ctx.Err() != nil {
 			return c.fail(ExitInterrupted, "stopped before the submission was answered; the job goes on if it was accepted (zerverless jobs lists it)")
 		}
-		return c.fail(ExitDockerError, "submit to %s: %v", cl.BaseURL(), describe(err))
+		return c.fail(ExitDockerError, "submit to %s: %v%s", cl.BaseURL(), describe(err), mayBeAccepted(err))
 	}
 	id := v.ID
 	var live *logPrinter

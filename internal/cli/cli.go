@@ -228,6 +228,17 @@ func describe(err error) error {
 	return err
 }
 
+// mayBeAccepted is what a failed submission adds to its message: when no
+// answer came (the connection failed), the server may have accepted the
+// job before it did, and submitting again could run it twice.
+func mayBeAccepted(err error) string {
+	var apiErr *client.Error
+	if errors.As(err, &apiErr) {
+		return "" // answered: refused
+	}
+	return "; no answer came, so the job may have been accepted: check `zerverless jobs` before submitting it again"
+}
+
 // client returns an API client for --server, ZERVERLESS_SERVER or the
 // default, in that order, that sends the token of tokenFor.
 func (c *command) client() *client.Client {

@@ -119,7 +119,7 @@ func (c *command) run(ctx context.Context, args []string) int {
 		if ctx.Err() != nil {
 			return c.fail(ExitInterrupted, "stopped before the submission was answered; the job goes on if it was accepted (zerverless jobs lists it)")
 		}
-		return c.fail(errStatus, "submit to %s: %v", cl.BaseURL(), describe(err))
+		return c.fail(errStatus, "submit to %s: %v%s", cl.BaseURL(), describe(err), mayBeAccepted(err))
 	}
 	if f.detach {
 		fmt.Fprintln(c.stdout, v.ID)

@@ -366,7 +366,8 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 	defer o.sessions.Done()
 	streamKey := o.svc.addHost(w)
 	defer o.svc.dropHost(w)
-	err = conn.Write(ctx, protocol.Message{
+	wctx, cancelWrite := context.WithTimeout(ctx, o.cfg.WriteTimeout)
+	err = conn.Write(wctx, protocol.Message{
 		Type:        protocol.TypeRegistered,
 		Version:     protocol.Version,
 		WorkerID:    w.id,
@@ -374,6 +375,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 		HeartbeatMS: o.cfg.HeartbeatInterval.Milliseconds(),
 		StreamKey:   streamKey,
 	})
+	cancelWrite()
 	if err != nil {
 		// Nothing reached the worker: what was assigned to it is queued
 		// again without counting an attempt.

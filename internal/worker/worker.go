@@ -619,9 +619,12 @@ func (s *session) start(ctx context.Context, t *job.Task) {
 // resultWriteTimeout while a result is being written (a result may be
 // large, 16 MiB and more, and a volunteer's link slow).
 func (s *session) send(ctx context.Context, m protocol.Message) {
-	if s.sending.Add(1) == 1 {
+	// The clock starts before the count shows a write in progress, so
+	// that the watch never sees one with an older start.
+	if s.sending.Load() == 0 {
 		s.stalledSince.Store(time.Now().UnixNano())
 	}
+	s.sending.Add(1)
 	if m.Type == protocol.TypeResult {
 		s.resultsSending.Add(1)
 		defer s.resultsSending.Add(-1)
