@@ -18,6 +18,22 @@ import (
 	"github.com/zerverless/zerverless/internal/agent"
 )
 
+// refusedDial dials port through the relay socket in dir, within d, and
+// returns why the worker refused what it was handed; the test fails if it
+// took it.
+func refusedDial(t *testing.T, dir string, port int, d time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	c, err := (&netRelay{dir: dir}).dialPassed(ctx, port)
+	if err == nil {
+		c.Close()
+		t.Fatal("accepted")
+	}
+	t.Log(err)
+	return err
+}
+
 // echoListener accepts on the loopback and echoes each connection.
 func echoListener(t *testing.T) int {
 	t.Helper()
@@ -156,14 +172,7 @@ func TestRelayHandsOverOnlyItsDial(t *testing.T) {
 				}
 				_, _, _ = c.WriteMsgUnix([]byte("ok\n"), oob, nil)
 			})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c, err := (&netRelay{dir: dir}).dialPassed(ctx, port)
-			if err == nil {
-				c.Close()
-				t.Fatal("accepted")
-			}
-			t.Log(err)
+			err := refusedDial(t, dir, port, 10*time.Second)
 			if errors.Is(err, errNotPassed) {
 				t.Fatalf("taken for an agent that hands over nothing: %v", err)
 			}
