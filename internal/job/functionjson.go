@@ -2,7 +2,6 @@ package job
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -264,9 +263,9 @@ func (r *FunctionRequest) AppendInput(b []byte, env map[string]string, envBeside
 		b = append(b, `{"req":`...)
 	}
 	b = append(b, `{"method":`...)
-	b = appendJSONString(b, r.Method)
+	b = AppendJSONString(b, r.Method)
 	b = append(b, `,"path":`...)
-	b = appendJSONString(b, r.Path)
+	b = AppendJSONString(b, r.Path)
 	b = append(b, `,"query":`...)
 	b = appendStringMap(b, r.Query)
 	b = append(b, `,"query_all":`...)
@@ -279,7 +278,7 @@ func (r *FunctionRequest) AppendInput(b []byte, env map[string]string, envBeside
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = AppendJSONString(b, k)
 			b = append(b, ':')
 			vs := r.QueryAll[k]
 			if vs == nil {
@@ -291,7 +290,7 @@ func (r *FunctionRequest) AppendInput(b []byte, env map[string]string, envBeside
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, v)
+				b = AppendJSONString(b, v)
 			}
 			b = append(b, ']')
 		}
@@ -300,7 +299,7 @@ func (r *FunctionRequest) AppendInput(b []byte, env map[string]string, envBeside
 	b = append(b, `,"headers":`...)
 	b = appendStringMap(b, r.Headers)
 	b = append(b, `,"body":`...)
-	b = appendJSONString(b, r.Body)
+	b = AppendJSONString(b, r.Body)
 	b = append(b, `,"body_base64":`...)
 	b = strconv.AppendBool(b, r.BodyBase64)
 	if envBeside {
@@ -322,9 +321,9 @@ func appendStringMap(b []byte, m map[string]string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
+		b = AppendJSONString(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, m[k])
+		b = AppendJSONString(b, m[k])
 	}
 	return append(b, '}')
 }
@@ -336,20 +335,4 @@ func sortedKeys[V any](keys []string, m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// appendJSONString appends s as encoding/json writes it: as it is when it
-// holds only printable ASCII that needs no escape, else through
-// encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -60,7 +59,7 @@ func (e *encoder) key(name string) {
 	e.more = true
 }
 
-func (e *encoder) str(name, s string) { e.key(name); e.b = appendString(e.b, s) }
+func (e *encoder) str(name, s string) { e.key(name); e.b = job.AppendJSONString(e.b, s) }
 
 func (e *encoder) strOmit(name, s string) {
 	if s != "" {
@@ -118,7 +117,7 @@ func (e *encoder) stringsOmit(name string, list []string) {
 		if i > 0 {
 			e.b = append(e.b, ',')
 		}
-		e.b = appendString(e.b, s)
+		e.b = job.AppendJSONString(e.b, s)
 	}
 	e.b = append(e.b, ']')
 }
@@ -261,71 +260,4 @@ func (e *encoder) result(r *job.Result) {
 	e.strOmit("worker_id", r.WorkerID)
 	e.std("replicas", r.Replicas, len(r.Replicas) == 0)
 	e.end()
-}
-
-const hex = "0123456789abcdef"
-
-// plain holds the bytes that appendString copies as they are: printable
-// ASCII other than ", \\, <, > and &.
-var plain = func() (t [256]bool) {
-	for b := 0x20; b < utf8.RuneSelf; b++ {
-		t[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
-	}
-	return t
-}()
-
-// appendString appends s quoted as encoding/json quotes it: <, >, & and
-// control characters escaped, U+2028 and U+2029 escaped, invalid UTF-8
-// written as \ufffd.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		for i < len(s) && plain[s[i]] {
-			i++
-		}
-		if i == len(s) {
-			break
-		}
-		if b := s[i]; b < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

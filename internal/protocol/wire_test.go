@@ -233,26 +233,3 @@ func TestEncodedFields(t *testing.T) {
 		}
 	}
 }
-
-// TestAppendString: every byte, at every place in a string, and invalid
-// and separator sequences are quoted as encoding/json quotes them.
-func TestAppendString(t *testing.T) {
-	var cases []string
-	for b := range 256 {
-		for p := range 17 {
-			s := []byte(strings.Repeat("a", 17))
-			s[p] = byte(b)
-			cases = append(cases, string(s))
-		}
-	}
-	cases = append(cases, "", "\u2028\u2029", strings.Repeat("é\u2028x", 9), "\xe2\x80", "abcdefg\xe2\x80\xa8", strings.Repeat(tricky, 3))
-	for _, s := range cases {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
-		}
-	}
-}
