@@ -376,6 +376,14 @@ func TestServiceTwoInstancesOverTwoWorkers(t *testing.T) {
 	entered, release := make(chan string, 10), make(chan struct{})
 	a := serviceWorker(t, srv, "", 4, blocking(entered, release))
 	b := serviceWorker(t, srv, "", 4, blocking(entered, release))
+	// Both workers' stream connections are attached (just after their
+	// upgrade is answered) before the requests that start the instances.
+	eventually(t, 5*time.Second, func() error {
+		if n := srv.Orchestrator().ServiceHosts(); n != 2 {
+			return fmt.Errorf("%d workers take services", n)
+		}
+		return nil
+	})
 	mustDeployService(t, srv, "two/svc", `{"runtime":"docker","docker_image":"t:1","concurrency":1,"max_instances":2}`)
 	var wg sync.WaitGroup
 	codes := make(chan int, 2)

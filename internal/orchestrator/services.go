@@ -505,6 +505,20 @@ func (sv *service) currentLocked() (running, starting int) {
 // streamsUp says whether h's stream connection is open.
 func (h *host) streamsUp() bool { return h.sess != nil && !h.sess.IsClosed() }
 
+// ServiceHosts is how many workers services can be placed on now: those
+// offering services whose stream connection is up.
+func (o *Orchestrator) ServiceHosts() int {
+	o.svc.mu.Lock()
+	defer o.svc.mu.Unlock()
+	n := 0
+	for _, h := range o.svc.hosts {
+		if !h.gone && h.streamsUp() {
+			n++
+		}
+	}
+	return n
+}
+
 // errBusy: every instance is busy and no more may start.
 var errBusy = errors.New("busy")
 
