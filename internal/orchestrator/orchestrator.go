@@ -551,6 +551,12 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 		return nil, err
 	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits, o.cfg.BuildKey)
+	o.mu.Lock()
+	why := o.queue.laneRefusal(j)
+	o.mu.Unlock()
+	if why != "" {
+		return nil, job.Errorf(job.CodeTooMany, "%s", why)
+	}
 	if err := o.admitQuota(ctx, j.Namespace, true); err != nil {
 		return nil, err
 	}

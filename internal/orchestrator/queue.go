@@ -23,7 +23,19 @@ type queues struct {
 	// one per job started) at which it last had a job started.
 	served     map[string]uint64
 	dispatches uint64
+	// lanes counts, per namespace, its lanes of every type: finding work
+	// looks at every lane of a runtime, so each namespace holds at most
+	// maxNamespaceLanes of them (see laneRefusal).
+	lanes map[string]int
 }
+
+// maxNamespaceLanes bounds the lanes one namespace's queued jobs fill: the
+// requirement classes (memory, container image and resources, build) its
+// pending jobs ask for, each job type apart. A submission that would open
+// one more is refused until some drain, so that no namespace, by asking
+// for thousands of distinct classes, makes every dispatch of every other
+// namespace look at thousands of lanes.
+const maxNamespaceLanes = 256
 
 // lane identifies one FIFO within a job type.
 type lane struct {
@@ -32,7 +44,22 @@ type lane struct {
 }
 
 func newQueues() *queues {
-	return &queues{byType: make(map[job.Type]map[lane]*list.List), n: make(map[job.Type]int), served: make(map[string]uint64)}
+	return &queues{byType: make(map[job.Type]map[lane]*list.List), n: make(map[job.Type]int), served: make(map[string]uint64),
+		lanes: make(map[string]int)}
+}
+
+// laneRefusal says why a new job j (of no deployment) may not be queued:
+// it would open a lane of its namespace past maxNamespaceLanes; "" when
+// it may.
+func (q *queues) laneRefusal(j *job.Job) string {
+	if q.lanes[j.Namespace] < maxNamespaceLanes {
+		return ""
+	}
+	if q.byType[j.Type][lane{namespace: j.Namespace, class: requirementClass(j)}] != nil {
+		return ""
+	}
+	return fmt.Sprintf("namespace %s has pending %s jobs of %d distinct requirements (memory_mb, docker image and resources, build), the most it may; retry once some have run, or ask for requirements its pending jobs already ask for",
+		j.Namespace, j.Type, maxNamespaceLanes)
 }
 
 // requirementClass sums up what j asks of a worker beyond its runtime and
@@ -72,6 +99,7 @@ func (q *queues) push(e *entry, front bool) {
 	if l == nil {
 		l = list.New()
 		lanes[k] = l
+		q.lanes[k.namespace]++
 	}
 	if front {
 		el := l.Front()
@@ -101,6 +129,9 @@ func (q *queues) remove(e *entry) {
 	q.n[e.job.Type]--
 	if l.Len() == 0 {
 		delete(q.byType[e.job.Type], k)
+		if q.lanes[k.namespace]--; q.lanes[k.namespace] <= 0 {
+			delete(q.lanes, k.namespace)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -94,4 +95,35 @@ func TestNamespacesTakeTurns(t *testing.T) {
 	if want := "bob alice carol bob alice bob"; strings.Join(got, " ") != want {
 		t.Fatalf("a one-slot worker ran namespaces %v, want %s", got, want)
 	}
+}
+
+// TestNamespaceLanesAreBounded: a namespace that asks for ever new
+// requirements (here memory_mb no worker offers) opens at most
+// maxNamespaceLanes lanes, which every dispatch of every namespace looks
+// at; past them its submission is too_many and not stored, while its jobs
+// of a class already queued, and another namespace's, are accepted.
+func TestNamespaceLanesAreBounded(t *testing.T) {
+	h := newHarness(t, t.TempDir(), testConfig())
+	defer h.close()
+	lua := func(ns string, mb int) job.Request {
+		return job.Request{Type: job.TypeLua, Code: "return 1", Namespace: ns, MemoryMB: mb}
+	}
+	first := h.submit(lua("bob", 1))
+	for mb := 2; mb <= maxNamespaceLanes; mb++ {
+		h.submit(lua("bob", mb))
+	}
+	_, err := h.o.Submit(tenantCtx(), lua("bob", maxNamespaceLanes+1))
+	if job.ErrorCode(err) != job.CodeTooMany {
+		t.Fatalf("a job opening lane %d of one namespace: err = %v, want too_many", maxNamespaceLanes+1, err)
+	}
+	if n, _ := h.store.CountJobs(context.Background()); n[job.StatusPending] != maxNamespaceLanes {
+		t.Fatalf("%d jobs pending in the store, want %d (the refused one not stored)", n[job.StatusPending], maxNamespaceLanes)
+	}
+	h.submit(lua("bob", 7))
+	h.submit(lua("alice", maxNamespaceLanes+1))
+	// The last job of a lane, canceled, frees it.
+	if _, err := h.o.Cancel(tenantCtx(), first.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.submit(lua("bob", maxNamespaceLanes+1))
 }
