@@ -381,6 +381,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&cfg.Orchestrator.LeaseGrace, "lease-grace", cfg.Orchestrator.LeaseGrace, "how long past a job's timeout its lease lasts")
 	fs.DurationVar(&cfg.Orchestrator.RunningWriteDelay, "running-write-delay", cfg.Orchestrator.RunningWriteDelay, "how long after a job is handed to a worker its running state is stored; a job that ends sooner has only its end stored (0: at once)")
 	fs.IntVar(&cfg.Orchestrator.MaxQueued, "max-queued", cfg.Orchestrator.MaxQueued, "most jobs pending at once")
+	fs.IntVar(&cfg.Orchestrator.MaxNamespaceLanes, "max-namespace-lanes", cfg.Orchestrator.MaxNamespaceLanes, "most distinct requirements (memory_mb, docker image and resources, build) one namespace's pending jobs may ask for at once; a submission past it is refused until some drain")
 	fs.IntVar(&cfg.Orchestrator.EndedJobs.Jobs, "ended-jobs", cfg.Orchestrator.EndedJobs.Jobs, "jobs that ended recently kept in memory, so that reading one just after it ends reads no store (0: none)")
 	fs.Int64Var(&cfg.Orchestrator.EndedJobs.Bytes, "ended-jobs-bytes", cfg.Orchestrator.EndedJobs.Bytes, "bytes of the jobs that ended recently kept in memory; a job over an eighth of it is not kept (0: none)")
 	fs.Int64Var(&cfg.API.MaxBodyBytes, "max-body-bytes", cfg.API.MaxBodyBytes, "largest request body")

@@ -36,6 +36,7 @@ func TestConfigRefusesNonsense(t *testing.T) {
 		{"WriteTimeout", func(c *Config) { c.WriteTimeout = 0 }},
 		{"TokenRecheckInterval", func(c *Config) { c.TokenRecheckInterval = 0 }},
 		{"MaxQueued", func(c *Config) { c.MaxQueued = 0 }},
+		{"MaxNamespaceLanes", func(c *Config) { c.MaxNamespaceLanes = 0 }},
 		{"MaxReplicas", func(c *Config) { c.MaxReplicas = 0 }},
 		{"MaxStrikes", func(c *Config) { c.MaxStrikes = 0 }},
 		{"MaxDrops", func(c *Config) { c.MaxDrops = -2 }},

@@ -55,6 +55,14 @@ type Config struct {
 	// MaxQueued caps the jobs pending at once; Submit answers unavailable
 	// beyond it (default 1,000,000).
 	MaxQueued int
+	// MaxNamespaceLanes bounds the lanes one namespace's pending jobs fill
+	// (default 256): the distinct requirements (memory_mb, container image
+	// and resources, build) they ask for, each job type apart. Finding
+	// work for a worker looks at the head of every lane of its runtimes,
+	// so a submission that would open one more is refused (too_many)
+	// until some drain: no namespace, by asking for thousands of distinct
+	// requirements, makes every other namespace's dispatch slower.
+	MaxNamespaceLanes int
 	// RequestLimits are the defaults applied to new jobs.
 	RequestLimits job.RequestLimits
 	// DockerAllowImages, when not empty, are the only images (job.MatchImage
@@ -171,6 +179,7 @@ func DefaultConfig() Config {
 		RegisterTimeout:   10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		MaxQueued:         1_000_000,
+		MaxNamespaceLanes: 256,
 		RequestLimits:     job.DefaultRequestLimits(),
 		DefaultQuotas:     job.DefaultQuotas(),
 		MaxReplicas:       7,
@@ -218,6 +227,7 @@ func (c Config) Validate() error {
 		errs = append(errs, job.Invalid("RunningWriteDelay", "must not be negative (got %s)", c.RunningWriteDelay))
 	}
 	atLeast("MaxQueued", c.MaxQueued, 1)
+	atLeast("MaxNamespaceLanes", c.MaxNamespaceLanes, 1)
 	atLeast("MaxReplicas", c.MaxReplicas, 1)
 	atLeast("MaxStrikes", c.MaxStrikes, 1)
 	atLeast("MaxDrops", c.MaxDrops, 1)
@@ -552,7 +562,7 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits, o.cfg.BuildKey)
 	o.mu.Lock()
-	why := o.queue.laneRefusal(j)
+	why := o.queue.laneRefusal(j, o.cfg.MaxNamespaceLanes)
 	o.mu.Unlock()
 	if why != "" {
 		return nil, job.Errorf(job.CodeTooMany, "%s", why)

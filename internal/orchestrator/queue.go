@@ -25,17 +25,9 @@ type queues struct {
 	dispatches uint64
 	// lanes counts, per namespace, its lanes of every type: finding work
 	// looks at every lane of a runtime, so each namespace holds at most
-	// maxNamespaceLanes of them (see laneRefusal).
+	// Config.MaxNamespaceLanes of them (see laneRefusal).
 	lanes map[string]int
 }
-
-// maxNamespaceLanes bounds the lanes one namespace's queued jobs fill: the
-// requirement classes (memory, container image and resources, build) its
-// pending jobs ask for, each job type apart. A submission that would open
-// one more is refused until some drain, so that no namespace, by asking
-// for thousands of distinct classes, makes every dispatch of every other
-// namespace look at thousands of lanes.
-const maxNamespaceLanes = 256
 
 // lane identifies one FIFO within a job type.
 type lane struct {
@@ -49,17 +41,17 @@ func newQueues() *queues {
 }
 
 // laneRefusal says why a new job j (of no deployment) may not be queued:
-// it would open a lane of its namespace past maxNamespaceLanes; "" when
-// it may.
-func (q *queues) laneRefusal(j *job.Job) string {
-	if q.lanes[j.Namespace] < maxNamespaceLanes {
+// it would open a lane of its namespace past max (Config.MaxNamespaceLanes);
+// "" when it may.
+func (q *queues) laneRefusal(j *job.Job, max int) string {
+	if q.lanes[j.Namespace] < max {
 		return ""
 	}
 	if q.byType[j.Type][lane{namespace: j.Namespace, class: requirementClass(j)}] != nil {
 		return ""
 	}
 	return fmt.Sprintf("namespace %s has pending %s jobs of %d distinct requirements (memory_mb, docker image and resources, build), the most it may; retry once some have run, or ask for requirements its pending jobs already ask for",
-		j.Namespace, j.Type, maxNamespaceLanes)
+		j.Namespace, j.Type, max)
 }
 
 // requirementClass sums up what j asks of a worker beyond its runtime and

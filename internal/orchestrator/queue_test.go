@@ -99,11 +99,17 @@ func TestNamespacesTakeTurns(t *testing.T) {
 
 // TestNamespaceLanesAreBounded: a namespace that asks for ever new
 // requirements (here memory_mb no worker offers) opens at most
-// maxNamespaceLanes lanes, which every dispatch of every namespace looks
+// Config.MaxNamespaceLanes lanes, which every dispatch of every namespace looks
 // at; past them its submission is too_many and not stored, while its jobs
 // of a class already queued, and another namespace's, are accepted.
 func TestNamespaceLanesAreBounded(t *testing.T) {
-	h := newHarness(t, t.TempDir(), testConfig())
+	cfg := testConfig()
+	if cfg.MaxNamespaceLanes != DefaultConfig().MaxNamespaceLanes {
+		t.Fatalf("the tests' configuration changes MaxNamespaceLanes")
+	}
+	const maxNamespaceLanes = 16 // a setting, below its default of 256
+	cfg.MaxNamespaceLanes = maxNamespaceLanes
+	h := newHarness(t, t.TempDir(), cfg)
 	defer h.close()
 	lua := func(ns string, mb int) job.Request {
 		return job.Request{Type: job.TypeLua, Code: "return 1", Namespace: ns, MemoryMB: mb}
