@@ -80,6 +80,12 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	}
 	// The instance's slot is held until the answer's body is done.
 	defer release()
+	// A caller that does not read its answer would hold the slot for as
+	// long as it stays connected (the proxy's write blocks once the
+	// connection's buffers are full): once ctx ends (the service's
+	// timeout, the caller gone), the answer's writes have
+	// serviceWriteGrace to go out.
+	defer boundWrites(ctx, w)()
 	// The informational answers relayed are bounded: past the bound the
 	// request is cut (the proxy relays them from the transport's hook,
 	// whose error it ignores).
@@ -159,6 +165,36 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	w.Header().Del("Content-Security-Policy")
 	rp.ServeHTTP(w, r.WithContext(ctx))
 	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
+}
+
+// serviceWriteGrace is how long the writes of a service's answer may
+// still take once its request has ended: what is left of it (an error
+// answer, the last bytes) goes out to a caller that reads.
+const serviceWriteGrace = 5 * time.Second
+
+// boundWrites gives the writes to w a deadline, serviceWriteGrace away,
+// once ctx is done. The returned function, called when the answer is
+// written, lifts it: the connection may carry the caller's next request.
+func boundWrites(ctx context.Context, w http.ResponseWriter) func() {
+	rc := http.NewResponseController(w)
+	var mu sync.Mutex
+	done, set := false, false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			set = rc.SetWriteDeadline(time.Now().Add(serviceWriteGrace)) == nil
+		}
+	})
+	return func() {
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+		if set {
+			rc.SetWriteDeadline(time.Time{})
+		}
+	}
 }
 
 // serviceFlushInterval bounds how long a part of an answer with a known
