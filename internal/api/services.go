@@ -98,6 +98,9 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		prefix = "/" + d.Path
 	}
 	status := http.StatusBadGateway
+	// Observed also when the proxy aborts an answer whose copy failed
+	// after its header went out (it panics with http.ErrAbortHandler).
+	defer func() { f.adm.ObserveServiceRequest(d, status, time.Since(begin)) }()
 	rp := &httputil.ReverseProxy{
 		Transport:     originTransport{o, rt},
 		FlushInterval: serviceFlushInterval,
@@ -164,7 +167,6 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 	// The answer's headers bring the sandbox policy again (serviceHeaders).
 	w.Header().Del("Content-Security-Policy")
 	rp.ServeHTTP(w, r.WithContext(ctx))
-	f.adm.ObserveServiceRequest(d, status, time.Since(begin))
 }
 
 // serviceWriteGrace is how long the writes of a service's answer may
