@@ -50,12 +50,12 @@ type Conn struct {
 	// declares; onAuth runs when the session is authenticated.
 	decl   *DeclarationLimits
 	onAuth func() error
-	// budget, when set, is charged with every message ReadIdle holds
-	// while reading it.
+	// budget, when set, is charged with the memory of every message
+	// ReadIdle holds while reading it.
 	budget *ReadBudget
 }
 
-// ReadBudget bounds the bytes that the connections sharing it hold at
+// ReadBudget bounds the memory that the connections sharing it hold at
 // once in messages they are still reading: a message that would take the
 // total past the budget fails its read with ErrReadBudget, and its bytes
 // are given back. It bounds the memory that many peers, each within its
@@ -77,25 +77,33 @@ func (b *ReadBudget) Used() int64 { return b.used.Load() }
 // ErrReadBudget fails a read that would take its ReadBudget over.
 var ErrReadBudget = errors.New("the messages being read from peers like this one are over their memory budget")
 
-// budgetReader charges what it reads to a budget; release gives it back.
-type budgetReader struct {
-	r    io.Reader
-	b    *ReadBudget
-	held int64
-}
-
-func (r *budgetReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if n > 0 {
-		r.held += int64(n)
-		if r.b.used.Add(int64(n)) > r.b.max {
-			return n, fmt.Errorf("%w (%d bytes)", ErrReadBudget, r.b.max)
+// readCharged reads src to its end into buf, charging b with the memory
+// the message holds: the capacity buf grows to, not only the bytes read
+// (a buffer that doubles holds up to twice what it read). It returns what
+// it charged, which the caller gives back once the message is done with.
+func readCharged(buf *bytes.Buffer, src io.Reader, b *ReadBudget) (charged int64, err error) {
+	for {
+		if buf.Available() < bytes.MinRead {
+			buf.Grow(bytes.MinRead)
+		}
+		if c := int64(buf.Cap()); c > charged {
+			d := c - charged
+			charged = c
+			if b.used.Add(d) > b.max {
+				return charged, fmt.Errorf("%w (%d bytes)", ErrReadBudget, b.max)
+			}
+		}
+		p := buf.AvailableBuffer()
+		n, err := src.Read(p[:cap(p)])
+		buf.Write(p[:n])
+		if err == io.EOF {
+			return charged, nil
+		}
+		if err != nil {
+			return charged, err
 		}
 	}
-	return n, err
 }
-
-func (r *budgetReader) release() { r.b.used.Add(-r.held) }
 
 // ShareReadBudget makes ReadIdle charge every message it reads from now
 // on to b, until the message has been read whole and decoded. A message
@@ -245,11 +253,12 @@ func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error
 		t.Reset(idle)
 		var src io.Reader = &idleReader{r: r, t: t, idle: idle}
 		if c.budget != nil {
-			br := &budgetReader{r: src, b: c.budget}
-			defer br.release()
-			src = br
+			var charged int64
+			charged, err = readCharged(buf, src, c.budget)
+			defer c.budget.used.Add(-charged)
+		} else {
+			_, err = buf.ReadFrom(src)
 		}
-		_, err = buf.ReadFrom(src)
 	}
 	if err != nil {
 		if errors.Is(context.Cause(ctx), ErrIdle) {
