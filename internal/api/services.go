@@ -123,6 +123,12 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 		ModifyResponse: func(resp *http.Response) error {
 			status = resp.StatusCode
 			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// Past the request's time the switch is not made: the
+				// caller's connection, once taken over, would lose the
+				// write deadline boundWrites gave it.
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
 				// Only to the protocol the caller asked for: an
 				// unasked switch would hand the caller's connection
 				// (a front proxy's, carrying other callers' requests
@@ -175,17 +181,19 @@ func (f *functions) proxyService(w http.ResponseWriter, r *http.Request, o funct
 const serviceWriteGrace = 5 * time.Second
 
 // boundWrites gives the writes to w a deadline, serviceWriteGrace away,
-// once ctx is done. The returned function, called when the answer is
-// written, lifts it: the connection may carry the caller's next request.
+// once ctx is done; the returned function, called when the handler is
+// done with the answer, stops that. A deadline set stays for the
+// server's last flush of the answer, which clears it before it reads the
+// connection's next request.
 func boundWrites(ctx context.Context, w http.ResponseWriter) func() {
 	rc := http.NewResponseController(w)
 	var mu sync.Mutex
-	done, set := false, false
+	done := false
 	stop := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if !done {
-			set = rc.SetWriteDeadline(time.Now().Add(serviceWriteGrace)) == nil
+			rc.SetWriteDeadline(time.Now().Add(serviceWriteGrace))
 		}
 	})
 	return func() {
@@ -193,9 +201,6 @@ func boundWrites(ctx context.Context, w http.ResponseWriter) func() {
 		mu.Lock()
 		defer mu.Unlock()
 		done = true
-		if set {
-			rc.SetWriteDeadline(time.Time{})
-		}
 	}
 }
 

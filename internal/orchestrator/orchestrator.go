@@ -562,15 +562,25 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	}
 	j := r.NewJob(newID(), o.now().UTC(), o.cfg.RequestLimits, o.cfg.BuildKey)
 	o.mu.Lock()
-	why := o.queue.laneRefusal(j, o.cfg.MaxNamespaceLanes)
+	why, reserved := o.queue.laneRefusal(j, o.cfg.MaxNamespaceLanes)
 	o.mu.Unlock()
 	if why != "" {
 		return nil, job.Errorf(job.CodeTooMany, "%s", why)
 	}
+	unreserve := func() {
+		if reserved {
+			reserved = false
+			o.mu.Lock()
+			o.queue.opened(j.Namespace)
+			o.mu.Unlock()
+		}
+	}
 	if err := o.admitQuota(ctx, j.Namespace, true); err != nil {
+		unreserve()
 		return nil, err
 	}
 	if err := o.store.CreateJob(ctx, j); err != nil {
+		unreserve()
 		return nil, fmt.Errorf("store new job: %w", err)
 	}
 	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
@@ -579,6 +589,9 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	log := o.logs.fresh(j.ID)
 
 	o.mu.Lock()
+	if reserved {
+		o.queue.opened(j.Namespace)
+	}
 	o.seq++
 	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), log: log}
 	o.active[j.ID] = e

@@ -27,6 +27,10 @@ type queues struct {
 	// looks at every lane of a runtime, so each namespace holds at most
 	// Config.MaxNamespaceLanes of them (see laneRefusal).
 	lanes map[string]int
+	// opening counts, per namespace, the submissions admitted by
+	// laneRefusal to open a lane and not yet queued (they are being
+	// stored): they count against the bound like the lanes.
+	opening map[string]int
 }
 
 // lane identifies one FIFO within a job type.
@@ -37,21 +41,31 @@ type lane struct {
 
 func newQueues() *queues {
 	return &queues{byType: make(map[job.Type]map[lane]*list.List), n: make(map[job.Type]int), served: make(map[string]uint64),
-		lanes: make(map[string]int)}
+		lanes: make(map[string]int), opening: make(map[string]int)}
 }
 
 // laneRefusal says why a new job j (of no deployment) may not be queued:
 // it would open a lane of its namespace past max (Config.MaxNamespaceLanes);
-// "" when it may.
-func (q *queues) laneRefusal(j *job.Job, max int) string {
-	if q.lanes[j.Namespace] < max {
-		return ""
-	}
+// "" when it may. Admitted to open a lane, j holds a place among its
+// namespace's lanes until opened is called (once j is queued, or failed to
+// be), so that submissions stored at once do not pass the bound together.
+func (q *queues) laneRefusal(j *job.Job, max int) (why string, reserved bool) {
 	if q.byType[j.Type][lane{namespace: j.Namespace, class: requirementClass(j)}] != nil {
-		return ""
+		return "", false
 	}
-	return fmt.Sprintf("namespace %s has pending %s jobs of %d distinct requirements (memory_mb, docker image and resources, build), the most it may; retry once some have run, or ask for requirements its pending jobs already ask for",
-		j.Namespace, j.Type, max)
+	if q.lanes[j.Namespace]+q.opening[j.Namespace] < max {
+		q.opening[j.Namespace]++
+		return "", true
+	}
+	return fmt.Sprintf("namespace %s has pending jobs of %d distinct requirements (job type, memory_mb, docker image and resources, build; function calls waiting count too), the most it may; retry once some have run, or ask for requirements its pending jobs already ask for",
+		j.Namespace, max), false
+}
+
+// opened gives back the place laneRefusal reserved for a job of ns.
+func (q *queues) opened(ns string) {
+	if q.opening[ns]--; q.opening[ns] <= 0 {
+		delete(q.opening, ns)
+	}
 }
 
 // requirementClass sums up what j asks of a worker beyond its runtime and
