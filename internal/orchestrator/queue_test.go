@@ -3,6 +3,8 @@ package orchestrator
 import (
 	"context"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,4 +134,37 @@ func TestNamespaceLanesAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.submit(lua("bob", maxNamespaceLanes+1))
+}
+
+// TestNamespaceLanesBoundedAtOnce: submissions that each open a new lane,
+// made all at once, do not pass Config.MaxNamespaceLanes together (each
+// holds its place while it is stored).
+func TestNamespaceLanesBoundedAtOnce(t *testing.T) {
+	const maxLanes, tries = 8, 64
+	cfg := testConfig()
+	cfg.MaxNamespaceLanes = maxLanes
+	h := newHarness(t, t.TempDir(), cfg)
+	defer h.close()
+	var wg sync.WaitGroup
+	var accepted, refused atomic.Int64
+	for mb := 1; mb <= tries; mb++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := h.o.Submit(tenantCtx(), job.Request{Type: job.TypeLua, Code: "return 1", Namespace: "bob", MemoryMB: mb})
+			switch job.ErrorCode(err) {
+			case "":
+				accepted.Add(1)
+			case job.CodeTooMany:
+				refused.Add(1)
+			default:
+				t.Errorf("submission of %d MB: %v", mb, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if accepted.Load() != maxLanes || refused.Load() != tries-maxLanes {
+		t.Fatalf("%d accepted and %d refused of %d submissions opening a lane each, want %d and %d",
+			accepted.Load(), refused.Load(), tries, maxLanes, tries-maxLanes)
+	}
 }
