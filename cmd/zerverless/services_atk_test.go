@@ -15,34 +15,44 @@ import (
 // instance's slot no longer than the service's timeout (and a short
 // grace for the answer's last writes): the proxy's write to such a
 // caller blocks once the connection's buffers are full, and the others
-// would be refused (503) for as long as that caller stays connected.
+// would be refused (503) for as long as that caller stays connected. The
+// same through a protocol switch: a caller that switched, then neither
+// reads nor writes while the instance writes.
 func TestServiceUnreadAnswerReleasesItsSlot(t *testing.T) {
-	srv := serviceServer(t, nil)
-	serviceWorker(t, srv, "", 1, stallingService)
-	mustDeployService(t, srv, "evil/unread", `{"runtime":"docker","docker_image":"e:1","max_instances":1,"concurrency":1,"timeout_seconds":1,"public":true}`)
-	eventually(t, 10*time.Second, func() error {
-		if _, st := getOK(t, srv.URL()+"/evil/unread/ok"); st != 207 {
-			return fmt.Errorf("before: %d", st)
-		}
-		return nil
-	})
+	for _, tc := range []struct {
+		name    string
+		handler func(*job.ServiceInstance) http.Handler
+		request string // after the request line's path, the headers
+	}{
+		{"answer", stallingService, "/endless HTTP/1.1\r\nHost: %s\r\n\r\n"},
+		{"switch", floodingUpgrade, "/flood HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: zv-flood\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serviceServer(t, nil)
+			serviceWorker(t, srv, "", 1, tc.handler)
+			mustDeployService(t, srv, "evil/unread", `{"runtime":"docker","docker_image":"e:1","max_instances":1,"concurrency":1,"timeout_seconds":1,"public":true}`)
+			answers := func(when string) func() error {
+				return func() error {
+					if _, st := getOK(t, srv.URL()+"/evil/unread/ok"); st != 207 {
+						return fmt.Errorf("%s: %d", when, st)
+					}
+					return nil
+				}
+			}
+			eventually(t, 10*time.Second, answers("before"))
 
-	host := strings.TrimPrefix(srv.URL(), "http://")
-	c, err := net.Dial("tcp", host)
-	if err != nil {
-		t.Fatal(err)
+			host := strings.TrimPrefix(srv.URL(), "http://")
+			c, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			// The request, and not one byte of the answer read.
+			fmt.Fprintf(c, "GET /evil/unread"+tc.request, host)
+			eventually(t, 60*time.Second, answers("while a caller does not read its answer"))
+		})
 	}
-	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(4 << 10)
-	// The request, and not one byte of the answer read.
-	fmt.Fprintf(c, "GET /evil/unread/endless HTTP/1.1\r\nHost: %s\r\n\r\n", host)
-
-	eventually(t, 60*time.Second, func() error {
-		if _, st := getOK(t, srv.URL()+"/evil/unread/ok"); st != 207 {
-			return fmt.Errorf("while a caller does not read its answer: %d", st)
-		}
-		return nil
-	})
 }
 
 // floodingUpgrade switches to the protocol its caller asked for, then
@@ -66,36 +76,5 @@ func floodingUpgrade(in *job.ServiceInstance) http.Handler {
 				return
 			}
 		}
-	})
-}
-
-// The same through a protocol switch: a caller that switched, then
-// neither reads nor writes while the instance writes, holds the slot no
-// longer than the service's timeout.
-func TestServiceUnreadSwitchReleasesItsSlot(t *testing.T) {
-	srv := serviceServer(t, nil)
-	serviceWorker(t, srv, "", 1, floodingUpgrade)
-	mustDeployService(t, srv, "evil/flood", `{"runtime":"docker","docker_image":"e:1","max_instances":1,"concurrency":1,"timeout_seconds":1,"public":true}`)
-	eventually(t, 10*time.Second, func() error {
-		if _, st := getOK(t, srv.URL()+"/evil/flood/ok"); st != 207 {
-			return fmt.Errorf("before: %d", st)
-		}
-		return nil
-	})
-
-	host := strings.TrimPrefix(srv.URL(), "http://")
-	c, err := net.Dial("tcp", host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(4 << 10)
-	fmt.Fprintf(c, "GET /evil/flood/flood HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: zv-flood\r\n\r\n", host)
-
-	eventually(t, 60*time.Second, func() error {
-		if _, st := getOK(t, srv.URL()+"/evil/flood/ok"); st != 207 {
-			return fmt.Errorf("while a caller does not read what comes through its switch: %d", st)
-		}
-		return nil
 	})
 }
