@@ -335,8 +335,10 @@ func TestPoolReportFallbacks(t *testing.T) {
 			return nil
 		}},
 	} {
+		// One after another: each finds the container made for it ready
+		// (jobs run at once could take the one made for another, and run
+		// cold).
 		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
 			res := run(t, d, testTask(newJobID(), testImage, "sh", "-c", c.script))
 			wantStatus(t, res, c.status)
 			if !res.WarmStart || res.ExitCode != c.exit {
