@@ -387,6 +387,7 @@ func (o *Orchestrator) ServeWorker(ctx context.Context, conn *protocol.Conn, rem
 
 	sessCtx, endSession := context.WithCancel(ctx)
 	defer endSession()
+	conn.Bind(sessCtx)
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- o.writeLoop(sessCtx, conn, w) }()
 
@@ -513,10 +514,7 @@ func (o *Orchestrator) writeLoop(ctx context.Context, conn *protocol.Conn, w *wo
 		w.out = nil
 		w.outMu.Unlock()
 		for _, m := range batch {
-			wctx, cancel := context.WithTimeout(ctx, o.cfg.WriteTimeout)
-			err := conn.Write(wctx, m)
-			cancel()
-			if err != nil {
+			if err := conn.WriteWithin(ctx, m, o.cfg.WriteTimeout); err != nil {
 				conn.CloseNow()
 				return fmt.Errorf("write %s: %w", m.Type, err)
 			}

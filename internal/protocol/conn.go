@@ -53,7 +53,23 @@ type Conn struct {
 	// budget, when set, is charged with the memory of every message
 	// ReadIdle holds while reading it.
 	budget *ReadBudget
+
+	// bound is the context given to Bind (a *boundCtx), whose end
+	// closes the connection.
+	bound atomic.Pointer[boundCtx]
+	// idle is ReadIdle's timer, made by its first call and reset for
+	// each message (ReadIdle is called from one goroutine at a time);
+	// idleFired says that it went off and closed the connection.
+	idle      *time.Timer
+	idleFired atomic.Bool
+	// writeMu orders the writes of WriteWithin, which share writeTimer;
+	// writeFired says that it went off and closed the connection.
+	writeMu    sync.Mutex
+	writeTimer *time.Timer
+	writeFired atomic.Bool
 }
+
+type boundCtx struct{ ctx context.Context }
 
 // ReadBudget bounds the memory that the connections sharing it hold at
 // once in messages they are still reading: a message that would take the
@@ -199,17 +215,50 @@ func Dial(ctx context.Context, url string, header http.Header, opts Options) (*C
 	return NewConn(ws, opts), nil
 }
 
+// Bind ties the connection to ctx, the context of the session that uses
+// it: when ctx ends, the connection is closed. A Read or Write whose
+// context ends closes the connection as well (the WebSocket cannot be
+// read from or written to halfway through a message), but it watches its
+// context anew for each message; one made with ctx itself after Bind
+// relies on the watch Bind set up once. Call Bind before the connection is
+// used with ctx, and at most once.
+func (c *Conn) Bind(ctx context.Context) {
+	if ctx.Done() == nil || !c.bound.CompareAndSwap(nil, &boundCtx{ctx: ctx}) {
+		return
+	}
+	context.AfterFunc(ctx, func() { c.ws.CloseNow() })
+}
+
+// wsContext is the context to hand the WebSocket for a call made with
+// ctx: none that it must watch when Bind already watches ctx.
+func (c *Conn) wsContext(ctx context.Context) context.Context {
+	if b := c.bound.Load(); b != nil && b.ctx == ctx {
+		return context.Background()
+	}
+	return ctx
+}
+
+// ended returns err, or when ctx has ended (which closed the connection,
+// as the call found) ctx's error wrapping it, as the WebSocket's own
+// calls report an ended context.
+func ended(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
+	return err
+}
+
 // Read blocks for the next message and decodes it. A message that does not
 // decode is returned as an error; the caller decides whether to close.
 func (c *Conn) Read(ctx context.Context) (Message, error) {
-	typ, r, err := c.ws.Reader(ctx)
+	typ, r, err := c.ws.Reader(c.wsContext(ctx))
 	if err != nil {
-		return Message{}, err
+		return Message{}, ended(ctx, err)
 	}
 	buf := getBuffer()
 	defer putBuffer(buf)
 	if _, err := buf.ReadFrom(r); err != nil {
-		return Message{}, err
+		return Message{}, ended(ctx, err)
 	}
 	return c.decode(typ, buf.Bytes())
 }
@@ -240,33 +289,48 @@ var ErrIdle = errors.New("no data from the peer")
 // ReadIdle is Read that fails with ErrIdle when no data arrives for idle:
 // before a message starts, or between two parts of it. A large message
 // that keeps arriving is read however long it takes, since its sender
-// cannot send anything else (a heartbeat) meanwhile.
+// cannot send anything else (a heartbeat) meanwhile. Idleness closes the
+// connection. One timer serves every call, reset as data arrives.
 func (c *Conn) ReadIdle(ctx context.Context, idle time.Duration) (Message, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	t := time.AfterFunc(idle, func() { cancel(ErrIdle) })
-	defer t.Stop()
-	typ, r, err := c.ws.Reader(ctx)
+	if c.idle == nil {
+		c.idle = time.AfterFunc(idle, func() {
+			c.idleFired.Store(true)
+			c.ws.CloseNow()
+		})
+	} else {
+		c.idle.Reset(idle)
+	}
+	m, err := c.readIdle(ctx, idle)
+	if !c.idle.Stop() || c.idleFired.Load() {
+		// The connection was closed for idleness, perhaps just as the
+		// message ended: what comes next fails as it did.
+		if err == nil {
+			return m, nil
+		}
+		return Message{}, fmt.Errorf("%w for %s: %w", ErrIdle, idle, err)
+	}
+	return m, err
+}
+
+func (c *Conn) readIdle(ctx context.Context, idle time.Duration) (Message, error) {
+	typ, r, err := c.ws.Reader(c.wsContext(ctx))
+	if err != nil {
+		return Message{}, ended(ctx, err)
+	}
 	buf := getBuffer()
 	defer putBuffer(buf)
-	if err == nil {
-		t.Reset(idle)
-		var src io.Reader = &idleReader{r: r, t: t, idle: idle}
-		if c.budget != nil {
-			var charged int64
-			charged, err = readCharged(buf, src, c.budget)
-			defer c.budget.used.Add(-charged)
-		} else {
-			_, err = buf.ReadFrom(src)
-		}
+	c.idle.Reset(idle)
+	var src io.Reader = &idleReader{r: r, t: c.idle, idle: idle}
+	if c.budget != nil {
+		var charged int64
+		charged, err = readCharged(buf, src, c.budget)
+		defer c.budget.used.Add(-charged)
+	} else {
+		_, err = buf.ReadFrom(src)
 	}
 	if err != nil {
-		if errors.Is(context.Cause(ctx), ErrIdle) {
-			return Message{}, fmt.Errorf("%w for %s: %w", ErrIdle, idle, err)
-		}
-		return Message{}, err
+		return Message{}, ended(ctx, err)
 	}
-	t.Stop()
 	return c.decode(typ, buf.Bytes())
 }
 
@@ -300,7 +364,40 @@ func (c *Conn) Write(ctx context.Context, m Message) error {
 	if err := encode(buf, &m); err != nil {
 		return err
 	}
-	return c.ws.Write(ctx, websocket.MessageText, buf.Bytes())
+	return ended(ctx, c.ws.Write(c.wsContext(ctx), websocket.MessageText, buf.Bytes()))
+}
+
+// ErrWriteTimeout fails a WriteWithin that did not finish in time; the
+// connection was closed.
+var ErrWriteTimeout = errors.New("the peer did not take the message in time")
+
+// WriteWithin is Write that fails with ErrWriteTimeout, closing the
+// connection, when the message is not written within d. Its calls are
+// written one at a time and share one timer.
+func (c *Conn) WriteWithin(ctx context.Context, m Message, d time.Duration) error {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if err := encode(buf, &m); err != nil {
+		return err
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.writeTimer == nil {
+		c.writeTimer = time.AfterFunc(d, func() {
+			c.writeFired.Store(true)
+			c.ws.CloseNow()
+		})
+	} else {
+		c.writeTimer.Reset(d)
+	}
+	err := c.ws.Write(c.wsContext(ctx), websocket.MessageText, buf.Bytes())
+	if !c.writeTimer.Stop() || c.writeFired.Load() {
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("%w (%s): %w", ErrWriteTimeout, d, err)
+	}
+	return ended(ctx, err)
 }
 
 // Close closes the connection with a normal status and reason.

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -105,4 +106,78 @@ func TestConnMessagesOfEverySize(t *testing.T) {
 			wg.Wait()
 		})
 	}
+}
+
+// TestConnIdleBindAndWriteTimeout: ReadIdle's one timer serves message
+// after message and ends a silent connection with ErrIdle; the end of the
+// context given to Bind closes the connection under a blocked Read, which
+// reports that context's error; WriteWithin gives up on a peer that does
+// not read, with ErrWriteTimeout, and closes the connection.
+func TestConnIdleBindAndWriteTimeout(t *testing.T) {
+	t.Run("idle", func(t *testing.T) {
+		dialed, accepted := connPair(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		accepted.Bind(ctx)
+		for i := range 20 {
+			if err := dialed.Write(ctx, Message{Type: TypeHeartbeat}); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := accepted.ReadIdle(ctx, 5*time.Second); err != nil || m.Type != TypeHeartbeat {
+				t.Fatalf("message %d: %v %v", i, m.Type, err)
+			}
+		}
+		_, err := accepted.ReadIdle(ctx, 50*time.Millisecond)
+		if !errors.Is(err, ErrIdle) {
+			t.Fatalf("silence: got %v, want ErrIdle", err)
+		}
+		if _, err := dialed.Read(ctx); err == nil {
+			t.Fatal("the idle connection is still open")
+		}
+	})
+	t.Run("bind", func(t *testing.T) {
+		dialed, accepted := connPair(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		accepted.Bind(ctx)
+		for range 5 {
+			if err := accepted.Write(ctx, Message{Type: TypeHeartbeat}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dialed.Read(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done := make(chan error, 1)
+		go func() { _, err := accepted.Read(ctx); done <- err }()
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Read under the bound context's end: got %v, want context.Canceled", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Read did not return when the bound context ended")
+		}
+		if _, err := dialed.Read(context.Background()); err == nil {
+			t.Fatal("the peer still reads from a closed connection")
+		}
+	})
+	t.Run("write timeout", func(t *testing.T) {
+		dialed, _ := connPair(t) // the accepting side never reads
+		ctx := context.Background()
+		dialed.Bind(ctx)
+		big := Message{Type: TypeOutput, JobID: "j", LeaseID: "l", Stream: job.LogStdout, Text: strings.Repeat("x", 1<<20)}
+		var err error
+		for range 1000 {
+			if err = dialed.WriteWithin(ctx, big, 200*time.Millisecond); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, ErrWriteTimeout) {
+			t.Fatalf("writing to a peer that does not read: got %v, want ErrWriteTimeout", err)
+		}
+		if err := dialed.Write(ctx, Message{Type: TypeHeartbeat}); err == nil {
+			t.Fatal("the connection is still open after the write timed out")
+		}
+	})
 }

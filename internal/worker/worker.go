@@ -456,6 +456,7 @@ func (w *Worker) session(ctx context.Context) error {
 	// what it writes meanwhile must not cut the connection short.
 	sctx, end := context.WithCancel(context.WithoutCancel(ctx))
 	defer end()
+	conn.Bind(sctx)
 	heartbeat := time.Duration(m.HeartbeatMS) * time.Millisecond
 	if heartbeat <= 0 {
 		heartbeat = 5 * time.Second
