@@ -34,16 +34,21 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	j, ok := s.submit(w, r)
+	j, ok := s.submit(w, r, wait > 0)
 	if !ok {
 		return
 	}
 	if wait > 0 {
-		// The caller sees the job it just submitted: Wait blocks for it.
+		// The caller sees the job it just submitted: Wait blocks for it,
+		// and stores it if it is returned unfinished.
 		ended, err := s.adm.Wait(r.Context(), j.ID, wait)
 		switch {
 		case err == nil:
 			j = ended
+		case job.ErrorCode(err) == job.CodeUnavailable:
+			// Not stored, so not accepted: no id is handed out.
+			s.writeError(w, r, err)
+			return
 		case r.Context().Err() == nil:
 			s.log.Warn("wait for a submitted job", "job_id", j.ID, "namespace", j.Namespace, "error", err)
 		}
@@ -55,7 +60,7 @@ func (s *server) submitJob(w http.ResponseWriter, r *http.Request) {
 // submit reads, decodes and submits the job of r, its body counted
 // against MaxBodiesInFlight until then. When it returns false it has
 // answered the error.
-func (s *server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, bool) {
+func (s *server) submit(w http.ResponseWriter, r *http.Request, waited bool) (*job.Job, bool) {
 	n, ok := s.reserveBody(w, r)
 	if !ok {
 		return nil, false
@@ -71,6 +76,7 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, bool)
 		s.writeError(w, r, err)
 		return nil, false
 	}
+	req.Waited = waited
 	j, err := s.adm.Submit(r.Context(), req)
 	if err != nil {
 		s.writeError(w, r, err)

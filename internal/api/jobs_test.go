@@ -211,3 +211,41 @@ func BenchmarkSubmitAndWait(b *testing.B) {
 		}
 	})
 }
+
+// unstorableService is apitest's Service whose waits fail as the
+// orchestrator's do for a waited job it could not store.
+type unstorableService struct{ *apitest.Service }
+
+func (s *unstorableService) WaitVisible(ctx context.Context, id string, wait time.Duration, sees func(string) bool) (*job.Job, error) {
+	return nil, job.Errorf(job.CodeUnavailable, "job %s could not be stored; it was canceled", id)
+}
+
+// TestSubmitWaitNotStored: a submission that waits is marked so (the
+// orchestrator may store it late), and when its job could not be stored
+// the answer is the error, 503, with no id handed out.
+func TestSubmitWaitNotStored(t *testing.T) {
+	svc := &unstorableService{Service: apitest.NewService()}
+	d := apitest.NewDeps(t, svc.Service)
+	adm, err := admission.New(admission.DefaultConfig(), admission.Deps{
+		Jobs: svc, Functions: d.Functions, Tokens: apitest.OpenAuth{Service: d.Auth},
+		Contexts: d.Contexts, Owners: d.Store, Quotas: svc, Logs: svc,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(DefaultConfig(), adm, svc, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := do(t, h, "POST", "/api/jobs?wait=5s", strings.NewReader(`{"job_type":"lua","code":"return 1"}`))
+	if res.status != http.StatusServiceUnavailable || res.json(t)["error"] == nil || res.header.Get("Location") != "" {
+		t.Fatalf("a waited job not stored: %d %v %s", res.status, res.header, res.body)
+	}
+	if reqs := svc.Submitted(); len(reqs) != 1 || !reqs[0].Waited {
+		t.Fatalf("the submission reached the service as %+v, want one marked Waited", reqs)
+	}
+	res = do(t, h, "POST", "/api/jobs", strings.NewReader(`{"job_type":"lua","code":"return 1"}`))
+	if reqs := svc.Submitted(); res.status != http.StatusCreated || len(reqs) != 2 || reqs[1].Waited {
+		t.Fatalf("a submission that does not wait: %d, %+v", res.status, reqs)
+	}
+}

@@ -22,6 +22,12 @@ type Request struct {
 	// invocation goes only to trusted workers otherwise. It is never
 	// decoded from a request body and does not apply to jobs.
 	AnonymousWorkers bool `json:"-"`
+	// Waited says that the submitter holds its request open for the
+	// job's end (POST /api/jobs?wait=), so that nothing is promised about
+	// the job until it is answered: it need not be stored before it runs,
+	// only before it is reported unfinished. It is never decoded from a
+	// request body.
+	Waited bool `json:"-"`
 
 	Type           Type              `json:"job_type"`
 	Namespace      string            `json:"namespace,omitempty"`

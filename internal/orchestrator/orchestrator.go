@@ -18,6 +18,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -74,7 +75,11 @@ type Config struct {
 	// ends sooner has only its end stored, one write fewer per job: its
 	// state in memory is what readers see meanwhile. A job whose running
 	// state was not stored yet is re-queued after a crash as any is, but
-	// keeps its attempt (see docs/rationale.md).
+	// keeps its attempt (see docs/rationale.md). A job whose submitter
+	// waits for its end (Request.Waited) is first stored as late: when it
+	// ends, when the wait returns it unfinished, or RunningWriteDelay
+	// after its submission, whichever comes first; one that ends sooner
+	// costs a single write.
 	RunningWriteDelay time.Duration
 	// Version is reported to workers and in logs.
 	Version string
@@ -383,6 +388,9 @@ type entry struct {
 
 	persistMu sync.Mutex
 	written   uint64 // guarded by persistMu
+	// unstored is set while a job submitted with Request.Waited is not in
+	// the store yet: its first write creates it (see persist).
+	unstored atomic.Bool
 	// log is the job's log, held from its creation here (see
 	// logBook.fresh) or its recovery at start until it ends; guarded by
 	// persistMu.
@@ -579,9 +587,17 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 		unreserve()
 		return nil, err
 	}
-	if err := o.store.CreateJob(ctx, j); err != nil {
-		unreserve()
-		return nil, fmt.Errorf("store new job: %w", err)
+	// A job whose submitter waits for it is stored later (see
+	// Config.RunningWriteDelay): until the submitter is answered nothing
+	// about it is promised, and a job that ends first is stored once.
+	// Replicated jobs, whose replicas are written as they end, are
+	// stored first as any job.
+	deferred := r.Waited && !j.Spec.Replicated()
+	if !deferred {
+		if err := o.store.CreateJob(ctx, j); err != nil {
+			unreserve()
+			return nil, fmt.Errorf("store new job: %w", err)
+		}
 	}
 	o.metrics.submitted.WithLabelValues(string(j.Type)).Inc()
 	o.usageMetrics.submitted(j)
@@ -594,6 +610,15 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	}
 	o.seq++
 	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), log: log}
+	if deferred {
+		e.unstored.Store(true)
+		e.version = 1
+		o.launches.Add(1)
+		time.AfterFunc(o.cfg.RunningWriteDelay, func() {
+			defer o.launches.Done()
+			o.persist(context.Background(), e)
+		})
+	}
 	o.active[j.ID] = e
 	o.countLocked(e, job.StatusPending, 1)
 	if j.Spec.Replicated() {
@@ -613,9 +638,8 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 func (o *Orchestrator) Job(ctx context.Context, id string) (*job.Job, error) {
 	o.mu.Lock()
 	if e, ok := o.active[id]; ok {
-		j := o.viewLocked(e)
 		o.mu.Unlock()
-		return j, nil
+		return o.activeJob(ctx, e)
 	}
 	o.mu.Unlock()
 	return o.endedJob(ctx, id)
@@ -661,9 +685,8 @@ func (o *Orchestrator) WaitVisible(ctx context.Context, id string, d time.Durati
 	o.mu.Lock()
 	e, ok := o.active[id]
 	if ok && (d <= 0 || sees == nil || !sees(e.job.Namespace)) {
-		j := o.viewLocked(e)
 		o.mu.Unlock()
-		return j, nil
+		return o.activeJob(ctx, e)
 	}
 	var done chan struct{}
 	if ok {
@@ -688,7 +711,30 @@ func (o *Orchestrator) WaitVisible(ctx context.Context, id string, d time.Durati
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	return o.Job(context.WithoutCancel(ctx), id)
+	return o.activeJob(context.WithoutCancel(ctx), e)
+}
+
+// activeJob returns the current state of e, a job that was active, once
+// it is stored: a job submitted with Request.Waited is stored before any
+// caller learns of it unfinished. A job that cannot be stored is canceled
+// (it ran, if at all, unannounced), and the error's code is unavailable.
+func (o *Orchestrator) activeJob(ctx context.Context, e *entry) (*job.Job, error) {
+	if e.unstored.Load() {
+		o.persist(ctx, e)
+		if e.unstored.Load() {
+			id := e.job.ID
+			o.Cancel(context.WithoutCancel(ctx), id) //nolint:errcheck // the error below is the answer
+			return nil, job.Errorf(job.CodeUnavailable, "job %s could not be stored; it was canceled", id)
+		}
+	}
+	o.mu.Lock()
+	if o.active[e.job.ID] == e {
+		j := o.viewLocked(e)
+		o.mu.Unlock()
+		return j, nil
+	}
+	o.mu.Unlock()
+	return o.endedJob(ctx, e.job.ID)
 }
 
 // Jobs lists the summaries of jobs from the store, newest first. Jobs that
@@ -847,8 +893,19 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 
 	ctx = context.WithoutCancel(ctx)
 	stored := false
+	// A waited job stored late while still pending says nothing in its
+	// log yet, as a job stored at its submission does not.
+	quiet := e.unstored.Load() && snap.Status == job.StatusPending && snap.Attempt <= 1
 	for attempt := 0; !e.ephemeral; attempt++ {
-		err := o.store.UpdateJob(ctx, &snap)
+		var err error
+		if e.unstored.Load() {
+			// Its first write (Request.Waited): created as it is now.
+			if err = o.store.CreateJob(ctx, &snap); err == nil {
+				e.unstored.Store(false)
+			}
+		} else {
+			err = o.store.UpdateJob(ctx, &snap)
+		}
 		if err == nil {
 			stored = true
 			break
@@ -873,7 +930,9 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 	e.written = version
 	// Recorded in the job's log once waiters are woken: their answer does
 	// not wait for the log's write.
-	defer o.noteStatus(ctx, &snap, e)
+	if !quiet {
+		defer o.noteStatus(ctx, &snap, e)
+	}
 
 	if final {
 		o.mu.Lock()
