@@ -174,6 +174,14 @@ func DecodeRequest(data []byte, lim RequestLimits) (Request, error) {
 // names the field by its path (input_data.a.b[2]). A document that is not
 // valid JSON passes: the decoder that follows reports it.
 func CheckNumbers(data []byte) error {
+	if !mayOverflow(data) {
+		return nil
+	}
+	return scanNumbers(data)
+}
+
+// scanNumbers is CheckNumbers reading every token of data.
+func scanNumbers(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	// level is one open object (key: the member being read) or array
@@ -237,6 +245,31 @@ func CheckNumbers(data []byte) error {
 			stack[n-1].key = "\x00"
 		}
 	}
+}
+
+// mayOverflow reports whether data may hold a JSON number that does not
+// fit a float64. Only a number too large fails strconv.ParseFloat (one too
+// small rounds to zero), and that takes an exponent, which in a JSON number
+// follows a digit ("1e400", "1.5E+400"), or an integer part of more than
+// 308 digits. data without either, even inside strings, needs no scan.
+func mayOverflow(data []byte) bool {
+	run := 0
+	for i, c := range data {
+		switch {
+		case c >= '0' && c <= '9':
+			if run++; run > 308 {
+				return true
+			}
+		case (c == 'e' || c == 'E') && run > 0:
+			if j := i + 1; j < len(data) && (data[j] == '+' || data[j] == '-' || data[j] >= '0' && data[j] <= '9') {
+				return true
+			}
+			run = 0
+		default:
+			run = 0
+		}
+	}
+	return false
 }
 
 // decodeError turns an encoding/json error into an *Error naming the field.

@@ -115,15 +115,22 @@ func TestInputNotUTF8(t *testing.T) {
 	}
 }
 
-// FuzzCheckNumbers: any input ends the scan without a panic, and a number
-// refused is one that does not fit a float64.
+// FuzzCheckNumbers: any input ends the scan without a panic, a number
+// refused is one that does not fit a float64, and what the fast check
+// lets through without a scan the scan accepts too.
 func FuzzCheckNumbers(f *testing.F) {
-	for _, seed := range []string{`{"a":[1,{"b":1e999}]}`, `[[[]]]`, `{"a":{"b":{}},"c":1e-999}`, `]`, `{"a"`, `1e400`} {
+	for _, seed := range []string{`{"a":[1,{"b":1e999}]}`, `[[[]]]`, `{"a":{"b":{}},"c":1e-999}`, `]`, `{"a"`, `1e400`,
+		`{"a":1.5E+400}`, `{"code":"return 1e400","n":7}`, `[` + strings.Repeat("9", 309) + `]`, `[` + strings.Repeat("9", 308) + `.5]`,
+		`{"job_type":"lua","code":"return INPUT.n + 1","input_data":{"n":1}}`} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := CheckNumbers(data); err != nil && !strings.Contains(err.Error(), "does not fit") {
+		err := CheckNumbers(data)
+		if err != nil && !strings.Contains(err.Error(), "does not fit") {
 			t.Fatalf("%q: %v", data, err)
+		}
+		if scanned := scanNumbers(data); (err == nil) != (scanned == nil) {
+			t.Fatalf("%q: CheckNumbers says %v, the full scan %v", data, err, scanned)
 		}
 	})
 }
