@@ -415,9 +415,7 @@ func encodeJob(j *job.Job) (jobRow, error) {
 		return r, nil
 	}
 	r.hasResult = true
-	res := *j.Result
-	res.Result, res.Files = nil, nil
-	b, err := json.Marshal(res)
+	b, err := marshalResultRow(j.Result)
 	if err != nil {
 		return r, fmt.Errorf("encode result: %w", err)
 	}
@@ -435,11 +433,7 @@ func encodeJob(j *job.Job) (jobRow, error) {
 		r.resultFiles = files
 		r.resultBytes += int64(len(files))
 	}
-	sum, err := json.Marshal(j.Result.Summary())
-	if err != nil {
-		return r, fmt.Errorf("encode result summary: %w", err)
-	}
-	r.summary = string(sum)
+	r.summary = string(marshalResultSummary(j.Result.Summary()))
 	return r, nil
 }
 

@@ -43,7 +43,7 @@ func (s *Store) AppendJobLog(ctx context.Context, id string, ev job.LogEvent) er
 	if id == "" || ev.Seq == 0 || !ev.Stream.Known() {
 		return job.Invalid("event", "a log event needs a job id, a sequence number and a known stream")
 	}
-	b, err := json.Marshal(ev)
+	b, err := marshalLogEvent(&ev)
 	if err != nil {
 		return fmt.Errorf("encode log event: %w", err)
 	}
