@@ -846,8 +846,14 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 	o.mu.Unlock()
 
 	ctx = context.WithoutCancel(ctx)
-	stored := false
-	for attempt := 0; !e.ephemeral; attempt++ {
+	stored, logged, ended := false, false, false
+	if !e.ephemeral {
+		// The state and its status line in one write, when the store
+		// can; else, or when that failed, one after the other.
+		stored, ended = o.logs.updateWithStatus(ctx, &snap)
+		logged = stored
+	}
+	for attempt := 0; !e.ephemeral && !stored; attempt++ {
 		err := o.store.UpdateJob(ctx, &snap)
 		if err == nil {
 			stored = true
@@ -871,9 +877,13 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 	e.written = version
-	// Recorded in the job's log once waiters are woken: their answer does
-	// not wait for the log's write.
-	defer o.noteStatus(ctx, &snap, e)
+	if logged {
+		defer o.statusNoted(&snap, e, ended)
+	} else {
+		// Recorded in the job's log once waiters are woken: their
+		// answer does not wait for the log's write.
+		defer o.noteStatus(ctx, &snap, e)
+	}
 
 	if final {
 		o.mu.Lock()

@@ -153,16 +153,28 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 // that is durable. The id, namespace, type, spec, max attempts and creation
 // time stay as created. An unknown id fails with job.ErrNotFound.
 func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
-	if j == nil || j.ID == "" {
-		return job.Invalid("id", "a job needs an id")
-	}
-	row, err := encodeJob(j)
+	apply, err := updateJob(j)
 	if err != nil {
 		return err
 	}
+	if err := s.enqueue(ctx, apply); err != nil {
+		return fmt.Errorf("update job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// updateJob returns the writer's change of UpdateJob(j).
+func updateJob(j *job.Job) (func(ctx context.Context, tx *writeTx) error, error) {
+	if j == nil || j.ID == "" {
+		return nil, job.Invalid("id", "a job needs an id")
+	}
+	row, err := encodeJob(j)
+	if err != nil {
+		return nil, err
+	}
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
-	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+	return func(ctx context.Context, tx *writeTx) error {
 		var (
 			seq, oldBytes int64
 			oldStatus, ns string
@@ -209,11 +221,7 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 		}
 		tx.counts.job(ns, oldStatus, row.status, row.resultBytes-oldBytes)
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("update job %s: %w", id, err)
-	}
-	return nil
+	}, nil
 }
 
 // GetJob returns the job with id, in full, or an error with code not_found
