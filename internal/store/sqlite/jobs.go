@@ -140,6 +140,7 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 			}
 		}
 		tx.counts.job(c.Namespace, "", row.status, spec.bytes+row.resultBytes)
+		tx.known.put(id, knownJob{seq: seq, status: row.status, ns: c.Namespace, bytes: row.resultBytes, inline: row.inline()})
 		return nil
 	})
 	if err != nil {
@@ -180,12 +181,16 @@ func updateJob(j *job.Job) (func(ctx context.Context, tx *writeTx) error, error)
 			oldStatus, ns string
 			oldInline     bool
 		)
-		err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes, &oldInline)
-		if errors.Is(err, sql.ErrNoRows) {
-			return job.ErrNotFound
-		}
-		if err != nil {
-			return err
+		if st, ok := tx.known.get(id); ok {
+			seq, oldStatus, ns, oldBytes, oldInline = st.seq, st.status, st.ns, st.bytes, st.inline
+		} else {
+			err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes, &oldInline)
+			if errors.Is(err, sql.ErrNoRows) {
+				return job.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
 		}
 		switch {
 		case row.hasResult:
@@ -220,6 +225,7 @@ func updateJob(j *job.Job) (func(ctx context.Context, tx *writeTx) error, error)
 			}
 		}
 		tx.counts.job(ns, oldStatus, row.status, row.resultBytes-oldBytes)
+		tx.known.put(id, knownJob{seq: seq, status: row.status, ns: ns, bytes: row.resultBytes, inline: row.inline()})
 		return nil
 	}, nil
 }
@@ -403,6 +409,9 @@ func (r *jobRow) inlineFiles() any {
 	}
 	return r.resultFiles
 }
+
+// isTerminal reports whether a stored status is a terminal one.
+func isTerminal(status string) bool { return job.Status(status).Terminal() }
 
 func encodeJob(j *job.Job) (jobRow, error) {
 	if !j.Status.Known() {
