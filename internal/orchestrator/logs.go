@@ -59,6 +59,9 @@ func (c LogConfig) validate() []error {
 type logBook struct {
 	cfg    LogConfig
 	stored store.JobLogs // nil: memory only
+	// updater, when the store has it, stores a job's state and the
+	// status event it adds to the job's log in one write.
+	updater jobLogUpdater
 
 	mu       sync.Mutex
 	closed   bool               // EndLogFollowers was called
@@ -95,8 +98,17 @@ func newLogBook(cfg LogConfig, st store.Store, observed func(job.LogStream, int)
 	b := &logBook{cfg: cfg, logs: make(map[string]*jobLog), byToken: make(map[string]int), observed: observed}
 	if jl, ok := st.(store.JobLogs); ok {
 		b.stored = jl
+		b.updater, _ = st.(jobLogUpdater)
 	}
 	return b
+}
+
+// jobLogUpdater is a store that writes a job's state and an event of its
+// log together (the SQLite store does): both are durable once it returns
+// nil, and neither was written when it fails.
+type jobLogUpdater interface {
+	UpdateJobWithLog(ctx context.Context, j *job.Job, ev job.LogEvent) error
+	CreateJobWithLog(ctx context.Context, j *job.Job, ev job.LogEvent) error
 }
 
 // acquire returns id's log, held until release.
@@ -154,10 +166,7 @@ func (b *logBook) loadLocked(ctx context.Context, l *jobLog, ephemeral bool) err
 // appendLocked numbers ev, stores it and hands it to l's followers. l.mu
 // is held.
 func (b *logBook) appendLocked(ctx context.Context, l *jobLog, ev job.LogEvent) error {
-	ev.Seq = l.next
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
+	numberLocked(l, &ev)
 	if b.stored != nil && !l.ephemeral {
 		if err := b.stored.AppendJobLog(context.WithoutCancel(ctx), l.id, ev); err != nil {
 			return err
@@ -168,6 +177,22 @@ func (b *logBook) appendLocked(ctx context.Context, l *jobLog, ev job.LogEvent) 
 			l.memory = append(l.memory[:0], l.memory[over:]...)
 		}
 	}
+	b.publishLocked(l, ev)
+	return nil
+}
+
+// numberLocked gives ev its place in l, and a time when it has none. l.mu
+// is held.
+func numberLocked(l *jobLog, ev *job.LogEvent) {
+	ev.Seq = l.next
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+}
+
+// publishLocked counts ev, numbered and stored, in l and hands it to l's
+// followers. l.mu is held.
+func (b *logBook) publishLocked(l *jobLog, ev job.LogEvent) {
 	l.next++
 	l.events++
 	l.bytes += int64(len(ev.Text))
@@ -190,7 +215,6 @@ func (b *logBook) appendLocked(ctx context.Context, l *jobLog, ev job.LogEvent) 
 	if b.observed != nil && ev.Stream != job.LogStatus {
 		b.observed(ev.Stream, len(ev.Text))
 	}
-	return nil
 }
 
 // output appends what a task of j wrote, within the log's bounds. The
@@ -251,22 +275,12 @@ func (b *logBook) status(ctx context.Context, j *job.Job, ephemeral bool) (ended
 
 // statusLocked is status with l.mu held and l loaded.
 func (b *logBook) statusLocked(ctx context.Context, l *jobLog, j *job.Job) (ended bool, err error) {
-	if l.ended {
+	ev, ok := statusEventLocked(l, j)
+	if !ok {
 		return false, nil
 	}
-	ev := job.LogEvent{Stream: job.LogStatus, Status: j.Status, Attempt: j.Attempt, Reason: j.Reason}
-	if p := l.last; p != nil {
-		if p.Status == ev.Status && p.Attempt == ev.Attempt && (ev.Status != job.StatusRunning || !j.StartedAt.After(p.Time)) {
-			return false, nil
-		}
-		// A run that was going on and did not end with a result.
-		ev.Restarted = p.Status == job.StatusRunning && !ev.Status.Terminal()
-	}
-	if ev.Status == job.StatusRunning {
-		ev.Time = j.StartedAt
-	}
 	if ev.Ends() {
-		ev.Dropped, l.dropped = l.dropped, 0
+		l.dropped = 0
 	}
 	err = b.appendLocked(ctx, l, ev)
 	if err != nil && ev.Ends() {
@@ -279,6 +293,66 @@ func (b *logBook) statusLocked(ctx context.Context, l *jobLog, j *job.Job) (ende
 		}
 	}
 	return ev.Ends(), err
+}
+
+// statusEventLocked returns the status event j's state adds to l, or
+// false when l needs none (the state is the one l has, or l has ended).
+// l.mu is held and l loaded.
+func statusEventLocked(l *jobLog, j *job.Job) (job.LogEvent, bool) {
+	if l.ended {
+		return job.LogEvent{}, false
+	}
+	ev := job.LogEvent{Stream: job.LogStatus, Status: j.Status, Attempt: j.Attempt, Reason: j.Reason}
+	if p := l.last; p != nil {
+		if p.Status == ev.Status && p.Attempt == ev.Attempt && (ev.Status != job.StatusRunning || !j.StartedAt.After(p.Time)) {
+			return job.LogEvent{}, false
+		}
+		// A run that was going on and did not end with a result.
+		ev.Restarted = p.Status == job.StatusRunning && !ev.Status.Terminal()
+	}
+	if ev.Status == job.StatusRunning {
+		ev.Time = j.StartedAt
+	}
+	if ev.Ends() {
+		ev.Dropped = l.dropped
+	}
+	return ev, true
+}
+
+// updateWithStatus stores j, a job's new state, and the status event it
+// adds to the job's log in one write of the store, when the store can
+// (updater) and the log needs one; create says that j is not in the store
+// yet (Request.Waited) and is created so. stored false means that nothing
+// was written: the caller stores j and then notes its status (noteStatus)
+// as for any store. ended says that the event ends the log.
+func (b *logBook) updateWithStatus(ctx context.Context, j *job.Job, create bool) (stored, ended bool) {
+	if b.updater == nil {
+		return false, false
+	}
+	l := b.acquire(j.ID)
+	defer b.release(l)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := b.loadLocked(ctx, l, false); err != nil {
+		return false, false
+	}
+	ev, ok := statusEventLocked(l, j)
+	if !ok {
+		return false, false
+	}
+	numberLocked(l, &ev)
+	write := b.updater.UpdateJobWithLog
+	if create {
+		write = b.updater.CreateJobWithLog
+	}
+	if err := write(context.WithoutCancel(ctx), j, ev); err != nil {
+		return false, false
+	}
+	if ev.Ends() {
+		l.dropped = 0
+	}
+	b.publishLocked(l, ev)
+	return true, ev.Ends()
 }
 
 // read returns up to limit events of l after seq after: from the store,
@@ -551,6 +625,12 @@ func (o *Orchestrator) noteStatus(ctx context.Context, j *job.Job, e *entry) {
 	if err != nil {
 		o.log.Warn("store job status in its log", "job_id", j.ID, "err", err)
 	}
+	o.statusNoted(j, e, ended)
+}
+
+// statusNoted follows the record of j, the state of e just stored, in its
+// log; ended says that it ended the log. e.persistMu is held.
+func (o *Orchestrator) statusNoted(j *job.Job, e *entry, ended bool) {
 	if e.log != nil && j.Status.Terminal() {
 		o.logs.release(e.log)
 		e.log = nil

@@ -892,11 +892,20 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 	o.mu.Unlock()
 
 	ctx = context.WithoutCancel(ctx)
-	stored := false
+	stored, logged, ended := false, false, false
 	// A waited job stored late while still pending says nothing in its
 	// log yet, as a job stored at its submission does not.
 	quiet := e.unstored.Load() && snap.Status == job.StatusPending && snap.Attempt <= 1
-	for attempt := 0; !e.ephemeral; attempt++ {
+	if !e.ephemeral && !quiet {
+		// The state and its status line in one write, when the store
+		// can; else, or when that failed, one after the other.
+		stored, ended = o.logs.updateWithStatus(ctx, &snap, e.unstored.Load())
+		logged = stored
+		if stored {
+			e.unstored.Store(false)
+		}
+	}
+	for attempt := 0; !e.ephemeral && !stored; attempt++ {
 		var err error
 		if e.unstored.Load() {
 			// Its first write (Request.Waited): created as it is now.
@@ -928,9 +937,12 @@ func (o *Orchestrator) persist(ctx context.Context, e *entry) {
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 	e.written = version
-	// Recorded in the job's log once waiters are woken: their answer does
-	// not wait for the log's write.
-	if !quiet {
+	switch {
+	case logged:
+		defer o.statusNoted(&snap, e, ended)
+	case !quiet:
+		// Recorded in the job's log once waiters are woken: their
+		// answer does not wait for the log's write.
 		defer o.noteStatus(ctx, &snap, e)
 	}
 

@@ -96,23 +96,35 @@ var (
 // are required (code invalid); an id already stored fails with code
 // conflict. Times keep nanosecond precision and come back in UTC.
 func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
+	apply, err := createJob(j)
+	if err != nil {
+		return err
+	}
+	if err := s.enqueue(ctx, apply); err != nil {
+		return fmt.Errorf("create job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// createJob returns the writer's change of CreateJob(j).
+func createJob(j *job.Job) (func(ctx context.Context, tx *writeTx) error, error) {
 	if j == nil || j.ID == "" {
-		return job.Invalid("id", "a job needs an id")
+		return nil, job.Invalid("id", "a job needs an id")
 	}
 	if j.CreatedAt.IsZero() {
-		return job.Invalid("created_at", "a job needs a creation time")
+		return nil, job.Invalid("created_at", "a job needs a creation time")
 	}
 	row, err := encodeJob(j)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	spec, err := encodeSpec(j.Spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
-	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+	return func(ctx context.Context, tx *writeTx) error {
 		res, err := tx.stmt(ctx, stmtInsertJob).ExecContext(ctx,
 			id, c.Namespace, string(c.Type), row.status, c.Attempt, c.MaxAttempts,
 			row.created, row.started, row.finished, c.WorkerID, c.LeaseID, c.Reason,
@@ -140,12 +152,9 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 			}
 		}
 		tx.counts.job(c.Namespace, "", row.status, spec.bytes+row.resultBytes)
+		tx.known.put(id, knownJob{seq: seq, status: row.status, ns: c.Namespace, bytes: row.resultBytes, inline: row.inline()})
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("create job %s: %w", id, err)
-	}
-	return nil
+	}, nil
 }
 
 // UpdateJob replaces the stored status, attempt, worker, lease, start and
@@ -153,27 +162,43 @@ func (s *Store) CreateJob(ctx context.Context, j *job.Job) error {
 // that is durable. The id, namespace, type, spec, max attempts and creation
 // time stay as created. An unknown id fails with job.ErrNotFound.
 func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
-	if j == nil || j.ID == "" {
-		return job.Invalid("id", "a job needs an id")
-	}
-	row, err := encodeJob(j)
+	apply, err := updateJob(j)
 	if err != nil {
 		return err
 	}
+	if err := s.enqueue(ctx, apply); err != nil {
+		return fmt.Errorf("update job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// updateJob returns the writer's change of UpdateJob(j).
+func updateJob(j *job.Job) (func(ctx context.Context, tx *writeTx) error, error) {
+	if j == nil || j.ID == "" {
+		return nil, job.Invalid("id", "a job needs an id")
+	}
+	row, err := encodeJob(j)
+	if err != nil {
+		return nil, err
+	}
 	c := *j // the writer reads a copy, not the caller's job
 	id := c.ID
-	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+	return func(ctx context.Context, tx *writeTx) error {
 		var (
 			seq, oldBytes int64
 			oldStatus, ns string
 			oldInline     bool
 		)
-		err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes, &oldInline)
-		if errors.Is(err, sql.ErrNoRows) {
-			return job.ErrNotFound
-		}
-		if err != nil {
-			return err
+		if st, ok := tx.known.get(id); ok {
+			seq, oldStatus, ns, oldBytes, oldInline = st.seq, st.status, st.ns, st.bytes, st.inline
+		} else {
+			err := tx.stmt(ctx, stmtJobState).QueryRowContext(ctx, id).Scan(&seq, &oldStatus, &ns, &oldBytes, &oldInline)
+			if errors.Is(err, sql.ErrNoRows) {
+				return job.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
 		}
 		switch {
 		case row.hasResult:
@@ -208,12 +233,9 @@ func (s *Store) UpdateJob(ctx context.Context, j *job.Job) error {
 			}
 		}
 		tx.counts.job(ns, oldStatus, row.status, row.resultBytes-oldBytes)
+		tx.known.put(id, knownJob{seq: seq, status: row.status, ns: ns, bytes: row.resultBytes, inline: row.inline()})
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("update job %s: %w", id, err)
-	}
-	return nil
+	}, nil
 }
 
 // GetJob returns the job with id, in full, or an error with code not_found
@@ -396,6 +418,9 @@ func (r *jobRow) inlineFiles() any {
 	return r.resultFiles
 }
 
+// isTerminal reports whether a stored status is a terminal one.
+func isTerminal(status string) bool { return job.Status(status).Terminal() }
+
 func encodeJob(j *job.Job) (jobRow, error) {
 	if !j.Status.Known() {
 		return jobRow{}, job.Invalid("status", "unknown status %q", j.Status)
@@ -415,9 +440,7 @@ func encodeJob(j *job.Job) (jobRow, error) {
 		return r, nil
 	}
 	r.hasResult = true
-	res := *j.Result
-	res.Result, res.Files = nil, nil
-	b, err := json.Marshal(res)
+	b, err := marshalResultRow(j.Result)
 	if err != nil {
 		return r, fmt.Errorf("encode result: %w", err)
 	}
@@ -435,11 +458,7 @@ func encodeJob(j *job.Job) (jobRow, error) {
 		r.resultFiles = files
 		r.resultBytes += int64(len(files))
 	}
-	sum, err := json.Marshal(j.Result.Summary())
-	if err != nil {
-		return r, fmt.Errorf("encode result summary: %w", err)
-	}
-	r.summary = string(sum)
+	r.summary = string(marshalResultSummary(j.Result.Summary()))
 	return r, nil
 }
 

@@ -40,21 +40,86 @@ const (
 
 // AppendJobLog stores ev as an event of job id.
 func (s *Store) AppendJobLog(ctx context.Context, id string, ev job.LogEvent) error {
-	if id == "" || ev.Seq == 0 || !ev.Stream.Known() {
-		return job.Invalid("event", "a log event needs a job id, a sequence number and a known stream")
-	}
-	b, err := json.Marshal(ev)
+	apply, err := appendJobLog(id, &ev)
 	if err != nil {
-		return fmt.Errorf("encode log event: %w", err)
-	}
-	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
-		_, err := tx.stmt(ctx, stmtAppendLog).ExecContext(ctx, id, int64(ev.Seq), string(ev.Stream), len(ev.Text), string(b))
 		return err
-	})
-	if err != nil {
+	}
+	if err := s.enqueue(ctx, apply); err != nil {
 		return fmt.Errorf("append log of job %s: %w", id, err)
 	}
 	return nil
+}
+
+// UpdateJobWithLog is UpdateJob(j) and AppendJobLog(j.ID, ev) in one
+// transaction: it returns once both are durable, and on an error neither
+// was made. The orchestrator stores a job's new state and the status event
+// it adds to the job's log so, in one queued write.
+func (s *Store) UpdateJobWithLog(ctx context.Context, j *job.Job, ev job.LogEvent) error {
+	update, err := updateJob(j)
+	if err != nil {
+		return err
+	}
+	appendLog, err := appendJobLog(j.ID, &ev)
+	if err != nil {
+		return err
+	}
+	// The update's only error of its own (not found) comes before it
+	// changed anything; an error of the append fails the transaction,
+	// which the writer then retries without the other writes of its
+	// batch: either way, the two are made together or not at all.
+	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+		if err := update(ctx, tx); err != nil {
+			return err
+		}
+		return appendLog(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("update job %s with its log: %w", j.ID, err)
+	}
+	return nil
+}
+
+// CreateJobWithLog is CreateJob(j) and AppendJobLog(j.ID, ev) in one
+// transaction, as UpdateJobWithLog is for an update: the orchestrator
+// stores a job submitted with Request.Waited, first written when it ends,
+// and the status event that ends its log so.
+func (s *Store) CreateJobWithLog(ctx context.Context, j *job.Job, ev job.LogEvent) error {
+	create, err := createJob(j)
+	if err != nil {
+		return err
+	}
+	appendLog, err := appendJobLog(j.ID, &ev)
+	if err != nil {
+		return err
+	}
+	// As in UpdateJobWithLog: the create's own error (conflict) comes
+	// before it changed anything, the append's fails the transaction.
+	err = s.enqueue(ctx, func(ctx context.Context, tx *writeTx) error {
+		if err := create(ctx, tx); err != nil {
+			return err
+		}
+		return appendLog(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("create job %s with its log: %w", j.ID, err)
+	}
+	return nil
+}
+
+// appendJobLog returns the writer's change of AppendJobLog(id, ev).
+func appendJobLog(id string, ev *job.LogEvent) (func(ctx context.Context, tx *writeTx) error, error) {
+	if id == "" || ev.Seq == 0 || !ev.Stream.Known() {
+		return nil, job.Invalid("event", "a log event needs a job id, a sequence number and a known stream")
+	}
+	b, err := marshalLogEvent(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode log event: %w", err)
+	}
+	seq, stream, bytes, event := int64(ev.Seq), string(ev.Stream), len(ev.Text), string(b)
+	return func(ctx context.Context, tx *writeTx) error {
+		_, err := tx.stmt(ctx, stmtAppendLog).ExecContext(ctx, id, seq, stream, bytes, event)
+		return err
+	}, nil
 }
 
 // JobLog returns up to limit events of job id after seq after.

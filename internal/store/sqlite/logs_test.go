@@ -63,3 +63,59 @@ func TestJobLogs(t *testing.T) {
 		t.Errorf("the log of an expired job: %+v %v", got, err)
 	}
 }
+
+// TestUpdateJobWithLog: a job's new state and its status event are stored
+// together, or neither is: an unknown job gets no event, and an event the
+// log refuses (its number taken) leaves the job as it was.
+func TestUpdateJobWithLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	j := &job.Job{ID: "j1", Namespace: "default", Type: job.TypeLua, Status: job.StatusPending, MaxAttempts: 1, CreatedAt: time.Unix(0, 10)}
+	if err := s.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	run := *j
+	run.Status, run.Attempt, run.StartedAt = job.StatusRunning, 1, time.Unix(0, 15)
+	if err := s.UpdateJobWithLog(ctx, &run, job.LogEvent{Seq: 1, Stream: job.LogStatus, Time: run.StartedAt, Status: job.StatusRunning, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	done := run
+	done.Status, done.FinishedAt = job.StatusCompleted, time.Unix(0, 20)
+	done.Result = &job.Result{Status: job.StatusCompleted, Result: []byte("1"), Attempt: 1}
+	if err := s.UpdateJobWithLog(ctx, &done, job.LogEvent{Seq: 1, Stream: job.LogStatus, Status: job.StatusCompleted, Attempt: 1}); err == nil {
+		t.Error("an event numbered as one stored was stored")
+	}
+	if got, err := s.GetJob(ctx, j.ID); err != nil || got.Status != job.StatusRunning || got.Result != nil {
+		t.Errorf("after a refused event the job is %+v (%v), want it running", got, err)
+	}
+	if err := s.UpdateJobWithLog(ctx, &done, job.LogEvent{Seq: 2, Stream: "bogus"}); job.ErrorCode(err) != job.CodeInvalid {
+		t.Errorf("an unknown stream: %v", err)
+	}
+	other := done
+	other.ID = "unknown"
+	if err := s.UpdateJobWithLog(ctx, &other, job.LogEvent{Seq: 1, Stream: job.LogStatus, Status: job.StatusCompleted}); job.ErrorCode(err) != job.CodeNotFound {
+		t.Errorf("an unknown job: %v", err)
+	}
+	if st, err := s.JobLogState(ctx, "unknown"); err != nil || st.Events != 0 {
+		t.Errorf("an unknown job's log: %+v %v", st, err)
+	}
+	if err := s.UpdateJobWithLog(ctx, &done, job.LogEvent{Seq: 2, Stream: job.LogStatus, Status: job.StatusCompleted, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openTest(t, dir)
+	defer s.Close()
+	if got, err := s.GetJob(ctx, j.ID); err != nil || got.Status != job.StatusCompleted || got.Result == nil {
+		t.Errorf("stored job %+v (%v), want it completed", got, err)
+	}
+	st, err := s.JobLogState(ctx, j.ID)
+	if err != nil || st.LastSeq != 2 || st.Events != 2 || st.LastStatus == nil || st.LastStatus.Status != job.StatusCompleted {
+		t.Errorf("JobLogState: %+v %v", st, err)
+	}
+	counts, err := s.CountJobs(ctx)
+	if err != nil || counts[job.StatusCompleted] != 1 || counts[job.StatusRunning] != 0 || counts[job.StatusPending] != 0 {
+		t.Errorf("counts %v %v", counts, err)
+	}
+}

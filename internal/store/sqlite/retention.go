@@ -200,6 +200,7 @@ func (s *Store) ExpireJobs(ctx context.Context, e store.Expiry) (store.Expired, 
 			if _, err := tx.tx.ExecContext(ctx, `DELETE FROM jobs WHERE seq = ?`, v.seq); err != nil {
 				return err
 			}
+			tx.known.forget(v.id)
 			if _, err := tx.tx.ExecContext(ctx, `INSERT INTO job_tombstones (id, namespace, expired_at) VALUES (?, ?, ?)
 				ON CONFLICT (id) DO UPDATE SET expired_at = excluded.expired_at`, v.id, v.ns, now); err != nil {
 				return err

@@ -135,7 +135,8 @@ type Store struct {
 	getJob, logState, logLastStatus *sql.Stmt
 	ckptDB                          *sql.DB // one connection, used only by the checkpointer
 	stmts                           writeStmts
-	counts                          counters // the writer's, for its transaction
+	counts                          counters   // the writer's, for its transaction
+	known                           *knownJobs // the writer's, see knownJobs
 
 	// closeMu guards closed and the send side of writes: a write is
 	// queued under the read lock, Close takes the write lock to close the
@@ -173,6 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ckptStop:   make(chan struct{}),
 		ckptDone:   make(chan struct{}),
 		counts:     newCounters(),
+		known:      newKnownJobs(),
 	}
 	if err := s.open(ctx); err != nil {
 		s.closeDBs()

@@ -92,6 +92,8 @@ type writeTx struct {
 	// namespace_usage; runTx writes it before COMMIT. A write records
 	// its changes only once its statements succeeded.
 	counts counters
+	// known is the writer's knowledge of active jobs' rows.
+	known *knownJobs
 }
 
 // querier runs SQL on the writer's connection (a *sql.Conn).
@@ -211,7 +213,8 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	s.counts.reset()
-	wtx := &writeTx{tx: s.writeConn, st: st, counts: s.counts}
+	wtx := &writeTx{tx: s.writeConn, st: st, counts: s.counts, known: s.known}
+	s.known.begun(s)
 	errs := make([]error, len(batch))
 	for i, w := range batch {
 		if err := w.ctx.Err(); err != nil {
@@ -221,6 +224,7 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 		if err := w.apply(ctx, wtx); err != nil {
 			if !isOwnError(err) {
 				st[stmtRollback].ExecContext(ctx) //nolint:errcheck // the transaction failed already
+				s.known.drop()
 				return nil, err
 			}
 			errs[i] = err
@@ -228,6 +232,7 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 	}
 	if err := s.counts.flush(ctx, wtx); err != nil {
 		st[stmtRollback].ExecContext(ctx) //nolint:errcheck // the transaction failed already
+		s.known.drop()
 		return nil, fmt.Errorf("job counters: %w", err)
 	}
 	if _, err := st[stmtCommit].ExecContext(ctx); err != nil {
@@ -235,7 +240,9 @@ func (s *Store) runTx(batch []*write) ([]error, error) {
 		// transaction open; the next batch must start from none. With
 		// none open, ROLLBACK fails harmlessly.
 		st[stmtRollback].ExecContext(ctx) //nolint:errcheck // the commit's error is the one to report
+		s.known.drop()
 		return nil, fmt.Errorf("commit: %w", err)
 	}
+	s.known.committed(s)
 	return errs, nil
 }
