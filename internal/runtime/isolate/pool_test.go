@@ -274,3 +274,28 @@ func TestChildEnvironmentIsEmpty(t *testing.T) {
 		t.Fatalf("the start error does not carry the child's stderr: %v", err)
 	}
 }
+
+// TestLoopTimesOutAfterAnyPause: a guest that computes without end times
+// out under its own deadline (not killed with its process after the
+// grace), whether its task comes right after another one or after the
+// child sat idle: the child's runtime preempts it either way.
+func TestLoopTimesOutAfterAnyPause(t *testing.T) {
+	p := newPool(t, func(c *isolate.Config) { c.StopGrace = 5 * time.Second })
+	limits := job.Limits{MemoryBytes: 64 << 20}
+	for _, pause := range []time.Duration{0, 50 * time.Millisecond, 0, 200 * time.Millisecond} {
+		res, err := p.Run(context.Background(), job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `return 1`}, Limits: limits})
+		if err != nil || res.Status != job.StatusCompleted {
+			t.Fatalf("first task: %+v %v", res, err)
+		}
+		time.Sleep(pause) // the child idles
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		res, err = p.Run(ctx, job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `while true do end`}, Limits: limits})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != job.StatusTimeout || strings.Contains(res.Error, "killed") {
+			t.Fatalf("after a pause of %v: got %s %q", pause, res.Status, res.Error)
+		}
+	}
+}

@@ -43,6 +43,9 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 	if f, ok := cancels.(*os.File); ok {
 		cancels = pollable(f)
 	}
+	if f, ok := w.(*os.File); ok {
+		w = pollable(f)
+	}
 	in := newFrameReader(tasks)
 	f, err := in.read(helloLimit)
 	if err != nil {
@@ -103,6 +106,8 @@ type childServer struct {
 	seq    uint64             // of the task running; guarded by mu
 	cancel context.CancelFunc // of the task running; guarded by mu
 
+	alarm monitorAlarm // used by run only
+
 	// memLimit is the Go memory limit set last, asBound the task bound
 	// RLIMIT_AS was set for last (0: none yet). Used by run only.
 	memLimit, asBound int64
@@ -142,6 +147,8 @@ func (c *childServer) readCancels(r io.Reader) {
 // write errors.
 func (c *childServer) run(f *frame) error {
 	t := *f.Task
+	c.alarm.taskStarts()
+	defer c.alarm.taskEnded(c.h.HeapCheckInterval)
 	rt := c.set[t.Type]
 	if rt == nil {
 		return c.write(&frame{Error: fmt.Sprintf("this runtime process does not run %s jobs", t.Type)})
@@ -188,6 +195,44 @@ func (c *childServer) run(f *frame) error {
 	}
 	prepare(rt)
 	return nil
+}
+
+// A monitorAlarm keeps the Go runtime's monitor thread (sysmon) awake for
+// the tasks that need it. The child reads and writes its frames with raw
+// system calls (rawPipe), which do not wake the monitor; once the child is
+// idle, the monitor sleeps until the next timer is due. But the monitor is
+// what preempts a guest that computes without end (with one processor, its
+// deadline's timer and the heap check run only once it is preempted), so
+// it must be awake, or wake within a bound, while a task runs.
+//
+// The alarm is a timer due HeapCheckInterval after each task ends: a
+// monitor that went to sleep after the task wakes by then at the latest. A
+// task that starts before it is due needs nothing; one that starts later
+// wakes the monitor with an ordinary system call (wakeMonitor). A child
+// busy with tasks thus wakes its monitor once a burst, not once a task.
+type monitorAlarm struct {
+	timer *time.Timer
+	// until is when the timer was set plus its delay: before it, the
+	// timer is still due.
+	until time.Time
+}
+
+// taskStarts wakes the monitor unless the alarm is still due.
+func (a *monitorAlarm) taskStarts() {
+	if a.timer == nil || !time.Now().Before(a.until) {
+		wakeMonitor()
+	}
+}
+
+// taskEnded sets the alarm d from now.
+func (a *monitorAlarm) taskEnded(d time.Duration) {
+	now := time.Now()
+	if a.timer == nil {
+		a.timer = time.AfterFunc(d, func() {})
+	} else {
+		a.timer.Reset(d)
+	}
+	a.until = now.Add(d)
 }
 
 // A preparer readies itself for its next run (the Lua runtime makes its
