@@ -77,3 +77,35 @@ func strdict(t *glua.LTable, n int) map[string]glua.LValue {
 	}
 	return l.strdict
 }
+
+// setFields sets t's fields to members, one by one, as RawSetString would:
+// a later member of a key replaces an earlier one and keeps its place in
+// the order, nil members are not set. t must be new, made by CreateTable
+// with room for members. The key order is made at its full size, not
+// grown a key at a time.
+func setFields(t *glua.LTable, members []jsonMember) {
+	if !layoutMatches || len(members) == 0 {
+		for _, m := range members {
+			t.RawSetString(m.key, m.val)
+		}
+		return
+	}
+	l := layoutOf(t)
+	if l.strdict == nil {
+		l.strdict = make(map[string]glua.LValue, len(members))
+	}
+	l.keys = make([]glua.LValue, 0, len(members))
+	l.k2i = make(map[glua.LValue]int, len(members))
+	for _, m := range members {
+		if m.val == glua.LNil {
+			delete(l.strdict, m.key)
+			continue
+		}
+		l.strdict[m.key] = m.val
+		k := glua.LValue(glua.LString(m.key))
+		if _, ok := l.k2i[k]; !ok {
+			l.k2i[k] = len(l.keys)
+			l.keys = append(l.keys, k)
+		}
+	}
+}
