@@ -3,7 +3,6 @@ package lua
 import (
 	"maps"
 	"reflect"
-	"slices"
 	"unsafe"
 
 	glua "github.com/yuin/gopher-lua"
@@ -48,6 +47,9 @@ func layoutOf(t *glua.LTable) *tableLayout { return (*tableLayout)(unsafe.Pointe
 type tableKeys struct {
 	keys []glua.LValue
 	k2i  map[glua.LValue]int
+	// room is the room for more keys a copy of keys is given (the
+	// globals': every run sets a few).
+	room int
 }
 
 // keysOf returns the key order a table filled with fields by RawSetString
@@ -65,7 +67,7 @@ func keysOf(fields []fieldPlan) *tableKeys {
 // fields keysOf was given, and only them.
 func (k *tableKeys) set(t *glua.LTable) {
 	l := layoutOf(t)
-	l.keys = slices.Clone(k.keys)
+	l.keys = append(make([]glua.LValue, 0, len(k.keys)+k.room), k.keys...)
 	l.k2i = maps.Clone(k.k2i)
 }
 
