@@ -328,20 +328,24 @@ func TestChildEnvironmentIsEmpty(t *testing.T) {
 func TestLoopTimesOutAfterAnyPause(t *testing.T) {
 	p := newPool(t, func(c *isolate.Config) { c.StopGrace = 5 * time.Second })
 	limits := job.Limits{MemoryBytes: 64 << 20}
+	ones := map[job.Type]string{job.TypeLua: `return 1`, job.TypeJS: `1`}
+	loops := map[job.Type]string{job.TypeLua: `while true do end`, job.TypeJS: `for (;;) {}`}
 	for _, pause := range []time.Duration{0, 50 * time.Millisecond, 0, 200 * time.Millisecond} {
-		res, err := p.Run(context.Background(), job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `return 1`}, Limits: limits})
-		if err != nil || res.Status != job.StatusCompleted {
-			t.Fatalf("first task: %+v %v", res, err)
-		}
-		time.Sleep(pause) // the child idles
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		res, err = p.Run(ctx, job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `while true do end`}, Limits: limits})
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Status != job.StatusTimeout || strings.Contains(res.Error, "killed") {
-			t.Fatalf("after a pause of %v: got %s %q", pause, res.Status, res.Error)
+		for _, typ := range []job.Type{job.TypeLua, job.TypeJS} {
+			res, err := p.Run(context.Background(), job.Task{Type: typ, Spec: job.Spec{Code: ones[typ]}, Limits: limits})
+			if err != nil || res.Status != job.StatusCompleted {
+				t.Fatalf("%s: first task: %+v %v", typ, res, err)
+			}
+			time.Sleep(pause) // the child idles
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			res, err = p.Run(ctx, job.Task{Type: typ, Spec: job.Spec{Code: loops[typ]}, Limits: limits})
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != job.StatusTimeout || strings.Contains(res.Error, "killed") {
+				t.Fatalf("%s after a pause of %v: got %s %q", typ, pause, res.Status, res.Error)
+			}
 		}
 	}
 }
