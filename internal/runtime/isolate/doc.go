@@ -16,7 +16,10 @@
 // descriptor 3, ready and results on its stdout. stderr is kept (its last
 // 8 KiB) for the report of a child that dies. A child runs with
 // Config.Procs processors (default 1) and waits for its frames in the Go
-// runtime's poller. A runtime that readies itself between runs (Lua makes
+// runtime's poller; it reads and writes them with raw system calls, which
+// do not wake the runtime's monitor thread for every frame (the monitor,
+// which preempts a guest that computes on, is woken for a task that comes
+// after the child idled: see monitorAlarm). A runtime that readies itself between runs (Lua makes
 // its next interpreter state) does so before the first task and after each
 // result, on the goroutine that serves the tasks.
 //

@@ -260,6 +260,11 @@ func appendJSON(b []byte, present bool, v any) ([]byte, error) {
 type frameReader struct {
 	r   *bufio.Reader
 	buf []byte
+	// code is the code of the last task read: a task of the same code
+	// shares its string (a child runs one function's code again and again;
+	// its runtime's cache of compiled code then compares the code as one
+	// string with itself).
+	code string
 }
 
 func newFrameReader(r io.Reader) *frameReader {
@@ -288,18 +293,23 @@ func (fr *frameReader) read(limit int64) (*frame, error) {
 	if cap(b) <= maxKeptBuffer {
 		fr.buf = b
 	}
-	f, err := decodeFrame(b)
+	f, err := decodeFrameCode(b, &fr.code)
 	if err != nil {
 		return nil, fmt.Errorf("decode frame: %w", err)
 	}
 	return f, nil
 }
 
-func decodeFrame(b []byte) (*frame, error) {
+func decodeFrame(b []byte) (*frame, error) { return decodeFrameCode(b, nil) }
+
+// decodeFrameCode is decodeFrame, giving a task's code the string *code
+// when they are equal, and keeping the task's code in *code (code may be
+// nil).
+func decodeFrameCode(b []byte, code *string) (*frame, error) {
 	if len(b) == 0 {
 		return nil, errors.New("an empty frame")
 	}
-	d := &decoder{b: b[1:]}
+	d := &decoder{b: b[1:], code: code}
 	f := &frame{}
 	switch b[0] {
 	case kindHello:
@@ -344,6 +354,9 @@ func decodeFrame(b []byte) (*frame, error) {
 type decoder struct {
 	b   []byte
 	err error
+	// code, when not nil, is the code of the last task decoded (see
+	// frameReader.code).
+	code *string
 }
 
 var errShort = errors.New("the frame ends inside a field")
@@ -413,6 +426,19 @@ func (d *decoder) take(n uint64) []byte {
 
 func (d *decoder) string() string { return string(d.take(d.uvarint())) }
 
+// codeString is string for a task's code: the last task's code string
+// when the code is the same.
+func (d *decoder) codeString() string {
+	b := d.take(d.uvarint())
+	if d.code == nil {
+		return string(b)
+	}
+	if string(b) != *d.code {
+		*d.code = string(b)
+	}
+	return *d.code
+}
+
 // bytes is appendBytes's slice, copied out of the frame's buffer.
 func (d *decoder) bytes() []byte {
 	n := d.uvarint()
@@ -452,7 +478,7 @@ func (d *decoder) task() *job.Task {
 	t.Limits.OutputBytes = d.int()
 	t.Limits.MemoryBytes = d.varint()
 	sp := &t.Spec
-	sp.Code = d.string()
+	sp.Code = d.codeString()
 	sp.Wasm = d.bytes()
 	nargs := d.uvarint()
 	if nargs > uint64(len(d.b)) { // each takes a byte at least

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/zerverless/zerverless/internal/job"
 )
@@ -149,4 +150,31 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("re-encoded frame: %+v %v, want %+v", fr2, err, fr)
 		}
 	})
+}
+
+// A reader gives tasks of the same code one string, and a task of other
+// code its own.
+func TestFrameReaderSharesTheCode(t *testing.T) {
+	var buf bytes.Buffer
+	for _, code := range []string{"return 1", "return 1", "return 2", "return 2", "return 1"} {
+		if err := writeFrame(&buf, &frame{Task: &job.Task{Spec: job.Spec{Code: code}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newFrameReader(&buf)
+	var prev string
+	for i, want := range []string{"return 1", "return 1", "return 2", "return 2", "return 1"} {
+		f, err := r.read(1 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := f.Task.Spec.Code
+		if got != want {
+			t.Fatalf("task %d: code %q, want %q", i, got, want)
+		}
+		if same := i > 0 && unsafe.StringData(got) == unsafe.StringData(prev); same != (i == 1 || i == 3) {
+			t.Errorf("task %d: shares the string of the task before: %v", i, same)
+		}
+		prev = got
+	}
 }

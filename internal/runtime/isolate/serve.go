@@ -43,6 +43,9 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 	if f, ok := cancels.(*os.File); ok {
 		cancels = pollable(f)
 	}
+	if f, ok := w.(*os.File); ok {
+		w = pollable(f)
+	}
 	in := newFrameReader(tasks)
 	f, err := in.read(helloLimit)
 	if err != nil {
@@ -52,6 +55,7 @@ func Serve(tasks, cancels io.Reader, w io.Writer, build Build) error {
 		return errors.New("the first frame is not hello")
 	}
 	c := &childServer{h: *f.Hello, w: frameWriter{w: w}}
+	c.guard.c = c
 	c.set, err = build(c.h.Init)
 	if err != nil {
 		_ = c.write(&frame{Error: err.Error()})
@@ -103,6 +107,9 @@ type childServer struct {
 	seq    uint64             // of the task running; guarded by mu
 	cancel context.CancelFunc // of the task running; guarded by mu
 
+	alarm monitorAlarm // used by run only
+	guard heapGuard
+
 	// memLimit is the Go memory limit set last, asBound the task bound
 	// RLIMIT_AS was set for last (0: none yet). Used by run only.
 	memLimit, asBound int64
@@ -142,13 +149,24 @@ func (c *childServer) readCancels(r io.Reader) {
 // write errors.
 func (c *childServer) run(f *frame) error {
 	t := *f.Task
+	c.alarm.taskStarts()
+	defer c.alarm.taskEnded(c.h.HeapCheckInterval)
 	rt := c.set[t.Type]
 	if rt == nil {
 		return c.write(&frame{Error: fmt.Sprintf("this runtime process does not run %s jobs", t.Type)})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if !f.Deadline.IsZero() {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if f.Deadline.IsZero() {
+		ctx, cancel = context.WithCancel(context.Background())
+	} else {
 		ctx, cancel = context.WithDeadline(context.Background(), f.Deadline)
+		// The pool's deadline is its start plus t.Timeout at the latest:
+		// the runtime's own bound of t.Timeout from now, later, would be a
+		// second context and timer for nothing.
+		if t.Timeout > 0 && !f.Deadline.After(time.Now().Add(t.Timeout)) {
+			t.Timeout = 0
+		}
 	}
 	defer cancel()
 	c.mu.Lock()
@@ -164,8 +182,8 @@ func (c *childServer) run(f *frame) error {
 	bound := t.Limits.MemoryBytes
 	if bound > 0 {
 		c.setLimits(base, bound)
-		stop := c.guard(base, uint64(bound), cancel)
-		defer stop()
+		c.guard.start(base, uint64(bound), cancel)
+		defer c.guard.stop()
 	}
 	var sink *frameSink
 	if f.Live {
@@ -190,6 +208,44 @@ func (c *childServer) run(f *frame) error {
 	return nil
 }
 
+// A monitorAlarm keeps the Go runtime's monitor thread (sysmon) awake for
+// the tasks that need it. The child reads and writes its frames with raw
+// system calls (rawPipe), which do not wake the monitor; once the child is
+// idle, the monitor sleeps until the next timer is due. But the monitor is
+// what preempts a guest that computes without end (with one processor, its
+// deadline's timer and the heap check run only once it is preempted), so
+// it must be awake, or wake within a bound, while a task runs.
+//
+// The alarm is a timer due HeapCheckInterval after each task ends: a
+// monitor that went to sleep after the task wakes by then at the latest. A
+// task that starts before it is due needs nothing; one that starts later
+// wakes the monitor with an ordinary system call (wakeMonitor). A child
+// busy with tasks thus wakes its monitor once a burst, not once a task.
+type monitorAlarm struct {
+	timer *time.Timer
+	// until is when the timer was set plus its delay: before it, the
+	// timer is still due.
+	until time.Time
+}
+
+// taskStarts wakes the monitor unless the alarm is still due.
+func (a *monitorAlarm) taskStarts() {
+	if a.timer == nil || !time.Now().Before(a.until) {
+		wakeMonitor()
+	}
+}
+
+// taskEnded sets the alarm d from now.
+func (a *monitorAlarm) taskEnded(d time.Duration) {
+	now := time.Now()
+	if a.timer == nil {
+		a.timer = time.AfterFunc(d, func() {})
+	} else {
+		a.timer.Reset(d)
+	}
+	a.until = now.Add(d)
+}
+
 // A preparer readies itself for its next run (the Lua runtime makes its
 // spare interpreter state). Serve calls Prepare before the first task and
 // after each result of the runtime, while the pool has its answer and the
@@ -212,42 +268,61 @@ func (c *childServer) runGuest(ctx context.Context, rt runtime.Runtime, t job.Ta
 	return rt.Run(ctx, t)
 }
 
-// guard reads the heap every HeapCheckInterval until stop is called. Past
-// base+bound it collects garbage, and if the heap is still over, it sends
-// the task's out-of-memory result (marked Exit: the pool kills the child)
-// and stops the task.
-func (c *childServer) guard(base, bound uint64, cancel context.CancelFunc) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var timer *time.Timer
-	check := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
+// heapGuard reads the heap every HeapCheckInterval while a task runs.
+// Past base+bound it collects garbage, and if the heap is still over, it
+// sends the task's out-of-memory result (marked Exit: the pool kills the
+// child) and stops the task. One timer serves the child's tasks in turn.
+type heapGuard struct {
+	c *childServer
+
+	mu     sync.Mutex
+	timer  *time.Timer        // guarded by mu
+	active bool               // a task runs; guarded by mu
+	base   uint64             // guarded by mu
+	bound  uint64             // guarded by mu
+	cancel context.CancelFunc // of the task; guarded by mu
+}
+
+// start watches a task's heap, until stop.
+func (g *heapGuard) start(base, bound uint64, cancel context.CancelFunc) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.active, g.base, g.bound, g.cancel = true, base, bound, cancel
+	if g.timer == nil {
+		g.timer = time.AfterFunc(g.c.h.HeapCheckInterval, g.check)
+	} else {
+		g.timer.Reset(g.c.h.HeapCheckInterval)
+	}
+}
+
+func (g *heapGuard) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.active, g.cancel = false, nil
+	g.timer.Stop()
+}
+
+// check reads the heap of the task running, if one is: a check of a task
+// that has stopped, late, finds none, or the next task's (which it checks
+// as well).
+func (g *heapGuard) check() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.active {
+		return
+	}
+	if heapBytes() > g.base+g.bound {
+		goruntime.GC()
+		if used := heapBytes(); used > g.base+g.bound {
+			res := runtime.Failed(fmt.Sprintf("out of memory: the job's heap went past its limit of %d MiB", g.bound>>20))
+			res.OOMKilled = true
+			res.PeakMemoryBytes = int64(used - g.base)
+			_ = g.c.write(&frame{Result: &res, Exit: true})
+			g.cancel()
 			return
 		}
-		if heapBytes() > base+bound {
-			goruntime.GC()
-			if used := heapBytes(); used > base+bound {
-				res := runtime.Failed(fmt.Sprintf("out of memory: the job's heap went past its limit of %d MiB", bound>>20))
-				res.OOMKilled = true
-				res.PeakMemoryBytes = int64(used - base)
-				_ = c.write(&frame{Result: &res, Exit: true})
-				cancel()
-				return
-			}
-		}
-		timer.Reset(c.h.HeapCheckInterval)
 	}
-	mu.Lock()
-	timer = time.AfterFunc(c.h.HeapCheckInterval, check)
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		stopped = true
-		timer.Stop()
-		mu.Unlock()
-	}
+	g.timer.Reset(g.c.h.HeapCheckInterval)
 }
 
 // setLimits sets the Go memory limit and RLIMIT_AS for a task bounded to

@@ -15,4 +15,8 @@ func sysProcAttr() *syscall.SysProcAttr { return nil }
 func blockingPipe() (r, w *os.File, err error) { return os.Pipe() }
 
 // pollable returns f elsewhere.
-func pollable(f *os.File) io.Reader { return f }
+func pollable(f *os.File) io.ReadWriter { return f }
+
+// wakeMonitor does nothing elsewhere: reads and writes are ordinary
+// system calls.
+func wakeMonitor() {}

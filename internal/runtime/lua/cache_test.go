@@ -28,3 +28,18 @@ func TestCachedChunkSharesNoState(t *testing.T) {
 		t.Fatalf("syntax error: %+v, %d cached", res, r.protos.Len())
 	}
 }
+
+// TestChunkIsTheCodes: codes of one length that differ in one byte, run
+// in turn and again, each run their own chunk (the last chunk is taken
+// only for the same code).
+func TestChunkIsTheCodes(t *testing.T) {
+	for _, cfg := range []Config{{}, {CachedChunks: -1}} {
+		r, _ := New(cfg)
+		for _, want := range []string{"1", "2", "2", "1", "1", "3", "2"} {
+			res, err := r.Run(context.Background(), job.Task{Type: job.TypeLua, Spec: job.Spec{Code: `return ` + want}})
+			if err != nil || res.Status != job.StatusCompleted || string(res.Result) != want {
+				t.Fatalf("%+v: return %s: %+v %v", cfg, want, res, err)
+			}
+		}
+	}
+}

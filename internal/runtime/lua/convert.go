@@ -1,12 +1,11 @@
 package lua
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -24,45 +23,51 @@ var errDepth = errors.New("table nested too deeply (or cyclic)")
 // the integers 1..n is an array; any other table, including the empty one,
 // is an object whose keys are the tables' string or number keys.
 func encodeJSON(v glua.LValue) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := encodeValue(&buf, v, 0); err != nil {
+	e := jsonWriter{}
+	if err := e.value(v, 0); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return e.b, nil
 }
 
-func encodeValue(buf *bytes.Buffer, v glua.LValue, depth int) error {
+// jsonWriter appends JSON to b; entries holds the members of the objects
+// being written, innermost last, while they are sorted.
+type jsonWriter struct {
+	b       []byte
+	entries []jsonMember
+}
+
+func (e *jsonWriter) value(v glua.LValue, depth int) error {
 	switch v := v.(type) {
 	case *glua.LNilType:
-		buf.WriteString("null")
+		e.b = append(e.b, "null"...)
 	case glua.LBool:
-		buf.WriteString(strconv.FormatBool(bool(v)))
+		e.b = strconv.AppendBool(e.b, bool(v))
 	case glua.LNumber:
 		f := float64(v)
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return fmt.Errorf("cannot encode %v as JSON", f)
 		}
-		buf.WriteString(strconv.FormatFloat(f, 'f', -1, 64))
+		e.b = strconv.AppendFloat(e.b, f, 'f', -1, 64)
 	case glua.LString:
-		b, _ := json.Marshal(string(v))
-		buf.Write(b)
+		e.b = appendJSONString(e.b, string(v))
 	case *glua.LTable:
 		if depth >= maxDepth {
 			return errDepth
 		}
-		return encodeTable(buf, v, depth+1)
+		return e.table(v, depth+1)
 	default:
 		return fmt.Errorf("cannot encode a %s as JSON", v.Type())
 	}
 	return nil
 }
 
-func encodeTable(buf *bytes.Buffer, t *glua.LTable, depth int) error {
-	type entry struct {
-		key string
-		val glua.LValue
-	}
-	var entries []entry
+func (e *jsonWriter) table(t *glua.LTable, depth int) error {
+	mark := len(e.entries)
+	defer func() {
+		clear(e.entries[mark:])
+		e.entries = e.entries[:mark]
+	}()
 	n := 0
 	isArray := true
 	var keyErr error
@@ -73,9 +78,9 @@ func encodeTable(buf *bytes.Buffer, t *glua.LTable, depth int) error {
 		}
 		switch k := k.(type) {
 		case glua.LString:
-			entries = append(entries, entry{string(k), v})
+			e.entries = append(e.entries, jsonMember{string(k), v})
 		case glua.LNumber:
-			entries = append(entries, entry{strconv.FormatFloat(float64(k), 'f', -1, 64), v})
+			e.entries = append(e.entries, jsonMember{strconv.FormatFloat(float64(k), 'f', -1, 64), v})
 		default:
 			keyErr = fmt.Errorf("cannot encode a table with a %s key as JSON", k.Type())
 		}
@@ -84,33 +89,92 @@ func encodeTable(buf *bytes.Buffer, t *glua.LTable, depth int) error {
 		return keyErr
 	}
 	if n > 0 && isArray && t.MaxN() == n {
-		buf.WriteByte('[')
+		e.b = append(e.b, '[')
 		for i := 1; i <= n; i++ {
 			if i > 1 {
-				buf.WriteByte(',')
+				e.b = append(e.b, ',')
 			}
-			if err := encodeValue(buf, t.RawGetInt(i), depth); err != nil {
+			if err := e.value(t.RawGetInt(i), depth); err != nil {
 				return err
 			}
 		}
-		buf.WriteByte(']')
+		e.b = append(e.b, ']')
 		return nil
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].key < entries[j].key })
-	buf.WriteByte('{')
-	for i, e := range entries {
+	entries := e.entries[mark:]
+	slices.SortFunc(entries, func(a, b jsonMember) int { return strings.Compare(a.key, b.key) })
+	e.b = append(e.b, '{')
+	for i := range entries {
 		if i > 0 {
-			buf.WriteByte(',')
+			e.b = append(e.b, ',')
 		}
-		k, _ := json.Marshal(e.key)
-		buf.Write(k)
-		buf.WriteByte(':')
-		if err := encodeValue(buf, e.val, depth); err != nil {
+		// e.entries may grow under the value: index it afresh.
+		m := e.entries[mark+i]
+		e.b = appendJSONString(e.b, m.key)
+		e.b = append(e.b, ':')
+		if err := e.value(m.val, depth); err != nil {
 			return err
 		}
 	}
-	buf.WriteByte('}')
+	e.b = append(e.b, '}')
 	return nil
+}
+
+// appendJSONString appends s as a JSON string, byte for byte as
+// json.Marshal writes it: <, > and & escaped for HTML, the control
+// characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028 and
+// U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // decodeJSON decodes one JSON value into Lua values, as json.Unmarshal
@@ -208,9 +272,7 @@ func (d *jsonReader) value() (v glua.LValue, ok bool) {
 		}
 		members := d.members[mark:]
 		t := d.L.CreateTable(0, len(members))
-		for _, m := range members {
-			t.RawSetString(m.key, m.val)
-		}
+		setFields(t, members)
 		clear(members)
 		d.members = d.members[:mark]
 		return t, true

@@ -3,7 +3,6 @@ package lua
 import (
 	"maps"
 	"reflect"
-	"slices"
 	"unsafe"
 
 	glua "github.com/yuin/gopher-lua"
@@ -48,6 +47,9 @@ func layoutOf(t *glua.LTable) *tableLayout { return (*tableLayout)(unsafe.Pointe
 type tableKeys struct {
 	keys []glua.LValue
 	k2i  map[glua.LValue]int
+	// room is the room for more keys a copy of keys is given (the
+	// globals': every run sets a few).
+	room int
 }
 
 // keysOf returns the key order a table filled with fields by RawSetString
@@ -65,7 +67,7 @@ func keysOf(fields []fieldPlan) *tableKeys {
 // fields keysOf was given, and only them.
 func (k *tableKeys) set(t *glua.LTable) {
 	l := layoutOf(t)
-	l.keys = slices.Clone(k.keys)
+	l.keys = append(make([]glua.LValue, 0, len(k.keys)+k.room), k.keys...)
 	l.k2i = maps.Clone(k.k2i)
 }
 
@@ -76,4 +78,36 @@ func strdict(t *glua.LTable, n int) map[string]glua.LValue {
 		l.strdict = make(map[string]glua.LValue, n)
 	}
 	return l.strdict
+}
+
+// setFields sets t's fields to members, one by one, as RawSetString would:
+// a later member of a key replaces an earlier one and keeps its place in
+// the order, nil members are not set. t must be new, made by CreateTable
+// with room for members. The key order is made at its full size, not
+// grown a key at a time.
+func setFields(t *glua.LTable, members []jsonMember) {
+	if !layoutMatches || len(members) == 0 {
+		for _, m := range members {
+			t.RawSetString(m.key, m.val)
+		}
+		return
+	}
+	l := layoutOf(t)
+	if l.strdict == nil {
+		l.strdict = make(map[string]glua.LValue, len(members))
+	}
+	l.keys = make([]glua.LValue, 0, len(members))
+	l.k2i = make(map[glua.LValue]int, len(members))
+	for _, m := range members {
+		if m.val == glua.LNil {
+			delete(l.strdict, m.key)
+			continue
+		}
+		l.strdict[m.key] = m.val
+		k := glua.LValue(glua.LString(m.key))
+		if _, ok := l.k2i[k]; !ok {
+			l.k2i[k] = len(l.keys)
+			l.keys = append(l.keys, k)
+		}
+	}
 }

@@ -135,6 +135,10 @@ func (c Config) validate() error {
 type Lua struct {
 	cfg    Config
 	protos *runtime.CodeCache[*glua.FunctionProto]
+	// last is the chunk run last, with its code: a run of the same code
+	// (compared as a string) takes it without hashing the code for
+	// protos.
+	last atomic.Pointer[compiledChunk]
 	// spare holds fresh states ready to run (Config.SpareStates).
 	spare chan *state
 	// refilling is set while a spare state is being made.
@@ -148,6 +152,12 @@ type Lua struct {
 type state struct {
 	L   *glua.LState
 	out *redirect
+}
+
+// compiledChunk is a chunk's code and its compiled form.
+type compiledChunk struct {
+	code  string
+	proto *glua.FunctionProto
 }
 
 // redirect is an io.Writer whose destination is set once the state that
@@ -251,7 +261,7 @@ func (r *Lua) exec(ctx context.Context, code string, input json.RawMessage, stdo
 
 	// A compiled chunk holds no state of the run: it is shared by every
 	// state that runs the same source.
-	proto, err := r.protos.Get(code, compileChunk)
+	proto, err := r.chunk(code)
 	if err != nil {
 		// Load reports the error as it always has.
 		if _, err := L.Load(strings.NewReader(code), "=job"); err != nil {
@@ -349,6 +359,22 @@ func (r *Lua) newState() (*state, error) {
 	out := &redirect{w: io.Discard}
 	plan.open(L, out, r.rep)
 	return &state{L: L, out: out}, nil
+}
+
+// chunk returns code compiled: the last chunk when its code is code, else
+// the cache's (which compiles it on a miss).
+func (r *Lua) chunk(code string) (*glua.FunctionProto, error) {
+	if c := r.last.Load(); c != nil && c.code == code {
+		return c.proto, nil
+	}
+	if r.protos == nil {
+		return compileChunk(code)
+	}
+	proto, err := r.protos.Get(code, compileChunk)
+	if err == nil {
+		r.last.Store(&compiledChunk{code: code, proto: proto})
+	}
+	return proto, err
 }
 
 // errorMessage returns a Lua error's message with its traceback.

@@ -136,6 +136,10 @@ func newPlan(copyKeys bool) (*libraryPlan, error) {
 	return readPlan(L, copyKeys)
 }
 
+// globalsRoom is the room for more keys that a state's globals are made
+// with: a run sets INPUT, and most code a few globals of its own.
+const globalsRoom = 8
+
 // planReader walks a state's libraries into a plan.
 type planReader struct {
 	plan   *libraryPlan
@@ -173,6 +177,7 @@ func readPlan(L *glua.LState, copyKeys bool) (*libraryPlan, error) {
 			t := &r.plan.tables[i]
 			t.order = keysOf(t.fields)
 		}
+		r.plan.tables[0].order.room = globalsRoom
 	}
 	for _, v := range []glua.LValue{glua.LNil, glua.LTrue, glua.LNumber(0), L.NewFunction(printTo(io.Discard)), L.NewTable()} {
 		if L.GetMetatable(v) != glua.LNil {
