@@ -613,6 +613,16 @@ func (o *Orchestrator) handleOutput(ctx context.Context, w *worker, m protocol.M
 	if !current {
 		return
 	}
+	if e.unstored.Load() {
+		// Nothing of a job is stored before the job itself: output of
+		// a waited job not stored yet would belong to no job after a
+		// crash.
+		o.persist(ctx, e)
+		if e.unstored.Load() {
+			o.log.Warn("store job output", "job_id", m.JobID, "err", "the job could not be stored")
+			return
+		}
+	}
 	if err := o.logs.output(ctx, &snap, ephemeral, m.Stream, m.Text, m.Dropped); err != nil {
 		o.log.Warn("store job output", "job_id", m.JobID, "err", err)
 	}

@@ -610,6 +610,15 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 	}
 	o.seq++
 	e := &entry{job: j, seq: o.seq, enqueuedAt: o.now(), log: log}
+	if deferred && o.closed {
+		// Close waits for what is stored late; it may be waiting now.
+		if reserved {
+			o.queue.opened(j.Namespace) // given back, as unreserve does
+		}
+		o.mu.Unlock()
+		o.logs.release(log)
+		return nil, job.Errorf(job.CodeUnavailable, "the orchestrator is shutting down")
+	}
 	if deferred {
 		e.unstored.Store(true)
 		e.version = 1
@@ -638,8 +647,12 @@ func (o *Orchestrator) Submit(ctx context.Context, r job.Request) (*job.Job, err
 func (o *Orchestrator) Job(ctx context.Context, id string) (*job.Job, error) {
 	o.mu.Lock()
 	if e, ok := o.active[id]; ok {
+		// A job submitted with Request.Waited and not stored yet is
+		// known only to its submitter, who learns of it from
+		// WaitVisible: whoever else asks cannot make it stored early.
+		j := o.viewLocked(e)
 		o.mu.Unlock()
-		return o.activeJob(ctx, e)
+		return j, nil
 	}
 	o.mu.Unlock()
 	return o.endedJob(ctx, id)
@@ -685,6 +698,13 @@ func (o *Orchestrator) WaitVisible(ctx context.Context, id string, d time.Durati
 	o.mu.Lock()
 	e, ok := o.active[id]
 	if ok && (d <= 0 || sees == nil || !sees(e.job.Namespace)) {
+		if sees == nil || !sees(e.job.Namespace) {
+			// For admission to hide: nothing is stored for a caller
+			// who does not see the job.
+			j := o.viewLocked(e)
+			o.mu.Unlock()
+			return j, nil
+		}
 		o.mu.Unlock()
 		return o.activeJob(ctx, e)
 	}
@@ -703,7 +723,12 @@ func (o *Orchestrator) WaitVisible(ctx context.Context, id string, d time.Durati
 	defer t.Stop()
 	select {
 	case <-done:
-		// The job is terminal and stored; its final state is e's.
+		// The job is terminal; its final state is e's. Stored, unless
+		// its write gave up (the orchestrator closing): a job waited
+		// for that the store never held is not reported as accepted.
+		if e.unstored.Load() {
+			return nil, job.Errorf(job.CodeUnavailable, "job %s ended but could not be stored", id)
+		}
 		o.mu.Lock()
 		j := *e.job
 		o.mu.Unlock()
@@ -724,7 +749,7 @@ func (o *Orchestrator) activeJob(ctx context.Context, e *entry) (*job.Job, error
 		if e.unstored.Load() {
 			id := e.job.ID
 			o.Cancel(context.WithoutCancel(ctx), id) //nolint:errcheck // the error below is the answer
-			return nil, job.Errorf(job.CodeUnavailable, "job %s could not be stored; it was canceled", id)
+			return nil, job.Errorf(job.CodeUnavailable, "the job could not be stored, so it was not accepted: it is canceled (or, had it ended already, kept in the store once the store works again)")
 		}
 	}
 	o.mu.Lock()

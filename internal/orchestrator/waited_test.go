@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
+	"github.com/zerverless/zerverless/internal/protocol"
 	"github.com/zerverless/zerverless/internal/store"
 )
 
@@ -177,4 +178,73 @@ func TestWaitedJobLog(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestWaitedJobNotReportedUnstored: a waited job whose end could not be
+// stored before the orchestrator closed is reported to its waiter as not
+// accepted (unavailable), not as ended; and the output of a waited job
+// is stored only once the job is.
+func TestWaitedJobNotReportedUnstored(t *testing.T) {
+	ctx := tenantCtx()
+	t.Run("output", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.RunningWriteDelay = 3 * time.Second // Close waits for it
+		h := newHarness(t, t.TempDir(), cfg)
+		w := h.dial(luaCaps(1))
+		w.keepAlive()
+		j := h.submit(job.Request{Type: job.TypeLua, Code: "print(1)", Waited: true})
+		task := w.next(5 * time.Second)
+		w.send(protocol.Message{Type: protocol.TypeOutput, JobID: task.JobID, LeaseID: task.LeaseID, Stream: job.LogStdout, Text: "1\n"})
+		eventually(t, 10*time.Second, func() error {
+			events, _, err := h.o.JobLog(ctx, j.ID, 0, 100)
+			if err != nil {
+				return err
+			}
+			if len(events) == 0 {
+				return errorf("no output in the log yet")
+			}
+			return nil
+		})
+		if s := h.stored(j.ID); s.Status != job.StatusRunning {
+			t.Fatalf("with its output stored, the job is stored as %s", s.Status)
+		}
+		w.send(resultMessage(task, job.StatusCompleted))
+	})
+	t.Run("closed before its end was stored", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.RunningWriteDelay = 3 * time.Second // Close waits for it
+		cs := &countingStore{}
+		h := newHarnessWith(t, t.TempDir(), cfg, func(st store.Store) store.Store {
+			cs.Store = st
+			return cs
+		})
+		w := h.dial(luaCaps(1))
+		w.keepAlive()
+		j := h.submit(job.Request{Type: job.TypeLua, Code: "return 1", Waited: true})
+		task := w.next(5 * time.Second)
+		cs.failing.Store(true)
+		type answer struct {
+			j   *job.Job
+			err error
+		}
+		got := make(chan answer, 1)
+		go func() {
+			v, err := h.o.WaitVisible(ctx, j.ID, 30*time.Second, func(string) bool { return true })
+			got <- answer{v, err}
+		}()
+		w.send(resultMessage(task, job.StatusCompleted))
+		time.Sleep(100 * time.Millisecond) // the result's write is being retried
+		h.o.Close()
+		select {
+		case a := <-got:
+			if job.ErrorCode(a.err) != job.CodeUnavailable {
+				t.Fatalf("the waiter got %v %v, want unavailable", a.j, a.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the waiter was not answered")
+		}
+		if _, err := h.o.Submit(ctx, job.Request{Type: job.TypeLua, Code: "return 1", Waited: true}); job.ErrorCode(err) != job.CodeUnavailable {
+			t.Fatalf("a waited submission after Close: %v, want unavailable", err)
+		}
+	})
 }
