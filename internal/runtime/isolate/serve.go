@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/job"
@@ -221,6 +222,10 @@ func (c *childServer) run(f *frame) error {
 // task that starts before it is due needs nothing; one that starts later
 // wakes the monitor with an ordinary system call (wakeMonitor). A child
 // busy with tasks thus wakes its monitor once a burst, not once a task.
+// The alarm bounds only a sleep that began once it was set: a write that
+// waited for a full pipe (a large result) let the child idle before, and
+// the monitor may have gone to sleep until a timer far off, so the next
+// task wakes it whatever the alarm (writeWaited).
 type monitorAlarm struct {
 	timer *time.Timer
 	// until is when the timer was set plus its delay: before it, the
@@ -228,9 +233,15 @@ type monitorAlarm struct {
 	until time.Time
 }
 
-// taskStarts wakes the monitor unless the alarm is still due.
+// writeWaited says that a frame's write waited for room in its pipe since
+// the last task started.
+var writeWaited atomic.Bool
+
+// taskStarts wakes the monitor unless the alarm is still due and no write
+// waited since the last task started.
 func (a *monitorAlarm) taskStarts() {
-	if a.timer == nil || !time.Now().Before(a.until) {
+	waited := writeWaited.Swap(false)
+	if waited || a.timer == nil || !time.Now().Before(a.until) {
 		wakeMonitor()
 	}
 }

@@ -113,6 +113,9 @@ func (p *rawPipe) Write(b []byte) (int, error) {
 				n += int(r)
 			case syscall.EINTR:
 			case syscall.EAGAIN:
+				// The pipe is full: the child may idle while it
+				// waits, with no alarm due (see monitorAlarm).
+				writeWaited.Store(true)
 				return false
 			default:
 				errno = e
