@@ -369,7 +369,9 @@ func adminToken(dir string) string {
 // TestCrashOrchestratorUnderLoad kills `zerverless serve` with SIGKILL while
 // jobs are being submitted and run, restarts it on the same data directory
 // and port, and checks that every job acknowledged with 201 completes with
-// its own result.
+// its own result. Half the submitters wait for their jobs (?wait=, a job
+// the orchestrator stores only when it ends or when the wait returns it
+// unfinished): what they were answered is kept as well.
 func TestCrashOrchestratorUnderLoad(t *testing.T) {
 	addr, dir := freePort(t), t.TempDir()
 	url := "http://" + addr
@@ -398,7 +400,14 @@ func TestCrashOrchestratorUnderLoad(t *testing.T) {
 				next++
 				mu.Unlock()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				v, err := c.Submit(ctx, faultRequest(i, 10_000+rng.Intn(40_000)))
+				var v client.View
+				var err error
+				if g%2 == 0 {
+					v, err = c.Submit(ctx, faultRequest(i, 10_000+rng.Intn(40_000)))
+				} else {
+					wait := time.Duration(1+rng.Intn(200)) * time.Millisecond
+					v, err = c.Run(ctx, faultRequest(i, 10_000+rng.Intn(40_000)), wait)
+				}
 				cancel()
 				if err != nil {
 					// Refused, or the server is gone: not acknowledged.
