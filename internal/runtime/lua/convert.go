@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	glua "github.com/yuin/gopher-lua"
+
+	"github.com/zerverless/zerverless/internal/job"
 )
 
 // maxDepth bounds the nesting of tables encoded to JSON; deeper tables
@@ -50,7 +52,7 @@ func (e *jsonWriter) value(v glua.LValue, depth int) error {
 		}
 		e.b = strconv.AppendFloat(e.b, f, 'f', -1, 64)
 	case glua.LString:
-		e.b = appendJSONString(e.b, string(v))
+		e.b = job.AppendJSONString(e.b, string(v))
 	case *glua.LTable:
 		if depth >= maxDepth {
 			return errDepth
@@ -110,7 +112,7 @@ func (e *jsonWriter) table(t *glua.LTable, depth int) error {
 		}
 		// e.entries may grow under the value: index it afresh.
 		m := e.entries[mark+i]
-		e.b = appendJSONString(e.b, m.key)
+		e.b = job.AppendJSONString(e.b, m.key)
 		e.b = append(e.b, ':')
 		if err := e.value(m.val, depth); err != nil {
 			return err
@@ -118,63 +120,6 @@ func (e *jsonWriter) table(t *glua.LTable, depth int) error {
 	}
 	e.b = append(e.b, '}')
 	return nil
-}
-
-// appendJSONString appends s as a JSON string, byte for byte as
-// json.Marshal writes it: <, > and & escaped for HTML, the control
-// characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028 and
-// U+2029 escaped.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // decodeJSON decodes one JSON value into Lua values, as json.Unmarshal

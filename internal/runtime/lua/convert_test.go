@@ -1,30 +1,11 @@
 package lua
 
 import (
-	"encoding/json"
 	"reflect"
 	"testing"
 
 	glua "github.com/yuin/gopher-lua"
 )
-
-// FuzzAppendJSONString checks appendJSONString byte for byte against
-// json.Marshal.
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", `"quoted" \back\slash`, "<a href='x'>&amp;</a>", "\x00\x01\b\f\n\r\t\x1f\x7f",
-		"caf\xc3\xa9 \xe2\x80\xa8 \xe2\x80\xa9 \xf0\x9f\x98\x80", "\xff\xfe bad \xc3", "\xed\xa0\x80 surrogate"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
-			t.Fatalf("appendJSONString(%q) = %s, want %s", s, got[1:], want)
-		}
-	})
-}
 
 // TestSetFieldsIsRawSetString: a table filled by setFields is the table
 // RawSetString makes of the same members, key order included.
