@@ -1,22 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zerverless/zerverless/internal/client"
 	"github.com/zerverless/zerverless/internal/job"
 	"github.com/zerverless/zerverless/internal/orchestrator"
+	"github.com/zerverless/zerverless/internal/testutil"
 )
 
 // BenchmarkEndToEndLua drives the full path — an HTTP submit that waits
@@ -96,7 +92,7 @@ func drive(b *testing.B, clients int, unit string, call func() error) {
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := testutil.TreeCPU()
 	start := time.Now()
 	for i := range clients {
 		wg.Add(1)
@@ -114,7 +110,7 @@ func drive(b *testing.B, clients int, unit string, call func() error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
+	cpu := testutil.TreeCPU() - cpu0
 	b.StopTimer()
 	all := slices.Concat(lat...)
 	slices.Sort(all)
@@ -127,38 +123,6 @@ func drive(b *testing.B, clients int, unit string, call func() error) {
 	// The CPU one call costs, in this process and its runtime processes:
 	// steadier than throughput on a shared machine.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "cpu-µs/op")
-}
-
-// cpuTime is the CPU time used so far by this process and by its live
-// child processes (the runtime processes of the embedded workers), as
-// /proc counts it (children to the clock tick).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	ents, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range ents {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// Fields after the command's closing parenthesis: state ppid … utime (14) stime (15).
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != self {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * (time.Second / 100) // USER_HZ
-	}
-	return total
 }
 
 // BenchmarkEndToEndLuaSerial is the latency of one job at a time through

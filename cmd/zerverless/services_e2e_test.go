@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 
 	"github.com/zerverless/zerverless/internal/dockertest"
+	"github.com/zerverless/zerverless/internal/testutil"
 )
 
 // The docker services end to end: `serve` with an embedded docker worker
@@ -326,7 +327,7 @@ func BenchmarkServiceVsDockerRun(b *testing.B) {
 	serveCPU := func() time.Duration {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return cpuTime() - time.Duration(ru.Utime.Nano()+ru.Stime.Nano())
+		return testutil.TreeCPU() - time.Duration(ru.Utime.Nano()+ru.Stime.Nano())
 	}
 	cpu0 := serveCPU()
 	b.ResetTimer()

@@ -1,15 +1,12 @@
 package isolate_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/zerverless/zerverless/internal/runtime/js"
 	"github.com/zerverless/zerverless/internal/runtime/lua"
 	"github.com/zerverless/zerverless/internal/runtime/runtimetest"
+	"github.com/zerverless/zerverless/internal/testutil"
 )
 
 // childArg makes the test binary a pool's child (os.Executable is the test
@@ -226,59 +224,28 @@ func BenchmarkRun(b *testing.B) {
 		if res, err := p.Run(context.Background(), task); err != nil || res.Status != job.StatusCompleted {
 			b.Fatal(res, err) // the child is started before the clock
 		}
-		cpu := treeCPU()
+		cpu := testutil.TreeCPU()
 		for b.Loop() {
 			if res, err := p.Run(context.Background(), task); err != nil || res.Status != job.StatusCompleted {
 				b.Fatal(res, err)
 			}
 		}
-		reportCPU(b, treeCPU()-cpu)
+		reportCPU(b, testutil.TreeCPU()-cpu)
 	})
 	b.Run("in-process", func(b *testing.B) {
 		l, _ := lua.New(lua.Config{})
-		cpu := treeCPU()
+		cpu := testutil.TreeCPU()
 		for b.Loop() {
 			if res, err := l.Run(context.Background(), task); err != nil || res.Status != job.StatusCompleted {
 				b.Fatal(res, err)
 			}
 		}
-		reportCPU(b, treeCPU()-cpu)
+		reportCPU(b, testutil.TreeCPU()-cpu)
 	})
 }
 
 func reportCPU(b *testing.B, cpu time.Duration) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
-}
-
-// treeCPU is the CPU time of this process and of its living children.
-func treeCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	ents, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range ents {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// The fields after the command's closing parenthesis: state (3),
-		// ppid (4) … utime (14), stime (15).
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != self {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * (time.Second / 100) // USER_HZ
-	}
-	return total
 }
 
 // TestStuckGuestIsKilled: a guest stuck in a long native call (a
