@@ -87,29 +87,7 @@ func TestCountersUnderHostileBatches(t *testing.T) {
 	})
 	wg.Wait()
 
-	counts, err := s.CountJobs(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := s.readDB.QueryContext(ctx, `SELECT status, count(*) FROM jobs GROUP BY status`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[job.Status]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			t.Fatal(err)
-		}
-		want[job.Status(st)] = n
-	}
-	rows.Close()
-	for st, n := range counts {
-		if n != want[st] {
-			t.Errorf("job_counts says %d jobs %s, the jobs table %d", n, st, want[st])
-		}
-	}
+	checkCounts(t, s)
 	for _, ns := range []string{"alice", "bob"} {
 		var sum int64
 		if err := s.readDB.QueryRowContext(ctx, `SELECT coalesce(sum(spec_bytes + result_bytes), 0) FROM jobs WHERE namespace = ?`, ns).Scan(&sum); err != nil {

@@ -9,7 +9,8 @@ import (
 	"github.com/zerverless/zerverless/internal/job"
 )
 
-// checkCounts fails unless CountJobs agrees with the jobs rows.
+// checkCounts fails unless CountJobs, and the bytes namespace_usage holds
+// for each namespace, agree with the jobs rows.
 func checkCounts(t *testing.T, s *Store) {
 	t.Helper()
 	ctx := context.Background()
@@ -36,15 +37,31 @@ func checkCounts(t *testing.T, s *Store) {
 			t.Errorf("%s: %d counted, %d stored", st, counts[st], want[st])
 		}
 	}
-	var usage, bytes int64
-	if err := s.readDB.QueryRowContext(ctx, `SELECT COALESCE(SUM(bytes), 0) FROM namespace_usage`).Scan(&usage); err != nil {
-		t.Fatal(err)
+	counted, stored := map[string]int64{}, map[string]int64{}
+	for q, m := range map[string]map[string]int64{
+		`SELECT namespace, bytes FROM namespace_usage`:                                  counted,
+		`SELECT namespace, SUM(spec_bytes + result_bytes) FROM jobs GROUP BY namespace`: stored,
+	} {
+		rows, err := s.readDB.QueryContext(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var ns string
+			var n int64
+			if err := rows.Scan(&ns, &n); err != nil {
+				t.Fatal(err)
+			}
+			m[ns] = n
+		}
+		rows.Close()
 	}
-	if err := s.readDB.QueryRowContext(ctx, `SELECT COALESCE(SUM(spec_bytes + result_bytes), 0) FROM jobs`).Scan(&bytes); err != nil {
-		t.Fatal(err)
-	}
-	if usage != bytes {
-		t.Errorf("%d bytes counted, %d stored", usage, bytes)
+	for _, m := range []map[string]int64{counted, stored} {
+		for ns := range m {
+			if counted[ns] != stored[ns] {
+				t.Errorf("namespace %s: %d bytes counted, %d stored", ns, counted[ns], stored[ns])
+			}
+		}
 	}
 }
 
