@@ -113,21 +113,10 @@ func TestSubmitWait(t *testing.T) {
 // submissions do not fill MaxBodiesInFlight.
 func TestSubmitWaitGivesBackItsBody(t *testing.T) {
 	svc := &waitingService{Service: apitest.NewService(), waiting: make(chan struct{}, 1), release: make(chan struct{})}
-	d := apitest.NewDeps(t, svc.Service)
-	adm, err := admission.New(admission.DefaultConfig(), admission.Deps{
-		Jobs: svc, Functions: d.Functions, Tokens: apitest.OpenAuth{Service: d.Auth},
-		Contexts: d.Contexts, Owners: d.Store, Quotas: svc, Logs: svc,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := DefaultConfig()
 	cfg.MaxBodyBytes = 1 << 10
 	cfg.MaxBodiesInFlight = 1 << 10
-	h, err := New(cfg, adm, svc, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := handlerOver(t, cfg, svc.Service, svc)
 	body := `{"job_type":"lua","code":"return 1","input_data":"` + strings.Repeat("x", 900) + `"}`
 	done := make(chan response, 1)
 	go func() { done <- do(t, h, "POST", "/api/jobs?wait=30s", strings.NewReader(body)) }()
@@ -140,6 +129,28 @@ func TestSubmitWaitGivesBackItsBody(t *testing.T) {
 	if res := <-done; res.status != http.StatusCreated {
 		t.Errorf("the waiting submission: %d %s", res.status, res.body)
 	}
+}
+
+// handlerOver is the API with cfg over base, apitest's Service, whose job
+// service is jobs (base itself, or base with some methods changed).
+func handlerOver(t *testing.T, cfg Config, base *apitest.Service, jobs interface {
+	Service
+	admission.Jobs
+}) http.Handler {
+	t.Helper()
+	d := apitest.NewDeps(t, base)
+	adm, err := admission.New(admission.DefaultConfig(), admission.Deps{
+		Jobs: jobs, Functions: d.Functions, Tokens: apitest.OpenAuth{Service: d.Auth},
+		Contexts: d.Contexts, Owners: d.Store, Quotas: base, Logs: base,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(cfg, adm, jobs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 // waitingService is apitest's Service whose waits block until release is
@@ -225,18 +236,7 @@ func (s *unstorableService) WaitVisible(ctx context.Context, id string, wait tim
 // the answer is the error, 503, with no id handed out.
 func TestSubmitWaitNotStored(t *testing.T) {
 	svc := &unstorableService{Service: apitest.NewService()}
-	d := apitest.NewDeps(t, svc.Service)
-	adm, err := admission.New(admission.DefaultConfig(), admission.Deps{
-		Jobs: svc, Functions: d.Functions, Tokens: apitest.OpenAuth{Service: d.Auth},
-		Contexts: d.Contexts, Owners: d.Store, Quotas: svc, Logs: svc,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(DefaultConfig(), adm, svc, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := handlerOver(t, DefaultConfig(), svc.Service, svc)
 	res := do(t, h, "POST", "/api/jobs?wait=5s", strings.NewReader(`{"job_type":"lua","code":"return 1"}`))
 	if res.status != http.StatusServiceUnavailable || res.json(t)["error"] == nil || res.header.Get("Location") != "" {
 		t.Fatalf("a waited job not stored: %d %v %s", res.status, res.header, res.body)
